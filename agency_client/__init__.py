@@ -1,0 +1,1 @@
+"""ixb agency client: SDK, key handling and the agency-side CLI."""

@@ -1,0 +1,183 @@
+"""Agency-side commands: ``ixb keys``, ``ixb mrz``, ``ixb envelope``.
+
+Human output by default, ``--json`` for scripts. Errors reach the dispatcher
+as typed :class:`~protocols.errors.IxbError` and become one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agency_client.keystore import load_public, passphrase, read_bytes, save_identity
+from protocols.envelope import (
+    Envelope,
+    check_times,
+    decode_envelope,
+    verify_hops,
+    verify_sender_signature,
+)
+from protocols.errors import IxbError
+from protocols.identifiers import Principal, format_message_id, parse_agency, parse_hub
+from protocols.keys import Identity, KdfProfile, KeyRing, PublicIdentity
+from protocols.limits import MAX_ENVELOPE_BYTES
+from protocols.mrz import parse_mrz
+
+EXIT_USER_ERROR = 2
+EXIT_NOT_VERIFIED = 3
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="create and show key files").add_subparsers(
+        dest="cmd", required=True
+    )
+    new = keys.add_parser("new", help="create a key file (asks for a passphrase)")
+    who = new.add_mutually_exclusive_group(required=True)
+    who.add_argument("--agency", help="agency id, e.g. THA/DSI-ATHD")
+    who.add_argument("--hub", help="hub id, e.g. THA/HUB")
+    new.add_argument("--out", required=True, type=Path, help="key file to create")
+    new.add_argument(
+        "--kdf",
+        choices=[p.value for p in KdfProfile],
+        default=KdfProfile.MODERATE.value,
+        help="Argon2id cost (default: moderate)",
+    )
+    new.set_defaults(func=cmd_keys_new)
+    show = keys.add_parser("show", help="public keys and fingerprints of a key file")
+    show.add_argument("file", type=Path)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_keys_show)
+
+    mrz = sub.add_parser("mrz", help="travel-document MRZ tools").add_subparsers(
+        dest="cmd", required=True
+    )
+    check = mrz.add_parser("check", help="parse an MRZ and validate every check digit")
+    check.add_argument("lines", nargs="+", metavar="LINE")
+    check.set_defaults(func=cmd_mrz_check)
+
+    env = sub.add_parser("envelope", help="envelope tools").add_subparsers(
+        dest="cmd", required=True
+    )
+    inspect = env.add_parser(
+        "inspect", help="show an envelope's header and verify its signature (never its content)"
+    )
+    inspect.add_argument("file", type=Path)
+    inspect.add_argument(
+        "--key",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="KEYFILE",
+        help="key file of the sender or a hop's hub (public part only; repeatable)",
+    )
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(func=cmd_envelope_inspect)
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    principal: Principal = parse_agency(args.agency) if args.agency else parse_hub(args.hub)
+    identity = Identity.generate(principal)
+    save_identity(args.out, identity, passphrase(confirm=True), KdfProfile(args.kdf))
+    sys.stdout.write(f"created {args.out} for {principal}\n")
+    _print_fingerprints(identity.public())
+    return 0
+
+
+def _print_fingerprints(pub: PublicIdentity) -> None:
+    for role, fpr in pub.fingerprints().items():
+        sys.stdout.write(f"  {role:<10} {fpr}\n")
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    pub = load_public(args.file)
+    if args.json:
+        _print_json(
+            {
+                "principal": str(pub.principal),
+                "signing_public": pub.signing.hex(),
+                "encryption_public": None if pub.encryption is None else pub.encryption.hex(),
+                "fingerprints": pub.fingerprints(),
+            }
+        )
+        return 0
+    sys.stdout.write(f"{pub.principal}\n")
+    _print_fingerprints(pub)
+    return 0
+
+
+def cmd_mrz_check(args: argparse.Namespace) -> int:
+    mrz = parse_mrz(args.lines, today=datetime.now(UTC).date())
+    _print_json(mrz.to_json_dict())
+    return 0
+
+
+def _ms_to_iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def envelope_summary(env: Envelope) -> dict[str, Any]:
+    """The metadata of an envelope, as a hub sees it: never content."""
+    h = env.header
+    return {
+        "id": h.message_id,
+        "type": h.type,
+        "sender": h.sender,
+        "sender_key_id": h.sender_key.hex(),
+        "recipients": list(h.recipients),
+        "created": _ms_to_iso(h.created),
+        "expires": _ms_to_iso(h.expires),
+        "handling": h.handling.value,
+        "restriction": h.restriction,
+        "priority": h.priority.value,
+        "case_ref": h.case_ref,
+        "in_reply_to": None if h.in_reply_to is None else format_message_id(h.in_reply_to),
+        "size_bytes": env.size,
+        "payload_hash": env.payload_hash.hex(),
+        "hops": [{"hub": hop.hub, "at": _ms_to_iso(hop.at)} for hop in env.hops],
+    }
+
+
+def cmd_envelope_inspect(args: argparse.Namespace) -> int:
+    data = read_bytes(args.file, MAX_ENVELOPE_BYTES)
+    env = decode_envelope(data)
+    summary = envelope_summary(env)
+    ring = KeyRing()
+    for path in args.key:
+        ring.add(load_public(path))
+    status = 0
+    if not args.key:
+        summary["signature"] = "not checked: pass --key with the sender's key file"
+        status = EXIT_NOT_VERIFIED
+    else:
+        try:
+            verify_sender_signature(env, ring)
+            summary["signature"] = f"valid, signed by {env.header.sender}"
+            if env.hops:
+                verify_hops(env, ring)
+                summary["signature"] += " and countersigned by every hop"
+        except IxbError as exc:
+            summary["signature"] = f"FAILED {exc.code}: {exc.detail}"
+            status = EXIT_USER_ERROR
+    try:
+        check_times(env.header, int(time.time() * 1000))
+        summary["freshness"] = "fresh"
+    except IxbError as exc:
+        summary["freshness"] = f"{exc.code}: {exc.detail}"
+    if args.json:
+        _print_json(summary)
+        return status
+    summary["hops"] = [f"{h['hub']} at {h['at']}" for h in summary["hops"]]
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        sys.stdout.write(f"{key:<{width}}  {'-' if shown in (None, '') else shown}\n")
+    return status

@@ -1,0 +1,68 @@
+"""Key files on disk: created 0600, never overwritten, passphrase from env or prompt."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from protocols.errors import IoError, PassphraseError
+from protocols.keys import (
+    Identity,
+    KdfProfile,
+    PublicIdentity,
+    open_keyfile,
+    read_public,
+    seal_keyfile,
+)
+
+PASSPHRASE_ENV = "IXB_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
+MAX_KEYFILE_BYTES = 16 * 1024
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """Read a whole small file or raise :class:`IoError` with a readable reason."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise IoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise IoError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def passphrase(*, confirm: bool) -> str:
+    """``IXB_PASSPHRASE`` if set (scripts, CI), else an interactive prompt."""
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise PassphraseError(f"no terminal to ask for a passphrase; set {PASSPHRASE_ENV}")
+    first = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise PassphraseError("the two passphrases differ")
+    return first
+
+
+def save_identity(path: Path, identity: Identity, secret: str, profile: KdfProfile) -> None:
+    data = seal_keyfile(identity, secret, profile)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise IoError(f"{path} exists; refusing to overwrite a key file") from None
+    except OSError as exc:
+        raise IoError(f"cannot create {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def load_identity(path: Path, secret: str) -> Identity:
+    return open_keyfile(read_bytes(path, MAX_KEYFILE_BYTES), secret)
+
+
+def load_public(path: Path) -> PublicIdentity:
+    return read_public(read_bytes(path, MAX_KEYFILE_BYTES))

@@ -1,0 +1,1 @@
+"""ixb national hub: ingress, verification, policy, routing, audit log, liaison pages."""

@@ -1,0 +1,1 @@
+"""The ``ixb`` command: a thin dispatcher over broker's and agency_client's CLIs."""

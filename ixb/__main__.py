@@ -1,0 +1,5 @@
+import sys
+
+from ixb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""``ixb``: one command for everybody, a thin dispatcher over the packages' own CLIs.
+
+Each command group lives in the package that owns it (``agency_client.cli``
+for keys, MRZ and envelopes; ``broker`` for hub commands once they exist).
+This module only maps group names to their ``register`` functions and turns
+every typed error into one readable line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from agency_client import cli as agency_cli
+from ixb import demo
+from protocols.errors import IxbError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+GROUPS: tuple[Register, ...] = (agency_cli.register, demo.register)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line in the ixb error format."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error ixb.E_USAGE: {self.prog}: {message}\n")
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = _Parser(
+        prog="ixb",
+        description="Secure cross-border intelligence exchange (signed, end-to-end encrypted).",
+    )
+    sub = parser.add_subparsers(dest="group", required=True)
+    for register in GROUPS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except IxbError as exc:
+        sys.stderr.write(exc.one_line() + "\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

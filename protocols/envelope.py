@@ -1,0 +1,490 @@
+"""The envelope: encrypt-then-sign, so every hub can verify the sender without reading content.
+
+Layout and the exact order of checks are in SPEC.md §Envelope. In short::
+
+    envelope = {v: 1, hdr: bin, keys: bin, ct: bin, sig: bin, hops?: [hop]}
+    hdr  = canonical MessagePack of Header (clear, signed)
+    keys = canonical MessagePack of [[recipient, key_id, sealed_key], …]
+    ct   = nonce(24) ‖ key_commitment(32) ‖ XChaCha20-Poly1305(pad(body), ad=H(hdr))
+    sig  = Ed25519(sender, "ixb-sig-v1\\0" ‖ digest(hdr, keys, ct))
+    hop  = [hub, key_id, at, Ed25519(hub, "ixb-hop-v1\\0" ‖ digest ‖ [hub, key_id, at])]
+
+The signature covers the exact bytes of ``hdr``, ``keys`` and ``ct``; hubs
+append hop signatures outside it, so countersigning never disturbs the
+sender's signature. Binding the header into the AEAD as associated data means
+a stolen ciphertext cannot be re-sent under another sender's name, and the
+key commitment means every recipient decrypts the same plaintext.
+
+Everything here is pure: callers pass ``now_ms``; randomness comes from
+libsodium.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import struct
+from collections.abc import Sequence
+from typing import Annotated
+
+import msgspec
+import nacl.bindings
+import nacl.encoding
+import nacl.exceptions
+import nacl.hash
+import nacl.utils
+from nacl.public import PublicKey, SealedBox
+
+from protocols import wire
+from protocols.errors import (
+    ClockSkewError,
+    DecryptError,
+    ExpiredError,
+    IxbError,
+    MalformedError,
+    NotRecipientError,
+    SchemaError,
+    SignatureError,
+    TooLargeError,
+    TtlError,
+    VersionError,
+)
+from protocols.handling import HandlingCode, Priority
+from protocols.identifiers import (
+    MessageIdBytes,
+    Principal,
+    PrincipalStr,
+    format_message_id,
+    new_message_id,
+    parse_principal,
+)
+from protocols.keys import (
+    KEY_ID_BYTES,
+    Identity,
+    PublicIdentity,
+    SigningKeyLookup,
+    SigningKeyPair,
+    verify_signature,
+)
+from protocols.limits import (
+    DEFAULT_LIMITS,
+    MAX_HOPS,
+    MAX_RECIPIENTS,
+    MAX_SHORT_TEXT,
+    Limits,
+)
+from protocols.messages import MESSAGE_TYPES, REPLY_TO, Body, decode_body, encode_body
+from protocols.replay import ReplayGuard
+
+ENVELOPE_VERSION = 1
+NONCE_BYTES = 24
+CONTENT_KEY_BYTES = 32
+COMMITMENT_BYTES = 32
+SEALED_KEY_BYTES = CONTENT_KEY_BYTES + 48  # crypto_box_seal overhead
+AEAD_TAG_BYTES = 16
+PAD_BLOCK = 256
+
+DS_DIGEST = b"ixb-envelope-v1\x00"
+DS_SIGNATURE = b"ixb-sig-v1\x00"
+DS_HOP = b"ixb-hop-v1\x00"
+DS_HEADER_AD = b"ixb-header-v1\x00"
+DS_COMMIT = b"ixb-commit-v1\x00"
+DS_PAYLOAD = b"ixb-payload-v1\x00"
+
+KeyIdBytes = Annotated[bytes, msgspec.Meta(min_length=KEY_ID_BYTES, max_length=KEY_ID_BYTES)]
+SignatureBytes = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+TypeName = Annotated[str, msgspec.Meta(pattern=r"^[a-z]+(\.[a-z]+)*$", max_length=32)]
+ShortText = Annotated[str, msgspec.Meta(max_length=MAX_SHORT_TEXT)]
+Millis = Annotated[int, msgspec.Meta(ge=0, lt=1 << 53)]
+
+
+class Header(wire.WireStruct, frozen=True):
+    """The clear, signed header: everything a hub needs to route and enforce policy."""
+
+    id: MessageIdBytes
+    type: TypeName
+    sender: PrincipalStr
+    sender_key: KeyIdBytes
+    recipients: Annotated[list[PrincipalStr], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
+    created: Millis
+    expires: Millis
+    handling: HandlingCode
+    priority: Priority
+    restriction: ShortText | None = None
+    case_ref: ShortText | None = None
+    in_reply_to: MessageIdBytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in MESSAGE_TYPES:
+            raise SchemaError(f"unknown message type {self.type!r}")
+        parse_principal(self.sender)
+        for r in self.recipients:
+            parse_principal(r)
+        if len(set(self.recipients)) != len(self.recipients):
+            raise SchemaError("recipients must not repeat")
+        if self.expires <= self.created:
+            raise SchemaError("expires must be after created")
+        if (self.handling is HandlingCode.H3) != bool(self.restriction):
+            raise SchemaError("a restriction text is required with H3, and only with H3")
+        answers = self.type in REPLY_TO or self.type == "receipt"
+        if answers and self.in_reply_to is None:
+            raise SchemaError(f"{self.type} must name the message it answers (in_reply_to)")
+
+    @property
+    def message_id(self) -> str:
+        return format_message_id(self.id)
+
+    @property
+    def sender_principal(self) -> Principal:
+        return parse_principal(self.sender)
+
+    @property
+    def recipient_principals(self) -> tuple[Principal, ...]:
+        return tuple(parse_principal(r) for r in self.recipients)
+
+
+class SealedKey(wire.WireStruct, frozen=True, array_like=True):
+    """The content key sealed (``crypto_box_seal``) to one recipient's X25519 key."""
+
+    recipient: PrincipalStr
+    key_id: KeyIdBytes
+    sealed: Annotated[bytes, msgspec.Meta(min_length=SEALED_KEY_BYTES, max_length=SEALED_KEY_BYTES)]
+
+
+SealedKeys = Annotated[list[SealedKey], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
+
+
+class HopClaim(wire.WireStruct, frozen=True, array_like=True):
+    """What a hub states by countersigning: I, ``hub``, accepted this envelope at ``at``."""
+
+    hub: PrincipalStr
+    key_id: KeyIdBytes
+    at: Millis
+
+
+class Hop(wire.WireStruct, frozen=True, array_like=True):
+    hub: PrincipalStr
+    key_id: KeyIdBytes
+    at: Millis
+    sig: SignatureBytes
+
+    @property
+    def claim(self) -> HopClaim:
+        return HopClaim(hub=self.hub, key_id=self.key_id, at=self.at)
+
+
+class _Outer(wire.WireStruct, frozen=True):
+    v: int
+    hdr: bytes
+    keys: bytes
+    ct: bytes
+    sig: SignatureBytes
+    hops: Annotated[list[Hop], msgspec.Meta(max_length=MAX_HOPS)] = msgspec.field(
+        default_factory=list
+    )
+
+
+def _blake2b(data: bytes) -> bytes:
+    return nacl.hash.blake2b(data, digest_size=32, encoder=nacl.encoding.RawEncoder)
+
+
+def _lp(part: bytes) -> bytes:
+    return struct.pack(">I", len(part)) + part
+
+
+def envelope_digest(hdr: bytes, keys: bytes, ct: bytes) -> bytes:
+    """BLAKE2b-256 over the length-prefixed signed parts: what the sender and hops sign."""
+    return _blake2b(DS_DIGEST + _lp(hdr) + _lp(keys) + _lp(ct))
+
+
+def header_ad(hdr: bytes) -> bytes:
+    return _blake2b(DS_HEADER_AD + hdr)
+
+
+def key_commitment(content_key: bytes) -> bytes:
+    return nacl.hash.blake2b(
+        DS_COMMIT, digest_size=32, key=content_key, encoder=nacl.encoding.RawEncoder
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Envelope:
+    """A structurally valid envelope. Its signature is checked by :func:`verify_envelope`."""
+
+    header: Header
+    hdr: bytes
+    keys: bytes
+    ct: bytes
+    sig: bytes
+    sealed_keys: tuple[SealedKey, ...]
+    hops: tuple[Hop, ...]
+    digest: bytes
+    size: int
+
+    @property
+    def message_id(self) -> str:
+        return self.header.message_id
+
+    @property
+    def payload_hash(self) -> bytes:
+        """Names the content in audit entries and receipts without revealing it."""
+        return _blake2b(DS_PAYLOAD + self.ct)
+
+    def to_bytes(self) -> bytes:
+        return wire.encode(
+            _Outer(
+                v=ENVELOPE_VERSION,
+                hdr=self.hdr,
+                keys=self.keys,
+                ct=self.ct,
+                sig=self.sig,
+                hops=list(self.hops),
+            )
+        )
+
+
+def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Parse envelope bytes into typed parts; checks structure only, not the signature."""
+    if len(data) > limits.max_envelope_bytes:
+        raise TooLargeError(f"envelope is {len(data)} bytes; limit {limits.max_envelope_bytes}")
+    try:
+        version = msgspec.msgpack.decode(data, type=_VersionOnly).v
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        raise MalformedError("not an ixb envelope (no version field)") from None
+    if version != ENVELOPE_VERSION:
+        raise VersionError(f"envelope version {version} is not supported (want 1)")
+    outer = wire.decode(data, _Outer, "envelope")
+    header = wire.decode(outer.hdr, Header, "header")
+    if len(header.recipients) > limits.max_recipients:
+        raise TooLargeError(f"{len(header.recipients)} recipients; limit {limits.max_recipients}")
+    if len(outer.hops) > limits.max_hops:
+        raise TooLargeError(f"{len(outer.hops)} hops; limit {limits.max_hops}")
+    sealed = wire.decode(outer.keys, SealedKeys, "keys")
+    if [s.recipient for s in sealed] != header.recipients:
+        raise SchemaError("sealed keys must list exactly the header's recipients, in order")
+    if len(outer.ct) < NONCE_BYTES + COMMITMENT_BYTES + AEAD_TAG_BYTES:
+        raise MalformedError("ciphertext is too short")
+    return Envelope(
+        header=header,
+        hdr=outer.hdr,
+        keys=outer.keys,
+        ct=outer.ct,
+        sig=outer.sig,
+        sealed_keys=tuple(sealed),
+        hops=tuple(outer.hops),
+        digest=envelope_digest(outer.hdr, outer.keys, outer.ct),
+        size=len(data),
+    )
+
+
+class _VersionOnly(msgspec.Struct):
+    v: int
+
+
+def check_times(header: Header, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Freshness: not from the future, not expired, not living longer than allowed."""
+    if header.created > now_ms + limits.max_clock_skew_ms:
+        raise ClockSkewError(
+            f"created {header.created - now_ms} ms in the future; "
+            f"allowed skew {limits.max_clock_skew_ms} ms"
+        )
+    if now_ms >= header.expires:
+        raise ExpiredError(f"expired {now_ms - header.expires} ms ago")
+    if header.expires - header.created > limits.max_ttl_ms:
+        raise TtlError(f"lifetime {header.expires - header.created} ms exceeds {limits.max_ttl_ms}")
+
+
+def verify_sender_signature(env: Envelope, keys: SigningKeyLookup) -> None:
+    """Steps 5-6 of the spec: the sender's key is known and current, and it signed this."""
+    public = keys.signing_key(env.header.sender_principal, env.header.sender_key)
+    verify_signature(public, DS_SIGNATURE + env.digest, env.sig)
+
+
+def verify_envelope(
+    data: bytes | Envelope,
+    keys: SigningKeyLookup,
+    now_ms: int,
+    limits: Limits = DEFAULT_LIMITS,
+    replay: ReplayGuard | None = None,
+) -> Envelope:
+    """Everything a hub checks before it trusts an envelope, in the spec's order.
+
+    Structure, sender key (known, not revoked), signature, freshness, and —
+    only once all that passed, so forgeries cannot poison it — replay.
+    """
+    env = data if isinstance(data, Envelope) else decode_envelope(data, limits)
+    verify_sender_signature(env, keys)
+    check_times(env.header, now_ms, limits)
+    if replay is not None:
+        replay.check_and_record(env.header.id, env.header.expires, now_ms)
+    return env
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Opened:
+    """A verified envelope opened by one of its recipients."""
+
+    envelope: Envelope
+    body: Body
+
+    @property
+    def header(self) -> Header:
+        return self.envelope.header
+
+
+def open_envelope(env: Envelope, recipient: Identity) -> Opened:
+    """Decrypt for ``recipient``. Call only on an envelope :func:`verify_envelope` returned."""
+    me = str(recipient.principal)
+    if recipient.encryption is None:
+        raise NotRecipientError(f"{me} has no encryption key (hubs cannot read content)")
+    entry = next((s for s in env.sealed_keys if s.recipient == me), None)
+    if entry is None:
+        raise NotRecipientError(f"{me} is not a recipient of {env.message_id}")
+    if not hmac.compare_digest(entry.key_id, recipient.encryption.key_id):
+        raise DecryptError(f"content key is sealed to another key of {me} (rotated?)")
+    try:
+        content_key = SealedBox(recipient.encryption.private_key).decrypt(entry.sealed)
+    except nacl.exceptions.CryptoError:
+        raise DecryptError("cannot unseal the content key") from None
+    body_bytes = decrypt_body(env.ct, content_key, env.hdr)
+    return Opened(env, decode_body(env.header.type, body_bytes))
+
+
+def decrypt_body(ct: bytes, content_key: bytes, hdr: bytes) -> bytes:
+    """Check the key commitment, decrypt, and strip the padding."""
+    nonce = ct[:NONCE_BYTES]
+    commitment = ct[NONCE_BYTES : NONCE_BYTES + COMMITMENT_BYTES]
+    if not hmac.compare_digest(commitment, key_commitment(content_key)):
+        raise DecryptError("content key does not match the ciphertext's commitment")
+    try:
+        padded = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ct[NONCE_BYTES + COMMITMENT_BYTES :], header_ad(hdr), nonce, content_key
+        )
+    except nacl.exceptions.CryptoError:
+        raise DecryptError("ciphertext does not authenticate") from None
+    return _unpad(padded)
+
+
+def _pad(body: bytes) -> bytes:
+    framed = struct.pack(">I", len(body)) + body
+    return framed + b"\x00" * (-len(framed) % PAD_BLOCK)
+
+
+def _unpad(padded: bytes) -> bytes:
+    if len(padded) < 4 or len(padded) % PAD_BLOCK:
+        raise DecryptError("plaintext padding is malformed")
+    (n,) = struct.unpack(">I", padded[:4])
+    if n > len(padded) - 4 or any(padded[4 + n :]):
+        raise DecryptError("plaintext padding is malformed")
+    return padded[4 : 4 + n]
+
+
+# --- building -----------------------------------------------------------------
+
+
+def encrypt_body(body: Body, content_key: bytes, nonce: bytes, hdr: bytes) -> bytes:
+    """``ct`` for a body: nonce ‖ commitment ‖ AEAD(pad(body), ad=H(hdr))."""
+    if len(content_key) != CONTENT_KEY_BYTES or len(nonce) != NONCE_BYTES:
+        raise ValueError("content key is 32 bytes and nonce 24 bytes")
+    sealed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        _pad(encode_body(body)), header_ad(hdr), nonce, content_key
+    )
+    return nonce + key_commitment(content_key) + sealed
+
+
+def seal_content_key(content_key: bytes, recipient: PublicIdentity) -> SealedKey:
+    if recipient.encryption is None or recipient.encryption_key_id is None:
+        raise NotRecipientError(f"{recipient.principal} has no encryption key")
+    return SealedKey(
+        recipient=str(recipient.principal),
+        key_id=recipient.encryption_key_id,
+        sealed=SealedBox(PublicKey(recipient.encryption)).encrypt(content_key),
+    )
+
+
+def assemble(
+    header: Header, sealed: Sequence[SealedKey], ct: bytes, signer: SigningKeyPair
+) -> bytes:
+    """Sign and encode. ``sealed`` must follow ``header.recipients`` in order."""
+    hdr = wire.encode(header)
+    keys = wire.encode(list(sealed))
+    sig = signer.sign(DS_SIGNATURE + envelope_digest(hdr, keys, ct))
+    return wire.encode(_Outer(v=ENVELOPE_VERSION, hdr=hdr, keys=keys, ct=ct, sig=sig))
+
+
+def seal_envelope(
+    *,
+    sender: Identity,
+    recipients: Sequence[PublicIdentity],
+    body: Body,
+    now_ms: int,
+    ttl_ms: int,
+    handling: HandlingCode = HandlingCode.H0,
+    priority: Priority = Priority.NORMAL,
+    restriction: str | None = None,
+    case_ref: str | None = None,
+    in_reply_to: bytes | None = None,
+) -> bytes:
+    """Build, encrypt to every recipient, and sign a message: the one call senders need."""
+    type_name = _type_name(body)
+    header = Header(
+        id=new_message_id(now_ms, nacl.utils.random(10)),
+        type=type_name,
+        sender=str(sender.principal),
+        sender_key=sender.signing.key_id,
+        recipients=[str(r.principal) for r in recipients],
+        created=now_ms,
+        expires=now_ms + ttl_ms,
+        handling=handling,
+        priority=priority,
+        restriction=restriction,
+        case_ref=case_ref,
+        in_reply_to=in_reply_to,
+    )
+    # Header() ran its checks on construction; re-decode proves the same on the wire.
+    wire.decode(wire.encode(header), Header, "header")
+    content_key = nacl.utils.random(CONTENT_KEY_BYTES)
+    ct = encrypt_body(body, content_key, nacl.utils.random(NONCE_BYTES), wire.encode(header))
+    sealed = [seal_content_key(content_key, r) for r in recipients]
+    return assemble(header, sealed, ct, sender.signing)
+
+
+def _type_name(body: Body) -> str:
+    for name, cls in MESSAGE_TYPES.items():
+        if type(body) is cls:
+            return name
+    raise SchemaError(f"{type(body).__name__} is not a message body")
+
+
+# --- hop signatures -------------------------------------------------------------
+
+
+def add_hop(env: Envelope, hub: Identity, at_ms: int) -> Envelope:
+    """Countersign as ``hub``: a new envelope with one more hop, sender signature untouched."""
+    if not hub.principal.is_hub:
+        raise SchemaError(f"{hub.principal} is not a hub")
+    claim = HopClaim(hub=str(hub.principal), key_id=hub.signing.key_id, at=at_ms)
+    sig = hub.signing.sign(_hop_message(env.digest, claim))
+    hop = Hop(hub=claim.hub, key_id=claim.key_id, at=claim.at, sig=sig)
+    countersigned = dataclasses.replace(env, hops=(*env.hops, hop))
+    return dataclasses.replace(countersigned, size=len(countersigned.to_bytes()))
+
+
+def _hop_message(digest: bytes, claim: HopClaim) -> bytes:
+    return DS_HOP + digest + wire.encode(claim)
+
+
+def verify_hops(env: Envelope, keys: SigningKeyLookup) -> tuple[Principal, ...]:
+    """Check every hop signature; returns the hubs in order."""
+    hubs: list[Principal] = []
+    for i, hop in enumerate(env.hops):
+        hub = parse_principal(hop.hub)
+        if not hub.is_hub:
+            raise SignatureError(f"hop {i} is not signed by a hub")
+        try:
+            public = keys.signing_key(hub, hop.key_id)
+            verify_signature(public, _hop_message(env.digest, hop.claim), hop.sig)
+        except IxbError as exc:
+            raise SignatureError(f"hop {i} ({hop.hub}): {exc.detail}") from None
+        hubs.append(hub)
+    return tuple(hubs)

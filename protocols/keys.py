@@ -1,0 +1,412 @@
+"""Agency and hub key pairs, fingerprints, and the key file encrypted at rest.
+
+Secret key bytes never appear in ``repr``/``str`` (PyNaCl's objects print
+their seed), are never logged, and leave this module only encrypted (key
+file) or as the argument of a libsodium call.
+
+Key file (SPEC.md §Key file): JSON text, secrets sealed with
+XSalsa20-Poly1305 (``crypto_secretbox``) under a key derived from the
+passphrase with Argon2id (``crypto_pwhash``); the KDF parameters are recorded
+in the file and bounded when read, so a crafted file can neither weaken nor
+exhaust the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal, NoReturn, Protocol
+
+import msgspec
+import nacl.encoding
+import nacl.exceptions
+import nacl.hash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+from nacl.public import PrivateKey
+from nacl.pwhash import argon2id
+
+from protocols.errors import (
+    IxbError,
+    KeyFileError,
+    PassphraseError,
+    RevokedError,
+    SignatureError,
+    UnknownSenderError,
+)
+from protocols.identifiers import Principal, parse_principal
+
+KEY_ID_BYTES = 8
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+MIN_PASSPHRASE_CHARS = 8
+KEYFILE_FORMAT: Final = "ixb-keyfile-v1"
+
+
+class KeyAlg(enum.StrEnum):
+    ED25519 = "ed25519"
+    X25519 = "x25519"
+
+
+def key_id(alg: KeyAlg, public: bytes) -> bytes:
+    """8-byte id naming a public key on the wire (a hint for rotation, never trusted alone)."""
+    return _key_hash(alg, public)[:KEY_ID_BYTES]
+
+
+def fingerprint(alg: KeyAlg, public: bytes) -> str:
+    """Human fingerprint, read aloud over the phone when exchanging trust anchors.
+
+    ``ed25519:ABCD-EFGH-…``: 20 bytes of BLAKE2b-256 over the algorithm and
+    key, in RFC 4648 base32 groups of four.
+    """
+    text = base64.b32encode(_key_hash(alg, public)[:20]).decode("ascii")
+    return f"{alg.value}:" + "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def _key_hash(alg: KeyAlg, public: bytes) -> bytes:
+    return nacl.hash.blake2b(
+        b"ixb-key-v1\x00" + alg.value.encode("ascii") + b"\x00" + public,
+        digest_size=32,
+        encoder=nacl.encoding.RawEncoder,
+    )
+
+
+class SigningKeyPair:
+    """Ed25519 key pair. The seed stays inside; ``repr`` shows the fingerprint only."""
+
+    __slots__ = ("_sk", "key_id", "public")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise KeyFileError("an Ed25519 seed is 32 bytes")
+        self._sk = nacl.signing.SigningKey(seed)
+        self.public: bytes = bytes(self._sk.verify_key)
+        self.key_id: bytes = key_id(KeyAlg.ED25519, self.public)
+
+    @classmethod
+    def generate(cls) -> SigningKeyPair:
+        return cls(nacl.utils.random(32))
+
+    def sign(self, message: bytes) -> bytes:
+        """Detached Ed25519 signature."""
+        return self._sk.sign(message).signature
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(KeyAlg.ED25519, self.public)
+
+    def _seed(self) -> bytes:
+        return bytes(self._sk)
+
+    def __repr__(self) -> str:
+        return f"SigningKeyPair({self.fingerprint})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("key pairs are not picklable; use a key file")
+
+
+class EncryptionKeyPair:
+    """X25519 key pair for receiving content keys."""
+
+    __slots__ = ("_sk", "key_id", "public")
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != 32:
+            raise KeyFileError("an X25519 secret key is 32 bytes")
+        self._sk = PrivateKey(secret)
+        self.public: bytes = bytes(self._sk.public_key)
+        self.key_id: bytes = key_id(KeyAlg.X25519, self.public)
+
+    @classmethod
+    def generate(cls) -> EncryptionKeyPair:
+        return cls(bytes(PrivateKey.generate()))
+
+    @property
+    def private_key(self) -> PrivateKey:
+        """For libsodium calls in :mod:`protocols.envelope` only."""
+        return self._sk
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(KeyAlg.X25519, self.public)
+
+    def __repr__(self) -> str:
+        return f"EncryptionKeyPair({self.fingerprint})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("key pairs are not picklable; use a key file")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The keys of one principal: an agency (sign + encrypt) or a hub (sign only)."""
+
+    principal: Principal
+    signing: SigningKeyPair
+    encryption: EncryptionKeyPair | None
+
+    def __post_init__(self) -> None:
+        if not self.principal.is_hub and self.encryption is None:
+            raise KeyFileError(f"agency {self.principal} needs an encryption key")
+
+    @classmethod
+    def generate(cls, principal: Principal) -> Identity:
+        enc = None if principal.is_hub else EncryptionKeyPair.generate()
+        return cls(principal, SigningKeyPair.generate(), enc)
+
+    def public(self) -> PublicIdentity:
+        return PublicIdentity(
+            principal=self.principal,
+            signing=self.signing.public,
+            encryption=None if self.encryption is None else self.encryption.public,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PublicIdentity:
+    """What others know of a principal: its id and public keys."""
+
+    principal: Principal
+    signing: bytes
+    encryption: bytes | None
+
+    def __post_init__(self) -> None:
+        if len(self.signing) != PUBLIC_KEY_BYTES:
+            raise KeyFileError("an Ed25519 public key is 32 bytes")
+        if self.encryption is not None and len(self.encryption) != PUBLIC_KEY_BYTES:
+            raise KeyFileError("an X25519 public key is 32 bytes")
+
+    @property
+    def signing_key_id(self) -> bytes:
+        return key_id(KeyAlg.ED25519, self.signing)
+
+    @property
+    def encryption_key_id(self) -> bytes | None:
+        return None if self.encryption is None else key_id(KeyAlg.X25519, self.encryption)
+
+    def fingerprints(self) -> dict[str, str]:
+        out = {"signing": fingerprint(KeyAlg.ED25519, self.signing)}
+        if self.encryption is not None:
+            out["encryption"] = fingerprint(KeyAlg.X25519, self.encryption)
+        return out
+
+
+def verify_signature(public: bytes, message: bytes, signature: bytes) -> None:
+    """Check a detached Ed25519 signature or raise :class:`SignatureError`."""
+    if len(signature) != SIGNATURE_BYTES or len(public) != PUBLIC_KEY_BYTES:
+        raise SignatureError("signature or key has the wrong length")
+    try:
+        nacl.signing.VerifyKey(public).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        raise SignatureError("signature does not verify") from None
+
+
+# --- who may sign -------------------------------------------------------------
+
+
+class SigningKeyLookup(Protocol):
+    """Resolves the Ed25519 key a sender signed with, or raises a typed error.
+
+    The hub answers from its signed directories; tests and the in-process demo
+    use :class:`KeyRing`.
+    """
+
+    def signing_key(self, sender: Principal, kid: bytes) -> bytes: ...
+
+
+class KeyRing:
+    """An in-memory map of principals to public identities, with revocation."""
+
+    def __init__(self, identities: Mapping[Principal, PublicIdentity] | None = None) -> None:
+        self._ids: dict[Principal, PublicIdentity] = dict(identities or {})
+        self._revoked: set[Principal] = set()
+
+    def add(self, identity: PublicIdentity) -> None:
+        self._ids[identity.principal] = identity
+
+    def revoke(self, principal: Principal) -> None:
+        self._revoked.add(principal)
+
+    def get(self, principal: Principal) -> PublicIdentity:
+        try:
+            return self._ids[principal]
+        except KeyError:
+            raise UnknownSenderError(f"{principal} is not in the directory") from None
+
+    def signing_key(self, sender: Principal, kid: bytes) -> bytes:
+        identity = self.get(sender)
+        if sender in self._revoked:
+            raise RevokedError(f"{sender} is revoked")
+        if not hmac.compare_digest(identity.signing_key_id, kid):
+            raise UnknownSenderError(f"{sender} has no signing key with that key id")
+        return identity.signing
+
+
+# --- key file -----------------------------------------------------------------
+
+
+class KdfProfile(enum.StrEnum):
+    """libsodium's named Argon2id cost levels."""
+
+    INTERACTIVE = "interactive"
+    MODERATE = "moderate"
+    SENSITIVE = "sensitive"
+
+    @property
+    def params(self) -> tuple[int, int]:
+        return {
+            KdfProfile.INTERACTIVE: (argon2id.OPSLIMIT_INTERACTIVE, argon2id.MEMLIMIT_INTERACTIVE),
+            KdfProfile.MODERATE: (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE),
+            KdfProfile.SENSITIVE: (argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE),
+        }[self]
+
+
+_B64 = Annotated[str, msgspec.Meta(max_length=512)]
+
+
+class _Kdf(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    alg: Literal["argon2id13"]
+    opslimit: int
+    memlimit: int
+    salt: _B64
+
+
+class _Box(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    alg: Literal["xsalsa20poly1305"]
+    nonce: _B64
+    ct: _B64
+
+
+class _PublicPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    signing: _B64
+    encryption: _B64 | None = None
+
+
+class _KeyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    format: Literal["ixb-keyfile-v1"]
+    principal: str
+    public: _PublicPart
+    kdf: _Kdf
+    box: _Box
+
+
+class _Secrets(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True):
+    principal: str
+    signing_seed: bytes
+    encryption_secret: bytes | None
+
+
+def _b64d(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise KeyFileError(f"key file: {what} is not base64") from None
+
+
+def _b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _derive(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    return argon2id.kdf(
+        nacl.secret.SecretBox.KEY_SIZE,
+        passphrase.encode("utf-8"),
+        salt,
+        opslimit=opslimit,
+        memlimit=memlimit,
+    )
+
+
+def seal_keyfile(
+    identity: Identity, passphrase: str, profile: KdfProfile = KdfProfile.MODERATE
+) -> bytes:
+    """Encrypt an identity under a passphrase; returns the key file's bytes (JSON)."""
+    if len(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise PassphraseError(f"passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
+    opslimit, memlimit = profile.params
+    salt = nacl.utils.random(argon2id.SALTBYTES)
+    box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
+    secrets = msgspec.msgpack.encode(
+        _Secrets(
+            principal=str(identity.principal),
+            signing_seed=identity.signing._seed(),
+            encryption_secret=None
+            if identity.encryption is None
+            else bytes(identity.encryption.private_key),
+        )
+    )
+    nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+    sealed = box.encrypt(secrets, nonce).ciphertext
+    pub = identity.public()
+    doc = _KeyFile(
+        format=KEYFILE_FORMAT,
+        principal=str(identity.principal),
+        public=_PublicPart(
+            signing=_b64e(pub.signing),
+            encryption=None if pub.encryption is None else _b64e(pub.encryption),
+        ),
+        kdf=_Kdf(alg="argon2id13", opslimit=opslimit, memlimit=memlimit, salt=_b64e(salt)),
+        box=_Box(alg="xsalsa20poly1305", nonce=_b64e(nonce), ct=_b64e(sealed)),
+    )
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
+
+
+def _parse_keyfile(data: bytes) -> _KeyFile:
+    if len(data) > 16 * 1024:
+        raise KeyFileError("key file is too large")
+    try:
+        return msgspec.json.decode(data, type=_KeyFile)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"not an ixb key file ({exc})") from None
+
+
+def read_public(data: bytes) -> PublicIdentity:
+    """The public part of a key file, without the passphrase."""
+    doc = _parse_keyfile(data)
+    try:
+        principal = parse_principal(doc.principal)
+    except IxbError as exc:
+        raise KeyFileError(f"key file: {exc.detail}") from None
+    enc = None if doc.public.encryption is None else _b64d(doc.public.encryption, "encryption")
+    return PublicIdentity(principal, _b64d(doc.public.signing, "signing"), enc)
+
+
+def open_keyfile(data: bytes, passphrase: str) -> Identity:
+    """Decrypt a key file; checks that the secrets match the public part."""
+    doc = _parse_keyfile(data)
+    public = read_public(data)
+    min_ops, min_mem = KdfProfile.INTERACTIVE.params
+    max_ops, max_mem = KdfProfile.SENSITIVE.params
+    if not (min_ops <= doc.kdf.opslimit <= max_ops and min_mem <= doc.kdf.memlimit <= max_mem):
+        raise KeyFileError("key file: KDF parameters outside the accepted range")
+    salt = _b64d(doc.kdf.salt, "salt")
+    nonce = _b64d(doc.box.nonce, "nonce")
+    if len(salt) != argon2id.SALTBYTES or len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
+        raise KeyFileError("key file: salt or nonce has the wrong length")
+    box = nacl.secret.SecretBox(_derive(passphrase, salt, doc.kdf.opslimit, doc.kdf.memlimit))
+    try:
+        plain = box.decrypt(_b64d(doc.box.ct, "ciphertext"), nonce)
+    except nacl.exceptions.CryptoError:
+        raise PassphraseError("wrong passphrase, or the key file was altered") from None
+    try:
+        secrets = msgspec.msgpack.decode(plain, type=_Secrets)
+        signing = SigningKeyPair(secrets.signing_seed)
+        enc = (
+            None
+            if secrets.encryption_secret is None
+            else EncryptionKeyPair(secrets.encryption_secret)
+        )
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        raise KeyFileError("key file: sealed secrets are malformed") from None
+    identity = Identity(public.principal, signing, enc)
+    if secrets.principal != str(public.principal) or identity.public() != public:
+        raise KeyFileError("key file: public part does not match the sealed secrets")
+    return identity

@@ -1,0 +1,47 @@
+"""Shared fixtures: a small federation of real key pairs (no mocks of crypto)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from protocols.identifiers import Principal, hub_of, parse_agency
+from protocols.keys import Identity, KeyRing, PublicIdentity
+
+NOW_MS = 1_795_000_000_000  # 2026-11-18, fixed so tests never read the clock
+
+
+@dataclass(frozen=True)
+class Parties:
+    ids: dict[str, Identity]
+    ring: KeyRing
+
+    def __getitem__(self, name: str) -> Identity:
+        return self.ids[name]
+
+    def pub(self, name: str) -> PublicIdentity:
+        return self.ids[name].public()
+
+
+def make_parties() -> Parties:
+    names = [
+        "THA/DSI-ATHD",
+        "THA/IMMIGRATION",
+        "MYS/IMMIGRATION",
+        "MYS/RMP-ATIPSOM",
+        "MMR/MOHA-ATTU",
+        "THA/HUB",
+        "MYS/HUB",
+    ]
+    ids: dict[str, Identity] = {}
+    for name in names:
+        p: Principal = hub_of(name[:3]) if name.endswith("/HUB") else parse_agency(name)
+        ids[name] = Identity.generate(p)
+    ring = KeyRing({i.principal: i.public() for i in ids.values()})
+    return Parties(ids, ring)
+
+
+@pytest.fixture(scope="session")
+def parties() -> Parties:
+    return make_parties()
