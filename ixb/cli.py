@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from agency_client import cli as agency_cli
 from ixb import demo
-from protocols.errors import IxbError
+from protocols.errors import IxbError, UsageError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line in the ixb error format."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"error ixb.E_USAGE: {self.prog}: {message}\n")
+        sys.stderr.write(UsageError(f"{self.prog}: {message}").one_line() + "\n")
         raise SystemExit(EXIT_USER_ERROR)
 
 

@@ -182,6 +182,12 @@ class ConfigError(LocalError):
     code = "ixb.E_CONFIG"
 
 
+class UsageError(LocalError):
+    """A command was called with the wrong arguments."""
+
+    code = "ixb.E_USAGE"
+
+
 class IoError(LocalError):
     """A file or device could not be read or written."""
 

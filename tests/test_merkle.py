@@ -39,7 +39,7 @@ ENTRIES = [b""] + [f"entry {i}".encode() * (i % 3 + 1) for i in range(1, MAX_SIZ
 HASHES = [merkle.leaf_hash(e) for e in ENTRIES]
 SOME_HASH = bytes.fromhex("abacaba000000000000000000000000000000000000000000060061e00123456")
 
-FAST = settings(max_examples=150, deadline=None, database=None)
+FAST = settings(max_examples=100, deadline=None, database=None)
 
 
 # --- naive reference: RFC 6962 §2.1, no code shared with protocols.merkle ----
@@ -515,7 +515,7 @@ def test_garbage_consistency_only_ever_raises_proof_error(
         merkle.verify_consistency(old_size, new_size, old_root, new_root, proof)
 
 
-@FAST
+@settings(FAST, max_examples=50)
 @given(size=st.integers(1, 2**64 - 1), data=st.data())
 def test_well_formed_garbage_in_huge_trees_is_rejected(size: int, data: st.DataObject) -> None:
     """Right lengths for the claimed sizes, random hashes: must fail on the hashes."""

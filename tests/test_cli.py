@@ -1,0 +1,166 @@
+"""The ``ixb`` command as a user runs it: real processes, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
+TD3 = [
+    "P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<",
+    "L898902C36UTO7408122F1204159ZE184226B<<<<<10",
+]
+
+
+def ixb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "IXB_PASSPHRASE"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "ixb", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error {code}: "), lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_mrz_check_prints_the_document() -> None:
+    result = ixb("mrz", "check", *TD3)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["document_number"] == "L898902C3"
+    assert doc["issuing_state"] == "UTO"
+    assert doc["surname"] == "ERIKSSON"
+
+
+@pytest.mark.parametrize(
+    ("lines", "code"),
+    [
+        ([TD3[0], TD3[1].replace("C36", "C37")], "ixb.E_MRZ_CHECK"),
+        ([TD3[0], TD3[1][:-1]], "ixb.E_MRZ_FORMAT"),
+        ([TD3[0].replace("UTO", "QQQ"), TD3[1]], "ixb.E_MRZ_COUNTRY"),
+        (["hello"], "ixb.E_MRZ_FORMAT"),
+    ],
+    ids=["check-digit", "short-line", "country", "garbage"],
+)
+def test_mrz_check_errors_are_one_line(lines: list[str], code: str) -> None:
+    assert_one_line_error(ixb("mrz", "check", *lines), code)
+
+
+def test_keys_new_and_show(tmp_path: Path) -> None:
+    out = tmp_path / "dsi.key"
+    env = {"IXB_PASSPHRASE": "a long enough passphrase"}
+    made = ixb(
+        "keys",
+        "new",
+        "--agency",
+        "THA/DSI-ATHD",
+        "--out",
+        str(out),
+        "--kdf",
+        "interactive",
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "ed25519:" in made.stdout
+    assert out.stat().st_mode & 0o777 == 0o600
+    shown = ixb("keys", "show", str(out), "--json")
+    assert shown.returncode == 0
+    doc = json.loads(shown.stdout)
+    assert doc["principal"] == "THA/DSI-ATHD"
+    assert doc["fingerprints"]["signing"] in made.stdout
+    again = ixb("keys", "new", "--agency", "THA/DSI-ATHD", "--out", str(out), env=env)
+    assert_one_line_error(again, "ixb.E_IO")  # never overwrites a key file
+
+
+def test_keys_new_errors(tmp_path: Path) -> None:
+    out = str(tmp_path / "k")
+    assert_one_line_error(
+        ixb("keys", "new", "--agency", "THA/HUB", "--out", out, env={"IXB_PASSPHRASE": "x" * 20}),
+        "ixb.E_IDENTIFIER",
+    )
+    assert_one_line_error(
+        ixb("keys", "new", "--agency", "THA/DSI", "--out", out), "ixb.E_PASSPHRASE"
+    )  # no terminal, no env
+    assert_one_line_error(
+        ixb("keys", "new", "--agency", "THA/DSI", "--out", out, env={"IXB_PASSPHRASE": "short"}),
+        "ixb.E_PASSPHRASE",
+    )
+    assert_one_line_error(ixb("keys", "show", str(tmp_path / "missing")), "ixb.E_IO")
+    assert_one_line_error(ixb("keys", "new", "--out", out), "ixb.E_USAGE")
+    assert_one_line_error(ixb("nonsense"), "ixb.E_USAGE")
+
+
+def test_envelope_inspect_shows_metadata_and_verifies() -> None:
+    alert = str(VECTORS / "alert.ixb")
+    keys = [
+        "--key",
+        str(VECTORS / "THA-DSI-ATHD.key"),
+        "--key",
+        str(VECTORS / "THA-HUB.key"),
+        "--key",
+        str(VECTORS / "MYS-HUB.key"),
+    ]
+    result = ixb("envelope", "inspect", alert, *keys, "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["type"] == "alert"
+    assert doc["sender"] == "THA/DSI-ATHD"
+    assert doc["handling"] == "H2"
+    assert doc["signature"].startswith("valid") and "every hop" in doc["signature"]
+    assert doc["freshness"].startswith("ixb.E_EXPIRED")  # a 2026 vector
+    vectors = json.loads((VECTORS / "envelopes.json").read_text())
+    title = vectors["envelopes"][0]["body"]["title"]
+    assert title not in result.stdout  # metadata only, never content
+
+    unchecked = ixb("envelope", "inspect", alert)
+    assert unchecked.returncode == 3
+    assert "not checked" in unchecked.stdout
+
+
+def test_envelope_inspect_failures(tmp_path: Path) -> None:
+    data = bytearray((VECTORS / "alert.ixb").read_bytes())
+    data[-200] ^= 1
+    bad = tmp_path / "bad.ixb"
+    bad.write_bytes(bytes(data))
+    result = ixb("envelope", "inspect", str(bad), "--key", str(VECTORS / "THA-DSI-ATHD.key"))
+    assert result.returncode == 2
+    assert "FAILED ixb.E_SIGNATURE" in result.stdout
+    garbage = tmp_path / "garbage.ixb"
+    garbage.write_bytes(b"\x93\x01\x02")
+    assert_one_line_error(ixb("envelope", "inspect", str(garbage)), "ixb.E_MALFORMED")
+
+
+def test_demo_runs_every_step() -> None:
+    result = ixb("demo", "--once")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for type_name in (
+        "alert",
+        "doc.verify.request",
+        "doc.verify.response",
+        "person.query",
+        "person.result",
+        "followup.request",
+        "followup.decision",
+        "mla.request",
+        "mla.status",
+        "receipt",
+    ):
+        assert f" {type_name} " in result.stdout
+    assert "refused: replayed alert → ixb.E_REPLAY" in result.stdout
+    assert "went as expected" in result.stdout
