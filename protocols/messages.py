@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from types import MappingProxyType
 from typing import Annotated, ClassVar, Final, TypeAlias
@@ -25,7 +25,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from protocols import wire
-from protocols.errors import MalformedError, MrzError, SchemaError, TransitionError
+from protocols.errors import MrzError, SchemaError, TransitionError
 from protocols.identifiers import MessageIdBytes, PrincipalStr, check_country, parse_principal
 from protocols.limits import MAX_LIST, MAX_MRZ_LINES, MAX_SHORT_TEXT, MAX_TEXT
 from protocols.mrz import Mrz, parse_mrz
@@ -72,6 +72,8 @@ STATELESS_CODES: Final = frozenset({"XXA", "XXB", "XXC", "XXX"})
 _CONTROL_SHORT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_LONG = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MRZ_CHARS = re.compile(r"[A-Z0-9<]+")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_IMO = re.compile(r"[0-9]{7}")
 
 
 # --- shared checks --------------------------------------------------------------
@@ -89,54 +91,87 @@ def check_text(value: str, where: str, *, multiline: bool = False) -> None:
         raise SchemaError(f"{where}: contains a control character{allowed}")
 
 
-def _check_value(value: object, typ: mi.Type, where: str) -> None:
-    """Check one value against the msgspec type it was declared with."""
+Check: TypeAlias = Callable[[object], None]
+
+
+def _checker(typ: mi.Type, where: str) -> Check:
+    """A function that checks one value against the msgspec type it was declared with."""
     if isinstance(typ, mi.UnionType):
-        members = [t for t in typ.types if not isinstance(t, mi.NoneType)]
-        if value is None and len(members) < len(typ.types):
-            return
-        (typ,) = members  # bodies use only ``X | None`` unions
+        (inner_type,) = [t for t in typ.types if not isinstance(t, mi.NoneType)]
+        inner = _checker(inner_type, where)  # bodies use only ``X | None`` unions
+
+        def check_optional(value: object) -> None:
+            if value is not None:
+                inner(value)
+
+        return check_optional
     if isinstance(typ, mi.StrType):
+        return _str_checker(typ, where)
+    if isinstance(typ, mi.IntType):
+        low, high = typ.ge, typ.le
+
+        def check_int(value: object) -> None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SchemaError(f"{where}: expected an integer")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise SchemaError(f"{where}: out of range {low}..{high}")
+
+        return check_int
+    if isinstance(typ, mi.VarTupleType):
+        item = _checker(typ.item_type, f"{where} item")
+        fewest, most = typ.min_length or 0, typ.max_length or MAX_LIST
+
+        def check_tuple(value: object) -> None:
+            if not isinstance(value, tuple):
+                raise SchemaError(f"{where}: expected a tuple")
+            if not fewest <= len(value) <= most:
+                raise SchemaError(f"{where}: needs {fewest}..{most} items")
+            for each in value:
+                item(each)
+
+        return check_tuple
+    if isinstance(typ, mi.BytesType):
+        size = (typ.min_length or 0, typ.max_length)
+
+        def check_bytes(value: object) -> None:
+            if not isinstance(value, bytes):
+                raise SchemaError(f"{where}: expected bytes")
+            if len(value) < size[0] or (size[1] is not None and len(value) > size[1]):
+                raise SchemaError(f"{where}: wrong length")
+
+        return check_bytes
+    if isinstance(typ, mi.EnumType | mi.StructType | mi.BoolType):
+        # Nested structs checked themselves when they were built.
+        cls = bool if isinstance(typ, mi.BoolType) else typ.cls
+
+        def check_instance(value: object) -> None:
+            if not isinstance(value, cls):
+                raise SchemaError(f"{where}: expected {cls.__name__}")
+
+        return check_instance
+    raise TypeError(f"{where}: no check for wire type {type(typ).__name__}")  # schema bug
+
+
+def _str_checker(typ: mi.StrType, where: str) -> Check:
+    most = typ.max_length if typ.max_length is not None else MAX_TEXT
+    pattern = None if typ.pattern is None else re.compile(typ.pattern)
+    multiline = most > MAX_SHORT_TEXT
+
+    def check_str(value: object) -> None:
         if not isinstance(value, str):
             raise SchemaError(f"{where}: expected a string")
-        if typ.max_length is not None and len(value) > typ.max_length:
-            raise SchemaError(f"{where}: longer than {typ.max_length} characters")
+        if len(value) > most:
+            raise SchemaError(f"{where}: longer than {most} characters")
         if typ.min_length and not value.strip():
             raise SchemaError(f"{where}: must not be empty or blank")
-        if typ.pattern is not None and not re.fullmatch(typ.pattern, value):
-            raise SchemaError(f"{where}: does not match {typ.pattern}")
-        check_text(value, where, multiline=(typ.max_length or 0) > MAX_SHORT_TEXT)
-    elif isinstance(typ, mi.BytesType):
-        if not isinstance(value, bytes):
-            raise SchemaError(f"{where}: expected bytes")
-        if not (typ.min_length or 0) <= len(value) <= (typ.max_length or len(value)):
-            raise SchemaError(f"{where}: wrong length")
-    elif isinstance(typ, mi.BoolType):
-        if not isinstance(value, bool):
-            raise SchemaError(f"{where}: expected a boolean")
-    elif isinstance(typ, mi.IntType):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise SchemaError(f"{where}: expected an integer")
-        if (typ.ge is not None and value < typ.ge) or (typ.le is not None and value > typ.le):
-            raise SchemaError(f"{where}: out of range {typ.ge}..{typ.le}")
-    elif isinstance(typ, mi.EnumType | mi.StructType):
-        # Nested structs checked themselves when they were built.
-        if not isinstance(value, typ.cls):
-            raise SchemaError(f"{where}: expected {typ.cls.__name__}")
-    elif isinstance(typ, mi.VarTupleType):
-        if not isinstance(value, tuple):
-            raise SchemaError(f"{where}: expected a tuple")
-        if not (typ.min_length or 0) <= len(value) <= (typ.max_length or MAX_LIST):
-            raise SchemaError(
-                f"{where}: needs {typ.min_length or 0}..{typ.max_length or MAX_LIST} items"
-            )
-        for index, item in enumerate(value):
-            _check_value(item, typ.item_type, f"{where}[{index}]")
-    else:  # pragma: no cover - a schema bug, caught by the tests of every type
-        raise SchemaError(f"{where}: unsupported wire type {type(typ).__name__}")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise SchemaError(f"{where}: does not match {pattern.pattern}")
+        check_text(value, where, multiline=multiline)
+
+    return check_str
 
 
-_FIELDS: dict[type, tuple[tuple[str, mi.Type], ...]] = {}
+_FIELD_CHECKS: dict[type, tuple[tuple[str, Check], ...]] = {}
 
 
 def check_fields(obj: msgspec.Struct) -> None:
@@ -147,28 +182,32 @@ def check_fields(obj: msgspec.Struct) -> None:
     equal. One helper for every struct, driven by the declarations.
     """
     cls = type(obj)
-    fields = _FIELDS.get(cls)
-    if fields is None:
+    checks = _FIELD_CHECKS.get(cls)
+    if checks is None:
         info = mi.type_info(cls)
-        if not isinstance(info, mi.StructType):  # pragma: no cover - only Structs call this
+        if not isinstance(info, mi.StructType):  # only Structs call this
             raise TypeError(f"{cls.__name__} is not a Struct")
-        fields = tuple((f.encode_name, f.type) for f in info.fields)
-        _FIELDS[cls] = fields
-    label = getattr(cls, "TYPE", cls.__name__)
-    for name, typ in fields:
-        _check_value(getattr(obj, name), typ, f"{label}.{name}")
+        label = getattr(cls, "TYPE", cls.__name__)
+        checks = tuple((f.name, _checker(f.type, f"{label}.{f.encode_name}")) for f in info.fields)
+        _FIELD_CHECKS[cls] = checks
+    for name, check in checks:
+        check(getattr(obj, name))
 
 
 def check_date(value: str, where: str) -> date:
-    """A ``YYYY-MM-DD`` string that names a real day."""
+    """A ``YYYY-MM-DD`` string that names a real day (``fromisoformat`` alone takes more forms)."""
     try:
-        return date.fromisoformat(value)
+        if _DATE.fullmatch(value):
+            return date.fromisoformat(value)
     except ValueError:
-        raise SchemaError(f"{where}: not a calendar date YYYY-MM-DD") from None
+        pass
+    raise SchemaError(f"{where}: not a calendar date YYYY-MM-DD")
 
 
 def check_imo(value: str, where: str) -> None:
     """IMO ship number: the 7th digit is sum(digit_i * (7 - i)) mod 10 over the first six."""
+    if not _IMO.fullmatch(value):
+        raise SchemaError(f"{where}: an IMO number has 7 digits")
     total = sum(
         int(digit) * weight for digit, weight in zip(value[:6], range(7, 1, -1), strict=True)
     )
@@ -706,9 +745,4 @@ def decode_body(type_name: str, data: bytes) -> Body:
     cls = MESSAGE_TYPES.get(type_name)
     if cls is None:
         raise SchemaError(f"unknown message type {type_name[:MAX_SHORT_TEXT]!r}")
-    try:
-        return wire.decode(data, cls, f"{type_name} body")
-    except UnicodeDecodeError:
-        # msgspec raises this for invalid UTF-8 in a str; wire.decode does not
-        # catch it yet. Remove once it does.
-        raise MalformedError(f"{type_name} body: text is not valid UTF-8") from None
+    return wire.decode(data, cls, f"{type_name} body")
