@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Final, Literal, NamedTuple
 
 from protocols.countries import ISO3166_ALPHA3
@@ -104,7 +104,10 @@ def _char_value(ch: str) -> int:
 
 
 def check_digit(field: str) -> int:
-    """Doc 9303-3 §4.9: weights 7, 3, 1 repeated, modulus 10; '<' = 0, A = 10 … Z = 35."""
+    """Doc 9303-3 §4.9: weights 7, 3, 1 repeated, modulus 10; '<' = 0, A = 10 … Z = 35.
+
+    Raises :class:`MrzError` for a character outside the MRZ alphabet.
+    """
     return sum(_char_value(ch) * _WEIGHTS[i % 3] for i, ch in enumerate(field)) % 10
 
 
@@ -181,7 +184,6 @@ class _Layout:
     """Where each field sits, per the data structure tables of Parts 4 to 7."""
 
     format: MrzFormat
-    line_length: int
     name: _Span
     document_number: _Span
     document_number_cd: _Span
@@ -205,7 +207,6 @@ def _two_line(fmt: MrzFormat, length: int, *, composite: bool) -> _Layout:
     is_td3 = fmt == "TD3"
     return _Layout(
         format=fmt,
-        line_length=length,
         name=_Span(0, 5, length),
         document_number=_Span(1, 0, 9),
         document_number_cd=_Span(1, 9, 10),
@@ -225,7 +226,6 @@ def _two_line(fmt: MrzFormat, length: int, *, composite: bool) -> _Layout:
 
 _TD1 = _Layout(
     format="TD1",
-    line_length=30,
     document_number=_Span(0, 5, 14),
     document_number_cd=_Span(0, 14, 15),
     optional_1=_Span(0, 15, 30),
@@ -245,6 +245,7 @@ _TD2 = _two_line("TD2", 36, composite=True)
 _TD3 = _two_line("TD3", 44, composite=True)
 _MRVA = _two_line("MRVA", 44, composite=False)
 _MRVB = _two_line("MRVB", 36, composite=False)
+
 
 # --- parsing ------------------------------------------------------------------
 
@@ -283,6 +284,9 @@ def parse_mrz(lines: Sequence[str], *, today: date) -> Mrz:
     For any sequence of any strings this returns or raises an ``MrzError``
     subclass, nothing else.
     """
+    if isinstance(today, datetime):
+        # A caller's bug, not bad input: which day it is at the border is theirs to say.
+        raise TypeError("today must be a date, not a datetime")
     checked = _checked_lines(lines)
     layout = _detect(checked)
     r = _Reader(checked, layout)
