@@ -113,6 +113,7 @@ class Header(wire.WireStruct, frozen=True):
     restriction: ShortText | None = None
     case_ref: ShortText | None = None
     in_reply_to: MessageIdBytes | None = None
+    forward_of: MessageIdBytes | None = None
 
     def __post_init__(self) -> None:
         if self.type not in MESSAGE_TYPES:
@@ -129,6 +130,8 @@ class Header(wire.WireStruct, frozen=True):
         answers = self.type in REPLY_TO or self.type == "receipt"
         if answers and self.in_reply_to is None:
             raise SchemaError(f"{self.type} must name the message it answers (in_reply_to)")
+        if self.forward_of is not None and self.forward_of in (self.id, self.in_reply_to):
+            raise SchemaError("forward_of must name another, earlier message")
 
     @property
     def message_id(self) -> str:
@@ -424,6 +427,7 @@ def seal_envelope(
     restriction: str | None = None,
     case_ref: str | None = None,
     in_reply_to: bytes | None = None,
+    forward_of: bytes | None = None,
 ) -> bytes:
     """Build, encrypt to every recipient, and sign a message: the one call senders need."""
     type_name = _type_name(body)
@@ -440,6 +444,7 @@ def seal_envelope(
         restriction=restriction,
         case_ref=case_ref,
         in_reply_to=in_reply_to,
+        forward_of=forward_of,
     )
     # Header() ran its checks on construction; re-decode proves the same on the wire.
     wire.decode(wire.encode(header), Header, "header")

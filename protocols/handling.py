@@ -7,7 +7,9 @@ header, not in the encrypted body.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
+from protocols.errors import HandlingError
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
 
 
@@ -54,3 +56,36 @@ _DEADLINE_MS = {
 def answer_deadline_ms(created_ms: int, priority: Priority) -> int:
     """When an answer to a request created at ``created_ms`` is due."""
     return created_ms + priority.answer_within_ms
+
+
+_STRICTNESS = {HandlingCode.H0: 0, HandlingCode.H1: 1, HandlingCode.H2: 2}
+
+
+def check_forward(
+    *,
+    original_handling: HandlingCode,
+    original_restriction: str | None,
+    original_parties: frozenset[str],
+    handling: HandlingCode,
+    restriction: str | None,
+    recipients: Sequence[str],
+) -> None:
+    """Refuse a declared forward that its original's handling code forbids (SPEC §6).
+
+    ``original_parties`` are the original's sender and recipients: with H2,
+    content may go back and forth among them but nowhere else.
+    """
+    if original_handling is HandlingCode.H3:
+        if handling is not HandlingCode.H3 or restriction != original_restriction:
+            raise HandlingError("a forward of an H3 message must keep its H3 restriction")
+    elif handling is HandlingCode.H3:
+        if original_handling is HandlingCode.H2:
+            raise HandlingError("a forward may not replace H2 by H3")
+    elif _STRICTNESS[handling] < _STRICTNESS[original_handling]:
+        raise HandlingError(f"a forward may not loosen {original_handling} to {handling}")
+    if original_handling is HandlingCode.H2:
+        outsiders = sorted(set(recipients) - original_parties)
+        if outsiders:
+            raise HandlingError(
+                f"H2: no onward dissemination to {', '.join(outsiders)} without consent"
+            )
