@@ -98,6 +98,12 @@ class NotRecipientError(PeerError):
     code = "ixb.E_NOT_RECIPIENT"
 
 
+class UnknownRecipientError(PeerError):
+    """A recipient that no directory lists (or that is revoked, or a hub)."""
+
+    code = "ixb.E_UNKNOWN_RECIPIENT"
+
+
 class ReplayError(PeerError):
     code = "ixb.E_REPLAY"
 
@@ -144,6 +150,18 @@ class TransitionError(PeerError):
     """A status change that the state machine does not allow (e.g. MLA)."""
 
     code = "ixb.E_TRANSITION"
+
+
+class RollbackError(PeerError):
+    """A directory older than (or as old as, but different from) the one already trusted."""
+
+    code = "ixb.E_ROLLBACK"
+
+
+class DirectoryError(PeerError):
+    """A directory that cannot answer: another country's, or expired with no newer one."""
+
+    code = "ixb.E_DIRECTORY"
 
 
 # --- refused by policy ------------------------------------------------------

@@ -50,3 +50,8 @@ def audit_checkpoint(country: str) -> str:
 def directory(country: str) -> str:
     """Where a hub publishes its signed agency directory."""
     return f"{PREFIX}.{check_country(country)}.directory"
+
+
+def directory_request(country: str) -> str:
+    """Request subject where local agencies fetch every verified directory the hub holds."""
+    return f"{PREFIX}.{check_country(country)}.directory.get"
