@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agency_client import cli as agency_cli
+from agency_client import commands as agency_commands
+from broker import cli as broker_cli
 from ixb import demo
 from protocols.errors import IxbError, UsageError
 
@@ -21,7 +23,12 @@ EXIT_INTERRUPTED = 130
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-GROUPS: tuple[Register, ...] = (agency_cli.register, demo.register)
+GROUPS: tuple[Register, ...] = (
+    agency_cli.register,
+    agency_commands.register,
+    broker_cli.register,
+    demo.register,
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,242 +1,473 @@
-"""``ixb demo``: every message type exchanged between THA, MYS and MMR, in one process.
+"""``ixb demo``: THA, MYS and MMR, each with its own NATS server and hub, exchange everything.
 
-Built from ``protocols/`` only: agencies build, sign and encrypt; a hub step
-verifies the sender (metadata only), refuses replays and countersigns; the
-recipient checks the hop signature, decrypts and answers. The issue "National
-hubs and NATS federation" replaces the in-process hub step with real hubs
-talking over NATS.
-
-``--once`` exits 0 only if every step had the expected outcome.
+Everything runs as in production, on 127.0.0.1: three nats-servers (leaf-node
+links, JetStream), three hub processes, MYS's automated document responder as
+its own process; the scripted agencies below connect with their own
+credentials and keys. The demo prints a timeline (who sent what to whom, hub
+decisions, receipts, latencies), then leaves everything running until Ctrl-C.
+``--once`` stops after the script and exits 0 only if every step had the
+expected outcome.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
 
-from protocols.envelope import (
-    Envelope,
-    Opened,
-    add_hop,
-    decode_envelope,
-    open_envelope,
-    seal_envelope,
-    verify_envelope,
-    verify_hops,
-)
-from protocols.errors import IxbError
+import structlog
+
+from agency_client.docregistry import DocumentRecord, DocumentRegistry
+from agency_client.profile import load_profile
+from agency_client.sdk import AgencyClient, Incoming, load_identity_for
+from broker.natsd import start_federation
+from ixb.deployment import Deployment, create_deployment
+from protocols.directory import Role
+from protocols.errors import IxbError, LocalError
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
-from protocols.identifiers import Principal, hub_of, parse_agency
-from protocols.keys import Identity, KeyRing
-from protocols.limits import MS_PER_DAY
-from protocols.messages import Body, Receipt, ReceiptStatus
-from protocols.replay import ReplayGuard
-
-AGENCIES = (
-    "THA/DSI-ATHD",  # Department of Special Investigation, anti-human-trafficking division
-    "THA/IMMIGRATION",
-    "THA/OAG",  # central authority for MLA
-    "MYS/RMP-ATIPSOM",  # police anti-trafficking unit
-    "MYS/IMMIGRATION",  # document authority with an automated responder
-    "MYS/AGC",  # central authority for MLA
-    "MMR/MOHA-ATTU",  # anti-trafficking unit
+from protocols.messages import (
+    Body,
+    Decision,
+    DocPurpose,
+    DocStatus,
+    DocVerifyRequest,
+    DocVerifyResponse,
+    FollowupDecision,
+    MlaStatus,
+    MlaStatusCode,
+    PersonResult,
+    Receipt,
+    ReceiptStatus,
 )
+from protocols.mrz import build_td3
+
+PASSPHRASE = "ixb demo passphrase - not for real keys"  # noqa: S105 - demo key files only
+
+AGENCIES: dict[str, list[Role]] = {
+    "THA/DSI-ATHD": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],  # DSI anti-trafficking
+    "THA/IMMIGRATION": [Role.IMMIGRATION],
+    "THA/OAG": [Role.CENTRAL_AUTHORITY],  # MLA central authority
+    "MYS/RMP-ATIPSOM": [Role.TRAFFICKING_UNIT],  # police anti-trafficking unit
+    "MYS/IMMIGRATION": [Role.DOCUMENT_AUTHORITY, Role.IMMIGRATION],  # automated responder
+    "MYS/AGC": [Role.CENTRAL_AUTHORITY],
+    "MMR/MOHA-ATTU": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],
+}
+
+VALID_PASSPORT = build_td3(
+    issuing_state="MYS",
+    surname="SAMPLE",
+    given_names="SITI AMINAH",
+    document_number="A12345678",
+    nationality="MYS",
+    birth_date="900101",
+    sex="F",
+    expiry_date="310101",
+)
+STOLEN_PASSPORT = build_td3(
+    issuing_state="MYS",
+    surname="EXAMPLE",
+    given_names="AHMAD",
+    document_number="A87654321",
+    nationality="MYS",
+    birth_date="850615",
+    sex="M",
+    expiry_date="300615",
+)
+REGISTRY = [
+    DocumentRecord(
+        document_number="A12345678",
+        issuing_state="MYS",
+        surname="SAMPLE",
+        given_names="SITI AMINAH",
+        birth_date="1990-01-01",
+        expiry_date="2031-01-01",
+        nationality="MYS",
+        sex="F",
+    ),
+    DocumentRecord(
+        document_number="A87654321",
+        issuing_state="MYS",
+        surname="EXAMPLE",
+        given_names="AHMAD",
+        birth_date="1985-06-15",
+        expiry_date="2030-06-15",
+        nationality="MYS",
+        sex="M",
+        status=DocStatus.REPORTED_STOLEN,
+    ),
+]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = sub.add_parser("demo", help="run a scripted THA/MYS/MMR exchange of every message type")
+    demo = sub.add_parser("demo", help="run THA, MYS and MMR and exchange every message type")
     demo.add_argument(
-        "--once", action="store_true", help="exit non-zero unless every step went as expected"
+        "--once",
+        action="store_true",
+        help="stop after the script; exit non-zero unless every step went as expected",
     )
+    demo.add_argument("--dir", type=Path, help="where to put keys, configs and state")
     demo.set_defaults(func=cmd_demo)
 
 
 @dataclass
-class Federation:
-    """Identities and one in-memory hub step per country."""
-
-    ids: dict[Principal, Identity]
-    ring: KeyRing
-    replay: dict[str, ReplayGuard] = field(default_factory=dict)
-    start: float = field(default_factory=time.perf_counter)
+class Script:
+    deployment: Deployment
+    clients: dict[str, AgencyClient] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-    lines: int = 0
+    steps: int = 0
+    alert_id: bytes = b""
+    t0: float = field(default_factory=time.perf_counter)
 
-    @classmethod
-    def create(cls) -> Federation:
-        principals = [parse_agency(a) for a in AGENCIES] + [
-            hub_of(c) for c in ("THA", "MYS", "MMR")
-        ]
-        ids = {p: Identity.generate(p) for p in principals}
-        ring = KeyRing({p: i.public() for p, i in ids.items()})
-        return cls(ids=ids, ring=ring)
+    def say(self, text: str) -> None:
+        elapsed = time.perf_counter() - self.t0
+        sys.stdout.write(f"{elapsed:7.2f} s  {text}\n")
+        sys.stdout.flush()
 
-    def agency(self, text: str) -> Identity:
-        return self.ids[parse_agency(text)]
+    def check(self, ok: bool, what: str) -> None:
+        self.steps += 1
+        if not ok:
+            self.failures.append(what)
+            self.say(f"UNEXPECTED: {what}")
 
-    def log(self, text: str) -> None:
-        self.lines += 1
-        elapsed = (time.perf_counter() - self.start) * 1000
-        sys.stdout.write(f"{elapsed:8.1f} ms  {text}\n")
+    async def client(self, agency: str) -> AgencyClient:
+        if agency not in self.clients:
+            profile = load_profile(self.deployment.profile(agency))
+            identity = load_identity_for(profile, PASSPHRASE)
+            self.clients[agency] = await AgencyClient.connect(profile, identity)
+        return self.clients[agency]
 
-    def hub_accept(self, data: bytes, now_ms: int) -> Envelope:
-        """What the sending and each receiving hub do: verify, refuse replays, countersign."""
-        env = decode_envelope(data)
-        origin = env.header.sender_principal.country
-        countries = [
-            origin,
-            *sorted({p.country for p in env.header.recipient_principals} - {origin}),
-        ]
-        for country in countries:
-            guard = self.replay.setdefault(country, ReplayGuard())
-            env = verify_envelope(env, self.ring, now_ms, replay=guard)
-            env = add_hop(env, self.ids[hub_of(country)], now_ms)
-        return env
+    async def next_message(self, agency: str, type_name: str, timeout: float = 15.0) -> Incoming:
+        client = await self.client(agency)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for item in await client.fetch(timeout=0.5):
+                if isinstance(item, Incoming):
+                    await item.ack()
+                    if item.header.type == type_name:
+                        return item
+        raise TimeoutError(f"{agency} received no {type_name} within {timeout:g} s")
 
-    def send(
-        self,
-        sender: str,
-        to: list[str],
-        body: Body,
-        now_ms: int,
-        **header: object,
-    ) -> tuple[Envelope, list[Opened]]:
-        ident = self.agency(sender)
-        recipients = [self.ring.get(parse_agency(r)) for r in to]
-        data = seal_envelope(
-            sender=ident,
-            recipients=recipients,
-            body=body,
-            now_ms=now_ms,
-            ttl_ms=MS_PER_DAY,
-            **header,  # type: ignore[arg-type]
-        )
-        env = self.hub_accept(data, now_ms)
-        hubs = " → ".join(str(h) for h in verify_hops(env, self.ring))
-        opened = [open_envelope(env, self.agency(r)) for r in to]
-        h = env.header
-        self.log(
-            f"{h.type:<20} {sender} → {', '.join(to)}  [{h.handling} {h.priority}]"
-            f"  id …{h.message_id[-12:]}  {len(data)} B via {hubs}"
-        )
-        return env, opened
-
-    def receipt(self, by: str, env: Envelope, status: ReceiptStatus, now_ms: int) -> None:
-        body = Receipt(for_id=env.header.id, status=status, by=by, at_ms=now_ms)
-        self.send(by, [env.header.sender], body, now_ms, in_reply_to=env.header.id)
-
-    def expect_refusal(self, what: str, code: str, action: Callable[[], object]) -> None:
+    async def receipt(self, agency: str, msg_id: bytes, status: ReceiptStatus) -> Receipt | None:
+        client = await self.client(agency)
         try:
-            action()
-        except IxbError as exc:
-            ok = exc.code == code
-            self.log(f"{'refused' if ok else 'WRONG'}: {what} → {exc.code} ({exc.detail})")
-            if not ok:
-                self.failures.append(f"{what}: got {exc.code}, expected {code}")
-            return
-        self.log(f"WRONG: {what} was accepted")
-        self.failures.append(f"{what}: accepted, expected {code}")
+            return await client.wait_receipt(msg_id, status, timeout=15)
+        except IxbError:
+            return None
+
+    async def send(
+        self, sender: str, body: Body, to: list[str], **kw: object
+    ) -> tuple[bytes, float]:
+        client = await self.client(sender)
+        start = time.perf_counter()
+        msg_id = await client.send(body, to, **kw)  # type: ignore[arg-type]
+        return msg_id, start
 
 
-def run(fed: Federation, now_ms: int) -> None:
-    ex = example_bodies(now_ms)
-    out = sys.stdout.write
-    out("ixb demo: THA, MYS and MMR exchange every message type (in-process hubs)\n\n")
+T = TypeVar("T")
 
-    alert, opened = fed.send(
+
+def _body(item: Incoming, cls: type[T]) -> T:
+    """The body as the expected type, or a clear failure naming what came instead."""
+    if not isinstance(item.body, cls):
+        raise TypeError(f"expected {cls.__name__}, got {item.header.type}")
+    return item.body
+
+
+def _ms(start: float) -> str:
+    return f"{(time.perf_counter() - start) * 1000:.0f} ms"
+
+
+async def run_script(s: Script) -> None:
+    ex = example_bodies(int(time.time() * 1000))
+    await alert(s, ex)
+    await document_checks(s)
+    result = await person_query(s, ex)
+    await followup(s, ex, result)
+    await mla(s, ex)
+    await refusals(s, ex)
+
+
+async def alert(s: Script, ex: dict[str, Body]) -> None:
+    s.say("ALERT  THA/DSI-ATHD → MYS/RMP-ATIPSOM, MMR/MOHA-ATTU  [H2, urgent]")
+    s.alert_id, start = await s.send(
         "THA/DSI-ATHD",
-        ["MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU"],
         ex["alert"],
-        now_ms,
+        ["MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU"],
         handling=HandlingCode.H2,
         priority=Priority.URGENT,
         case_ref="THA-DSI-2026-0412",
     )
-    if any(o.body != ex["alert"] for o in opened):
-        fed.failures.append("alert: a recipient decrypted something else")
-    for recipient in alert.header.recipients:
-        fed.receipt(recipient, alert, ReceiptStatus.DELIVERED, now_ms)
+    for agency in ("MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU"):
+        got = await s.next_message(agency, "alert")
+        via = " → ".join(str(h) for h in got.hubs)
+        s.say(f"       delivered to {agency} after {_ms(start)} via {via}; verified, decrypted")
+        s.check(got.body == ex["alert"] and got.header.id == s.alert_id, f"alert to {agency}")
+        await (await s.client(agency)).send_read_receipt(got)
+    for status in (
+        ReceiptStatus.ACCEPTED,
+        ReceiptStatus.RELAYED,
+        ReceiptStatus.DELIVERED,
+        ReceiptStatus.READ,
+    ):
+        r = await s.receipt("THA/DSI-ATHD", s.alert_id, status)
+        s.check(r is not None, f"alert {status.value} receipt")
+        if r is not None:
+            s.say(f"       receipt {status.value:<9} signed by {r.by}")
 
-    req, _ = fed.send(
-        "THA/IMMIGRATION",
-        ["MYS/IMMIGRATION"],
-        ex["doc.verify.request"],
-        now_ms,
-        priority=Priority.URGENT,
-    )
-    fed.send(
-        "MYS/IMMIGRATION",
-        ["THA/IMMIGRATION"],
-        ex["doc.verify.response"],
-        now_ms,
-        in_reply_to=req.header.id,
-    )
 
-    query, _ = fed.send(
-        "THA/DSI-ATHD", ["MMR/MOHA-ATTU"], ex["person.query"], now_ms, case_ref="THA-DSI-2026-0412"
+async def document_checks(s: Script) -> None:
+    officer = await s.client("THA/IMMIGRATION")
+    for label, mrz, expected in (
+        ("valid passport", VALID_PASSPORT, DocStatus.VALID),
+        ("stolen passport", STOLEN_PASSPORT, DocStatus.REPORTED_STOLEN),
+    ):
+        s.say(f"DOC CHECK  THA/IMMIGRATION → MYS/IMMIGRATION (automated)  {label}")
+        start = time.perf_counter()
+        answer = await officer.request(
+            DocVerifyRequest(mrz=mrz, purpose=DocPurpose.BORDER_CHECK, checkpoint="SADAO"),
+            ["MYS/IMMIGRATION"],
+            timeout=15,
+            priority=Priority.URGENT,
+        )
+        reply = _body(answer, DocVerifyResponse)
+        s.say(f"       answer: {reply.status.value} ({reply.answered_by.value}) in {_ms(start)}")
+        s.check(reply.status is expected, f"doc check {label}")
+
+
+async def person_query(s: Script, ex: dict[str, Body]) -> Incoming:
+    s.say("PERSON QUERY  THA/DSI-ATHD → MMR/MOHA-ATTU (hit/no-hit, no personal data back)")
+    query_id, start = await s.send(
+        "THA/DSI-ATHD", ex["person.query"], ["MMR/MOHA-ATTU"], case_ref="THA-DSI-2026-0412"
     )
-    fed.send(
-        "MMR/MOHA-ATTU", ["THA/DSI-ATHD"], ex["person.result"], now_ms, in_reply_to=query.header.id
+    query = await s.next_message("MMR/MOHA-ATTU", "person.query")
+    await (await s.client("MMR/MOHA-ATTU")).reply(query, ex["person.result"])
+    result = await s.next_message("THA/DSI-ATHD", "person.result")
+    hit = _body(result, PersonResult)
+    s.say(
+        f"       result: {'HIT' if hit.hit else 'no hit'}, reference {hit.reference}"
+        f" after {_ms(start)}"
     )
-    follow, _ = fed.send(
+    s.check(hit.hit and result.header.in_reply_to == query_id, "person.result")
+    return result
+
+
+async def followup(s: Script, ex: dict[str, Body], result: Incoming) -> None:
+    s.say("FOLLOW-UP  THA/DSI-ATHD → MMR/MOHA-ATTU; a named officer at MMR decides")
+    await s.send(
         "THA/DSI-ATHD",
-        ["MMR/MOHA-ATTU"],
         ex["followup.request"],
-        now_ms,
-        in_reply_to=query.header.id,
+        ["MMR/MOHA-ATTU"],
+        in_reply_to=result.header.id,
         case_ref="THA-DSI-2026-0412",
     )
-    fed.send(
-        "MMR/MOHA-ATTU",
-        ["THA/DSI-ATHD"],
-        ex["followup.decision"],
-        now_ms,
-        in_reply_to=follow.header.id,
-        handling=HandlingCode.H1,
+    request = await s.next_message("MMR/MOHA-ATTU", "followup.request")
+    mmr = await s.client("MMR/MOHA-ATTU")
+    await mmr.reply(request, ex["followup.decision"], handling=HandlingCode.H1)
+    decision = _body(await s.next_message("THA/DSI-ATHD", "followup.decision"), FollowupDecision)
+    s.say(f"       decision: {decision.decision.value} by {decision.decided_by} [H1]")
+    s.check(
+        decision.decision in (Decision.APPROVED, Decision.PARTIALLY_APPROVED), "followup.decision"
     )
 
-    mla, _ = fed.send(
+
+async def mla(s: Script, ex: dict[str, Body]) -> None:
+    s.say("MLA REQUEST  THA/OAG → MYS/AGC, then status updates")
+    mla_id, _ = await s.send(
         "THA/OAG",
-        ["MYS/AGC"],
         ex["mla.request"],
-        now_ms,
+        ["MYS/AGC"],
         priority=Priority.HIGH,
         case_ref="THA-OAG-MLA-2026-031",
     )
-    fed.send("MYS/AGC", ["THA/OAG"], ex["mla.status"], now_ms, in_reply_to=mla.header.id)
-    fed.receipt("MYS/AGC", mla, ReceiptStatus.READ, now_ms)
+    request = await s.next_message("MYS/AGC", "mla.request")
+    agc = await s.client("MYS/AGC")
+    previous: MlaStatusCode | None = None
+    for code in (MlaStatusCode.RECEIVED, MlaStatusCode.ACKNOWLEDGED, MlaStatusCode.IN_EXECUTION):
+        await agc.reply(request, MlaStatus(status=code, previous=previous))
+        update = await s.next_message("THA/OAG", "mla.status")
+        status = _body(update, MlaStatus)
+        s.say(f"       status: {status.status.value}")
+        s.check(
+            status.status is code and update.header.in_reply_to == mla_id,
+            f"mla.status {code.value}",
+        )
+        previous = code
 
-    out("\nbad input is refused with a typed code:\n")
-    replayed = alert.to_bytes()
-    fed.expect_refusal("replayed alert", "ixb.E_REPLAY", lambda: fed.hub_accept(replayed, now_ms))
-    tampered = bytearray(replayed)
-    tampered[len(tampered) // 2] ^= 0x01
-    fed.expect_refusal(
-        "alert with one bit flipped",
-        "ixb.E_SIGNATURE",
-        lambda: fed.hub_accept(bytes(tampered), now_ms),
+
+async def refusals(s: Script, ex: dict[str, Body]) -> None:
+    s.say("REFUSALS (each answered with a signed rejection receipt, nothing delivered)")
+    mys = await s.client("MYS/RMP-ATIPSOM")
+    bad = await mys.send(
+        ex["alert"], ["MYS/IMMIGRATION"], handling=HandlingCode.H2, forward_of=s.alert_id
     )
-    fed.expect_refusal(
-        "alert opened by a non-recipient",
-        "ixb.E_NOT_RECIPIENT",
-        lambda: open_envelope(alert, fed.agency("THA/IMMIGRATION")),
+    await _expect_rejection(
+        s, "MYS/RMP-ATIPSOM", bad, "ixb.E_HANDLING", "H2 alert forwarded to MYS/IMMIGRATION"
     )
-    fed.expect_refusal(
-        "alert after expiry",
-        "ixb.E_EXPIRED",
-        lambda: verify_envelope(alert, fed.ring, now_ms + 2 * MS_PER_DAY),
+    officer = await s.client("THA/IMMIGRATION")
+    bad = await officer.send(ex["person.query"], ["MMR/MOHA-ATTU"])
+    await _expect_rejection(
+        s, "THA/IMMIGRATION", bad, "ixb.E_UNAUTHORISED", "person query from an immigration desk"
     )
+
+
+async def _expect_rejection(s: Script, agency: str, msg_id: bytes, code: str, what: str) -> None:
+    receipt = await s.receipt(agency, msg_id, ReceiptStatus.REJECTED)
+    got = receipt.code if receipt is not None else "no receipt"
+    s.say(
+        f"       {what}: {got} ({receipt.detail if receipt else ''}) by "
+        f"{receipt.by if receipt else '-'}"
+    )
+    s.check(got == code, f"{what}: expected {code}, got {got}")
+
+
+@dataclass
+class Processes:
+    """Hubs and agency services as separate processes; all stopped on exit."""
+
+    deployment: Deployment
+    logs: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    def spawn(self, name: str, *args: str) -> None:
+        self.names.append(name)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        out = (self.logs / f"{name}.log").open("ab")
+        self.procs.append(
+            subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                [sys.executable, "-m", "ixb", *args],
+                stdout=out,
+                stderr=out,
+                env=self.deployment.env(),
+                stdin=subprocess.DEVNULL,
+            )
+        )
+        out.close()
+
+    def check_alive(self) -> None:
+        for name, p in zip(self.names, self.procs, strict=True):
+            if p.poll() is not None:
+                raise LocalError(f"{name} exited early; see {self.logs / name}.log")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def wait_hubs(deployment: Deployment, procs: Processes, timeout: float = 60.0) -> None:
+    """Until every hub answers /healthz and holds every country's directory."""
+    deadline = time.monotonic() + timeout
+    pending = set(deployment.countries)
+    while pending:
+        procs.check_alive()
+        for country in list(pending):
+            health = await asyncio.to_thread(_health, deployment.hub_url(country))
+            directories = health.get("directories") if health else None
+            if (
+                health
+                and health.get("ready")
+                and isinstance(directories, dict)
+                and all(v is not None for v in directories.values())
+            ):
+                pending.discard(country)
+        if time.monotonic() > deadline:
+            raise LocalError(f"hubs not ready after {timeout:g} s: {sorted(pending)}")
+        await asyncio.sleep(0.2)
+
+
+def _health(url: str) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310 - localhost
+            data: dict[str, object] = json.loads(resp.read())
+            return data
+    except (OSError, ValueError):
+        return None
+
+
+async def demo(base: Path, once: bool) -> int:
+    say = sys.stdout.write
+    say(f"ixb demo: three countries on 127.0.0.1, state in {base}\n")
+    deployment = create_deployment(base, AGENCIES, passphrase=PASSPHRASE)
+    script = Script(deployment)
+    async with start_federation(deployment.plan):
+        script.say("NATS servers up: THA, MYS, MMR with leaf links and JetStream")
+        procs = Processes(deployment, base / "logs")
+        try:
+            for country in deployment.countries:
+                procs.spawn(
+                    f"hub-{country}", "hub", "run", "--config", str(deployment.hub_config(country))
+                )
+            await wait_hubs(deployment, procs)
+            script.say("hubs ready; signed agency directories exchanged across the links")
+            registry = base / "MYS-documents.json"
+            registry.write_text(DocumentRegistry.dump(REGISTRY))
+            procs.spawn(
+                "responder-MYS-IMMIGRATION",
+                "agency",
+                "respond",
+                "--profile",
+                str(deployment.profile("MYS/IMMIGRATION")),
+                "--documents",
+                str(registry),
+            )
+            try:
+                await run_script(script)
+            finally:
+                for client in script.clients.values():
+                    await client.close()
+            report(script, deployment)
+            if not once:
+                say("running until Ctrl-C\n")
+                await _wait_for_interrupt()
+        finally:
+            await asyncio.to_thread(procs.stop)
+    return 1 if script.failures else 0
+
+
+def report(script: Script, deployment: Deployment) -> None:
+    say = sys.stdout.write
+    say("\n")
+    for country in deployment.countries:
+        say(
+            f"hub {country}: {deployment.hub_url(country)}/healthz  /metrics   decisions: "
+            f"ixb hub decisions --config {deployment.hub_config(country)}\n"
+        )
+    if script.failures:
+        say("\nFAILED:\n" + "".join(f"  {f}\n" for f in script.failures))
+    else:
+        say(f"\nall {script.steps} checks went as expected\n")
+
+
+async def _wait_for_interrupt() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    fed = Federation.create()
-    run(fed, int(time.time() * 1000))
-    if fed.failures:
-        sys.stdout.write("\nFAILED:\n" + "".join(f"  {f}\n" for f in fed.failures))
-        return 1
-    sys.stdout.write(f"\nall {fed.lines} steps went as expected\n")
-    return 0
+    structlog.configure(  # the timeline is the output; agency logs only on trouble
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    base = args.dir or Path(tempfile.mkdtemp(prefix="ixb-demo-"))
+    return asyncio.run(demo(base.resolve(), args.once))

@@ -537,3 +537,47 @@ def _name(r: _Reader) -> tuple[str, str, bool]:
     if not surname:
         raise MrzError(f"{r.where(span)}: name has no primary identifier")
     return surname, given, field[-1] != FILLER
+
+
+def build_td3(
+    *,
+    issuing_state: str,
+    surname: str,
+    given_names: str,
+    document_number: str,
+    nationality: str,
+    birth_date: str,
+    sex: str,
+    expiry_date: str,
+    optional_data: str = "",
+    document_code: str = "P",
+) -> tuple[str, str]:
+    """The two lines of a passport MRZ (TD3) with every check digit computed.
+
+    Fields are already in MRZ form (upper case, dates ``YYMMDD``); used by
+    issuing-state registries, the demo and tests. :func:`parse_mrz` checks the
+    result like any other MRZ.
+    """
+
+    def pad(text: str, width: int) -> str:
+        return (text + FILLER * width)[:width]
+
+    name = pad(surname.replace(" ", FILLER) + "<<" + given_names.replace(" ", FILLER), 39)
+    line1 = pad(document_code, 2) + pad(issuing_state, 3) + name
+    number = pad(document_number, 9)
+    optional = pad(optional_data, 14)
+    opt_cd = compute_check_digit(optional) if optional_data else FILLER
+    body = (
+        number
+        + compute_check_digit(number)
+        + pad(nationality, 3)
+        + birth_date
+        + compute_check_digit(birth_date)
+        + sex
+        + expiry_date
+        + compute_check_digit(expiry_date)
+        + optional
+        + opt_cd
+    )
+    composite = body[0:10] + body[13:20] + body[21:43]
+    return line1, body + compute_check_digit(composite)

@@ -568,3 +568,34 @@ def test_any_text_raises_only_mrz_errors(lines: list[str]) -> None:
 def test_mrz_shaped_noise_raises_only_mrz_errors(lines: list[str], today: date) -> None:
     with contextlib.suppress(MrzError):
         parse_mrz(lines, today=today)
+
+
+def test_build_td3_reproduces_the_icao_specimen() -> None:
+    from protocols.mrz import build_td3
+
+    lines = build_td3(
+        issuing_state="UTO",
+        surname="ERIKSSON",
+        given_names="ANNA MARIA",
+        document_number="L898902C3",
+        nationality="UTO",
+        birth_date="740812",
+        sex="F",
+        expiry_date="120415",
+        optional_data="ZE184226B",
+    )
+    assert lines == (
+        "P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<",
+        "L898902C36UTO7408122F1204159ZE184226B<<<<<10",
+    )
+    no_optional = build_td3(
+        issuing_state="MYS",
+        surname="SAMPLE",
+        given_names="SITI",
+        document_number="A1234567",
+        nationality="MYS",
+        birth_date="900101",
+        sex="F",
+        expiry_date="300101",
+    )
+    assert parse_mrz(no_optional, today=date(2026, 1, 1)).document_number == "A1234567"

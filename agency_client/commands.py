@@ -1,0 +1,446 @@
+"""Agency commands that talk to the hub: enroll, send, inbox, verify-doc, query, receipts, respond.
+
+Human output by default, ``--json`` for scripts; every failure is one line
+and exit 2 (the dispatcher prints typed errors). Receipts seen are kept in a
+small local state file beside the profile, so ``ixb receipts MSG_ID`` works
+across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agency_client.docregistry import DocumentRegistry
+from agency_client.keystore import passphrase
+from agency_client.profile import Profile, load_profile, render_profile
+from agency_client.sdk import AgencyClient, Incoming, Refused, load_identity_for
+from protocols.directory import Role
+from protocols.errors import ConfigError, IoError, UnknownRecipientError
+from protocols.handling import HandlingCode, Priority
+from protocols.identifiers import Principal, format_message_id, parse_agency, parse_message_id
+from protocols.messages import (
+    Alert,
+    AlertCategory,
+    DocPurpose,
+    DocVerifyRequest,
+    InfoGrade,
+    PersonQuery,
+    PersonResult,
+    Receipt,
+    SourceGrade,
+)
+from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
+
+ICAO_TO_ISO = {"D": "DEU"}
+"""MRZ issuer codes that name an ISO country differently (ICAO 9303 Part 3)."""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def with_profile(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--profile", type=Path, help="agency profile (default: $IXB_PROFILE)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    agency = sub.add_parser("agency", help="agency setup and automated responders")
+    agency_sub = agency.add_subparsers(dest="cmd", required=True)
+    enroll = agency_sub.add_parser("enroll", help="write an agency profile")
+    enroll.add_argument("--agency", required=True)
+    enroll.add_argument("--key", required=True, help="the agency's key file")
+    enroll.add_argument("--federation", required=True, help="federation file (trust anchors)")
+    enroll.add_argument("--nats-url", required=True)
+    enroll.add_argument("--user", required=True)
+    enroll.add_argument(
+        "--password-env",
+        default="IXB_NATS_PASSWORD",
+        help="environment variable holding the NATS password",
+    )
+    enroll.add_argument("--out", required=True, type=Path)
+    enroll.set_defaults(func=cmd_enroll)
+    respond = with_profile(
+        agency_sub.add_parser(
+            "respond", help="answer document checks automatically from a registry"
+        )
+    )
+    respond.add_argument("--documents", required=True, type=Path, help="registry (JSON)")
+    respond.set_defaults(func=cmd_respond)
+
+    _register_messaging(sub, with_profile)
+
+
+def _register_messaging(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_profile: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    send = sub.add_parser("send", help="send a message").add_subparsers(dest="cmd", required=True)
+    alert = with_profile(send.add_parser("alert", help="send an alert"))
+    alert.add_argument("--to", action="append", required=True, help="recipient agency (repeat)")
+    alert.add_argument("--title", required=True)
+    alert.add_argument("--text", required=True)
+    alert.add_argument(
+        "--category",
+        choices=[c.value for c in AlertCategory],
+        default=AlertCategory.TRAFFICKING.value,
+    )
+    alert.add_argument("--source-grade", choices=[g.value for g in SourceGrade], default="B")
+    alert.add_argument("--info-grade", choices=[g.value for g in InfoGrade], default="2")
+    _header_options(alert)
+    alert.set_defaults(func=cmd_send_alert)
+
+    inbox = with_profile(sub.add_parser("inbox", help="read (and acknowledge) what arrived"))
+    inbox.add_argument("--wait", type=float, default=2.0, help="seconds to wait for messages")
+    inbox.add_argument("--max", type=int, default=50)
+    inbox.add_argument("--no-read-receipt", action="store_true")
+    inbox.set_defaults(func=cmd_inbox)
+
+    verify = with_profile(
+        sub.add_parser(
+            "verify-doc", help="ask the issuing state whether a travel document is valid"
+        )
+    )
+    verify.add_argument("--mrz", nargs="+", required=True, metavar="LINE")
+    verify.add_argument("--checkpoint", help="border crossing point")
+    verify.add_argument("--timeout", type=float, default=10.0)
+    verify.set_defaults(func=cmd_verify_doc)
+
+    query = sub.add_parser("query", help="hit/no-hit queries").add_subparsers(
+        dest="cmd", required=True
+    )
+    person = with_profile(query.add_parser("person", help="does an agency hold anything?"))
+    person.add_argument("--to", action="append", required=True)
+    person.add_argument("--surname", required=True)
+    person.add_argument("--given-names")
+    person.add_argument("--birth-date", help="YYYY-MM-DD")
+    person.add_argument("--nationality")
+    person.add_argument("--document-number")
+    person.add_argument("--purpose", required=True)
+    person.add_argument("--legal-basis", required=True)
+    person.add_argument("--timeout", type=float, default=30.0)
+    person.set_defaults(func=cmd_query_person)
+
+    receipts = with_profile(sub.add_parser("receipts", help="receipts for a message you sent"))
+    receipts.add_argument("msg_id")
+    receipts.add_argument("--wait", type=float, default=2.0)
+    receipts.set_defaults(func=cmd_receipts)
+
+
+def _header_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--handling", choices=[h.value for h in HandlingCode], default="H0")
+    p.add_argument("--restriction", help="H3 restriction text")
+    p.add_argument("--priority", choices=[x.value for x in Priority], default="normal")
+    p.add_argument("--case", help="case reference")
+
+
+# --- plumbing -------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]]) -> int:
+    profile = load_profile(args.profile)
+    identity = load_identity_for(profile, passphrase(confirm=False))
+
+    async def main() -> int:
+        client = await AgencyClient.connect(profile, identity)
+        try:
+            return await body(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def _out(args: argparse.Namespace, human: str, data: object) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+    else:
+        sys.stdout.write(human + "\n")
+
+
+class LocalState:
+    """Receipts this agency has seen, beside the profile (metadata only)."""
+
+    def __init__(self, profile: Profile) -> None:
+        path = (
+            Path(profile.base_dir) / f"{profile.principal.country}-{profile.principal.name}.state"
+        )
+        self._db = sqlite3.connect(path)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS receipts (for_id TEXT, status TEXT, by TEXT,"
+            " at INTEGER, code TEXT, detail TEXT, UNIQUE(for_id, status, by))"
+        )
+
+    def record(self, r: Receipt) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?)",
+                (format_message_id(r.for_id), r.status.value, r.by, r.at_ms, r.code, r.detail),
+            )
+
+    def receipts(self, msg_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT status, by, at, code, detail FROM receipts WHERE for_id = ? ORDER BY at",
+            (msg_id,),
+        ).fetchall()
+        return [dict(zip(("status", "by", "at", "code", "detail"), r, strict=True)) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _header_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "handling": HandlingCode(args.handling),
+        "priority": Priority(args.priority),
+        "restriction": args.restriction,
+        "case_ref": args.case,
+    }
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    agency = parse_agency(args.agency)
+    password = os.environ.get(args.password_env)
+    if not password:
+        raise ConfigError(f"set ${args.password_env} to the agency's NATS password")
+    text = render_profile(
+        agency=str(agency),
+        key_file=str(Path(args.key).resolve()),
+        federation_file=str(Path(args.federation).resolve()),
+        url=args.nats_url,
+        user=args.user,
+        password=password,
+    )
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise IoError(f"{args.out} exists; refusing to overwrite a profile") from None
+    except OSError as exc:
+        raise IoError(f"cannot create {args.out}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    load_profile(args.out)  # proves it parses
+    sys.stdout.write(f"profile for {agency} written to {args.out}\n")
+    return 0
+
+
+def cmd_send_alert(args: argparse.Namespace) -> int:
+    body = Alert(
+        category=AlertCategory(args.category),
+        title=args.title,
+        text=args.text,
+        source_grade=SourceGrade(args.source_grade),
+        info_grade=InfoGrade(args.info_grade),
+    )
+
+    async def go(client: AgencyClient) -> int:
+        msg_id = await client.send(body, args.to, **_header_kwargs(args))
+        text = format_message_id(msg_id)
+        _out(args, f"sent alert {text} to {', '.join(args.to)}", {"id": text})
+        return 0
+
+    return _run(args, go)
+
+
+def _describe(item: Incoming) -> dict[str, Any]:
+    h = item.header
+    return {
+        "id": h.message_id,
+        "type": h.type,
+        "from": h.sender,
+        "handling": h.handling.value,
+        "restriction": h.restriction,
+        "priority": h.priority.value,
+        "case_ref": h.case_ref,
+        "created": _when(h.created),
+        "in_reply_to": None if h.in_reply_to is None else format_message_id(h.in_reply_to),
+        "via": [str(x) for x in item.hubs],
+        "body": msgspec.to_builtins(item.body),
+    }
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+
+    async def go(client: AgencyClient) -> int:
+        state = LocalState(profile)
+        shown: list[dict[str, Any]] = []
+        try:
+            async for item in client.inbox(idle_timeout=args.wait):
+                if isinstance(item, Refused):
+                    shown.append(
+                        {
+                            "refused": item.error.code,
+                            "id": item.message_id,
+                            "detail": item.error.detail,
+                        }
+                    )
+                    continue
+                if isinstance(item.body, Receipt):
+                    state.record(item.body)
+                else:
+                    shown.append(_describe(item))
+                    if not args.no_read_receipt:
+                        await client.send_read_receipt(item)
+                await item.ack()
+                if len(shown) >= args.max:
+                    break
+        finally:
+            state.close()
+        if args.json:
+            _out(args, "", shown)
+            return 0
+        if not shown:
+            sys.stdout.write("inbox empty\n")
+        for d in shown:
+            if "refused" in d:
+                sys.stdout.write(f"REFUSED {d['id'] or '-'}: {d['refused']} {d['detail']}\n")
+                continue
+            restriction = f" ({d['restriction']})" if d["restriction"] else ""
+            sys.stdout.write(
+                f"{d['created']}  {d['type']}  from {d['from']}  [{d['handling']}{restriction}"
+                f" {d['priority']}]  id {d['id']}\n"
+            )
+            for key, value in d["body"].items():
+                sys.stdout.write(f"    {key}: {value}\n")
+        return 0
+
+    return _run(args, go)
+
+
+def _document_authority(client: AgencyClient, issuing_state: str) -> Principal:
+    country = ICAO_TO_ISO.get(issuing_state, issuing_state)
+    if issuing_state in ICAO_EXTRA_CODES and country == issuing_state:
+        raise UnknownRecipientError(f"{issuing_state} is not a state in the federation")
+    for agency in client.keys.agencies(country) if client.keys.version(country) else ():
+        if Role.DOCUMENT_AUTHORITY in client.keys.roles(agency):
+            return agency
+    raise UnknownRecipientError(f"no document authority of {country} in the federation")
+
+
+def cmd_verify_doc(args: argparse.Namespace) -> int:
+    mrz = parse_mrz(args.mrz, today=datetime.now(UTC).date())  # check digits before sending
+    request = DocVerifyRequest(
+        mrz=tuple(mrz.lines), purpose=DocPurpose.BORDER_CHECK, checkpoint=args.checkpoint
+    )
+
+    async def go(client: AgencyClient) -> int:
+        authority = _document_authority(client, mrz.issuing_state)
+        answer = await client.request(
+            request, [authority], timeout=args.timeout, priority=Priority.URGENT
+        )
+        body = msgspec.to_builtins(answer.body)
+        fields = ", ".join(body.get("mismatched_fields", []))
+        human = f"{authority}: {body['status']}" + (f" ({fields})" if fields else "")
+        if body.get("note"):
+            human += f" — {body['note']}"
+        _out(args, human, {"authority": str(authority), **body})
+        return 0
+
+    return _run(args, go)
+
+
+def cmd_query_person(args: argparse.Namespace) -> int:
+    query = PersonQuery(
+        surname=args.surname,
+        given_names=args.given_names,
+        birth_date=args.birth_date,
+        nationality=args.nationality,
+        document_number=args.document_number,
+        purpose=args.purpose,
+        legal_basis=args.legal_basis,
+    )
+
+    async def go(client: AgencyClient) -> int:
+        results = []
+        for to in args.to:
+            answer = await client.request(query, [to], timeout=args.timeout)
+            if not isinstance(answer.body, PersonResult):
+                raise UnknownRecipientError(f"{to} answered with {answer.header.type}")
+            results.append(
+                {
+                    "agency": to,
+                    "hit": answer.body.hit,
+                    "reference": answer.body.reference,
+                    "answer_id": answer.message_id,
+                }
+            )
+        human = "\n".join(
+            f"{r['agency']}: {'HIT, reference ' + str(r['reference']) if r['hit'] else 'no hit'}"
+            for r in results
+        )
+        _out(args, human, results)
+        return 0
+
+    return _run(args, go)
+
+
+def cmd_receipts(args: argparse.Namespace) -> int:
+    msg_id = format_message_id(parse_message_id(args.msg_id))
+    profile = load_profile(args.profile)
+
+    async def go(client: AgencyClient) -> int:
+        state = LocalState(profile)
+        try:
+            # take receipts from the inbox; anything else stays there for `ixb inbox`
+            for item in await client.fetch(timeout=args.wait):
+                if isinstance(item, Incoming) and isinstance(item.body, Receipt):
+                    state.record(item.body)
+                    await item.ack()
+                elif isinstance(item, Incoming):
+                    await item.leave()
+            rows = state.receipts(msg_id)
+        finally:
+            state.close()
+        human = (
+            "\n".join(
+                f"{_when(r['at'])}  {r['status']:<9} by {r['by']}"
+                + (f"  {r['code']}: {r['detail']}" if r["code"] else "")
+                + (f"  ({r['detail']})" if r["detail"] and not r["code"] else "")
+                for r in rows
+            )
+            or f"no receipts for {msg_id} yet"
+        )
+        _out(args, human, rows)
+        return 0
+
+    return _run(args, go)
+
+
+def cmd_respond(args: argparse.Namespace) -> int:
+    registry = DocumentRegistry.load(args.documents)
+
+    async def answer(client: AgencyClient, item: Incoming) -> None:
+        if not isinstance(item.body, DocVerifyRequest):
+            return
+        response = registry.answer(item.body, datetime.now(UTC).date())
+        await client.reply(item, response, priority=Priority.URGENT)
+
+    async def go(client: AgencyClient) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        sys.stdout.write(f"{client.principal}: answering document checks\n")
+        sys.stdout.flush()
+        with contextlib.suppress(asyncio.CancelledError):
+            await client.serve({"doc.verify.request": answer}, stop)
+        return 0
+
+    return _run(args, go)

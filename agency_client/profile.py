@@ -1,0 +1,83 @@
+"""An agency's profile: who it is, where its key and hub are. Created by ``ixb agency enroll``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from protocols.errors import ConfigError, IoError, IxbError
+from protocols.identifiers import Principal, parse_agency
+
+PROFILE_ENV = "IXB_PROFILE"
+
+
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class AgencySection(_Strict, frozen=True):
+    id: str
+    key_file: str
+    federation_file: str
+    passphrase_env: str = "IXB_PASSPHRASE"  # noqa: S105 - a variable name
+
+
+class NatsSection(_Strict, frozen=True):
+    url: str
+    user: str
+    password: str
+
+
+class Profile(_Strict, frozen=True):
+    agency: AgencySection
+    nats: NatsSection
+    base_dir: str = "."
+
+    @property
+    def principal(self) -> Principal:
+        return parse_agency(self.agency.id)
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def load_profile(path: Path | None) -> Profile:
+    """``path``, else ``$IXB_PROFILE``; a ConfigError naming what is wrong."""
+    if path is None:
+        env = os.environ.get(PROFILE_ENV)
+        if not env:
+            raise ConfigError(f"no profile: pass --profile or set {PROFILE_ENV}")
+        path = Path(env)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise IoError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw.setdefault("base_dir", str(path.resolve().parent))
+    try:
+        profile = msgspec.convert(raw, Profile)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {str(exc).replace('$.', '')}") from None
+    try:
+        profile.principal  # noqa: B018 - validates the id
+    except IxbError as exc:
+        raise ConfigError(f"{path}: agency.id: {exc.detail}") from None
+    return profile
+
+
+def render_profile(
+    *, agency: str, key_file: str, federation_file: str, url: str, user: str, password: str
+) -> str:
+    """The TOML text of a profile (written 0600 by the caller: it holds a NATS password)."""
+    q = json.dumps  # a JSON string is a valid TOML basic string
+    return (
+        f"[agency]\nid = {q(agency)}\nkey_file = {q(key_file)}\n"
+        f"federation_file = {q(federation_file)}\n\n"
+        f"[nats]\nurl = {q(url)}\nuser = {q(user)}\npassword = {q(password)}\n"
+    )

@@ -1,0 +1,418 @@
+"""The agency SDK: send, read the durable inbox, ask and answer, follow receipts.
+
+One small client per agency connection::
+
+    async with await AgencyClient.connect(profile, identity) as client:
+        msg_id = await client.send(alert, to=["MYS/RMP-ATIPSOM"], handling=HandlingCode.H2)
+        async for item in client.inbox():
+            ...
+            await item.ack()
+
+Everything that arrives is verified before the application sees it: sender
+signature against the hub-signed directories (themselves verified against the
+federation's trust anchors), hop countersignatures, freshness, replay; then
+decrypted. What fails is handed over as :class:`Refused` (and removed from the
+inbox), never silently dropped. Receipts are collected per message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from agency_client.keystore import load_identity, read_bytes
+from agency_client.profile import Profile
+from protocols import subjects
+from protocols.directory import DirectoryKeys, parse_federation
+from protocols.envelope import (
+    Envelope,
+    Header,
+    decode_envelope,
+    open_envelope,
+    seal_envelope,
+    verify_envelope,
+    verify_hops,
+)
+from protocols.errors import DirectoryError, IoError, IxbError, LocalError, UnknownSenderError
+from protocols.handling import HandlingCode, Priority
+from protocols.identifiers import Principal, format_message_id, parse_agency
+from protocols.keys import Identity
+from protocols.limits import MS_PER_DAY
+from protocols.messages import REPLY_TO, Body, Receipt, ReceiptStatus
+from protocols.replay import ReplayGuard
+
+log = structlog.get_logger("ixb.agency")
+
+INBOX_STREAM = "INBOX"
+DEFAULT_TTL_MS = 7 * MS_PER_DAY
+FETCH_BATCH = 32
+MAX_FEDERATION_BYTES = 64 * 1024
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def reply_prefix(name: str) -> str:
+    """Must match the agency's NATS ``subscribe`` permission (``_INBOX_<NAME>.>``)."""
+    return f"_INBOX_{name}"
+
+
+@dataclass
+class Incoming:
+    """A verified, decrypted message from the inbox. Ack it once handled."""
+
+    header: Header
+    body: Body
+    envelope: Envelope
+    hubs: tuple[Principal, ...]
+    _msg: Msg | None = field(repr=False, default=None)
+
+    @property
+    def message_id(self) -> str:
+        return self.header.message_id
+
+    @property
+    def sender(self) -> Principal:
+        return self.header.sender_principal
+
+    async def ack(self) -> None:
+        if self._msg is not None:
+            await self._msg.ack()
+            self._msg = None
+
+    async def leave(self, delay: float = 1.0) -> None:
+        """Put it back in the inbox (for another reader, or a later run)."""
+        if self._msg is not None:
+            await self._msg.nak(delay=delay)
+            self._msg = None
+
+
+@dataclass
+class Refused:
+    """Something in the inbox that failed verification; removed from the inbox, reported here."""
+
+    error: IxbError
+    message_id: str | None
+
+
+Item = Incoming | Refused
+
+
+class AgencyClient:
+    def __init__(
+        self,
+        identity: Identity,
+        nc: NatsClient,
+        keys: DirectoryKeys,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.identity = identity
+        self.principal = identity.principal
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.keys = keys
+        self.clock = clock
+        self.replay = ReplayGuard()
+        self.receipts: dict[str, list[Receipt]] = defaultdict(list)
+        self._pending: list[Item] = []
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self._receipt_waiters: list[asyncio.Future[None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        profile: Profile,
+        identity: Identity,
+        clock: Callable[[], int] = wall_ms,
+    ) -> AgencyClient:
+        if identity.principal != profile.principal:
+            raise LocalError(
+                f"key file is for {identity.principal}, profile for {profile.agency.id}"
+            )
+        fed_path = profile.path(profile.agency.federation_file)
+        trust = parse_federation(read_bytes(fed_path, MAX_FEDERATION_BYTES).decode("utf-8"))
+        try:
+            nc = await nats.connect(
+                profile.nats.url,
+                user=profile.nats.user,
+                password=profile.nats.password,
+                inbox_prefix=reply_prefix(identity.principal.name).encode(),
+                name=f"ixb-agency-{identity.principal}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=5,
+                allow_reconnect=True,
+            )
+        except (nats.errors.Error, OSError) as exc:
+            raise IoError(f"cannot reach the hub's NATS at {profile.nats.url}: {exc}") from None
+        client = cls(identity, nc, DirectoryKeys(trust, clock), clock)
+        await client.refresh_directories()
+        return client
+
+    async def close(self) -> None:
+        if self._psub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._psub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.drain()
+
+    async def __aenter__(self) -> AgencyClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- directories ----------------------------------------------------------------
+
+    async def refresh_directories(self, timeout: float = 5.0) -> dict[str, int | None]:
+        """Fetch every directory the hub holds and install those that verify and are newer."""
+        try:
+            reply = await self.nc.request(
+                subjects.directory_request(self.principal.country), b"", timeout=timeout
+            )
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise IoError(f"hub did not answer the directory request: {exc}") from None
+        try:
+            signed = msgspec.msgpack.decode(reply.data, type=dict[str, bytes])
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise IoError("hub sent a malformed directory answer") from None
+        for country, data in signed.items():
+            try:
+                self.keys.update(country, data)
+            except IxbError as exc:
+                log.warning("directory_refused", country=country, code=exc.code)
+        return {c: self.keys.version(c) for c in signed}
+
+    # --- sending --------------------------------------------------------------------
+
+    async def send(
+        self,
+        body: Body,
+        to: Sequence[str | Principal],
+        *,
+        handling: HandlingCode = HandlingCode.H0,
+        priority: Priority = Priority.NORMAL,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        restriction: str | None = None,
+        case_ref: str | None = None,
+        in_reply_to: bytes | None = None,
+        forward_of: bytes | None = None,
+    ) -> bytes:
+        """Sign, encrypt to every recipient, publish to our hub; returns the message id."""
+        recipients = [p if isinstance(p, Principal) else parse_agency(p) for p in to]
+        missing = [r for r in recipients if self.keys.version(r.country) is None]
+        if missing:
+            await self.refresh_directories()
+        publics = [self.keys.encryption_key(r) for r in recipients]
+        data = seal_envelope(
+            sender=self.identity,
+            recipients=publics,
+            body=body,
+            now_ms=self.clock(),
+            ttl_ms=ttl_ms,
+            handling=handling,
+            priority=priority,
+            restriction=restriction,
+            case_ref=case_ref,
+            in_reply_to=in_reply_to,
+            forward_of=forward_of,
+        )
+        header = decode_envelope(data).header
+        await self._publish(data, header.message_id)
+        log.info("sent", msg_id=header.message_id, type=header.type, to=len(recipients))
+        return header.id
+
+    async def _publish(self, data: bytes, msg_id: str) -> None:
+        """JetStream publish with the message id for de-duplication; retried on timeouts."""
+        subject = subjects.ingress(self.principal)
+        for attempt in range(5):
+            try:
+                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=5)
+            except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                # nats.py#751: retry with the same Nats-Msg-Id; JetStream stores it once
+                await asyncio.sleep(0.2 * (attempt + 1))
+            else:
+                return
+        raise IoError(f"hub did not acknowledge {msg_id}")
+
+    async def reply(self, to: Incoming, body: Body, **kw: object) -> bytes:
+        """Answer ``to``: same case reference, ``in_reply_to`` set, sent to its sender."""
+        kw.setdefault("case_ref", to.header.case_ref)
+        return await self.send(body, [to.sender], in_reply_to=to.header.id, **kw)  # type: ignore[arg-type]
+
+    async def send_read_receipt(self, item: Incoming) -> None:
+        """Tell the sender a human read it (never for receipts, never to hubs)."""
+        if item.header.type == "receipt" or item.sender.is_hub:
+            return
+        body = Receipt(
+            for_id=item.header.id,
+            status=ReceiptStatus.READ,
+            by=str(self.principal),
+            at_ms=self.clock(),
+        )
+        await self.send(body, [item.sender], in_reply_to=item.header.id)
+
+    # --- receiving ------------------------------------------------------------------
+
+    async def _bind(self) -> JetStreamContext.PullSubscription:
+        if self._psub is None:
+            self._psub = await self.js.pull_subscribe_bind(
+                self.principal.name,
+                INBOX_STREAM,
+                inbox_prefix=(reply_prefix(self.principal.name) + ".").encode(),
+            )
+        return self._psub
+
+    async def fetch(self, batch: int = FETCH_BATCH, timeout: float = 1.0) -> list[Item]:
+        """Up to ``batch`` items, waiting at most ``timeout`` seconds. Receipts are recorded too."""
+        if self._pending:
+            out, self._pending = self._pending[:batch], self._pending[batch:]
+            return out
+        psub = await self._bind()
+        try:
+            msgs = await psub.fetch(batch, timeout=timeout)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except nats.errors.Error:
+            self._psub = None  # nats.py#234/#504: re-bind after a reconnect
+            raise
+        return [await self._verify(m) for m in msgs]
+
+    async def _verify(self, msg: Msg) -> Item:
+        now = self.clock()
+        msg_id: str | None = None
+        try:
+            try:
+                env = verify_envelope(msg.data, self.keys, now)
+            except (UnknownSenderError, DirectoryError):
+                # a sender from a directory (or key) newer than ours: fetch, then try once more
+                await self.refresh_directories()
+                env = verify_envelope(msg.data, self.keys, now)
+            msg_id = env.header.message_id
+            hubs = verify_hops(env, self.keys)
+            self.replay.check_and_record(env.header.id, env.header.expires, now)
+            opened = open_envelope(env, self.identity)
+        except IxbError as exc:
+            log.warning("inbox_refused", msg_id=msg_id, code=exc.code)
+            await msg.term()
+            return Refused(exc, msg_id)
+        item = Incoming(opened.header, opened.body, env, hubs, msg)
+        if isinstance(item.body, Receipt):
+            self.receipts[format_message_id(item.body.for_id)].append(item.body)
+            for waiter in self._receipt_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        return item
+
+    async def inbox(
+        self, *, stop: asyncio.Event | None = None, idle_timeout: float | None = None
+    ) -> AsyncIterator[Item]:
+        """Yield items as they arrive; ends when ``stop`` is set or after ``idle_timeout`` idle."""
+        idle_since = time.monotonic()
+        while stop is None or not stop.is_set():
+            items = await self.fetch(timeout=0.5)
+            if items:
+                idle_since = time.monotonic()
+            elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                return
+            for item in items:
+                yield item
+
+    async def request(
+        self, body: Body, to: Sequence[str | Principal], *, timeout: float = 10.0, **kw: object
+    ) -> Incoming:
+        """Send and wait for the correlated answer; other arrivals stay queued for :meth:`fetch`."""
+        msg_id = await self.send(body, to, **kw)  # type: ignore[arg-type]
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            psub_items = await self._fetch_fresh(min(left, 1.0))
+            for item in psub_items:
+                if (
+                    isinstance(item, Incoming)
+                    and item.header.in_reply_to == msg_id
+                    and item.header.type in REPLY_TO
+                ):
+                    await item.ack()
+                    self._pending.extend(i for i in psub_items if i is not item)
+                    return item
+            self._pending.extend(psub_items)
+        raise IoError(f"no answer to {format_message_id(msg_id)} within {timeout:g} s")
+
+    async def _fetch_fresh(self, timeout: float) -> list[Item]:
+        psub = await self._bind()
+        try:
+            msgs = await psub.fetch(FETCH_BATCH, timeout=timeout)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        return [await self._verify(m) for m in msgs]
+
+    async def wait_receipt(
+        self, msg_id: bytes, status: ReceiptStatus, *, timeout: float = 10.0
+    ) -> Receipt:
+        """Wait until a receipt of ``status`` for ``msg_id`` was seen (fetching as needed)."""
+        key = format_message_id(msg_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            for r in self.receipts.get(key, []):
+                if r.status is status:
+                    return r
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise IoError(f"no {status.value} receipt for {key} within {timeout:g} s")
+            items = await self._fetch_fresh(min(left, 1.0))
+            for item in items:
+                if isinstance(item, Incoming) and isinstance(item.body, Receipt):
+                    await item.ack()
+                else:
+                    self._pending.append(item)
+
+    async def serve(
+        self,
+        handlers: Mapping[str, Callable[[AgencyClient, Incoming], Awaitable[None]]],
+        stop: asyncio.Event,
+    ) -> None:
+        """Automated responder: call the handler of each arriving type, then ack.
+
+        Types without a handler are acked and logged (receipts, mostly); a
+        handler that fails with a typed error leaves the message unacked for
+        redelivery and is logged with the message id.
+        """
+        async for item in self.inbox(stop=stop):
+            if isinstance(item, Refused):
+                continue
+            handler = handlers.get(item.header.type)
+            if handler is None:
+                await item.ack()
+                continue
+            try:
+                await handler(self, item)
+            except IxbError as exc:
+                log.warning("handler_failed", msg_id=item.message_id, code=exc.code)
+                continue
+            await item.ack()
+
+
+def load_identity_for(profile: Profile, passphrase: str) -> Identity:
+    return load_identity(profile.path(profile.agency.key_file), passphrase)

@@ -1,0 +1,131 @@
+"""Hub commands: ``ixb hub run`` (the service) and ``ixb hub decisions`` (the interim log)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from broker.config import HubConfig, load_config
+from broker.hub import Hub, install_signal_handlers
+from broker.store import HubStore
+from protocols.directory import TrustAnchors, parse_federation
+from protocols.errors import ConfigError, IoError, IxbError
+from protocols.identifiers import Principal
+from protocols.keys import Identity, PublicIdentity, open_keyfile, read_public
+
+MAX_SMALL_FILE = 64 * 1024
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hub = sub.add_parser("hub", help="national hub service").add_subparsers(
+        dest="cmd", required=True
+    )
+    run = hub.add_parser("run", help="run the hub until SIGTERM/SIGINT")
+    run.add_argument("--config", required=True, type=Path)
+    run.set_defaults(func=cmd_run)
+    dec = hub.add_parser("decisions", help="show the hub's decisions (metadata only)")
+    dec.add_argument("--config", required=True, type=Path)
+    dec.add_argument("--msg", help="only this message id")
+    dec.add_argument("--json", action="store_true")
+    dec.set_defaults(func=cmd_decisions)
+
+
+def configure_logging(json_logs: bool) -> None:
+    """JSON lines for services, key=value for humans; never content (we never have it)."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _read(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SMALL_FILE:
+        raise IoError(f"{path} is larger than {MAX_SMALL_FILE} bytes")
+    return data
+
+
+def load_hub_parts(
+    config: HubConfig,
+) -> tuple[Identity, TrustAnchors, dict[Principal, PublicIdentity]]:
+    """Key, trust anchors and agency keys named by the config, each checked."""
+    passphrase = os.environ.get(config.hub.passphrase_env)
+    if passphrase is None:
+        raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
+    identity = open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
+    trust = parse_federation(_read(config.path(config.hub.federation_file)).decode("utf-8"))
+    agencies: dict[Principal, PublicIdentity] = {}
+    for i, agency in enumerate(config.agency):
+        try:
+            public = read_public(_read(config.path(agency.key)))
+        except IxbError as exc:
+            raise ConfigError(f"agency[{i}].key: {exc.detail}") from None
+        if str(public.principal) != agency.id:
+            raise ConfigError(
+                f"agency[{i}].key: key file is for {public.principal}, not {agency.id}"
+            )
+        agencies[public.principal] = public
+    return identity, trust, agencies
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    configure_logging(json_logs=True)
+    config = load_config(args.config)
+    identity, trust, agencies = load_hub_parts(config)
+
+    async def main() -> None:
+        hub = Hub(config, identity, trust, agencies)
+        install_signal_handlers(hub)
+        await hub.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = HubStore(config.path(config.hub.state_dir) / "hub.sqlite")
+    try:
+        rows = store.decisions(msg_id=args.msg)
+    finally:
+        store.close()
+    if args.json:
+        sys.stdout.write(json.dumps([dataclasses.asdict(r) for r in rows], indent=1) + "\n")
+        return 0
+    for r in rows:
+        at = datetime.fromtimestamp(r.at / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+        parts = [at, f"{r.decision:<18}", r.msg_id or "-", r.type or "", r.sender or ""]
+        if r.recipients:
+            parts.append("→ " + ",".join(r.recipients))
+        if r.code:
+            parts.append(f"{r.code}: {r.detail}")
+        elif r.detail:
+            parts.append(r.detail)
+        if r.via:
+            parts.append(f"via {r.via}")
+        sys.stdout.write("  ".join(parts) + "\n")
+    return 0

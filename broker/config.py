@@ -1,0 +1,191 @@
+"""The hub's one typed configuration: a TOML file plus ``IXB_HUB__…`` environment overrides.
+
+Validated at start; any problem is a :class:`ConfigError` naming the bad key
+(``hub.country``, ``links.MYS.password`` …), so an operator never has to
+read a traceback to fix a deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from protocols.directory import Role
+from protocols.errors import ConfigError, IxbError
+from protocols.identifiers import Principal, check_country, hub_of, parse_agency
+from protocols.limits import Limits
+from protocols.messages import MESSAGE_TYPES
+
+ENV_PREFIX = "IXB_HUB__"
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class HubSection(_Strict, frozen=True):
+    country: str
+    key_file: str
+    state_dir: str
+    federation_file: str
+    passphrase_env: str = "IXB_PASSPHRASE"  # noqa: S105 - a variable name
+    directory_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 90)] = 24 * 7
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+
+
+class NatsSection(_Strict, frozen=True):
+    url: str
+    user: str
+    password: str
+
+
+class LinkSection(_Strict, frozen=True):
+    user: str
+    password: str
+
+
+class HttpSection(_Strict, frozen=True):
+    host: str = "127.0.0.1"
+    port: Port = 0
+
+
+class PolicySection(_Strict, frozen=True):
+    max_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 600
+    burst: Annotated[int, msgspec.Meta(ge=1)] = 120
+    exchange: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Per peer country, the message types exchanged with it (both directions)."""
+
+
+class AgencySection(_Strict, frozen=True):
+    id: str
+    roles: list[str]
+    key: str
+    """Key file of the agency; only its public part is read."""
+    revoked: str | None = None
+    """Reason, if the agency is revoked (from the hub's start; peers learn it in seconds)."""
+
+
+class LimitsSection(_Strict, frozen=True):
+    max_envelope_bytes: int = Limits().max_envelope_bytes
+    max_recipients: int = Limits().max_recipients
+    max_clock_skew_ms: int = Limits().max_clock_skew_ms
+    max_ttl_ms: int = Limits().max_ttl_ms
+
+
+class HubConfig(_Strict, frozen=True):
+    hub: HubSection
+    nats: NatsSection
+    links: dict[str, LinkSection] = msgspec.field(default_factory=dict)
+    http: HttpSection = msgspec.field(default_factory=HttpSection)
+    policy: PolicySection = msgspec.field(default_factory=PolicySection)
+    agency: list[AgencySection] = msgspec.field(default_factory=list)
+    limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    base_dir: str = "."
+    """Directory that relative paths are resolved against (the config file's)."""
+
+    @property
+    def country(self) -> str:
+        return self.hub.country
+
+    @property
+    def hub_id(self) -> Principal:
+        return hub_of(self.hub.country)
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def wire_limits(self) -> Limits:
+        return Limits(
+            max_envelope_bytes=self.limits.max_envelope_bytes,
+            max_recipients=self.limits.max_recipients,
+            max_clock_skew_ms=self.limits.max_clock_skew_ms,
+            max_ttl_ms=self.limits.max_ttl_ms,
+        )
+
+    def exchanged_types(self, peer: str) -> frozenset[str]:
+        return frozenset(self.policy.exchange.get(peer, ()))
+
+    def agency_roles(self) -> dict[Principal, tuple[Role, ...]]:
+        return {parse_agency(a.id): tuple(Role(r) for r in a.roles) for a in self.agency}
+
+    def revoked(self) -> dict[Principal, str]:
+        return {parse_agency(a.id): a.revoked for a in self.agency if a.revoked}
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """``IXB_HUB__NATS__URL=…`` sets ``nats.url``; values stay strings and are converted."""
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment {name}: {'.'.join(path)} is not a table")
+        node[path[-1]] = value
+
+
+def _validate(cfg: HubConfig) -> None:
+    try:
+        check_country(cfg.hub.country)
+    except IxbError:
+        raise ConfigError(f"hub.country: {cfg.hub.country!r} is not an ISO 3166-1 code") from None
+    for peer in list(cfg.links) + list(cfg.policy.exchange):
+        try:
+            check_country(peer)
+        except IxbError:
+            raise ConfigError(f"links/policy: {peer!r} is not a country code") from None
+        if peer == cfg.hub.country:
+            raise ConfigError(f"links.{peer}: a hub does not link to itself")
+    for peer, types in cfg.policy.exchange.items():
+        unknown = sorted(set(types) - set(MESSAGE_TYPES))
+        if unknown:
+            raise ConfigError(f"policy.exchange.{peer}: unknown message types {unknown}")
+    for i, agency in enumerate(cfg.agency):
+        try:
+            principal = parse_agency(agency.id)
+        except IxbError as exc:
+            raise ConfigError(f"agency[{i}].id: {exc.detail}") from None
+        if principal.country != cfg.hub.country:
+            raise ConfigError(f"agency[{i}].id: {agency.id} is not in {cfg.hub.country}")
+        for role in agency.roles:
+            if role not in Role.__members__.values():
+                raise ConfigError(f"agency[{i}].roles: unknown role {role!r}")
+    try:
+        cfg.wire_limits()
+    except ConfigError as exc:
+        raise ConfigError(exc.detail) from None
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> HubConfig:
+    """Read, override from the environment, validate: a ready config or a ConfigError."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    _apply_env(raw, os.environ if env is None else env)
+    raw.setdefault("base_dir", str(path.resolve().parent))
+    try:
+        cfg = msgspec.convert(raw, HubConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_humane(str(exc))}") from None
+    _validate(cfg)
+    return cfg
+
+
+def _humane(message: str) -> str:
+    """msgspec says ``… - at `$.links.MYS.user```; operators think in ``links.MYS.user``."""
+    return message.replace("`$.", "`").replace("$.", "")

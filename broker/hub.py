@@ -1,0 +1,611 @@
+"""The national hub service: NATS in, :mod:`broker.pipeline` decisions, NATS out.
+
+Connections (NATS-FEDERATION.md): one to the country's ``IXB`` account as
+``hub``, and one per peer country to its link account. The hub is the only
+bridge between them.
+
+Tasks (one ``TaskGroup``, all cancelled together on shutdown):
+
+- ``workers`` local ingress workers: pull batches from ``INGRESS`` (a work queue
+  shared by every worker of this country), decide, route, receipt, ack;
+- one per peer: pull from ``IN_<PEER>`` (sourced from the peer's
+  ``OUT_<CC>``), the same, plus the peer's signed directory updates;
+- a responder for ``ixb.<CC>.directory.get`` (agencies fetch the verified
+  directories they encrypt to);
+- the HTTP server (``/healthz``, ``/metrics``).
+
+A message is acked only after everything it caused was acknowledged by
+JetStream (inbox, outbound stream, receipts) and its decision was committed
+to disk; a crash before that means redelivery, which the store recognises,
+and ``Nats-Msg-Id`` de-duplication makes the re-publishes no-ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from aiohttp import web
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from broker import streams
+from broker.config import HubConfig
+from broker.metrics import Metrics
+from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
+from broker.store import HubStore
+from protocols import subjects
+from protocols.directory import (
+    DirectoryKeys,
+    RevocationInfo,
+    TrustAnchors,
+    build_directory,
+    entry_for,
+    sign_directory,
+)
+from protocols.envelope import seal_envelope
+from protocols.errors import IxbError, LocalError
+from protocols.identifiers import Principal, format_message_id, parse_message_id
+from protocols.keys import Identity, PublicIdentity
+from protocols.limits import MS_PER_DAY, MS_PER_HOUR
+from protocols.messages import Receipt, ReceiptStatus
+
+log = structlog.get_logger("ixb.hub")
+
+KIND_HEADER = "Ixb-Kind"
+KIND_DIRECTORY = "directory"
+FETCH_BATCH = 64
+FETCH_TIMEOUT_S = 1.0
+RECEIPT_TTL_MS = 7 * MS_PER_DAY
+NO_ID = b"\x00" * 16
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class LinkState:
+    peer: str
+    nc: NatsClient
+    js: JetStreamContext
+    connected: bool = True
+
+
+@dataclass
+class HubState:
+    started_ms: int = field(default_factory=wall_ms)
+    in_flight: int = 0
+    ready: bool = False
+
+
+class Hub:
+    def __init__(
+        self,
+        config: HubConfig,
+        identity: Identity,
+        trust: TrustAnchors,
+        agency_keys: dict[Principal, PublicIdentity],
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        if identity.principal != config.hub_id:
+            raise LocalError(f"key file is for {identity.principal}, config for {config.hub_id}")
+        self.config = config
+        self.country = config.country
+        self.identity = identity
+        self.clock = clock
+        self.keys = DirectoryKeys(trust, clock)
+        self.store = HubStore(config.path(config.hub.state_dir) / "hub.sqlite")
+        self.pipeline = Pipeline(config, identity, self.keys, self.store)
+        self.metrics = Metrics()
+        self.state = HubState()
+        self.agency_keys = agency_keys
+        self.links: dict[str, LinkState] = {}
+        self.nc: NatsClient | None = None
+        self.js: JetStreamContext | None = None
+        self.http_port: int | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def _ixb(self) -> NatsClient:
+        if self.nc is None:
+            raise LocalError("hub is not connected")
+        return self.nc
+
+    @property
+    def _js(self) -> JetStreamContext:
+        if self.js is None:
+            raise LocalError("hub is not connected")
+        return self.js
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set (or SIGTERM/SIGINT when run as a process)."""
+        if stop is not None:
+            self._stopping = stop
+        stop = self._stopping
+        await self._connect()
+        runner = await self._start_http()
+        try:
+            await self._publish_own_directory()
+            self._load_peer_directories()
+            self.state.ready = True
+            log.info("hub_ready", hub=str(self.config.hub_id), http_port=self.http_port)
+            async with asyncio.TaskGroup() as tg:
+                for i in range(self.config.hub.workers):
+                    tg.create_task(self._ingress_worker(i, stop))
+                for peer in self.links:
+                    tg.create_task(self._peer_worker(peer, stop))
+                tg.create_task(self._directory_responder(stop))
+                tg.create_task(self._gauges(stop))
+                tg.create_task(self._directory_refresher(stop))
+        finally:
+            self.state.ready = False
+            await runner.cleanup()
+            await self._close()
+            log.info("hub_stopped", hub=str(self.config.hub_id))
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def _connect(self) -> None:
+        cfg = self.config
+        self.nc = await nats.connect(
+            cfg.nats.url,
+            user=cfg.nats.user,
+            password=cfg.nats.password,
+            name=f"ixb-hub-{self.country}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        self.js = self.nc.jetstream()
+        await streams.ensure_country_streams(
+            self.js, self.country, [p.name for p in self.agency_keys]
+        )
+        await self.js.add_consumer(
+            streams.INGRESS_STREAM,
+            ConsumerConfig(
+                durable_name=streams.HUB_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=streams.HUB_ACK_WAIT_S,
+                max_deliver=-1,
+            ),
+        )
+        for peer, creds in sorted(cfg.links.items()):
+            nc = await nats.connect(
+                cfg.nats.url,
+                user=creds.user,
+                password=creds.password,
+                name=f"ixb-hub-{self.country}-link-{peer}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+            )
+            js = nc.jetstream()
+            await streams.ensure_link_streams(js, self.country, peer)
+            self.links[peer] = LinkState(peer, nc, js)
+
+    async def _close(self) -> None:
+        for link in self.links.values():
+            with contextlib.suppress(nats.errors.Error):
+                await link.nc.drain()
+        if self.nc is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.drain()
+        self.store.close()
+
+    # --- directories ------------------------------------------------------------
+
+    async def _publish_own_directory(self) -> None:
+        now = self.clock()
+        stored = self.store.directories().get(self.country)
+        if stored is not None and self.keys.version(self.country) is None:
+            with contextlib.suppress(IxbError):  # expired after a long outage: re-issued below
+                self.keys.update(self.country, stored)
+        # versions only go up, across restarts and long outages alike
+        previous = max(
+            self.keys.version(self.country) or 0, self.store.directory_version(self.country) or 0
+        )
+        roles = self.config.agency_roles()
+        revoked = self.config.revoked()
+        entries = [
+            entry_for(
+                pub,
+                roles[p],
+                valid_from=0,
+                valid_until=now + 365 * MS_PER_DAY,
+                revoked=self._revocation(p, revoked.get(p), now),
+            )
+            for p, pub in sorted(self.agency_keys.items())
+        ]
+        directory = build_directory(
+            self.config.hub_id,
+            version=previous + 1,
+            issued_ms=now,
+            ttl_ms=self.config.hub.directory_ttl_hours * MS_PER_HOUR,
+            entries=entries,
+        )
+        signed = sign_directory(directory, self.identity)
+        self.keys.update(self.country, signed)
+        self.store.save_directory(self.country, directory.version, signed)
+        self.store.decide(at=now, decision="directory.published", detail=f"v{directory.version}")
+        for peer, link in self.links.items():
+            await link.js.publish(
+                subjects.cross_border(self.country, peer),
+                signed,
+                headers={
+                    KIND_HEADER: KIND_DIRECTORY,
+                    "Nats-Msg-Id": f"dir:{self.country}:{directory.version}",
+                },
+            )
+        log.info("directory_published", version=directory.version, agencies=len(entries))
+
+    def _revocation(self, agency: Principal, reason: str | None, now: int) -> RevocationInfo | None:
+        """Revoked from the first directory that said so: a restart never moves the time."""
+        if reason is None:
+            return None
+        with contextlib.suppress(IxbError):
+            earlier = self.keys.entry(agency).revoked
+            if earlier is not None:
+                return earlier
+        return RevocationInfo(at=now, reason=reason)
+
+    async def _directory_refresher(self, stop: asyncio.Event) -> None:
+        """Re-sign well before expiry: peers refuse every agency of an expired directory."""
+        period_s = self.config.hub.directory_ttl_hours * 3600 / 3
+        while not stop.is_set():
+            await _sleep_or_stop(stop, period_s)
+            if not stop.is_set():
+                await self._publish_own_directory()
+
+    def _load_peer_directories(self) -> None:
+        for country, signed in self.store.directories().items():
+            if country != self.country:
+                with contextlib.suppress(IxbError):
+                    self.keys.update(country, signed)
+
+    def _install_peer_directory(self, peer: str, data: bytes) -> None:
+        now = self.clock()
+        try:
+            changed = self.keys.update(peer, data)
+        except IxbError as exc:
+            self.store.decide(
+                at=now, decision="directory.rejected", code=exc.code, detail=exc.detail, via=peer
+            )
+            self.metrics.inc("ixb_directory_rejected_total", peer=peer, code=exc.code)
+            log.warning("directory_rejected", peer=peer, code=exc.code, detail=exc.detail)
+            return
+        version = self.keys.version(peer)
+        if changed and version is not None:
+            self.store.save_directory(peer, version, data)
+            self.store.decide(
+                at=now, decision="directory.installed", detail=f"v{version}", via=peer
+            )
+            log.info("directory_installed", peer=peer, version=version)
+
+    async def _directory_responder(self, stop: asyncio.Event) -> None:
+
+        async def answer(msg: Msg) -> None:
+            payload = msgspec.msgpack.encode(self.store.directories())
+            await msg.respond(payload)
+
+        sub = await self._ixb.subscribe(subjects.directory_request(self.country), cb=answer)
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    # --- workers ----------------------------------------------------------------
+
+    async def _pull_loop(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        stop: asyncio.Event,
+        handle: Callable[[Msg], Awaitable[None]],
+        what: str,
+    ) -> None:
+        """Fetch, handle, repeat; re-bind after errors (nats-py subs can die on reconnect)."""
+        while not stop.is_set():
+            try:
+                psub = await js.pull_subscribe_bind(streams.HUB_CONSUMER, stream)
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("bind_failed", worker=what, error=str(exc))
+                await _sleep_or_stop(stop, 1.0)
+                continue
+            try:
+                while not stop.is_set():
+                    try:
+                        msgs = await psub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
+                    except (TimeoutError, nats.errors.TimeoutError):
+                        continue
+                    for msg in msgs:
+                        self.state.in_flight += 1
+                        try:
+                            await handle(msg)
+                        finally:
+                            self.state.in_flight -= 1
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("fetch_failed", worker=what, error=str(exc))
+                await _sleep_or_stop(stop, 0.5)
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await psub.unsubscribe()
+
+    async def _ingress_worker(self, index: int, stop: asyncio.Event) -> None:
+        await self._pull_loop(
+            self._js, streams.INGRESS_STREAM, stop, self._handle_local, f"ingress-{index}"
+        )
+
+    async def _peer_worker(self, peer: str, stop: asyncio.Event) -> None:
+        link = self.links[peer]
+
+        async def handle(msg: Msg) -> None:
+            await self._handle_peer(peer, msg)
+
+        await self._pull_loop(link.js, streams.in_stream(peer), stop, handle, f"peer-{peer}")
+
+    async def _handle_local(self, msg: Msg) -> None:
+        started = time.perf_counter()
+        publisher = msg.subject.rsplit(".", 1)[-1]
+        outcome = self.pipeline.from_local(
+            msg.data, publisher, self.clock(), redelivered=_redelivered(msg)
+        )
+        await self._settle(msg, outcome, publisher=publisher, via=None, started=started)
+
+    async def _handle_peer(self, peer: str, msg: Msg) -> None:
+        started = time.perf_counter()
+        if (msg.headers or {}).get(KIND_HEADER) == KIND_DIRECTORY:
+            self._install_peer_directory(peer, msg.data)
+            await msg.ack()
+            return
+        outcome = self.pipeline.from_peer(
+            msg.data, peer, self.clock(), redelivered=_redelivered(msg)
+        )
+        await self._settle(msg, outcome, publisher=None, via=peer, started=started)
+
+    async def _settle(
+        self,
+        msg: Msg,
+        outcome: Accepted | Rejected,
+        *,
+        publisher: str | None,
+        via: str | None,
+        started: float,
+    ) -> None:
+        """Route, receipt, record, then ack; on a transport failure, leave it for redelivery."""
+        try:
+            if isinstance(outcome, Accepted):
+                await self._route_accepted(outcome, via=via)
+            else:
+                await self._route_rejected(msg, outcome, publisher=publisher, via=via)
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            log.warning("route_failed_will_retry", error=str(exc), via=via)
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak(delay=1.0)
+            return
+        await msg.ack()
+        self.metrics.observe_latency(time.perf_counter() - started)
+
+    async def _route_accepted(self, outcome: Accepted, *, via: str | None) -> None:
+        env = outcome.envelope
+        header = env.header
+        bound = log.bind(msg_id=header.message_id, type=header.type, sender=header.sender)
+        now = self.clock()
+        if outcome.duplicate:
+            self.store.decide(at=now, decision="duplicate", header=header, via=via)
+            self.metrics.inc("ixb_messages_total", decision="duplicate")
+            bound.info("duplicate_ignored", via=via)
+            return
+        data = env.to_bytes()
+        for agency in outcome.local:
+            await self._publish_inbox(agency, data, f"{header.message_id}:{agency.name}")
+        for peer in outcome.peers:
+            await self._publish_out(peer, data, header.message_id)
+        sender = header.sender_principal
+        receipts: list[tuple[ReceiptStatus, str | None]] = []
+        if via is None:
+            receipts.append((ReceiptStatus.ACCEPTED, None))
+            if outcome.peers:
+                receipts.append((ReceiptStatus.RELAYED, ", ".join(outcome.peers)))
+        if outcome.local:
+            receipts.append((ReceiptStatus.DELIVERED, ", ".join(str(a) for a in outcome.local)))
+        if header.type != "receipt" and not sender.is_hub:
+            for status, detail in receipts:
+                await self._send_receipt(sender, header.id, status, detail=detail)
+        with self.store.transaction():
+            self.store.mark_routed(header.id)
+            self.store.decide(at=now, decision="accepted", header=header, via=via)
+            for agency in outcome.local:
+                self.store.decide(
+                    at=now, decision="delivered", header=header, via=via, detail=str(agency)
+                )
+            for peer in outcome.peers:
+                self.store.decide(at=now, decision="relayed", header=header, detail=peer)
+        self.metrics.inc("ixb_messages_total", decision="accepted")
+        bound.info("accepted", via=via, local=len(outcome.local), peers=list(outcome.peers))
+
+    async def _route_rejected(
+        self, msg: Msg, outcome: Rejected, *, publisher: str | None, via: str | None
+    ) -> None:
+        err = outcome.error
+        header = outcome.header
+        msg_id = header.message_id if header is not None else _nats_msg_id(msg)
+        now = self.clock()
+        self.store.decide(
+            at=now,
+            decision="rejected",
+            header=header,
+            msg_id=msg_id,
+            code=err.code,
+            detail=err.detail,
+            via=via or f"ingress:{publisher}",
+        )
+        self.metrics.inc("ixb_messages_total", decision="rejected")
+        self.metrics.inc("ixb_rejected_total", code=err.code)
+        log.warning(
+            "rejected",
+            msg_id=msg_id,
+            code=err.code,
+            detail=err.detail,
+            via=via or f"ingress:{publisher}",
+        )
+        target = rejection_recipient(outcome, country=self.country, publisher=publisher)
+        if target is None:
+            return
+        for_id = header.id if header is not None else _id_bytes(msg_id)
+        await self._send_receipt(
+            target, for_id, ReceiptStatus.REJECTED, code=err.code, detail=err.detail[:200]
+        )
+
+    # --- publishing ---------------------------------------------------------------
+
+    async def _publish_inbox(self, agency: Principal, data: bytes, dedup: str) -> None:
+        await self._js.publish(subjects.inbox(agency), data, headers={"Nats-Msg-Id": dedup})
+
+    async def _publish_out(self, peer: str, data: bytes, dedup: str) -> None:
+        link = self.links[peer]
+        await link.js.publish(
+            subjects.cross_border(self.country, peer), data, headers={"Nats-Msg-Id": dedup}
+        )
+
+    async def _send_receipt(
+        self,
+        to: Principal,
+        for_id: bytes,
+        status: ReceiptStatus,
+        *,
+        code: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """A receipt signed by this hub, encrypted to ``to``, routed like any message."""
+        local = self.agency_keys.get(to)
+        try:
+            recipient = local if local is not None else self.keys.encryption_key(to)
+        except IxbError as exc:
+            log.warning("receipt_unroutable", to=str(to), code=exc.code)
+            return
+        now = self.clock()
+        body = Receipt(
+            for_id=for_id,
+            status=status,
+            by=str(self.config.hub_id),
+            at_ms=now,
+            code=code,
+            detail=detail or None,
+        )
+        data = seal_envelope(
+            sender=self.identity,
+            recipients=[recipient],
+            body=body,
+            now_ms=now,
+            ttl_ms=RECEIPT_TTL_MS,
+            in_reply_to=for_id,
+        )
+        dedup = f"rcpt:{format_message_id(for_id)}:{status.value}:{to}"
+        if to.country == self.country:
+            await self._publish_inbox(to, data, dedup)
+        elif to.country in self.links:
+            await self._publish_out(to.country, data, dedup)
+        self.metrics.inc("ixb_receipts_total", status=status.value)
+
+    # --- gauges -------------------------------------------------------------------
+
+    async def _gauges(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.metrics.set("ixb_in_flight", self.state.in_flight)
+            for peer, link in self.links.items():
+                with contextlib.suppress(
+                    nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError
+                ):
+                    info = await link.js.consumer_info(
+                        streams.in_stream(peer), streams.HUB_CONSUMER, timeout=1.0
+                    )
+                    self.metrics.set("ixb_backlog", info.num_pending or 0, source=peer)
+                    link.connected = link.nc.is_connected
+                self.metrics.set("ixb_link_up", 1.0 if link.nc.is_connected else 0.0, peer=peer)
+            for country in [self.country, *self.links]:
+                version = self.keys.version(country)
+                self.metrics.set("ixb_directory_version", float(version or 0), country=country)
+            await _sleep_or_stop(stop, 2.0)
+
+    # --- HTTP -----------------------------------------------------------------------
+
+    def health(self) -> dict[str, object]:
+        return {
+            "hub": str(self.config.hub_id),
+            "ready": self.state.ready,
+            "nats": self.nc is not None and self.nc.is_connected,
+            "links": {p: link.nc.is_connected for p, link in self.links.items()},
+            "directories": {c: self.keys.version(c) for c in sorted([self.country, *self.links])},
+            "in_flight": self.state.in_flight,
+        }
+
+    async def _start_http(self) -> web.AppRunner:
+        app = web.Application()
+
+        async def healthz(_: web.Request) -> web.Response:
+            body = self.health()
+            ok = bool(body["ready"]) and bool(body["nats"])
+            return web.json_response(body, status=200 if ok else 503)
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(text=self.metrics.render(), content_type="text/plain")
+
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+        return runner
+
+
+def _redelivered(msg: Msg) -> bool:
+    return msg.metadata.num_delivered > 1
+
+
+def _nats_msg_id(msg: Msg) -> str | None:
+    value = (msg.headers or {}).get("Nats-Msg-Id")
+    if value is None:
+        return None
+    try:
+        return format_message_id(parse_message_id(value))
+    except IxbError:
+        return None
+
+
+def _id_bytes(msg_id: str | None) -> bytes:
+    if msg_id is None:
+        return NO_ID
+    try:
+        return parse_message_id(msg_id)
+    except IxbError:
+        return NO_ID
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def install_signal_handlers(hub: Hub) -> None:
+    """SIGTERM / SIGINT: stop fetching, finish in-flight messages, close cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, hub.request_stop)

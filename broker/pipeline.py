@@ -1,0 +1,257 @@
+"""The hub's decisions, apart from NATS: bytes and their source in, an outcome out.
+
+Steps (SPEC §4.7 plus policy), for an envelope from a local agency's ingress
+or from a peer country's link:
+
+1. decode and verify: sender known and current in its hub-signed directory,
+   signature, freshness; the publishing identity matches the claimed sender
+   (an agency can only publish on its own ingress subject; a peer link only
+   carries its own country's senders);
+2. idempotency and replay: the same envelope seen again is a duplicate (its
+   routing is finished, never repeated); another envelope under a known id is
+   a replay;
+3. policy: the sender's roles may send this type; every recipient exists and
+   is current; the country pair exchanges this type; per-agency rate limits;
+   declared forwards respect the original's handling code (H2, H3);
+4. the caller records the decision and routes what it is told to.
+
+Nothing here touches the network, so every branch is tested directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broker.config import HubConfig
+from broker.store import HubStore
+from protocols.directory import DirectoryKeys, check_may_send
+from protocols.envelope import Envelope, Header, add_hop, decode_envelope, verify_envelope
+from protocols.errors import (
+    HandlingError,
+    IxbError,
+    RateLimitedError,
+    ReplayError,
+    UnauthorisedError,
+    UnknownRecipientError,
+)
+from protocols.handling import check_forward
+from protocols.identifiers import Principal, format_message_id
+from protocols.keys import Identity
+from protocols.limits import Limits
+
+HUB_MAY_SEND = frozenset({"receipt"})
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Route ``envelope`` (countersigned by this hub) to local inboxes and peer countries."""
+
+    envelope: Envelope
+    local: tuple[Principal, ...]
+    peers: tuple[str, ...]
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Refused with ``error``; ``header`` is known when the envelope parsed far enough."""
+
+    error: IxbError
+    header: Header | None
+    verified: bool
+    """True when the sender's signature checked out (a receipt to it is meaningful)."""
+
+
+Outcome = Accepted | Rejected
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """Token bucket per sender: ``per_minute`` sustained, ``burst`` at once."""
+
+    per_minute: int
+    burst: int
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def take(self, who: str) -> None:
+        now = self.clock()
+        bucket = self._buckets.setdefault(who, _Bucket(float(self.burst), now))
+        bucket.tokens = min(
+            float(self.burst), bucket.tokens + (now - bucket.updated) * self.per_minute / 60.0
+        )
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            raise RateLimitedError(f"{who} is over {self.per_minute} messages a minute")
+        bucket.tokens -= 1.0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: HubConfig,
+        identity: Identity,
+        keys: DirectoryKeys,
+        store: HubStore,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.config = config
+        self.country = config.country
+        self.identity = identity
+        self.keys = keys
+        self.store = store
+        self.limits: Limits = config.wire_limits()
+        self.limiter = limiter or RateLimiter(config.policy.max_per_minute, config.policy.burst)
+
+    # --- entry points -------------------------------------------------------------
+
+    def from_local(
+        self, data: bytes, publisher: str, now_ms: int, *, redelivered: bool = False
+    ) -> Outcome:
+        """An envelope an agency of this country published on ``ixb.CC.ingress.<publisher>``.
+
+        ``redelivered``: JetStream handed us this stream message before (we
+        crashed or failed before acking it), as opposed to a new stream message.
+        """
+        return self._process(data, now_ms, publisher=publisher, peer=None, redelivered=redelivered)
+
+    def from_peer(
+        self, data: bytes, peer: str, now_ms: int, *, redelivered: bool = False
+    ) -> Outcome:
+        """An envelope that arrived over the link from ``peer``'s hub."""
+        return self._process(data, now_ms, publisher=None, peer=peer, redelivered=redelivered)
+
+    # --- the steps ----------------------------------------------------------------
+
+    def _process(
+        self,
+        data: bytes,
+        now_ms: int,
+        *,
+        publisher: str | None,
+        peer: str | None,
+        redelivered: bool,
+    ) -> Outcome:
+        header: Header | None = None
+        verified = False
+        try:
+            env = decode_envelope(data, self.limits)
+            header = env.header
+            sender = header.sender_principal
+            self._check_origin(sender, publisher=publisher, peer=peer)
+            verify_envelope(env, self.keys, now_ms, self.limits)
+            verified = True
+            known = self.store.known(header.id)
+            if known is not None:
+                if known.digest != env.digest:
+                    raise ReplayError(
+                        f"message id {header.message_id} was already used for another envelope"
+                    )
+                if known.routed:
+                    if redelivered:
+                        # our own unacked copy coming back: finished, nothing to repeat
+                        return Accepted(env, (), (), duplicate=True)
+                    # a new stream message with an envelope we already routed: senders
+                    # retry with the same Nats-Msg-Id (stored once), so this is a replay
+                    raise ReplayError(f"message {header.message_id} was already received")
+            self._check_policy(env, sender, peer=peer)
+            if known is None and publisher is not None:
+                self.limiter.take(str(sender))
+            if peer is not None:
+                # countries hand each other whole envelopes; deliver only our own recipients
+                local = tuple(p for p in header.recipient_principals if p.country == self.country)
+                peers: tuple[str, ...] = ()
+            else:
+                local = tuple(p for p in header.recipient_principals if p.country == self.country)
+                peers = tuple(
+                    sorted({p.country for p in header.recipient_principals} - {self.country})
+                )
+            countersigned = add_hop(env, self.identity, now_ms)
+            self.store.remember(header, env.digest)
+            return Accepted(countersigned, local, peers)
+        except IxbError as exc:
+            return Rejected(exc, header, verified)
+
+    def _check_origin(self, sender: Principal, *, publisher: str | None, peer: str | None) -> None:
+        if publisher is not None and (sender.country != self.country or sender.name != publisher):
+            raise UnauthorisedError(
+                f"published on the ingress of {self.country}/{publisher} but signed as {sender}"
+            )
+        if peer is not None and sender.country != peer:
+            raise UnauthorisedError(f"the link from {peer} carried a message from {sender}")
+
+    def _check_policy(self, env: Envelope, sender: Principal, *, peer: str | None) -> None:
+        header = env.header
+        if sender.is_hub:
+            if header.type not in HUB_MAY_SEND:
+                raise UnauthorisedError(f"hubs may not send {header.type}")
+        else:
+            check_may_send(self.keys.roles(sender), header.type)
+        for recipient in header.recipient_principals:
+            if recipient.is_hub:
+                raise UnknownRecipientError(f"{recipient} is a hub: hubs receive no content")
+            if recipient.country != self.country and recipient.country not in self.config.links:
+                raise UnknownRecipientError(f"{self.country} has no link to {recipient.country}")
+            try:
+                self.keys.encryption_key(recipient)
+            except IxbError as exc:
+                raise UnknownRecipientError(f"recipient {recipient}: {exc.detail}") from None
+        others = {r.country for r in header.recipient_principals} | {sender.country}
+        for country in sorted(others - {self.country}):
+            if header.type != "receipt" and header.type not in self.config.exchanged_types(country):
+                raise UnauthorisedError(
+                    f"{self.country} does not exchange {header.type} with {country}"
+                )
+        if header.forward_of is not None:
+            self._check_forward(header, str(sender), peer=peer)
+
+    def _check_forward(self, header: Header, sender: str, *, peer: str | None) -> None:
+        if header.forward_of is None:
+            return
+        original = self.store.known(header.forward_of)
+        if original is None:
+            if peer is not None:
+                return  # the forwarder's own hub enforced it; we never saw the original
+            raise HandlingError(
+                f"forward of unknown message {format_message_id(header.forward_of)}"
+            )
+        if sender not in original.recipients and sender != original.sender:
+            raise HandlingError(f"{sender} never received the message it forwards")
+        check_forward(
+            original_handling=original.handling,
+            original_restriction=original.restriction,
+            original_parties=frozenset({original.sender, *original.recipients}),
+            handling=header.handling,
+            restriction=header.restriction,
+            recipients=header.recipients,
+        )
+
+
+def rejection_recipient(
+    outcome: Rejected, *, country: str, publisher: str | None
+) -> Principal | None:
+    """Who gets the signed rejection receipt, if anyone.
+
+    On a local ingress the publisher is authenticated by NATS itself (it can
+    publish only on its own subject), so it always hears why, even about a
+    forgery it sent. Over a link only a sender whose signature verified is
+    answered: an unverified sender field could name anybody, and answering it
+    would let a forger make our hub send receipts to a victim. Receipts are
+    never answered with receipts.
+    """
+    header = outcome.header
+    if header is not None and header.type == "receipt":
+        return None
+    if publisher is not None:
+        return Principal(country, publisher)
+    if header is not None and outcome.verified and not header.sender_principal.is_hub:
+        return header.sender_principal
+    return None

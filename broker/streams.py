@@ -1,0 +1,215 @@
+"""The JetStream streams and consumers a hub needs, created idempotently at startup.
+
+In the country's ``IXB`` account:
+
+- ``INGRESS``: every local agency's ingress subject, a work queue shared by
+  the hub workers;
+- ``INBOX``: every local agency's inbox, kept until the agency has fetched
+  and acknowledged it, with one durable pull consumer per agency.
+
+In each link account ``<PEER>_LINK``:
+
+- ``OUT_<PEER>``: what this hub sends to ``PEER`` (``ixb.<CC>.xb.<PEER>``);
+- ``IN_<PEER>``: sources the peer's ``OUT_<CC>`` across the leaf connection
+  from the peer's JetStream domain, with a durable pull consumer ``HUB``.
+
+Store-and-forward between countries is JetStream sourcing: no retry loop of
+our own. De-duplication is by ``Nats-Msg-Id`` within each stream's window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    ExternalStream,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+    StreamSource,
+)
+from nats.js.errors import BadRequestError
+
+from protocols import subjects
+from protocols.identifiers import Principal, check_country
+
+INGRESS_STREAM = "INGRESS"
+INBOX_STREAM = "INBOX"
+HUB_CONSUMER = "HUB"
+
+DUPLICATE_WINDOW_S = 10 * 60.0
+"""De-duplication window: a publish retried with the same Nats-Msg-Id within it is stored once."""
+
+INBOX_ACK_WAIT_S = 30.0
+HUB_ACK_WAIT_S = 30.0
+MAX_AGE_S = 31 * 24 * 3600.0
+"""How long an envelope is kept at most: the protocol's longest envelope lifetime."""
+LINK_STREAM_MAX_BYTES = 256 * 1024 * 1024
+"""Cap of each link stream, within the link account's ``max_file``: when full,
+publishing is refused (discard new), never silently dropped."""
+
+SOURCE_IDLE_NS = 3_000_000_000
+"""A source silent for longer than this is considered stalled (it heartbeats every second)."""
+
+_STREAM_NAME_IN_USE = 10058  # JSStreamNameExistErr: same name, other config
+
+
+def out_stream(peer: str) -> str:
+    return f"OUT_{check_country(peer)}"
+
+
+def in_stream(peer: str) -> str:
+    return f"IN_{check_country(peer)}"
+
+
+def inbox_all(country: str) -> str:
+    """Every agency inbox of ``country``: missing from :mod:`protocols.subjects`."""
+    return f"{subjects.PREFIX}.{check_country(country)}.inbox.>"
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
+    """Create the stream, or bring an existing one to ``config``."""
+    try:
+        return await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != _STREAM_NAME_IN_USE:
+            raise
+    return await js.update_stream(config)
+
+
+async def ensure_country_streams(
+    js: JetStreamContext, country: str, agencies: Iterable[str]
+) -> None:
+    """``INGRESS``, ``INBOX`` and each agency's inbox consumer, in ``IXB``."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=INGRESS_STREAM,
+            subjects=[subjects.ingress_all(country)],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+    )
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=INBOX_STREAM,
+            subjects=[inbox_all(country)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=MAX_AGE_S,
+        ),
+    )
+    for name in agencies:
+        agency = Principal(country, name)
+        await js.add_consumer(
+            INBOX_STREAM,
+            ConsumerConfig(
+                name=name,
+                durable_name=name,
+                filter_subject=subjects.inbox(agency),
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=INBOX_ACK_WAIT_S,
+                max_deliver=-1,
+            ),
+        )
+
+
+async def ensure_link_streams(js: JetStreamContext, country: str, peer: str) -> None:
+    """``OUT_<peer>``, ``IN_<peer>`` and its ``HUB`` consumer, in ``<peer>_LINK``."""
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=out_stream(peer),
+            subjects=[subjects.cross_border(country, peer)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=MAX_AGE_S,
+            max_bytes=LINK_STREAM_MAX_BYTES,
+            discard=DiscardPolicy.NEW,
+        ),
+    )
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=in_stream(peer),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=MAX_AGE_S,
+            max_bytes=LINK_STREAM_MAX_BYTES,
+            discard=DiscardPolicy.NEW,
+            sources=[
+                StreamSource(
+                    name=out_stream(country),
+                    external=ExternalStream(
+                        api=f"$JS.{check_country(peer)}.API",
+                        deliver=subjects.deliver(peer, country),
+                    ),
+                )
+            ],
+        ),
+    )
+    await js.add_consumer(
+        in_stream(peer),
+        ConsumerConfig(
+            name=HUB_CONSUMER,
+            durable_name=HUB_CONSUMER,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=HUB_ACK_WAIT_S,
+            max_deliver=-1,
+        ),
+    )
+
+
+async def source_active(js: JetStreamContext, peer: str) -> bool:
+    """Whether ``IN_<peer>`` has heard from its source recently."""
+    info = await js.stream_info(in_stream(peer))
+    actives = [source.active for source in info.sources or ()]
+    return bool(actives) and all(a is not None and 0 <= a <= SOURCE_IDLE_NS for a in actives)
+
+
+async def peer_reachable(nc: NatsClient, peer: str, timeout: float = 1.0) -> bool:
+    """Whether the peer's JetStream answers across the leaf connection."""
+    try:
+        await nc.request(f"$JS.{check_country(peer)}.API.INFO", b"", timeout=timeout)
+    except (NoRespondersError, NatsTimeoutError):
+        return False
+    return True
+
+
+async def resume_link_source(nc: NatsClient, peer: str) -> bool:
+    """Restart ``IN_<peer>``'s source if it is idle while the peer answers.
+
+    Why: when a server starts, its streams ask for their source consumers
+    before the leaf connection is up; that request waits 30 s for an answer
+    and then backs off 10 s (nats-server ``srcConsumerWaitTime`` and
+    ``calculateRetryBackoff``), so a restarted destination receives its
+    backlog only after about 40 s. Removing and re-adding the source starts
+    it at once; the server resumes after the last sourced sequence (found in
+    the stream), and the duplicate window absorbs any overlap. Returns
+    whether it restarted the source. Call it when the hub (re)connects to a
+    link account, and when the link comes back.
+    """
+    js = nc.jetstream()
+    if await source_active(js, peer) or not await peer_reachable(nc, peer):
+        return False
+    config = (await js.stream_info(in_stream(peer))).config
+    sources = config.sources
+    await js.update_stream(config.evolve(sources=[]))
+    await js.update_stream(config.evolve(sources=sources))
+    return True

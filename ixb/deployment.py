@@ -1,0 +1,171 @@
+"""Lay out a whole federation on disk: keys, trust anchors, NATS plan, hub configs, profiles.
+
+What an operator of each country would do by hand (docs/deploying.md), done
+at once for the demo and the integration tests::
+
+    base/
+      plan.json               NATS ports and credentials (0600)
+      federation.toml         trust anchors: every hub's key, exchanged out of band
+      keys/THA-HUB.key        hub key files, agency key files (passphrase-encrypted)
+      hubs/THA.toml           one hub config per country
+      agencies/THA-DSI-ATHD.toml   one profile per agency
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agency_client.profile import render_profile
+from broker.natsd import FederationPlan
+from protocols.directory import Role, render_federation
+from protocols.identifiers import Principal, hub_of, parse_agency
+from protocols.keys import Identity, KdfProfile, seal_keyfile
+from protocols.messages import MESSAGE_TYPES
+
+AgencySpec = Mapping[str, Sequence[Role]]
+"""Agency id (``THA/DSI-ATHD``) → its roles."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    base: Path
+    plan: FederationPlan
+    countries: tuple[str, ...]
+    agencies: dict[Principal, tuple[Role, ...]]
+    passphrase: str
+    http_ports: dict[str, int]
+
+    def hub_url(self, country: str) -> str:
+        return f"http://127.0.0.1:{self.http_ports[country]}"
+
+    def hub_config(self, country: str) -> Path:
+        return self.base / "hubs" / f"{country}.toml"
+
+    def profile(self, agency: str | Principal) -> Path:
+        p = agency if isinstance(agency, Principal) else parse_agency(agency)
+        return self.base / "agencies" / f"{p.country}-{p.name}.toml"
+
+    def key_file(self, principal: Principal) -> Path:
+        return self.base / "keys" / f"{principal.country}-{principal.name}.key"
+
+    def env(self) -> dict[str, str]:
+        """Environment for hub and agency processes (passphrase of the demo's key files)."""
+        return {**os.environ, "IXB_PASSPHRASE": self.passphrase}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _write_private(path: Path, text: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)
+
+
+def create_deployment(
+    base: Path,
+    agencies: AgencySpec,
+    *,
+    passphrase: str,
+    kdf: KdfProfile = KdfProfile.INTERACTIVE,
+    exchange: Mapping[str, Sequence[str]] | None = None,
+    workers: int = 1,
+) -> Deployment:
+    """Generate everything for the agencies' countries; ``exchange`` defaults to every type."""
+    parsed = {parse_agency(a): tuple(roles) for a, roles in agencies.items()}
+    countries = tuple(sorted({p.country for p in parsed}))
+    plan = FederationPlan.create(
+        countries,
+        {c: [p.name for p in parsed if p.country == c] for c in countries},
+        base / "nats",
+    )
+    base.mkdir(parents=True, exist_ok=True)
+    plan.save(base / "plan.json")
+    deployment = Deployment(
+        base, plan, countries, parsed, passphrase, {c: free_port() for c in countries}
+    )
+
+    hub_ids = {c: Identity.generate(hub_of(c)) for c in countries}
+    for ident in hub_ids.values():
+        _write_private(deployment.key_file(ident.principal), seal_keyfile(ident, passphrase, kdf))
+    for principal in parsed:
+        ident = Identity.generate(principal)
+        _write_private(deployment.key_file(principal), seal_keyfile(ident, passphrase, kdf))
+    federation = render_federation("ixb-demo", {c: i.signing.public for c, i in hub_ids.items()})
+    _write_private(base / "federation.toml", federation)
+
+    types = list(MESSAGE_TYPES)
+    for country in countries:
+        peers = [c for c in countries if c != country]
+        lines = [
+            "[hub]",
+            f"country = {_toml_str(country)}",
+            f"key_file = {_toml_str(str(deployment.key_file(hub_of(country))))}",
+            f"state_dir = {_toml_str(str(base / 'state' / country))}",
+            f"federation_file = {_toml_str(str(base / 'federation.toml'))}",
+            f"workers = {workers}",
+            "",
+            "[nats]",
+            f"url = {_toml_str(plan.client_url(country))}",
+            f"user = {_toml_str(plan.hub_credentials(country).user)}",
+            f"password = {_toml_str(plan.hub_credentials(country).password)}",
+            "",
+            "[http]",
+            'host = "127.0.0.1"',
+            f"port = {deployment.http_ports[country]}",
+            "",
+        ]
+        for peer in peers:
+            creds = plan.link_credentials(country, peer)
+            lines += [
+                f"[links.{peer}]",
+                f"user = {_toml_str(creds.user)}",
+                f"password = {_toml_str(creds.password)}",
+                "",
+            ]
+        lines.append("[policy.exchange]")
+        for peer in peers:
+            allowed = list((exchange or {}).get(peer, types))
+            lines.append(f"{peer} = {json.dumps(allowed)}")
+        lines.append("")
+        for principal, roles in parsed.items():
+            if principal.country != country:
+                continue
+            lines += [
+                "[[agency]]",
+                f"id = {_toml_str(str(principal))}",
+                f"roles = {json.dumps([r.value for r in roles])}",
+                f"key = {_toml_str(str(deployment.key_file(principal)))}",
+                "",
+            ]
+        _write_private(deployment.hub_config(country), "\n".join(lines))
+
+    for principal in parsed:
+        creds = plan.agency_credentials(principal.country, principal.name)
+        _write_private(
+            deployment.profile(principal),
+            render_profile(
+                agency=str(principal),
+                key_file=str(deployment.key_file(principal)),
+                federation_file=str(base / "federation.toml"),
+                url=plan.client_url(principal.country),
+                user=creds.user,
+                password=creds.password,
+            ),
+        )
+    return deployment

@@ -1,0 +1,236 @@
+"""End to end across borders, on real nats-servers with real hubs and agencies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import nats
+import pytest
+
+from agency_client.sdk import AgencyClient, Incoming, Refused
+from protocols import subjects
+from protocols.envelope import decode_envelope, seal_envelope
+from protocols.examples import example_bodies
+from protocols.handling import HandlingCode, Priority
+from protocols.identifiers import format_message_id
+from protocols.messages import AnsweredBy, DocStatus, DocVerifyResponse, Receipt, ReceiptStatus
+from tests.federation import Federation, running_federation
+
+
+@pytest.fixture
+async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
+    async with running_federation(tmp_path) as federation:
+        yield federation
+
+
+async def collect(client: AgencyClient, want: int, timeout: float = 20.0) -> list[Incoming]:
+    """Fetch until ``want`` non-receipt messages arrived (receipts are recorded on the way)."""
+    got: list[Incoming] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(got) < want and asyncio.get_running_loop().time() < deadline:
+        for item in await client.fetch(timeout=0.5):
+            assert not isinstance(item, Refused), item
+            await item.ack()
+            if not isinstance(item.body, Receipt):
+                got.append(item)
+    return got
+
+
+async def test_alert_reaches_two_countries_and_nobody_else_sees_plaintext(fed: Federation) -> None:
+    body = example_bodies(0)["alert"]
+    # a NATS subscriber on every subject of every server, as each country's hub user
+    spies: list[nats.aio.client.Client] = []
+    seen: list[bytes] = []
+
+    async def spy(msg: nats.aio.msg.Msg) -> None:
+        seen.append(msg.data)
+
+    for country in fed.deployment.countries:
+        creds = fed.deployment.plan.hub_credentials(country)
+        nc = await nats.connect(
+            fed.deployment.plan.client_url(country), user=creds.user, password=creds.password
+        )
+        await nc.subscribe(">", cb=spy)
+        spies.append(nc)
+        for peer in fed.deployment.plan.peers(country):
+            lc = fed.deployment.plan.link_credentials(country, peer)
+            link = await nats.connect(
+                fed.deployment.plan.client_url(country), user=lc.user, password=lc.password
+            )
+            await link.subscribe(">", cb=spy)
+            spies.append(link)
+    try:
+        sender = await fed.client("THA/DSI-ATHD")
+        mys = await fed.client("MYS/RMP-ATIPSOM")
+        mmr = await fed.client("MMR/MOHA-ATTU")
+        msg_id = await sender.send(
+            body,
+            ["MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU"],
+            handling=HandlingCode.H2,
+            priority=Priority.URGENT,
+        )
+        got_mys = await collect(mys, 1)
+        got_mmr = await collect(mmr, 1)
+        assert [m.body for m in got_mys] == [body]
+        assert [m.body for m in got_mmr] == [body]
+        assert got_mys[0].header.id == msg_id
+        assert [str(h) for h in got_mys[0].hubs] == ["THA/HUB", "MYS/HUB"]
+        await sender.wait_receipt(msg_id, ReceiptStatus.ACCEPTED)
+        await sender.wait_receipt(msg_id, ReceiptStatus.RELAYED)
+        delivered = await sender.wait_receipt(msg_id, ReceiptStatus.DELIVERED)
+        assert delivered.by in ("MYS/HUB", "MMR/HUB")
+        await asyncio.sleep(0.3)
+        assert seen, "the spies saw no traffic at all: the test would prove nothing"
+        for needle in (body.title, body.text[:24]):
+            assert not any(needle.encode() in data for data in seen), needle
+    finally:
+        for nc in spies:
+            await nc.close()
+    # both hubs logged the exchange
+    for country in ("THA", "MYS", "MMR"):
+        decisions = fed.hubs[country].hub.store.decisions(msg_id=format_message_id(msg_id))
+        assert any(d.decision == "accepted" for d in decisions), country
+
+
+async def test_document_check_answered_by_automated_responder(fed: Federation) -> None:
+    officer = await fed.client("THA/IMMIGRATION")
+    authority = await fed.client("MYS/IMMIGRATION")
+    stop = asyncio.Event()
+
+    async def answer(client: AgencyClient, item: Incoming) -> None:
+        await client.reply(
+            item,
+            DocVerifyResponse(status=DocStatus.REPORTED_STOLEN, answered_by=AnsweredBy.AUTOMATED),
+        )
+
+    responder = asyncio.create_task(authority.serve({"doc.verify.request": answer}, stop))
+    try:
+        request = example_bodies(0)["doc.verify.request"]
+        answer_msg = await officer.request(
+            request, ["MYS/IMMIGRATION"], timeout=20, priority=Priority.URGENT
+        )
+        assert isinstance(answer_msg.body, DocVerifyResponse)
+        assert answer_msg.body.status is DocStatus.REPORTED_STOLEN
+        assert answer_msg.sender == fed.principal("MYS/IMMIGRATION")
+    finally:
+        stop.set()
+        await responder
+
+
+async def rejection_for(client: AgencyClient, msg_id: bytes, timeout: float = 15.0) -> Receipt:
+    return await client.wait_receipt(msg_id, ReceiptStatus.REJECTED, timeout=timeout)
+
+
+async def assert_nothing_arrives(client: AgencyClient, seconds: float = 1.5) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        for item in await client.fetch(timeout=0.3):
+            assert isinstance(item, Incoming)
+            await item.ack()
+            assert isinstance(item.body, Receipt), f"delivered: {item.header.type}"
+
+
+async def test_bad_envelopes_get_signed_rejection_receipts(fed: Federation) -> None:
+    sender = await fed.client("THA/DSI-ATHD")
+    target = await fed.client("MYS/RMP-ATIPSOM")
+    bodies = example_bodies(0)
+    publics = [sender.keys.encryption_key(fed.principal("MYS/RMP-ATIPSOM"))]
+
+    def seal(**kw: object) -> bytes:
+        args: dict[str, object] = {
+            "sender": sender.identity,
+            "recipients": publics,
+            "body": bodies["alert"],
+            "now_ms": sender.clock(),
+            "ttl_ms": 3_600_000,
+        }
+        args.update(kw)
+        return seal_envelope(**args)  # type: ignore[arg-type]
+
+    async def publish(data: bytes) -> bytes:
+        header = decode_envelope(data).header
+        await sender._publish(data, header.message_id)
+        return header.id
+
+    # forged: one bit of the signature flipped
+    good = seal()
+    forged = bytearray(good)
+    forged[decode_envelope(good).size - 1 - 20] ^= 1  # inside sig or hops, never metadata
+    forged_id = await publish(bytes(forged))
+    receipt = await rejection_for(sender, forged_id)
+    assert receipt.code in ("ixb.E_SIGNATURE", "ixb.E_SCHEMA", "ixb.E_MALFORMED")
+    assert receipt.by == "THA/HUB"
+
+    # expired
+    expired_id = await publish(seal(now_ms=sender.clock() - 7_200_000))
+    assert (await rejection_for(sender, expired_id)).code == "ixb.E_EXPIRED"
+
+    # replay: the same bytes as a new stream message (a new Nats-Msg-Id)
+    original = seal()
+    original_id = await publish(original)
+    await sender.wait_receipt(original_id, ReceiptStatus.ACCEPTED)
+    await sender.js.publish(
+        subjects.ingress(sender.principal), original, headers={"Nats-Msg-Id": "replay-attempt"}
+    )
+    assert (await rejection_for(sender, original_id)).code == "ixb.E_REPLAY"
+
+    # unauthorised: an immigration officer may not send a person query
+    officer = await fed.client("THA/IMMIGRATION")
+    query_id = await officer.send(bodies["person.query"], ["MYS/RMP-ATIPSOM"])
+    assert (await rejection_for(officer, query_id)).code == "ixb.E_UNAUTHORISED"
+
+    # an agency publishing an envelope signed as another agency
+    as_other = seal_envelope(
+        sender=officer.identity,
+        recipients=publics,
+        body=bodies["alert"],
+        now_ms=sender.clock(),
+        ttl_ms=3_600_000,
+    )
+    other_id = await publish(as_other)
+    assert (await rejection_for(sender, other_id)).code == "ixb.E_UNAUTHORISED"
+
+    # only the one genuine alert was delivered
+    got = await collect(target, 1)
+    assert [m.header.id for m in got] == [original_id]
+    await assert_nothing_arrives(target)
+    codes = {d.code for d in fed.hubs["THA"].hub.store.decisions() if d.decision == "rejected"}
+    assert {"ixb.E_EXPIRED", "ixb.E_REPLAY", "ixb.E_UNAUTHORISED"} <= codes
+
+
+async def test_h2_forward_outside_the_original_parties_is_refused(fed: Federation) -> None:
+    sender = await fed.client("THA/DSI-ATHD")
+    mys = await fed.client("MYS/RMP-ATIPSOM")
+    alert = example_bodies(0)["alert"]
+    alert_id = await sender.send(alert, ["MYS/RMP-ATIPSOM"], handling=HandlingCode.H2)
+    (received,) = await collect(mys, 1)
+    # back to the originator: allowed
+    ok_id = await mys.send(alert, ["THA/DSI-ATHD"], handling=HandlingCode.H2, forward_of=alert_id)
+    await mys.wait_receipt(ok_id, ReceiptStatus.ACCEPTED)
+    # onward to a third agency: refused by MYS's hub, nothing delivered
+    bad_id = await mys.send(
+        alert, ["MMR/MOHA-ATTU"], handling=HandlingCode.H2, forward_of=received.header.id
+    )
+    assert (await rejection_for(mys, bad_id)).code == "ixb.E_HANDLING"
+    loosened = await mys.send(
+        alert, ["THA/DSI-ATHD"], handling=HandlingCode.H0, forward_of=alert_id
+    )
+    assert (await rejection_for(mys, loosened)).code == "ixb.E_HANDLING"
+    mmr = await fed.client("MMR/MOHA-ATTU")
+    await assert_nothing_arrives(mmr)
+
+
+async def test_offline_agency_gets_its_backlog(fed: Federation) -> None:
+    sender = await fed.client("THA/DSI-ATHD")
+    sent = []
+    for i in range(5):
+        body = msgspec.structs.replace(example_bodies(0)["alert"], title=f"EXAMPLE alert {i}")
+        sent.append(await sender.send(body, ["MMR/MOHA-ATTU"]))
+    for msg_id in sent:
+        await sender.wait_receipt(msg_id, ReceiptStatus.DELIVERED, timeout=20)
+    late = await fed.client("MMR/MOHA-ATTU")  # connects only now
+    got = await collect(late, 5)
+    assert sorted(m.header.id for m in got) == sorted(sent)
