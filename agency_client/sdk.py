@@ -186,14 +186,22 @@ class AgencyClient:
 
     # --- directories ----------------------------------------------------------------
 
-    async def refresh_directories(self, timeout: float = 5.0) -> dict[str, int | None]:
-        """Fetch every directory the hub holds and install those that verify and are newer."""
-        try:
-            reply = await self.nc.request(
-                subjects.directory_request(self.principal.country), b"", timeout=timeout
-            )
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise IoError(f"hub did not answer the directory request: {exc}") from None
+    async def refresh_directories(self, timeout: float = 10.0) -> dict[str, int | None]:
+        """Fetch every directory the hub holds and install those that verify and are newer.
+
+        Retried until ``timeout``: a hub that is restarting answers a moment later.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = await self.nc.request(
+                    subjects.directory_request(self.principal.country), b"", timeout=2.0
+                )
+                break
+            except (TimeoutError, nats.errors.Error) as exc:
+                if time.monotonic() >= deadline:
+                    raise IoError(f"hub did not answer the directory request: {exc}") from None
+                await asyncio.sleep(0.5)
         try:
             signed = msgspec.msgpack.decode(reply.data, type=dict[str, bytes])
         except (msgspec.DecodeError, msgspec.ValidationError):

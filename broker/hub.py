@@ -69,6 +69,7 @@ FETCH_BATCH = 64
 FETCH_TIMEOUT_S = 1.0
 RECEIPT_TTL_MS = 7 * MS_PER_DAY
 NO_ID = b"\x00" * 16
+LINK_CHECK_S = 2.0
 
 
 def wall_ms() -> int:
@@ -148,6 +149,7 @@ class Hub:
                     tg.create_task(self._ingress_worker(i, stop))
                 for peer in self.links:
                     tg.create_task(self._peer_worker(peer, stop))
+                    tg.create_task(self._link_keeper(peer, stop))
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._gauges(stop))
                 tg.create_task(self._directory_refresher(stop))
@@ -343,6 +345,19 @@ class Hub:
             finally:
                 with contextlib.suppress(nats.errors.Error):
                     await psub.unsubscribe()
+
+    async def _link_keeper(self, peer: str, stop: asyncio.Event) -> None:
+        """Restart an idle cross-border source as soon as the peer answers again.
+
+        nats-server alone resumes a source about 40 s after a restart
+        (docs/nats-topology.md); this brings it down to about a second.
+        """
+        link = self.links[peer]
+        while not stop.is_set():
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+                if await streams.resume_link_source(link.nc, peer):
+                    log.info("link_source_resumed", peer=peer)
+            await _sleep_or_stop(stop, LINK_CHECK_S)
 
     async def _ingress_worker(self, index: int, stop: asyncio.Event) -> None:
         await self._pull_loop(

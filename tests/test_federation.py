@@ -234,3 +234,45 @@ async def test_offline_agency_gets_its_backlog(fed: Federation) -> None:
     late = await fed.client("MMR/MOHA-ATTU")  # connects only now
     got = await collect(late, 5)
     assert sorted(m.header.id for m in got) == sorted(sent)
+
+
+async def test_message_sent_while_the_link_is_down_arrives_once_it_is_back(
+    fed: Federation,
+) -> None:
+    sender = await fed.client("THA/DSI-ATHD")
+    body = example_bodies(0)["alert"]
+    await fed.servers["MYS"].stop()  # MYS's server, and with it the THA-MYS link, is down
+    msg_id = await sender.send(body, ["MYS/RMP-ATIPSOM"], priority=Priority.URGENT)
+    await sender.wait_receipt(msg_id, ReceiptStatus.RELAYED)  # waiting in THA's OUT_MYS
+    await fed.servers["MYS"].start()
+    started = asyncio.get_running_loop().time()
+    receiver = await fed.client("MYS/RMP-ATIPSOM")
+    got = await collect(receiver, 1, timeout=60)
+    assert [m.header.id for m in got] == [msg_id]
+    elapsed = asyncio.get_running_loop().time() - started
+    await sender.wait_receipt(msg_id, ReceiptStatus.DELIVERED, timeout=30)
+    await assert_nothing_arrives(receiver, 2.0)  # exactly once
+    mys = fed.hubs["MYS"].hub.store.decisions(msg_id=format_message_id(msg_id))
+    assert [d.decision for d in mys].count("delivered") == 1
+    print(f"backlog arrived {elapsed:.1f} s after MYS came back")
+
+
+async def test_revoked_sender_is_refused(fed: Federation) -> None:
+    await fed.stop_hub("THA")
+    config = fed.deployment.hub_config("THA")
+    text = config.read_text()
+    marker = 'id = "THA/DSI-ATHD"\n'
+    config.write_text(text.replace(marker, marker + 'revoked = "key compromised"\n'))
+    await fed.start_hub("THA")
+    sender = await fed.client("THA/DSI-ATHD")
+    receiver = await fed.client("MYS/RMP-ATIPSOM")
+    msg_id = await sender.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
+    assert (await rejection_for(sender, msg_id)).code == "ixb.E_REVOKED"
+    await assert_nothing_arrives(receiver)
+    # the revocation reached MYS as a newer signed directory
+    deadline = asyncio.get_running_loop().time() + 20
+    while fed.hubs["MYS"].hub.keys.version("THA") != fed.hubs["THA"].hub.keys.version("THA"):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    entry = fed.hubs["MYS"].hub.keys.entry(fed.principal("THA/DSI-ATHD"))
+    assert entry.revoked is not None and entry.revoked.reason == "key compromised"
