@@ -9,8 +9,12 @@ every typed error into one readable line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+
+import structlog
 
 from agency_client import cli as agency_cli
 from agency_client import commands as agency_commands
@@ -50,7 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_cli_logging() -> None:
+    """People get key=value lines on stderr, warnings only (IXB_LOG_LEVEL=info for more).
+
+    Services (``ixb hub run``) switch to JSON lines themselves.
+    """
+    level = getattr(logging, os.environ.get("IXB_LOG_LEVEL", "WARNING").upper(), logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_cli_logging()
     args = build_parser().parse_args(argv)
     try:
         status: int = args.func(args)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import signal
 import subprocess
 import sys
@@ -24,8 +23,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-
-import structlog
 
 from agency_client.docregistry import DocumentRecord, DocumentRegistry
 from agency_client.profile import load_profile
@@ -465,9 +462,5 @@ async def _wait_for_interrupt() -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    structlog.configure(  # the timeline is the output; agency logs only on trouble
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
     base = args.dir or Path(tempfile.mkdtemp(prefix="ixb-demo-"))
     return asyncio.run(demo(base.resolve(), args.once))

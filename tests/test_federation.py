@@ -276,3 +276,27 @@ async def test_revoked_sender_is_refused(fed: Federation) -> None:
         await asyncio.sleep(0.1)
     entry = fed.hubs["MYS"].hub.keys.entry(fed.principal("THA/DSI-ATHD"))
     assert entry.revoked is not None and entry.revoked.reason == "key compromised"
+
+
+async def test_health_and_metrics_endpoints(fed: Federation) -> None:
+    import aiohttp
+
+    sender = await fed.client("THA/DSI-ATHD")
+    msg_id = await sender.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
+    await sender.wait_receipt(msg_id, ReceiptStatus.DELIVERED)
+    officer = await fed.client("THA/IMMIGRATION")
+    bad = await officer.send(example_bodies(0)["person.query"], ["MYS/RMP-ATIPSOM"])
+    await rejection_for(officer, bad)
+    url = fed.deployment.hub_url("THA")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/healthz") as resp:
+            assert resp.status == 200
+            health = await resp.json()
+        async with http.get(f"{url}/metrics") as resp:
+            assert resp.status == 200
+            metrics = await resp.text()
+    assert health["ready"] is True and health["links"] == {"MMR": True, "MYS": True}
+    assert all(v is not None for v in health["directories"].values())
+    assert 'ixb_messages_total{decision="accepted"}' in metrics
+    assert 'ixb_rejected_total{code="ixb.E_UNAUTHORISED"} 1' in metrics
+    assert "ixb_hub_latency_seconds_count" in metrics

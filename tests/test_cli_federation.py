@@ -1,0 +1,116 @@
+"""The agency CLI against a running federation, as an officer types it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agency_client.docregistry import DocumentRegistry
+from agency_client.sdk import AgencyClient, Incoming
+from ixb.demo import REGISTRY, STOLEN_PASSPORT, VALID_PASSPORT
+from protocols.messages import DocVerifyRequest
+from tests.federation import PASSPHRASE, Federation, running_federation
+
+
+@pytest.fixture
+async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
+    async with running_federation(tmp_path) as federation:
+        yield federation
+
+
+async def ixb(fed: Federation, agency: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "IXB_PASSPHRASE": PASSPHRASE,
+        "IXB_PROFILE": str(fed.deployment.profile(agency)),
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ixb", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def test_officer_checks_documents_from_the_command_line(fed: Federation) -> None:
+    registry = DocumentRegistry({(r.issuing_state, r.document_number): r for r in REGISTRY})
+    authority = await fed.client("MYS/IMMIGRATION")
+    stop = asyncio.Event()
+
+    async def answer(client: AgencyClient, item: Incoming) -> None:
+        assert isinstance(item.body, DocVerifyRequest)
+        await client.reply(item, registry.answer(item.body, __import__("datetime").date.today()))
+
+    task = asyncio.create_task(authority.serve({"doc.verify.request": answer}, stop))
+    try:
+        ok = await ixb(fed, "THA/IMMIGRATION", "verify-doc", "--mrz", *VALID_PASSPORT)
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.strip() == "MYS/IMMIGRATION: valid"
+        stolen = await ixb(
+            fed, "THA/IMMIGRATION", "verify-doc", "--json", "--mrz", *STOLEN_PASSPORT
+        )
+        assert json.loads(stolen.stdout)["status"] == "reported_stolen"
+        typo = list(VALID_PASSPORT)
+        typo[1] = typo[1][:9] + "0" + typo[1][10:]  # wrong document number check digit
+        bad = await ixb(fed, "THA/IMMIGRATION", "verify-doc", "--mrz", *typo)
+        assert bad.returncode == 2
+        assert bad.stderr.startswith("error ixb.E_MRZ_CHECK: ")
+        assert "Traceback" not in bad.stderr
+    finally:
+        stop.set()
+        await task
+
+
+async def test_send_inbox_and_receipts_from_the_command_line(fed: Federation) -> None:
+    sent = await ixb(
+        fed,
+        "THA/DSI-ATHD",
+        "send",
+        "alert",
+        "--json",
+        "--to",
+        "MYS/RMP-ATIPSOM",
+        "--title",
+        "EXAMPLE boat sighted",
+        "--text",
+        "EXAMPLE text",
+        "--handling",
+        "H2",
+        "--priority",
+        "urgent",
+        "--case",
+        "THA-1",
+    )
+    assert sent.returncode == 0, sent.stderr
+    msg_id = json.loads(sent.stdout)["id"]
+    inbox = await ixb(fed, "MYS/RMP-ATIPSOM", "inbox", "--json", "--wait", "3")
+    assert inbox.returncode == 0, inbox.stderr
+    (item,) = json.loads(inbox.stdout)
+    assert item["id"] == msg_id and item["handling"] == "H2"
+    assert item["body"]["title"] == "EXAMPLE boat sighted"
+    assert item["via"] == ["THA/HUB", "MYS/HUB"]
+    empty = await ixb(fed, "MYS/RMP-ATIPSOM", "inbox", "--wait", "1")
+    assert empty.stdout.strip() == "inbox empty"  # acknowledged: not shown twice
+    deadline = asyncio.get_running_loop().time() + 20
+    statuses: set[str] = set()
+    while not {"accepted", "relayed", "delivered", "read"} <= statuses:
+        assert asyncio.get_running_loop().time() < deadline, statuses
+        receipts = await ixb(fed, "THA/DSI-ATHD", "receipts", "--json", msg_id)
+        assert receipts.returncode == 0, receipts.stderr
+        statuses = {r["status"] for r in json.loads(receipts.stdout)}
+    unauthorised = await ixb(
+        fed, "THA/DSI-ATHD", "send", "alert", "--to", "XXA/NOBODY", "--title", "t", "--text", "t"
+    )
+    assert unauthorised.returncode == 2
+    assert unauthorised.stderr.startswith("error ixb.E_IDENTIFIER")
