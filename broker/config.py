@@ -125,15 +125,23 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        path = [p for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not path:
             continue
         node = raw
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            node = node.setdefault(_existing_key(node, part), {})
             if not isinstance(node, dict):
                 raise ConfigError(f"environment {name}: {'.'.join(path)} is not a table")
-        node[path[-1]] = value
+        node[_existing_key(node, path[-1])] = value
+
+
+def _existing_key(table: dict[str, Any], part: str) -> str:
+    """Environment names are upper case; config keys are not (``links.MYS.password``)."""
+    for key in table:
+        if key.lower() == part.lower():
+            return key
+    return part.upper() if len(part) == 3 and part.isalpha() else part.lower()
 
 
 def _validate(cfg: HubConfig) -> None:
