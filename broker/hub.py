@@ -550,6 +550,10 @@ class Hub:
                     )
                     self.metrics.set("ixb_backlog", info.num_pending or 0, source=peer)
                     link.connected = link.nc.is_connected
+                with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                    out = await streams.outbound_backlog(link.nc, self.country, peer)
+                    if out is not None:
+                        self.metrics.set("ixb_backlog_out", out, destination=peer)
                 self.metrics.set("ixb_link_up", 1.0 if link.nc.is_connected else 0.0, peer=peer)
             for country in [self.country, *self.links]:
                 version = self.keys.version(country)

@@ -19,6 +19,7 @@ our own. De-duplication is by ``Nats-Msg-Id`` within each stream's window.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from nats.aio.client import Client as NatsClient
@@ -213,3 +214,22 @@ async def resume_link_source(nc: NatsClient, peer: str) -> bool:
     await js.update_stream(config.evolve(sources=[]))
     await js.update_stream(config.evolve(sources=sources))
     return True
+
+
+async def outbound_backlog(nc: NatsClient, country: str, peer: str) -> int | None:
+    """Messages in our ``OUT_<peer>`` that the peer's ``IN_<country>`` has not sourced yet.
+
+    Asked of the peer's JetStream across the leaf (stream info is not among
+    the denied API calls); ``None`` while the peer does not answer.
+    """
+    subject = f"$JS.{check_country(peer)}.API.STREAM.INFO.{in_stream(country)}"
+    try:
+        reply = await nc.request(subject, b"", timeout=1.0)
+    except (NoRespondersError, NatsTimeoutError):
+        return None
+    try:
+        info = json.loads(reply.data)
+        lags = [int(s.get("lag", 0)) for s in info.get("sources", [])]
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return sum(lags) if lags else None

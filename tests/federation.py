@@ -24,7 +24,7 @@ from ixb.deployment import Deployment, create_deployment
 from protocols.directory import Role
 from protocols.identifiers import Principal, parse_agency
 
-PASSPHRASE = "integration test passphrase"  # noqa: S105 - test keys only
+PASSPHRASE = "integration test passphrase"
 
 AGENCIES: dict[str, Sequence[Role]] = {
     "THA/DSI-ATHD": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],

@@ -44,7 +44,7 @@ from protocols.messages import REPLY_TO, encode_body
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 NOW_MS = 1_795_000_000_000
-KEYFILE_PASSPHRASE = "ixb test vector passphrase"  # noqa: S105 - published vector
+KEYFILE_PASSPHRASE = "ixb test vector passphrase"
 AGENCIES = [
     "THA/DSI-ATHD",
     "THA/IMMIGRATION",

@@ -300,3 +300,5 @@ async def test_health_and_metrics_endpoints(fed: Federation) -> None:
     assert 'ixb_messages_total{decision="accepted"}' in metrics
     assert 'ixb_rejected_total{code="ixb.E_UNAUTHORISED"} 1' in metrics
     assert "ixb_hub_latency_seconds_count" in metrics
+    assert 'ixb_backlog_out{destination="MYS"} 0' in metrics  # the peer sourced everything
+    assert 'ixb_link_up{peer="MYS"} 1' in metrics

@@ -23,7 +23,7 @@ from protocols.keys import (
 )
 
 AGENCY = parse_agency("THA/DSI-ATHD")
-PASS = "correct horse battery staple"  # noqa: S105 - test passphrase
+PASS = "correct horse battery staple"
 FAST = KdfProfile.INTERACTIVE
 
 
