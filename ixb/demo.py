@@ -357,16 +357,22 @@ class Processes:
             if p.poll() is not None:
                 raise LocalError(f"{name} exited early; see {self.logs / name}.log")
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """SIGTERM, as an operator's service manager would; returns who did not exit cleanly."""
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+        unclean = []
+        for name, p in zip(self.names, self.procs, strict=True):
             try:
-                p.wait(timeout=15)
+                code = p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+                code = None
+            if code != 0:
+                unclean.append(f"{name} (exit {code})")
+        return unclean
 
 
 async def wait_hubs(deployment: Deployment, procs: Processes, timeout: float = 60.0) -> None:
@@ -435,7 +441,9 @@ async def demo(base: Path, once: bool) -> int:
                 say("running until Ctrl-C\n")
                 await _wait_for_interrupt()
         finally:
-            await asyncio.to_thread(procs.stop)
+            unclean = await asyncio.to_thread(procs.stop)
+            for name in unclean:
+                script.check(False, f"{name} did not stop cleanly on SIGTERM")
     return 1 if script.failures else 0
 
 
