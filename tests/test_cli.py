@@ -163,3 +163,33 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
     assert "answer: reported_stolen (automated)" in result.stdout
     assert "ixb.E_HANDLING" in result.stdout and "ixb.E_UNAUTHORISED" in result.stdout
     assert "checks went as expected" in result.stdout
+
+
+def test_agency_enroll_writes_a_private_profile(tmp_path: Path) -> None:
+    out = tmp_path / "profile.toml"
+    args = (
+        "agency",
+        "enroll",
+        "--agency",
+        "THA/DSI-ATHD",
+        "--key",
+        "dsi.key",
+        "--federation",
+        "federation.toml",
+        "--nats-url",
+        "nats://127.0.0.1:4222",
+        "--user",
+        "agency-DSI-ATHD",
+        "--out",
+        str(out),
+    )
+    missing = ixb(*args)
+    assert_one_line_error(missing, "ixb.E_CONFIG")  # no password in the environment
+    made = ixb(*args, env={"IXB_NATS_PASSWORD": 'pa"ss'})
+    assert made.returncode == 0, made.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    from agency_client.profile import load_profile
+
+    profile = load_profile(out)
+    assert profile.nats.password == 'pa"ss' and str(profile.principal) == "THA/DSI-ATHD"
+    assert_one_line_error(ixb(*args, env={"IXB_NATS_PASSWORD": "x"}), "ixb.E_IO")
