@@ -24,11 +24,11 @@ from typing import Any
 import msgspec
 
 from agency_client.docregistry import DocumentRegistry
-from agency_client.keystore import passphrase
+from agency_client.keystore import create_private, passphrase
 from agency_client.profile import Profile, load_profile, render_profile
 from agency_client.sdk import AgencyClient, Incoming, Refused, load_identity_for
 from protocols.directory import Role
-from protocols.errors import ConfigError, IoError, UnknownRecipientError
+from protocols.errors import ConfigError, UnknownRecipientError
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency, parse_message_id
 from protocols.messages import (
@@ -227,14 +227,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         user=args.user,
         password=password,
     )
-    try:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise IoError(f"{args.out} exists; refusing to overwrite a profile") from None
-    except OSError as exc:
-        raise IoError(f"cannot create {args.out}: {exc.strerror}") from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    create_private(args.out, text.encode(), "profile")
     load_profile(args.out)  # proves it parses
     sys.stdout.write(f"profile for {agency} written to {args.out}\n")
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from agency_client.keystore import read_bytes
 from protocols.errors import ConfigError, IxbError
 from protocols.messages import (
     AnsweredBy,
@@ -47,12 +48,7 @@ class DocumentRegistry:
 
     @classmethod
     def load(cls, path: Path) -> DocumentRegistry:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read document registry {path}: {exc.strerror}") from None
-        if len(data) > MAX_REGISTRY_BYTES:
-            raise ConfigError(f"document registry {path} is too large")
+        data = read_bytes(path, MAX_REGISTRY_BYTES)
         try:
             rows = msgspec.json.decode(data, type=list[DocumentRecord])
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

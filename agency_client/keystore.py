@@ -46,18 +46,22 @@ def passphrase(*, confirm: bool) -> str:
     return first
 
 
-def save_identity(path: Path, identity: Identity, secret: str, profile: KdfProfile) -> None:
-    data = seal_keyfile(identity, secret, profile)
+def create_private(path: Path, data: bytes, what: str) -> None:
+    """Create ``path`` readable by its owner only, durably; never overwrite one."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise IoError(f"{path} exists; refusing to overwrite a key file") from None
+        raise IoError(f"{path} exists; refusing to overwrite a {what}") from None
     except OSError as exc:
         raise IoError(f"cannot create {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def save_identity(path: Path, identity: Identity, secret: str, profile: KdfProfile) -> None:
+    create_private(path, seal_keyfile(identity, secret, profile), "key file")
 
 
 def load_identity(path: Path, secret: str) -> Identity:
