@@ -53,6 +53,18 @@ _LOG_TAIL_LINES = 40
 _POLL_S = 0.05
 
 
+class NodePorts(NamedTuple):
+    """The ports of one server, when fixed rather than picked free."""
+
+    client: int
+    monitor: int
+    leaf: int
+
+
+CONTAINER_PORTS = NodePorts(client=4222, monitor=8222, leaf=7422)
+"""nats-server's own defaults: for servers that each have their own network (containers)."""
+
+
 class Credentials(NamedTuple):
     user: str
     password: str
@@ -88,10 +100,12 @@ class CountryNode:
     leaf_port: int | None
     """Leaf-node listener, only if some peer sorts after this country."""
     base_dir: Path
+    jetstream_dir: Path | None = None
+    """JetStream store dir as the server sees it (a container volume), if not under base_dir."""
 
     @property
     def store_dir(self) -> Path:
-        return self.base_dir / "jetstream"
+        return self.jetstream_dir or self.base_dir / "jetstream"
 
     @property
     def config_path(self) -> Path:
@@ -206,12 +220,22 @@ class FederationPlan:
         *,
         bind_host: str = "127.0.0.1",
         host: str = "127.0.0.1",
+        hosts: Mapping[str, str] | None = None,
+        ports: NodePorts | None = None,
+        store_dir: Path | None = None,
         link_limits: LinkLimits | None = None,
     ) -> FederationPlan:
-        """A plan on random free ports of ``host`` with fresh random passwords.
+        """A plan on random free ports of ``bind_host`` with fresh random passwords.
 
         Ports are free when chosen; another process could take one before the
         server starts, which :meth:`NatsServer.start` reports with the log.
+
+        For one container per server (docker compose): ``hosts`` names each
+        country's server as peers and clients reach it (its service name,
+        instead of ``host``), ``ports`` gives every server the same fixed
+        ports (each has its own network, so this needs a distinct host per
+        country), and ``store_dir`` is every server's JetStream dir inside its
+        container (its own volume).
         """
         try:
             ordered = tuple(sorted(check_country(c) for c in countries))
@@ -220,18 +244,33 @@ class FederationPlan:
         unknown = set(agencies) - set(ordered)
         if unknown:
             raise ConfigError(f"agencies given for countries outside the plan: {sorted(unknown)}")
+        stray = set(hosts or {}) - set(ordered)
+        if stray:
+            raise ConfigError(f"hosts given for countries outside the plan: {sorted(stray)}")
+        node_hosts = {c: (hosts or {}).get(c, host) for c in ordered}
+        if ports is not None and len(set(node_hosts.values())) != len(ordered):
+            raise ConfigError("fixed ports need a distinct host per country (one container each)")
         nodes: dict[str, CountryNode] = {}
         passwords: dict[str, str] = {}
         taken: set[int] = set()
         for country in ordered:
             listens = any(peer > country for peer in ordered)
+            if ports is None:
+                # Probed where the server will listen: a service name in
+                # node_hosts may not resolve on this machine.
+                client, monitor = _free_port(bind_host, taken), _free_port(bind_host, taken)
+                leaf = _free_port(bind_host, taken) if listens else None
+            else:
+                client, monitor = ports.client, ports.monitor
+                leaf = ports.leaf if listens else None
             nodes[country] = CountryNode(
                 country=country,
-                host=host,
-                client_port=_free_port(host, taken),
-                monitor_port=_free_port(host, taken),
-                leaf_port=_free_port(host, taken) if listens else None,
+                host=node_hosts[country],
+                client_port=client,
+                monitor_port=monitor,
+                leaf_port=leaf,
                 base_dir=base_dir / country,
+                jetstream_dir=store_dir,
             )
             passwords[f"{country}/sys"] = _new_password()
             passwords[f"{country}/hub"] = _new_password()
@@ -420,6 +459,7 @@ class FederationPlan:
                     "monitor_port": n.monitor_port,
                     "leaf_port": n.leaf_port,
                     "base_dir": str(n.base_dir),
+                    "jetstream_dir": None if n.jetstream_dir is None else str(n.jetstream_dir),
                 }
                 for c, n in self.nodes.items()
             },
@@ -439,6 +479,9 @@ class FederationPlan:
                     monitor_port=int(n["monitor_port"]),
                     leaf_port=None if n["leaf_port"] is None else int(n["leaf_port"]),
                     base_dir=Path(n["base_dir"]),
+                    jetstream_dir=None
+                    if n.get("jetstream_dir") is None
+                    else Path(n["jetstream_dir"]),
                 )
                 for c, n in data["nodes"].items()
             }

@@ -27,17 +27,25 @@ from dataclasses import dataclass, field
 from broker.config import HubConfig
 from broker.store import HubStore
 from protocols.directory import DirectoryKeys, check_may_send
-from protocols.envelope import Envelope, Header, add_hop, decode_envelope, verify_envelope
+from protocols.envelope import (
+    Envelope,
+    Header,
+    add_hop,
+    decode_envelope,
+    verify_envelope,
+    verify_hops,
+)
 from protocols.errors import (
     HandlingError,
     IxbError,
     RateLimitedError,
     ReplayError,
+    SignatureError,
     UnauthorisedError,
     UnknownRecipientError,
 )
 from protocols.handling import check_forward
-from protocols.identifiers import Principal, format_message_id
+from protocols.identifiers import Principal, format_message_id, hub_of
 from protocols.keys import Identity
 from protocols.limits import Limits
 
@@ -149,6 +157,9 @@ class Pipeline:
             self._check_origin(sender, publisher=publisher, peer=peer)
             verify_envelope(env, self.keys, now_ms, self.limits)
             verified = True
+            hubs = verify_hops(env, self.keys)
+            if peer is not None and hub_of(peer) not in (*hubs, header.sender_principal):
+                raise SignatureError(f"not countersigned by {peer}'s hub")
             known = self.store.known(header.id)
             if known is not None:
                 if known.digest != env.digest:
@@ -195,7 +206,12 @@ class Pipeline:
                 raise UnauthorisedError(f"hubs may not send {header.type}")
         else:
             check_may_send(self.keys.roles(sender), header.type)
-        for recipient in header.recipient_principals:
+        # a destination hub answers for its own recipients and its link to the sender only;
+        # the origin hub already checked the rest against its own policy
+        recipients = [
+            r for r in header.recipient_principals if peer is None or r.country == self.country
+        ]
+        for recipient in recipients:
             if recipient.is_hub:
                 raise UnknownRecipientError(f"{recipient} is a hub: hubs receive no content")
             if recipient.country != self.country and recipient.country not in self.config.links:
@@ -204,7 +220,7 @@ class Pipeline:
                 self.keys.encryption_key(recipient)
             except IxbError as exc:
                 raise UnknownRecipientError(f"recipient {recipient}: {exc.detail}") from None
-        others = {r.country for r in header.recipient_principals} | {sender.country}
+        others = {r.country for r in recipients} | {sender.country}
         for country in sorted(others - {self.country}):
             if header.type != "receipt" and header.type not in self.config.exchanged_types(country):
                 raise UnauthorisedError(

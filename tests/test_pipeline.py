@@ -1,0 +1,230 @@
+"""The hub's decisions without NATS: every branch of broker.pipeline, directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from broker.config import HubConfig
+from broker.pipeline import Accepted, Pipeline, RateLimiter, Rejected, rejection_recipient
+from broker.store import HubStore
+from protocols.directory import (
+    DirectoryKeys,
+    Role,
+    TrustAnchors,
+    build_directory,
+    entry_for,
+    sign_directory,
+)
+from protocols.envelope import add_hop, decode_envelope, seal_envelope
+from protocols.examples import example_bodies
+from protocols.handling import HandlingCode
+from protocols.identifiers import Principal, hub_of, parse_agency
+from protocols.keys import Identity
+from protocols.limits import MS_PER_DAY
+
+NOW = 1_795_000_000_000
+ROLES = {
+    "THA/DSI-ATHD": [Role.TRAFFICKING_UNIT],
+    "THA/IMMIGRATION": [Role.IMMIGRATION],
+    "MYS/RMP-ATIPSOM": [Role.TRAFFICKING_UNIT],
+    "MMR/MOHA-ATTU": [Role.TRAFFICKING_UNIT],
+}
+IDS = {name: Identity.generate(parse_agency(name)) for name in ROLES}
+HUBS = {c: Identity.generate(hub_of(c)) for c in ("THA", "MYS", "MMR")}
+TRUST = TrustAnchors("test", {c: h.signing.public for c, h in HUBS.items()})
+ALERT = example_bodies(0)["alert"]
+
+
+def make_keys() -> DirectoryKeys:
+    keys = DirectoryKeys(TRUST, lambda: NOW)
+    for country, hub in HUBS.items():
+        entries = [
+            entry_for(i.public(), ROLES[n], 0, NOW + MS_PER_DAY)
+            for n, i in IDS.items()
+            if n.startswith(country)
+        ]
+        directory = build_directory(hub.principal, 1, NOW - 1000, MS_PER_DAY, entries)
+        keys.update(country, sign_directory(directory, hub))
+    return keys
+
+
+def make_pipeline(tmp_path: Path, country: str = "THA", **policy: object) -> Pipeline:
+    peers = [c for c in HUBS if c != country]
+    config = msgspec.convert(
+        {
+            "hub": {
+                "country": country,
+                "key_file": "k",
+                "state_dir": str(tmp_path),
+                "federation_file": "f",
+            },
+            "nats": {"url": "nats://127.0.0.1:1", "user": "hub", "password": "p"},
+            "links": {p: {"user": "u", "password": "p"} for p in peers},
+            "policy": {"exchange": {p: ["alert", "receipt"] for p in peers}, **policy},
+        },
+        HubConfig,
+    )
+    store = HubStore(tmp_path / f"{country}.sqlite")
+    limiter = RateLimiter(config.policy.max_per_minute, config.policy.burst, clock=lambda: 0.0)
+    return Pipeline(config, HUBS[country], make_keys(), store, limiter)
+
+
+def seal(sender: str, to: list[str], body: object = ALERT, **kw: object) -> bytes:
+    return seal_envelope(
+        sender=IDS[sender],
+        recipients=[IDS[r].public() for r in to],
+        body=body,  # type: ignore[arg-type]
+        now_ms=NOW,
+        ttl_ms=MS_PER_DAY,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def code(outcome: Accepted | Rejected) -> str:
+    assert isinstance(outcome, Rejected), outcome
+    return outcome.error.code
+
+
+def test_local_alert_is_routed_to_each_country(tmp_path: Path) -> None:
+    p = make_pipeline(tmp_path)
+    out = p.from_local(
+        seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU", "THA/IMMIGRATION"]),
+        "DSI-ATHD",
+        NOW,
+    )
+    assert isinstance(out, Accepted) and not out.duplicate
+    assert out.local == (parse_agency("THA/IMMIGRATION"),)
+    assert out.peers == ("MMR", "MYS")
+    assert [h.hub for h in out.envelope.hops] == ["THA/HUB"]
+
+
+def test_publisher_must_be_the_signer(tmp_path: Path) -> None:
+    p = make_pipeline(tmp_path)
+    out = p.from_local(seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"]), "IMMIGRATION", NOW)
+    assert code(out) == "ixb.E_UNAUTHORISED"
+    assert rejection_recipient(out, country="THA", publisher="IMMIGRATION") == Principal(  # type: ignore[arg-type]
+        "THA", "IMMIGRATION"
+    )
+
+
+def test_redelivery_is_a_duplicate_but_a_new_copy_is_a_replay(tmp_path: Path) -> None:
+    p = make_pipeline(tmp_path)
+    data = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
+    first = p.from_local(data, "DSI-ATHD", NOW)
+    assert isinstance(first, Accepted)
+    # not yet routed (crash before routing finished): redone, not refused
+    again = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
+    assert isinstance(again, Accepted) and not again.duplicate
+    p.store.mark_routed(first.envelope.header.id)
+    dup = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
+    assert isinstance(dup, Accepted) and dup.duplicate
+    assert code(p.from_local(data, "DSI-ATHD", NOW)) == "ixb.E_REPLAY"
+
+
+def test_peer_link_carries_only_its_own_countrys_senders_countersigned(tmp_path: Path) -> None:
+    mys = make_pipeline(tmp_path, "MYS")
+    data = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
+    assert code(mys.from_peer(data, "THA", NOW)) == "ixb.E_SIGNATURE"  # no THA hop
+    hopped = add_hop(decode_envelope(data), HUBS["THA"], NOW).to_bytes()
+    assert code(mys.from_peer(hopped, "MMR", NOW)) == "ixb.E_UNAUTHORISED"
+    out = mys.from_peer(hopped, "THA", NOW)
+    assert isinstance(out, Accepted)
+    assert out.local == (parse_agency("MYS/RMP-ATIPSOM"),) and out.peers == ()
+
+
+def test_policy_refusals(tmp_path: Path) -> None:
+    p = make_pipeline(tmp_path, exchange={"MYS": ["receipt"], "MMR": ["alert", "receipt"]})
+    assert code(p.from_local(seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"]), "DSI-ATHD", NOW)) == (
+        "ixb.E_UNAUTHORISED"
+    )  # THA does not exchange alerts with MYS
+    query = example_bodies(0)["person.query"]
+    assert (
+        code(p.from_local(seal("THA/IMMIGRATION", ["MMR/MOHA-ATTU"], query), "IMMIGRATION", NOW))
+        == "ixb.E_UNAUTHORISED"
+    )  # role
+    stranger = Identity.generate(parse_agency("MMR/NOBODY"))
+    data = seal_envelope(
+        sender=IDS["THA/DSI-ATHD"],
+        recipients=[stranger.public()],
+        body=ALERT,
+        now_ms=NOW,
+        ttl_ms=MS_PER_DAY,
+    )
+    assert code(p.from_local(data, "DSI-ATHD", NOW)) == "ixb.E_UNKNOWN_RECIPIENT"
+
+
+def test_rate_limit(tmp_path: Path) -> None:
+    p = make_pipeline(tmp_path, burst=2, max_per_minute=1)
+    codes = [
+        p.from_local(seal("THA/DSI-ATHD", ["MMR/MOHA-ATTU"]), "DSI-ATHD", NOW) for _ in range(3)
+    ]
+    assert isinstance(codes[0], Accepted) and isinstance(codes[1], Accepted)
+    assert code(codes[2]) == "ixb.E_RATE_LIMITED"
+
+
+def test_forward_rules_on_metadata(tmp_path: Path) -> None:
+    p = make_pipeline(tmp_path)
+    original = p.from_local(
+        seal("THA/DSI-ATHD", ["MMR/MOHA-ATTU"], handling=HandlingCode.H2), "DSI-ATHD", NOW
+    )
+    assert isinstance(original, Accepted)
+    oid = original.envelope.header.id
+    onward = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"], handling=HandlingCode.H2, forward_of=oid)
+    assert code(p.from_local(onward, "DSI-ATHD", NOW)) == "ixb.E_HANDLING"
+    unknown = seal("THA/DSI-ATHD", ["MMR/MOHA-ATTU"], forward_of=b"\x09" * 16)
+    assert code(p.from_local(unknown, "DSI-ATHD", NOW)) == "ixb.E_HANDLING"
+
+
+def test_garbage_is_rejected_without_a_header_and_answered_only_locally(tmp_path: Path) -> None:
+    p = make_pipeline(tmp_path)
+    out = p.from_local(b"\x00garbage", "DSI-ATHD", NOW)
+    assert code(out) == "ixb.E_MALFORMED"
+    assert isinstance(out, Rejected) and out.header is None
+    assert rejection_recipient(out, country="THA", publisher="DSI-ATHD") == parse_agency(
+        "THA/DSI-ATHD"
+    )
+    mys = make_pipeline(tmp_path / "m", "MYS")
+    from_peer = mys.from_peer(b"\x00garbage", "THA", NOW)
+    assert isinstance(from_peer, Rejected)
+    assert rejection_recipient(from_peer, country="MYS", publisher=None) is None
+
+
+@pytest.mark.parametrize(
+    ("flip", "answered"),
+    [(10, False), (200, False), (-30, True)],
+    ids=["header", "ciphertext", "hop-signature"],
+)
+def test_forgeries_over_a_link_are_not_answered(tmp_path: Path, flip: int, answered: bool) -> None:
+    """Only a sender whose own signature verified hears back (a broken hop is not its doing)."""
+    mys = make_pipeline(tmp_path, "MYS")
+    data = bytearray(
+        add_hop(
+            decode_envelope(seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])), HUBS["THA"], NOW
+        ).to_bytes()
+    )
+    data[flip] ^= 1
+    out = mys.from_peer(bytes(data), "THA", NOW)
+    assert isinstance(out, Rejected)
+    expected = parse_agency("THA/DSI-ATHD") if answered else None
+    assert rejection_recipient(out, country="MYS", publisher=None) == expected
+
+
+def test_a_peer_hubs_own_receipt_needs_no_countersignature(tmp_path: Path) -> None:
+    from protocols.messages import Receipt, ReceiptStatus
+
+    tha = make_pipeline(tmp_path)
+    receipt = Receipt(for_id=b"\x01" * 16, status=ReceiptStatus.DELIVERED, by="MYS/HUB", at_ms=NOW)
+    data = seal_envelope(
+        sender=HUBS["MYS"],
+        recipients=[IDS["THA/DSI-ATHD"].public()],
+        body=receipt,
+        now_ms=NOW,
+        ttl_ms=MS_PER_DAY,
+        in_reply_to=b"\x01" * 16,
+    )
+    out = tha.from_peer(data, "MYS", NOW)
+    assert isinstance(out, Accepted) and out.local == (parse_agency("THA/DSI-ATHD"),)
+    assert code(tha.from_peer(data, "MMR", NOW)) == "ixb.E_UNAUTHORISED"
