@@ -61,6 +61,7 @@ INBOX_STREAM = "INBOX"
 DEFAULT_TTL_MS = 7 * MS_PER_DAY
 FETCH_BATCH = 32
 MAX_FEDERATION_BYTES = 64 * 1024
+MAX_TRACKED_SEQUENCES = 100_000
 
 
 def wall_ms() -> int:
@@ -128,6 +129,7 @@ class AgencyClient:
         self.keys = keys
         self.clock = clock
         self.replay = ReplayGuard()
+        self._stream_seq: dict[bytes, int] = {}
         self.receipts: dict[str, list[Receipt]] = defaultdict(list)
         self._pending: list[Item] = []
         self._psub: JetStreamContext.PullSubscription | None = None
@@ -320,7 +322,16 @@ class AgencyClient:
                 env = verify_envelope(msg.data, self.keys, now)
             msg_id = env.header.message_id
             hubs = verify_hops(env, self.keys)
-            self.replay.check_and_record(env.header.id, env.header.expires, now)
+            seq = msg.metadata.sequence.stream
+            if self._stream_seq.get(env.header.id) != seq:
+                # a second stream message with a seen id is a replay; the same stream
+                # message again (we left it unacked) is a redelivery and is fine
+                self.replay.check_and_record(env.header.id, env.header.expires, now)
+                self._stream_seq[env.header.id] = seq
+                if len(self._stream_seq) > MAX_TRACKED_SEQUENCES:
+                    self._stream_seq = {
+                        k: v for k, v in self._stream_seq.items() if self.replay.seen(k, now)
+                    }
             opened = open_envelope(env, self.identity)
         except IxbError as exc:
             log.warning("inbox_refused", msg_id=msg_id, code=exc.code)

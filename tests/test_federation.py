@@ -302,3 +302,23 @@ async def test_health_and_metrics_endpoints(fed: Federation) -> None:
     assert "ixb_hub_latency_seconds_count" in metrics
     assert 'ixb_backlog_out{destination="MYS"} 0' in metrics  # the peer sourced everything
     assert 'ixb_link_up{peer="MYS"} 1' in metrics
+
+
+async def test_a_message_left_unacked_comes_back_intact(fed: Federation) -> None:
+    """Redelivery of the same stream message is not a replay: nothing is lost on a retry."""
+    sender = await fed.client("THA/DSI-ATHD")
+    receiver = await fed.client("MYS/RMP-ATIPSOM")
+    msg_id = await sender.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
+    first: Incoming | None = None
+    deadline = asyncio.get_running_loop().time() + 20
+    while first is None:
+        assert asyncio.get_running_loop().time() < deadline
+        for item in await receiver.fetch(timeout=0.5):
+            assert isinstance(item, Incoming)
+            if item.header.id == msg_id:
+                first = item
+            else:
+                await item.ack()
+    await first.leave(delay=0.1)  # e.g. the handler failed
+    (again,) = await collect(receiver, 1)
+    assert again.header.id == msg_id and again.body == first.body
