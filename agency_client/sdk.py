@@ -62,6 +62,7 @@ DEFAULT_TTL_MS = 7 * MS_PER_DAY
 FETCH_BATCH = 32
 MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
+DRAIN_TIMEOUT_S = 0.005
 
 
 def wall_ms() -> int:
@@ -302,7 +303,7 @@ class AgencyClient:
             return out
         psub = await self._bind()
         try:
-            msgs = await psub.fetch(batch, timeout=timeout)
+            msgs = await fetch_ready(psub, batch, timeout)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except nats.errors.Error:
@@ -382,7 +383,7 @@ class AgencyClient:
     async def _fetch_fresh(self, timeout: float) -> list[Item]:
         psub = await self._bind()
         try:
-            msgs = await psub.fetch(FETCH_BATCH, timeout=timeout)
+            msgs = await fetch_ready(psub, FETCH_BATCH, timeout)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         return [await self._verify(m) for m in msgs]
@@ -431,6 +432,25 @@ class AgencyClient:
                 log.warning("handler_failed", msg_id=item.message_id, code=exc.code)
                 continue
             await item.ack()
+
+
+async def fetch_ready(
+    psub: JetStreamContext.PullSubscription, batch: int, timeout: float
+) -> list[Msg]:
+    """One message as soon as it arrives, plus whatever else is already waiting.
+
+    nats-py's ``fetch(batch)`` waits out its timeout for a full batch once the
+    inbox is idle (a lone answer would sit there up to the timeout);
+    ``broker.streams.fetch_ready`` is the hub's copy of the same idea.
+    """
+    first = await psub.fetch(1, timeout=timeout)
+    if batch <= 1:
+        return first
+    try:
+        more = await psub.fetch(batch - 1, timeout=DRAIN_TIMEOUT_S)
+    except (nats.errors.TimeoutError, TimeoutError):
+        more = []
+    return first + more
 
 
 def load_identity_for(profile: Profile, passphrase: str) -> Identity:

@@ -330,7 +330,7 @@ class Hub:
             try:
                 while not stop.is_set():
                     try:
-                        msgs = await psub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
+                        msgs = await streams.fetch_ready(psub, FETCH_BATCH, FETCH_TIMEOUT_S)
                     except (TimeoutError, nats.errors.TimeoutError):
                         continue
                     for msg in msgs:

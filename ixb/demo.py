@@ -187,6 +187,11 @@ def _ms(start: float) -> str:
 
 async def run_script(s: Script) -> None:
     ex = example_bodies(int(time.time() * 1000))
+    # every officer's client connects first, so latencies below are the exchange's own
+    # (MYS/IMMIGRATION is the automated responder, a process of its own)
+    for agency in AGENCIES:
+        if agency != "MYS/IMMIGRATION":
+            await s.client(agency)
     await alert(s, ex)
     await document_checks(s)
     result = await person_query(s, ex)
