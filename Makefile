@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.ixb-runtime
 DEV_STAMP     := $(VENV)/.ixb-dev
 
-.PHONY: demo test lint pytest bench clean venv
+.PHONY: demo test lint pytest bench clean venv compose-prepare
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ venv: $(DEV_STAMP)
 
 demo: $(RUNTIME_STAMP)
 	$(BIN)/ixb demo
+
+# Keys, passwords and configs for docker-compose.yml (then: docker compose up).
+compose-prepare: $(RUNTIME_STAMP)
+	$(BIN)/ixb compose prepare --out deploy/compose
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ import structlog
 from agency_client import cli as agency_cli
 from agency_client import commands as agency_commands
 from broker import cli as broker_cli
-from ixb import demo
+from ixb import compose, demo
 from protocols.errors import IxbError, UsageError
 
 EXIT_USER_ERROR = 2
@@ -32,6 +32,7 @@ GROUPS: tuple[Register, ...] = (
     agency_commands.register,
     broker_cli.register,
     demo.register,
+    compose.register,
 )
 
 

@@ -9,6 +9,9 @@ at once for the demo and the integration tests::
       keys/THA-HUB.key        hub key files, agency key files (passphrase-encrypted)
       hubs/THA.toml           one hub config per country
       agencies/THA-DSI-ATHD.toml   one profile per agency
+
+By default every process runs on this machine's 127.0.0.1 with free ports; a
+:class:`Layout` places them elsewhere (``ixb.compose``: one container each).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agency_client.profile import render_profile
-from broker.natsd import FederationPlan
+from broker.natsd import FederationPlan, NodePorts
 from protocols.directory import Role, render_federation
 from protocols.identifiers import Principal, hub_of, parse_agency
 from protocols.keys import Identity, KdfProfile, seal_keyfile
@@ -29,6 +32,28 @@ from protocols.messages import MESSAGE_TYPES
 
 AgencySpec = Mapping[str, Sequence[Role]]
 """Agency id (``THA/DSI-ATHD``) → its roles."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the servers, hubs and agencies run, and how they reach each other.
+
+    The defaults are the demo's: everything on 127.0.0.1, free ports, files
+    read where they are written.
+    """
+
+    bind_host: str = "127.0.0.1"
+    """Where nats-servers and hub HTTP listen."""
+    nats_hosts: Mapping[str, str] | None = None
+    """Per country, the address of its nats-server (a service name); else 127.0.0.1."""
+    nats_ports: NodePorts | None = None
+    """The same fixed ports for every nats-server (each in its own container)."""
+    nats_store_dir: Path | None = None
+    """Every nats-server's JetStream dir as it sees it (a container volume)."""
+    http_ports: Mapping[str, int] | None = None
+    """Per country, the hub's HTTP port; else a free port."""
+    mount: Path | None = None
+    """Where the deployment directory appears to hubs and agencies (a container mount)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,7 @@ def create_deployment(
     kdf: KdfProfile = KdfProfile.INTERACTIVE,
     exchange: Mapping[str, Sequence[str]] | None = None,
     workers: int = 1,
+    layout: Layout = Layout(),
 ) -> Deployment:
     """Generate everything for the agencies' countries; ``exchange`` defaults to every type."""
     parsed = {parse_agency(a): tuple(roles) for a, roles in agencies.items()}
@@ -93,12 +119,20 @@ def create_deployment(
         countries,
         {c: [p.name for p in parsed if p.country == c] for c in countries},
         base / "nats",
+        bind_host=layout.bind_host,
+        hosts=layout.nats_hosts,
+        ports=layout.nats_ports,
+        store_dir=layout.nats_store_dir,
     )
     base.mkdir(parents=True, exist_ok=True)
     plan.save(base / "plan.json")
-    deployment = Deployment(
-        base, plan, countries, parsed, passphrase, {c: free_port() for c in countries}
-    )
+    http_ports = {c: (layout.http_ports or {}).get(c) or free_port() for c in countries}
+    deployment = Deployment(base, plan, countries, parsed, passphrase, http_ports)
+    root = layout.mount or base
+
+    def seen(path: Path) -> str:
+        """``path`` (under base) as the hubs and agencies see it."""
+        return str(root / path.relative_to(base))
 
     hub_ids = {c: Identity.generate(hub_of(c)) for c in countries}
     for ident in hub_ids.values():
@@ -115,9 +149,9 @@ def create_deployment(
         lines = [
             "[hub]",
             f"country = {_toml_str(country)}",
-            f"key_file = {_toml_str(str(deployment.key_file(hub_of(country))))}",
-            f"state_dir = {_toml_str(str(base / 'state' / country))}",
-            f"federation_file = {_toml_str(str(base / 'federation.toml'))}",
+            f"key_file = {_toml_str(seen(deployment.key_file(hub_of(country))))}",
+            f"state_dir = {_toml_str(seen(base / 'state' / country))}",
+            f"federation_file = {_toml_str(seen(base / 'federation.toml'))}",
             f"workers = {workers}",
             "",
             "[nats]",
@@ -126,7 +160,7 @@ def create_deployment(
             f"password = {_toml_str(plan.hub_credentials(country).password)}",
             "",
             "[http]",
-            'host = "127.0.0.1"',
+            f"host = {_toml_str(layout.bind_host)}",
             f"port = {deployment.http_ports[country]}",
             "",
         ]
@@ -150,7 +184,7 @@ def create_deployment(
                 "[[agency]]",
                 f"id = {_toml_str(str(principal))}",
                 f"roles = {json.dumps([r.value for r in roles])}",
-                f"key = {_toml_str(str(deployment.key_file(principal)))}",
+                f"key = {_toml_str(seen(deployment.key_file(principal)))}",
                 "",
             ]
         _write_private(deployment.hub_config(country), "\n".join(lines))
@@ -161,8 +195,8 @@ def create_deployment(
             deployment.profile(principal),
             render_profile(
                 agency=str(principal),
-                key_file=str(deployment.key_file(principal)),
-                federation_file=str(base / "federation.toml"),
+                key_file=seen(deployment.key_file(principal)),
+                federation_file=seen(base / "federation.toml"),
                 url=plan.client_url(principal.country),
                 user=creds.user,
                 password=creds.password,
