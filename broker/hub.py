@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import nats
@@ -137,7 +138,9 @@ class Hub:
         if stop is not None:
             self._stopping = stop
         stop = self._stopping
-        await self._connect()
+        if not await _until_stopped(self._connect(), stop):
+            await self._close()  # stopped while NATS was still unreachable
+            return
         runner = await self._start_http()
         try:
             await self._publish_own_directory()
@@ -616,6 +619,24 @@ def _id_bytes(msg_id: str | None) -> bytes:
         return parse_message_id(msg_id)
     except IxbError:
         return NO_ID
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` comes first (then cancel it); True if it finished.
+
+    nats-py retries an unreachable server forever; a hub told to stop must not wait.
+    """
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+        await task
+    return False
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
