@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocols.envelope import Header
-from protocols.handling import HandlingCode
+from protocols.handling import HandlingCode, answer_deadline_ms
+from protocols.identifiers import format_message_id
+from protocols.messages import REQUEST_TYPES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -37,9 +39,14 @@ CREATE TABLE IF NOT EXISTS messages (
     restriction TEXT,
     created     INTEGER NOT NULL,
     expires     INTEGER NOT NULL,
-    routed      INTEGER NOT NULL DEFAULT 0
+    routed      INTEGER NOT NULL DEFAULT 0,
+    priority    TEXT NOT NULL DEFAULT 'normal',
+    in_reply_to BLOB,
+    due         INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_expires ON messages(expires);
+CREATE INDEX IF NOT EXISTS messages_reply ON messages(in_reply_to);
+CREATE INDEX IF NOT EXISTS messages_due ON messages(due) WHERE due IS NOT NULL;
 CREATE TABLE IF NOT EXISTS decisions (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     at        INTEGER NOT NULL,
@@ -69,6 +76,18 @@ class KnownMessage:
     handling: HandlingCode
     restriction: str | None
     routed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    msg_id: str
+    type: str
+    sender: str
+    recipients: tuple[str, ...]
+    priority: str
+    created_ms: int
+    due_ms: int
+    answered: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +137,16 @@ class HubStore:
         )
 
     def remember(self, header: Header, digest: bytes) -> None:
+        due = (
+            answer_deadline_ms(header.created, header.priority)
+            if header.type in REQUEST_TYPES
+            else None
+        )
         self._db.execute(
             "INSERT OR IGNORE INTO messages"
-            " (id, digest, type, sender, recipients, handling, restriction, created, expires)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " (id, digest, type, sender, recipients, handling, restriction, created, expires,"
+            " priority, in_reply_to, due)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 header.id,
                 digest,
@@ -132,8 +157,37 @@ class HubStore:
                 header.restriction,
                 header.created,
                 header.expires,
+                header.priority.value,
+                header.in_reply_to,
+                due,
             ),
         )
+
+    def open_requests(self, limit: int = 500) -> list[OpenRequest]:
+        """Requests this hub carried, earliest deadline first, and whether an answer passed by.
+
+        An answer is a message of the request's reply type naming it in
+        ``in_reply_to`` (receipts do not count: a delivery is not an answer).
+        """
+        rows = self._db.execute(
+            "SELECT m.id, m.type, m.sender, m.recipients, m.priority, m.created, m.due,"
+            " EXISTS (SELECT 1 FROM messages a WHERE a.in_reply_to = m.id AND a.type != 'receipt')"
+            " FROM messages m WHERE m.due IS NOT NULL ORDER BY m.due LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            OpenRequest(
+                msg_id=format_message_id(r[0]),
+                type=r[1],
+                sender=r[2],
+                recipients=tuple(json.loads(r[3])),
+                priority=r[4],
+                created_ms=r[5],
+                due_ms=r[6],
+                answered=bool(r[7]),
+            )
+            for r in rows
+        ]
 
     def mark_routed(self, message_id: bytes) -> None:
         self._db.execute("UPDATE messages SET routed = 1 WHERE id = ?", (message_id,))

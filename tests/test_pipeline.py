@@ -228,3 +228,31 @@ def test_a_peer_hubs_own_receipt_needs_no_countersignature(tmp_path: Path) -> No
     out = tha.from_peer(data, "MYS", NOW)
     assert isinstance(out, Accepted) and out.local == (parse_agency("THA/DSI-ATHD"),)
     assert code(tha.from_peer(data, "MMR", NOW)) == "ixb.E_UNAUTHORISED"
+
+
+def test_open_requests_track_deadlines_and_answers(tmp_path: Path) -> None:
+    from protocols.handling import Priority
+
+    tha = make_pipeline(tmp_path, exchange={"MMR": ["person.query", "person.result", "receipt"]})
+    query = example_bodies(0)["person.query"]
+    asked = tha.from_local(
+        seal("THA/DSI-ATHD", ["MMR/MOHA-ATTU"], query, priority=Priority.URGENT), "DSI-ATHD", NOW
+    )
+    other = tha.from_local(seal("THA/DSI-ATHD", ["MMR/MOHA-ATTU"], query), "DSI-ATHD", NOW)
+    assert isinstance(asked, Accepted) and isinstance(other, Accepted)
+    answer = seal_envelope(
+        sender=IDS["MMR/MOHA-ATTU"],
+        recipients=[IDS["THA/DSI-ATHD"].public()],
+        body=example_bodies(0)["person.result"],
+        now_ms=NOW,
+        ttl_ms=MS_PER_DAY,
+        in_reply_to=asked.envelope.header.id,
+    )
+    hopped = add_hop(decode_envelope(answer), HUBS["MMR"], NOW).to_bytes()
+    assert isinstance(tha.from_peer(hopped, "MMR", NOW), Accepted)
+    rows = {r.msg_id: r for r in tha.store.open_requests()}
+    urgent = rows[asked.envelope.header.message_id]
+    assert urgent.answered and urgent.due_ms == NOW + 8 * 3600 * 1000
+    normal = rows[other.envelope.header.message_id]
+    assert not normal.answered and normal.due_ms == NOW + 7 * MS_PER_DAY
+    assert list(rows) == [urgent.msg_id, normal.msg_id]  # earliest deadline first
