@@ -146,6 +146,22 @@ class MerkleProofError(PeerError):
     code = "ixb.E_PROOF"
 
 
+class CheckpointError(PeerError):
+    """A checkpoint, signed note, cosignature or verifier key that does not parse (SPEC §13)."""
+
+    code = "ixb.E_CHECKPOINT"
+
+
+class ForkError(PeerError):
+    """A log's checkpoints cannot be shown to extend each other: shrunk, rewritten or forked.
+
+    Raised by a witness comparing two checkpoints signed by the same log; it is
+    the witness alarm of DESIGN.md §Audit log, never an ordinary refusal.
+    """
+
+    code = "ixb.E_FORK"
+
+
 class TransitionError(PeerError):
     """A status change that the state machine does not allow (e.g. MLA)."""
 

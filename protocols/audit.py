@@ -1,0 +1,161 @@
+"""Audit entries: the exact leaf bytes of a hub's audit log (SPEC.md §13.1).
+
+Every decision a hub takes (accepted, rejected and why, relayed, delivered,
+a directory installed, a checkpoint cosigned, the audit log read) becomes one
+:class:`AuditEntry`. Its canonical MessagePack encoding is the Merkle leaf
+(:mod:`protocols.merkle`), so an auditor holding an exported entry, its
+inclusion proof and a signed checkpoint needs nothing but the spec to check
+it: the bytes are the entry, there is no second serialisation to trust.
+
+Entries hold metadata only: ids, parties, handling code, sizes, the payload
+hash, error codes. Never content, never personal data: the log is shown to
+auditors and liaison officers of both countries, and it is append-only, so
+anything written into it stays there for good.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Final
+
+import msgspec
+
+from protocols import wire
+from protocols.envelope import TypeName
+from protocols.errors import MalformedError, SchemaError, TooLargeError, VersionError
+from protocols.handling import HandlingCode
+from protocols.identifiers import (
+    MessageIdBytes,
+    PrincipalStr,
+    check_country,
+    format_message_id,
+    parse_hub,
+    parse_principal,
+)
+from protocols.limits import MAX_RECIPIENTS, MAX_SHORT_TEXT
+from protocols.messages import CountryStr, ErrorCodeStr, ShortText, TimeMs, check_fields
+
+AUDIT_VERSION: Final = 1
+MAX_AUDIT_ENTRY_BYTES: Final = 16 * 1024
+"""Above the largest entry the schema allows (256 recipients, every text field full: ~14 KiB)."""
+MAX_SIZE_BYTES: Final = (1 << 53) - 1
+
+PayloadHashBytes = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+SizeBytes = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE_BYTES)]
+
+
+class AuditEvent(enum.StrEnum):
+    """What happened. The value is the wire form; new events are a version change."""
+
+    ACCEPTED = "accepted"  # an envelope passed every check at this hub
+    REJECTED = "rejected"  # an envelope was refused (code says why)
+    RELAYED = "relayed"  # sent on to the peer hub of a recipient's country
+    DELIVERED = "delivered"  # handed to a local recipient's inbox
+    DUPLICATE = "duplicate"  # a re-delivery dropped by de-duplication
+    DIRECTORY_PUBLISHED = "directory_published"
+    DIRECTORY_INSTALLED = "directory_installed"
+    DIRECTORY_REJECTED = "directory_rejected"
+    CHECKPOINT_COSIGNED = "checkpoint_cosigned"  # this hub witnessed a peer's checkpoint
+    WITNESS_ALARM = "witness_alarm"  # a peer's log failed to extend its last checkpoint
+    AUDIT_READ = "audit_read"
+    AUDIT_EXPORT = "audit_export"
+    POLICY_CHANGED = "policy_changed"
+    HUB_STARTED = "hub_started"
+    HUB_STOPPED = "hub_stopped"
+
+
+_MESSAGE_EVENTS: Final = frozenset(
+    {AuditEvent.ACCEPTED, AuditEvent.RELAYED, AuditEvent.DELIVERED, AuditEvent.DUPLICATE}
+)
+_SUCCESS_EVENTS: Final = frozenset({AuditEvent.ACCEPTED, AuditEvent.RELAYED, AuditEvent.DELIVERED})
+_REFUSAL_EVENTS: Final = frozenset(
+    {AuditEvent.REJECTED, AuditEvent.DIRECTORY_REJECTED, AuditEvent.WITNESS_ALARM}
+)
+_READ_EVENTS: Final = frozenset({AuditEvent.AUDIT_READ, AuditEvent.AUDIT_EXPORT})
+
+
+class AuditEntry(wire.WireStruct, frozen=True):
+    """One audit log entry; its canonical encoding is the Merkle leaf.
+
+    Fields are encoded in this order, absent ones omitted (SPEC §1.1).
+    Cross-field rules: message events (accepted, relayed, delivered,
+    duplicate) name the message; refusals (rejected, directory_rejected,
+    witness_alarm) carry the error code and successes carry none; reads
+    and exports of the audit log name the actor.
+    """
+
+    v: int
+    hub: PrincipalStr
+    at: TimeMs
+    event: AuditEvent
+    msg_id: MessageIdBytes | None = None
+    type: TypeName | None = None
+    sender: PrincipalStr | None = None
+    recipients: Annotated[tuple[PrincipalStr, ...], msgspec.Meta(max_length=MAX_RECIPIENTS)] = ()
+    handling: HandlingCode | None = None
+    case_ref: ShortText | None = None
+    payload_hash: PayloadHashBytes | None = None
+    size: SizeBytes | None = None
+    code: ErrorCodeStr | None = None
+    detail: ShortText | None = None
+    peer: CountryStr | None = None
+    actor: ShortText | None = None
+
+    def __post_init__(self) -> None:
+        if self.v != AUDIT_VERSION:
+            raise VersionError(f"audit entry version {self.v!r} is not {AUDIT_VERSION}")
+        check_fields(self)
+        parse_hub(self.hub)
+        if self.sender is not None:
+            parse_principal(self.sender)
+        for r in self.recipients:
+            parse_principal(r)
+        if len(set(self.recipients)) != len(self.recipients):
+            raise SchemaError("audit entry: recipients must not repeat")
+        if self.peer is not None:
+            check_country(self.peer)
+        event = self.event
+        if event in _MESSAGE_EVENTS and self.msg_id is None:
+            raise SchemaError(f"audit entry: a {event} entry names the message (msg_id)")
+        if event in _REFUSAL_EVENTS and self.code is None:
+            raise SchemaError(f"audit entry: a {event} entry carries the error code")
+        if event in _SUCCESS_EVENTS and self.code is not None:
+            raise SchemaError(f"audit entry: a {event} entry carries no error code")
+        if event in _READ_EVENTS and self.actor is None:
+            raise SchemaError(f"audit entry: an {event} entry names the actor")
+
+    @property
+    def message_id(self) -> str | None:
+        """The message id as text (lower-case UUID), or None."""
+        return None if self.msg_id is None else format_message_id(self.msg_id)
+
+
+def encode_entry(entry: AuditEntry) -> bytes:
+    """The canonical bytes of ``entry``: the leaf the hub appends to its Merkle tree."""
+    return wire.encode(entry)
+
+
+def decode_entry(data: bytes) -> AuditEntry:
+    """Parse leaf bytes into an entry, or raise an ``ixb.E_…`` error; never anything else."""
+    if not isinstance(data, bytes):
+        raise MalformedError("audit entry: not bytes")
+    if len(data) > MAX_AUDIT_ENTRY_BYTES:
+        raise TooLargeError(f"audit entry is {len(data)} bytes; limit {MAX_AUDIT_ENTRY_BYTES}")
+    return wire.decode(data, AuditEntry, "audit entry")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def audit_text(value: str | None) -> str | None:
+    """Fit free text (an error detail, a header's case reference) into an entry's text field.
+
+    Control characters become U+FFFD, the text is cut to 256 characters, and
+    blank text becomes None: a hub must never fail to record a decision
+    because of what a peer wrote.
+    """
+    if value is None:
+        return None
+    cleaned = _CONTROL.sub("\ufffd", value)[:MAX_SHORT_TEXT]
+    return cleaned if cleaned.strip() else None
