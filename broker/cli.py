@@ -1,22 +1,18 @@
-"""Hub commands: ``ixb hub run`` (the service) and ``ixb hub decisions`` (the interim log)."""
+"""Hub commands: ``ixb hub run`` (the service); the audit log has its own group (audit_cli)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from broker.config import HubConfig, load_config
 from broker.hub import Hub, install_signal_handlers
-from broker.store import HubStore
 from protocols.directory import TrustAnchors, parse_federation
 from protocols.errors import ConfigError, IoError, IxbError
 from protocols.identifiers import Principal
@@ -32,11 +28,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = hub.add_parser("run", help="run the hub until SIGTERM/SIGINT")
     run.add_argument("--config", required=True, type=Path)
     run.set_defaults(func=cmd_run)
-    dec = hub.add_parser("decisions", help="show the hub's decisions (metadata only)")
-    dec.add_argument("--config", required=True, type=Path)
-    dec.add_argument("--msg", help="only this message id")
-    dec.add_argument("--json", action="store_true")
-    dec.set_defaults(func=cmd_decisions)
 
 
 def configure_logging(json_logs: bool) -> None:
@@ -103,29 +94,4 @@ def cmd_run(args: argparse.Namespace) -> int:
         await hub.run()
 
     asyncio.run(main())
-    return 0
-
-
-def cmd_decisions(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    store = HubStore(config.path(config.hub.state_dir) / "hub.sqlite")
-    try:
-        rows = store.decisions(msg_id=args.msg)
-    finally:
-        store.close()
-    if args.json:
-        sys.stdout.write(json.dumps([dataclasses.asdict(r) for r in rows], indent=1) + "\n")
-        return 0
-    for r in rows:
-        at = datetime.fromtimestamp(r.at / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
-        parts = [at, f"{r.decision:<18}", r.msg_id or "-", r.type or "", r.sender or ""]
-        if r.recipients:
-            parts.append("→ " + ",".join(r.recipients))
-        if r.code:
-            parts.append(f"{r.code}: {r.detail}")
-        elif r.detail:
-            parts.append(r.detail)
-        if r.via:
-            parts.append(f"via {r.via}")
-        sys.stdout.write("  ".join(parts) + "\n")
     return 0

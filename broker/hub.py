@@ -42,11 +42,14 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from broker import streams
+from broker.audit import AuditLog
+from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.metrics import Metrics
 from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.store import HubStore
 from protocols import subjects
+from protocols.audit import AuditEvent, encode_publication
 from protocols.directory import (
     DirectoryKeys,
     RevocationInfo,
@@ -55,7 +58,7 @@ from protocols.directory import (
     entry_for,
     sign_directory,
 )
-from protocols.envelope import seal_envelope
+from protocols.envelope import decode_envelope, seal_envelope
 from protocols.errors import IxbError, LocalError
 from protocols.identifiers import Principal, format_message_id, parse_message_id
 from protocols.keys import Identity, PublicIdentity
@@ -66,6 +69,9 @@ log = structlog.get_logger("ixb.hub")
 
 KIND_HEADER = "Ixb-Kind"
 KIND_DIRECTORY = "directory"
+KIND_CHECKPOINT = "checkpoint"
+KIND_COSIGNATURE = "cosignature"
+CHECKPOINT_PERIOD_S = 1.0
 FETCH_BATCH = 64
 FETCH_TIMEOUT_S = 1.0
 RECEIPT_TTL_MS = 7 * MS_PER_DAY
@@ -108,9 +114,22 @@ class Hub:
         self.identity = identity
         self.clock = clock
         self.keys = DirectoryKeys(trust, clock)
-        self.store = HubStore(config.path(config.hub.state_dir) / "hub.sqlite")
+        state = config.path(config.hub.state_dir)
+        self.store = HubStore(state / "hub.sqlite")
         self.pipeline = Pipeline(config, identity, self.keys, self.store)
         self.metrics = Metrics()
+        self.audit_log = AuditLog(state / "audit.sqlite")
+        self.audit = HubAudit(
+            identity,
+            self.audit_log,
+            self.store,
+            trust,
+            sorted(config.links),
+            clock,
+            on_alarm=lambda origin, _detail: self.metrics.inc(
+                "ixb_witness_alarms_total", origin=origin
+            ),
+        )
         self.state = HubState()
         self.agency_keys = agency_keys
         self.links: dict[str, LinkState] = {}
@@ -156,6 +175,7 @@ class Hub:
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._gauges(stop))
                 tg.create_task(self._directory_refresher(stop))
+                tg.create_task(self._checkpointer(stop))
         finally:
             self.state.ready = False
             await runner.cleanup()
@@ -209,6 +229,7 @@ class Hub:
             with contextlib.suppress(nats.errors.Error):
                 await self.nc.drain()
         self.store.close()
+        self.audit_log.close()
 
     # --- directories ------------------------------------------------------------
 
@@ -244,7 +265,9 @@ class Hub:
         signed = sign_directory(directory, self.identity)
         self.keys.update(self.country, signed)
         self.store.save_directory(self.country, directory.version, signed)
-        self.store.decide(at=now, decision="directory.published", detail=f"v{directory.version}")
+        self.audit.record(
+            [self.audit.entry(AuditEvent.DIRECTORY_PUBLISHED, detail=f"v{directory.version}")]
+        )
         for peer, link in self.links.items():
             await link.js.publish(
                 subjects.cross_border(self.country, peer),
@@ -266,6 +289,58 @@ class Hub:
                 return earlier
         return RevocationInfo(at=now, reason=reason)
 
+    async def _checkpointer(self, stop: asyncio.Event) -> None:
+        """Sign a checkpoint each second the log grew, and send it to every peer to witness."""
+        while not stop.is_set():
+            try:
+                made = self.audit.checkpoint()
+                if made is not None:
+                    self.metrics.set("ixb_checkpoint_size", made[0])
+                for peer, link in self.links.items():
+                    publication = self.audit.publication_for(peer)
+                    if publication is None:
+                        continue
+                    size = self.audit_log.size
+                    await link.js.publish(
+                        subjects.cross_border(self.country, peer),
+                        encode_publication(publication),
+                        headers={
+                            KIND_HEADER: KIND_CHECKPOINT,
+                            "Nats-Msg-Id": f"ckpt:{self.country}:{peer}:{size}",
+                        },
+                        timeout=2.0,
+                    )
+                    self.audit.published(peer, publication)
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("checkpoint_publish_failed", error=str(exc))
+            await _sleep_or_stop(stop, CHECKPOINT_PERIOD_S)
+
+    async def _witness(self, peer: str, msg: Msg) -> None:
+        """A peer's checkpoint: verify, check it extends what we saw, cosign and send back."""
+        try:
+            size, cosigned = self.audit.witness(peer, msg.data)
+        except IxbError as exc:
+            self.metrics.inc("ixb_witness_refused_total", origin=peer, code=exc.code)
+            log.warning("checkpoint_refused", origin=peer, code=exc.code, detail=exc.detail)
+            return
+        link = self.links[peer]
+        await link.js.publish(
+            subjects.cross_border(self.country, peer),
+            cosigned,
+            headers={
+                KIND_HEADER: KIND_COSIGNATURE,
+                "Nats-Msg-Id": f"cosig:{peer}:{self.country}:{size}",
+            },
+        )
+
+    def _accept_cosignature(self, peer: str, data: bytes) -> None:
+        try:
+            size = self.audit.accept_cosignature(peer, data)
+        except IxbError as exc:
+            log.warning("cosignature_refused", witness=peer, code=exc.code, detail=exc.detail)
+            return
+        self.metrics.set("ixb_cosigned_size", size, witness=peer)
+
     async def _directory_refresher(self, stop: asyncio.Event) -> None:
         """Re-sign well before expiry: peers refuse every agency of an expired directory."""
         period_s = self.config.hub.directory_ttl_hours * 3600 / 3
@@ -281,12 +356,15 @@ class Hub:
                     self.keys.update(country, signed)
 
     def _install_peer_directory(self, peer: str, data: bytes) -> None:
-        now = self.clock()
         try:
             changed = self.keys.update(peer, data)
         except IxbError as exc:
-            self.store.decide(
-                at=now, decision="directory.rejected", code=exc.code, detail=exc.detail, via=peer
+            self.audit.record(
+                [
+                    self.audit.entry(
+                        AuditEvent.DIRECTORY_REJECTED, code=exc.code, detail=exc.detail, peer=peer
+                    )
+                ]
             )
             self.metrics.inc("ixb_directory_rejected_total", peer=peer, code=exc.code)
             log.warning("directory_rejected", peer=peer, code=exc.code, detail=exc.detail)
@@ -294,8 +372,8 @@ class Hub:
         version = self.keys.version(peer)
         if changed and version is not None:
             self.store.save_directory(peer, version, data)
-            self.store.decide(
-                at=now, decision="directory.installed", detail=f"v{version}", via=peer
+            self.audit.record(
+                [self.audit.entry(AuditEvent.DIRECTORY_INSTALLED, detail=f"v{version}", peer=peer)]
             )
             log.info("directory_installed", peer=peer, version=version)
 
@@ -385,8 +463,21 @@ class Hub:
 
     async def _handle_peer(self, peer: str, msg: Msg) -> None:
         started = time.perf_counter()
-        if (msg.headers or {}).get(KIND_HEADER) == KIND_DIRECTORY:
-            self._install_peer_directory(peer, msg.data)
+        kind = (msg.headers or {}).get(KIND_HEADER)
+        if kind is not None:
+            try:
+                if kind == KIND_DIRECTORY:
+                    self._install_peer_directory(peer, msg.data)
+                elif kind == KIND_CHECKPOINT:
+                    await self._witness(peer, msg)
+                elif kind == KIND_COSIGNATURE:
+                    self._accept_cosignature(peer, msg.data)
+                else:
+                    log.warning("unknown_kind", peer=peer, kind=kind[:40])
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("link_control_failed_will_retry", peer=peer, error=str(exc))
+                await msg.nak(delay=1.0)
+                return
             await msg.ack()
             return
         outcome = self.pipeline.from_peer(
@@ -421,9 +512,8 @@ class Hub:
         env = outcome.envelope
         header = env.header
         bound = log.bind(msg_id=header.message_id, type=header.type, sender=header.sender)
-        now = self.clock()
         if outcome.duplicate:
-            self.store.decide(at=now, decision="duplicate", header=header, via=via)
+            self.audit.record([self.audit.entry(AuditEvent.DUPLICATE, envelope=env, peer=via)])
             self.metrics.inc("ixb_messages_total", decision="duplicate")
             bound.info("duplicate_ignored", via=via)
             return
@@ -443,15 +533,16 @@ class Hub:
         if header.type != "receipt" and not sender.is_hub:
             for status, detail in receipts:
                 await self._send_receipt(sender, header.id, status, detail=detail)
-        with self.store.transaction():
-            self.store.mark_routed(header.id)
-            self.store.decide(at=now, decision="accepted", header=header, via=via)
-            for agency in outcome.local:
-                self.store.decide(
-                    at=now, decision="delivered", header=header, via=via, detail=str(agency)
-                )
-            for peer in outcome.peers:
-                self.store.decide(at=now, decision="relayed", header=header, detail=peer)
+        entries = [self.audit.entry(AuditEvent.ACCEPTED, envelope=env, peer=via)]
+        entries += [
+            self.audit.entry(AuditEvent.DELIVERED, envelope=env, peer=via, recipients=[str(a)])
+            for a in outcome.local
+        ]
+        entries += [
+            self.audit.entry(AuditEvent.RELAYED, envelope=env, peer=p) for p in outcome.peers
+        ]
+        self.audit.record(entries)  # durable before the ack
+        self.store.mark_routed(header.id)
         self.metrics.inc("ixb_messages_total", decision="accepted")
         bound.info("accepted", via=via, local=len(outcome.local), peers=list(outcome.peers))
 
@@ -461,15 +552,17 @@ class Hub:
         err = outcome.error
         header = outcome.header
         msg_id = header.message_id if header is not None else _nats_msg_id(msg)
-        now = self.clock()
-        self.store.decide(
-            at=now,
-            decision="rejected",
-            header=header,
-            msg_id=msg_id,
-            code=err.code,
-            detail=err.detail,
-            via=via or f"ingress:{publisher}",
+        self.audit.record(
+            [
+                self.audit.entry(
+                    AuditEvent.REJECTED,
+                    header=header,
+                    msg_id=_id_bytes(msg_id) if header is None and msg_id else None,
+                    code=err.code,
+                    detail=err.detail if via else f"{err.detail} (ingress of {publisher})",
+                    peer=via,
+                )
+            ]
         )
         self.metrics.inc("ixb_messages_total", decision="rejected")
         self.metrics.inc("ixb_rejected_total", code=err.code)
@@ -533,10 +626,16 @@ class Hub:
             in_reply_to=for_id,
         )
         dedup = f"rcpt:{format_message_id(for_id)}:{status.value}:{to}"
+        env = decode_envelope(data)
         if to.country == self.country:
             await self._publish_inbox(to, data, dedup)
+            event, peer = AuditEvent.DELIVERED, None
         elif to.country in self.links:
             await self._publish_out(to.country, data, dedup)
+            event, peer = AuditEvent.RELAYED, to.country
+        else:
+            return
+        self.audit.record([self.audit.entry(event, envelope=env, peer=peer)])
         self.metrics.inc("ixb_receipts_total", status=status.value)
 
     # --- gauges -------------------------------------------------------------------

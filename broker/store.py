@@ -7,8 +7,8 @@ times. Never content (the hub cannot read it) and never personal data.
   digest. A redelivered or re-sent copy (same id, same digest) is recognised
   as such, so processing is idempotent; a different envelope under a known id
   is a replay. The row also keeps what forwards are checked against (H2).
-- ``decisions``: the interim decision log (accepted, rejected with code,
-  relayed, delivered, duplicate). The tamper-evident audit log replaces it.
+- ``peer_entries``: entries peer hubs shared with their checkpoints, for
+  reconciliation (the decisions themselves are in the audit log).
 
 WAL with ``synchronous=FULL``: a decision is on disk before the hub acks the
 message it describes.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,19 +47,17 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_expires ON messages(expires);
 CREATE INDEX IF NOT EXISTS messages_reply ON messages(in_reply_to);
 CREATE INDEX IF NOT EXISTS messages_due ON messages(due) WHERE due IS NOT NULL;
-CREATE TABLE IF NOT EXISTS decisions (
-    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    at        INTEGER NOT NULL,
-    msg_id    TEXT,
-    type      TEXT,
-    sender    TEXT,
-    recipients TEXT,
-    decision  TEXT NOT NULL,
-    code      TEXT,
-    detail    TEXT,
-    via       TEXT
+CREATE TABLE IF NOT EXISTS peer_entries (
+    origin  TEXT NOT NULL,
+    idx     INTEGER NOT NULL,
+    msg_id  TEXT,
+    event   TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    peer    TEXT,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (origin, idx)
 );
-CREATE INDEX IF NOT EXISTS decisions_msg ON decisions(msg_id);
+CREATE INDEX IF NOT EXISTS peer_entries_at ON peer_entries(origin, at);
 CREATE TABLE IF NOT EXISTS directories (
     country TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
@@ -79,6 +77,16 @@ class KnownMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerEntry:
+    index: int
+    msg_id: str | None
+    event: str
+    at_ms: int
+    peer: str | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class OpenRequest:
     msg_id: str
     type: str
@@ -88,20 +96,6 @@ class OpenRequest:
     created_ms: int
     due_ms: int
     answered: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    seq: int
-    at: int
-    msg_id: str | None
-    type: str | None
-    sender: str | None
-    recipients: tuple[str, ...]
-    decision: str
-    code: str | None
-    detail: str | None
-    via: str | None
 
 
 class HubStore:
@@ -197,49 +191,6 @@ class HubStore:
         cur = self._db.execute("DELETE FROM messages WHERE expires < ?", (now_ms - keep_ms,))
         return cur.rowcount
 
-    # --- decisions --------------------------------------------------------------
-
-    def decide(
-        self,
-        *,
-        at: int,
-        decision: str,
-        header: Header | None = None,
-        msg_id: str | None = None,
-        code: str | None = None,
-        detail: str | None = None,
-        via: str | None = None,
-    ) -> None:
-        self._db.execute(
-            "INSERT INTO decisions (at, msg_id, type, sender, recipients, decision, code,"
-            " detail, via) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                at,
-                header.message_id if header is not None else msg_id,
-                header.type if header is not None else None,
-                header.sender if header is not None else None,
-                json.dumps(list(header.recipients)) if header is not None else "[]",
-                decision,
-                code,
-                detail,
-                via,
-            ),
-        )
-
-    def decisions(self, msg_id: str | None = None, limit: int = 1000) -> list[Decision]:
-        sql = "SELECT seq, at, msg_id, type, sender, recipients, decision, code, detail, via"
-        sql += " FROM decisions"
-        args: Sequence[object] = ()
-        if msg_id is not None:
-            sql += " WHERE msg_id = ?"
-            args = (msg_id,)
-        sql += " ORDER BY seq LIMIT ?"
-        rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [
-            Decision(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7], r[8], r[9])
-            for r in rows
-        ]
-
     # --- directories --------------------------------------------------------------
 
     def save_directory(self, country: str, version: int, signed: bytes) -> None:
@@ -249,6 +200,21 @@ class HubStore:
             " signed = excluded.signed WHERE excluded.version > directories.version",
             (country, version, signed),
         )
+
+    def save_peer_entry(self, origin: str, entry: PeerEntry) -> None:
+        """An entry a peer hub shared with us (verified against its checkpoint)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO peer_entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (origin, entry.index, entry.msg_id, entry.event, entry.at_ms, entry.peer, entry.data),
+        )
+
+    def peer_entries(self, origin: str, since_ms: int = 0) -> list[PeerEntry]:
+        rows = self._db.execute(
+            "SELECT idx, msg_id, event, at, peer, data FROM peer_entries"
+            " WHERE origin = ? AND at >= ? ORDER BY idx",
+            (origin, since_ms),
+        ).fetchall()
+        return [PeerEntry(*r) for r in rows]
 
     def directory_version(self, country: str) -> int | None:
         row = self._db.execute(

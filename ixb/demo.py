@@ -457,7 +457,7 @@ def report(script: Script, deployment: Deployment) -> None:
     say("\n")
     for country in deployment.countries:
         say(
-            f"hub {country}: {deployment.hub_url(country)}/healthz  /metrics   decisions: "
+            f"hub {country}: {deployment.hub_url(country)}/healthz  /metrics   audit: "
             f"ixb hub decisions --config {deployment.hub_config(country)}\n"
         )
     if script.failures:

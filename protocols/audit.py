@@ -159,3 +159,44 @@ def audit_text(value: str | None) -> str | None:
         return None
     cleaned = _CONTROL.sub("\ufffd", value)[:MAX_SHORT_TEXT]
     return cleaned if cleaned.strip() else None
+
+
+# --- what a hub sends its witnesses -------------------------------------------------
+
+MAX_SHARED_ENTRIES: Final = 4096
+MAX_PROOF_HASHES: Final = 64
+HashBytes = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+Proof = Annotated[tuple[HashBytes, ...], msgspec.Meta(max_length=MAX_PROOF_HASHES)]
+
+
+class SharedEntry(wire.WireStruct, frozen=True, array_like=True):
+    """One entry about traffic with the witness, with its inclusion proof in the new checkpoint."""
+
+    index: Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE_BYTES)]
+    entry: Annotated[bytes, msgspec.Meta(max_length=MAX_AUDIT_ENTRY_BYTES)]
+    proof: Proof
+
+
+class CheckpointPublication(wire.WireStruct, frozen=True):
+    """A signed checkpoint for a witness (SPEC §13.9).
+
+    ``consistency`` proves the checkpoint extends the one published before it
+    (of size ``old_size``); ``shared`` carries the entries about traffic with
+    this witness's country, so both countries' logs can be reconciled.
+    """
+
+    note: Annotated[bytes, msgspec.Meta(max_length=64 * 1024)]
+    old_size: Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE_BYTES)]
+    consistency: Proof = ()
+    shared: Annotated[tuple[SharedEntry, ...], msgspec.Meta(max_length=MAX_SHARED_ENTRIES)] = ()
+
+
+def encode_publication(publication: CheckpointPublication) -> bytes:
+    return wire.encode(publication)
+
+
+def decode_publication(data: bytes) -> CheckpointPublication:
+    """Parse a publication or raise an ``ixb.E_…`` error; never anything else."""
+    if len(data) > (MAX_SHARED_ENTRIES + 1) * (MAX_AUDIT_ENTRY_BYTES + 2048):
+        raise TooLargeError("checkpoint publication is too large")
+    return wire.decode(data, CheckpointPublication, "checkpoint publication")

@@ -91,8 +91,8 @@ async def test_alert_reaches_two_countries_and_nobody_else_sees_plaintext(fed: F
             await nc.close()
     # both hubs logged the exchange
     for country in ("THA", "MYS", "MMR"):
-        decisions = fed.hubs[country].hub.store.decisions(msg_id=format_message_id(msg_id))
-        assert any(d.decision == "accepted" for d in decisions), country
+        entries = fed.hubs[country].hub.audit_log.search(msg_id=format_message_id(msg_id))
+        assert any(e.event == "accepted" for e in entries), country
 
 
 async def test_document_check_answered_by_automated_responder(fed: Federation) -> None:
@@ -197,7 +197,7 @@ async def test_bad_envelopes_get_signed_rejection_receipts(fed: Federation) -> N
     got = await collect(target, 1)
     assert [m.header.id for m in got] == [original_id]
     await assert_nothing_arrives(target)
-    codes = {d.code for d in fed.hubs["THA"].hub.store.decisions() if d.decision == "rejected"}
+    codes = {e.code for e in fed.hubs["THA"].hub.audit_log.search(event="rejected", limit=100)}
     assert {"ixb.E_EXPIRED", "ixb.E_REPLAY", "ixb.E_UNAUTHORISED"} <= codes
 
 
@@ -252,8 +252,8 @@ async def test_message_sent_while_the_link_is_down_arrives_once_it_is_back(
     elapsed = asyncio.get_running_loop().time() - started
     await sender.wait_receipt(msg_id, ReceiptStatus.DELIVERED, timeout=30)
     await assert_nothing_arrives(receiver, 2.0)  # exactly once
-    mys = fed.hubs["MYS"].hub.store.decisions(msg_id=format_message_id(msg_id))
-    assert [d.decision for d in mys].count("delivered") == 1
+    mys = fed.hubs["MYS"].hub.audit_log.search(msg_id=format_message_id(msg_id))
+    assert [e.event for e in mys].count("delivered") == 1
     print(f"backlog arrived {elapsed:.1f} s after MYS came back")
 
 

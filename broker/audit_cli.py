@@ -1,0 +1,389 @@
+"""``ixb audit``: search, show, export, verify and reconcile a hub's audit log.
+
+Every command that reads the log writes an ``audit_read`` / ``audit_export``
+entry naming who ran it: reading the record leaves a trace in the record.
+``verify`` needs no hub at all: only the export and the federation file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from broker.audit import AuditLog, StoredEntry
+from broker.auditing import reconcile_logs, to_record
+from broker.config import HubConfig, load_config
+from broker.store import HubStore
+from protocols.audit import AuditEntry, AuditEvent, decode_entry
+from protocols.checkpoint import merge_notes
+from protocols.directory import parse_federation
+from protocols.errors import IoError, IxbError, UsageError
+from protocols.export import (
+    CHECKPOINT,
+    ENTRIES,
+    MANIFEST,
+    ExportedEntry,
+    entry_line,
+    manifest,
+    verify_export,
+)
+from protocols.identifiers import format_message_id, parse_message_id
+
+MAX_EXPORT_FILE = 4 * 1024 * 1024 * 1024
+PAGE = 1000
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = sub.add_parser("audit", help="the hub's tamper-evident audit log").add_subparsers(
+        dest="cmd", required=True
+    )
+
+    def hub_cmd(name: str, text: str) -> argparse.ArgumentParser:
+        p = audit.add_parser(name, help=text)
+        p.add_argument("--config", required=True, type=Path, help="the hub's config")
+        p.add_argument("--json", action="store_true")
+        return p
+
+    search = hub_cmd("search", "find entries (newest first)")
+    search.add_argument("--msg")
+    search.add_argument("--case")
+    search.add_argument("--agency")
+    search.add_argument("--country")
+    search.add_argument("--type")
+    search.add_argument("--event", choices=[e.value for e in AuditEvent])
+    search.add_argument("--code")
+    search.add_argument("--since", help="ISO date or time (UTC)")
+    search.add_argument("--until", help="ISO date or time (UTC)")
+    search.add_argument("--limit", type=int, default=50)
+    search.set_defaults(func=cmd_search)
+    show = hub_cmd("show", "the trail of one message, here and as peers reported it")
+    show.add_argument("msg_id")
+    show.set_defaults(func=cmd_show)
+    export = hub_cmd("export", "entries with leaf bytes, proofs and the cosigned checkpoint")
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--msg", help="only this message's entries (with inclusion proofs)")
+    export.set_defaults(func=cmd_export)
+    reconcile = hub_cmd("reconcile", "compare our log with what a peer hub shared")
+    reconcile.add_argument("--peer", required=True)
+    reconcile.add_argument("--since", help="ISO date or time (UTC)")
+    reconcile.add_argument("--grace", type=float, default=60.0, help="seconds still in flight")
+    reconcile.set_defaults(func=cmd_reconcile)
+    verify = audit.add_parser("verify", help="verify an export (no hub needed)")
+    verify.add_argument("dir", type=Path)
+    verify.add_argument("--federation", required=True, type=Path)
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_verify)
+
+
+def _ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not an ISO date or time") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _open(config: HubConfig) -> AuditLog:
+    path = config.path(config.hub.state_dir) / "audit.sqlite"
+    if not path.exists():
+        raise IoError(f"no audit log at {path} (has the hub run?)")
+    return AuditLog(path)
+
+
+def _note_read(log: AuditLog, config: HubConfig, event: AuditEvent, what: str) -> None:
+    entry = AuditEntry(
+        v=1,
+        hub=str(config.hub_id),
+        at=int(time.time() * 1000),
+        event=event,
+        actor=_actor(),
+        detail=what[:256],
+    )
+    log.append([to_record(entry)])
+
+
+def _row(e: StoredEntry) -> dict[str, Any]:
+    try:
+        entry = decode_entry(e.data)
+        handling = entry.handling.value if entry.handling else None
+        detail, actor = entry.detail, entry.actor
+    except IxbError:
+        handling, detail, actor = None, "(unreadable entry)", None
+    return {
+        "index": e.index,
+        "at": _when(e.at_ms),
+        "event": e.event,
+        "msg_id": e.msg_id,
+        "type": e.type,
+        "sender": e.sender,
+        "recipients": list(e.recipients),
+        "handling": handling,
+        "case_ref": e.case_ref,
+        "code": e.code,
+        "detail": detail,
+        "peer": e.peer,
+        "actor": actor,
+    }
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        parts = [f"{r['index']:>7}", r["at"], f"{r['event']:<20}"]
+        if r["msg_id"]:
+            parts.append(r["msg_id"])
+        if r["type"]:
+            parts.append(r["type"])
+        if r["sender"]:
+            parts.append(f"{r['sender']} → {', '.join(r['recipients'])}")
+        if r["handling"]:
+            parts.append(r["handling"])
+        if r["peer"]:
+            parts.append(f"peer {r['peer']}")
+        if r["code"]:
+            parts.append(r["code"])
+        if r["detail"]:
+            parts.append(r["detail"])
+        if r["actor"]:
+            parts.append(f"by {r['actor']}")
+        sys.stdout.write("  ".join(parts) + "\n")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    log = _open(config)
+    try:
+        found = log.search(
+            msg_id=format_message_id(parse_message_id(args.msg)) if args.msg else None,
+            case_ref=args.case,
+            agency=args.agency,
+            country=args.country,
+            type=args.type,
+            event=args.event,
+            code=args.code,
+            since_ms=_ms(args.since),
+            until_ms=_ms(args.until),
+            limit=args.limit,
+        )
+        rows = [_row(e) for e in found]
+        _note_read(log, config, AuditEvent.AUDIT_READ, f"search {_filters(args)}")
+    finally:
+        log.close()
+    if args.json:
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    else:
+        _print_rows(rows)
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> str:
+    keys = ("msg", "case", "agency", "country", "type", "event", "code", "since", "until")
+    return " ".join(f"{k}={getattr(args, k)}" for k in keys if getattr(args, k, None))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    msg_id = format_message_id(parse_message_id(args.msg_id))
+    log = _open(config)
+    store = HubStore(config.path(config.hub.state_dir) / "hub.sqlite")
+    try:
+        here = [dict(_row(e), hub=str(config.hub_id)) for e in log.search(msg_id=msg_id, limit=500)]
+        there = []
+        for peer in sorted(config.links):
+            for p in store.peer_entries(peer):
+                if p.msg_id == msg_id:
+                    stored = StoredEntry(
+                        p.index,
+                        p.data,
+                        p.at_ms,
+                        p.event,
+                        p.msg_id,
+                        None,
+                        None,
+                        (),
+                        None,
+                        None,
+                        p.peer,
+                    )
+                    there.append(dict(_row(stored), hub=f"{peer}/HUB (shared)"))
+        _note_read(log, config, AuditEvent.AUDIT_READ, f"show {msg_id}")
+    finally:
+        store.close()
+        log.close()
+    trail = sorted(here + there, key=lambda r: (r["at"], r["index"]))
+    if args.json:
+        sys.stdout.write(json.dumps(trail, indent=1) + "\n")
+        return 0
+    if not trail:
+        sys.stdout.write(f"no entries for {msg_id}\n")
+    for r in trail:
+        sys.stdout.write(
+            f"{r['at']}  {r['hub']:<20} {r['event']:<12} #{r['index']}"
+            + (f"  peer {r['peer']}" if r["peer"] else "")
+            + (f"  {r['code']}" if r["code"] else "")
+            + "\n"
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    log = _open(config)
+    try:
+        latest = log.latest_checkpoint()
+        if latest is None:
+            raise IoError("the hub has not signed a checkpoint yet")
+        size, _root, note = latest
+        cosigned = [n for _w, s, n, _at in log.cosignatures(size) if s == size]
+        note = merge_notes(note, *cosigned) if cosigned else note
+        args.out.mkdir(parents=True, exist_ok=False)
+        complete = args.msg is None
+        if complete:
+            indexes: list[int] = list(range(size))
+        else:
+            msg_id = format_message_id(parse_message_id(args.msg))
+            indexes = sorted(
+                e.index for e in log.search(msg_id=msg_id, limit=1000) if e.index < size
+            )
+        with (args.out / ENTRIES).open("wb") as fh:
+            for lo in range(0, len(indexes), PAGE):
+                chunk = indexes[lo : lo + PAGE]
+                stored = {e.index: e for e in log.entries(chunk[0], chunk[-1] + 1)}
+                for i in chunk:
+                    fh.write(
+                        entry_line(
+                            ExportedEntry(i, stored[i].data, tuple(log.inclusion_proof(i, size)))
+                        )
+                    )
+        (args.out / CHECKPOINT).write_bytes(note)
+        (args.out / MANIFEST).write_bytes(manifest(str(config.hub_id), size, complete))
+        _note_read(
+            log,
+            config,
+            AuditEvent.AUDIT_EXPORT,
+            f"export size {size}" + (f" msg {args.msg}" if args.msg else ""),
+        )
+    except FileExistsError:
+        raise IoError(f"{args.out} exists; export into a new directory") from None
+    finally:
+        log.close()
+    witnesses = len(cosigned)
+    sys.stdout.write(
+        f"exported {len(indexes)} entries of {size} to {args.out}"
+        f" (checkpoint cosigned by {witnesses} peer(s))\n"
+    )
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        if path.stat().st_size > MAX_EXPORT_FILE:
+            raise IoError(f"{path} is too large")
+        return path.read_bytes()
+    except OSError as exc:
+        raise IoError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    trust = parse_federation(_read(args.federation).decode("utf-8"))
+    result = verify_export(
+        _read(args.dir / MANIFEST), _read(args.dir / CHECKPOINT), _read(args.dir / ENTRIES), trust
+    )
+    summary = {
+        "valid": True,
+        "hub": result.hub,
+        "size": result.checkpoint.size,
+        "root": result.checkpoint.root.hex(),
+        "time": None if result.checkpoint.time_ms is None else _when(result.checkpoint.time_ms),
+        "entries": len(result.entries),
+        "complete": result.complete,
+        "witnessed_by": list(result.witnesses),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+    else:
+        sys.stdout.write(
+            f"valid: {summary['entries']} entries of {result.hub}'s log (size {summary['size']},"
+            f" {'complete' if result.complete else 'selected entries with proofs'}),"
+            f" checkpoint signed by {result.hub}"
+            + (
+                f", cosigned by {', '.join(result.witnesses)}"
+                if result.witnesses
+                else ", no cosignatures"
+            )
+            + "\n"
+        )
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.peer not in config.links:
+        raise UsageError(f"{config.country} has no link to {args.peer}")
+    log = _open(config)
+    store = HubStore(config.path(config.hub.state_dir) / "hub.sqlite")
+    try:
+        report = reconcile_logs(
+            log,
+            store,
+            config.country,
+            args.peer,
+            now_ms=int(time.time() * 1000),
+            since_ms=_ms(args.since) or 0,
+            grace_ms=int(args.grace * 1000),
+        )
+        _note_read(log, config, AuditEvent.AUDIT_READ, f"reconcile {args.peer}")
+    finally:
+        store.close()
+        log.close()
+    data = {
+        "peer": report.peer,
+        "matched": report.matched,
+        "clean": report.clean,
+        "only_here": [_item(i) for i in report.only_here],
+        "only_there": [_item(i) for i in report.only_there],
+        "different": [{"msg_id": m, "differs": d} for m, d in report.different],
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    else:
+        sys.stdout.write(
+            f"{config.country} ↔ {args.peer}: {report.matched} exchanges match on both sides;"
+            f" {len(report.only_here)} only in {config.country}'s log,"
+            f" {len(report.only_there)} only in {args.peer}'s, {len(report.different)} differ\n"
+        )
+        for i in report.only_here:
+            sys.stdout.write(
+                f"  only here:  {i.msg_id} {i.event} {i.type or ''} {_when(i.at_ms)}\n"
+            )
+        for i in report.only_there:
+            sys.stdout.write(
+                f"  only there: {i.msg_id} {i.event} {i.type or ''} {_when(i.at_ms)}\n"
+            )
+        for m, d in report.different:
+            sys.stdout.write(f"  different:  {m} ({d})\n")
+    return 0 if report.clean else 1
+
+
+def _item(i: Any) -> dict[str, Any]:
+    return {"msg_id": i.msg_id, "event": i.event, "type": i.type, "at": _when(i.at_ms)}

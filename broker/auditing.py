@@ -1,0 +1,396 @@
+"""The hub's side of the audit log: record decisions, sign checkpoints, witness peers, reconcile.
+
+- :meth:`HubAudit.record` appends entries (protocols/audit.py) to the Merkle
+  log (broker/audit.py) in one durable transaction; the hub calls it before
+  it acknowledges the message the entries describe.
+- :meth:`HubAudit.checkpoint` signs a C2SP checkpoint when the log grew.
+- :meth:`HubAudit.publication_for` is what goes to a peer hub over the link:
+  the checkpoint, a consistency proof from the one that peer saw last, and
+  our entries about traffic with that peer, each with its inclusion proof.
+- :meth:`HubAudit.witness` is the other side: verify the peer's signature,
+  check consistency with what we saw before, keep the shared entries, and
+  cosign. A rewritten or forked log raises an alarm instead (audit entry,
+  log line, metric).
+- :meth:`HubAudit.reconcile` compares our entries about a peer with the
+  entries the peer shared: anything one side logged and the other did not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from broker.audit import AuditLog, AuditRecord, StoredEntry
+from broker.store import HubStore, PeerEntry
+from protocols.audit import (
+    MAX_SHARED_ENTRIES,
+    AuditEntry,
+    AuditEvent,
+    CheckpointPublication,
+    SharedEntry,
+    audit_text,
+    decode_entry,
+    decode_publication,
+    encode_entry,
+    encode_publication,
+)
+from protocols.checkpoint import (
+    Checkpoint,
+    check_consistency,
+    cosign,
+    log_origin,
+    new_checkpoint,
+    parse_checkpoint,
+    parse_signed_note,
+    sign_checkpoint,
+    verify_checkpoint,
+    verify_cosignature,
+    witness_name,
+)
+from protocols.directory import TrustAnchors
+from protocols.envelope import Envelope, Header
+from protocols.errors import ForkError, IxbError
+from protocols.identifiers import format_message_id
+from protocols.keys import Identity
+from protocols.merkle import verify_inclusion
+
+log = structlog.get_logger("ixb.audit")
+
+RECONCILE_GRACE_MS = 60_000
+RECONCILE_LIMIT = 100_000
+INBOUND_EVENTS = frozenset({"accepted", "rejected", "duplicate"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileItem:
+    msg_id: str
+    event: str
+    type: str | None
+    at_ms: int
+    side: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    peer: str
+    since_ms: int
+    matched: int
+    only_here: tuple[ReconcileItem, ...]
+    only_there: tuple[ReconcileItem, ...]
+    different: tuple[tuple[str, str], ...]
+    """(message id, what differs)."""
+
+    @property
+    def clean(self) -> bool:
+        return not (self.only_here or self.only_there or self.different)
+
+
+@dataclass
+class HubAudit:
+    identity: Identity
+    log: AuditLog
+    store: HubStore
+    trust: TrustAnchors
+    peers: Sequence[str]
+    clock: Callable[[], int]
+    on_alarm: Callable[[str, str], None] = lambda origin, detail: None
+    _published: dict[str, int] = field(default_factory=dict)
+    _shared_upto: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hub_id(self) -> str:
+        return str(self.identity.principal)
+
+    @property
+    def country(self) -> str:
+        return self.identity.principal.country
+
+    # --- recording ------------------------------------------------------------------
+
+    def entry(
+        self,
+        event: AuditEvent,
+        *,
+        header: Header | None = None,
+        envelope: Envelope | None = None,
+        msg_id: bytes | None = None,
+        code: str | None = None,
+        detail: str | None = None,
+        peer: str | None = None,
+        actor: str | None = None,
+        recipients: Iterable[str] | None = None,
+    ) -> AuditEntry:
+        """An entry for ``event``, with the metadata of ``header``/``envelope`` when known."""
+        h = envelope.header if envelope is not None else header
+        return AuditEntry(
+            v=1,
+            hub=self.hub_id,
+            at=self.clock(),
+            event=event,
+            msg_id=h.id if h is not None else msg_id,
+            type=h.type if h is not None else None,
+            sender=h.sender if h is not None else None,
+            recipients=tuple(recipients if recipients is not None else (h.recipients if h else ())),
+            handling=h.handling if h is not None else None,
+            case_ref=audit_text(h.case_ref) if h is not None else None,
+            payload_hash=envelope.payload_hash if envelope is not None else None,
+            size=envelope.size if envelope is not None else None,
+            code=code,
+            detail=audit_text(detail),
+            peer=peer,
+            actor=audit_text(actor),
+        )
+
+    def record(self, entries: Sequence[AuditEntry]) -> list[int]:
+        """Append durably; returns the leaf indexes."""
+        return self.log.append([to_record(e) for e in entries])
+
+    def record_read(self, actor: str, what: str) -> None:
+        """Every read of the audit log is itself in the log."""
+        self.record([self.entry(AuditEvent.AUDIT_READ, actor=actor, detail=what)])
+
+    # --- checkpoints ----------------------------------------------------------------
+
+    def checkpoint(self) -> tuple[int, bytes] | None:
+        """Sign a new checkpoint if the log grew since the last one; (size, note)."""
+        size = self.log.size
+        latest = self.log.latest_checkpoint()
+        if latest is not None and latest[0] == size:
+            return None
+        root = self.log.root(size)
+        now = self.clock()
+        note = sign_checkpoint(new_checkpoint(self.country, size, root, now), self.identity)
+        self.log.save_checkpoint(size, root, note, now)
+        return size, note
+
+    def publication_for(self, peer: str) -> CheckpointPublication | None:
+        """The latest checkpoint for ``peer`` if it has not seen it, with proofs and entries."""
+        latest = self.log.latest_checkpoint()
+        if latest is None:
+            return None
+        size, _root, note = latest
+        old = self._published.get(peer)
+        if old is None:
+            old = self._last_cosigned_by(peer)
+        if old >= size:
+            return None
+        start = self._shared_upto.get(peer, old)
+        shared: list[SharedEntry] = []
+        for stored in self._entries(start, size):
+            if stored.peer != peer:
+                continue
+            proof = self.log.inclusion_proof(stored.index, size)
+            shared.append(SharedEntry(index=stored.index, entry=stored.data, proof=tuple(proof)))
+            if len(shared) >= MAX_SHARED_ENTRIES:
+                break
+        return CheckpointPublication(
+            note=note,
+            old_size=old,
+            consistency=tuple(self.log.consistency_proof(old, size)) if old else (),
+            shared=tuple(shared),
+        )
+
+    def published(self, peer: str, publication: CheckpointPublication) -> None:
+        """Remember what ``peer`` was sent (after JetStream acknowledged it)."""
+        size = parse_checkpoint(parse_signed_note(publication.note)[0]).size
+        self._published[peer] = size
+        last_shared = publication.shared[-1].index + 1 if publication.shared else None
+        full = len(publication.shared) < MAX_SHARED_ENTRIES
+        self._shared_upto[peer] = size if full else (last_shared or size)
+
+    def _entries(self, start: int, end: int, batch: int = 1000) -> Iterable[StoredEntry]:
+        for lo in range(start, end, batch):
+            yield from self.log.entries(lo, min(end, lo + batch))
+
+    def _last_cosigned_by(self, peer: str) -> int:
+        name = witness_name(peer)
+        sizes = [size for who, size, _note, _at in self.log.cosignatures() if who == name]
+        return max(sizes, default=0)
+
+    def accept_cosignature(self, peer: str, note: bytes) -> int:
+        """A peer's cosigned copy of our checkpoint: verify and keep it; returns its size."""
+        cp = verify_checkpoint(note, self.identity.signing.public, log_origin(self.country))
+        verify_cosignature(note, self.trust.hub_key(peer), witness_name(peer))
+        self.log.save_cosigned(cp.size, witness_name(peer), note, self.clock())
+        return cp.size
+
+    # --- witnessing -----------------------------------------------------------------
+
+    def witness(self, origin: str, data: bytes) -> tuple[int, bytes]:
+        """Check ``origin``'s publication; (size, our cosigned note), or ForkError on a rewrite."""
+        publication = decode_publication(data)
+        new = verify_checkpoint(publication.note, self.trust.hub_key(origin), log_origin(origin))
+        last = self.log.last_witnessed(log_origin(origin))
+        old: Checkpoint | None = None
+        if last is not None:
+            old = parse_checkpoint(parse_signed_note(last[2])[0])
+            if publication.old_size != old.size:
+                if new.size == old.size and new.root == old.root:
+                    note = cosign(last[2], self.identity, witness_name(self.country), self._secs())
+                    return new.size, note
+                raise ForkError(
+                    f"{origin} proved consistency from size {publication.old_size}, "
+                    f"we last saw {old.size}"
+                )
+        try:
+            check_consistency(old, new, publication.consistency)
+        except ForkError as exc:
+            self._alarm(origin, exc.detail, publication.note)
+            raise
+        for shared in publication.shared:
+            verify_inclusion(shared.entry, shared.index, new.size, shared.proof, new.root)
+            entry = decode_entry(shared.entry)
+            self.store.save_peer_entry(
+                origin,
+                PeerEntry(
+                    shared.index,
+                    entry.message_id,
+                    entry.event.value,
+                    entry.at,
+                    entry.peer,
+                    shared.entry,
+                ),
+            )
+        now = self.clock()
+        self.log.save_witnessed(log_origin(origin), new.size, new.root, publication.note, now)
+        cosigned = cosign(publication.note, self.identity, witness_name(self.country), self._secs())
+        self.record(
+            [
+                self.entry(
+                    AuditEvent.CHECKPOINT_COSIGNED,
+                    peer=origin,
+                    detail=f"{log_origin(origin)} size {new.size}",
+                )
+            ]
+        )
+        return new.size, cosigned
+
+    def _alarm(self, origin: str, detail: str, evidence: bytes) -> None:
+        now = self.clock()
+        self.log.save_alarm(log_origin(origin), now, detail, evidence)
+        self.record(
+            [self.entry(AuditEvent.WITNESS_ALARM, peer=origin, code=ForkError.code, detail=detail)]
+        )
+        log.error("witness_alarm", origin=origin, detail=detail)
+        self.on_alarm(origin, detail)
+
+    def _secs(self) -> int:
+        return self.clock() // 1000
+
+    # --- reconciliation ---------------------------------------------------------------
+
+    def reconcile(
+        self, peer: str, since_ms: int = 0, grace_ms: int = RECONCILE_GRACE_MS
+    ) -> Reconciliation:
+        """See :func:`reconcile_logs`."""
+        return reconcile_logs(
+            self.log,
+            self.store,
+            self.country,
+            peer,
+            now_ms=self.clock(),
+            since_ms=since_ms,
+            grace_ms=grace_ms,
+        )
+
+
+def reconcile_logs(
+    log: AuditLog,
+    store: HubStore,
+    country: str,
+    peer: str,
+    *,
+    now_ms: int,
+    since_ms: int = 0,
+    grace_ms: int = RECONCILE_GRACE_MS,
+) -> Reconciliation:
+    """Compare what we logged about traffic with ``peer`` with what ``peer`` shared.
+
+    Every message one hub relayed must appear as received (accepted,
+    rejected or duplicate) at the other, and the other way round.
+    Entries newer than ``grace_ms`` may still be in flight and are left out.
+    """
+    horizon = now_ms - grace_ms
+    here = [
+        e
+        for e in log.search(country=peer, since_ms=since_ms, limit=RECONCILE_LIMIT)
+        if e.peer == peer and e.msg_id is not None
+    ]
+    there = [
+        r for r in store.peer_entries(peer, since_ms) if r.peer == country and r.msg_id is not None
+    ]
+    here_out = {e.msg_id: e for e in here if e.msg_id and e.event == "relayed"}
+    here_in = {e.msg_id: e for e in here if e.msg_id and e.event in INBOUND_EVENTS}
+    there_out = {r.msg_id: r for r in there if r.msg_id and r.event == "relayed"}
+    there_in = {r.msg_id: r for r in there if r.msg_id and r.event in INBOUND_EVENTS}
+    only_here: list[ReconcileItem] = []
+    only_there: list[ReconcileItem] = []
+    different: list[tuple[str, str]] = []
+    matched = 0
+    for mid, e in here_out.items():
+        if mid in there_in:
+            matched += 1
+            diff = _difference(e.data, there_in[mid].data)
+            if diff:
+                different.append((mid, diff))
+        elif e.at_ms <= horizon:
+            only_here.append(ReconcileItem(mid, "relayed", e.type, e.at_ms, "here"))
+    for mid, r in there_out.items():
+        if mid in here_in:
+            matched += 1
+            diff = _difference(r.data, here_in[mid].data)
+            if diff:
+                different.append((mid, diff))
+        elif r.at_ms <= horizon:
+            only_there.append(ReconcileItem(mid, "relayed", _type(r.data), r.at_ms, "there"))
+    for mid, e in here_in.items():
+        if mid not in there_out and e.at_ms <= horizon:
+            only_here.append(ReconcileItem(mid, e.event, e.type, e.at_ms, "here"))
+    for mid, r in there_in.items():
+        if mid not in here_out and r.at_ms <= horizon:
+            only_there.append(ReconcileItem(mid, r.event, _type(r.data), r.at_ms, "there"))
+    return Reconciliation(
+        peer, since_ms, matched, tuple(only_here), tuple(only_there), tuple(different)
+    )
+
+
+def to_record(e: AuditEntry) -> AuditRecord:
+    return AuditRecord(
+        data=encode_entry(e),
+        at_ms=e.at,
+        event=e.event.value,
+        msg_id=e.message_id,
+        type=e.type,
+        sender=e.sender,
+        recipients=tuple(e.recipients),
+        case_ref=e.case_ref,
+        code=e.code,
+        peer=e.peer,
+    )
+
+
+def _type(data: bytes) -> str | None:
+    try:
+        return decode_entry(data).type
+    except IxbError:
+        return None
+
+
+def _difference(a: bytes, b: bytes) -> str | None:
+    """What two hubs' entries about one message disagree on (type, sender, payload, size)."""
+    try:
+        x, y = decode_entry(a), decode_entry(b)
+    except IxbError as exc:
+        return f"unreadable entry: {exc.code}"
+    for name in ("type", "sender", "payload_hash", "size"):
+        vx, vy = getattr(x, name), getattr(y, name)
+        if vx is not None and vy is not None and vx != vy:
+            return name
+    if x.recipients and y.recipients and set(x.recipients) != set(y.recipients):
+        return "recipients"
+    return None
+
+
+__all__ = ["HubAudit", "Reconciliation", "encode_publication", "format_message_id"]

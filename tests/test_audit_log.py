@@ -1,0 +1,704 @@
+"""broker.audit: answers exactly as protocols.merkle, survives kills, shows tampering.
+
+- Equivalence: every root, inclusion proof and consistency proof of every
+  tree up to 70 leaves equals the O(n) reference and verifies; the published
+  CT vectors' node hashes are what lands in ``nodes``; hypothesis varies the
+  batch sizes appends arrive in.
+- Durability: a writer process SIGKILLed while appending leaves a log whose
+  size is the last committed batch (never less than acknowledged) and whose
+  stored nodes all recompute from the leaves.
+- Tamper evidence: raw SQL edits of leaves, nodes, rows and checkpoints are
+  each reported by ``verify_storage`` naming the first bad index.
+- Search: every filter combination against a brute-force filter, paged to the
+  end, with ordered and unordered clocks, and query plans that walk an index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.audit import MAX_SEARCH_LIMIT, AuditLog, AuditRecord, StoredEntry
+from protocols import merkle
+from protocols.errors import LocalError, MerkleProofError
+
+MAX_SIZE = 70
+ENTRIES = [b""] + [f"entry {i}".encode() * (i % 3 + 1) for i in range(1, MAX_SIZE)]
+HASHES = [merkle.leaf_hash(e) for e in ENTRIES]
+VECTORS: dict[str, Any] = json.loads(
+    (Path(merkle.__file__).parent / "vectors" / "merkle.json").read_text()
+)
+FAST = settings(max_examples=40, deadline=None, database=None)
+
+
+def rec(data: bytes, at_ms: int = 1000, **meta: Any) -> AuditRecord:
+    return AuditRecord(data=data, at_ms=at_ms, event=meta.pop("event", "accepted"), **meta)
+
+
+def fill(log: AuditLog, entries: list[bytes], batches: list[int]) -> None:
+    """Append ``entries`` in batches of the given sizes (cycled), checking the indexes."""
+    i, b = 0, 0
+    while i < len(entries):
+        k = max(1, batches[b % len(batches)])
+        chunk = entries[i : i + k]
+        assert log.append([rec(x, 1000 + i + j) for j, x in enumerate(chunk)]) == list(
+            range(i, i + len(chunk))
+        )
+        i, b = i + len(chunk), b + 1
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[AuditLog]:
+    audit = AuditLog(tmp_path / "audit.db")
+    yield audit
+    audit.close()
+
+
+@pytest.fixture
+def full(log: AuditLog) -> AuditLog:
+    fill(log, ENTRIES, [1, 2, 3, 5, 8, 13])
+    return log
+
+
+def raw(log: AuditLog) -> sqlite3.Connection:
+    """A second connection to the same file, as an attacker with disk access has."""
+    path = log._db.execute("PRAGMA database_list").fetchone()[2]
+    return sqlite3.connect(path, isolation_level=None)
+
+
+# --- same answers as protocols.merkle ---------------------------------------------
+
+
+def test_every_root_and_proof_up_to_70_leaves_equals_the_reference(full: AuditLog) -> None:
+    assert full.size == MAX_SIZE
+    for n in range(MAX_SIZE + 1):
+        root = full.root(n)
+        assert root == merkle.root_from_hashes(HASHES[:n]), n
+        for m in range(n):
+            proof = full.inclusion_proof(m, n)
+            assert proof == merkle.inclusion_proof_from_hashes(HASHES[:n], m), (m, n)
+            merkle.verify_inclusion(full.leaf(m), m, n, proof, root)
+        for m in range(n + 1):
+            proof = full.consistency_proof(m, n)
+            assert proof == merkle.consistency_proof_from_hashes(HASHES[:n], m), (m, n)
+            merkle.verify_consistency(m, n, full.root(m), root, proof)
+    assert full.root() == full.root(MAX_SIZE)
+    full.verify_storage()
+
+
+def test_published_vectors_land_in_the_nodes_table(log: AuditLog) -> None:
+    leaves = [bytes.fromhex(x) for x in VECTORS["tree"]["leaves"]]
+    fill(log, leaves, [3])
+    for size, want in enumerate(VECTORS["tree"]["roots_by_size"]):
+        assert log.root(size).hex() == want
+    stored = log._db.execute("SELECT level, idx, hash FROM nodes").fetchall()
+    assert {(lv, i): h.hex() for lv, i, h in stored} == {
+        (lv, i): h
+        for lv, hashes in enumerate(VECTORS["tree"]["node_hashes_by_level"])
+        for i, h in enumerate(hashes)
+    }
+    for case in VECTORS["inclusion"]["cases"]:
+        assert [p.hex() for p in log.inclusion_proof(case["index"], case["size"])] == case["proof"]
+    for case in VECTORS["consistency"]["cases"]:
+        got = log.consistency_proof(case["old_size"], case["new_size"])
+        assert [p.hex() for p in got] == case["proof"]
+
+
+def test_leaf_by_leaf_and_one_batch_store_the_same_nodes(tmp_path: Path) -> None:
+    one, many = AuditLog(tmp_path / "one.db"), AuditLog(tmp_path / "many.db")
+    try:
+        for n, x in enumerate(ENTRIES, start=1):
+            one.append([rec(x)])
+            assert one.size == n
+            assert one.root() == merkle.root_from_hashes(HASHES[:n])
+        many.append([rec(x) for x in ENTRIES])
+        nodes = "SELECT level, idx, hash FROM nodes ORDER BY level, idx"
+        assert one._db.execute(nodes).fetchall() == many._db.execute(nodes).fetchall()
+        # 2n - popcount(n) complete subtrees, leaves included: O(1) amortised per leaf.
+        assert len(many._db.execute(nodes).fetchall()) == 2 * MAX_SIZE - MAX_SIZE.bit_count()
+    finally:
+        one.close()
+        many.close()
+
+
+@FAST
+@given(
+    batches=st.lists(st.integers(0, 17), min_size=1, max_size=10),
+    picks=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), max_size=8),
+)
+def test_any_batching_gives_the_reference_answers(
+    batches: list[int], picks: list[tuple[int, int]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        audit = AuditLog(Path(tmp) / "audit.db")
+        try:
+            n = 0
+            for k in batches:
+                audit.append([rec(ENTRIES[i % MAX_SIZE] + b"%d" % i) for i in range(n, n + k)])
+                n += k
+                assert audit.size == n
+            hashes = [merkle.leaf_hash(ENTRIES[i % MAX_SIZE] + b"%d" % i) for i in range(n)]
+            for size in range(n + 1):
+                assert audit.root(size) == merkle.root_from_hashes(hashes[:size])
+            for a, b in picks:
+                if n == 0:
+                    break
+                size = 1 + b % n
+                index, old = a % size, a % (size + 1)
+                want = merkle.inclusion_proof_from_hashes(hashes[:size], index)
+                assert audit.inclusion_proof(index, size) == want
+                want = merkle.consistency_proof_from_hashes(hashes[:size], old)
+                assert audit.consistency_proof(old, size) == want
+            audit.verify_storage()
+        finally:
+            audit.close()
+
+
+def test_empty_log(log: AuditLog) -> None:
+    assert log.size == 0
+    assert log.root() == log.root(0) == merkle.EMPTY_ROOT
+    assert log.consistency_proof(0, 0) == []
+    assert log.append([]) == []
+    assert log.entries(0, 0) == []
+    assert log.search() == []
+    assert log.count() == 0
+    log.verify_storage()
+
+
+BAD_ARGUMENTS: dict[str, tuple[Any, type[Exception]]] = {
+    "root above size": (lambda a: a.root(MAX_SIZE + 1), ValueError),
+    "negative root": (lambda a: a.root(-1), ValueError),
+    "leaf at size": (lambda a: a.leaf(MAX_SIZE), ValueError),
+    "inclusion index at size": (lambda a: a.inclusion_proof(5, 5), ValueError),
+    "inclusion size above": (lambda a: a.inclusion_proof(0, MAX_SIZE + 1), ValueError),
+    "inclusion in empty tree": (lambda a: a.inclusion_proof(0, 0), ValueError),
+    "consistency old above new": (lambda a: a.consistency_proof(6, 5), ValueError),
+    "consistency new above size": (lambda a: a.consistency_proof(1, MAX_SIZE + 1), ValueError),
+    "entries past the end": (lambda a: a.entries(0, MAX_SIZE + 1), ValueError),
+    "entries backwards": (lambda a: a.entries(5, 4), ValueError),
+    "size as bool": (lambda a: a.root(True), TypeError),
+    "limit zero": (lambda a: a.search(limit=0), ValueError),
+    "limit too big": (lambda a: a.search(limit=MAX_SEARCH_LIMIT + 1), ValueError),
+    "append a non-record": (lambda a: a.append([b"raw"]), TypeError),
+}
+
+
+@pytest.mark.parametrize(("call", "error"), BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
+def test_bad_arguments_are_refused(full: AuditLog, call: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        call(full)
+    assert full.size == MAX_SIZE
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"data": "text"},
+        {"at_ms": -1},
+        {"at_ms": True},
+        {"event": ""},
+        {"msg_id": 5},
+        {"recipients": ["THA/A"]},
+        {"recipients": ("THA/A", None)},
+    ],
+)
+def test_records_are_checked_on_construction(kwargs: dict[str, Any]) -> None:
+    fields: dict[str, Any] = {"data": b"x", "at_ms": 1, "event": "accepted", **kwargs}
+    with pytest.raises((TypeError, ValueError)):
+        AuditRecord(**fields)
+
+
+# --- durability ---------------------------------------------------------------------
+
+
+def test_the_file_is_wal_with_full_sync(log: AuditLog) -> None:
+    assert log._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert log._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_an_acknowledged_append_is_visible_to_another_connection(
+    log: AuditLog, tmp_path: Path
+) -> None:
+    log.append([rec(b"first"), rec(b"second")])
+    other = AuditLog(tmp_path / "audit.db")
+    try:
+        assert other.size == 2
+        assert other.root() == log.root() == merkle.root([b"first", b"second"])
+        other.append([rec(b"third")])  # a writer that reopens continues the same tree
+        assert log.size == 3
+        assert log.root() == merkle.root([b"first", b"second", b"third"])
+    finally:
+        other.close()
+
+
+def test_a_failed_batch_leaves_nothing_behind(log: AuditLog) -> None:
+    log.append([rec(b"a", sender="THA/A")])
+    root = log.root()
+    with raw(log) as db:  # make the next batch's second party row collide
+        db.execute("INSERT INTO parties (agency, idx) VALUES ('THA/A', 2)")
+    batch = [rec(b"b", sender="THA/A"), rec(b"c", sender="THA/A")]
+    with pytest.raises(LocalError, match="audit log write failed"):
+        log.append(batch)
+    assert log.size == 1
+    assert log.root() == root
+    assert log._db.execute("SELECT count(*) FROM nodes").fetchone()[0] == 1
+    log._db.execute("DELETE FROM parties WHERE idx = 2")
+    assert log.append(batch) == [1, 2]
+    log.verify_storage()
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from broker.audit import AuditLog, AuditRecord
+
+log = AuditLog(Path(sys.argv[1]))
+batch = int(sys.argv[2])
+n = log.size
+while True:
+    log.append([
+        AuditRecord(data=b"leaf %d" % i, at_ms=i, event="accepted",
+                    sender="THA/A", recipients=("MYS/B",), msg_id="m%d" % i)
+        for i in range(n, n + batch)
+    ])
+    n += batch
+    print(n, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_append_leaves_a_consistent_log(tmp_path: Path) -> None:
+    path, batch = tmp_path / "audit.db", 7
+    root = Path(__file__).resolve().parents[1]
+    for acks_before_kill in (15, 40, 25):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(batch)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=root,
+        )
+        assert proc.stdout is not None
+        acked = 0
+        for _ in range(acks_before_kill):
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else "writer died"
+            acked = int(line)
+        os.kill(proc.pid, signal.SIGKILL)  # while it is in its next transaction
+        rest = proc.stdout.read().split()
+        proc.wait()
+        proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL
+        acked = int(rest[-1]) if rest else acked
+
+        audit = AuditLog(path)
+        try:
+            size = audit.size
+            assert acked <= size <= acked + batch  # nothing acknowledged is lost
+            assert size % batch == 0  # batches are all or nothing
+            audit.verify_storage()
+            leaves = [e.data for e in audit.entries(0, size)]
+            assert leaves == [b"leaf %d" % i for i in range(size)]
+            assert audit.root() == merkle.root(leaves)
+            assert audit.search(msg_id=f"m{size - 1}")[0].index == size - 1
+        finally:
+            audit.close()
+
+
+# --- tamper evidence ------------------------------------------------------------------
+
+
+def _flip_first_byte(value: bytes) -> bytes:
+    return bytes([value[0] ^ 1]) + value[1:]
+
+
+def _set(db: sqlite3.Connection, sql: str, *args: object) -> None:
+    db.execute(sql, args)
+
+
+def _tamper_leaf(db: sqlite3.Connection) -> None:
+    data = db.execute("SELECT data FROM entries WHERE idx = 13").fetchone()[0]
+    _set(db, "UPDATE entries SET data = ? WHERE idx = 13", _flip_first_byte(data))
+
+
+def _tamper_hash(level: int, idx: int) -> Any:
+    def tamper(db: sqlite3.Connection) -> None:
+        sql = "SELECT hash FROM nodes WHERE level = ? AND idx = ?"
+        h = db.execute(sql, (level, idx)).fetchone()[0]
+        _set(
+            db,
+            "UPDATE nodes SET hash = ? WHERE level = ? AND idx = ?",
+            _flip_first_byte(h),
+            level,
+            idx,
+        )
+
+    return tamper
+
+
+def _swap_entries(db: sqlite3.Connection) -> None:
+    a = db.execute("SELECT data FROM entries WHERE idx = 7").fetchone()[0]
+    b = db.execute("SELECT data FROM entries WHERE idx = 40").fetchone()[0]
+    _set(db, "UPDATE entries SET data = ? WHERE idx = 7", b)
+    _set(db, "UPDATE entries SET data = ? WHERE idx = 40", a)
+
+
+def _swap_leaf_hashes(db: sqlite3.Connection) -> None:
+    _set(db, "UPDATE nodes SET idx = -1 WHERE level = 0 AND idx = 3")
+    _set(db, "UPDATE nodes SET idx = 3 WHERE level = 0 AND idx = 4")
+    _set(db, "UPDATE nodes SET idx = 4 WHERE level = 0 AND idx = -1")
+
+
+def _swap_entry_rows(db: sqlite3.Connection) -> None:
+    _set(db, "UPDATE entries SET idx = -1 WHERE idx = 21")
+    _set(db, "UPDATE entries SET idx = 21 WHERE idx = 22")
+    _set(db, "UPDATE entries SET idx = 22 WHERE idx = -1")
+
+
+TAMPERING: dict[str, tuple[Any, str]] = {
+    "flip a byte of a leaf": (_tamper_leaf, r"leaf 13 does not match"),
+    "alter a leaf hash": (_tamper_hash(0, 13), r"leaf 13 does not match"),
+    "alter an interior node": (_tamper_hash(2, 3), r"node \(2, 3\) over leaves 12\.\.15"),
+    "alter the top node": (_tamper_hash(6, 0), r"node \(6, 0\) over leaves 0\.\.63"),
+    "delete a middle entry": (
+        lambda db: _set(db, "DELETE FROM entries WHERE idx = 20"),
+        r"leaf 20 is missing",
+    ),
+    "delete the last entry": (
+        lambda db: _set(db, "DELETE FROM entries WHERE idx = 69"),
+        r"node \(0, 69\) lies beyond size 69",
+    ),
+    "delete a node": (
+        lambda db: _set(db, "DELETE FROM nodes WHERE level = 1 AND idx = 5"),
+        r"hash of node \(1, 5\) .* is missing",
+    ),
+    "swap two entries' bytes": (_swap_entries, r"leaf 7 does not match"),
+    "swap two entry rows": (_swap_entry_rows, r"leaf 21 does not match"),
+    "swap two leaf hashes": (_swap_leaf_hashes, r"leaf 3 does not match"),
+    "add a node beyond the tree": (
+        lambda db: _set(db, "INSERT INTO nodes VALUES (9, 0, zeroblob(32))"),
+        r"node \(9, 0\) lies beyond",
+    ),
+    "add a checkpoint beyond the log": (
+        lambda db: _set(db, "INSERT INTO checkpoints VALUES (500, zeroblob(32), x'', 0)"),
+        r"checkpoint of size 500 is beyond",
+    ),
+    "alter a checkpoint root": (
+        lambda db: _set(db, "UPDATE checkpoints SET root = zeroblob(32) WHERE size = 40"),
+        r"checkpoint root at size 40",
+    ),
+}
+
+
+@pytest.mark.parametrize(("tamper", "message"), TAMPERING.values(), ids=TAMPERING.keys())
+def test_verify_storage_names_the_first_bad_index(
+    full: AuditLog, tamper: Any, message: str
+) -> None:
+    full.save_checkpoint(40, full.root(40), b"note 40", 1)
+    full.save_checkpoint(MAX_SIZE, full.root(), b"note 70", 2)
+    full.verify_storage()
+    with raw(full) as db:
+        tamper(db)
+    with pytest.raises(MerkleProofError, match=message) as info:
+        full.verify_storage()
+    assert info.value.code == "ixb.E_PROOF"
+
+
+def test_a_consistent_rewrite_is_caught_by_our_own_checkpoint(
+    full: AuditLog, tmp_path: Path
+) -> None:
+    """Leaves and every node rewritten to match: only a saved (signed) root can tell."""
+    full.save_checkpoint(MAX_SIZE, full.root(), b"signed note", 1)
+    forged = [*ENTRIES[:5], b"forged", *ENTRIES[6:]]
+    other = AuditLog(tmp_path / "forged.db")
+    fill(other, forged, [MAX_SIZE])
+    other.close()
+    with raw(full) as db:
+        db.execute("ATTACH DATABASE ? AS f", (str(tmp_path / "forged.db"),))
+        db.execute("UPDATE entries SET data = ? WHERE idx = 5", (b"forged",))
+        db.execute("DELETE FROM nodes")
+        db.execute("INSERT INTO nodes SELECT * FROM f.nodes")
+    with pytest.raises(MerkleProofError, match=f"checkpoint root at size {MAX_SIZE}"):
+        full.verify_storage()
+
+
+def test_proofs_from_altered_storage_do_not_verify(full: AuditLog) -> None:
+    root = full.root()
+    with raw(full) as db:
+        _tamper_hash(3, 1)(db)
+    proof = full.inclusion_proof(0, MAX_SIZE)
+    with pytest.raises(MerkleProofError):
+        merkle.verify_inclusion(full.leaf(0), 0, MAX_SIZE, proof, root)
+
+
+def test_a_missing_node_is_a_local_error_not_a_wrong_answer(full: AuditLog) -> None:
+    with raw(full) as db:
+        db.execute("DELETE FROM nodes WHERE level = 6 AND idx = 0")
+    with pytest.raises(LocalError, match=r"no node \(6, 0\)"):
+        full.root()
+
+
+# --- checkpoints, cosignatures, witnessing ----------------------------------------------
+
+
+def test_checkpoints(full: AuditLog) -> None:
+    assert full.latest_checkpoint() is None
+    with pytest.raises(ValueError, match="not the log's root"):
+        full.save_checkpoint(10, full.root(11), b"bad", 1)
+    full.save_checkpoint(10, full.root(10), b"note 10", 1)
+    full.save_checkpoint(64, full.root(64), b"note 64", 2)
+    full.save_checkpoint(10, full.root(10), b"note 10 again", 3)
+    assert full.latest_checkpoint() == (64, full.root(64), b"note 64")
+    assert full.checkpoint_for(10) == b"note 10 again"
+    assert full.checkpoint_for(11) is None
+    full.verify_storage()
+
+
+def test_cosignatures(full: AuditLog) -> None:
+    full.save_cosigned(10, "MYS/HUB", b"mys cosig", 5)
+    full.save_cosigned(10, "KHM/HUB", b"khm cosig", 6)
+    full.save_cosigned(20, "MYS/HUB", b"mys cosig 20", 7)
+    full.save_cosigned(10, "MYS/HUB", b"mys cosig newer", 8)
+    assert full.cosignatures(10) == [
+        ("KHM/HUB", 10, b"khm cosig", 6),
+        ("MYS/HUB", 10, b"mys cosig newer", 8),
+    ]
+    assert [c[:2] for c in full.cosignatures()] == [
+        ("KHM/HUB", 10),
+        ("MYS/HUB", 10),
+        ("MYS/HUB", 20),
+    ]
+
+
+def test_witnessed_checkpoints_and_alarms(log: AuditLog) -> None:
+    r1, r2 = b"\x01" * 32, b"\x02" * 32
+    assert log.last_witnessed("MYS") is None
+    log.save_witnessed("MYS", 10, r1, b"n10", 100)
+    log.save_witnessed("MYS", 30, r2, b"n30", 200)
+    log.save_witnessed("KHM", 99, r1, b"k99", 300)
+    log.save_witnessed("MYS", 10, r1, b"n10 again", 400)  # same root: fine
+    assert log.last_witnessed("MYS") == (30, r2, b"n30", 200)
+    with pytest.raises(ValueError, match="different root"):
+        log.save_witnessed("MYS", 10, r2, b"split view", 500)
+    log.save_alarm("MYS", 500, "two roots for size 10", b"evidence")
+    log.save_alarm("KHM", 600, "not consistent", b"")
+    assert log.alarms() == [("MYS", 500, "two roots for size 10"), ("KHM", 600, "not consistent")]
+
+
+# --- search --------------------------------------------------------------------------------
+
+AGENCIES = ("THA/DSI", "THA/IMM", "MYS/RMP", "MYS/IMM", "KHM/NP")
+EVENTS = ("accepted", "rejected", "forwarded", "delivered")
+N_SEARCH = 300
+
+
+def make_records(ordered: bool) -> list[AuditRecord]:
+    rng = random.Random(5)
+    out = []
+    for i in range(N_SEARCH):
+        at = 10_000 + (i // 2) * 10  # pairs share a time
+        if not ordered and i >= 150:
+            at -= 700  # the clock stepped back
+        event = rng.choice(EVENTS)
+        out.append(
+            AuditRecord(
+                data=b"entry %d" % i,
+                at_ms=at,
+                event=event,
+                msg_id=f"m{rng.randrange(120)}" if rng.random() < 0.9 else None,
+                type=rng.choice(("alert", "request", None)),
+                sender=rng.choice((*AGENCIES, None)),
+                recipients=tuple(rng.sample(AGENCIES, rng.randrange(3))),
+                case_ref=f"C{rng.randrange(15)}" if rng.random() < 0.5 else None,
+                code=rng.choice(("ixb.E_REPLAY", "ixb.E_EXPIRED")) if event == "rejected" else None,
+                peer=rng.choice(("LAO/HUB", "MYS/HUB", "VNM", None)),
+            )
+        )
+    return out
+
+
+def country_of(p: str | None) -> str | None:
+    return None if p is None else p[:3]
+
+
+def matches(i: int, r: AuditRecord, f: dict[str, Any]) -> bool:
+    checks: dict[str, Callable[[Any], bool]] = {
+        "msg_id": lambda v: r.msg_id == v,
+        "case_ref": lambda v: r.case_ref == v,
+        "type": lambda v: r.type == v,
+        "event": lambda v: r.event == v,
+        "code": lambda v: r.code == v,
+        "agency": lambda v: v in (r.sender, *r.recipients),
+        "country": lambda v: v in {country_of(p) for p in (r.sender, r.peer, *r.recipients)},
+        "since_ms": lambda v: r.at_ms >= v,
+        "until_ms": lambda v: r.at_ms < v,
+        "before_index": lambda v: i < v,
+    }
+    return all(checks[k](v) for k, v in f.items())
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["ordered-clock", "clock-stepped-back"])
+def searchable(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[AuditLog, list[AuditRecord]]]:
+    records = make_records(ordered=request.param)
+    audit = AuditLog(tmp_path_factory.mktemp("search") / "audit.db")
+    for k in range(0, N_SEARCH, 37):
+        audit.append(records[k : k + 37])
+    assert (audit._unordered_from() is None) == request.param
+    yield audit, records
+    audit.close()
+
+
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"msg_id": "m7"},
+    {"msg_id": "nope"},
+    {"case_ref": "C3"},
+    {"agency": "THA/DSI"},
+    {"agency": "MYS/IMM", "event": "rejected"},
+    {"country": "MYS"},
+    {"country": "LAO"},  # only ever a peer
+    {"country": "VNM", "agency": "KHM/NP"},
+    {"type": "alert", "code": "ixb.E_REPLAY"},
+    {"event": "forwarded", "case_ref": "C1", "country": "THA"},
+    {"since_ms": 10_500},
+    {"until_ms": 10_300},
+    {"since_ms": 10_200, "until_ms": 10_900},
+    {"since_ms": 10_205, "until_ms": 10_206},
+    {"since_ms": 99_999},
+    {"event": "accepted", "since_ms": 10_100, "until_ms": 11_000, "agency": "THA/IMM"},
+    {"before_index": 100, "country": "THA"},
+    {"before_index": 0},
+    {"msg_id": "m3", "case_ref": "C2", "agency": "THA/DSI", "country": "THA", "type": "alert"},
+]
+
+
+@pytest.mark.parametrize("f", FILTERS, ids=lambda f: ",".join(f) or "none")
+def test_search_pages_through_exactly_the_matches(
+    searchable: tuple[AuditLog, list[AuditRecord]], f: dict[str, Any]
+) -> None:
+    audit, records = searchable
+    want = [i for i in reversed(range(N_SEARCH)) if matches(i, records[i], f)]
+    assert audit.count(**f) == len(want)
+    got: list[int] = []
+    page = audit.search(**f, limit=7)
+    while page:
+        got += [e.index for e in page]
+        before = page[-1].index
+        if "before_index" in f:
+            before = min(before, f["before_index"])
+        page = audit.search(**{**f, "before_index": before}, limit=7)
+    assert got == want
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(data=st.data())
+def test_search_agrees_with_brute_force(
+    searchable: tuple[AuditLog, list[AuditRecord]], data: st.DataObject
+) -> None:
+    audit, records = searchable
+    pools: dict[str, st.SearchStrategy[Any]] = {
+        "msg_id": st.sampled_from([f"m{i}" for i in range(0, 120, 3)]),
+        "case_ref": st.sampled_from([f"C{i}" for i in range(15)]),
+        "agency": st.sampled_from(AGENCIES),
+        "country": st.sampled_from(("THA", "MYS", "KHM", "LAO", "VNM", "FRA")),
+        "type": st.sampled_from(("alert", "request")),
+        "event": st.sampled_from(EVENTS),
+        "code": st.sampled_from(("ixb.E_REPLAY", "ixb.E_EXPIRED")),
+        "since_ms": st.integers(9_000, 11_600),
+        "until_ms": st.integers(9_000, 11_600),
+        "before_index": st.integers(0, N_SEARCH + 5),
+    }
+    names = data.draw(st.sets(st.sampled_from(sorted(pools)), max_size=4))
+    f = {name: data.draw(pools[name]) for name in names}
+    limit = data.draw(st.integers(1, 40))
+    want = [i for i in reversed(range(N_SEARCH)) if matches(i, records[i], f)]
+    got = audit.search(**f, limit=limit)
+    assert [e.index for e in got] == want[:limit]
+    assert audit.count(**f) == len(want)
+
+
+def test_stored_entries_keep_every_field(searchable: tuple[AuditLog, list[AuditRecord]]) -> None:
+    audit, records = searchable
+    for e in audit.entries(0, N_SEARCH):
+        r = records[e.index]
+        assert e == StoredEntry(
+            e.index,
+            r.data,
+            r.at_ms,
+            r.event,
+            r.msg_id,
+            r.type,
+            r.sender,
+            r.recipients,
+            r.case_ref,
+            r.code,
+            r.peer,
+        )
+
+
+def plan(audit: AuditLog, **f: Any) -> str:
+    planned = audit._plan(_filters(**f), "e.idx")
+    assert planned is not None
+    sql, args = planned
+    rows = audit._db.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()
+    return "\n".join(r[3] for r in rows)
+
+
+def _filters(**f: Any) -> Any:
+    from broker.audit import _Filters
+
+    return _Filters(**f)
+
+
+@pytest.mark.parametrize(
+    ("f", "index"),
+    [
+        ({}, "INTEGER PRIMARY KEY"),
+        ({"msg_id": "m1", "event": "accepted", "agency": "THA/DSI"}, "entries_msg_id"),
+        ({"case_ref": "C1", "country": "THA"}, "entries_case_ref"),
+        ({"agency": "THA/DSI", "code": "x", "type": "alert"}, "entries_code"),
+        ({"agency": "THA/DSI", "type": "alert"}, "SEARCH d USING PRIMARY KEY"),
+        ({"country": "THA", "event": "rejected"}, "SEARCH d USING PRIMARY KEY"),
+        ({"code": "x", "event": "rejected"}, "entries_code"),
+        ({"type": "alert", "event": "rejected"}, "entries_type"),
+        ({"event": "rejected", "since_ms": 10_100}, "entries_event"),
+        ({"since_ms": 10_100, "until_ms": 10_500}, "INTEGER PRIMARY KEY"),
+    ],
+)
+def test_queries_walk_an_index_newest_first(
+    searchable: tuple[AuditLog, list[AuditRecord]], f: dict[str, Any], index: str
+) -> None:
+    """No full scans and no sorts: a page costs its rows, not the size of the log."""
+    audit, _ = searchable
+    text = plan(audit, **f)
+    assert index in text, text
+    assert not re.search(r"\bSCAN\b", text), text
+    assert "TEMP B-TREE" not in text, text
+
+
+def test_time_windows_are_half_open(log: AuditLog) -> None:
+    log.append([rec(b"%d" % t, at_ms=t) for t in (100, 200, 200, 300)])
+    assert [e.index for e in log.search(since_ms=200, until_ms=300)] == [2, 1]
+    assert [e.index for e in log.search(since_ms=201)] == [3]
+    assert [e.index for e in log.search(until_ms=200)] == [0]
+    assert log.count(since_ms=100, until_ms=301) == 4
+    log.append([rec(b"late", at_ms=150)])  # a clock stepping back switches to row filters
+    assert log._unordered_from() == 4
+    assert [e.index for e in log.search(since_ms=120, until_ms=250)] == [4, 2, 1]
