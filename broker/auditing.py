@@ -230,10 +230,12 @@ class HubAudit:
                 if new.size == old.size and new.root == old.root:
                     note = cosign(last[2], self.identity, witness_name(self.country), self._secs())
                     return new.size, note
-                raise ForkError(
+                detail = (
                     f"{origin} proved consistency from size {publication.old_size}, "
-                    f"we last saw {old.size}"
+                    f"but we last saw size {old.size}: its log was rewritten or reset"
                 )
+                self._alarm(origin, detail, publication.note)
+                raise ForkError(detail)
         try:
             check_consistency(old, new, publication.consistency)
         except ForkError as exc:
@@ -379,12 +381,16 @@ def _type(data: bytes) -> str | None:
 
 
 def _difference(a: bytes, b: bytes) -> str | None:
-    """What two hubs' entries about one message disagree on (type, sender, payload, size)."""
+    """What two hubs' entries about one message disagree on.
+
+    Sizes differ by design (every hub appends its hop countersignature); the
+    payload hash names the content, which no hop changes.
+    """
     try:
         x, y = decode_entry(a), decode_entry(b)
     except IxbError as exc:
         return f"unreadable entry: {exc.code}"
-    for name in ("type", "sender", "payload_hash", "size"):
+    for name in ("type", "sender", "payload_hash", "handling"):
         vx, vy = getattr(x, name), getattr(y, name)
         if vx is not None and vy is not None and vx != vy:
             return name

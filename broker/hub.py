@@ -50,6 +50,7 @@ from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
+from protocols.checkpoint import parse_checkpoint, parse_signed_note
 from protocols.directory import (
     DirectoryKeys,
     RevocationInfo,
@@ -300,13 +301,16 @@ class Hub:
                     publication = self.audit.publication_for(peer)
                     if publication is None:
                         continue
-                    size = self.audit_log.size
+                    cp = parse_checkpoint(parse_signed_note(publication.note)[0])
+                    # the root is part of the id: a rewritten log reusing a size must still
+                    # reach the witness, not vanish as a JetStream duplicate
+                    size, root = cp.size, cp.root[:8].hex()
                     await link.js.publish(
                         subjects.cross_border(self.country, peer),
                         encode_publication(publication),
                         headers={
                             KIND_HEADER: KIND_CHECKPOINT,
-                            "Nats-Msg-Id": f"ckpt:{self.country}:{peer}:{size}",
+                            "Nats-Msg-Id": f"ckpt:{self.country}:{peer}:{size}:{root}",
                         },
                         timeout=2.0,
                     )
