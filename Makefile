@@ -34,7 +34,9 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no tests: that is a failure here, never green.
+# The browser tests need Debian's Chromium: scripts/ensure-chromium installs it when absent.
 pytest: $(DEV_STAMP)
+	bash scripts/ensure-chromium
 	$(BIN)/python -m pytest
 
 test: lint pytest

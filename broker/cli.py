@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import os
 import sys
@@ -13,12 +14,14 @@ import structlog
 
 from broker.config import HubConfig, load_config
 from broker.hub import Hub, install_signal_handlers
+from broker.web import hash_password
 from protocols.directory import TrustAnchors, parse_federation
 from protocols.errors import ConfigError, IoError, IxbError
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity, open_keyfile, read_public
 
 MAX_SMALL_FILE = 64 * 1024
+MIN_PASSWORD_CHARS = 12
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +31,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = hub.add_parser("run", help="run the hub until SIGTERM/SIGINT")
     run.add_argument("--config", required=True, type=Path)
     run.set_defaults(func=cmd_run)
+    passwd = hub.add_parser(
+        "passwd", help="hash a liaison/auditor password for a [[user]] block of the hub config"
+    )
+    passwd.add_argument("--name", required=True)
+    passwd.add_argument("--role", choices=["liaison", "auditor"], required=True)
+    passwd.set_defaults(func=cmd_passwd)
 
 
 def configure_logging(json_logs: bool) -> None:
@@ -94,4 +103,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         await hub.run()
 
     asyncio.run(main())
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Print a ``[[user]]`` block; the password comes from $IXB_NEW_PASSWORD or a prompt."""
+    secret = os.environ.get("IXB_NEW_PASSWORD")
+    if secret is None:
+        if not sys.stdin.isatty():
+            raise ConfigError("set IXB_NEW_PASSWORD or run in a terminal")
+        secret = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != secret:
+            raise ConfigError("the two passwords differ")
+    if len(secret) < MIN_PASSWORD_CHARS:
+        raise ConfigError(f"a password has at least {MIN_PASSWORD_CHARS} characters")
+    sys.stdout.write(
+        f'[[user]]\nname = "{args.name}"\nrole = "{args.role}"\n'
+        f'password_hash = "{hash_password(secret)}"\n'
+    )
     return 0

@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -54,6 +54,17 @@ class LinkSection(_Strict, frozen=True):
 class HttpSection(_Strict, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 0
+    secure_cookies: bool = False
+    """Set when a TLS proxy serves the pages: session cookies then carry ``Secure``."""
+
+
+class UserSection(_Strict, frozen=True):
+    """A liaison officer or auditor allowed to read this hub's audit pages."""
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    role: Literal["liaison", "auditor"]
+    password_hash: str
+    """From ``ixb hub passwd`` (libsodium Argon2id); never the password itself."""
 
 
 class PolicySection(_Strict, frozen=True):
@@ -86,6 +97,7 @@ class HubConfig(_Strict, frozen=True):
     http: HttpSection = msgspec.field(default_factory=HttpSection)
     policy: PolicySection = msgspec.field(default_factory=PolicySection)
     agency: list[AgencySection] = msgspec.field(default_factory=list)
+    user: list[UserSection] = msgspec.field(default_factory=list)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     base_dir: str = "."
     """Directory that relative paths are resolved against (the config file's)."""

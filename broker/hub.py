@@ -48,9 +48,17 @@ from broker.config import HubConfig
 from broker.metrics import Metrics
 from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.store import HubStore
+from broker.web import (
+    DeadlineRow,
+    LiaisonContext,
+    ReconcileReport,
+    UserRecord,
+    WitnessRow,
+    setup_liaison,
+)
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
-from protocols.checkpoint import parse_checkpoint, parse_signed_note
+from protocols.checkpoint import log_origin, parse_checkpoint, parse_signed_note, witness_name
 from protocols.directory import (
     DirectoryKeys,
     RevocationInfo,
@@ -668,6 +676,96 @@ class Hub:
 
     # --- HTTP -----------------------------------------------------------------------
 
+    def liaison_context(self) -> LiaisonContext:
+        """What the liaison pages read: this hub's log, witness state, deadlines, peers."""
+
+        async def reconcile(peer: str) -> ReconcileReport:
+            r = await asyncio.to_thread(self.audit.reconcile, peer)
+            return ReconcileReport(
+                peer=peer,
+                since_ms=r.since_ms,
+                only_here=[(i.msg_id, i.event, i.at_ms) for i in r.only_here],
+                only_there=[(i.msg_id, i.event, i.at_ms) for i in r.only_there],
+                different=[(m, f"{d} differs", "see their shared entry") for m, d in r.different],
+                matched=r.matched,
+            )
+
+        return LiaisonContext(
+            hub_id=str(self.config.hub_id),
+            audit=self.audit_log,
+            users={
+                u.name: UserRecord(name=u.name, role=u.role, password_hash=u.password_hash)
+                for u in self.config.user
+            },
+            clock=self.clock,
+            record_read=self.audit.record_read,
+            witness_status=self.witness_rows,
+            deadlines=lambda _now: [
+                DeadlineRow(
+                    r.msg_id,
+                    r.type,
+                    r.sender,
+                    r.recipients,
+                    r.priority,
+                    r.created_ms,
+                    r.due_ms,
+                    r.answered,
+                )
+                for r in self.store.open_requests()
+            ],
+            reconcile=reconcile,
+            peers=sorted(self.links),
+            secure_cookies=self.config.http.secure_cookies,
+        )
+
+    def witness_rows(self) -> list[WitnessRow]:
+        rows: list[WitnessRow] = []
+        alarms = {origin for origin, _at, _d in self.audit_log.alarms()}
+        latest = self.audit_log.latest_checkpoint()
+        cosigned = (
+            {who: at for who, _size, _note, at in self.audit_log.cosignatures(latest[0])}
+            if latest is not None
+            else {}
+        )
+        for peer in sorted(self.config.links):
+            at = cosigned.get(witness_name(peer))
+            if latest is not None and at is not None:
+                rows.append(
+                    WitnessRow(
+                        peer,
+                        "they witness us",
+                        latest[0],
+                        latest[1].hex(),
+                        at,
+                        "cosigned our latest checkpoint",
+                    )
+                )
+            else:
+                rows.append(
+                    WitnessRow(
+                        peer,
+                        "they witness us",
+                        None,
+                        None,
+                        None,
+                        "not yet cosigned our latest checkpoint",
+                    )
+                )
+            seen = self.audit_log.last_witnessed(log_origin(peer))
+            alarm = log_origin(peer) in alarms
+            status = "ALARM: log rewritten or forked" if alarm else "consistent"
+            if seen is None:
+                rows.append(
+                    WitnessRow(peer, "we witness them", None, None, None, "nothing seen yet", alarm)
+                )
+            else:
+                rows.append(
+                    WitnessRow(
+                        peer, "we witness them", seen[0], seen[1].hex(), seen[3], status, alarm
+                    )
+                )
+        return rows
+
     def health(self) -> dict[str, object]:
         return {
             "hub": str(self.config.hub_id),
@@ -691,6 +789,7 @@ class Hub:
 
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/metrics", metrics)
+        setup_liaison(app, self.liaison_context())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.http.host, self.config.http.port)

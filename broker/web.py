@@ -546,6 +546,7 @@ class _Page:
     body: Markup
     read: str  # what the audit_read entry says was looked at
     status: int = 200
+    alarm_rows: Sequence[WitnessRow] = ()  # the witness page adds the hub's own alarm rows
 
 
 _PageHandler = Callable[[web.Request, _State, _Session], Awaitable[_Page]]
@@ -563,7 +564,7 @@ def _page(handler: _PageHandler) -> Callable[[web.Request], Awaitable[web.Stream
                 raise web.HTTPFound(target)
             raise web.HTTPForbidden(text="Not logged in.")
         page = await handler(request, st, s)
-        banner = _alarm_banner(st, await asyncio.to_thread(st.ctx.audit.alarms))
+        banner = _alarm_banner(st, await asyncio.to_thread(st.ctx.audit.alarms), page.alarm_rows)
         if page.status == 200:
             # No read without its record: if logging fails the page is not shown.
             st.ctx.record_read(s.user, page.read)
@@ -651,10 +652,16 @@ def _error(text: str) -> Markup:
     return render('<p class="error" role="alert">{text}</p>', text=text)
 
 
-def _alarm_banner(st: _State, alarms: Sequence[tuple[str, int, str]]) -> Markup:
-    """Shown on every page while any alarm stands: tampering must not go unnoticed."""
+def _alarm_banner(
+    st: _State, alarms: Sequence[tuple[str, int, str]], witness_rows: Sequence[WitnessRow]
+) -> Markup:
+    """Shown on every page while any alarm stands: tampering must not go unnoticed.
+
+    Every page reads the log's stored alarms (one small table); the hub's
+    witness rows, which may cost more to build, only on the witness page.
+    """
     alarms = alarms[-st.limits.alarms_shown :]
-    rows = [r for r in st.ctx.witness_status() if r.alarm]
+    rows = [r for r in witness_rows if r.alarm]
     if not alarms and not rows:
         return EMPTY
     items = [
@@ -1219,7 +1226,7 @@ async def _witness(request: web.Request, st: _State, s: _Session) -> _Page:
         status=status_rows,
         theirs=their_rows,
     )
-    return _Page("Checkpoints and witnesses", body, "witness")
+    return _Page("Checkpoints and witnesses", body, "witness", alarm_rows=rows)
 
 
 def _log_name(origin: str) -> str:

@@ -50,6 +50,7 @@ from protocols.messages import (
 from protocols.mrz import build_td3
 
 PASSPHRASE = "ixb demo passphrase - not for real keys"  # noqa: S105 - demo key files only
+LIAISON_PASSWORD = "ixb demo liaison"  # noqa: S105 - demo web login only
 
 AGENCIES: dict[str, list[Role]] = {
     "THA/DSI-ATHD": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],  # DSI anti-trafficking
@@ -413,7 +414,9 @@ def _health(url: str) -> dict[str, object] | None:
 async def demo(base: Path, once: bool) -> int:
     say = sys.stdout.write
     say(f"ixb demo: three countries on 127.0.0.1, state in {base}\n")
-    deployment = create_deployment(base, AGENCIES, passphrase=PASSPHRASE)
+    deployment = create_deployment(
+        base, AGENCIES, passphrase=PASSPHRASE, liaison_password=LIAISON_PASSWORD
+    )
     script = Script(deployment)
     async with start_federation(deployment.plan):
         script.say("NATS servers up: THA, MYS, MMR with leaf links and JetStream")
@@ -441,6 +444,7 @@ async def demo(base: Path, once: bool) -> int:
             finally:
                 for client in script.clients.values():
                     await client.close()
+            await audit_step(script, deployment)
             report(script, deployment)
             if not once:
                 say("running until Ctrl-C\n")
@@ -452,14 +456,52 @@ async def demo(base: Path, once: bool) -> int:
     return 1 if script.failures else 0
 
 
+async def audit_step(s: Script, deployment: Deployment) -> None:
+    """Reconcile THA's and MYS's logs, as a liaison officer would, once checkpoints passed."""
+    s.say("AUDIT  THA and MYS reconcile their witnessed logs")
+    config = str(deployment.hub_config("THA"))
+    deadline = time.monotonic() + 20
+    while True:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "ixb",
+                "audit",
+                "reconcile",
+                "--config",
+                config,
+                "--peer",
+                "MYS",
+                "--grace",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            env=deployment.env(),
+            check=False,
+            timeout=60,
+        )
+        clean = result.returncode == 0 and " 0 only in" in result.stdout
+        if clean or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    for line in result.stdout.strip().splitlines():
+        s.say(f"       {line}")
+    s.check(clean, "THA and MYS audit logs reconcile")
+
+
 def report(script: Script, deployment: Deployment) -> None:
     say = sys.stdout.write
     say("\n")
     for country in deployment.countries:
         say(
-            f"hub {country}: {deployment.hub_url(country)}/healthz  /metrics   audit: "
-            f"ixb hub decisions --config {deployment.hub_config(country)}\n"
+            f"hub {country}: liaison pages {deployment.hub_url(country)}/audit"
+            f"   health {deployment.hub_url(country)}/healthz   /metrics\n"
         )
+    say(f"liaison login: user 'liaison', password '{LIAISON_PASSWORD}'\n")
+    say(f"audit CLI: ixb audit search --config {deployment.hub_config('THA')}\n")
     if script.failures:
         say("\nFAILED:\n" + "".join(f"  {f}\n" for f in script.failures))
     else:

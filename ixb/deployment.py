@@ -25,6 +25,7 @@ from pathlib import Path
 
 from agency_client.profile import render_profile
 from broker.natsd import FederationPlan, NodePorts
+from broker.web import hash_password
 from protocols.directory import Role, render_federation
 from protocols.identifiers import Principal, hub_of, parse_agency
 from protocols.keys import Identity, KdfProfile, seal_keyfile
@@ -111,6 +112,7 @@ def create_deployment(
     exchange: Mapping[str, Sequence[str]] | None = None,
     workers: int = 1,
     layout: Layout = Layout(),
+    liaison_password: str | None = None,
 ) -> Deployment:
     """Generate everything for the agencies' countries; ``exchange`` defaults to every type."""
     parsed = {parse_agency(a): tuple(roles) for a, roles in agencies.items()}
@@ -144,6 +146,7 @@ def create_deployment(
     _write_private(base / "federation.toml", federation)
 
     types = list(MESSAGE_TYPES)
+    liaison_hash = hash_password(liaison_password) if liaison_password is not None else ""
     for country in countries:
         peers = [c for c in countries if c != country]
         lines = [
@@ -185,6 +188,14 @@ def create_deployment(
                 f"id = {_toml_str(str(principal))}",
                 f"roles = {json.dumps([r.value for r in roles])}",
                 f"key = {_toml_str(seen(deployment.key_file(principal)))}",
+                "",
+            ]
+        if liaison_password is not None:
+            lines += [
+                "[[user]]",
+                'name = "liaison"',
+                'role = "liaison"',
+                f"password_hash = {_toml_str(liaison_hash)}",
                 "",
             ]
         _write_private(deployment.hub_config(country), "\n".join(lines))

@@ -1,0 +1,907 @@
+"""The liaison pages over HTTP (aiohttp's test client): login, sessions, CSRF, every page.
+
+The audit log is a real :class:`AuditLog` in ``tmp_path`` holding a realistic
+exchange at the THA hub (see :func:`build_exchange`, also used by the browser
+test); leaf bytes are real :class:`AuditEntry` encodings, checkpoints are
+really signed and cosigned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from broker.audit import AuditLog, AuditRecord
+from broker.web import (
+    LIAISON,
+    SECURITY_HEADERS,
+    DeadlineRow,
+    LiaisonContext,
+    ReconcileReport,
+    UserRecord,
+    WitnessRow,
+    check_password,
+    hash_password,
+    render,
+    setup_liaison,
+)
+from protocols.audit import AUDIT_VERSION, AuditEntry, AuditEvent, encode_entry
+from protocols.checkpoint import (
+    cosign,
+    log_origin,
+    new_checkpoint,
+    sign_checkpoint,
+    witness_name,
+)
+from protocols.handling import HandlingCode
+from protocols.identifiers import format_message_id, new_message_id
+from tests.conftest import NOW_MS, Parties
+
+HUB = "THA/HUB"
+CASE = "TIP-2026-0117"
+PASSWORDS = {"alice": "correct horse battery", "bob": "staple of the embassy"}
+MINUTE = 60_000
+
+
+# --- a realistic exchange at the THA hub -------------------------------------------
+
+
+@dataclass
+class Exchange:
+    """Message ids and leaf indexes of the scenario, for assertions."""
+
+    alert: str = ""
+    receipt: str = ""
+    doc_request: str = ""
+    doc_response: str = ""
+    rejected: str = ""
+    query: str = ""
+    checkpoint_size: int = 0
+    indexes: dict[str, int] = field(default_factory=dict)
+
+
+class _Writer:
+    def __init__(self, audit: AuditLog, t0: int) -> None:
+        self.audit = audit
+        self.t = t0
+        self.n = 0
+        self.pending: list[AuditRecord] = []
+
+    def mid(self) -> str:
+        self.n += 1
+        return format_message_id(new_message_id(self.t, hashlib.sha256(b"%d" % self.n).digest()))
+
+    def add(self, event: AuditEvent, *, step_ms: int = 7_000, **fields: Any) -> int:
+        self.t += step_ms
+        msg_id = fields.pop("msg_id", None)
+        entry = AuditEntry(
+            v=AUDIT_VERSION,
+            hub=HUB,
+            at=self.t,
+            event=event,
+            msg_id=bytes.fromhex(msg_id.replace("-", "")) if msg_id else None,
+            **fields,
+        )
+        record = AuditRecord(
+            data=encode_entry(entry),
+            at_ms=entry.at,
+            event=entry.event.value,
+            msg_id=entry.message_id,
+            type=entry.type,
+            sender=entry.sender,
+            recipients=entry.recipients,
+            case_ref=entry.case_ref,
+            code=entry.code,
+            peer=entry.peer,
+        )
+        self.pending.append(record)
+        return self.audit.size + len(self.pending) - 1
+
+    def flush(self) -> None:
+        """One durable transaction for the lot, as the hub appends in batches."""
+        self.audit.append(self.pending)
+        self.pending = []
+
+
+def _payload(n: int) -> dict[str, Any]:
+    return {"payload_hash": hashlib.sha256(b"payload %d" % n).digest(), "size": 1800 + 97 * n}
+
+
+def build_exchange(audit: AuditLog, parties: Parties, t0: int, *, filler: int = 0) -> Exchange:
+    """An afternoon at the THA hub: alerts, relays, receipts, document checks, a rejection."""
+    w = _Writer(audit, t0)
+    x = Exchange()
+    w.add(AuditEvent.HUB_STARTED)
+    w.add(AuditEvent.DIRECTORY_INSTALLED, peer="MYS", detail="MYS directory, 14 agencies")
+    x.alert = w.mid()
+    alert = {
+        "msg_id": x.alert,
+        "type": "alert",
+        "sender": "THA/DSI-ATHD",
+        "recipients": ("MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU"),
+        "handling": HandlingCode.H2,
+        "case_ref": CASE,
+        **_payload(1),
+    }
+    x.indexes["alert accepted"] = w.add(AuditEvent.ACCEPTED, **alert)
+    x.indexes["alert relayed MYS"] = w.add(AuditEvent.RELAYED, peer="MYS", **alert)
+    x.indexes["alert relayed MMR"] = w.add(AuditEvent.RELAYED, peer="MMR", **alert)
+    x.receipt = w.mid()
+    receipt = {
+        "msg_id": x.receipt,
+        "type": "receipt",
+        "sender": "MYS/RMP-ATIPSOM",
+        "recipients": ("THA/DSI-ATHD",),
+        "handling": HandlingCode.H0,
+        "case_ref": CASE,
+        **_payload(2),
+    }
+    w.add(AuditEvent.ACCEPTED, peer="MYS", step_ms=41_000, **receipt)
+    w.add(AuditEvent.DELIVERED, **receipt)
+    x.doc_request = w.mid()
+    doc = {
+        "msg_id": x.doc_request,
+        "type": "doc.verify.request",
+        "sender": "MYS/IMMIGRATION",
+        "recipients": ("THA/IMMIGRATION",),
+        "handling": HandlingCode.H0,
+        **_payload(3),
+    }
+    w.add(AuditEvent.ACCEPTED, peer="MYS", **doc)
+    w.add(AuditEvent.DELIVERED, **doc)
+    x.doc_response = w.mid()
+    answer = {
+        "msg_id": x.doc_response,
+        "type": "doc.verify.response",
+        "sender": "THA/IMMIGRATION",
+        "recipients": ("MYS/IMMIGRATION",),
+        "handling": HandlingCode.H0,
+        **_payload(4),
+    }
+    w.add(AuditEvent.ACCEPTED, step_ms=180, **answer)
+    w.add(AuditEvent.RELAYED, peer="MYS", step_ms=20, **answer)
+    x.rejected = w.mid()
+    x.indexes["rejected"] = w.add(
+        AuditEvent.REJECTED,
+        msg_id=x.rejected,
+        type="alert",
+        sender="MMR/MOHA-ATTU",
+        recipients=("THA/DSI-ATHD",),
+        handling=HandlingCode.H1,
+        case_ref="MMR-ATTU-2026-88",
+        peer="MMR",
+        code="ixb.E_SIGNATURE",
+        detail="header signature does not verify with the sender's directory key",
+        **_payload(5),
+    )
+    x.query = w.mid()
+    query = {
+        "msg_id": x.query,
+        "type": "person.query",
+        "sender": "THA/DSI-ATHD",
+        "recipients": ("MYS/RMP-ATIPSOM",),
+        "handling": HandlingCode.H0,
+        "case_ref": CASE,
+        **_payload(6),
+    }
+    w.add(AuditEvent.ACCEPTED, **query)
+    w.add(AuditEvent.RELAYED, peer="MYS", **query)
+    w.add(AuditEvent.CHECKPOINT_COSIGNED, peer="MYS", detail="MYS log size 118")
+    w.add(
+        AuditEvent.WITNESS_ALARM,
+        peer="MMR",
+        code="ixb.E_FORK",
+        detail="MMR checkpoint of size 240 does not extend the one of size 231",
+    )
+    w.add(AuditEvent.AUDIT_READ, actor="bob", detail="audit case_ref=TIP-2026-0117")
+    for i in range(filler):
+        mid = w.mid()
+        w.add(
+            AuditEvent.DELIVERED,
+            step_ms=1_000,
+            msg_id=mid,
+            type="doc.verify.request",
+            sender="KHM/IMMIGRATION",
+            recipients=("THA/IMMIGRATION",),
+            handling=HandlingCode.H0,
+            **_payload(10 + i),
+        )
+    w.flush()
+    # Signed checkpoint over all but the last two entries, cosigned by MYS.
+    size = audit.size - 2
+    x.checkpoint_size = size
+    cp_at = w.t + 60_000
+    note = sign_checkpoint(new_checkpoint("THA", size, audit.root(size), cp_at), parties[HUB])
+    audit.save_checkpoint(size, audit.root(size), note, cp_at)
+    cosigned = cosign(note, parties["MYS/HUB"], witness_name("MYS"), cp_at // 1000 + 2)
+    audit.save_cosigned(size, witness_name("MYS"), cosigned, cp_at + 2_000)
+    mys_root = hashlib.sha256(b"MYS log at 118").digest()
+    mys_note = sign_checkpoint(
+        new_checkpoint("MYS", 118, mys_root, cp_at - 5_000), parties["MYS/HUB"]
+    )
+    audit.save_witnessed(log_origin("MYS"), 118, mys_root, mys_note, cp_at - 4_000)
+    audit.save_alarm(
+        log_origin("MMR"),
+        cp_at - 30_000,
+        "checkpoint of size 240 is not consistent with the one of size 231 (split view)",
+        b"evidence",
+    )
+    return x
+
+
+def witness_rows(audit: AuditLog, now: int) -> list[WitnessRow]:
+    cp = audit.latest_checkpoint()
+    assert cp is not None
+    return [
+        WitnessRow("MYS", "they witness us", cp[0], cp[1].hex(), now - 30_000, "cosigned", False),
+        WitnessRow("MYS", "we witness them", 118, "ab" * 32, now - 50_000, "consistent", False),
+        WitnessRow("MMR", "they witness us", None, None, None, "no cosignature yet", False),
+        WitnessRow(
+            "MMR",
+            "we witness them",
+            240,
+            "cd" * 32,
+            now - 60_000,
+            "size 240 does not extend size 231: split view",
+            True,
+        ),
+    ]
+
+
+def deadline_rows(x: Exchange, now: int) -> list[DeadlineRow]:
+    return [
+        DeadlineRow(
+            x.doc_request,
+            "doc.verify.request",
+            "MYS/IMMIGRATION",
+            ("THA/IMMIGRATION",),
+            "urgent",
+            now - 9 * 3600_000,
+            now - 3600_000,
+            False,
+        ),
+        DeadlineRow(
+            x.query,
+            "person.query",
+            "THA/DSI-ATHD",
+            ("MYS/RMP-ATIPSOM",),
+            "high",
+            now - 3600_000,
+            now + 2 * 86_400_000,
+            False,
+        ),
+        DeadlineRow(
+            x.alert,
+            "alert",
+            "THA/DSI-ATHD",
+            ("MYS/RMP-ATIPSOM",),
+            "normal",
+            now - 86_400_000,
+            now + 86_400_000,
+            True,
+        ),
+    ]
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    now: int = NOW_MS
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@dataclass
+class Reads:
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    fail: bool = False
+
+    def __call__(self, actor: str, what: str) -> None:
+        if self.fail:
+            raise OSError("audit log is read-only")
+        self.calls.append((actor, what))
+
+
+@pytest.fixture(scope="session")
+def user_records() -> dict[str, UserRecord]:
+    return {
+        "alice": UserRecord("alice", "liaison", hash_password(PASSWORDS["alice"])),
+        "bob": UserRecord("bob", "auditor", hash_password(PASSWORDS["bob"])),
+    }
+
+
+@pytest.fixture
+def audit(tmp_path: Path) -> Iterator[AuditLog]:
+    log = AuditLog(tmp_path / "audit.sqlite")
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def exchange(audit: AuditLog, parties: Parties) -> Exchange:
+    return build_exchange(audit, parties, NOW_MS - 3 * 3600_000, filler=120)
+
+
+async def _reconcile(peer: str) -> ReconcileReport:
+    return ReconcileReport(
+        peer=peer,
+        since_ms=NOW_MS - 86_400_000,
+        only_here=[],
+        only_there=[("0193a1b2-0000-7000-8000-000000000001", "relayed", NOW_MS - 7_200_000)],
+        different=[("0193a1b2-0000-7000-8000-000000000002", "handling H2", "handling H0")],
+        matched=41,
+    )
+
+
+@pytest.fixture
+def ctx(audit: AuditLog, exchange: Exchange, user_records: dict[str, UserRecord]) -> LiaisonContext:
+    clock = Clock()
+    return LiaisonContext(
+        hub_id="THA",
+        audit=audit,
+        users=dict(user_records),
+        clock=clock,
+        record_read=Reads(),
+        witness_status=lambda: witness_rows(audit, clock.now),
+        deadlines=lambda now: deadline_rows(exchange, now),
+        reconcile=_reconcile,
+        peers=("MYS", "MMR"),
+    )
+
+
+async def _client(ctx: LiaisonContext) -> TestClient[web.Request, web.Application]:
+    app = web.Application()
+    setup_liaison(app, ctx)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def client(
+    ctx: LiaisonContext,
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    c = await _client(ctx)
+    yield c
+    await c.close()
+
+
+Client = TestClient[web.Request, web.Application]
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def _csrf(client: Client, path: str) -> str:
+    resp = await client.get(path)
+    assert resp.status == 200, path
+    m = _CSRF.search(await resp.text())
+    assert m is not None
+    return m.group(1)
+
+
+async def _login(client: Client, name: str = "alice", password: str | None = None) -> int:
+    token = await _csrf(client, "/login")
+    resp = await client.post(
+        "/login",
+        data={"csrf": token, "name": name, "password": password or PASSWORDS[name], "next": ""},
+        allow_redirects=False,
+    )
+    return resp.status
+
+
+def _session_cookie(client: Client) -> str | None:
+    for c in client.session.cookie_jar:
+        if c.key == "ixb_session":
+            return c.value
+    return None
+
+
+PAGES = (
+    "/audit",
+    "/audit/witness",
+    "/audit/deadlines",
+    "/audit/reconcile",
+    "/audit/reconcile?peer=MYS",
+    "/audit/proof/3",
+)
+
+
+# --- passwords ------------------------------------------------------------------------
+
+
+def test_passwords(user_records: dict[str, UserRecord]) -> None:
+    h = user_records["alice"].password_hash
+    assert h.startswith("$argon2id$")
+    assert check_password(h, PASSWORDS["alice"])
+    assert not check_password(h, PASSWORDS["bob"])
+    for bad in ("", "garbage", h[:-4], h.replace("argon2id", "argon2i"), "é" * 300, "\0"):
+        assert check_password(bad, PASSWORDS["alice"]) is False
+
+
+# --- anonymous ------------------------------------------------------------------------
+
+
+async def test_anonymous_is_sent_to_login(client: Client, exchange: Exchange) -> None:
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == "/audit"
+    for path in (*PAGES, f"/audit/message/{exchange.alert}"):
+        resp = await client.get(path, allow_redirects=False)
+        assert resp.status == 302, path
+        assert resp.headers["Location"].startswith("/login?next=/audit"), path
+    assert (await client.post("/logout", data={"csrf": "x"})).status == 403
+    assert client.app is not None
+    assert not client.app[LIAISON].sessions
+
+
+async def test_wrong_password_and_unknown_user_are_refused(client: Client) -> None:
+    assert await _login(client, "alice", "wrong") == 401
+    assert await _login(client, "mallory", "anything") == 401
+    assert await _login(client, "bob", PASSWORDS["alice"]) == 401
+    assert _session_cookie(client) is None
+    resp = await client.get("/audit", allow_redirects=False)
+    assert resp.status == 302
+    resp = await client.get("/login")
+    assert "Wrong name or password" not in await resp.text()
+
+
+# --- logged in ------------------------------------------------------------------------
+
+
+async def test_every_page_after_login_and_every_read_is_recorded(
+    client: Client, ctx: LiaisonContext, exchange: Exchange
+) -> None:
+    assert await _login(client, "bob") == 303
+    reads = ctx.record_read
+    assert isinstance(reads, Reads)
+    paths = (*PAGES, f"/audit/message/{exchange.alert}", f"/audit?case_ref={CASE}")
+    for path in paths:
+        resp = await client.get(path, allow_redirects=False)
+        assert resp.status == 200, path
+        assert resp.content_type == "text/html"
+        body = await resp.text()
+        assert "<script" not in body
+        assert "bob" in body
+    assert [actor for actor, _ in reads.calls] == ["bob"] * len(paths)
+    whats = [what for _, what in reads.calls]
+    assert whats[0] == "audit"
+    assert "reconcile peer=MYS" in whats
+    assert f"trail {exchange.alert}" in whats
+    assert f"audit case_ref={CASE}" in whats
+    assert "proof 3" in whats
+
+
+async def test_login_goes_back_to_the_page_asked_for_but_never_off_site(client: Client) -> None:
+    asked = f"/audit?case_ref={CASE}&type=alert"
+    resp = await client.get(asked, allow_redirects=True)
+    assert resp.url.path == "/login"
+    m = re.search(r'name="next" value="([^"]+)"', await resp.text())
+    assert m is not None
+    assert m.group(1).replace("&amp;", "&") == asked
+    for nxt, want in (
+        (asked, asked),
+        ("https://evil.example/", "/audit"),
+        ("//evil.example/audit", "/audit"),
+        ("/auditorium", "/audit"),
+    ):
+        token = await _csrf(client, "/login")  # one pre-login cookie per login
+        resp = await client.post(
+            "/login",
+            data={
+                "csrf": token,
+                "name": "alice",
+                "password": PASSWORDS["alice"],
+                "next": nxt,
+            },
+            allow_redirects=False,
+        )
+        assert resp.status == 303
+        assert resp.headers["Location"] == want
+
+
+async def test_a_page_whose_read_cannot_be_recorded_is_not_shown(
+    client: Client, ctx: LiaisonContext, exchange: Exchange
+) -> None:
+    assert await _login(client) == 303
+    assert isinstance(ctx.record_read, Reads)
+    ctx.record_read.fail = True
+    resp = await client.get(f"/audit/message/{exchange.alert}")
+    assert resp.status == 500
+    assert exchange.alert not in await resp.text()
+
+
+# --- CSRF and cookies -----------------------------------------------------------------
+
+
+async def test_login_form_needs_its_csrf_token_and_cookie(
+    client: Client, ctx: LiaisonContext
+) -> None:
+    form = {"name": "alice", "password": PASSWORDS["alice"]}
+    assert (await client.post("/login", data=form, allow_redirects=False)).status == 403
+    token = await _csrf(client, "/login")
+    bad = {**form, "csrf": token[:-2] + "00"}
+    assert (await client.post("/login", data=bad, allow_redirects=False)).status == 403
+    # A token without the pre-login cookie it is bound to (another browser's) is refused.
+    other = await _client(ctx)
+    try:
+        resp = await other.post("/login", data={**form, "csrf": token}, allow_redirects=False)
+        assert resp.status == 403
+    finally:
+        await other.close()
+    assert _session_cookie(client) is None
+    resp = await client.post("/login", data={**form, "csrf": token}, allow_redirects=False)
+    assert resp.status == 303
+
+
+async def test_logout_needs_the_session_csrf_token(client: Client) -> None:
+    assert await _login(client) == 303
+    assert (await client.post("/logout", allow_redirects=False)).status == 403
+    resp = await client.post("/logout", data={"csrf": "forged"}, allow_redirects=False)
+    assert resp.status == 403
+    assert (await client.get("/audit", allow_redirects=False)).status == 200
+    token = await _csrf(client, "/audit")
+    resp = await client.post("/logout", data={"csrf": token}, allow_redirects=False)
+    assert resp.status == 303
+
+
+async def test_session_cookie_flags(client: Client, ctx: LiaisonContext) -> None:
+    token = await _csrf(client, "/login")
+    resp = await client.post(
+        "/login",
+        data={"csrf": token, "name": "alice", "password": PASSWORDS["alice"]},
+        allow_redirects=False,
+    )
+    cookies = resp.headers.getall("Set-Cookie")
+    session = next(c for c in cookies if c.startswith("ixb_session="))
+    attrs = {a.strip().lower() for a in session.split(";")[1:]}
+    assert "httponly" in attrs
+    assert "samesite=strict" in attrs
+    assert "path=/" in attrs
+    assert "secure" not in attrs
+    value = session.split(";")[0].split("=", 1)[1]
+    assert len(value) >= 43  # 32 random bytes, URL-safe base64
+
+    ctx.secure_cookies = True
+    secure = await _client(ctx)
+    try:
+        resp = await secure.get("/login")
+        prelogin = resp.headers["Set-Cookie"]
+        assert "Secure" in prelogin
+        assert "HttpOnly" in prelogin
+        assert "SameSite=Strict" in prelogin
+    finally:
+        await secure.close()
+
+
+async def test_logout_ends_the_session_on_the_server(client: Client) -> None:
+    assert await _login(client) == 303
+    old = _session_cookie(client)
+    assert old is not None
+    token = await _csrf(client, "/audit")
+    assert (await client.post("/logout", data={"csrf": token}, allow_redirects=False)).status == 303
+    client.session.cookie_jar.clear()
+    client.session.cookie_jar.update_cookies({"ixb_session": old})
+    resp = await client.get("/audit", allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"].startswith("/login")
+
+
+async def test_login_rotates_the_session_id(client: Client) -> None:
+    assert await _login(client) == 303
+    first = _session_cookie(client)
+    assert await _login(client, "bob") == 303
+    second = _session_cookie(client)
+    assert first and second and first != second
+    client.session.cookie_jar.clear()
+    client.session.cookie_jar.update_cookies({"ixb_session": first})
+    assert (await client.get("/audit", allow_redirects=False)).status == 302
+
+
+async def test_sessions_expire_when_idle_and_after_eight_hours(
+    client: Client, ctx: LiaisonContext
+) -> None:
+    clock = ctx.clock
+    assert isinstance(clock, Clock)
+    assert await _login(client) == 303
+    clock.now += 29 * MINUTE
+    assert (await client.get("/audit", allow_redirects=False)).status == 200
+    clock.now += 31 * MINUTE
+    assert (await client.get("/audit", allow_redirects=False)).status == 302
+
+    assert await _login(client) == 303
+    for _ in range(8 * 3):
+        clock.now += 20 * MINUTE
+        status = (await client.get("/audit/deadlines", allow_redirects=False)).status
+    assert status == 302
+
+
+async def test_a_user_removed_or_changed_loses_access(
+    client: Client, ctx: LiaisonContext, user_records: dict[str, UserRecord]
+) -> None:
+    users = ctx.users
+    assert isinstance(users, dict)
+    assert await _login(client) == 303
+    users["alice"] = replace(users["alice"], role="agency")  # type: ignore[arg-type]
+    assert (await client.get("/audit", allow_redirects=False)).status == 302
+    assert await _login(client) == 401  # a role that is not liaison/auditor cannot log in
+
+    users["alice"] = user_records["alice"]
+    assert await _login(client) == 303
+    users["alice"] = replace(users["alice"], password_hash=hash_password("new password"))
+    assert (await client.get("/audit", allow_redirects=False)).status == 302
+
+    assert await _login(client, "bob") == 303
+    del users["bob"]
+    assert (await client.get("/audit", allow_redirects=False)).status == 302
+
+
+async def test_failed_logins_are_throttled(client: Client, ctx: LiaisonContext) -> None:
+    clock = ctx.clock
+    assert isinstance(clock, Clock)
+    for _ in range(5):
+        assert await _login(client, "alice", "guess") == 401
+    # Locked before the password is even checked: the right one does not help.
+    assert await _login(client, "alice") == 429
+    # The same client is locked for other names too.
+    assert await _login(client, "bob") == 429
+    clock.now += 15 * MINUTE + 1
+    assert await _login(client, "alice") == 303
+
+
+async def test_throttling_counts_names_and_clients_apart(client: Client) -> None:
+    assert client.app is not None
+    st = client.app[LIAISON]
+    for i in range(5):
+        st.failed(("name:alice", f"client:10.0.0.{i}"), NOW_MS)
+    assert st.throttled(("name:alice", "client:10.0.0.9"), NOW_MS)
+    assert not st.throttled(("name:bob", "client:10.0.0.1"), NOW_MS)
+    assert not st.throttled(("name:alice", "client:10.0.0.9"), NOW_MS + 15 * MINUTE)
+    assert "name:alice" not in st.failures  # expired entries are dropped, not kept forever
+
+
+async def test_security_headers_on_every_response(client: Client, exchange: Exchange) -> None:
+    responses = [
+        await client.get("/login"),
+        await client.get("/static/liaison.css"),
+        await client.get("/audit", allow_redirects=False),
+        await client.post("/logout"),
+        await client.get("/nowhere"),
+    ]
+    assert await _login(client) == 303
+    responses += [
+        await client.get("/audit"),
+        await client.get(f"/audit/message/{exchange.alert}"),
+        await client.get("/audit/message/not-a-uuid"),
+        await client.get("/audit/proof/999999"),
+    ]
+    assert [r.status for r in responses] == [200, 200, 302, 403, 404, 200, 200, 404, 404]
+    for r in responses:
+        for name, value in SECURITY_HEADERS.items():
+            assert r.headers.get(name) == value, (r.url, name)
+    css = await responses[1].text()
+    assert responses[1].content_type == "text/css"
+    assert "@media print" in css
+
+
+# --- what the pages show --------------------------------------------------------------
+
+
+def _indexes(body: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<td class="num">(\d+)</td>', body)]
+
+
+async def test_exchange_log_pages_newest_first_with_keyset_links(
+    client: Client, audit: AuditLog
+) -> None:
+    assert await _login(client) == 303
+    seen: list[int] = []
+    path = "/audit?agency=KHM/IMMIGRATION"
+    pages = 0
+    while path:
+        body = await (await client.get(path)).text()
+        rows = _indexes(body)
+        assert 0 < len(rows) <= 50
+        seen += rows
+        pages += 1
+        m = re.search(r'<a href="([^"]+)" rel="next">', body)
+        path = m.group(1).replace("&amp;", "&") if m else ""
+    assert pages == 3
+    assert len(seen) == 120
+    assert seen == sorted(seen, reverse=True)
+    assert seen[0] == audit.size - 1
+    # The unfiltered log starts at the newest entry, and shows the log size.
+    body = await (await client.get("/audit")).text()
+    assert _indexes(body)[0] == audit.size - 1
+    assert f"{audit.size:,} entries" in body
+
+
+async def test_search_filters(client: Client, exchange: Exchange) -> None:
+    assert await _login(client) == 303
+
+    async def rows(query: str) -> list[int]:
+        resp = await client.get("/audit?" + query)
+        assert resp.status == 200, query
+        return _indexes(await resp.text())
+
+    assert len(await rows(f"case_ref={CASE}")) == 7
+    assert await rows(f"msg_id={exchange.alert.upper()}") == [
+        exchange.indexes["alert relayed MMR"],
+        exchange.indexes["alert relayed MYS"],
+        exchange.indexes["alert accepted"],
+    ]
+    assert await rows("code=ixb.E_SIGNATURE") == [exchange.indexes["rejected"]]
+    assert await rows("event=rejected&country=mmr") == [exchange.indexes["rejected"]]
+    assert len(await rows("country=MMR&type=alert")) == 4  # to MMR, and from MMR
+    assert len(await rows("agency=THA/DSI-ATHD&event=relayed")) == 3
+    assert await rows("from=2000-01-01&to=2000-01-02") == []
+    assert len(await rows("from=2026-11-18&to=2026-11-18&type=alert")) == 4
+    for bad in ("from=yesterday", "msg_id=12345", "before=-1", "case_ref=" + "x" * 500):
+        assert (await client.get("/audit?" + bad)).status == 400, bad
+
+
+async def test_values_from_the_log_are_escaped(
+    client: Client, audit: AuditLog, parties: Parties
+) -> None:
+    w = _Writer(audit, NOW_MS)
+    mid = w.mid()
+    w.add(
+        AuditEvent.REJECTED,
+        msg_id=mid,
+        type="alert",
+        sender="MMR/MOHA-ATTU",
+        recipients=("THA/DSI-ATHD",),
+        case_ref="<script>alert(1)</script>",
+        peer="MMR",
+        code="ixb.E_SCHEMA",
+        detail='"><img src=x onerror=alert(2)>',
+    )
+    w.flush()
+    assert await _login(client) == 303
+    for path in ("/audit?case_ref=%3Cscript%3Ealert(1)%3C/script%3E", f"/audit/message/{mid}"):
+        body = await (await client.get(path)).text()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+        assert "<script>" not in body
+        assert "<img" not in body
+        assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in body
+
+
+def test_render_escapes_everything_but_markup() -> None:
+    inner = render("<b>{x}</b>", x="<i>")
+    assert render("<p title='{t}'>{a}{b}</p>", t="'\"", a="&", b=inner).html == (
+        "<p title='&#x27;&quot;'>&amp;<b>&lt;i&gt;</b></p>"
+    )
+
+
+async def test_trail_and_inclusion_proof(
+    client: Client, audit: AuditLog, exchange: Exchange
+) -> None:
+    assert await _login(client) == 303
+    body = await (await client.get(f"/audit/message/{exchange.alert}")).text()
+    trail = body.split("What this hub did with it")[1].split("Other entries in case")[0]
+    events = re.findall(r'class="ev ev-(\w+)"', trail)
+    assert events == ["accepted", "relayed", "relayed"]
+    assert "H2" in body
+    assert "MYS/RMP-ATIPSOM, MMR/MOHA-ATTU" in re.sub(r"<[^>]+>", "", body)
+    assert "no onward dissemination" in body  # what H2 means, spelled out
+    assert hashlib.sha256(b"payload 1").hexdigest() in body
+    assert exchange.receipt in body  # the receipt, tied to the alert by its case ref
+    assert (
+        'href="/audit/proof/{}">inclusion proof'.format(exchange.indexes["alert accepted"]) in body
+    )
+
+    index = exchange.indexes["alert accepted"]
+    body = await (await client.get(f"/audit/proof/{index}")).text()
+    assert "Verified" in body
+    assert audit.root(exchange.checkpoint_size).hex() in body
+    assert "signed checkpoint" in body
+    for h in audit.inclusion_proof(index, exchange.checkpoint_size):
+        assert h.hex() in body
+    assert "— ixb.MYS.witness" in body  # the note with its cosignature
+
+    newest = audit.size - 1
+    body = await (await client.get(f"/audit/proof/{newest}")).text()
+    assert "Verified" in body
+    assert "newer than the latest signed checkpoint" in body
+
+
+async def test_unknown_message_has_an_empty_trail(client: Client) -> None:
+    assert await _login(client) == 303
+    mid = "0193a1b2-0000-7000-8000-0000000000ff"
+    body = await (await client.get(f"/audit/message/{mid}")).text()
+    assert "has no entry for message" in body
+
+
+async def test_witness_page_shows_checkpoint_cosignatures_and_alarms(
+    client: Client, audit: AuditLog, exchange: Exchange
+) -> None:
+    assert await _login(client) == 303
+    body = await (await client.get("/audit/witness")).text()
+    assert 'class="alarm"' in body
+    assert "Tampering alarm" in body
+    assert "not consistent with the one of size 231" in body
+    assert "split view" in body
+    assert audit.root(exchange.checkpoint_size).hex() in body
+    assert "not cosigned (yet)" in body  # MMR
+    assert re.search(r"<td>MYS</td><td>cosigned</td>", body)
+    assert "alarm-row" in body
+    # Every page carries the banner while an alarm stands.
+    assert "Tampering alarm" in await (await client.get("/audit/deadlines")).text()
+
+
+async def test_no_alarm_no_banner(client: Client, ctx: LiaisonContext, tmp_path: Path) -> None:
+    quiet = AuditLog(tmp_path / "quiet.sqlite")
+    try:
+        ctx.audit = quiet
+        ctx.witness_status = list
+        assert await _login(client) == 303
+        for path in ("/audit", "/audit/witness"):
+            body = await (await client.get(path)).text()
+            assert "Tampering alarm" not in body
+        assert "has not signed a checkpoint yet" in body
+    finally:
+        quiet.close()
+
+
+async def test_an_alarm_row_alone_raises_the_banner_on_the_witness_page(
+    client: Client, ctx: LiaisonContext, tmp_path: Path
+) -> None:
+    quiet = AuditLog(tmp_path / "quiet.sqlite")
+    try:
+        ctx.audit = quiet
+        ctx.witness_status = lambda: [
+            WitnessRow("MMR", "we witness them", 9, "00" * 32, NOW_MS, "log reset to size 9", True)
+        ]
+        assert await _login(client) == 303
+        body = await (await client.get("/audit/witness")).text()
+        assert "Tampering alarm" in body
+        assert "log reset to size 9" in body
+    finally:
+        quiet.close()
+
+
+async def test_reconcile_page(client: Client, ctx: LiaisonContext) -> None:
+    assert await _login(client) == 303
+    body = await (await client.get("/audit/reconcile?peer=MYS")).text()
+    assert "<strong>41</strong> matched" in body
+    assert "<strong>1</strong> only in MYS" in body
+    assert "0193a1b2-0000-7000-8000-000000000001" in body
+    assert "handling H2" in body
+    assert (await client.get("/audit/reconcile?peer=FRA")).status == 400
+
+    async def broken(peer: str) -> ReconcileReport:
+        raise TimeoutError
+
+    ctx.reconcile = broken
+    assert (await client.get("/audit/reconcile?peer=MYS")).status == 502
+
+
+async def test_without_reconcile_there_is_no_reconcile_page(ctx: LiaisonContext) -> None:
+    ctx.reconcile = None
+    c = await _client(ctx)
+    try:
+        assert await _login(c) == 303
+        assert (await c.get("/audit/reconcile")).status == 404
+        assert "/audit/reconcile" not in await (await c.get("/audit/witness")).text()
+    finally:
+        await c.close()
+
+
+async def test_deadlines_overdue_first(client: Client, exchange: Exchange) -> None:
+    assert await _login(client) == 303
+    body = await (await client.get("/audit/deadlines")).text()
+    assert "Overdue: 1" in body
+    assert "Open: 1" in body
+    assert body.index(exchange.doc_request) < body.index(exchange.query)
+    assert "overdue by 1 h 0 min" in body
+    assert "due in 2 d 0 h" in body
