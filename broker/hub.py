@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -171,6 +172,7 @@ class Hub:
             return
         runner = await self._start_http()
         try:
+            self._record_start()
             await self._publish_own_directory()
             self._load_peer_directories()
             self.state.ready = True
@@ -188,8 +190,29 @@ class Hub:
         finally:
             self.state.ready = False
             await runner.cleanup()
+            with contextlib.suppress(IxbError, OSError):
+                self.audit.record([self.audit.entry(AuditEvent.HUB_STOPPED)])
             await self._close()
             log.info("hub_stopped", hub=str(self.config.hub_id))
+
+    def _record_start(self) -> None:
+        """``hub_started``, and ``policy_changed`` when the policy differs from the last run's.
+
+        The policy (exchange lists, rate limits, agencies, roles, revocations,
+        users) is fingerprinted so an auditor sees in the log when it changed.
+        """
+        policy = msgspec.json.encode(
+            [self.config.policy, self.config.agency, [(u.name, u.role) for u in self.config.user]]
+        )
+        digest = hashlib.sha256(policy).hexdigest()[:16]
+        previous = self.store.meta("policy")
+        entries = [self.audit.entry(AuditEvent.HUB_STARTED, detail=f"policy {digest}")]
+        if previous is not None and previous != digest:
+            entries.append(
+                self.audit.entry(AuditEvent.POLICY_CHANGED, detail=f"policy {previous} → {digest}")
+            )
+        self.audit.record(entries)
+        self.store.set_meta("policy", digest)
 
     def request_stop(self) -> None:
         self._stopping.set()

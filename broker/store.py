@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS peer_entries (
     PRIMARY KEY (origin, idx)
 );
 CREATE INDEX IF NOT EXISTS peer_entries_at ON peer_entries(origin, at);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS directories (
     country TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
@@ -215,6 +219,17 @@ class HubStore:
             (origin, since_ms),
         ).fetchall()
         return [PeerEntry(*r) for r in rows]
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def directory_version(self, country: str) -> int | None:
         row = self._db.execute(

@@ -276,6 +276,11 @@ async def test_revoked_sender_is_refused(fed: Federation) -> None:
         await asyncio.sleep(0.1)
     entry = fed.hubs["MYS"].hub.keys.entry(fed.principal("THA/DSI-ATHD"))
     assert entry.revoked is not None and entry.revoked.reason == "key compromised"
+    # the config change is in THA's audit log
+    tha_log = fed.hubs["THA"].hub.audit_log
+    assert tha_log.search(event="policy_changed", limit=5)
+    assert len(tha_log.search(event="hub_started", limit=5)) == 2
+    assert tha_log.search(event="hub_stopped", limit=5)
 
 
 async def test_health_and_metrics_endpoints(fed: Federation) -> None:
