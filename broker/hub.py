@@ -50,7 +50,6 @@ from broker.metrics import Metrics
 from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.store import HubStore
 from broker.web import (
-    DeadlineRow,
     LiaisonContext,
     ReconcileReport,
     UserRecord,
@@ -723,19 +722,7 @@ class Hub:
             clock=self.clock,
             record_read=self.audit.record_read,
             witness_status=self.witness_rows,
-            deadlines=lambda _now: [
-                DeadlineRow(
-                    r.msg_id,
-                    r.type,
-                    r.sender,
-                    r.recipients,
-                    r.priority,
-                    r.created_ms,
-                    r.due_ms,
-                    r.answered,
-                )
-                for r in self.store.open_requests()
-            ],
+            deadlines=lambda _now: self.store.open_requests(),
             reconcile=reconcile,
             peers=sorted(self.links),
             secure_cookies=self.config.http.secure_cookies,

@@ -45,6 +45,7 @@ import nacl.pwhash
 from aiohttp import web
 
 from broker.audit import MAX_SEARCH_LIMIT, AuditLog, StoredEntry
+from broker.store import OpenRequest as DeadlineRow
 from protocols import merkle
 from protocols.audit import AuditEntry, AuditEvent, decode_entry
 from protocols.checkpoint import (
@@ -133,20 +134,6 @@ class WitnessRow:
     at_ms: int | None
     status: str
     alarm: bool = False
-
-
-@dataclass(frozen=True)
-class DeadlineRow:
-    """A request that expects an answer by ``due_ms``."""
-
-    msg_id: str
-    type: str
-    sender: str
-    recipients: tuple[str, ...]
-    priority: str
-    created_ms: int
-    due_ms: int
-    answered: bool
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,3 +123,18 @@ async def running_federation(
                 await client.close()
             for country in list(fed.hubs):
                 await fed.stop_hub(country)
+
+
+async def run_ixb(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The ``ixb`` command as a separate process, with the test passphrase and ``env``."""
+    full_env = {**os.environ, "IXB_PASSPHRASE": PASSPHRASE, **env}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ixb", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 from protocols.checkpoint import log_origin, witness_name
 from protocols.examples import example_bodies
 from protocols.messages import ReceiptStatus
-from tests.federation import PASSPHRASE, Federation, running_federation
+from tests.federation import Federation, run_ixb, running_federation
 
 
 @pytest.fixture
@@ -30,20 +27,6 @@ async def until(check: object, timeout: float = 20.0) -> None:
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.1)
-
-
-async def ixb(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "IXB_PASSPHRASE": PASSPHRASE}
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "ixb", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 async def exchange(fed: Federation) -> bytes:
@@ -74,10 +57,10 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
 
     config = str(fed.deployment.hub_config("THA"))
     export = tmp_path / "export"
-    done = await ixb("audit", "export", "--config", config, "--out", str(export))
+    done = await run_ixb("audit", "export", "--config", config, "--out", str(export))
     assert done.returncode == 0, done.stderr
     federation = str(fed.deployment.base / "federation.toml")
-    ok = await ixb("audit", "verify", str(export), "--federation", federation)
+    ok = await run_ixb("audit", "verify", str(export), "--federation", federation)
     assert ok.returncode == 0, ok.stderr
     assert "valid" in ok.stdout and "cosigned by" in ok.stdout and "MYS" in ok.stdout
     # the export was itself recorded in the log
@@ -94,7 +77,7 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
         for f in ("manifest.json", "checkpoint.note"):
             (bad / f).write_bytes((export / f).read_bytes())
         (bad / "entries.jsonl").write_bytes(b"\n".join(edit(lines)) + b"\n")
-        refused = await ixb("audit", "verify", str(bad), "--federation", federation)
+        refused = await run_ixb("audit", "verify", str(bad), "--federation", federation)
         assert refused.returncode == 2, (name, refused.stdout)
         assert refused.stderr.startswith("error ixb.E_"), refused.stderr
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from agency_client.docregistry import DocumentRegistry
 from agency_client.sdk import AgencyClient, Incoming
 from ixb.demo import REGISTRY, STOLEN_PASSPORT, VALID_PASSPORT
 from protocols.messages import DocVerifyRequest
-from tests.federation import PASSPHRASE, Federation, running_federation
+from tests.federation import Federation, run_ixb, running_federation
 
 
 @pytest.fixture
@@ -26,21 +24,7 @@ async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
 
 
 async def ixb(fed: Federation, agency: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "IXB_PASSPHRASE": PASSPHRASE,
-        "IXB_PROFILE": str(fed.deployment.profile(agency)),
-    }
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "ixb", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return await run_ixb(*args, IXB_PROFILE=str(fed.deployment.profile(agency)))
 
 
 async def test_officer_checks_documents_from_the_command_line(fed: Federation) -> None:
