@@ -1,25 +1,33 @@
-"""``make bench``: envelope costs as ratios against the bare libsodium operations.
+"""``make bench``: the exchange against its floors, every figure with its floor from the same run.
 
-Absolute times vary on shared machines, so every figure is paired with its
-floor measured in the same run: a hub's verify against one bare Ed25519
-verify, a sender's seal against the bare sign + seal + AEAD it is made of.
-Writes ``bench/results.json``. (NATS and audit-log benchmarks join this once
-the hub exists.)
+Absolute times vary on shared machines, so figures are paired with floors:
+envelope crypto against bare libsodium (below), one hub worker against the
+Ed25519 verify + sign it must do (:mod:`bench.hub_core`), end to end and
+document checks across two hubs against plain nats-py on the same kind of
+server (:mod:`bench.raw_nats`, :mod:`bench.e2e`, :mod:`bench.doc_verify`),
+and the audit log at a million entries (:mod:`bench.audit_bench`, run by the
+same make target; its results are merged in when present). Writes
+``bench/results.json`` and prints a table with each target's pass or fail.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
-import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import nacl.bindings
 import nacl.utils
 from nacl.public import PublicKey, SealedBox
 
+from bench import audit_bench, doc_verify, e2e, hub_core, plot, raw_nats
+from bench.common import machine, quiet_client_logs
 from protocols.envelope import (
     decode_envelope,
     open_envelope,
@@ -31,7 +39,9 @@ from protocols.identifiers import parse_agency
 from protocols.keys import Identity, KeyRing
 from protocols.limits import MS_PER_DAY
 
-RESULTS = Path(__file__).resolve().parent / "results.json"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.json"
+AUDIT_RESULTS = HERE / "audit_results.json"
 SECONDS_PER_CASE = 1.5
 MAX_ITERATIONS = 200_000
 
@@ -47,7 +57,7 @@ def rate(fn: Callable[[], object]) -> float:
     return n / (time.perf_counter() - start)
 
 
-def main() -> int:
+def crypto_ratios() -> dict[str, object]:
     now = int(time.time() * 1000)
     sender = Identity.generate(parse_agency("THA/DSI-ATHD"))
     recipient = Identity.generate(parse_agency("MYS/RMP-ATIPSOM"))
@@ -86,25 +96,162 @@ def main() -> int:
         "envelope_decode_per_s": rate(lambda: decode_envelope(data)),
         "envelope_open_per_s": rate(lambda: open_envelope(env, recipient)),
     }
-    results: dict[str, object] = {
+    return {
         **{k: round(v, 1) for k, v in measured.items()},
         "verify_ratio": round(
             measured["envelope_verify_per_s"] / measured["raw_ed25519_verify_per_s"], 3
         ),
         "seal_ratio": round(measured["envelope_seal_per_s"] / measured["raw_seal_floor_per_s"], 3),
         "envelope_bytes": len(data),
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-        },
     }
-    width = max(len(k) for k in results)
+
+
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("hub_ratio", ">=", 0.6),
+    ("e2e_ratio", ">=", 0.3),
+    ("doc_verify_p50_ms", "<=", 5.0),
+    ("doc_verify_p99_ms", "<=", 25.0),
+    ("audit_append_per_s", ">=", 20_000),
+    ("audit_proof_ms_1m", "<=", 1.0),
+    ("hub_rss_mib", "<=", 300.0),
+)
+
+
+def verdicts(results: dict[str, object]) -> dict[str, str]:
+    out = {}
+    for key, op, bound in TARGETS:
+        value = results.get(key)
+        if not isinstance(value, int | float):
+            out[key] = "not measured"
+            continue
+        ok = value >= bound if op == ">=" else value <= bound
+        out[key] = f"{'PASS' if ok else 'FAIL'} ({value} {op} {bound:g} wanted)"
+    return out
+
+
+def audit(entries: int, rerun: bool) -> dict[str, object]:
+    """The audit-log bench (its own table and audit_results.json), folded into the summary."""
+    if rerun:
+        started = time.perf_counter()
+        audit_bench.main(["--entries", str(entries)])
+        wall = round(time.perf_counter() - started, 1)
+    else:
+        wall = None
+    if not AUDIT_RESULTS.exists():
+        return {}
+    data = json.loads(AUDIT_RESULTS.read_text())
+    milestones = data["milestones"]
+    proofs = {size: m["inclusion_proof_ms"] for size, m in milestones.items()}
+    return {
+        "audit_append_per_s": data["durable_appends_per_s"],
+        "audit_append_batch": data["batch"],
+        "audit_single_entry_append_per_s": data["single_entry_appends_per_s"],
+        "audit_entries": data["entries"],
+        "audit_proof_ms_1m": proofs.get("1000000"),
+        "audit_inclusion_proof_ms": proofs,
+        "audit_consistency_proof_ms": {
+            size: m["consistency_proof_ms"] for size, m in milestones.items()
+        },
+        "audit_bench_seconds": wall if wall is not None else data.get("total_s"),
+        "audit_rerun": rerun,
+    }
+
+
+def table(results: dict[str, object]) -> None:
+    out = sys.stdout.write
+    out("\n== ixb bench ==\n")
+    width = 36
     for name, value in results.items():
-        if name != "machine":
-            sys.stdout.write(f"{name:<{width}}  {value}\n")
+        if isinstance(value, int | float | str) or value is None:
+            out(f"{name:<{width}}  {value}\n")
+    out("\ne2e by concurrent senders:\n")
+    out(
+        f"{'senders':>8} {'sent':>6} {'recv':>6} {'msg/s':>8} {'p50 ms':>10} {'p99 ms':>10}"
+        "  hub RSS MiB\n"
+    )
+    for lv in cast(list[dict[str, object]], results.get("e2e_levels", [])):
+        out(
+            f"{lv['senders']:>8} {lv['sent']:>6} {lv['received']:>6} {lv['msgs_per_s']:>8}"
+            f" {lv['latency_p50_ms']!s:>10} {lv['latency_p99_ms']!s:>10}  {lv['hub_rss_mib']}\n"
+        )
+    out("\ndoc-verify by offered load (open loop):\n")
+    out(f"{'offered/s':>9} {'sent':>6} {'done':>6} {'sent/s':>8} {'p50 ms':>10} {'p99 ms':>10}\n")
+    for r in cast(list[dict[str, object]], results.get("doc_verify_sweep", [])):
+        out(
+            f"{r['offered_per_s']:>9} {r['sent']:>6} {r['completed']:>6}"
+            f" {r['achieved_sent_per_s']:>8} {r['p50_ms']!s:>10} {r['p99_ms']!s:>10}\n"
+        )
+    out("\ntargets:\n")
+    for key, verdict in cast(dict[str, str], results["targets"]).items():
+        out(f"  {key:<22} {verdict}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="ixb benchmarks (make bench)")
+    parser.add_argument(
+        "--audit-entries",
+        type=int,
+        default=1_000_000,
+        help="audit-log bench size (default 1M, about 150 s)",
+    )
+    parser.add_argument(
+        "--skip-audit",
+        action="store_true",
+        help="reuse bench/audit_results.json instead of re-running the audit-log bench",
+    )
+    parser.add_argument("--doc-rate", type=float, default=doc_verify.MAIN_RATE)
+    args = parser.parse_args(argv)
+    quiet_client_logs()
+    started = time.perf_counter()
+    results: dict[str, object] = {}
+    timings: dict[str, float] = {}
+
+    def step(name: str) -> Callable[[], None]:
+        t = time.perf_counter()
+        sys.stdout.write(f"-- {name}\n")
+        sys.stdout.flush()
+        return lambda: timings.__setitem__(name, round(time.perf_counter() - t, 1))
+
+    done = step("crypto ratios")
+    results |= crypto_ratios()
+    done()
+    done = step("hub worker on one core (no NATS)")
+    hub = hub_core.run()
+    profile = hub.pop("hub_profile_top")
+    results |= hub
+    done()
+    done = step("raw nats-py: JetStream publish, request/reply")
+    results |= asyncio.run(raw_nats.run(args.doc_rate))
+    done()
+    with tempfile.TemporaryDirectory(prefix="ixb-bench-") as tmp:
+        done = step("end to end, 1/4/16/64 senders")
+        results |= asyncio.run(e2e.run(Path(tmp) / "e2e"))
+        done()
+        done = step(f"document checks, open loop, {args.doc_rate:g}/s main run")
+        results |= asyncio.run(doc_verify.run(Path(tmp) / "doc", main_rate=args.doc_rate))
+        done()
+    done = step("audit log")
+    results |= audit(args.audit_entries, rerun=not args.skip_audit)
+    done()
+    raw = results["raw_jetstream_msgs_per_s"]
+    assert isinstance(raw, float)
+    results["e2e_ratio"] = round(float(results["e2e_msgs_per_s"]) / raw, 4)  # type: ignore[arg-type]
+    results["targets"] = verdicts(results)
+    results["hub_profile_top"] = profile
+    results["hub_rss_note"] = (
+        "VmRSS of each hub process (ixb hub run) after the 64-sender e2e level; max of THA, MYS"
+    )
+    results["rate_limit_note"] = (
+        "hubs run with policy.max_per_minute and burst raised to 1e9 (default 600/min, burst"
+        " 120 per agency would cap one sender at 10 msg/s)"
+    )
+    results["step_seconds"] = timings
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    results["machine"] = machine()
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    sys.stdout.write(f"wrote {RESULTS}\n")
+    plotted = plot.doc_verify_latency(results, HERE / "doc_verify_latency.png")
+    table(results)
+    sys.stdout.write(f"\nwrote {RESULTS}" + (f" and {plotted}" if plotted else "") + "\n")
     return 0
 
 

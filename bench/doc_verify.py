@@ -1,0 +1,173 @@
+"""Document checks across two hubs, open loop: THA/IMMIGRATION asks, MYS/IMMIGRATION answers.
+
+MYS's automated responder is ``ixb agency respond`` (``AgencyClient.serve``
+with a :class:`DocumentRegistry`), its own process, as in ``ixb demo``. One
+requester client sends ``doc.verify.request``s at fixed times with
+``client.send`` (never waiting for an answer or for earlier sends) and one
+reader task fetches its inbox, acking everything and matching answers by
+``in_reply_to``. Latency runs from the *scheduled* send time to the moment
+the reader holds the verified, decrypted answer, so a system that cannot keep
+up shows its queue instead of slowing the offered load down.
+
+Each rate runs on a fresh federation (no rate inherits another's backlog)
+for a bounded time, then waits a bounded drain for late answers; what never
+came is ``completed < sent``, reported as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agency_client.docregistry import DocumentRegistry
+from agency_client.sdk import AgencyClient, Incoming
+from bench.common import ms, open_loop, percentile, quiet_client_logs, rss_mib
+from bench.federation import running
+from ixb.demo import REGISTRY, VALID_PASSPORT
+from protocols.handling import Priority
+from protocols.messages import DocPurpose, DocVerifyRequest, DocVerifyResponse
+
+REQUESTER = "THA/IMMIGRATION"
+RESPONDER = "MYS/IMMIGRATION"
+MAIN_RATE = 500.0
+MAIN_SECONDS = 30.0
+SWEEP = ((5.0, 5.0), (20.0, 5.0), (50.0, 5.0), (100.0, 5.0), (200.0, 5.0))
+WARMUP_RATE = 2.0
+WARMUP_SECONDS = 1.0
+DRAIN_SECONDS = 8.0
+
+
+@dataclass
+class Run:
+    rate: float
+    seconds: float
+    scheduled: dict[bytes, float] = field(default_factory=dict)
+    early: dict[bytes, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    answered: set[bytes] = field(default_factory=set)
+    send_errors: int = 0
+    wrong_answers: int = 0
+
+    def answer(self, request_id: bytes, at: float, ok: bool) -> None:
+        if request_id in self.answered:
+            return
+        if not ok:
+            self.wrong_answers += 1
+        start = self.scheduled.get(request_id)
+        if start is None:
+            self.early[request_id] = at  # the answer beat send()'s return
+            return
+        self.answered.add(request_id)
+        self.latencies.append(at - start)
+
+
+async def _reader(client: AgencyClient, runs: list[Run], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        items = await client.fetch(batch=64, timeout=0.1)
+        at = time.perf_counter()
+        for item in items:
+            if not isinstance(item, Incoming):
+                continue
+            await item.ack()
+            reply_to = item.header.in_reply_to
+            if item.header.type == "doc.verify.response" and reply_to is not None:
+                body = item.body
+                ok = isinstance(body, DocVerifyResponse) and body.status.value == "valid"
+                runs[-1].answer(reply_to, at, ok)
+
+
+async def one_rate(client: AgencyClient, runs: list[Run], rate: float, seconds: float) -> Run:
+    run = Run(rate, seconds)
+    runs.append(run)
+    request = DocVerifyRequest(mrz=VALID_PASSPORT, purpose=DocPurpose.BORDER_CHECK)
+
+    async def fire(_i: int, scheduled: float) -> None:
+        try:
+            msg_id = await client.send(request, [RESPONDER], priority=Priority.URGENT)
+        except Exception:  # noqa: BLE001 - counted and reported, the load goes on
+            run.send_errors += 1
+            return
+        run.scheduled[msg_id] = scheduled
+        if msg_id in run.early:
+            run.answer(msg_id, run.early.pop(msg_id), ok=True)
+
+    started = time.perf_counter()
+    _sent, tasks = await open_loop(rate, seconds, fire)
+    await asyncio.gather(*tasks)
+    send_window = time.perf_counter() - started
+    drain_until = time.perf_counter() + DRAIN_SECONDS
+    while len(run.answered) < len(run.scheduled) and time.perf_counter() < drain_until:  # noqa: ASYNC110 - a bounded poll of a counter
+        await asyncio.sleep(0.1)
+    run.seconds = send_window
+    return run
+
+
+def _write_registry(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DocumentRegistry.dump(REGISTRY))
+
+
+def summary(run: Run, sent: int | None = None) -> dict[str, object]:
+    return {
+        "offered_per_s": run.rate,
+        "send_window_s": round(run.seconds, 2),
+        "sent": len(run.scheduled) if sent is None else sent,
+        "send_errors": run.send_errors,
+        "completed": len(run.answered),
+        "achieved_sent_per_s": round(len(run.scheduled) / run.seconds, 1),
+        "wrong_answers": run.wrong_answers,
+        "p50_ms": ms(percentile(run.latencies, 50)),
+        "p90_ms": ms(percentile(run.latencies, 90)),
+        "p99_ms": ms(percentile(run.latencies, 99)),
+        "max_ms": ms(max(run.latencies) if run.latencies else None),
+    }
+
+
+async def fresh_rate(base: Path, registry: Path, rate: float, seconds: float) -> dict[str, object]:
+    """One offered rate on a fresh federation, so no rate inherits another's backlog."""
+    async with running(base, responders={RESPONDER: registry}) as bench:
+        client = await bench.client(REQUESTER)
+        runs: list[Run] = []
+        stop = asyncio.Event()
+        reader = asyncio.create_task(_reader(client, runs, stop))
+        # a few answered checks first: the responder is up and every cache is warm
+        await one_rate(client, runs, WARMUP_RATE, WARMUP_SECONDS)
+        result = summary(await one_rate(client, runs, rate, seconds))
+        stop.set()
+        await reader
+        result["hub_rss_mib"] = {
+            c: rss_mib(bench.pid(f"hub-{c}")) for c in bench.deployment.countries
+        }
+    print(f"  doc-verify {rate:>5.0f}/s: {result}", flush=True)
+    return result
+
+
+async def run(base: Path, *, main_rate: float = MAIN_RATE) -> dict[str, object]:
+    quiet_client_logs()
+    registry = base / "MYS-documents.json"
+    await asyncio.to_thread(_write_registry, registry)
+    sweep = [
+        await fresh_rate(base / f"fed-{i}", registry, rate, seconds)
+        for i, (rate, seconds) in enumerate((*SWEEP, (main_rate, MAIN_SECONDS)))
+    ]
+    main = sweep[-1]
+    return {
+        "doc_verify_offered_per_s": main["offered_per_s"],
+        "doc_verify_seconds": MAIN_SECONDS,
+        "doc_verify_sent": main["sent"],
+        "doc_verify_completed": main["completed"],
+        "doc_verify_achieved_sent_per_s": main["achieved_sent_per_s"],
+        "doc_verify_p50_ms": main["p50_ms"],
+        "doc_verify_p99_ms": main["p99_ms"],
+        "doc_verify_sweep": sweep,
+        "doc_verify_hub_rss_mib": main["hub_rss_mib"],
+    }
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ixb-bench-doc-") as tmp:
+        print(asyncio.run(run(Path(tmp))))
