@@ -14,13 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +23,7 @@ from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, load_identity_for
 from broker.natsd import start_federation
 from ixb.deployment import Deployment, create_deployment
+from ixb.processes import Processes, wait_hubs
 from protocols.directory import Role
 
 PASSPHRASE = "ixb bench passphrase - not for real keys"  # noqa: S105 - throwaway keys
@@ -53,77 +48,20 @@ def make_deployment(base: Path) -> Deployment:
 
 @dataclass
 class Bench:
+    """The running federation: hub and responder processes, and the benchmark's clients."""
+
     deployment: Deployment
-    logs: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    procs: Processes
     clients: list[AgencyClient] = field(default_factory=list)
 
-    def env(self) -> dict[str, str]:
-        return {**self.deployment.env(), **POLICY_ENV}
-
-    def spawn(self, name: str, *args: str) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{name}.log").open("ab") as out:
-            self.procs[name] = subprocess.Popen(  # noqa: S603 - our interpreter and arguments
-                [sys.executable, "-m", "ixb", *args],
-                stdout=out,
-                stderr=out,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-            )
-
     def pid(self, name: str) -> int:
-        return self.procs[name].pid
-
-    def check_alive(self) -> None:
-        for name, p in self.procs.items():
-            if p.poll() is not None:
-                raise RuntimeError(f"{name} exited early; see {self.logs / name}.log")
+        return self.procs.pid(name)
 
     async def client(self, agency: str) -> AgencyClient:
         profile = load_profile(self.deployment.profile(agency))
         client = await AgencyClient.connect(profile, load_identity_for(profile, PASSPHRASE))
         self.clients.append(client)
         return client
-
-    async def wait_hubs(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        pending = set(self.deployment.countries)
-        while pending:
-            self.check_alive()
-            for country in list(pending):
-                health = await asyncio.to_thread(_health, self.deployment.hub_url(country))
-                dirs = health.get("directories") if health else None
-                if (
-                    health
-                    and health.get("ready")
-                    and isinstance(dirs, dict)
-                    and all(v is not None for v in dirs.values())
-                ):
-                    pending.discard(country)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"hubs not ready: {sorted(pending)}")
-            await asyncio.sleep(0.2)
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
-def _health(url: str) -> dict[str, object] | None:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310 - localhost
-            data: dict[str, object] = json.loads(resp.read())
-            return data
-    except (OSError, ValueError):
-        return None
 
 
 @contextlib.asynccontextmanager
@@ -132,15 +70,15 @@ async def running(base: Path, responders: Mapping[str, Path] | None = None) -> A
     os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
     deployment = make_deployment(base)
     async with start_federation(deployment.plan):
-        bench = Bench(deployment, base / "logs")
+        bench = Bench(deployment, Processes(deployment, base / "logs", POLICY_ENV))
         try:
             for country in deployment.countries:
-                bench.spawn(
+                bench.procs.spawn(
                     f"hub-{country}", "hub", "run", "--config", str(deployment.hub_config(country))
                 )
-            await bench.wait_hubs()
+            await wait_hubs(deployment, bench.procs, READY_TIMEOUT_S)
             for agency, registry in (responders or {}).items():
-                bench.spawn(
+                bench.procs.spawn(
                     f"responder-{agency.replace('/', '-')}",
                     "agency",
                     "respond",
@@ -153,4 +91,4 @@ async def running(base: Path, responders: Mapping[str, Path] | None = None) -> A
         finally:
             for client in bench.clients:
                 await client.close()
-            await asyncio.to_thread(bench.stop)
+            await asyncio.to_thread(bench.procs.stop)

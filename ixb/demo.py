@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -29,8 +27,9 @@ from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.natsd import start_federation
 from ixb.deployment import Deployment, create_deployment
+from ixb.processes import Processes, wait_hubs
 from protocols.directory import Role
-from protocols.errors import IxbError, LocalError
+from protocols.errors import IxbError
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
 from protocols.messages import (
@@ -332,83 +331,6 @@ async def _expect_rejection(s: Script, agency: str, msg_id: bytes, code: str, wh
         f"{receipt.by if receipt else '-'}"
     )
     s.check(got == code, f"{what}: expected {code}, got {got}")
-
-
-@dataclass
-class Processes:
-    """Hubs and agency services as separate processes; all stopped on exit."""
-
-    deployment: Deployment
-    logs: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-
-    def spawn(self, name: str, *args: str) -> None:
-        self.names.append(name)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        out = (self.logs / f"{name}.log").open("ab")
-        self.procs.append(
-            subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                [sys.executable, "-m", "ixb", *args],
-                stdout=out,
-                stderr=out,
-                env=self.deployment.env(),
-                stdin=subprocess.DEVNULL,
-            )
-        )
-        out.close()
-
-    def check_alive(self) -> None:
-        for name, p in zip(self.names, self.procs, strict=True):
-            if p.poll() is not None:
-                raise LocalError(f"{name} exited early; see {self.logs / name}.log")
-
-    def stop(self) -> list[str]:
-        """SIGTERM, as an operator's service manager would; returns who did not exit cleanly."""
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        unclean = []
-        for name, p in zip(self.names, self.procs, strict=True):
-            try:
-                code = p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                code = None
-            if code != 0:
-                unclean.append(f"{name} (exit {code})")
-        return unclean
-
-
-async def wait_hubs(deployment: Deployment, procs: Processes, timeout: float = 60.0) -> None:
-    """Until every hub answers /healthz and holds every country's directory."""
-    deadline = time.monotonic() + timeout
-    pending = set(deployment.countries)
-    while pending:
-        procs.check_alive()
-        for country in list(pending):
-            health = await asyncio.to_thread(_health, deployment.hub_url(country))
-            directories = health.get("directories") if health else None
-            if (
-                health
-                and health.get("ready")
-                and isinstance(directories, dict)
-                and all(v is not None for v in directories.values())
-            ):
-                pending.discard(country)
-        if time.monotonic() > deadline:
-            raise LocalError(f"hubs not ready after {timeout:g} s: {sorted(pending)}")
-        await asyncio.sleep(0.2)
-
-
-def _health(url: str) -> dict[str, object] | None:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310 - localhost
-            data: dict[str, object] = json.loads(resp.read())
-            return data
-    except (OSError, ValueError):
-        return None
 
 
 async def demo(base: Path, once: bool) -> int:
