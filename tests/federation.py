@@ -57,7 +57,9 @@ class Federation:
     clients: list[AgencyClient] = field(default_factory=list)
 
     async def start_hub(self, country: str) -> Hub:
-        config = load_config(self.deployment.hub_config(country), env={})
+        # an ephemeral HTTP port: a port picked at deployment time can be taken by the
+        # time a restarted hub binds it again (the hub's own override mechanism)
+        config = load_config(self.deployment.hub_config(country), env={"IXB_HUB__HTTP__PORT": "0"})
         os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
         identity, trust, agencies = load_hub_parts(config)
         hub = Hub(config, identity, trust, agencies)

@@ -292,7 +292,7 @@ async def test_health_and_metrics_endpoints(fed: Federation) -> None:
     officer = await fed.client("THA/IMMIGRATION")
     bad = await officer.send(example_bodies(0)["person.query"], ["MYS/RMP-ATIPSOM"])
     await rejection_for(officer, bad)
-    url = fed.deployment.hub_url("THA")
+    url = f"http://127.0.0.1:{fed.hubs['THA'].hub.http_port}"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/healthz") as resp:
             assert resp.status == 200
