@@ -69,11 +69,6 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def reply_prefix(name: str) -> str:
-    """Must match the agency's NATS ``subscribe`` permission (``_INBOX_<NAME>.>``)."""
-    return f"_INBOX_{name}"
-
-
 @dataclass
 class Incoming:
     """A verified, decrypted message from the inbox. Ack it once handled."""
@@ -156,7 +151,7 @@ class AgencyClient:
                 profile.nats.url,
                 user=profile.nats.user,
                 password=profile.nats.password,
-                inbox_prefix=reply_prefix(identity.principal.name).encode(),
+                inbox_prefix=subjects.reply_prefix(identity.principal.name).encode(),
                 name=f"ixb-agency-{identity.principal}",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -292,7 +287,7 @@ class AgencyClient:
             self._psub = await self.js.pull_subscribe_bind(
                 self.principal.name,
                 INBOX_STREAM,
-                inbox_prefix=(reply_prefix(self.principal.name) + ".").encode(),
+                inbox_prefix=(subjects.reply_prefix(self.principal.name) + ".").encode(),
             )
         return self._psub
 

@@ -119,15 +119,6 @@ class CountryNode:
 # --- names ------------------------------------------------------------------
 
 
-def reply_prefix(name: str) -> str:
-    """The inbox prefix an agency connects with (nats-py ``inbox_prefix``).
-
-    Not in :mod:`protocols.subjects`: it is a NATS client setting, not an ixb
-    subject, but it must match the agency's ``subscribe`` permission.
-    """
-    return f"_INBOX_{name}"
-
-
 def link_account(peer: str) -> str:
     return f"{check_country(peer)}_LINK"
 
@@ -366,7 +357,7 @@ class FederationPlan:
                 ingress=subjects.ingress(Principal(country, name)),
                 directory_request=subjects.directory_request(country),
                 inbox_stream=INBOX_STREAM,
-                reply_prefix=reply_prefix(name),
+                reply_prefix=subjects.reply_prefix(name),
             ).rstrip("\n")
             for name in self.agencies.get(country, ())
         ]

@@ -73,11 +73,6 @@ def in_stream(peer: str) -> str:
     return f"IN_{check_country(peer)}"
 
 
-def inbox_all(country: str) -> str:
-    """Every agency inbox of ``country``: missing from :mod:`protocols.subjects`."""
-    return f"{subjects.PREFIX}.{check_country(country)}.inbox.>"
-
-
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
     """Create the stream, or bring an existing one to ``config``."""
     try:
@@ -106,7 +101,7 @@ async def ensure_country_streams(
         js,
         StreamConfig(
             name=INBOX_STREAM,
-            subjects=[inbox_all(country)],
+            subjects=[subjects.inbox_all(country)],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,

@@ -22,14 +22,24 @@ def ingress_all(country: str) -> str:
     return f"{PREFIX}.{check_country(country)}.ingress.*"
 
 
+def inbox_all(country: str) -> str:
+    """Every local agency's inbox: the hub's INBOX stream captures these."""
+    return f"{PREFIX}.{check_country(country)}.inbox.>"
+
+
+def reply_prefix(name: str) -> str:
+    """The NATS inbox prefix an agency connects with (nats-py ``inbox_prefix``).
+
+    Replies, publish acks and pulled inbox messages arrive under it; the
+    server lets agency ``NAME`` subscribe to ``_INBOX_<NAME>.>`` and nothing
+    else, so the hub's NATS config and the agency client must agree on it.
+    """
+    return f"_INBOX_{name}"
+
+
 def inbox(agency: Principal) -> str:
     """An agency's durable inbox (the only subject it may read)."""
     return f"{PREFIX}.{agency.country}.inbox.{agency.name}"
-
-
-def receipts(agency: Principal) -> str:
-    """Receipts for what an agency sent: hub decisions and recipients' answers."""
-    return f"{PREFIX}.{agency.country}.receipts.{agency.name}"
 
 
 def cross_border(origin: str, destination: str) -> str:
@@ -40,16 +50,6 @@ def cross_border(origin: str, destination: str) -> str:
 def deliver(origin: str, destination: str) -> str:
     """Delivery subject of the JetStream source from ``origin`` into ``destination``."""
     return f"{PREFIX}.deliver.{check_country(origin)}.{check_country(destination)}"
-
-
-def audit_checkpoint(country: str) -> str:
-    """Where a hub publishes its signed audit checkpoints for witnesses."""
-    return f"{PREFIX}.{check_country(country)}.audit.checkpoint"
-
-
-def directory(country: str) -> str:
-    """Where a hub publishes its signed agency directory."""
-    return f"{PREFIX}.{check_country(country)}.directory"
 
 
 def directory_request(country: str) -> str:

@@ -19,8 +19,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamInfo
 
-from broker.natsd import FederationPlan, NatsServer, reply_prefix, start_federation
+from broker.natsd import FederationPlan, NatsServer, start_federation
 from broker.streams import ensure_country_streams, ensure_link_streams
+from protocols import subjects
 
 AGENCIES = {
     "THA": ("DSI-ATHD", "IMMIGRATION"),
@@ -80,7 +81,9 @@ class Federation:
 
     async def agency(self, country: str, name: str) -> Conn:
         user, password = self.plan.agency_credentials(country, name)
-        return await self._connect(country, user, password, inbox_prefix=reply_prefix(name))
+        return await self._connect(
+            country, user, password, inbox_prefix=subjects.reply_prefix(name)
+        )
 
     async def close_all(self) -> None:
         for conn in self.conns:

@@ -98,6 +98,11 @@ def test_subjects() -> None:
     assert subjects.ingress_all("THA") == "ixb.THA.ingress.*"
     assert subjects.cross_border("THA", "MYS") == "ixb.THA.xb.MYS"
     assert subjects.deliver("THA", "MYS") == "ixb.deliver.THA.MYS"
-    assert subjects.audit_checkpoint("MYS") == "ixb.MYS.audit.checkpoint"
+    assert subjects.directory_request("MYS") == "ixb.MYS.directory.get"
     with pytest.raises(IdentifierError):
         subjects.cross_border("THA", "*")
+
+
+def test_inbox_and_reply_subjects() -> None:
+    assert subjects.inbox_all("THA") == "ixb.THA.inbox.>"
+    assert subjects.reply_prefix("DSI-ATHD") == "_INBOX_DSI-ATHD"
