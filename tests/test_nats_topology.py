@@ -195,7 +195,7 @@ async def test_agency_publishes_only_its_own_ingress(federation: Federation) -> 
         subjects.ingress(IMM),
         subjects.inbox(DSI),
         subjects.inbox(IMM),
-        subjects.receipts(DSI),
+        f"{subjects.PREFIX}.THA.receipts.{DSI.name}",  # any other subject of the country
         subjects.cross_border("THA", "MYS"),
         subjects.cross_border("THA", "MMR"),
         f"$JS.API.STREAM.PURGE.{INBOX_STREAM}",
