@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import StatusCode
 
 from agency_client.keystore import load_identity, read_bytes
 from agency_client.profile import Profile
@@ -62,7 +64,7 @@ DEFAULT_TTL_MS = 7 * MS_PER_DAY
 FETCH_BATCH = 32
 MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
-DRAIN_TIMEOUT_S = 0.005
+DRAIN_TIMEOUT_S = 1.0
 
 
 def wall_ms() -> int:
@@ -435,17 +437,37 @@ async def fetch_ready(
     """One message as soon as it arrives, plus whatever else is already waiting.
 
     nats-py's ``fetch(batch)`` waits out its timeout for a full batch once the
-    inbox is idle (a lone answer would sit there up to the timeout);
-    ``broker.streams.fetch_ready`` is the hub's copy of the same idea.
+    inbox is idle, and its "no wait" probe carries an ``expires`` the server
+    lingers for. ``broker.streams.fetch_ready`` is the hub's copy of the same
+    code (broker and agency_client never import each other).
     """
     first = await psub.fetch(1, timeout=timeout)
     if batch <= 1:
         return first
-    try:
-        more = await psub.fetch(batch - 1, timeout=DRAIN_TIMEOUT_S)
-    except (nats.errors.TimeoutError, TimeoutError):
-        more = []
-    return first + more
+    return first + await drain_waiting(psub, batch - 1)
+
+
+async def drain_waiting(psub: JetStreamContext.PullSubscription, limit: int) -> list[Msg]:
+    """Up to ``limit`` messages ready now: one ``no_wait`` pull without ``expires``.
+
+    Answered at once with the waiting messages and a 404/408 status if fewer;
+    a message after the safety timeout stays queued for the next ``fetch``.
+    """
+    sub = psub._sub
+    msgs: list[Msg] = []
+    request = json.dumps({"batch": limit, "no_wait": True}).encode()
+    await psub._nc.publish(psub._nms, request, psub._deliver)
+    while len(msgs) < limit:
+        try:
+            msg = await sub.next_msg(timeout=DRAIN_TIMEOUT_S)
+        except (nats.errors.TimeoutError, TimeoutError):
+            break
+        status = JetStreamContext.is_status_msg(msg)
+        if status is None:
+            msgs.append(msg)
+        elif status in (StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT):
+            break
+    return msgs
 
 
 def load_identity_for(profile: Profile, passphrase: str) -> Identity:

@@ -34,6 +34,7 @@ from nats.js.api import (
     DiscardPolicy,
     ExternalStream,
     RetentionPolicy,
+    StatusCode,
     StorageType,
     StreamConfig,
     StreamInfo,
@@ -231,7 +232,7 @@ async def outbound_backlog(nc: NatsClient, country: str, peer: str) -> int | Non
     return sum(lags) if lags else None
 
 
-DRAIN_TIMEOUT_S = 0.005
+DRAIN_TIMEOUT_S = 1.0
 
 
 async def fetch_ready(
@@ -240,15 +241,39 @@ async def fetch_ready(
     """Wait up to ``timeout`` for one message, then take what else is already there.
 
     nats-py's ``fetch(batch)`` waits out its whole timeout for the rest of a
-    batch once the stream is idle, which would hold a lone document check for
-    up to a second; ``fetch(1)`` returns as soon as one message arrives, and a
-    short second fetch collects a burst without a round trip per message.
+    batch once the stream is idle, and even its short "no wait" probe carries
+    an ``expires`` that makes the server linger for it; ``fetch(1)`` returns as
+    soon as one message arrives, and :func:`drain_waiting` collects a burst
+    without waiting for anything that is not there yet.
     """
     first = await psub.fetch(1, timeout=timeout)
     if batch <= 1:
         return first
-    try:
-        more = await psub.fetch(batch - 1, timeout=DRAIN_TIMEOUT_S)
-    except (NatsTimeoutError, TimeoutError):
-        more = []
-    return first + more
+    return first + await drain_waiting(psub, batch - 1)
+
+
+async def drain_waiting(psub: JetStreamContext.PullSubscription, limit: int) -> list[Msg]:
+    """Up to ``limit`` messages the consumer has ready now, in one round trip.
+
+    A pull request with ``no_wait`` and no ``expires`` is answered at once:
+    the waiting messages, then a 404/408 status if there were fewer than asked.
+    nats-py has no call for it, so this speaks the JetStream pull protocol on
+    the subscription nats-py bound (``$JS.API.CONSUMER.MSG.NEXT``). A message
+    arriving after the safety timeout stays in the subscription's queue, where
+    the next ``fetch`` takes it first.
+    """
+    sub = psub._sub
+    msgs: list[Msg] = []
+    request = json.dumps({"batch": limit, "no_wait": True}).encode()
+    await psub._nc.publish(psub._nms, request, psub._deliver)
+    while len(msgs) < limit:
+        try:
+            msg = await sub.next_msg(timeout=DRAIN_TIMEOUT_S)
+        except (NatsTimeoutError, TimeoutError):
+            break
+        status = JetStreamContext.is_status_msg(msg)
+        if status is None:
+            msgs.append(msg)
+        elif status in (StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT):
+            break
+    return msgs
