@@ -29,11 +29,8 @@ from typing import Annotated
 
 import msgspec
 import nacl.bindings
-import nacl.encoding
 import nacl.exceptions
-import nacl.hash
 import nacl.utils
-from nacl.public import PublicKey, SealedBox
 
 from protocols import wire
 from protocols.errors import (
@@ -64,6 +61,7 @@ from protocols.keys import (
     PublicIdentity,
     SigningKeyLookup,
     SigningKeyPair,
+    blake2b_256,
     verify_signature,
 )
 from protocols.limits import (
@@ -187,27 +185,22 @@ class _Outer(wire.WireStruct, frozen=True):
     )
 
 
-def _blake2b(data: bytes) -> bytes:
-    return nacl.hash.blake2b(data, digest_size=32, encoder=nacl.encoding.RawEncoder)
-
-
-def _lp(part: bytes) -> bytes:
-    return struct.pack(">I", len(part)) + part
+_U32 = struct.Struct(">I").pack
 
 
 def envelope_digest(hdr: bytes, keys: bytes, ct: bytes) -> bytes:
     """BLAKE2b-256 over the length-prefixed signed parts: what the sender and hops sign."""
-    return _blake2b(DS_DIGEST + _lp(hdr) + _lp(keys) + _lp(ct))
+    return blake2b_256(
+        b"".join((DS_DIGEST, _U32(len(hdr)), hdr, _U32(len(keys)), keys, _U32(len(ct)), ct))
+    )
 
 
 def header_ad(hdr: bytes) -> bytes:
-    return _blake2b(DS_HEADER_AD + hdr)
+    return blake2b_256(DS_HEADER_AD + hdr)
 
 
 def key_commitment(content_key: bytes) -> bytes:
-    return nacl.hash.blake2b(
-        DS_COMMIT, digest_size=32, key=content_key, encoder=nacl.encoding.RawEncoder
-    )
+    return blake2b_256(DS_COMMIT, key=content_key)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -231,7 +224,7 @@ class Envelope:
     @property
     def payload_hash(self) -> bytes:
         """Names the content in audit entries and receipts without revealing it."""
-        return _blake2b(DS_PAYLOAD + self.ct)
+        return blake2b_256(DS_PAYLOAD + self.ct)
 
     def to_bytes(self) -> bytes:
         return wire.encode(
@@ -346,7 +339,7 @@ def open_envelope(env: Envelope, recipient: Identity) -> Opened:
     if not hmac.compare_digest(entry.key_id, recipient.encryption.key_id):
         raise DecryptError(f"content key is sealed to another key of {me} (rotated?)")
     try:
-        content_key = SealedBox(recipient.encryption.private_key).decrypt(entry.sealed)
+        content_key = recipient.encryption.unseal(entry.sealed)
     except nacl.exceptions.CryptoError:
         raise DecryptError("cannot unseal the content key") from None
     body_bytes = decrypt_body(env.ct, content_key, env.hdr)
@@ -369,7 +362,7 @@ def decrypt_body(ct: bytes, content_key: bytes, hdr: bytes) -> bytes:
 
 
 def _pad(body: bytes) -> bytes:
-    framed = struct.pack(">I", len(body)) + body
+    framed = _U32(len(body)) + body
     return framed + b"\x00" * (-len(framed) % PAD_BLOCK)
 
 
@@ -396,12 +389,13 @@ def encrypt_body(body: Body, content_key: bytes, nonce: bytes, hdr: bytes) -> by
 
 
 def seal_content_key(content_key: bytes, recipient: PublicIdentity) -> SealedKey:
-    if recipient.encryption is None or recipient.encryption_key_id is None:
+    kid = recipient.encryption_key_id
+    if recipient.encryption is None or kid is None:
         raise NotRecipientError(f"{recipient.principal} has no encryption key")
     return SealedKey(
         recipient=str(recipient.principal),
-        key_id=recipient.encryption_key_id,
-        sealed=SealedBox(PublicKey(recipient.encryption)).encrypt(content_key),
+        key_id=kid,
+        sealed=nacl.bindings.crypto_box_seal(content_key, recipient.encryption),
     )
 
 

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Annotated, Final, Literal, NoReturn, Protocol
 
 import msgspec
-import nacl.encoding
+import nacl.bindings
 import nacl.exceptions
-import nacl.hash
 import nacl.secret
-import nacl.signing
 import nacl.utils
+from nacl._sodium import ffi, lib  # type: ignore[import-not-found]  # PyNaCl's cffi module
 from nacl.public import PrivateKey
 from nacl.pwhash import argon2id
 
@@ -67,12 +66,30 @@ def fingerprint(alg: KeyAlg, public: bytes) -> str:
     return f"{alg.value}:" + "-".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
+_BLAKE2B_KEY_MAX: Final = nacl.bindings.crypto_generichash_KEYBYTES_MAX
+
+
 def _key_hash(alg: KeyAlg, public: bytes) -> bytes:
-    return nacl.hash.blake2b(
-        b"ixb-key-v1\x00" + alg.value.encode("ascii") + b"\x00" + public,
-        digest_size=32,
-        encoder=nacl.encoding.RawEncoder,
+    return blake2b_256(b"ixb-key-v1\x00" + alg.value.encode("ascii") + b"\x00" + public)
+
+
+def blake2b_256(data: bytes, key: bytes = b"") -> bytes:
+    """libsodium's BLAKE2b-256 (``crypto_generichash``), keyed when ``key`` is given.
+
+    The same call and bytes as ``nacl.hash.blake2b(data, digest_size=32,
+    key=key)``, without PyNaCl's Python-level parameter checks, which cost
+    three times the hash itself on the short inputs every envelope hashes
+    several times (tests/test_keys.py holds the two equal).
+    """
+    if type(data) is not bytes or type(key) is not bytes or len(key) > _BLAKE2B_KEY_MAX:
+        raise TypeError("BLAKE2b takes bytes, and a key of at most 64 bytes")
+    out = ffi.new("unsigned char[]", 32)
+    rc = lib.crypto_generichash_blake2b_salt_personal(
+        out, 32, data, len(data), key if key else ffi.NULL, len(key), ffi.NULL, ffi.NULL
     )
+    if rc != 0:
+        raise RuntimeError("crypto_generichash failed")
+    return bytes(ffi.buffer(out, 32))
 
 
 class SigningKeyPair:
@@ -83,8 +100,8 @@ class SigningKeyPair:
     def __init__(self, seed: bytes) -> None:
         if len(seed) != 32:
             raise KeyFileError("an Ed25519 seed is 32 bytes")
-        self._sk = nacl.signing.SigningKey(seed)
-        self.public: bytes = bytes(self._sk.verify_key)
+        # libsodium's 64-byte secret key (seed ‖ public), signed with directly.
+        self.public, self._sk = nacl.bindings.crypto_sign_seed_keypair(seed)
         self.key_id: bytes = key_id(KeyAlg.ED25519, self.public)
 
     @classmethod
@@ -93,14 +110,14 @@ class SigningKeyPair:
 
     def sign(self, message: bytes) -> bytes:
         """Detached Ed25519 signature."""
-        return self._sk.sign(message).signature
+        return nacl.bindings.crypto_sign(message, self._sk)[:SIGNATURE_BYTES]
 
     @property
     def fingerprint(self) -> str:
         return fingerprint(KeyAlg.ED25519, self.public)
 
     def _seed(self) -> bytes:
-        return bytes(self._sk)
+        return nacl.bindings.crypto_sign_ed25519_sk_to_seed(self._sk)
 
     def __repr__(self) -> str:
         return f"SigningKeyPair({self.fingerprint})"
@@ -119,8 +136,8 @@ class EncryptionKeyPair:
     def __init__(self, secret: bytes) -> None:
         if len(secret) != 32:
             raise KeyFileError("an X25519 secret key is 32 bytes")
-        self._sk = PrivateKey(secret)
-        self.public: bytes = bytes(self._sk.public_key)
+        self._sk = bytes(secret)
+        self.public: bytes = nacl.bindings.crypto_scalarmult_base(self._sk)
         self.key_id: bytes = key_id(KeyAlg.X25519, self.public)
 
     @classmethod
@@ -129,8 +146,12 @@ class EncryptionKeyPair:
 
     @property
     def private_key(self) -> PrivateKey:
-        """For libsodium calls in :mod:`protocols.envelope` only."""
-        return self._sk
+        """For the key file and test vectors only; :meth:`unseal` is the hot path."""
+        return PrivateKey(self._sk)
+
+    def unseal(self, sealed: bytes) -> bytes:
+        """Open a ``crypto_box_seal`` box sent to this key; ``CryptoError`` if it does not."""
+        return nacl.bindings.crypto_box_seal_open(sealed, self.public, self._sk)
 
     @property
     def fingerprint(self) -> str:
@@ -204,7 +225,8 @@ def verify_signature(public: bytes, message: bytes, signature: bytes) -> None:
     if len(signature) != SIGNATURE_BYTES or len(public) != PUBLIC_KEY_BYTES:
         raise SignatureError("signature or key has the wrong length")
     try:
-        nacl.signing.VerifyKey(public).verify(message, signature)
+        # What nacl.signing.VerifyKey.verify does, without building a key object per call.
+        nacl.bindings.crypto_sign_open(signature + message, public)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
         raise SignatureError("signature does not verify") from None
 
