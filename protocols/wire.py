@@ -32,6 +32,19 @@ class WireStruct(
 _ENCODER = msgspec.msgpack.Encoder()
 
 
+# One Decoder per type: msgspec remembers what it learned of a Struct class, but
+# rebuilds it on every decode(type=...) of a type such as Annotated[list[X], ...].
+# The types are the fixed set this package declares, so the map stays small.
+_DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _decoder(typ: Any) -> msgspec.msgpack.Decoder[Any]:
+    decoder = _DECODERS.get(typ)
+    if decoder is None:
+        decoder = _DECODERS[typ] = msgspec.msgpack.Decoder(typ)
+    return decoder
+
+
 def encode(obj: Any) -> bytes:
     """The canonical bytes of a wire structure."""
     return _ENCODER.encode(obj)
@@ -43,7 +56,7 @@ def decode(data: bytes, typ: type[T], what: str) -> T:
     ``what`` names the structure in error messages ("header", "alert body" …).
     """
     try:
-        obj = msgspec.msgpack.decode(data, type=typ)
+        obj: T = _decoder(typ).decode(data)
     except msgspec.ValidationError as exc:
         raise SchemaError(f"{what}: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
