@@ -227,16 +227,13 @@ class Envelope:
         return blake2b_256(DS_PAYLOAD + self.ct)
 
     def to_bytes(self) -> bytes:
-        return wire.encode(
-            _Outer(
-                v=ENVELOPE_VERSION,
-                hdr=self.hdr,
-                keys=self.keys,
-                ct=self.ct,
-                sig=self.sig,
-                hops=list(self.hops),
-            )
-        )
+        return _encode_outer(self.hdr, self.keys, self.ct, self.sig, self.hops)
+
+
+def _encode_outer(hdr: bytes, keys: bytes, ct: bytes, sig: bytes, hops: Sequence[Hop]) -> bytes:
+    return wire.encode(
+        _Outer(v=ENVELOPE_VERSION, hdr=hdr, keys=keys, ct=ct, sig=sig, hops=list(hops))
+    )
 
 
 def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
@@ -403,10 +400,13 @@ def assemble(
     header: Header, sealed: Sequence[SealedKey], ct: bytes, signer: SigningKeyPair
 ) -> bytes:
     """Sign and encode. ``sealed`` must follow ``header.recipients`` in order."""
-    hdr = wire.encode(header)
+    return _assemble(wire.encode(header), sealed, ct, signer)
+
+
+def _assemble(hdr: bytes, sealed: Sequence[SealedKey], ct: bytes, signer: SigningKeyPair) -> bytes:
     keys = wire.encode(list(sealed))
     sig = signer.sign(DS_SIGNATURE + envelope_digest(hdr, keys, ct))
-    return wire.encode(_Outer(v=ENVELOPE_VERSION, hdr=hdr, keys=keys, ct=ct, sig=sig))
+    return _encode_outer(hdr, keys, ct, sig, ())
 
 
 def seal_envelope(
@@ -441,11 +441,12 @@ def seal_envelope(
         forward_of=forward_of,
     )
     # Header() ran its checks on construction; re-decode proves the same on the wire.
-    wire.decode(wire.encode(header), Header, "header")
+    hdr = wire.encode(header)
+    wire.decode(hdr, Header, "header")
     content_key = nacl.utils.random(CONTENT_KEY_BYTES)
-    ct = encrypt_body(body, content_key, nacl.utils.random(NONCE_BYTES), wire.encode(header))
+    ct = encrypt_body(body, content_key, nacl.utils.random(NONCE_BYTES), hdr)
     sealed = [seal_content_key(content_key, r) for r in recipients]
-    return assemble(header, sealed, ct, sender.signing)
+    return _assemble(hdr, sealed, ct, sender.signing)
 
 
 def _type_name(body: Body) -> str:
@@ -464,9 +465,9 @@ def add_hop(env: Envelope, hub: Identity, at_ms: int) -> Envelope:
         raise SchemaError(f"{hub.principal} is not a hub")
     claim = HopClaim(hub=str(hub.principal), key_id=hub.signing.key_id, at=at_ms)
     sig = hub.signing.sign(_hop_message(env.digest, claim))
-    hop = Hop(hub=claim.hub, key_id=claim.key_id, at=claim.at, sig=sig)
-    countersigned = dataclasses.replace(env, hops=(*env.hops, hop))
-    return dataclasses.replace(countersigned, size=len(countersigned.to_bytes()))
+    hops = (*env.hops, Hop(hub=claim.hub, key_id=claim.key_id, at=claim.at, sig=sig))
+    size = len(_encode_outer(env.hdr, env.keys, env.ct, env.sig, hops))
+    return dataclasses.replace(env, hops=hops, size=size)
 
 
 def _hop_message(digest: bytes, claim: HopClaim) -> bytes:

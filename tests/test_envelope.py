@@ -365,3 +365,19 @@ def test_forged_or_non_hub_hops_are_refused() -> None:
     agency_hop = msgspec.structs.replace(hop, hub="THA/DSI-ATHD")
     bad2 = Envelope(**{**{f: getattr(env, f) for f in env.__slots__}, "hops": (agency_hop,)})
     assert code_of(lambda: verify_hops(bad2, PARTIES.ring)) == "ixb.E_SIGNATURE"
+
+
+COUNTERSIGNED_BYTES = add_hop(
+    add_hop(decode_envelope(ALERT_BYTES), PARTIES["THA/HUB"], NOW_MS + 1),
+    PARTIES["MYS/HUB"],
+    NOW_MS + 2,
+).to_bytes()
+
+
+@fast
+@given(bit=st.integers(min_value=0, max_value=len(COUNTERSIGNED_BYTES) * 8 - 1))
+def test_any_single_bit_flip_in_a_countersigned_envelope_is_refused(bit: int) -> None:
+    tampered = bytearray(COUNTERSIGNED_BYTES)
+    tampered[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(IxbError):
+        full_check(bytes(tampered))
