@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,8 +52,13 @@ class KeyAlg(enum.StrEnum):
     X25519 = "x25519"
 
 
+@functools.lru_cache(maxsize=4096)
 def key_id(alg: KeyAlg, public: bytes) -> bytes:
-    """8-byte id naming a public key on the wire (a hint for rotation, never trusted alone)."""
+    """8-byte id naming a public key on the wire (a hint for rotation, never trusted alone).
+
+    Cached: key lookups recompute it for every envelope and hop checked, and it
+    is a function of public bytes only.
+    """
     return _key_hash(alg, public)[:KEY_ID_BYTES]
 
 

@@ -49,12 +49,28 @@ def test_blake2b_256_refuses_what_pynacl_refuses(data: object, key: object) -> N
         blake2b_256(data, key=key)  # type: ignore[arg-type]
 
 
+def _reference_key_id(alg: KeyAlg, public: bytes) -> bytes:
+    data = b"ixb-key-v1\x00" + alg.value.encode("ascii") + b"\x00" + public
+    return nacl.hash.blake2b(data, digest_size=32, encoder=nacl.encoding.RawEncoder)[:8]
+
+
 @settings(max_examples=100, deadline=None)
 @given(alg=st.sampled_from(KeyAlg), public=st.binary(min_size=32, max_size=32))
 def test_key_id_is_unchanged(alg: KeyAlg, public: bytes) -> None:
-    data = b"ixb-key-v1\x00" + alg.value.encode("ascii") + b"\x00" + public
-    digest = nacl.hash.blake2b(data, digest_size=32, encoder=nacl.encoding.RawEncoder)
-    assert key_id(alg, public) == digest[:8]
+    assert key_id(alg, public) == _reference_key_id(alg, public)
+
+
+@settings(max_examples=50, deadline=None)
+@given(publics=st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=40))
+def test_cached_key_ids_always_name_their_own_key(publics: list[bytes]) -> None:
+    """The key id cache never answers for another key or algorithm, before or after eviction."""
+    for _ in range(2):
+        for public in publics:
+            for alg in KeyAlg:
+                assert key_id(alg, public) == _reference_key_id(alg, public)
+        key_id.cache_clear()
+    ids = {key_id(alg, p): (alg, p) for p in set(publics) for alg in KeyAlg}
+    assert len(ids) == 2 * len(set(publics))
 
 
 @settings(max_examples=100, deadline=None)
