@@ -81,6 +81,10 @@ class AgencySection(_Strict, frozen=True):
     """Key file of the agency; only its public part is read."""
     revoked: str | None = None
     """Reason, if the agency is revoked (from the hub's start; peers learn it in seconds)."""
+    max_per_minute: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    burst: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """This agency's rate limit instead of ``[policy]``'s: an automated document
+    registry answers every border desk of a region, so 600 a minute is far too few."""
 
 
 class LimitsSection(_Strict, frozen=True):
@@ -127,6 +131,15 @@ class HubConfig(_Strict, frozen=True):
 
     def agency_roles(self) -> dict[Principal, tuple[Role, ...]]:
         return {parse_agency(a.id): tuple(Role(r) for r in a.roles) for a in self.agency}
+
+    def rate_limits(self) -> dict[str, tuple[int, int]]:
+        """Agency id → (per minute, burst), for agencies with their own limit."""
+        policy = self.policy
+        return {
+            a.id: (a.max_per_minute or policy.max_per_minute, a.burst or policy.burst)
+            for a in self.agency
+            if a.max_per_minute is not None or a.burst is not None
+        }
 
     def revoked(self) -> dict[Principal, str]:
         return {parse_agency(a.id): a.revoked for a in self.agency if a.revoked}

@@ -83,22 +83,27 @@ class _Bucket:
 
 @dataclass
 class RateLimiter:
-    """Token bucket per sender: ``per_minute`` sustained, ``burst`` at once."""
+    """Token bucket per sender: ``per_minute`` sustained, ``burst`` at once.
+
+    ``overrides`` gives some senders their own (per minute, burst).
+    """
 
     per_minute: int
     burst: int
     clock: Callable[[], float] = time.monotonic
+    overrides: dict[str, tuple[int, int]] = field(default_factory=dict)
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
     def take(self, who: str) -> None:
+        per_minute, burst = self.overrides.get(who, (self.per_minute, self.burst))
         now = self.clock()
-        bucket = self._buckets.setdefault(who, _Bucket(float(self.burst), now))
+        bucket = self._buckets.setdefault(who, _Bucket(float(burst), now))
         bucket.tokens = min(
-            float(self.burst), bucket.tokens + (now - bucket.updated) * self.per_minute / 60.0
+            float(burst), bucket.tokens + (now - bucket.updated) * per_minute / 60.0
         )
         bucket.updated = now
         if bucket.tokens < 1.0:
-            raise RateLimitedError(f"{who} is over {self.per_minute} messages a minute")
+            raise RateLimitedError(f"{who} is over {per_minute} messages a minute")
         bucket.tokens -= 1.0
 
 
@@ -117,7 +122,9 @@ class Pipeline:
         self.keys = keys
         self.store = store
         self.limits: Limits = config.wire_limits()
-        self.limiter = limiter or RateLimiter(config.policy.max_per_minute, config.policy.burst)
+        self.limiter = limiter or RateLimiter(
+            config.policy.max_per_minute, config.policy.burst, overrides=config.rate_limits()
+        )
 
     # --- entry points -------------------------------------------------------------
 

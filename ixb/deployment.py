@@ -188,6 +188,7 @@ def create_deployment(
                 f"id = {_toml_str(str(principal))}",
                 f"roles = {json.dumps([r.value for r in roles])}",
                 f"key = {_toml_str(seen(deployment.key_file(principal)))}",
+                *_rate_lines(roles),
                 "",
             ]
         if liaison_password is not None:
@@ -214,3 +215,19 @@ def create_deployment(
             ),
         )
     return deployment
+
+
+AUTOMATED_ROLES = frozenset({Role.DOCUMENT_AUTHORITY, Role.IMMIGRATION})
+AUTOMATED_PER_MINUTE = 60_000
+AUTOMATED_BURST = 2_000
+
+
+def _rate_lines(roles: Sequence[Role]) -> list[str]:
+    """A per-agency rate limit for border checks: 1,000 a second, not the policy's 10.
+
+    Document checks come from every desk of a country and are answered by a
+    machine; the policy default (600 a minute) suits people writing alerts.
+    """
+    if not AUTOMATED_ROLES.intersection(roles):
+        return []
+    return [f"max_per_minute = {AUTOMATED_PER_MINUTE}", f"burst = {AUTOMATED_BURST}"]

@@ -92,3 +92,14 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[hub"), env={})
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml", env={})
+
+
+def test_agency_rate_limit_overrides_the_policy(tmp_path: Path) -> None:
+    text = GOOD + (
+        '\n[[agency]]\nid = "THA/IMMIGRATION"\nroles = ["immigration"]\nkey = "k"\n'
+        "max_per_minute = 60000\n"
+    )
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.rate_limits() == {"THA/IMMIGRATION": (60_000, cfg.policy.burst)}
+    with pytest.raises(ConfigError, match="max_per_minute"):
+        load_config(write(tmp_path, text.replace("60000", "0")), env={})
