@@ -182,9 +182,12 @@ class LocalState:
 
     def record(self, r: Receipt) -> None:
         with self._db:
-            self._db.execute(
+            self._db.executemany(
                 "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?)",
-                (format_message_id(r.for_id), r.status.value, r.by, r.at_ms, r.code, r.detail),
+                [
+                    (format_message_id(i), r.status.value, r.by, r.at_ms, r.code, r.detail)
+                    for i in r.ids
+                ],
             )
 
     def receipts(self, msg_id: str) -> list[dict[str, Any]]:

@@ -337,7 +337,8 @@ class AgencyClient:
             return Refused(exc, msg_id)
         item = Incoming(opened.header, opened.body, env, hubs, msg)
         if isinstance(item.body, Receipt):
-            self.receipts[format_message_id(item.body.for_id)].append(item.body)
+            for for_id in item.body.ids:
+                self.receipts[format_message_id(for_id)].append(item.body)
             for waiter in self._receipt_waiters:
                 if not waiter.done():
                     waiter.set_result(None)

@@ -6,8 +6,8 @@ publish to THA's ingress, wait for the ack) in a loop; tasks share up to
 MYS/RMP-ATIPSOM, fetches its inbox (every envelope verified, hop
 countersignatures checked, decrypted by the SDK) and acks. Both hubs verify,
 audit and route every message and send the sender its receipts (accepted,
-relayed, delivered), which are real traffic too and are counted as such in
-``e2e_envelopes_per_alert``.
+relayed, delivered), which are real traffic too: one receipt per statement
+for all of a sender's messages in a fetched batch.
 
 Every level sends the same bounded count (the hubs, not the senders, are the
 bottleneck: a larger count only grows the backlog the next level would
@@ -30,11 +30,13 @@ from bench.federation import Bench, running
 SENDER = "THA/DSI-ATHD"
 RECIPIENT = "MYS/RMP-ATIPSOM"
 LEVELS = (1, 4, 16, 64)
-MAX_MESSAGES = {1: 400, 4: 400, 16: 400, 64: 400}
-MAX_SEND_SECONDS = 25.0
+MAX_MESSAGES = {1: 1500, 4: 1500, 16: 1500, 64: 1500}
+MAX_SEND_SECONDS = 15.0
 DRAIN_SECONDS = 20.0
 MAX_CONNECTIONS = 8
-ENVELOPES_PER_ALERT = 4  # the alert and its accepted, relayed and delivered receipts
+ENVELOPES_PER_ALERT = 4
+"""At most: the alert and its accepted, relayed and delivered receipts. Hubs give one
+receipt per sender and statement per fetched batch, so under load far fewer."""
 
 
 @dataclass
@@ -126,7 +128,7 @@ async def run(base: Path) -> dict[str, object]:
     return {
         "e2e_msgs_per_s": best["msgs_per_s"],
         "e2e_best_senders": best["senders"],
-        "e2e_envelopes_per_alert": ENVELOPES_PER_ALERT,
+        "e2e_envelopes_per_alert_max": ENVELOPES_PER_ALERT,
         "e2e_levels": levels,
         "hub_rss_mib": max(v for v in last_rss.values() if v is not None),
         "hub_rss_mib_by_hub": last_rss,

@@ -3,17 +3,19 @@
 A real :class:`broker.hub.Hub` (its HubStore and AuditLog in a temporary
 directory, configured by ``create_deployment`` as for the demo, rate limit
 raised as in :mod:`bench.federation`) is built but not run; its NATS
-publishes are replaced by no-ops. Per 1 KiB alert from THA/DSI-ATHD to
-MYS/RMP-ATIPSOM, three cuts, each on fresh envelopes:
+publishes and acks are replaced by no-ops. Per 1 KiB alert from THA/DSI-ATHD
+to MYS/RMP-ATIPSOM, three cuts, each on fresh envelopes:
 
 - ``pipeline``: ``Pipeline.from_local`` (decode, verify the sender, policy,
-  replay record in SQLite, countersign);
-- ``pipeline_audit``: that plus ``HubAudit.record`` of the entries the hub
-  writes for it (accepted, relayed), one durable transaction, and
-  ``mark_routed``;
-- ``worker``: that plus everything else ``Hub._route_accepted`` does before the
-  ack: the signed receipts to the sender (accepted, relayed), each sealed and
-  audited, metrics and the structured log line. This is the hub figure.
+  replay record, countersign), a fetched batch of 64 per store transaction
+  as the hub decides them;
+- ``worker``: ``Hub._handle_local`` on fetched batches of 64 (a hub under
+  load): the pipeline, the routing plan, the hub-signed receipts to the
+  sender (one per statement for the batch, sealed and audited), one durable
+  audit commit and one durable store commit per batch, the acks, metrics and
+  one structured log line per message. This is the hub figure;
+- ``worker_single``: the same, one message per batch (an idle hub: every
+  message pays its own commits and receipts).
 
 Logging is configured as ``ixb hub run`` does (JSON lines), written to /dev/null.
 The crypto floor is one Ed25519 verify plus one sign over a 32-byte digest.
@@ -31,10 +33,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
 import nacl.bindings
 import structlog
+from nats.aio.msg import Msg
 
 from bench.common import alert_1k
 from bench.federation import PASSPHRASE, POLICY_ENV, make_deployment
@@ -42,13 +45,15 @@ from broker.cli import load_hub_parts
 from broker.config import load_config
 from broker.hub import Hub
 from broker.pipeline import Accepted
-from protocols.audit import AuditEvent
+from protocols import subjects
 from protocols.envelope import seal_envelope
 from protocols.identifiers import Principal, hub_of, parse_agency
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
 
 MESSAGES = 2_000
+SINGLE_MESSAGES = 500
+BATCH = 64  # broker.hub.FETCH_BATCH: what a loaded hub fetches at once
 MAX_SECONDS = 10.0
 FLOOR_SECONDS = 2.0
 PROFILE_MESSAGES = 600
@@ -65,6 +70,19 @@ class OfflineHub(Hub):
 
     async def _publish_out(self, peer: str, data: bytes, dedup: str) -> None:
         return None
+
+
+class _NoClient:
+    """Where an :class:`OfflineMsg` sends its ack: nowhere."""
+
+    async def publish(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+
+def offline_msg(data: bytes, subject: str, seq: int) -> Msg:
+    """A JetStream message as a fetch hands it over (first delivery), acked into the void."""
+    reply = f"$JS.ACK.INGRESS.hub.1.{seq}.{seq}.{time.time_ns()}.0"
+    return Msg(_client=cast(Any, _NoClient()), subject=subject, reply=reply, data=data)
 
 
 def _configure_logging(sink: TextIO) -> None:
@@ -140,51 +158,43 @@ class Setup:
 
 
 async def _measure(
-    hub: OfflineHub, data: list[bytes], step: Callable[[bytes], object]
+    data: list[bytes], step: Callable[[list[bytes]], object], batch: int
 ) -> tuple[float, int]:
     n, start = 0, time.perf_counter()
-    for item in data:
-        result = step(item)
+    for i in range(0, len(data), batch):
+        result = step(data[i : i + batch])
         if asyncio.iscoroutine(result):
             await result
-        n += 1
+        n += len(data[i : i + batch])
         if time.perf_counter() - start > MAX_SECONDS:
             break
     return n / (time.perf_counter() - start), n
 
 
-def _steps(hub: OfflineHub) -> dict[str, Callable[[bytes], object]]:
+def _steps(hub: OfflineHub) -> dict[str, Callable[[list[bytes]], object]]:
     publisher = parse_agency(SENDER).name
+    subject = subjects.ingress(parse_agency(SENDER))
+    seq = iter(range(1, 1 << 40))
 
-    def decide(data: bytes) -> Accepted:
-        outcome = hub.pipeline.from_local(data, publisher, hub.clock())
-        if not isinstance(outcome, Accepted):
-            raise RuntimeError(f"bench envelope rejected: {outcome.error}")  # noqa: TRY004
-        return outcome
+    def decide(batch: list[bytes]) -> None:
+        with hub.store.transaction(durable=False):
+            for data in batch:
+                outcome = hub.pipeline.from_local(data, publisher, hub.clock())
+                if not isinstance(outcome, Accepted):
+                    raise RuntimeError(f"bench envelope rejected: {outcome.error}")  # noqa: TRY004
 
-    def pipeline_audit(data: bytes) -> None:
-        outcome = decide(data)
-        env = outcome.envelope
-        hub.audit.record(
-            [
-                hub.audit.entry(AuditEvent.ACCEPTED, envelope=env),
-                *(hub.audit.entry(AuditEvent.RELAYED, envelope=env, peer=p) for p in outcome.peers),
-            ]
-        )
-        hub.store.mark_routed(env.header.id)
+    async def worker(batch: list[bytes]) -> None:
+        await hub._handle_local([offline_msg(d, subject, next(seq)) for d in batch])
 
-    async def worker(data: bytes) -> None:
-        await hub._route_accepted(decide(data), via=None)
-
-    return {"pipeline": decide, "pipeline_audit": pipeline_audit, "worker": worker}
+    return {"pipeline": decide, "worker": worker}
 
 
 def profile_top(hub: OfflineHub, data: list[bytes]) -> list[str]:
     worker = _steps(hub)["worker"]
 
     async def go() -> None:
-        for item in data:
-            await worker(item)  # type: ignore[misc]
+        for i in range(0, len(data), BATCH):
+            await worker(data[i : i + BATCH])  # type: ignore[misc]
 
     profiler = cProfile.Profile()
     profiler.enable()
@@ -200,15 +210,21 @@ async def _run_async(setup: Setup) -> dict[str, object]:
     await setup.start()
     hub = setup.hubs["THA"]
     steps = _steps(hub)
+    cuts = {
+        "pipeline": (steps["pipeline"], BATCH, MESSAGES),
+        "worker": (steps["worker"], BATCH, MESSAGES),
+        "worker_single": (steps["worker"], 1, SINGLE_MESSAGES),
+    }
     rates: dict[str, float] = {}
     counts: dict[str, int] = {}
-    for i, (name, step) in enumerate(steps.items()):
-        data = setup.envelopes(MESSAGES, offset=i * MESSAGES)
-        rates[name], counts[name] = await _measure(hub, data, step)
+    for i, (name, (step, batch, n)) in enumerate(cuts.items()):
+        data = setup.envelopes(n, offset=i * MESSAGES)
+        rates[name], counts[name] = await _measure(data, step, batch)
     return {
         "hub_msgs_per_s_per_core": round(rates["worker"], 1),
         "hub_pipeline_only_per_s": round(rates["pipeline"], 1),
-        "hub_pipeline_audit_per_s": round(rates["pipeline_audit"], 1),
+        "hub_worker_single_per_s": round(rates["worker_single"], 1),
+        "hub_batch": BATCH,
         "hub_messages_measured": counts,
     }
 

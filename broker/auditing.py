@@ -59,6 +59,8 @@ from protocols.merkle import verify_inclusion
 log = structlog.get_logger("ixb.audit")
 
 RECONCILE_GRACE_MS = 60_000
+COSIGN_RECORD_PERIOD_MS = 3_600_000
+"""A ``checkpoint_cosigned`` entry per peer at most this often (SPEC §13.5)."""
 RECONCILE_LIMIT = 100_000
 INBOUND_EVENTS = frozenset({"accepted", "rejected", "duplicate"})
 
@@ -98,6 +100,7 @@ class HubAudit:
     on_alarm: Callable[[str, str], None] = lambda origin, detail: None
     _published: dict[str, int] = field(default_factory=dict)
     _shared_upto: dict[str, int] = field(default_factory=dict)
+    _cosign_recorded: dict[str, int] = field(default_factory=dict)
 
     @property
     def hub_id(self) -> str:
@@ -241,11 +244,11 @@ class HubAudit:
         except ForkError as exc:
             self._alarm(origin, exc.detail, publication.note)
             raise
+        received: list[PeerEntry] = []
         for shared in publication.shared:
             verify_inclusion(shared.entry, shared.index, new.size, shared.proof, new.root)
             entry = decode_entry(shared.entry)
-            self.store.save_peer_entry(
-                origin,
+            received.append(
                 PeerEntry(
                     shared.index,
                     entry.message_id,
@@ -253,20 +256,27 @@ class HubAudit:
                     entry.at,
                     entry.peer,
                     shared.entry,
-                ),
+                )
             )
+        self.store.save_peer_entries(origin, received)  # all proven, then one commit
         now = self.clock()
         self.log.save_witnessed(log_origin(origin), new.size, new.root, publication.note, now)
         cosigned = cosign(publication.note, self.identity, witness_name(self.country), self._secs())
-        self.record(
-            [
-                self.entry(
-                    AuditEvent.CHECKPOINT_COSIGNED,
-                    peer=origin,
-                    detail=f"{log_origin(origin)} size {new.size}",
-                )
-            ]
-        )
+        recorded = self._cosign_recorded.get(origin)
+        if recorded is None or now - recorded >= COSIGN_RECORD_PERIOD_MS:
+            # Not every cosigning: each entry grows our log, our next checkpoint, the
+            # peer's cosigning of it, its log … two idle hubs would log each other forever.
+            # Every checkpoint we cosigned stays in the witness table as evidence.
+            self._cosign_recorded[origin] = now
+            self.record(
+                [
+                    self.entry(
+                        AuditEvent.CHECKPOINT_COSIGNED,
+                        peer=origin,
+                        detail=f"{log_origin(origin)} size {new.size}",
+                    )
+                ]
+            )
         return new.size, cosigned
 
     def _alarm(self, origin: str, detail: str, evidence: bytes) -> None:

@@ -57,7 +57,7 @@ from broker.web import (
     setup_liaison,
 )
 from protocols import subjects
-from protocols.audit import AuditEvent, encode_publication
+from protocols.audit import AuditEntry, AuditEvent, encode_publication
 from protocols.checkpoint import log_origin, parse_checkpoint, parse_signed_note, witness_name
 from protocols.directory import (
     DirectoryKeys,
@@ -86,6 +86,7 @@ FETCH_TIMEOUT_S = 1.0
 RECEIPT_TTL_MS = 7 * MS_PER_DAY
 NO_ID = b"\x00" * 16
 LINK_CHECK_S = 2.0
+MAX_RECEIPT_IDS = 256  # for_id + up to 255 in Receipt.also
 
 
 def wall_ms() -> int:
@@ -105,6 +106,65 @@ class HubState:
     started_ms: int = field(default_factory=wall_ms)
     in_flight: int = 0
     ready: bool = False
+
+
+@dataclass
+class _Work:
+    """One fetched message, its decision, and what settling it records and reports."""
+
+    msg: Msg
+    outcome: Accepted | Rejected
+    publisher: str | None
+    via: str | None
+    entries: list[AuditEntry] = field(default_factory=list)
+    routed: bytes | None = None
+    """The message id to mark routed once everything it caused is published."""
+    report: Callable[[], None] = lambda: None
+    """Metrics and the log line, once the message is acked."""
+
+
+@dataclass
+class _Job:
+    """A JetStream publish, the batch messages that depend on it, and its audit entry."""
+
+    publish: Coroutine[Any, Any, None]
+    works: set[int]
+    entry: AuditEntry | None = None
+
+    async def run(self) -> None:
+        await self.publish
+
+
+@dataclass
+class _Receipts:
+    """Receipt statements of a batch, grouped: one receipt per (recipient, status, code, detail)."""
+
+    groups: dict[
+        tuple[Principal, ReceiptStatus, str | None, str | None], list[tuple[int, bytes]]
+    ] = field(default_factory=dict)
+    _seen: set[tuple[Principal, ReceiptStatus, bytes]] = field(default_factory=set)
+
+    def add(
+        self,
+        to: Principal,
+        work: int,
+        for_id: bytes,
+        status: ReceiptStatus,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+    ) -> None:
+        items = self.groups.setdefault((to, status, code, detail or None), [])
+        if (to, status, for_id) not in self._seen:  # an envelope twice in one batch: one id
+            self._seen.add((to, status, for_id))
+            items.append((work, for_id))
+
+
+def _work_id(w: _Work) -> str | None:
+    if isinstance(w.outcome, Accepted):
+        return w.outcome.envelope.header.message_id
+    header = w.outcome.header
+    return header.message_id if header is not None else _nats_msg_id(w.msg)
 
 
 class Hub:
@@ -431,10 +491,10 @@ class Hub:
         js: JetStreamContext,
         stream: str,
         stop: asyncio.Event,
-        handle: Callable[[Msg], Awaitable[None]],
+        handle: Callable[[list[Msg]], Awaitable[None]],
         what: str,
     ) -> None:
-        """Fetch, handle, repeat; re-bind after errors (nats-py subs can die on reconnect)."""
+        """Fetch a batch, handle it, repeat; re-bind after errors (nats-py subs can die)."""
         while not stop.is_set():
             try:
                 psub = await js.pull_subscribe_bind(streams.HUB_CONSUMER, stream)
@@ -448,12 +508,11 @@ class Hub:
                         msgs = await streams.fetch_ready(psub, FETCH_BATCH, FETCH_TIMEOUT_S)
                     except (TimeoutError, nats.errors.TimeoutError):
                         continue
-                    for msg in msgs:
-                        self.state.in_flight += 1
-                        try:
-                            await handle(msg)
-                        finally:
-                            self.state.in_flight -= 1
+                    self.state.in_flight += len(msgs)
+                    try:
+                        await handle(msgs)
+                    finally:
+                        self.state.in_flight -= len(msgs)
             except (nats.errors.Error, nats.js.errors.Error) as exc:
                 log.warning("fetch_failed", worker=what, error=str(exc))
                 await _sleep_or_stop(stop, 0.5)
@@ -482,138 +541,198 @@ class Hub:
     async def _peer_worker(self, peer: str, stop: asyncio.Event) -> None:
         link = self.links[peer]
 
-        async def handle(msg: Msg) -> None:
-            await self._handle_peer(peer, msg)
+        async def handle(msgs: list[Msg]) -> None:
+            await self._handle_peer(peer, msgs)
 
         await self._pull_loop(link.js, streams.in_stream(peer), stop, handle, f"peer-{peer}")
 
-    async def _handle_local(self, msg: Msg) -> None:
+    async def _handle_local(self, msgs: list[Msg]) -> None:
         started = time.perf_counter()
-        publisher = msg.subject.rsplit(".", 1)[-1]
-        outcome = self.pipeline.from_local(
-            msg.data, publisher, self.clock(), redelivered=_redelivered(msg)
-        )
-        await self._settle(msg, outcome, publisher=publisher, via=None, started=started)
+        now = self.clock()
+        batch: list[_Work] = []
+        with self.store.transaction(durable=False):  # made durable by _settle's mark_routed
+            for msg in msgs:
+                publisher = msg.subject.rsplit(".", 1)[-1]
+                outcome = self.pipeline.from_local(
+                    msg.data, publisher, now, redelivered=_redelivered(msg)
+                )
+                batch.append(_Work(msg, outcome, publisher=publisher, via=None))
+        await self._settle(batch, started)
 
-    async def _handle_peer(self, peer: str, msg: Msg) -> None:
-        started = time.perf_counter()
-        kind = (msg.headers or {}).get(KIND_HEADER)
-        if kind is not None:
-            try:
-                if kind == KIND_DIRECTORY:
-                    self._install_peer_directory(peer, msg.data)
-                elif kind == KIND_CHECKPOINT:
-                    await self._witness(peer, msg)
-                elif kind == KIND_COSIGNATURE:
-                    self._accept_cosignature(peer, msg.data)
-                else:
-                    log.warning("unknown_kind", peer=peer, kind=kind[:40])
-            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-                log.warning("link_control_failed_will_retry", peer=peer, error=str(exc))
-                await msg.nak(delay=1.0)
-                return
-            await msg.ack()
-            return
-        outcome = self.pipeline.from_peer(
-            msg.data, peer, self.clock(), redelivered=_redelivered(msg)
-        )
-        await self._settle(msg, outcome, publisher=None, via=peer, started=started)
+    async def _handle_peer(self, peer: str, msgs: list[Msg]) -> None:
+        """Messages in runs between control items, so a directory applies to what follows it."""
+        run: list[Msg] = []
+        for msg in msgs:
+            kind = (msg.headers or {}).get(KIND_HEADER)
+            if kind is None:
+                run.append(msg)
+                continue
+            if run:
+                await self._handle_peer_messages(peer, run)
+                run = []
+            await self._handle_peer_control(peer, kind, msg)
+        if run:
+            await self._handle_peer_messages(peer, run)
 
-    async def _settle(
-        self,
-        msg: Msg,
-        outcome: Accepted | Rejected,
-        *,
-        publisher: str | None,
-        via: str | None,
-        started: float,
-    ) -> None:
-        """Route, receipt, record, then ack; on a transport failure, leave it for redelivery."""
+    async def _handle_peer_control(self, peer: str, kind: str, msg: Msg) -> None:
         try:
-            if isinstance(outcome, Accepted):
-                await self._route_accepted(outcome, via=via)
+            if kind == KIND_DIRECTORY:
+                self._install_peer_directory(peer, msg.data)
+            elif kind == KIND_CHECKPOINT:
+                await self._witness(peer, msg)
+            elif kind == KIND_COSIGNATURE:
+                self._accept_cosignature(peer, msg.data)
             else:
-                await self._route_rejected(msg, outcome, publisher=publisher, via=via)
+                log.warning("unknown_kind", peer=peer, kind=kind[:40])
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            log.warning("route_failed_will_retry", error=str(exc), via=via)
-            with contextlib.suppress(nats.errors.Error):
-                await msg.nak(delay=1.0)
+            log.warning("link_control_failed_will_retry", peer=peer, error=str(exc))
+            await msg.nak(delay=1.0)
             return
         await msg.ack()
-        self.metrics.observe_latency(time.perf_counter() - started)
 
-    async def _route_accepted(self, outcome: Accepted, *, via: str | None) -> None:
+    async def _handle_peer_messages(self, peer: str, msgs: list[Msg]) -> None:
+        started = time.perf_counter()
+        now = self.clock()
+        batch: list[_Work] = []
+        with self.store.transaction(durable=False):  # made durable by _settle's mark_routed
+            for msg in msgs:
+                outcome = self.pipeline.from_peer(
+                    msg.data, peer, now, redelivered=_redelivered(msg)
+                )
+                batch.append(_Work(msg, outcome, publisher=None, via=peer))
+        await self._settle(batch, started)
+
+    async def _settle(self, batch: list[_Work], started: float) -> None:
+        """Route, receipt, record, then ack a decided batch.
+
+        Everything the batch causes is published at once (JetStream acks
+        awaited together, not one after another); each receipt covers every
+        message of one sender with the same statement. Then one audit commit
+        and one store commit make the batch's decisions durable, and only then
+        are its messages acked. A message whose publishes (or whose receipts')
+        failed is neither recorded nor acked but left for redelivery; the
+        store knows it is not routed yet, and ``Nats-Msg-Id`` de-duplication
+        makes the repeated publishes no-ops.
+        """
+        jobs: list[_Job] = []
+        receipts = _Receipts()
+        for n, w in enumerate(batch):
+            if isinstance(w.outcome, Accepted):
+                self._plan_accepted(n, w, w.outcome, jobs, receipts)
+            else:
+                self._plan_rejected(n, w, w.outcome, receipts)
+        self._seal_receipts(receipts, jobs)
+        results = await asyncio.gather(*(job.run() for job in jobs), return_exceptions=True)
+        failed: set[int] = set()
+        entries: list[AuditEntry] = []
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, (TimeoutError, nats.errors.Error, nats.js.errors.Error)):
+                    raise result
+                failed |= job.works
+                log.warning(
+                    "route_failed_will_retry",
+                    error=str(result),
+                    msg_ids=[_work_id(batch[n]) for n in sorted(job.works)],
+                )
+            elif job.entry is not None:
+                entries.append(job.entry)
+        done = [w for n, w in enumerate(batch) if n not in failed]
+        entries[:0] = [e for w in done for e in w.entries]
+        self.audit.record(entries)  # durable before the acks
+        self.store.mark_routed(*(w.routed for w in done if w.routed is not None))
+        elapsed = time.perf_counter() - started
+        for n, w in enumerate(batch):
+            if n in failed:
+                with contextlib.suppress(nats.errors.Error):
+                    await w.msg.nak(delay=1.0)
+                continue
+            await w.msg.ack()
+            self.metrics.observe_latency(elapsed)
+            w.report()
+
+    def _plan_accepted(
+        self, n: int, w: _Work, outcome: Accepted, jobs: list[_Job], receipts: _Receipts
+    ) -> None:
         env = outcome.envelope
         header = env.header
+        via = w.via
         bound = log.bind(msg_id=header.message_id, type=header.type, sender=header.sender)
         if outcome.duplicate:
-            self.audit.record([self.audit.entry(AuditEvent.DUPLICATE, envelope=env, peer=via)])
-            self.metrics.inc("ixb_messages_total", decision="duplicate")
-            bound.info("duplicate_ignored", via=via)
+            w.entries.append(self.audit.entry(AuditEvent.DUPLICATE, envelope=env, peer=via))
+
+            def duplicate() -> None:
+                self.metrics.inc("ixb_messages_total", decision="duplicate")
+                bound.info("duplicate_ignored", via=via)
+
+            w.report = duplicate
             return
         data = env.to_bytes()
-        for agency in outcome.local:
-            await self._publish_inbox(agency, data, f"{header.message_id}:{agency.name}")
-        for peer in outcome.peers:
-            await self._publish_out(peer, data, header.message_id)
+        jobs.extend(
+            _Job(self._publish_inbox(a, data, f"{header.message_id}:{a.name}"), {n})
+            for a in outcome.local
+        )
+        jobs.extend(_Job(self._publish_out(p, data, header.message_id), {n}) for p in outcome.peers)
         sender = header.sender_principal
-        receipts: list[tuple[ReceiptStatus, str | None]] = []
-        if via is None:
-            receipts.append((ReceiptStatus.ACCEPTED, None))
-            if outcome.peers:
-                receipts.append((ReceiptStatus.RELAYED, ", ".join(outcome.peers)))
-        if outcome.local:
-            receipts.append((ReceiptStatus.DELIVERED, ", ".join(str(a) for a in outcome.local)))
         if header.type != "receipt" and not sender.is_hub:
-            for status, detail in receipts:
-                await self._send_receipt(sender, header.id, status, detail=detail)
-        entries = [self.audit.entry(AuditEvent.ACCEPTED, envelope=env, peer=via)]
-        entries += [
+            if via is None:
+                receipts.add(sender, n, header.id, ReceiptStatus.ACCEPTED)
+                if outcome.peers:
+                    receipts.add(
+                        sender, n, header.id, ReceiptStatus.RELAYED, ", ".join(outcome.peers)
+                    )
+            if outcome.local:
+                delivered = ", ".join(str(a) for a in outcome.local)
+                receipts.add(sender, n, header.id, ReceiptStatus.DELIVERED, delivered)
+        w.entries.append(self.audit.entry(AuditEvent.ACCEPTED, envelope=env, peer=via))
+        w.entries += [
             self.audit.entry(AuditEvent.DELIVERED, envelope=env, peer=via, recipients=[str(a)])
             for a in outcome.local
         ]
-        entries += [
+        w.entries += [
             self.audit.entry(AuditEvent.RELAYED, envelope=env, peer=p) for p in outcome.peers
         ]
-        self.audit.record(entries)  # durable before the ack
-        self.store.mark_routed(header.id)
-        self.metrics.inc("ixb_messages_total", decision="accepted")
-        bound.info("accepted", via=via, local=len(outcome.local), peers=list(outcome.peers))
+        w.routed = header.id
+        local, peers = len(outcome.local), list(outcome.peers)
 
-    async def _route_rejected(
-        self, msg: Msg, outcome: Rejected, *, publisher: str | None, via: str | None
-    ) -> None:
+        def accepted() -> None:
+            self.metrics.inc("ixb_messages_total", decision="accepted")
+            bound.info("accepted", via=via, local=local, peers=peers)
+
+        w.report = accepted
+
+    def _plan_rejected(self, n: int, w: _Work, outcome: Rejected, receipts: _Receipts) -> None:
         err = outcome.error
         header = outcome.header
-        msg_id = header.message_id if header is not None else _nats_msg_id(msg)
-        self.audit.record(
-            [
-                self.audit.entry(
-                    AuditEvent.REJECTED,
-                    header=header,
-                    msg_id=_id_bytes(msg_id) if header is None and msg_id else None,
-                    code=err.code,
-                    detail=err.detail if via else f"{err.detail} (ingress of {publisher})",
-                    peer=via,
-                )
-            ]
+        via, publisher = w.via, w.publisher
+        msg_id = header.message_id if header is not None else _nats_msg_id(w.msg)
+        w.entries.append(
+            self.audit.entry(
+                AuditEvent.REJECTED,
+                header=header,
+                msg_id=_id_bytes(msg_id) if header is None and msg_id else None,
+                code=err.code,
+                detail=err.detail if via else f"{err.detail} (ingress of {publisher})",
+                peer=via,
+            )
         )
-        self.metrics.inc("ixb_messages_total", decision="rejected")
-        self.metrics.inc("ixb_rejected_total", code=err.code)
-        log.warning(
-            "rejected",
-            msg_id=msg_id,
-            code=err.code,
-            detail=err.detail,
-            via=via or f"ingress:{publisher}",
-        )
+
+        def report() -> None:
+            self.metrics.inc("ixb_messages_total", decision="rejected")
+            self.metrics.inc("ixb_rejected_total", code=err.code)
+            log.warning(
+                "rejected",
+                msg_id=msg_id,
+                code=err.code,
+                detail=err.detail,
+                via=via or f"ingress:{publisher}",
+            )
+
+        w.report = report
         target = rejection_recipient(outcome, country=self.country, publisher=publisher)
-        if target is None:
-            return
-        for_id = header.id if header is not None else _id_bytes(msg_id)
-        await self._send_receipt(
-            target, for_id, ReceiptStatus.REJECTED, code=err.code, detail=err.detail[:200]
-        )
+        if target is not None:
+            for_id = header.id if header is not None else _id_bytes(msg_id)
+            receipts.add(target, n, for_id, ReceiptStatus.REJECTED, err.detail[:200], code=err.code)
 
     # --- publishing ---------------------------------------------------------------
 
@@ -626,51 +745,51 @@ class Hub:
             subjects.cross_border(self.country, peer), data, headers={"Nats-Msg-Id": dedup}
         )
 
-    async def _send_receipt(
-        self,
-        to: Principal,
-        for_id: bytes,
-        status: ReceiptStatus,
-        *,
-        code: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        """A receipt signed by this hub, encrypted to ``to``, routed like any message."""
-        local = self.agency_keys.get(to)
-        try:
-            recipient = local if local is not None else self.keys.encryption_key(to)
-        except IxbError as exc:
-            log.warning("receipt_unroutable", to=str(to), code=exc.code)
-            return
+    def _seal_receipts(self, receipts: _Receipts, jobs: list[_Job]) -> None:
+        """One receipt signed by this hub per (recipient, statement), encrypted to the recipient."""
         now = self.clock()
-        body = Receipt(
-            for_id=for_id,
-            status=status,
-            by=str(self.config.hub_id),
-            at_ms=now,
-            code=code,
-            detail=detail or None,
-        )
-        data = seal_envelope(
-            sender=self.identity,
-            recipients=[recipient],
-            body=body,
-            now_ms=now,
-            ttl_ms=RECEIPT_TTL_MS,
-            in_reply_to=for_id,
-        )
-        dedup = f"rcpt:{format_message_id(for_id)}:{status.value}:{to}"
-        env = decode_envelope(data)
-        if to.country == self.country:
-            await self._publish_inbox(to, data, dedup)
-            event, peer = AuditEvent.DELIVERED, None
-        elif to.country in self.links:
-            await self._publish_out(to.country, data, dedup)
-            event, peer = AuditEvent.RELAYED, to.country
-        else:
-            return
-        self.audit.record([self.audit.entry(event, envelope=env, peer=peer)])
-        self.metrics.inc("ixb_receipts_total", status=status.value)
+        for (to, status, code, detail), items in receipts.groups.items():
+            local = self.agency_keys.get(to)
+            try:
+                recipient = local if local is not None else self.keys.encryption_key(to)
+            except IxbError as exc:
+                log.warning("receipt_unroutable", to=str(to), code=exc.code)
+                continue
+            for start in range(0, len(items), MAX_RECEIPT_IDS):
+                chunk = items[start : start + MAX_RECEIPT_IDS]
+                ids = [for_id for _n, for_id in chunk]
+                body = Receipt(
+                    for_id=ids[0],
+                    also=tuple(ids[1:]),
+                    status=status,
+                    by=str(self.config.hub_id),
+                    at_ms=now,
+                    code=code,
+                    detail=detail,
+                )
+                data = seal_envelope(
+                    sender=self.identity,
+                    recipients=[recipient],
+                    body=body,
+                    now_ms=now,
+                    ttl_ms=RECEIPT_TTL_MS,
+                    in_reply_to=ids[0],
+                )
+                key = "\0".join(
+                    [str(to), status.value, code or "", detail or "", *map(bytes.hex, ids)]
+                )
+                dedup = "rcpt:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+                if to.country == self.country:
+                    publish = self._publish_inbox(to, data, dedup)
+                    event, peer = AuditEvent.DELIVERED, None
+                elif to.country in self.links:
+                    publish = self._publish_out(to.country, data, dedup)
+                    event, peer = AuditEvent.RELAYED, to.country
+                else:
+                    continue
+                entry = self.audit.entry(event, envelope=decode_envelope(data), peer=peer)
+                jobs.append(_Job(publish, {n for n, _id in chunk}, entry))
+                self.metrics.inc("ixb_receipts_total", len(ids), status=status.value)
 
     # --- gauges -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ white space) by construction: upper-case letters, digits and inner hyphens.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -69,8 +70,13 @@ class Principal:
         return f"{self.country}/{self.name}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_principal(text: str) -> Principal:
-    """Parse ``CC/NAME``; the only way text becomes a :class:`Principal`."""
+    """Parse ``CC/NAME``; the only way text becomes a :class:`Principal`.
+
+    Cached: a hub parses the same few hundred senders and recipients for
+    every message (a refused text raises each time, it is never cached).
+    """
     if len(text) > MAX_ID_CHARS or not _PRINCIPAL_RE.fullmatch(text):
         raise IdentifierError(f"{text[:MAX_ID_CHARS]!r} is not an id of the form CC/NAME")
     country, name = text.split("/", 1)

@@ -670,6 +670,9 @@ class Receipt(_Checked, frozen=True):
     """Signed proof that a hub or agency accepted, relayed, delivered, read or rejected a message.
 
     ``code`` is the stable error code of a rejection (:mod:`protocols.errors`).
+    ``also`` names further messages the same statement holds for: a hub
+    acknowledges every message of a sender it handled in one batch with one
+    signed receipt per status (SPEC §5), instead of one envelope per message.
     """
 
     TYPE: ClassVar[str] = "receipt"
@@ -680,11 +683,19 @@ class Receipt(_Checked, frozen=True):
     at_ms: TimeMs
     code: ErrorCodeStr | None = None
     detail: ShortText | None = None
+    also: Annotated[tuple[MessageIdBytes, ...], msgspec.Meta(max_length=MAX_LIST - 1)] = ()
 
     def _rules(self) -> None:
         parse_principal(self.by)
         if (self.status is ReceiptStatus.REJECTED) != (self.code is not None):
             raise SchemaError("receipt: code is required when rejected and forbidden otherwise")
+        if len(set(self.ids)) != len(self.ids):
+            raise SchemaError("receipt: a message id appears twice in for_id and also")
+
+    @property
+    def ids(self) -> tuple[bytes, ...]:
+        """Every message this receipt is about: ``for_id`` first."""
+        return (self.for_id, *self.also)
 
 
 # --- registry -----------------------------------------------------------------------

@@ -264,8 +264,10 @@ def mla_statuses(draw: st.DrawFn) -> MlaStatus:
 @st.composite
 def receipts(draw: st.DrawFn) -> Receipt:
     status = draw(st.sampled_from(ReceiptStatus))
+    ids = draw(st.lists(st.binary(min_size=16, max_size=16), min_size=1, max_size=8, unique=True))
     return Receipt(
-        for_id=draw(st.binary(min_size=16, max_size=16)),
+        for_id=ids[0],
+        also=tuple(ids[1:]),
         status=status,
         by=draw(principals),
         at_ms=draw(times),

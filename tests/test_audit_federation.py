@@ -55,6 +55,21 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
     await until(lambda: mys.audit.reconcile("THA", grace_ms=0).clean)
     assert mys.audit.reconcile("THA", grace_ms=0).matched >= 2
 
+    # idle hubs stop logging each other: a cosigning is not logged every time (else each
+    # witness entry would make a checkpoint for the other to witness, once a second forever)
+    def latest_cosigned() -> bool:
+        latest = tha.audit_log.latest_checkpoint()
+        return latest is not None and any(
+            w == witness_name("MYS") for w, *_ in tha.audit_log.cosignatures(latest[0])
+        )
+
+    await until(latest_cosigned)
+    await asyncio.sleep(2.5)
+    await until(latest_cosigned)
+    sizes = (tha.audit_log.size, mys.audit_log.size)
+    await asyncio.sleep(3.0)
+    assert (tha.audit_log.size, mys.audit_log.size) == sizes
+
     config = str(fed.deployment.hub_config("THA"))
     export = tmp_path / "export"
     done = await run_ixb("audit", "export", "--config", config, "--out", str(export))

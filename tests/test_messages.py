@@ -32,6 +32,8 @@ from protocols.messages import (
     MlaStatus,
     MlaStatusCode,
     PersonResult,
+    Receipt,
+    ReceiptStatus,
     Subject,
     SubjectRole,
     Vessel,
@@ -404,6 +406,14 @@ REFUSED: dict[str, tuple[str, bytes, str]] = {
     "issuer lower case": (RC, put(RC, by="mys/hub"), SCHEMA),
     "issuer unknown country": (RC, put(RC, by="ZZZ/HUB"), IDENT),
     "detail with newline": (RC, put(RC, detail="a\nb"), SCHEMA),
+    "also repeats for_id": (RC, put(RC, also=[MID, bytes(16)], for_id=MID), SCHEMA),
+    "also repeats an id": (RC, put(RC, also=[bytes(16), bytes(16)]), SCHEMA),
+    "also with 256 ids": (
+        RC,
+        put(RC, also=[i.to_bytes(16, "big") for i in range(1, 257)]),
+        SCHEMA,
+    ),
+    "also id of 15 bytes": (RC, put(RC, also=[bytes(15)]), SCHEMA),
 }
 
 
@@ -576,3 +586,23 @@ def test_spec_vectors(type_name: str) -> None:
     data = bytes.fromhex(SPEC_VECTORS[type_name])
     assert encode_body(EXAMPLES[type_name]) == data
     assert decode_body(type_name, data) == EXAMPLES[type_name]
+
+
+def test_receipt_also_names_more_messages() -> None:
+    first, second, third = (bytes([i]) * 16 for i in (1, 2, 3))
+    receipt = Receipt(
+        for_id=first,
+        status=ReceiptStatus.RELAYED,
+        by="THA/HUB",
+        at_ms=1,
+        detail="MYS",
+        also=(second, third),
+    )
+    data = encode_body(receipt)
+    decoded = decode_body("receipt", data)
+    assert decoded == receipt
+    assert isinstance(decoded, Receipt)
+    assert decoded.ids == (first, second, third)
+    single = Receipt(for_id=first, status=ReceiptStatus.READ, by="MYS/RMP", at_ms=1)
+    assert single.ids == (first,)
+    assert b"also" not in encode_body(single)  # omitted when empty: the vector is unchanged

@@ -19,6 +19,7 @@ from protocols.directory import (
     sign_directory,
 )
 from protocols.envelope import add_hop, decode_envelope, seal_envelope
+from protocols.errors import RateLimitedError
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode
 from protocols.identifiers import Principal, hub_of, parse_agency
@@ -256,3 +257,16 @@ def test_open_requests_track_deadlines_and_answers(tmp_path: Path) -> None:
     normal = rows[other.envelope.header.message_id]
     assert not normal.answered and normal.due_ms == NOW + 7 * MS_PER_DAY
     assert list(rows) == [urgent.msg_id, normal.msg_id]  # earliest deadline first
+
+
+def test_rate_limit_per_agency_override() -> None:
+    """An automated registry gets its own bucket size; everyone else keeps the policy's."""
+    limiter = RateLimiter(1, 2, clock=lambda: 0.0, overrides={"MYS/IMMIGRATION": (60_000, 5)})
+    for _ in range(5):
+        limiter.take("MYS/IMMIGRATION")
+    with pytest.raises(RateLimitedError, match="60000"):
+        limiter.take("MYS/IMMIGRATION")
+    limiter.take("MYS/RMP-ATIPSOM")
+    limiter.take("MYS/RMP-ATIPSOM")
+    with pytest.raises(RateLimitedError, match=" 1 messages"):
+        limiter.take("MYS/RMP-ATIPSOM")
