@@ -622,7 +622,9 @@ class Hub:
             else:
                 self._plan_rejected(n, w, w.outcome, receipts)
         self._seal_receipts(receipts, jobs)
+        planned = time.perf_counter()
         results = await asyncio.gather(*(job.run() for job in jobs), return_exceptions=True)
+        published = time.perf_counter()
         failed: set[int] = set()
         entries: list[AuditEntry] = []
         for job, result in zip(jobs, results, strict=True):
@@ -641,7 +643,13 @@ class Hub:
         entries[:0] = [e for w in done for e in w.entries]
         self.audit.record(entries)  # durable before the acks
         self.store.mark_routed(*(w.routed for w in done if w.routed is not None))
-        elapsed = time.perf_counter() - started
+        committed = time.perf_counter()
+        elapsed = committed - started
+        self.metrics.inc("ixb_batches_total")
+        self.metrics.inc("ixb_batch_messages_total", len(batch))
+        self.metrics.inc("ixb_batch_seconds_total", planned - started, stage="decide_plan_seal")
+        self.metrics.inc("ixb_batch_seconds_total", published - planned, stage="publish_wait")
+        self.metrics.inc("ixb_batch_seconds_total", committed - published, stage="durable_commit")
         for n, w in enumerate(batch):
             if n in failed:
                 with contextlib.suppress(nats.errors.Error):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -80,6 +82,11 @@ def test_uuidv7_layout_and_text_round_trip(ms: int, rand: bytes) -> None:
     assert int.from_bytes(mid[:6], "big") == ms
     assert mid[6] >> 4 == 7 and mid[8] >> 6 == 0b10
     assert parse_message_id(format_message_id(mid)) == mid
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_message_id_text_is_the_canonical_uuid(mid: bytes) -> None:
+    assert format_message_id(mid) == str(uuid.UUID(bytes=mid))
 
 
 def test_message_id_errors() -> None:
