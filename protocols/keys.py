@@ -84,8 +84,8 @@ def blake2b_256(data: bytes, key: bytes = b"") -> bytes:
 
     The same call and bytes as ``nacl.hash.blake2b(data, digest_size=32,
     key=key)``, without PyNaCl's Python-level parameter checks, which cost
-    three times the hash itself on the short inputs every envelope hashes
-    several times (tests/test_keys.py holds the two equal).
+    several times the hash itself on the short inputs every envelope hashes
+    (tests/test_keys_libsodium.py holds the two equal).
     """
     if type(data) is not bytes or type(key) is not bytes or len(key) > _BLAKE2B_KEY_MAX:
         raise TypeError("BLAKE2b takes bytes, and a key of at most 64 bytes")
