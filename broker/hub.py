@@ -608,9 +608,11 @@ class Hub:
         Everything the batch causes is published at once (JetStream acks
         awaited together, not one after another); each receipt covers every
         message of one sender with the same statement. Then one audit commit
-        and one store commit make the batch's decisions durable, and only then
-        are its messages acked. A message whose publishes (or whose receipts')
-        failed is neither recorded nor acked but left for redelivery; the
+        and one store commit (in worker threads, in parallel, so the event
+        loop goes on with other batches while the disk syncs) make the batch's
+        decisions durable, and only then are its messages acked. A message
+        whose publishes (or whose receipts') failed is neither recorded nor
+        acked but left for redelivery; the
         store knows it is not routed yet, and ``Nats-Msg-Id`` de-duplication
         makes the repeated publishes no-ops.
         """
@@ -641,8 +643,12 @@ class Hub:
                 entries.append(job.entry)
         done = [w for n, w in enumerate(batch) if n not in failed]
         entries[:0] = [e for w in done for e in w.entries]
-        self.audit.record(entries)  # durable before the acks
-        self.store.mark_routed(*(w.routed for w in done if w.routed is not None))
+        # durable before the acks: the two files sync in parallel, off the event loop
+        routed = [w.routed for w in done if w.routed is not None]
+        await asyncio.gather(
+            asyncio.to_thread(self.audit.record, entries),
+            asyncio.to_thread(self.store.mark_routed, *routed),
+        )
         committed = time.perf_counter()
         elapsed = committed - started
         self.metrics.inc("ixb_batches_total")

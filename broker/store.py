@@ -19,14 +19,19 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from protocols.envelope import Header
 from protocols.handling import HandlingCode, answer_deadline_ms
 from protocols.identifiers import format_message_id
 from protocols.messages import REQUEST_TYPES
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -102,21 +107,34 @@ class OpenRequest:
     answered: bool
 
 
+def _locked(method: Callable[Concatenate[HubStore, P], R]) -> Callable[Concatenate[HubStore, P], R]:
+    def locked(self: HubStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    locked.__doc__ = method.__doc__
+    return locked
+
+
 class HubStore:
     """Synchronous, small, and owned by one hub process."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        """One connection, used from the event loop and from the hub's commit thread."""
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
     # --- messages ---------------------------------------------------------------
 
+    @_locked
     def known(self, message_id: bytes) -> KnownMessage | None:
         row = self._db.execute(
             "SELECT digest, sender, recipients, handling, restriction, routed"
@@ -134,6 +152,7 @@ class HubStore:
             routed=bool(row[5]),
         )
 
+    @_locked
     def remember(self, header: Header, digest: bytes) -> None:
         due = (
             answer_deadline_ms(header.created, header.priority)
@@ -161,6 +180,7 @@ class HubStore:
             ),
         )
 
+    @_locked
     def open_requests(self, limit: int = 500) -> list[OpenRequest]:
         """Requests this hub carried, earliest deadline first, and whether an answer passed by.
 
@@ -187,6 +207,7 @@ class HubStore:
             for r in rows
         ]
 
+    @_locked
     def mark_routed(self, *message_ids: bytes) -> None:
         """Routing of these messages is finished (one durable commit for all of them)."""
         with self.transaction():
@@ -194,6 +215,7 @@ class HubStore:
                 "UPDATE messages SET routed = 1 WHERE id = ?", [(i,) for i in message_ids]
             )
 
+    @_locked
     def prune(self, now_ms: int, keep_ms: int) -> int:
         """Forget messages expired for longer than ``keep_ms`` (forwards of them are refused)."""
         cur = self._db.execute("DELETE FROM messages WHERE expires < ?", (now_ms - keep_ms,))
@@ -201,6 +223,7 @@ class HubStore:
 
     # --- directories --------------------------------------------------------------
 
+    @_locked
     def save_directory(self, country: str, version: int, signed: bytes) -> None:
         self._db.execute(
             "INSERT INTO directories (country, version, signed) VALUES (?, ?, ?)"
@@ -209,6 +232,7 @@ class HubStore:
             (country, version, signed),
         )
 
+    @_locked
     def save_peer_entries(self, origin: str, entries: Sequence[PeerEntry]) -> None:
         """Entries a peer hub shared with us (verified against its checkpoint), one commit."""
         with self.transaction():
@@ -217,6 +241,7 @@ class HubStore:
                 [(origin, e.index, e.msg_id, e.event, e.at_ms, e.peer, e.data) for e in entries],
             )
 
+    @_locked
     def peer_entries(self, origin: str, since_ms: int = 0) -> list[PeerEntry]:
         rows = self._db.execute(
             "SELECT idx, msg_id, event, at, peer, data FROM peer_entries"
@@ -225,10 +250,12 @@ class HubStore:
         ).fetchall()
         return [PeerEntry(*r) for r in rows]
 
+    @_locked
     def meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_locked
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?)"
@@ -236,12 +263,14 @@ class HubStore:
             (key, value),
         )
 
+    @_locked
     def directory_version(self, country: str) -> int | None:
         row = self._db.execute(
             "SELECT version FROM directories WHERE country = ?", (country,)
         ).fetchone()
         return None if row is None else int(row[0])
 
+    @_locked
     def directories(self) -> dict[str, bytes]:
         return dict(self._db.execute("SELECT country, signed FROM directories").fetchall())
 
@@ -256,6 +285,11 @@ class HubStore:
         crash in between loses only rows of unacked messages, which JetStream
         redelivers and the hub decides again.
         """
+        with self._lock, self._transaction(durable=durable):
+            yield
+
+    @contextlib.contextmanager
+    def _transaction(self, *, durable: bool) -> Iterator[None]:
         if not durable:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
