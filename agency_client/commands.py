@@ -75,6 +75,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
     )
     respond.add_argument("--documents", required=True, type=Path, help="registry (JSON)")
+    respond.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="checks answered at once (each waits mostly for its answer's ack; default 32)",
+    )
     respond.set_defaults(func=cmd_respond)
 
     _register_messaging(sub, with_profile)
@@ -436,7 +442,7 @@ def cmd_respond(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{client.principal}: answering document checks\n")
         sys.stdout.flush()
         with contextlib.suppress(asyncio.CancelledError):
-            await client.serve({"doc.verify.request": answer}, stop)
+            await client.serve({"doc.verify.request": answer}, stop, concurrency=args.concurrency)
         return 0
 
     return _run(args, go)

@@ -410,26 +410,42 @@ class AgencyClient:
         self,
         handlers: Mapping[str, Callable[[AgencyClient, Incoming], Awaitable[None]]],
         stop: asyncio.Event,
+        *,
+        concurrency: int = 1,
     ) -> None:
         """Automated responder: call the handler of each arriving type, then ack.
 
         Types without a handler are acked and logged (receipts, mostly); a
         handler that fails with a typed error leaves the message unacked for
-        redelivery and is logged with the message id.
+        redelivery and is logged with the message id. With ``concurrency`` >
+        1, up to that many handlers run at once (each mostly waits for its
+        answer's JetStream ack): only for handlers whose answers do not depend
+        on each other's order, such as a document registry's.
         """
-        async for item in self.inbox(stop=stop):
-            if isinstance(item, Refused):
-                continue
-            handler = handlers.get(item.header.type)
-            if handler is None:
-                await item.ack()
-                continue
+        slots = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(
+            handler: Callable[[AgencyClient, Incoming], Awaitable[None]], item: Incoming
+        ) -> None:
             try:
                 await handler(self, item)
             except IxbError as exc:
                 log.warning("handler_failed", msg_id=item.message_id, code=exc.code)
-                continue
+                return
+            finally:
+                slots.release()
             await item.ack()
+
+        async with asyncio.TaskGroup() as handling:
+            async for item in self.inbox(stop=stop):
+                if isinstance(item, Refused):
+                    continue
+                handler = handlers.get(item.header.type)
+                if handler is None:
+                    await item.ack()
+                    continue
+                await slots.acquire()
+                handling.create_task(one(handler, item))
 
 
 async def fetch_ready(

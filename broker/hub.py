@@ -82,6 +82,7 @@ KIND_CHECKPOINT = "checkpoint"
 KIND_COSIGNATURE = "cosignature"
 CHECKPOINT_PERIOD_S = 1.0
 FETCH_BATCH = 64
+BATCHES_IN_FLIGHT = 8
 FETCH_TIMEOUT_S = 1.0
 RECEIPT_TTL_MS = 7 * MS_PER_DAY
 NO_ID = b"\x00" * 16
@@ -494,7 +495,24 @@ class Hub:
         handle: Callable[[list[Msg]], Awaitable[None]],
         what: str,
     ) -> None:
-        """Fetch a batch, handle it, repeat; re-bind after errors (nats-py subs can die)."""
+        """Fetch a batch, start handling it, fetch the next; re-bind after errors.
+
+        Up to ``BATCHES_IN_FLIGHT`` batches are settling at once: each waits
+        mostly on disks (JetStream's and ours), and those waits overlap. A
+        batch is decided as soon as its task starts, before the next batch's
+        task runs, so decisions (replay checks, directories from a peer) keep
+        the stream's order, and so do the publishes they cause. On stop, the
+        batches in flight finish before the subscription goes.
+        """
+        slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+
+        async def settle(msgs: list[Msg]) -> None:
+            try:
+                await handle(msgs)
+            finally:
+                self.state.in_flight -= len(msgs)
+                slots.release()
+
         while not stop.is_set():
             try:
                 psub = await js.pull_subscribe_bind(streams.HUB_CONSUMER, stream)
@@ -503,19 +521,21 @@ class Hub:
                 await _sleep_or_stop(stop, 1.0)
                 continue
             try:
-                while not stop.is_set():
-                    try:
-                        msgs = await streams.fetch_ready(psub, FETCH_BATCH, FETCH_TIMEOUT_S)
-                    except (TimeoutError, nats.errors.TimeoutError):
-                        continue
-                    self.state.in_flight += len(msgs)
-                    try:
-                        await handle(msgs)
-                    finally:
-                        self.state.in_flight -= len(msgs)
-            except (nats.errors.Error, nats.js.errors.Error) as exc:
-                log.warning("fetch_failed", worker=what, error=str(exc))
-                await _sleep_or_stop(stop, 0.5)
+                async with asyncio.TaskGroup() as batches:
+                    while not stop.is_set():
+                        await slots.acquire()
+                        try:
+                            msgs = await streams.fetch_ready(psub, FETCH_BATCH, FETCH_TIMEOUT_S)
+                        except (TimeoutError, nats.errors.TimeoutError):
+                            slots.release()
+                            continue
+                        except (nats.errors.Error, nats.js.errors.Error) as exc:
+                            slots.release()
+                            log.warning("fetch_failed", worker=what, error=str(exc))
+                            await _sleep_or_stop(stop, 0.5)
+                            break  # re-bind (nats-py subscriptions can die on reconnect)
+                        self.state.in_flight += len(msgs)
+                        batches.create_task(settle(msgs))
             finally:
                 with contextlib.suppress(nats.errors.Error):
                     await psub.unsubscribe()

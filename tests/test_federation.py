@@ -293,13 +293,23 @@ async def test_health_and_metrics_endpoints(fed: Federation) -> None:
     bad = await officer.send(example_bodies(0)["person.query"], ["MYS/RMP-ATIPSOM"])
     await rejection_for(officer, bad)
     url = f"http://127.0.0.1:{fed.hubs['THA'].hub.http_port}"
+    wanted = (
+        'ixb_rejected_total{code="ixb.E_UNAUTHORISED"} 1',
+        'ixb_backlog_out{destination="MYS"} 0',
+    )
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/healthz") as resp:
             assert resp.status == 200
             health = await resp.json()
-        async with http.get(f"{url}/metrics") as resp:
-            assert resp.status == 200
-            metrics = await resp.text()
+        # counters move once a batch is durable and acked, a moment after its receipts went
+        # out; the backlog gauges every 2 s
+        for _ in range(50):
+            async with http.get(f"{url}/metrics") as resp:
+                assert resp.status == 200
+                metrics = await resp.text()
+            if all(w in metrics for w in wanted):
+                break
+            await asyncio.sleep(0.2)
     assert health["ready"] is True and health["links"] == {"MMR": True, "MYS": True}
     assert all(v is not None for v in health["directories"].values())
     assert 'ixb_messages_total{decision="accepted"}' in metrics
