@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,37 @@ def quiet_client_logs() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+
+
+BATCH_SERIES = {
+    "ixb_batches_total": "batches",
+    "ixb_batch_messages_total": "messages",
+    'ixb_batch_seconds_total{stage="decide_plan_seal"}': "decide_s",
+    'ixb_batch_seconds_total{stage="publish_wait"}': "publish_wait_s",
+    'ixb_batch_seconds_total{stage="durable_commit"}': "commit_s",
+}
+
+
+def hub_batch_counters(url: str) -> dict[str, float]:
+    """The hub's per-batch counters from its /metrics (see broker.hub.Hub._settle)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - localhost
+        text = resp.read().decode()
+    out = dict.fromkeys(BATCH_SERIES.values(), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in BATCH_SERIES:
+            out[BATCH_SERIES[name]] = float(value)
+    return out
+
+
+def batch_profile(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Between two readings: messages per batch, and ms per batch waiting in each stage."""
+    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    batches = max(d["batches"], 1.0)
+    return {
+        "batches": d["batches"],
+        "messages_per_batch": round(d["messages"] / batches, 2),
+        "decide_ms_per_batch": round(1000 * d["decide_s"] / batches, 2),
+        "publish_wait_ms_per_batch": round(1000 * d["publish_wait_s"] / batches, 2),
+        "commit_ms_per_batch": round(1000 * d["commit_s"] / batches, 2),
+    }

@@ -23,7 +23,15 @@ from pathlib import Path
 
 from agency_client.docregistry import DocumentRegistry
 from agency_client.sdk import AgencyClient, Incoming
-from bench.common import ms, open_loop, percentile, quiet_client_logs, rss_mib
+from bench.common import (
+    batch_profile,
+    hub_batch_counters,
+    ms,
+    open_loop,
+    percentile,
+    quiet_client_logs,
+    rss_mib,
+)
 from bench.federation import running
 from ixb.demo import REGISTRY, VALID_PASSPORT
 from protocols.handling import Priority
@@ -134,7 +142,12 @@ async def fresh_rate(base: Path, registry: Path, rate: float, seconds: float) ->
         reader = asyncio.create_task(_reader(client, runs, stop))
         # a few answered checks first: the responder is up and every cache is warm
         await one_rate(client, runs, WARMUP_RATE, WARMUP_SECONDS)
+        hubs = {c: bench.deployment.hub_url(c) for c in bench.deployment.countries}
+        before = {c: hub_batch_counters(u) for c, u in hubs.items()}
         result = summary(await one_rate(client, runs, rate, seconds))
+        result["hub_batches"] = {
+            c: batch_profile(before[c], hub_batch_counters(u)) for c, u in hubs.items()
+        }
         stop.set()
         await reader
         result["hub_rss_mib"] = {

@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agency_client.sdk import AgencyClient, Incoming
-from bench.common import alert_1k, ms, percentile, quiet_client_logs, rss_mib
+from bench.common import (
+    alert_1k,
+    batch_profile,
+    hub_batch_counters,
+    ms,
+    percentile,
+    quiet_client_logs,
+    rss_mib,
+)
 from bench.federation import Bench, running
 
 SENDER = "THA/DSI-ATHD"
@@ -116,10 +124,15 @@ async def run(base: Path) -> dict[str, object]:
         reader = await bench.client(RECIPIENT)
         senders = [await bench.client(SENDER) for _ in range(MAX_CONNECTIONS)]
         levels = []
+        hubs = {c: bench.deployment.hub_url(c) for c in bench.deployment.countries}
         for n in LEVELS:
+            before = {c: hub_batch_counters(u) for c, u in hubs.items()}
             level = await run_level(bench, reader, senders, n)
             rss = {c: rss_mib(bench.pid(f"hub-{c}")) for c in bench.deployment.countries}
             levels.append(_summary(level, rss))
+            levels[-1]["hub_batches"] = {
+                c: batch_profile(before[c], hub_batch_counters(u)) for c, u in hubs.items()
+            }
             print(f"  e2e {n:>2} senders: {levels[-1]}", flush=True)
         bench_rss = rss_mib()
     best = max(levels, key=lambda r: float(r["msgs_per_s"]))  # type: ignore[arg-type]
