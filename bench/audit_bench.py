@@ -128,6 +128,12 @@ def measure_searches(log: AuditLog, size: int) -> dict[str, float]:
         "agency_and_code_page": lambda k: log.search(
             agency=AGENCIES[k % len(AGENCIES)], code=CODES[k % len(CODES)]
         ),
+        "country_and_type_page": lambda k: log.search(
+            country=COUNTRIES[k % len(COUNTRIES)], type=TYPES[k % len(TYPES)]
+        ),
+        "country_and_type_count": lambda k: log.count(
+            country=COUNTRIES[k % len(COUNTRIES)], type=TYPES[k % len(TYPES)]
+        ),
         "one_hour_window_page": lambda k: log.search(
             since_ms=samples[k].at_ms, until_ms=samples[k].at_ms + hour
         ),
@@ -251,7 +257,7 @@ def table(results: dict[str, object]) -> None:
         )
     last = list(milestones.values())[-1]
     if "search_ms" in last:
-        out(f"\nsearch at {results['entries']:,} entries (median ms, page of 100):\n")
+        out(f"\nsearch at {results['entries']:,} entries (median ms; pages of 100, counts):\n")
         for name, ms in last["search_ms"].items():
             out(f"  {name:<24} {ms}\n")
 

@@ -12,11 +12,13 @@ Storage, one SQLite file (WAL, ``synchronous=FULL``, like :mod:`broker.store`):
   leaf input, the other columns are metadata copied from the
   :class:`AuditRecord` for search. Only ``data`` is covered by the tree: an
   auditor re-derives metadata from the bytes, never trusts the columns.
-- ``nodes(level, idx, hash)``: the hash of every *complete* subtree, node
+- ``nodes(pos, level, idx, hash)``: the hash of every *complete* subtree, node
   ``(level, i)`` covering leaves ``[i·2^level, (i+1)·2^level)``; level 0 holds
   the leaf hashes. A leaf with index ``i`` completes one node per trailing one
   bit of ``i`` (two per leaf on average), computed from the left siblings on
-  the right edge of the tree, of which there are at most log n.
+  the right edge of the tree, of which there are at most log n. Rows are
+  keyed by ``pos``, the post order in which appends complete them, a formula
+  of ``(level, idx)`` (:func:`_position`).
 - Any root or proof hash is ``MTH`` of a range ``D[lo:hi]``; by RFC 9162's
   definition that is the fold of the complete subtrees given by the binary
   decomposition of ``hi - lo``. Every range a proof needs is either complete
@@ -24,27 +26,41 @@ Storage, one SQLite file (WAL, ``synchronous=FULL``, like :mod:`broker.store`):
 
 Appends are one ``BEGIN IMMEDIATE … COMMIT`` per batch: a batch is on disk,
 leaves and nodes together, when :meth:`AuditLog.append` returns, or not at all.
+What an append needs of the end of the log (size, right edge, last time, the
+open block's postings) is kept in memory between appends and re-read whenever
+``PRAGMA data_version`` says another connection wrote; a failed transaction
+leaves it untouched.
 
-Search keeps every query on an index walked newest first, keyset-paged by leaf
-index (``before_index``), so a page costs the rows it returns plus the rows a
-secondary filter skips, not the size of the log:
+A durable commit writes every page it changed to the WAL, and a checkpoint
+writes it again, so the tables are laid out for appends to change few pages:
+everything but the ``msg_id`` index (whose UUIDv7 ids grow with time anyway)
+is ordered by leaf index first, and a batch writes where the previous one did.
+A column index per searchable field did the opposite (a page per value and
+batch, random pages for ``case_ref``) and cost five times the bytes per entry.
 
-- one column index per searchable field (``msg_id``, ``case_ref``, ``type``,
-  ``code``, ``event``, ``at``); SQLite appends the rowid (our leaf index) to
-  every index, so ``field = ? AND idx < ? ORDER BY idx DESC`` is a range walk;
-- ``parties(agency, idx)``: every agency an entry names, as sender or
-  recipient, once, so "entries about agency X" is one index walk instead of an
-  OR over a column and a side table (which SQLite cannot merge in order);
-- ``countries(country, idx)``: the three-letter country prefix of the sender,
-  every recipient and the peer, once per entry; same reason;
+Search keeps every query newest first and keyset-paged by leaf index
+(``before_index``), so a page costs about the rows it returns:
+
+- ``msg_id`` names a handful of entries: an index on ``entries`` (SQLite
+  appends the rowid, our leaf index, so ``msg_id = ? AND idx < ? ORDER BY idx
+  DESC`` is a range walk); the other filters are checked on those rows.
+- ``case_ref`` names a few to thousands spread over the log: ``cases(span,
+  case_ref, idx)``, grouped by spans of 2^14 leaves. A search looks the case
+  up in each span newest first (61 key lookups in one statement at 1M
+  entries).
+- The fields with few values (``agency``: the sender and every recipient;
+  ``country``: the three-letter prefix of the sender, every recipient and the
+  peer; ``type``, ``event``, ``code``) are tags in ``postings(block, tag,
+  leaves)``: per block of 256 leaves and tag, a 32-byte bitmap of the leaves
+  that carry it; ``tags(tag, first, last)`` has the first and last block of
+  each. A search probes the blocks between those newest first, a key lookup
+  per tag and block, and ands the bitmaps, so any combination (country and
+  type, agency and code …) reads no entry it does not return, and a tag that
+  never occurred costs one lookup.
 - time: while timestamps never go backwards (the normal case, recorded in
   ``meta``), a window ``since_ms <= at < until_ms`` is turned into a leaf
-  index range with two lookups on the ``at`` index; if a clock ever stepped
+  index range by two binary searches over ``idx``; if a clock ever stepped
   back, the window becomes a row filter (correct, slower).
-
-With several filters the most selective kind drives (fixed order, since the
-planner has no statistics) and the rest are checked per row; ``+column``
-keeps SQLite from switching to a less selective index.
 """
 
 from __future__ import annotations
@@ -52,10 +68,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import json
+import itertools
+import operator
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +82,10 @@ import msgspec
 from protocols import merkle
 from protocols.errors import LocalError, MerkleProofError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``postings``, ``tags`` and ``cases`` replaced the ``parties`` and
+``countries`` tables and the column indexes other than ``msg_id``, and ``nodes``
+is keyed by post order: appends write a fifth of the bytes they did."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -82,27 +102,29 @@ CREATE TABLE IF NOT EXISTS entries (
     peer       TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_msg_id ON entries(msg_id) WHERE msg_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_case_ref ON entries(case_ref) WHERE case_ref IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_type ON entries(type) WHERE type IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_code ON entries(code) WHERE code IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_event ON entries(event);
-CREATE INDEX IF NOT EXISTS entries_at ON entries(at);
-CREATE TABLE IF NOT EXISTS parties (
-    agency TEXT NOT NULL,
-    idx    INTEGER NOT NULL,
-    PRIMARY KEY (agency, idx)
+CREATE TABLE IF NOT EXISTS postings (
+    block  INTEGER NOT NULL,
+    tag    TEXT NOT NULL,
+    leaves BLOB NOT NULL,
+    PRIMARY KEY (block, tag)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS countries (
-    country TEXT NOT NULL,
-    idx     INTEGER NOT NULL,
-    PRIMARY KEY (country, idx)
+CREATE TABLE IF NOT EXISTS tags (
+    tag   TEXT PRIMARY KEY,
+    first INTEGER NOT NULL,
+    last  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cases (
+    span     INTEGER NOT NULL,
+    case_ref TEXT NOT NULL,
+    idx      INTEGER NOT NULL,
+    PRIMARY KEY (span, case_ref, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nodes (
+    pos   INTEGER PRIMARY KEY,
     level INTEGER NOT NULL,
     idx   INTEGER NOT NULL,
-    hash  BLOB NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
+    hash  BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -145,17 +167,47 @@ _UNORDERED = "unordered_from"
 """``meta`` key: first leaf whose time is earlier than an earlier leaf's."""
 
 _JSON = msgspec.json.Encoder()
+_RECIPIENTS = msgspec.json.Decoder(tuple[str, ...])
 
 _ENTRY_COLUMNS = "e.idx, e.data, e.at, e.event, e.msg_id, e.type, e.sender, e.recipients," + (
     " e.case_ref, e.code, e.peer"
 )
 
-# Which filter drives a search, most selective kind first (SQLite has no statistics
-# to choose with): a message or case has a handful of entries; codes only mark
-# rejections; an agency is one of many, a country one of few, types and events few.
-_DRIVERS = ("msg_id", "case_ref", "code", "agency", "country", "type", "event")
-_COLUMN_FILTERS = frozenset({"msg_id", "case_ref", "code", "type", "event"})
-_SIDE_TABLES = {"agency": ("parties", "agency"), "country": ("countries", "country")}
+_BLOCK_BITS = 8
+"""``postings`` blocks hold 2^8 leaves: a row's ``leaves`` is a 32-byte bitmap."""
+_BLOCK_BYTES = (1 << _BLOCK_BITS) // 8
+_BLOCK_MASK = (1 << _BLOCK_BITS) - 1
+_TAGS_WRITE = (
+    "INSERT INTO tags (tag, first, last) VALUES (?, ?, ?)"
+    " ON CONFLICT (tag) DO UPDATE SET last = excluded.last"
+)
+_POSTINGS_WRITE = (
+    "INSERT INTO postings (block, tag, leaves) VALUES (?, ?, ?)"
+    " ON CONFLICT (block, tag) DO UPDATE SET leaves = excluded.leaves"
+)
+_TAGS_READ = "SELECT first, last FROM tags WHERE tag IN (SELECT value FROM json_each(?))"
+_POSTINGS_PROBE = (
+    "SELECT block, tag, leaves FROM postings WHERE block IN (SELECT value FROM json_each(?))"
+    " AND tag IN (SELECT value FROM json_each(?)) ORDER BY block DESC"
+)
+_PROBE_BLOCKS = (4, 256)
+"""A tag search probes this many blocks at first, doubling up to the second number."""
+_SPAN_BITS = 14
+"""``cases`` rows are grouped in spans of 2^14 leaves, so a batch writes where the last did."""
+_CASE_PROBE = (
+    "SELECT idx FROM cases WHERE span IN (SELECT value FROM json_each(?)) AND case_ref = ?"
+    " AND idx >= ? AND idx < ? ORDER BY span DESC, idx DESC LIMIT ?"
+)
+_ROWS_BY_INDEX = (
+    f"SELECT {_ENTRY_COLUMNS} FROM entries e"  # noqa: S608 - fixed column list
+    " WHERE e.idx IN (SELECT value FROM json_each(?))"
+)
+
+# Filters found through ``postings`` (intersected block by block); msg_id has an
+# index on ``entries`` and case_ref the ``cases`` table.
+_TAGGED = ("agency", "country", "type", "event", "code")
+_CHUNK = 256
+"""Rows a search reads at a time when some of them may be filtered out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +273,21 @@ class _Filters:
     before_index: int | None = None
 
 
+@dataclass(slots=True)
+class _Tip:
+    """The end of the log as the next append needs it, cached between appends."""
+
+    size: int
+    last_at: int | None
+    unordered: bool
+    edge: dict[int, bytes] | None = None
+    """Complete subtrees waiting for a right sibling, by level; loaded on first append."""
+    open_block: dict[str, int] | None = None
+    """The postings of the block the next leaf goes in, by tag; loaded on first append."""
+    last_blocks: dict[str, int] | None = None
+    """The last block of every tag (``tags.last``); loaded on first append."""
+
+
 class AuditLog:
     """Synchronous and owned by one hub process; safe to share between its threads."""
 
@@ -231,15 +298,18 @@ class AuditLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
-        # Index pages for a few million entries stay in memory: appends touch the
-        # right edge of every index, searches the top of a few.
+        # The pages appends touch (the end of each table, the ``msg_id`` index) and
+        # the top of every tree stay in memory for many millions of entries.
         self._db.execute("PRAGMA cache_size=-65536")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             self._db.close()
-            raise LocalError(f"{path}: audit log schema {version}, not {SCHEMA_VERSION}")
+            older = " (a schema 1 log needs the ixb release that wrote it)" if version == 1 else ""
+            raise LocalError(f"{path}: audit log schema {version}, not {SCHEMA_VERSION}{older}")
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._cached: _Tip | None = None
+        self._seen_version = -1
 
     def close(self) -> None:
         with self._lock:
@@ -254,56 +324,121 @@ class AuditLog:
                 raise TypeError(f"expected AuditRecord, got {type(r).__name__}")
         if not records:
             return []
-        with self._lock, self._write():
-            size = self._size()
-            left = self._right_edge(size)
-            last_at = self._last_at(size)
-            unordered = self._unordered_from() is not None
-            entry_rows: list[tuple[object, ...]] = []
-            node_rows: list[tuple[int, int, bytes]] = []
-            party_rows: list[tuple[str, int]] = []
-            country_rows: list[tuple[str, int]] = []
-            for i, r in enumerate(records, start=size):
-                h = merkle.leaf_hash(r.data)
-                node_rows.append((0, i, h))
-                level, j = 0, i
-                while j & 1:
-                    h = merkle.node_hash(left[level], h)
-                    level, j = level + 1, j >> 1
-                    node_rows.append((level, j, h))
-                left[level] = h
-                entry_rows.append(
-                    (
-                        i,
-                        r.data,
-                        r.at_ms,
-                        r.event,
-                        r.msg_id,
-                        r.type,
-                        r.sender,
-                        _JSON.encode(r.recipients).decode(),
-                        r.case_ref,
-                        r.code,
-                        r.peer,
-                    )
+        with self._lock:
+            try:
+                with self._write():
+                    tip = self._tip()
+                    after = self._insert(tip, records)
+            except BaseException:
+                self._cached = None  # a failed COMMIT leaves the end of the log unknown
+                raise
+            self._cached = after
+        return list(range(tip.size, after.size))
+
+    def _insert(self, tip: _Tip, records: Sequence[AuditRecord]) -> _Tip:
+        """The rows of one batch, inside the caller's transaction; returns the new tip."""
+        edge = dict(self._right_edge(tip.size) if tip.edge is None else tip.edge)
+        last_at, unordered = tip.last_at, tip.unordered
+        leaf_hash, node_hash, encode = merkle.leaf_hash, merkle.node_hash, _JSON.encode
+        entry_rows: list[tuple[object, ...]] = []
+        node_rows: list[tuple[int, int, int, bytes]] = []
+        case_rows: list[tuple[int, str, int]] = []
+        pos = _position(0, tip.size)
+        block = first_block = tip.size >> _BLOCK_BITS
+        before = self._open_block(block) if tip.open_block is None else tip.open_block
+        tagged = dict(before)
+        postings = {block: tagged}
+        for i, r in enumerate(records, start=tip.size):
+            h = leaf_hash(r.data)
+            node_rows.append((pos, 0, i, h))
+            level, j = 0, i
+            while j & 1:
+                h = node_hash(edge[level], h)
+                level, j, pos = level + 1, j >> 1, pos + 1
+                node_rows.append((pos, level, j, h))
+            edge[level] = h
+            pos += 1
+            entry_rows.append(
+                (
+                    i,
+                    r.data,
+                    r.at_ms,
+                    r.event,
+                    r.msg_id,
+                    r.type,
+                    r.sender,
+                    encode(r.recipients).decode(),
+                    r.case_ref,
+                    r.code,
+                    r.peer,
                 )
-                agencies = {r.sender, *r.recipients} - {None}
-                party_rows.extend((a, i) for a in agencies if a)
-                ctry = {_country(a) for a in (r.sender, r.peer, *r.recipients)} - {None}
-                country_rows.extend((c, i) for c in ctry if c)
-                if not unordered and last_at is not None and r.at_ms < last_at:
-                    self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (_UNORDERED, i))
-                    unordered = True
-                last_at = r.at_ms if last_at is None else max(last_at, r.at_ms)
-            self._db.executemany(
-                "INSERT INTO entries (idx, data, at, event, msg_id, type, sender, recipients,"
-                " case_ref, code, peer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                entry_rows,
             )
-            self._db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows)
-            self._db.executemany("INSERT INTO parties (agency, idx) VALUES (?, ?)", party_rows)
-            self._db.executemany("INSERT INTO countries (country, idx) VALUES (?, ?)", country_rows)
-        return list(range(size, size + len(records)))
+            if r.case_ref is not None:
+                case_rows.append((i >> _SPAN_BITS, r.case_ref, i))
+            if i >> _BLOCK_BITS != block:
+                block = i >> _BLOCK_BITS
+                tagged = postings[block] = {}
+            bit = 1 << (i & _BLOCK_MASK)
+            for tag in _tags(r):
+                tagged[tag] = tagged.get(tag, 0) | bit
+            if last_at is not None and r.at_ms < last_at and not unordered:
+                self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (_UNORDERED, i))
+                unordered = True
+            if last_at is None or r.at_ms > last_at:
+                last_at = r.at_ms
+        self._db.executemany(
+            "INSERT INTO entries (idx, data, at, event, msg_id, type, sender, recipients,"
+            " case_ref, code, peer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            entry_rows,
+        )
+        self._db.executemany(
+            "INSERT INTO nodes (pos, level, idx, hash) VALUES (?, ?, ?, ?)", node_rows
+        )
+        self._db.executemany("INSERT INTO cases (span, case_ref, idx) VALUES (?, ?, ?)", case_rows)
+        self._db.executemany(
+            _POSTINGS_WRITE,
+            [
+                (b, tag, bits.to_bytes(_BLOCK_BYTES, "little"))
+                for b, tags in postings.items()
+                for tag, bits in tags.items()
+                if b != first_block or bits != before.get(tag)
+            ],
+        )
+        last_blocks = dict(self._last_blocks() if tip.last_blocks is None else tip.last_blocks)
+        firsts: dict[str, int] = {}
+        lasts: dict[str, int] = {}
+        for b, tags in postings.items():  # blocks in order
+            for tag in tags:
+                firsts.setdefault(tag, b)
+                lasts[tag] = b
+        self._db.executemany(
+            _TAGS_WRITE,
+            [(tag, firsts[tag], b) for tag, b in lasts.items() if last_blocks.get(tag) != b],
+        )
+        last_blocks.update(lasts)
+        size = tip.size + len(records)
+        open_block = postings.get(size >> _BLOCK_BITS, {})
+        return _Tip(size, last_at, unordered, edge, open_block, last_blocks)
+
+    def _last_blocks(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT tag, last FROM tags").fetchall())
+
+    def _open_block(self, block: int) -> dict[str, int]:
+        rows = self._db.execute("SELECT tag, leaves FROM postings WHERE block = ?", (block,))
+        return {tag: int.from_bytes(leaves, "little") for tag, leaves in rows}
+
+    def _tip(self) -> _Tip:
+        """The cached end of the log, re-read if another connection has written since."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if self._cached is None or version != self._seen_version:
+            size = self._size()
+            last_at = None
+            if size:
+                row = self._db.execute("SELECT at FROM entries WHERE idx = ?", (size - 1,))
+                last_at = row.fetchone()[0]
+            self._cached = _Tip(size, last_at, self._unordered_from() is not None)
+            self._seen_version = version
+        return self._cached
 
     def _right_edge(self, size: int) -> dict[int, bytes]:
         """The complete subtrees still waiting for a right sibling: one per set bit of size."""
@@ -312,12 +447,6 @@ class AuditLog:
             for level in range(size.bit_length())
             if size >> level & 1
         }
-
-    def _last_at(self, size: int) -> int | None:
-        if size == 0:
-            return None
-        row = self._db.execute("SELECT at FROM entries WHERE idx = ?", (size - 1,)).fetchone()
-        return None if row is None else int(row[0])
 
     def _unordered_from(self) -> int | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (_UNORDERED,)).fetchone()
@@ -328,7 +457,7 @@ class AuditLog:
     @property
     def size(self) -> int:
         with self._lock:
-            return self._size()
+            return self._tip().size
 
     def _size(self) -> int:
         row = self._db.execute("SELECT max(idx) FROM entries").fetchone()
@@ -337,7 +466,7 @@ class AuditLog:
     def root(self, size: int | None = None) -> bytes:
         """MTH of the first ``size`` leaves (default: all of them)."""
         with self._lock:
-            current = self._size()
+            current = self._tip().size
             size = current if size is None else size
             _check_range("tree size", size, 0, current)
             if size == 0:
@@ -348,13 +477,13 @@ class AuditLog:
         with self._lock:
             row = self._db.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
             if row is None:
-                raise ValueError(f"leaf index {index} is outside a tree of size {self._size()}")
+                raise ValueError(f"leaf index {index} is outside a tree of size {self._tip().size}")
             return bytes(row[0])
 
     def entries(self, start: int, end: int) -> list[StoredEntry]:
         """Leaves ``start <= index < end`` in order, with their metadata."""
         with self._lock:
-            _check_range("end", end, 0, self._size())
+            _check_range("end", end, 0, self._tip().size)
             _check_range("start", start, 0, end)
             rows = self._db.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM entries e"  # noqa: S608 - fixed column list
@@ -366,14 +495,14 @@ class AuditLog:
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """RFC 9162 PATH(index, D[size]), equal to :func:`protocols.merkle.inclusion_proof`."""
         with self._lock:
-            _check_range("tree size", size, 1, self._size())
+            _check_range("tree size", size, 1, self._tip().size)
             _check_range("leaf index", index, 0, size - 1)
             return [self._mth(lo, hi) for lo, hi in _path_ranges(index, size)]
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 PROOF(old_size, D[new_size]), equal to the reference's."""
         with self._lock:
-            _check_range("new size", new_size, 0, self._size())
+            _check_range("new size", new_size, 0, self._tip().size)
             _check_range("old size", old_size, 0, new_size)
             if old_size in (0, new_size):
                 return []
@@ -389,7 +518,8 @@ class AuditLog:
 
     def _node(self, level: int, i: int) -> bytes:
         row = self._db.execute(
-            "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, i)
+            "SELECT hash FROM nodes WHERE pos = ? AND level = ? AND idx = ?",
+            (_position(level, i), level, i),
         ).fetchone()
         if row is None:
             raise LocalError(f"audit log storage has no node ({level}, {i}); run verify_storage")
@@ -398,52 +528,43 @@ class AuditLog:
     def verify_storage(self) -> None:
         """Recompute every stored node and checkpoint root from the leaf bytes.
 
-        One pass in leaf order: O(n) time, O(log n) memory (one cursor and one
-        pending hash per level). For auditors, and for a hub to run at start
-        after a restore. Raises :class:`MerkleProofError` naming the first leaf
-        or node that does not match, is missing, or should not be there.
+        One pass in leaf order, reading the nodes in the order appends wrote
+        them: O(n) time, O(log n) memory (one pending hash per level). For
+        auditors, and for a hub to run at start after a restore. Raises
+        :class:`MerkleProofError` naming the first leaf or node that does not
+        match, is missing, or should not be there.
         """
         with self._lock, self._read():
             size = self._size()
-            height = size.bit_length()
-            levels = [
-                self._db.execute("SELECT idx, hash FROM nodes WHERE level = ? ORDER BY idx", (lv,))
-                for lv in range(height)
-            ]
+            nodes = self._db.execute("SELECT pos, level, idx, hash FROM nodes ORDER BY pos")
             checkpoints = self._db.execute("SELECT size, root FROM checkpoints ORDER BY size")
             cp = checkpoints.fetchone()
             if cp is not None and cp[0] == 0:
                 _check_checkpoint(0, merkle.EMPTY_ROOT, cp[1])
                 cp = checkpoints.fetchone()
-            pending: list[bytes] = [b""] * height
+            pending: list[bytes] = [b""] * size.bit_length()
+            pos = 0
             rows = self._db.execute("SELECT idx, data FROM entries ORDER BY idx")
             for expected, (i, data) in enumerate(rows):
                 if i != expected:
                     what = f"leaf {expected} is missing" if i > expected else f"stray leaf row {i}"
                     raise MerkleProofError(f"audit log storage: {what}")
                 h = merkle.leaf_hash(bytes(data))
-                _check_node(levels[0], 0, i, h)
+                _check_node(nodes.fetchone(), pos, 0, i, h)
                 level, j = 0, i
                 while j & 1:
                     h = merkle.node_hash(pending[level], h)
-                    level, j = level + 1, j >> 1
-                    _check_node(levels[level], level, j, h)
+                    level, j, pos = level + 1, j >> 1, pos + 1
+                    _check_node(nodes.fetchone(), pos, level, j, h)
                 pending[level] = h
+                pos += 1
                 while cp is not None and cp[0] == i + 1:
                     _check_checkpoint(i + 1, _fold_right_edge(pending, i + 1), cp[1])
                     cp = checkpoints.fetchone()
-            for level, cursor in enumerate(levels):
-                row = cursor.fetchone()
-                if row is not None:
-                    raise MerkleProofError(
-                        f"audit log storage: node ({level}, {row[0]}) lies beyond size {size}"
-                    )
-            row = self._db.execute(
-                "SELECT level, idx FROM nodes WHERE level >= ? OR level < 0 LIMIT 1", (height,)
-            ).fetchone()
+            row = nodes.fetchone()
             if row is not None:
                 raise MerkleProofError(
-                    f"audit log storage: node ({row[0]}, {row[1]}) lies beyond size {size}"
+                    f"audit log storage: node ({row[1]}, {row[2]}) lies beyond size {size}"
                 )
             if cp is not None:
                 raise MerkleProofError(
@@ -481,11 +602,7 @@ class AuditLog:
             msg_id, case_ref, agency, country, type, event, code, since_ms, until_ms, before_index
         )
         with self._lock, self._read():
-            planned = self._plan(f, _ENTRY_COLUMNS)
-            if planned is None:
-                return []
-            sql, args = planned
-            rows = self._db.execute(sql + " LIMIT ?", (*args, limit)).fetchall()
+            rows = list(itertools.islice(self._matches(f, *self._scope(f), limit), limit))
         return [_entry(r) for r in rows]
 
     def count(
@@ -502,79 +619,199 @@ class AuditLog:
         until_ms: int | None = None,
         before_index: int | None = None,
     ) -> int:
-        """Exact number of matches, in time proportional to the driving index range.
+        """Exact number of matches, in time proportional to the matches.
 
-        Cheap for selective filters and for pure time windows (two lookups);
-        counting a whole common event walks all its entries.
+        Tags alone (agency, country, type, event, code), with or without a time
+        window, are counted from their postings without reading an entry; a
+        pure time window is one range; a message or a case reads its entries.
         """
         f = _Filters(
             msg_id, case_ref, agency, country, type, event, code, since_ms, until_ms, before_index
         )
         with self._lock, self._read():
-            planned = self._plan(f, "count(*)")
-            if planned is None:
-                return 0
-            sql, args = planned
-            return int(self._db.execute(sql, args).fetchone()[0])
+            lo, hi, timed = self._scope(f)
+            tags = _wanted(f, _TAGGED)
+            if f.msg_id is None and f.case_ref is None and not timed and tags:
+                return sum(bits.bit_count() for _, bits in self._tagged(tags, lo, hi))
+            if f.msg_id is None and f.case_ref is None and not tags:
+                sql, args = self._column_query(f, "count(*)", timed)
+                return int(self._db.execute(sql, (*args, lo, hi)).fetchone()[0])
+            return sum(1 for _ in self._matches(f, lo, hi, timed, _CHUNK))
 
-    def _plan(self, f: _Filters, select: str) -> tuple[str, list[object]] | None:
-        """SQL walking the most selective filter's index newest first, or None if empty."""
-        lo, hi = 0, self._size()
+    def _scope(self, f: _Filters) -> tuple[int, int, bool]:
+        """Leaves ``[lo, hi)`` a search covers, and whether time is left to check per row."""
+        tip = self._tip()
+        lo, hi = 0, tip.size
         if f.before_index is not None:
             hi = min(hi, max(f.before_index, 0))
-        time_as_range = self._unordered_from() is None
-        if time_as_range:
+        timed = f.since_ms is not None or f.until_ms is not None
+        if timed and not tip.unordered:
             if f.since_ms is not None:
-                lo = max(lo, self._first_at_or_after(f.since_ms, hi))
+                lo = self._first_at_or_after(f.since_ms, lo, hi)
             if f.until_ms is not None:
-                hi = min(hi, self._first_at_or_after(f.until_ms, hi))
-        if lo >= hi:
-            return None
+                hi = self._first_at_or_after(f.until_ms, lo, hi)
+            timed = False
+        return lo, hi, timed
 
-        driver = next((name for name in _DRIVERS if getattr(f, name) is not None), None)
-        where: list[str] = []
-        args: list[object] = []
-        if driver in _SIDE_TABLES:
-            table, column = _SIDE_TABLES[driver]
-            source = f"{table} d CROSS JOIN entries e"
-            key = "d.idx"
-            where += [f"d.{column} = ?", "d.idx >= ?", "d.idx < ?", "e.idx = d.idx"]
-            args += [getattr(f, driver), lo, hi]
+    def _matches(
+        self, f: _Filters, lo: int, hi: int, timed: bool, want: int
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows matching ``f`` in ``[lo, hi)``, newest first; ``want`` is how many the
+        caller expects to take, which sizes the reads.
+
+        What drives, most selective first: the ``msg_id`` index; the ``cases``
+        of a case; the postings of the tags asked for; else the leaf range. The
+        other filters are checked on the rows found.
+        """
+        tags = _wanted(f, _TAGGED)
+        if f.msg_id is not None or (f.case_ref is None and not tags):
+            sql, args = self._column_query(f, _ENTRY_COLUMNS, timed)
+            keep = _carries(_wanted(f, ("agency", "country")))
+            return self._walk(sql + " ORDER BY e.idx DESC", args, lo, hi, keep=keep, want=want)
+        columns: tuple[str, ...] = ()
+        if f.case_ref is not None:
+            leaves = self._case_leaves(f.case_ref, lo, hi, want)
+            columns, keep = ("type", "event", "code"), _carries(_wanted(f, ("agency", "country")))
         else:
-            source, key = "entries e", "e.idx"
-            if driver is not None:
-                where.append(f"e.{driver} = ?")
-                args.append(getattr(f, driver))
-            where += ["e.idx >= ?", "e.idx < ?"]
-            args += [lo, hi]
-        for name in _DRIVERS:
-            value = getattr(f, name)
-            if value is None or name == driver:
-                continue
-            if name in _COLUMN_FILTERS:
-                where.append(f"+e.{name} = ?")
+            leaves, keep = (_leaves(b, bits) for b, bits in self._tagged(tags, lo, hi)), None
+        sql, args = _ROWS_BY_INDEX, []
+        for name in columns:
+            if getattr(f, name) is not None:
+                sql, args = sql + f" AND +e.{name} = ?", [*args, getattr(f, name)]
+        if timed:
+            clauses, values = _time_filter(f)
+            sql, args = sql + "".join(f" AND {c}" for c in clauses), args + values
+        exact = not args and keep is None
+        return self._rows_at(leaves, sql + " ORDER BY e.idx DESC", args, keep, want if exact else 0)
+
+    def _first_at_or_after(self, at_ms: int, lo: int, hi: int) -> int:
+        """Smallest index in ``[lo, hi)`` with time >= at_ms, else ``hi``: a binary
+        search, valid while times never decrease."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self._db.execute("SELECT at FROM entries WHERE idx = ?", (mid,)).fetchone()
+            if row is None:
+                raise LocalError(f"audit log storage has no leaf {mid}; run verify_storage")
+            if row[0] < at_ms:
+                lo = mid + 1
             else:
-                table, column = _SIDE_TABLES[name]
-                where.append(f"EXISTS (SELECT 1 FROM {table} WHERE {column} = ? AND idx = e.idx)")  # noqa: S608
-            args.append(value)
-        if not time_as_range:
-            if f.since_ms is not None:
-                where.append("+e.at >= ?")
-                args.append(f.since_ms)
-            if f.until_ms is not None:
-                where.append("+e.at < ?")
-                args.append(f.until_ms)
-        sql = f"SELECT {select} FROM {source} WHERE {' AND '.join(where)}"  # noqa: S608 - fixed names
-        if select != "count(*)":
-            sql += f" ORDER BY {key} DESC"
+                hi = mid
+        return lo
+
+    def _column_query(self, f: _Filters, select: str, timed: bool) -> tuple[str, list[object]]:
+        """SQL over ``entries``, driven by the msg_id index if a msg_id is given.
+
+        It ends in the leaf range ``e.idx >= ? AND e.idx < ?``, whose two
+        arguments the caller appends.
+        """
+        where = ""
+        args: list[object] = []
+        for name in ("msg_id", "case_ref", "type", "event", "code"):
+            value = getattr(f, name)
+            if value is not None:
+                # ``+`` keeps SQLite from walking anything but the msg_id index.
+                where += "e.msg_id = ? AND " if name == "msg_id" else f"+e.{name} = ? AND "
+                args.append(value)
+        if timed:
+            clauses, values = _time_filter(f)
+            where += "".join(f"{c} AND " for c in clauses)
+            args += values
+        sql = f"SELECT {select} FROM entries e WHERE {where}e.idx >= ? AND e.idx < ?"  # noqa: S608
         return sql, args
 
-    def _first_at_or_after(self, at_ms: int, default: int) -> int:
-        """Smallest index whose time is >= at_ms; valid while times never decrease."""
-        row = self._db.execute(
-            "SELECT idx FROM entries WHERE at >= ? ORDER BY at, idx LIMIT 1", (at_ms,)
-        ).fetchone()
-        return default if row is None else int(row[0])
+    def _walk(
+        self, sql: str, args: list[object], lo: int, hi: int, *, keep: _RowFilter | None, want: int
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``sql`` over ``[lo, hi)`` newest first that ``keep`` accepts, read in
+        keyset pages of ``want`` rows (at least :data:`_CHUNK` if some may fail ``keep``)."""
+        chunk = want if keep is None else max(want, _CHUNK)
+        while hi > lo:
+            rows = self._db.execute(sql + " LIMIT ?", (*args, lo, hi, chunk)).fetchall()
+            yield from rows if keep is None else filter(keep, rows)
+            if len(rows) < chunk:
+                return
+            hi = rows[-1][0]
+
+    def _rows_at(
+        self,
+        leaves: Iterator[list[int]],
+        sql: str,
+        args: list[object],
+        keep: _RowFilter | None,
+        exact: int,
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of candidate leaves (lists, newest first) that ``sql`` and ``keep`` accept.
+
+        Candidates are read :data:`_CHUNK` at a time, or ``exact`` at a time
+        when every candidate is known to match (a page then costs its rows).
+        """
+        pending: list[int] = []
+        for found in leaves:
+            pending += found
+            if len(pending) >= (exact or _CHUNK):
+                rows = self._db.execute(sql, (_json(pending), *args)).fetchall()
+                yield from rows if keep is None else filter(keep, rows)
+                pending = []
+        if pending:
+            rows = self._db.execute(sql, (_json(pending), *args)).fetchall()
+            yield from rows if keep is None else filter(keep, rows)
+
+    def _case_leaves(self, case_ref: str, lo: int, hi: int, want: int) -> Iterator[list[int]]:
+        """The leaves of a case in ``[lo, hi)``, newest first, ``want`` at a time.
+
+        One statement looks the case up in every span of the range (a key
+        lookup each) and stops after ``want`` leaves; the next starts below
+        the last leaf found.
+        """
+        chunk = max(want, _CHUNK)
+        while lo < hi:
+            spans = _json(range((hi - 1) >> _SPAN_BITS, (lo >> _SPAN_BITS) - 1, -1))
+            rows = self._db.execute(_CASE_PROBE, (spans, case_ref, lo, hi, chunk)).fetchall()
+            if rows:
+                yield [i for (i,) in rows]
+            if len(rows) < chunk:
+                return
+            hi = rows[-1][0]
+
+    def _tagged(self, tags: list[str], lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """Per block, newest first: its first leaf and the bitmap of its leaves in
+        ``[lo, hi)`` that carry every tag (blocks with none are skipped).
+
+        Blocks are probed newest first for the postings of all the tags at
+        once, a few blocks at first and more as the search goes on; the tags'
+        bitmaps are and-ed. A page of a common tag reads a few rows, and a
+        combination that never occurs reads no entry: only its tags' postings
+        (a key lookup per tag and block).
+        """
+        wanted = _json(tags)
+        spans = self._db.execute(_TAGS_READ, (wanted,)).fetchall()
+        if len(spans) < len(tags):
+            return  # a tag that never occurred
+        lo = max(lo, max(first for first, _ in spans) << _BLOCK_BITS)
+        hi = min(hi, (min(last for _, last in spans) + 1) << _BLOCK_BITS)
+        if lo >= hi:
+            return
+        first, last = lo >> _BLOCK_BITS, (hi - 1) >> _BLOCK_BITS
+        block, span = last, _PROBE_BLOCKS[0]
+        while block >= first:
+            low = max(first, block - span + 1)
+            probe = _json(range(block, low - 1, -1))
+            rows = self._db.execute(_POSTINGS_PROBE, (probe, wanted)).fetchall()
+            for b, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+                found = [leaves for _, _, leaves in group]
+                if len(found) < len(tags):
+                    continue
+                bits = int.from_bytes(found[0], "little")
+                for leaves in found[1:]:
+                    bits &= int.from_bytes(leaves, "little")
+                base = b << _BLOCK_BITS
+                if b == first:
+                    bits &= -1 << (lo - base)
+                if b == last:
+                    bits &= (1 << (hi - base)) - 1
+                if bits:
+                    yield base, bits
+            block, span = low - 1, min(2 * span, _PROBE_BLOCKS[1])
 
     # --- checkpoints and cosignatures (opaque signed notes) ----------------------------
 
@@ -704,6 +941,17 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+def _position(level: int, i: int) -> int:
+    """Where node ``(level, i)`` is in ``nodes``: the post order in which appends complete them.
+
+    Before leaf ``m`` is appended the tree has ``2m - popcount(m)`` nodes; leaf
+    ``m`` adds itself and then one parent per trailing one bit of ``m``. Node
+    ``(level, i)`` is the ``level``-th of those for ``m = (i+1)·2^level - 1``.
+    """
+    m = ((i + 1) << level) - 1
+    return 2 * m - m.bit_count() + level
+
+
 def _complete_subtrees(lo: int, hi: int) -> list[tuple[int, int]]:
     """Nodes (level, i) whose fold is MTH(D[lo:hi]), left to right.
 
@@ -760,15 +1008,21 @@ def _fold_right_edge(pending: list[bytes], size: int) -> bytes:
     return h
 
 
-def _check_node(cursor: sqlite3.Cursor, level: int, i: int, want: bytes) -> None:
-    row = cursor.fetchone()
+def _check_node(row: tuple[Any, ...] | None, pos: int, level: int, i: int, want: bytes) -> None:
+    """``row`` (pos, level, idx, hash) is the stored node expected at ``pos``."""
     if level == 0:
         what = f"leaf {i}"
     else:
         what = f"node ({level}, {i}) over leaves {i << level}..{((i + 1) << level) - 1}"
-    if row is None or row[0] != i:
+    if row is None or row[0] > pos:
         raise MerkleProofError(f"audit log storage: hash of {what} is missing")
-    if not hmac.compare_digest(bytes(row[1]), want):
+    if row[0] < pos:
+        raise MerkleProofError(f"audit log storage: stray node row at position {row[0]}")
+    if (row[1], row[2]) != (level, i):
+        raise MerkleProofError(
+            f"audit log storage: the place of {what} holds node ({row[1]}, {row[2]})"
+        )
+    if not hmac.compare_digest(bytes(row[3]), want):
         raise MerkleProofError(f"audit log storage: {what} does not match its stored hash")
 
 
@@ -794,6 +1048,74 @@ def _country(principal: str | None) -> str | None:
     return cc if well_formed and principal[3:4] in ("", "/") else None
 
 
+_RowFilter = Callable[[tuple[Any, ...]], bool]
+
+
+def _tags(r: AuditRecord | StoredEntry) -> set[str]:
+    """The postings an entry is listed under; a search filter asks for the same strings."""
+    tags = {"event=" + r.event}
+    if r.type is not None:
+        tags.add("type=" + r.type)
+    if r.code is not None:
+        tags.add("code=" + r.code)
+    if r.sender:
+        tags.update(_principal_tags(r.sender))
+    for recipient in r.recipients:
+        if recipient:
+            tags.update(_principal_tags(recipient))
+    country = _country(r.peer)
+    if country is not None:
+        tags.add("country=" + country)
+    return tags
+
+
+@functools.lru_cache(maxsize=4096)
+def _principal_tags(principal: str) -> tuple[str, ...]:
+    """An agency's tag and its country's, if it names one."""
+    country = _country(principal)
+    return ("agency=" + principal,) + (() if country is None else ("country=" + country,))
+
+
+def _wanted(f: _Filters, names: Sequence[str]) -> list[str]:
+    """The tags a search asks for, in the order of ``names``."""
+    return [f"{name}={getattr(f, name)}" for name in names if getattr(f, name) is not None]
+
+
+def _carries(tags: list[str]) -> _RowFilter | None:
+    """A check of agency and country on rows that another index found, or None."""
+    if not tags:
+        return None
+    wanted = set(tags)
+
+    def keep(row: tuple[Any, ...]) -> bool:
+        return wanted <= _tags(_entry(row))
+
+    return keep
+
+
+def _time_filter(f: _Filters) -> tuple[list[str], list[object]]:
+    """Time as row conditions, for logs whose clock once stepped back."""
+    given = [
+        (c, v) for c, v in (("+e.at >= ?", f.since_ms), ("+e.at < ?", f.until_ms)) if v is not None
+    ]
+    return [c for c, _ in given], [v for _, v in given]
+
+
+def _leaves(base: int, bits: int) -> list[int]:
+    """The leaves of a block's bitmap, newest first."""
+    out = []
+    while bits:
+        top = bits.bit_length() - 1
+        out.append(base + top)
+        bits ^= 1 << top
+    return out
+
+
+def _json(values: Iterable[int | str]) -> str:
+    """A JSON array for ``json_each``: how a list of leaves or tags goes into one statement."""
+    return _JSON.encode(list(values)).decode()
+
+
 def _entry(row: tuple[Any, ...]) -> StoredEntry:
     idx, data, at, event, msg_id, type_, sender, recipients, case_ref, code, peer = row
     return StoredEntry(
@@ -804,7 +1126,7 @@ def _entry(row: tuple[Any, ...]) -> StoredEntry:
         msg_id,
         type_,
         sender,
-        tuple(json.loads(recipients)),
+        _RECIPIENTS.decode(recipients),
         case_ref,
         code,
         peer,

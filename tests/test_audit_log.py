@@ -24,7 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,9 @@ def test_an_acknowledged_append_is_visible_to_another_connection(
         other.append([rec(b"third")])  # a writer that reopens continues the same tree
         assert log.size == 3
         assert log.root() == merkle.root([b"first", b"second", b"third"])
+        assert log.append([rec(b"fourth")]) == [3]  # and the first one sees it had moved on
+        assert other.root() == merkle.root([b"first", b"second", b"third", b"fourth"])
+        log.verify_storage()
     finally:
         other.close()
 
@@ -248,16 +251,20 @@ def test_an_acknowledged_append_is_visible_to_another_connection(
 def test_a_failed_batch_leaves_nothing_behind(log: AuditLog) -> None:
     log.append([rec(b"a", sender="THA/A")])
     root = log.root()
-    with raw(log) as db:  # make the next batch's second party row collide
-        db.execute("INSERT INTO parties (agency, idx) VALUES ('THA/A', 2)")
+    with raw(log) as db:  # make the next batch's last node row collide
+        db.execute("INSERT INTO nodes (pos, level, idx, hash) VALUES (3, 0, 2, zeroblob(32))")
     batch = [rec(b"b", sender="THA/A"), rec(b"c", sender="THA/A")]
     with pytest.raises(LocalError, match="audit log write failed"):
         log.append(batch)
     assert log.size == 1
     assert log.root() == root
-    assert log._db.execute("SELECT count(*) FROM nodes").fetchone()[0] == 1
-    log._db.execute("DELETE FROM parties WHERE idx = 2")
-    assert log.append(batch) == [1, 2]
+    assert log._db.execute("SELECT level, idx FROM nodes").fetchall() == [(0, 0), (0, 2)]
+    assert log._db.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
+    assert log.count(agency="THA/A") == 1
+    log._db.execute("DELETE FROM nodes WHERE idx = 2")
+    assert log.append(batch) == [1, 2]  # the rolled-back batch left no trace in memory either
+    assert log.root() == merkle.root([b"a", b"b", b"c"])
+    assert [e.index for e in log.search(agency="THA/A")] == [2, 1, 0]
     log.verify_storage()
 
 
@@ -359,9 +366,10 @@ def _swap_entries(db: sqlite3.Connection) -> None:
 
 
 def _swap_leaf_hashes(db: sqlite3.Connection) -> None:
-    _set(db, "UPDATE nodes SET idx = -1 WHERE level = 0 AND idx = 3")
-    _set(db, "UPDATE nodes SET idx = 3 WHERE level = 0 AND idx = 4")
-    _set(db, "UPDATE nodes SET idx = 4 WHERE level = 0 AND idx = -1")
+    sql = "SELECT hash FROM nodes WHERE level = 0 AND idx = ?"
+    three, four = (db.execute(sql, (i,)).fetchone()[0] for i in (3, 4))
+    _set(db, "UPDATE nodes SET hash = ? WHERE level = 0 AND idx = 3", four)
+    _set(db, "UPDATE nodes SET hash = ? WHERE level = 0 AND idx = 4", three)
 
 
 def _swap_entry_rows(db: sqlite3.Connection) -> None:
@@ -390,9 +398,17 @@ TAMPERING: dict[str, tuple[Any, str]] = {
     "swap two entries' bytes": (_swap_entries, r"leaf 7 does not match"),
     "swap two entry rows": (_swap_entry_rows, r"leaf 21 does not match"),
     "swap two leaf hashes": (_swap_leaf_hashes, r"leaf 3 does not match"),
+    "relabel a leaf hash": (
+        lambda db: _set(db, "UPDATE nodes SET idx = 4 WHERE level = 0 AND idx = 3"),
+        r"the place of leaf 3 holds node \(0, 4\)",
+    ),
     "add a node beyond the tree": (
-        lambda db: _set(db, "INSERT INTO nodes VALUES (9, 0, zeroblob(32))"),
+        lambda db: _set(db, "INSERT INTO nodes VALUES (500, 9, 0, zeroblob(32))"),
         r"node \(9, 0\) lies beyond",
+    ),
+    "add a node before the tree": (
+        lambda db: _set(db, "INSERT INTO nodes VALUES (-1, 0, 0, zeroblob(32))"),
+        r"stray node row at position -1",
     ),
     "add a checkpoint beyond the log": (
         lambda db: _set(db, "INSERT INTO checkpoints VALUES (500, zeroblob(32), x'', 0)"),
@@ -504,7 +520,7 @@ def test_witnessed_checkpoints_and_alarms(log: AuditLog) -> None:
 
 AGENCIES = ("THA/DSI", "THA/IMM", "MYS/RMP", "MYS/IMM", "KHM/NP")
 EVENTS = ("accepted", "rejected", "forwarded", "delivered")
-N_SEARCH = 300
+N_SEARCH = 700
 
 
 def make_records(ordered: bool) -> list[AuditRecord]:
@@ -621,8 +637,8 @@ def test_search_agrees_with_brute_force(
         "type": st.sampled_from(("alert", "request")),
         "event": st.sampled_from(EVENTS),
         "code": st.sampled_from(("ixb.E_REPLAY", "ixb.E_EXPIRED")),
-        "since_ms": st.integers(9_000, 11_600),
-        "until_ms": st.integers(9_000, 11_600),
+        "since_ms": st.integers(9_000, 10_000 + N_SEARCH * 5 + 100),
+        "until_ms": st.integers(9_000, 10_000 + N_SEARCH * 5 + 100),
         "before_index": st.integers(0, N_SEARCH + 5),
     }
     names = data.draw(st.sets(st.sampled_from(sorted(pools)), max_size=4))
@@ -653,10 +669,7 @@ def test_stored_entries_keep_every_field(searchable: tuple[AuditLog, list[AuditR
         )
 
 
-def plan(audit: AuditLog, **f: Any) -> str:
-    planned = audit._plan(_filters(**f), "e.idx")
-    assert planned is not None
-    sql, args = planned
+def plan(audit: AuditLog, sql: str, args: Sequence[object]) -> str:
     rows = audit._db.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()
     return "\n".join(r[3] for r in rows)
 
@@ -671,26 +684,135 @@ def _filters(**f: Any) -> Any:
     ("f", "index"),
     [
         ({}, "INTEGER PRIMARY KEY"),
-        ({"msg_id": "m1", "event": "accepted", "agency": "THA/DSI"}, "entries_msg_id"),
-        ({"case_ref": "C1", "country": "THA"}, "entries_case_ref"),
-        ({"agency": "THA/DSI", "code": "x", "type": "alert"}, "entries_code"),
-        ({"agency": "THA/DSI", "type": "alert"}, "SEARCH d USING PRIMARY KEY"),
-        ({"country": "THA", "event": "rejected"}, "SEARCH d USING PRIMARY KEY"),
-        ({"code": "x", "event": "rejected"}, "entries_code"),
-        ({"type": "alert", "event": "rejected"}, "entries_type"),
-        ({"event": "rejected", "since_ms": 10_100}, "entries_event"),
+        ({"msg_id": "m1", "event": "accepted", "type": "alert"}, "entries_msg_id"),
+        ({"msg_id": "m1", "case_ref": "C1", "code": "x"}, "entries_msg_id"),
         ({"since_ms": 10_100, "until_ms": 10_500}, "INTEGER PRIMARY KEY"),
     ],
 )
-def test_queries_walk_an_index_newest_first(
+def test_entry_queries_walk_an_index_newest_first(
     searchable: tuple[AuditLog, list[AuditRecord]], f: dict[str, Any], index: str
 ) -> None:
     """No full scans and no sorts: a page costs its rows, not the size of the log."""
     audit, _ = searchable
-    text = plan(audit, **f)
+    sql, args = audit._column_query(_filters(**f), "e.idx", audit._unordered_from() is not None)
+    text = plan(audit, sql + " ORDER BY e.idx DESC LIMIT ?", [*args, 0, 10, 5])
     assert index in text, text
     assert not re.search(r"\bSCAN\b", text), text
     assert "TEMP B-TREE" not in text, text
+
+
+def test_postings_cases_and_rows_by_index_are_key_lookups(log: AuditLog) -> None:
+    from broker.audit import _CASE_PROBE, _POSTINGS_PROBE, _ROWS_BY_INDEX
+
+    text = plan(log, _POSTINGS_PROBE, ["[3, 2, 1]", '["country=THA", "type=alert"]'])
+    assert "SEARCH postings USING PRIMARY KEY (block=? AND tag=?)" in text, text
+    assert "TEMP B-TREE" not in text, text
+    text = plan(log, _CASE_PROBE, ["[1, 0]", "C1", 0, 8000, 100])
+    assert "SEARCH cases USING PRIMARY KEY (span=? AND case_ref=? AND idx>? AND idx<?)" in text, (
+        text
+    )
+    assert "TEMP B-TREE" not in text, text
+    text = plan(log, _ROWS_BY_INDEX + " ORDER BY e.idx DESC", ["[3, 2]"])
+    assert "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)" in text, text
+    assert not re.search(r"\bSCAN e\b", text), text
+    assert "TEMP B-TREE" not in text, text
+
+
+def test_tag_searches_read_postings_and_the_rows_they_return(log: AuditLog) -> None:
+    """A combination that never occurs costs the postings of its tags, not a scan."""
+    n = 16 * 256
+    senders, types = ("THA/DSI", "MYS/RMP"), ("alert", "request")
+    log.append([rec(b"%d" % i, i, sender=senders[i % 2], type=types[i % 2]) for i in range(n)])
+    statements: list[str] = []
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0
+
+    log._db.set_trace_callback(statements.append)
+    log._db.set_progress_handler(step, 1)
+    assert log.search(country="THA", type="request") == []
+    assert log.count(country="THA", type="request") == 0
+    assert not [s for s in statements if "FROM entries" in s]
+    assert steps[0] < n, steps  # a scan would run several instructions per entry
+    statements.clear()
+    page = log.search(country="THA", type="alert", event="accepted", limit=10)
+    assert [e.index for e in page] == list(range(n - 2, n - 22, -2))
+    assert len([s for s in statements if "FROM entries" in s]) == 1
+    assert log.count(agency="MYS/RMP", before_index=n - 1) == n // 2 - 1
+    log._db.set_progress_handler(None, 1)
+    log._db.set_trace_callback(None)
+
+
+def test_a_batch_over_several_blocks_writes_the_postings_of_each(log: AuditLog) -> None:
+    log.append([rec(b"0", sender="THA/A"), *(rec(b"%d" % i) for i in range(1, 10))])
+    # leaf 256 is the first of block 1: the same bit as leaf 0 in block 0
+    log.append([rec(b"%d" % i, sender="THA/A" if i == 256 else None) for i in range(10, 300)])
+    assert [e.index for e in log.search(agency="THA/A")] == [256, 0]
+    assert log.count(country="THA") == 2
+
+
+def test_searches_over_several_spans_of_cases_and_blocks_of_postings(tmp_path: Path) -> None:
+    """Cases cross the 2^14-leaf spans, tags start late and stop early, the clock steps back."""
+    n = 2 * 16384 + 700
+    rng = random.Random(11)
+    records = []
+    for i in range(n):
+        late = i >= 20_000
+        sender = rng.choice(("THA/DSI", "MYS/RMP", "LAO/NEW" if late else "KHM/OLD"))
+        records.append(
+            AuditRecord(
+                data=b"%d" % i,
+                at_ms=10 * i - (5000 if i >= 30_000 else 0),
+                event=rng.choice(EVENTS),
+                type=rng.choice(("alert", "request", None)),
+                sender=sender,
+                recipients=(rng.choice(AGENCIES),),
+                case_ref=f"C{rng.randrange(9)}" if rng.random() < 0.2 else None,
+            )
+        )
+    audit = AuditLog(tmp_path / "audit.db")
+    try:
+        for k, size in ((0, 5000), (5000, 20_000), (25_000, n - 25_000)):
+            audit.append(records[k : k + size])
+        for f in [
+            {"case_ref": "C4"},
+            {"case_ref": "C4", "country": "MYS", "type": "alert"},
+            {"case_ref": "C2", "before_index": 30_000, "since_ms": 100_000},
+            {"agency": "LAO/NEW", "event": "rejected"},
+            {"agency": "KHM/OLD", "before_index": 25_000},
+            {"country": "KHM", "type": "request", "until_ms": 250_000},
+            {"country": "LAO", "agency": "KHM/OLD"},
+            {"type": "alert", "since_ms": 200_000, "until_ms": 300_000},
+        ]:
+            want = [i for i in reversed(range(n)) if matches(i, records[i], f)]
+            assert audit.count(**f) == len(want), f
+            got: list[int] = []
+            page = audit.search(**f, limit=500)
+            while page:
+                got += [e.index for e in page]
+                before = min(page[-1].index, f.get("before_index", n))
+                page = audit.search(**{**f, "before_index": before}, limit=500)
+            assert got == want, f
+    finally:
+        audit.close()
+
+
+def test_nodes_are_stored_in_the_order_appends_complete_them(full: AuditLog) -> None:
+    from broker.audit import _position
+
+    rows = full._db.execute("SELECT pos, level, idx FROM nodes ORDER BY pos").fetchall()
+    assert [pos for pos, _, _ in rows] == list(range(2 * MAX_SIZE - MAX_SIZE.bit_count()))
+    assert all(_position(level, idx) == pos for pos, level, idx in rows)
+
+
+def test_a_log_of_an_older_schema_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=1")
+    with pytest.raises(LocalError, match=r"audit log schema 1, not 2 \(a schema 1 log needs"):
+        AuditLog(path)
 
 
 def test_time_windows_are_half_open(log: AuditLog) -> None:
