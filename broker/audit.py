@@ -328,26 +328,31 @@ class AuditLog:
             try:
                 with self._write():
                     tip = self._tip()
-                    after = self._insert(tip, records)
+                    start = tip.size
+                    self._insert(tip, records)
             except BaseException:
-                self._cached = None  # a failed COMMIT leaves the end of the log unknown
+                self._cached = None  # half updated, or a failed COMMIT: re-read it
                 raise
-            self._cached = after
-        return list(range(tip.size, after.size))
+        return list(range(start, start + len(records)))
 
-    def _insert(self, tip: _Tip, records: Sequence[AuditRecord]) -> _Tip:
-        """The rows of one batch, inside the caller's transaction; returns the new tip."""
-        edge = dict(self._right_edge(tip.size) if tip.edge is None else tip.edge)
-        last_at, unordered = tip.last_at, tip.unordered
+    def _insert(self, tip: _Tip, records: Sequence[AuditRecord]) -> None:
+        """The rows of one batch, inside the caller's transaction.
+
+        Moves ``tip`` to the new end of the log in place, which is why
+        :meth:`append` drops the cached tip when the transaction fails.
+        """
+        if tip.edge is None:
+            tip.edge = self._right_edge(tip.size)
+        edge = tip.edge
         leaf_hash, node_hash, encode = merkle.leaf_hash, merkle.node_hash, _JSON.encode
         entry_rows: list[tuple[object, ...]] = []
         node_rows: list[tuple[int, int, int, bytes]] = []
         case_rows: list[tuple[int, str, int]] = []
         pos = _position(0, tip.size)
-        block = first_block = tip.size >> _BLOCK_BITS
-        before = self._open_block(block) if tip.open_block is None else tip.open_block
-        tagged = dict(before)
-        postings = {block: tagged}
+        block = tip.size >> _BLOCK_BITS
+        tagged: dict[str, int] = {}
+        postings = {block: tagged}  # this batch's leaves, by block and tag
+        last_at = tip.last_at
         for i, r in enumerate(records, start=tip.size):
             h = leaf_hash(r.data)
             node_rows.append((pos, 0, i, h))
@@ -381,9 +386,9 @@ class AuditLog:
             bit = 1 << (i & _BLOCK_MASK)
             for tag in _tags(r):
                 tagged[tag] = tagged.get(tag, 0) | bit
-            if last_at is not None and r.at_ms < last_at and not unordered:
+            if last_at is not None and r.at_ms < last_at and not tip.unordered:
                 self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (_UNORDERED, i))
-                unordered = True
+                tip.unordered = True
             if last_at is None or r.at_ms > last_at:
                 last_at = r.at_ms
         self._db.executemany(
@@ -395,30 +400,45 @@ class AuditLog:
             "INSERT INTO nodes (pos, level, idx, hash) VALUES (?, ?, ?, ?)", node_rows
         )
         self._db.executemany("INSERT INTO cases (span, case_ref, idx) VALUES (?, ?, ?)", case_rows)
+        self._write_postings(tip, postings, tip.size + len(records))
+        tip.size += len(records)
+        tip.last_at = last_at
+
+    def _write_postings(self, tip: _Tip, postings: dict[int, dict[str, int]], end: int) -> None:
+        """Or a batch's bitmaps into the open block's, write them, and move ``tags.last``;
+        ``end`` is the size of the log after the batch."""
+        first = tip.size >> _BLOCK_BITS
+        if tip.open_block is None:
+            tip.open_block = self._open_block(first)
+        if tip.last_blocks is None:
+            tip.last_blocks = self._last_blocks()
+        for tag, bits in postings[first].items():
+            postings[first][tag] = bits | tip.open_block.get(tag, 0)
         self._db.executemany(
             _POSTINGS_WRITE,
             [
                 (b, tag, bits.to_bytes(_BLOCK_BYTES, "little"))
                 for b, tags in postings.items()
                 for tag, bits in tags.items()
-                if b != first_block or bits != before.get(tag)
             ],
         )
-        last_blocks = dict(self._last_blocks() if tip.last_blocks is None else tip.last_blocks)
         firsts: dict[str, int] = {}
         lasts: dict[str, int] = {}
         for b, tags in postings.items():  # blocks in order
             for tag in tags:
                 firsts.setdefault(tag, b)
                 lasts[tag] = b
+        last_blocks = tip.last_blocks
         self._db.executemany(
             _TAGS_WRITE,
             [(tag, firsts[tag], b) for tag, b in lasts.items() if last_blocks.get(tag) != b],
         )
         last_blocks.update(lasts)
-        size = tip.size + len(records)
-        open_block = postings.get(size >> _BLOCK_BITS, {})
-        return _Tip(size, last_at, unordered, edge, open_block, last_blocks)
+        following = end >> _BLOCK_BITS  # where the next append starts
+        if following == first:
+            tip.open_block.update(postings[first])
+        else:
+            tip.open_block = postings.get(following, {})
 
     def _last_blocks(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT tag, last FROM tags").fetchall())
