@@ -410,16 +410,20 @@ class Hub:
                 log.warning("checkpoint_publish_failed", error=str(exc))
             await _sleep_or_stop(stop, CHECKPOINT_PERIOD_S)
 
-    async def _witness(self, peer: str, msg: Msg) -> None:
-        """A peer's checkpoint: verify, check it extends what we saw, cosign and send back."""
+    def _witness(self, peer: str, msg: Msg) -> Coroutine[Any, Any, object] | None:
+        """A peer's checkpoint: verify, check it extends what we saw, cosign.
+
+        Returns the publish that sends the cosignature back (None when refused),
+        so a batch can check every checkpoint in stream order first.
+        """
         try:
             size, cosigned = self.audit.witness(peer, msg.data)
         except IxbError as exc:
             self.metrics.inc("ixb_witness_refused_total", origin=peer, code=exc.code)
             log.warning("checkpoint_refused", origin=peer, code=exc.code, detail=exc.detail)
-            return
+            return None
         link = self.links[peer]
-        await link.js.publish(
+        return link.js.publish(
             subjects.cross_border(self.country, peer),
             cosigned,
             headers={
@@ -580,47 +584,63 @@ class Hub:
         await self._settle(batch, started)
 
     async def _handle_peer(self, peer: str, msgs: list[Msg]) -> None:
-        """Messages in runs between control items, so a directory applies to what follows it."""
-        run: list[Msg] = []
-        for msg in msgs:
-            kind = (msg.headers or {}).get(KIND_HEADER)
-            if kind is None:
-                run.append(msg)
-                continue
-            if run:
-                await self._handle_peer_messages(peer, run)
-                run = []
-            await self._handle_peer_control(peer, kind, msg)
-        if run:
-            await self._handle_peer_messages(peer, run)
+        """A batch from a peer's link: decide all of it in stream order, then settle.
 
-    async def _handle_peer_control(self, peer: str, kind: str, msg: Msg) -> None:
-        try:
-            if kind == KIND_DIRECTORY:
-                self._install_peer_directory(peer, msg.data)
-            elif kind == KIND_CHECKPOINT:
-                await self._witness(peer, msg)
-            elif kind == KIND_COSIGNATURE:
-                self._accept_cosignature(peer, msg.data)
-            else:
-                log.warning("unknown_kind", peer=peer, kind=kind[:40])
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            log.warning("link_control_failed_will_retry", peer=peer, error=str(exc))
-            await msg.nak(delay=1.0)
-            return
-        await msg.ack()
-
-    async def _handle_peer_messages(self, peer: str, msgs: list[Msg]) -> None:
+        Control items (directories, checkpoints, cosignatures) are applied
+        where they stand, so a directory counts for the messages after it;
+        nothing is awaited until every item is decided, so a next batch
+        settling alongside cannot be decided in between.
+        """
         started = time.perf_counter()
         now = self.clock()
         batch: list[_Work] = []
-        with self.store.transaction(durable=False):  # made durable by _settle's mark_routed
-            for msg in msgs:
-                outcome = self.pipeline.from_peer(
-                    msg.data, peer, now, redelivered=_redelivered(msg)
-                )
-                batch.append(_Work(msg, outcome, publisher=None, via=peer))
-        await self._settle(batch, started)
+        control: list[Coroutine[Any, Any, None]] = []
+        run: list[Msg] = []
+        for msg in [*msgs, None]:
+            kind = None if msg is None else (msg.headers or {}).get(KIND_HEADER)
+            if msg is not None and kind is None:
+                run.append(msg)
+                continue
+            if run:
+                with self.store.transaction(durable=False):  # made durable by _settle
+                    batch += [
+                        _Work(
+                            m,
+                            self.pipeline.from_peer(m.data, peer, now, redelivered=_redelivered(m)),
+                            publisher=None,
+                            via=peer,
+                        )
+                        for m in run
+                    ]
+                run = []
+            if msg is not None and kind is not None:
+                control.append(self._peer_control(peer, kind, msg))
+        await asyncio.gather(self._settle(batch, started), *control)
+
+    def _peer_control(self, peer: str, kind: str, msg: Msg) -> Coroutine[Any, Any, None]:
+        """Apply a control item now; what returns publishes (a cosignature) and acks."""
+        publish: Coroutine[Any, Any, object] | None = None
+        if kind == KIND_DIRECTORY:
+            self._install_peer_directory(peer, msg.data)
+        elif kind == KIND_CHECKPOINT:
+            publish = self._witness(peer, msg)
+        elif kind == KIND_COSIGNATURE:
+            self._accept_cosignature(peer, msg.data)
+        else:
+            log.warning("unknown_kind", peer=peer, kind=kind[:40])
+
+        async def finish() -> None:
+            try:
+                if publish is not None:
+                    await publish
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("link_control_failed_will_retry", peer=peer, error=str(exc))
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak(delay=1.0)
+                return
+            await msg.ack()
+
+        return finish()
 
     async def _settle(self, batch: list[_Work], started: float) -> None:
         """Route, receipt, record, then ack a decided batch.
@@ -632,9 +652,8 @@ class Hub:
         loop goes on with other batches while the disk syncs) make the batch's
         decisions durable, and only then are its messages acked. A message
         whose publishes (or whose receipts') failed is neither recorded nor
-        acked but left for redelivery; the
-        store knows it is not routed yet, and ``Nats-Msg-Id`` de-duplication
-        makes the repeated publishes no-ops.
+        acked but left for redelivery; the store knows it is not routed yet,
+        and ``Nats-Msg-Id`` de-duplication makes the repeated publishes no-ops.
         """
         jobs: list[_Job] = []
         receipts = _Receipts()
