@@ -51,12 +51,12 @@ Search keeps every query newest first and keyset-paged by leaf index
 - The fields with few values (``agency``: the sender and every recipient;
   ``country``: the three-letter prefix of the sender, every recipient and the
   peer; ``type``, ``event``, ``code``) are tags in ``postings(block, tag,
-  leaves)``: per block of 256 leaves and tag, a 32-byte bitmap of the leaves
-  that carry it; ``tags(tag, first, last)`` has the first and last block of
-  each. A search probes the blocks between those newest first, a key lookup
-  per tag and block, and ands the bitmaps, so any combination (country and
-  type, agency and code …) reads no entry it does not return, and a tag that
-  never occurred costs one lookup.
+  leaves)``: per block of 1,024 leaves and tag, a 128-byte bitmap of the
+  leaves that carry it; ``tags(tag, first, last)`` has the first and last
+  block of each. A search probes the blocks between those newest first, a
+  key lookup per tag and block, and ands the bitmaps, so any combination
+  (country and type, agency and code …) reads no entry it does not return,
+  and a tag that never occurred costs one lookup.
 - time: while timestamps never go backwards (the normal case, recorded in
   ``meta``), a window ``since_ms <= at < until_ms`` is turned into a leaf
   index range by two binary searches over ``idx``; if a clock ever stepped
@@ -173,8 +173,8 @@ _ENTRY_COLUMNS = "e.idx, e.data, e.at, e.event, e.msg_id, e.type, e.sender, e.re
     " e.case_ref, e.code, e.peer"
 )
 
-_BLOCK_BITS = 8
-"""``postings`` blocks hold 2^8 leaves: a row's ``leaves`` is a 32-byte bitmap."""
+_BLOCK_BITS = 10
+"""``postings`` blocks hold 2^10 leaves: a row's ``leaves`` is a 128-byte bitmap."""
 _BLOCK_BYTES = (1 << _BLOCK_BITS) // 8
 _BLOCK_MASK = (1 << _BLOCK_BITS) - 1
 _TAGS_WRITE = (
@@ -190,7 +190,7 @@ _POSTINGS_PROBE = (
     "SELECT block, tag, leaves FROM postings WHERE block IN (SELECT value FROM json_each(?))"
     " AND tag IN (SELECT value FROM json_each(?)) ORDER BY block DESC"
 )
-_PROBE_BLOCKS = (4, 256)
+_PROBE_BLOCKS = (2, 128)
 """A tag search probes this many blocks at first, doubling up to the second number."""
 _SPAN_BITS = 14
 """``cases`` rows are grouped in spans of 2^14 leaves, so a batch writes where the last did."""

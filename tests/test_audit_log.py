@@ -720,7 +720,9 @@ def test_postings_cases_and_rows_by_index_are_key_lookups(log: AuditLog) -> None
 
 def test_tag_searches_read_postings_and_the_rows_they_return(log: AuditLog) -> None:
     """A combination that never occurs costs the postings of its tags, not a scan."""
-    n = 16 * 256
+    from broker.audit import _BLOCK_BITS
+
+    n = 8 << _BLOCK_BITS  # eight blocks of postings
     senders, types = ("THA/DSI", "MYS/RMP"), ("alert", "request")
     log.append([rec(b"%d" % i, i, sender=senders[i % 2], type=types[i % 2]) for i in range(n)])
     statements: list[str] = []
@@ -746,10 +748,14 @@ def test_tag_searches_read_postings_and_the_rows_they_return(log: AuditLog) -> N
 
 
 def test_a_batch_over_several_blocks_writes_the_postings_of_each(log: AuditLog) -> None:
+    from broker.audit import _BLOCK_BITS
+
+    second = 1 << _BLOCK_BITS  # the first leaf of block 1: the same bit as leaf 0 in block 0
     log.append([rec(b"0", sender="THA/A"), *(rec(b"%d" % i) for i in range(1, 10))])
-    # leaf 256 is the first of block 1: the same bit as leaf 0 in block 0
-    log.append([rec(b"%d" % i, sender="THA/A" if i == 256 else None) for i in range(10, 300)])
-    assert [e.index for e in log.search(agency="THA/A")] == [256, 0]
+    log.append(
+        [rec(b"%d" % i, sender="THA/A" if i == second else None) for i in range(10, 2 * second)]
+    )
+    assert [e.index for e in log.search(agency="THA/A")] == [second, 0]
     assert log.count(country="THA") == 2
 
 
