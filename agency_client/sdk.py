@@ -65,6 +65,7 @@ FETCH_BATCH = 32
 MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
 DRAIN_TIMEOUT_S = 1.0
+FALLBACK_DRAIN_S = 0.005
 
 
 def wall_ms() -> int:
@@ -470,10 +471,15 @@ async def drain_waiting(psub: JetStreamContext.PullSubscription, limit: int) -> 
     Answered at once with the waiting messages and a 404/408 status if fewer;
     a message after the safety timeout stays queued for the next ``fetch``.
     """
-    sub = psub._sub
+    nc, nms, deliver, sub = (getattr(psub, a, None) for a in ("_nc", "_nms", "_deliver", "_sub"))
+    if nc is None or nms is None or deliver is None or sub is None:
+        try:  # a nats-py without these internals: its own short fetch (it may linger)
+            return list(await psub.fetch(limit, timeout=FALLBACK_DRAIN_S))
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
     msgs: list[Msg] = []
     request = json.dumps({"batch": limit, "no_wait": True}).encode()
-    await psub._nc.publish(psub._nms, request, psub._deliver)
+    await nc.publish(nms, request, deliver)
     while len(msgs) < limit:
         try:
             msg = await sub.next_msg(timeout=DRAIN_TIMEOUT_S)

@@ -233,6 +233,7 @@ async def outbound_backlog(nc: NatsClient, country: str, peer: str) -> int | Non
 
 
 DRAIN_TIMEOUT_S = 1.0
+FALLBACK_DRAIN_S = 0.005
 
 
 async def fetch_ready(
@@ -262,10 +263,15 @@ async def drain_waiting(psub: JetStreamContext.PullSubscription, limit: int) -> 
     arriving after the safety timeout stays in the subscription's queue, where
     the next ``fetch`` takes it first.
     """
-    sub = psub._sub
+    nc, nms, deliver, sub = (getattr(psub, a, None) for a in ("_nc", "_nms", "_deliver", "_sub"))
+    if nc is None or nms is None or deliver is None or sub is None:
+        try:  # a nats-py without these internals: its own short fetch (it may linger)
+            return list(await psub.fetch(limit, timeout=FALLBACK_DRAIN_S))
+        except (NatsTimeoutError, TimeoutError):
+            return []
     msgs: list[Msg] = []
     request = json.dumps({"batch": limit, "no_wait": True}).encode()
-    await psub._nc.publish(psub._nms, request, psub._deliver)
+    await nc.publish(nms, request, deliver)
     while len(msgs) < limit:
         try:
             msg = await sub.next_msg(timeout=DRAIN_TIMEOUT_S)
