@@ -141,9 +141,10 @@ class _Receipts:
     """Receipt statements of a batch, grouped: one receipt per (recipient, status, code, detail)."""
 
     groups: dict[
-        tuple[Principal, ReceiptStatus, str | None, str | None], list[tuple[int, bytes]]
+        tuple[Principal, ReceiptStatus, str | None, str | None], list[tuple[set[int], bytes]]
     ] = field(default_factory=dict)
-    _seen: set[tuple[Principal, ReceiptStatus, bytes]] = field(default_factory=set)
+    """Per statement: (the batch messages a receipt item answers for, its message id)."""
+    _seen: dict[tuple[Principal, ReceiptStatus, bytes], set[int]] = field(default_factory=dict)
 
     def add(
         self,
@@ -155,10 +156,12 @@ class _Receipts:
         *,
         code: str | None = None,
     ) -> None:
-        items = self.groups.setdefault((to, status, code, detail or None), [])
-        if (to, status, for_id) not in self._seen:  # an envelope twice in one batch: one id
-            self._seen.add((to, status, for_id))
-            items.append((work, for_id))
+        works = self._seen.get((to, status, for_id))
+        if works is not None:  # the same id twice in one batch: one item, both depend on it
+            works.add(work)
+            return
+        works = self._seen[(to, status, for_id)] = {work}
+        self.groups.setdefault((to, status, code, detail or None), []).append((works, for_id))
 
 
 def _work_id(w: _Work) -> str | None:
@@ -810,7 +813,7 @@ class Hub:
                 continue
             for start in range(0, len(items), MAX_RECEIPT_IDS):
                 chunk = items[start : start + MAX_RECEIPT_IDS]
-                ids = [for_id for _n, for_id in chunk]
+                ids = [for_id for _works, for_id in chunk]
                 body = Receipt(
                     for_id=ids[0],
                     also=tuple(ids[1:]),
@@ -841,7 +844,7 @@ class Hub:
                 else:
                     continue
                 entry = self.audit.entry(event, envelope=decode_envelope(data), peer=peer)
-                jobs.append(_Job(publish, {n for n, _id in chunk}, entry))
+                jobs.append(_Job(publish, set().union(*(w for w, _id in chunk)), entry))
                 self.metrics.inc("ixb_receipts_total", len(ids), status=status.value)
 
     # --- gauges -------------------------------------------------------------------

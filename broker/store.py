@@ -216,6 +216,8 @@ class HubStore:
         for the write); :meth:`sync` then makes it durable without the lock,
         so the hub's next decisions never queue behind an fsync.
         """
+        if not message_ids:
+            return  # a batch of refusals and duplicates wrote nothing to make durable
         with self.transaction(durable=False):
             self._db.executemany(
                 "UPDATE messages SET routed = 1 WHERE id = ?", [(i,) for i in message_ids]

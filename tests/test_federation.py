@@ -337,3 +337,28 @@ async def test_a_message_left_unacked_comes_back_intact(fed: Federation) -> None
     await first.leave(delay=0.1)  # e.g. the handler failed
     (again,) = await collect(receiver, 1)
     assert again.header.id == msg_id and again.body == first.body
+
+
+async def test_a_backlog_is_acknowledged_with_few_receipts(fed: Federation) -> None:
+    """Alerts that wait while their hub is down are settled as one batch: one signed receipt
+    per statement names them all (Receipt.also), and each alert still gets every status."""
+    sender = await fed.client("THA/DSI-ATHD")  # fetches the directories from the hub
+    await fed.stop_hub("THA")
+    sent = []
+    for i in range(12):
+        body = msgspec.structs.replace(example_bodies(0)["alert"], title=f"EXAMPLE alert {i}")
+        sent.append(await sender.send(body, ["MYS/RMP-ATIPSOM"]))  # stored in THA's ingress
+    await fed.start_hub("THA")
+    for msg_id in sent:
+        for status in (ReceiptStatus.ACCEPTED, ReceiptStatus.RELAYED, ReceiptStatus.DELIVERED):
+            await sender.wait_receipt(msg_id, status, timeout=30)
+    accepted = {
+        id(r): r
+        for msg_id in sent
+        for r in sender.receipts[format_message_id(msg_id)]
+        if r.status is ReceiptStatus.ACCEPTED
+    }
+    assert len(accepted) < len(sent)  # receipts were shared, not one per alert
+    covered = {i for r in accepted.values() for i in r.ids}
+    assert covered >= set(sent)
+    assert all(r.by == "THA/HUB" for r in accepted.values())
