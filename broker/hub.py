@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,15 +364,9 @@ class Hub:
         self.audit.record(
             [self.audit.entry(AuditEvent.DIRECTORY_PUBLISHED, detail=f"v{directory.version}")]
         )
-        for peer, link in self.links.items():
-            await link.js.publish(
-                subjects.cross_border(self.country, peer),
-                signed,
-                headers={
-                    KIND_HEADER: KIND_DIRECTORY,
-                    "Nats-Msg-Id": f"dir:{self.country}:{directory.version}",
-                },
-            )
+        for peer in self.links:
+            dedup = f"dir:{self.country}:{directory.version}"
+            await self._publish_out(peer, signed, dedup, kind=KIND_DIRECTORY)
         log.info("directory_published", version=directory.version, agencies=len(entries))
 
     def _revocation(self, agency: Principal, reason: str | None, now: int) -> RevocationInfo | None:
@@ -391,7 +386,7 @@ class Hub:
                 made = self.audit.checkpoint()
                 if made is not None:
                     self.metrics.set("ixb_checkpoint_size", made[0])
-                for peer, link in self.links.items():
+                for peer in self.links:
                     publication = self.audit.publication_for(peer)
                     if publication is None:
                         continue
@@ -399,13 +394,11 @@ class Hub:
                     # the root is part of the id: a rewritten log reusing a size must still
                     # reach the witness, not vanish as a JetStream duplicate
                     size, root = cp.size, cp.root[:8].hex()
-                    await link.js.publish(
-                        subjects.cross_border(self.country, peer),
+                    await self._publish_out(
+                        peer,
                         encode_publication(publication),
-                        headers={
-                            KIND_HEADER: KIND_CHECKPOINT,
-                            "Nats-Msg-Id": f"ckpt:{self.country}:{peer}:{size}:{root}",
-                        },
+                        f"ckpt:{self.country}:{peer}:{size}:{root}",
+                        kind=KIND_CHECKPOINT,
                         timeout=2.0,
                     )
                     self.audit.published(peer, publication)
@@ -425,15 +418,8 @@ class Hub:
             self.metrics.inc("ixb_witness_refused_total", origin=peer, code=exc.code)
             log.warning("checkpoint_refused", origin=peer, code=exc.code, detail=exc.detail)
             return None
-        link = self.links[peer]
-        return link.js.publish(
-            subjects.cross_border(self.country, peer),
-            cosigned,
-            headers={
-                KIND_HEADER: KIND_COSIGNATURE,
-                "Nats-Msg-Id": f"cosig:{peer}:{self.country}:{size}",
-            },
-        )
+        dedup = f"cosig:{peer}:{self.country}:{size}"
+        return self._publish_out(peer, cosigned, dedup, kind=KIND_COSIGNATURE)
 
     def _accept_cosignature(self, peer: str, data: bytes) -> None:
         try:
@@ -575,16 +561,28 @@ class Hub:
 
     async def _handle_local(self, msgs: list[Msg]) -> None:
         started = time.perf_counter()
-        now = self.clock()
-        batch: list[_Work] = []
-        with self.store.transaction(durable=False):  # made durable by _settle's mark_routed
+        await self._settle(self._decide(msgs, self.clock(), peer=None), started)
+
+    def _decide(self, msgs: Sequence[Msg], now: int, *, peer: str | None) -> list[_Work]:
+        """The pipeline's decisions, in order, in one store transaction (no await inside).
+
+        The transaction commits without the disk; ``_settle``'s ``mark_routed``
+        makes it durable before any of these messages is acked.
+        """
+        works: list[_Work] = []
+        with self.store.transaction(durable=False):
             for msg in msgs:
-                publisher = msg.subject.rsplit(".", 1)[-1]
-                outcome = self.pipeline.from_local(
-                    msg.data, publisher, now, redelivered=_redelivered(msg)
-                )
-                batch.append(_Work(msg, outcome, publisher=publisher, via=None))
-        await self._settle(batch, started)
+                redelivered = _redelivered(msg)
+                if peer is None:
+                    publisher = msg.subject.rsplit(".", 1)[-1]
+                    outcome = self.pipeline.from_local(
+                        msg.data, publisher, now, redelivered=redelivered
+                    )
+                    works.append(_Work(msg, outcome, publisher=publisher, via=None))
+                else:
+                    outcome = self.pipeline.from_peer(msg.data, peer, now, redelivered=redelivered)
+                    works.append(_Work(msg, outcome, publisher=None, via=peer))
+        return works
 
     async def _handle_peer(self, peer: str, msgs: list[Msg]) -> None:
         """A batch from a peer's link: decide all of it in stream order, then settle.
@@ -598,30 +596,16 @@ class Hub:
         now = self.clock()
         batch: list[_Work] = []
         control: list[Coroutine[Any, Any, None]] = []
-        run: list[Msg] = []
-        for msg in [*msgs, None]:
-            kind = None if msg is None else (msg.headers or {}).get(KIND_HEADER)
-            if msg is not None and kind is None:
-                run.append(msg)
-                continue
-            if run:
-                with self.store.transaction(durable=False):  # made durable by _settle
-                    batch += [
-                        _Work(
-                            m,
-                            self.pipeline.from_peer(m.data, peer, now, redelivered=_redelivered(m)),
-                            publisher=None,
-                            via=peer,
-                        )
-                        for m in run
-                    ]
-                run = []
-            if msg is not None and kind is not None:
-                control.append(self._peer_control(peer, kind, msg))
+        for is_message, run in itertools.groupby(msgs, key=lambda m: _kind(m) is None):
+            if is_message:
+                batch += self._decide(list(run), now, peer=peer)
+            else:
+                control += [self._peer_control(peer, m) for m in run]
         await asyncio.gather(self._settle(batch, started), *control)
 
-    def _peer_control(self, peer: str, kind: str, msg: Msg) -> Coroutine[Any, Any, None]:
+    def _peer_control(self, peer: str, msg: Msg) -> Coroutine[Any, Any, None]:
         """Apply a control item now; what returns publishes (a cosignature) and acks."""
+        kind = _kind(msg) or ""
         publish: Coroutine[Any, Any, object] | None = None
         if kind == KIND_DIRECTORY:
             self._install_peer_directory(peer, msg.data)
@@ -761,7 +745,7 @@ class Hub:
         err = outcome.error
         header = outcome.header
         via, publisher = w.via, w.publisher
-        msg_id = header.message_id if header is not None else _nats_msg_id(w.msg)
+        msg_id = _work_id(w)
         w.entries.append(
             self.audit.entry(
                 AuditEvent.REJECTED,
@@ -795,10 +779,22 @@ class Hub:
     async def _publish_inbox(self, agency: Principal, data: bytes, dedup: str) -> None:
         await self._js.publish(subjects.inbox(agency), data, headers={"Nats-Msg-Id": dedup})
 
-    async def _publish_out(self, peer: str, data: bytes, dedup: str) -> None:
+    async def _publish_out(
+        self,
+        peer: str,
+        data: bytes,
+        dedup: str,
+        *,
+        kind: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Onto the cross-border stream to ``peer``; ``kind`` marks a control item."""
+        headers = (
+            {"Nats-Msg-Id": dedup} if kind is None else {KIND_HEADER: kind, "Nats-Msg-Id": dedup}
+        )
         link = self.links[peer]
         await link.js.publish(
-            subjects.cross_border(self.country, peer), data, headers={"Nats-Msg-Id": dedup}
+            subjects.cross_border(self.country, peer), data, headers=headers, timeout=timeout
         )
 
     def _seal_receipts(self, receipts: _Receipts, jobs: list[_Job]) -> None:
@@ -983,6 +979,11 @@ class Hub:
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
         return runner
+
+
+def _kind(msg: Msg) -> str | None:
+    """The control kind of a link item (directory, checkpoint, cosignature), None for a message."""
+    return (msg.headers or {}).get(KIND_HEADER)
 
 
 def _redelivered(msg: Msg) -> bool:
