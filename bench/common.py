@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from broker.natsd import find_nats_server
+from ixb.deployment import Deployment
 from protocols.messages import Alert, AlertCategory, InfoGrade, SourceGrade
 
 PAYLOAD_BYTES = 1024
@@ -138,20 +139,32 @@ BATCH_SERIES = {
 }
 
 
-def hub_batch_counters(url: str) -> dict[str, float]:
-    """The hub's per-batch counters from its /metrics (see broker.hub.Hub._settle)."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - localhost
-        text = resp.read().decode()
-    out = dict.fromkeys(BATCH_SERIES.values(), 0.0)
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name in BATCH_SERIES:
-            out[BATCH_SERIES[name]] = float(value)
+def hub_batch_counters(deployment: Deployment) -> dict[str, dict[str, float]]:
+    """Each hub's per-batch counters from its /metrics (see broker.hub.Hub._settle)."""
+    out: dict[str, dict[str, float]] = {}
+    for country in deployment.countries:
+        url = f"{deployment.hub_url(country)}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - localhost
+            text = resp.read().decode()
+        counters = out[country] = dict.fromkeys(BATCH_SERIES.values(), 0.0)
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name in BATCH_SERIES:
+                counters[BATCH_SERIES[name]] = float(value)
     return out
 
 
-def batch_profile(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Between two readings: messages per batch, and ms per batch waiting in each stage."""
+def batch_profiles(
+    deployment: Deployment, before: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Per hub, since ``before``: messages per batch, and ms per batch in each stage."""
+    return {
+        country: _batch_profile(before[country], after)
+        for country, after in hub_batch_counters(deployment).items()
+    }
+
+
+def _batch_profile(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     d = {k: after[k] - before.get(k, 0.0) for k in after}
     batches = max(d["batches"], 1.0)
     return {

@@ -24,7 +24,7 @@ from pathlib import Path
 from agency_client.docregistry import DocumentRegistry
 from agency_client.sdk import AgencyClient, Incoming
 from bench.common import (
-    batch_profile,
+    batch_profiles,
     hub_batch_counters,
     ms,
     open_loop,
@@ -142,12 +142,9 @@ async def fresh_rate(base: Path, registry: Path, rate: float, seconds: float) ->
         reader = asyncio.create_task(_reader(client, runs, stop))
         # a few answered checks first: the responder is up and every cache is warm
         await one_rate(client, runs, WARMUP_RATE, WARMUP_SECONDS)
-        hubs = {c: bench.deployment.hub_url(c) for c in bench.deployment.countries}
-        before = {c: hub_batch_counters(u) for c, u in hubs.items()}
+        before = hub_batch_counters(bench.deployment)
         result = summary(await one_rate(client, runs, rate, seconds))
-        result["hub_batches"] = {
-            c: batch_profile(before[c], hub_batch_counters(u)) for c, u in hubs.items()
-        }
+        result["hub_batches"] = batch_profiles(bench.deployment, before)
         stop.set()
         await reader
         result["hub_rss_mib"] = {

@@ -26,7 +26,7 @@ from pathlib import Path
 from agency_client.sdk import AgencyClient, Incoming
 from bench.common import (
     alert_1k,
-    batch_profile,
+    batch_profiles,
     hub_batch_counters,
     ms,
     percentile,
@@ -124,15 +124,12 @@ async def run(base: Path) -> dict[str, object]:
         reader = await bench.client(RECIPIENT)
         senders = [await bench.client(SENDER) for _ in range(MAX_CONNECTIONS)]
         levels = []
-        hubs = {c: bench.deployment.hub_url(c) for c in bench.deployment.countries}
         for n in LEVELS:
-            before = {c: hub_batch_counters(u) for c, u in hubs.items()}
+            before = hub_batch_counters(bench.deployment)
             level = await run_level(bench, reader, senders, n)
             rss = {c: rss_mib(bench.pid(f"hub-{c}")) for c in bench.deployment.countries}
             levels.append(_summary(level, rss))
-            levels[-1]["hub_batches"] = {
-                c: batch_profile(before[c], hub_batch_counters(u)) for c, u in hubs.items()
-            }
+            levels[-1]["hub_batches"] = batch_profiles(bench.deployment, before)
             print(f"  e2e {n:>2} senders: {levels[-1]}", flush=True)
         bench_rss = rss_mib()
     best = max(levels, key=lambda r: float(r["msgs_per_s"]))  # type: ignore[arg-type]
