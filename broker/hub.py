@@ -43,7 +43,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from broker import streams
 from broker.audit import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
@@ -74,6 +73,10 @@ from protocols.identifiers import Principal, format_message_id, parse_message_id
 from protocols.keys import Identity, PublicIdentity
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
 from protocols.messages import Receipt, ReceiptStatus
+from transport import streams
+from transport.clock import wall_ms
+from transport.connect import UNBOUNDED, connect
+from transport.fetch import fetch_ready
 
 log = structlog.get_logger("ixb.hub")
 
@@ -89,10 +92,6 @@ RECEIPT_TTL_MS = 7 * MS_PER_DAY
 NO_ID = b"\x00" * 16
 LINK_CHECK_S = 2.0
 MAX_RECEIPT_IDS = 256  # for_id + up to 255 in Receipt.also
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -283,13 +282,12 @@ class Hub:
 
     async def _connect(self) -> None:
         cfg = self.config
-        self.nc = await nats.connect(
+        self.nc = await connect(
             cfg.nats.url,
             user=cfg.nats.user,
             password=cfg.nats.password,
             name=f"ixb-hub-{self.country}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            max_reconnect_attempts=UNBOUNDED,
         )
         self.js = self.nc.jetstream()
         await streams.ensure_country_streams(
@@ -305,13 +303,12 @@ class Hub:
             ),
         )
         for peer, creds in sorted(cfg.links.items()):
-            nc = await nats.connect(
+            nc = await connect(
                 cfg.nats.url,
                 user=creds.user,
                 password=creds.password,
                 name=f"ixb-hub-{self.country}-link-{peer}",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                max_reconnect_attempts=UNBOUNDED,
             )
             js = nc.jetstream()
             await streams.ensure_link_streams(js, self.country, peer)
@@ -518,7 +515,7 @@ class Hub:
                     while not stop.is_set():
                         await slots.acquire()
                         try:
-                            msgs = await streams.fetch_ready(psub, FETCH_BATCH, FETCH_TIMEOUT_S)
+                            msgs = await fetch_ready(psub, FETCH_BATCH, FETCH_TIMEOUT_S)
                         except (TimeoutError, nats.errors.TimeoutError):
                             slots.release()
                             continue

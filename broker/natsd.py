@@ -35,11 +35,11 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from broker.streams import INBOX_STREAM
 from protocols import subjects
 from protocols.errors import ConfigError, IdentifierError, IoError
 from protocols.identifiers import Principal, check_country
 from protocols.limits import MAX_ENVELOPE_BYTES
+from transport.streams import INBOX_STREAM
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "nats"
 """Where the config templates live (``deploy/nats/`` of the source tree)."""

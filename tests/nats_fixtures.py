@@ -20,8 +20,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamInfo
 
 from broker.natsd import FederationPlan, NatsServer, start_federation
-from broker.streams import ensure_country_streams, ensure_link_streams
 from protocols import subjects
+from transport.streams import ensure_country_streams, ensure_link_streams
 
 AGENCIES = {
     "THA": ("DSI-ATHD", "IMMIGRATION"),

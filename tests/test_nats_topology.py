@@ -28,16 +28,6 @@ from broker.natsd import (
     start_federation,
     wait_links_up,
 )
-from broker.streams import (
-    HUB_CONSUMER,
-    INBOX_STREAM,
-    INGRESS_STREAM,
-    ensure_country_streams,
-    ensure_link_streams,
-    in_stream,
-    out_stream,
-    resume_link_source,
-)
 from protocols import subjects
 from protocols.errors import ConfigError
 from protocols.identifiers import Principal
@@ -50,6 +40,16 @@ from tests.nats_fixtures import (
     plan,
     stream_count,
     stream_info,
+)
+from transport.streams import (
+    HUB_CONSUMER,
+    INBOX_STREAM,
+    INGRESS_STREAM,
+    ensure_country_streams,
+    ensure_link_streams,
+    in_stream,
+    out_stream,
+    resume_link_source,
 )
 
 __all__ = ["federation", "plan"]  # fixtures, imported for pytest
