@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from broker.natsd import FederationPlan, NatsServer
+from broker.natsd import NatsServer, free_ports
+from broker.natsplan import FederationPlan
 from protocols import subjects
 from protocols.identifiers import Principal
 from tests.nats_fixtures import eventually
@@ -22,7 +23,7 @@ AGENCY = Principal("THA", "DSI-ATHD")
 async def test_connect_names_the_connection_and_logs_errors_in_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    plan = FederationPlan.create(["THA"], {"THA": [AGENCY.name]}, tmp_path)
+    plan = FederationPlan.create(["THA"], {"THA": [AGENCY.name]}, tmp_path, ports=free_ports())
     user, password = plan.agency_credentials("THA", AGENCY.name)
     async with NatsServer(plan, "THA"):
         nc = await connect(
@@ -59,7 +60,9 @@ async def test_connect_names_the_connection_and_logs_errors_in_one_line(
 
 
 async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
-    plan = FederationPlan.create(["THA"], {}, tmp_path)  # planned, never started
+    plan = FederationPlan.create(
+        ["THA"], {}, tmp_path, ports=free_ports()
+    )  # planned, never started
     user, password = plan.hub_credentials("THA")
     start = time.monotonic()
     with structlog.testing.capture_logs() as logs, pytest.raises(TimeoutError) as info:
@@ -73,7 +76,7 @@ async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
 
 
 async def test_unbounded_first_connect_keeps_trying_until_cancelled(tmp_path: Path) -> None:
-    plan = FederationPlan.create(["THA"], {}, tmp_path)
+    plan = FederationPlan.create(["THA"], {}, tmp_path, ports=free_ports())
     user, password = plan.hub_credentials("THA")
     task = asyncio.create_task(
         connect(plan.client_url("THA"), user=user, password=password, name="patient")

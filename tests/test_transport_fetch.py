@@ -25,7 +25,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from broker.natsd import FederationPlan, NatsServer
+from broker.natsd import NatsServer, free_ports
+from broker.natsplan import FederationPlan
 from protocols import subjects
 from protocols.identifiers import Principal
 from transport.connect import connect
@@ -65,7 +66,7 @@ class PublicOnly:
 
 @pytest.fixture
 async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
-    plan = FederationPlan.create(["THA"], {"THA": [AGENCY.name]}, tmp_path)
+    plan = FederationPlan.create(["THA"], {"THA": [AGENCY.name]}, tmp_path, ports=free_ports())
     async with NatsServer(plan, "THA"):
         user, password = plan.hub_credentials("THA")
         hub = await connect(plan.client_url("THA"), user=user, password=password, name="test-hub")
