@@ -1,4 +1,4 @@
-"""transport.connect on a real nats-server: options, and one log line per asynchronous error."""
+"""transport.connect on a real nats-server: options, one log line per error, first connect."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 import structlog
 
+from agency_client import sdk
+from agency_client.profile import load_profile
+from agency_client.sdk import load_identity_for
 from broker.natsd import NatsServer, free_ports
 from broker.natsplan import FederationPlan
+from ixb.deployment import create_deployment
 from protocols import subjects
+from protocols.directory import Role
+from protocols.errors import IoError
 from protocols.identifiers import Principal
+from tests.federation import PASSPHRASE
 from tests.nats_fixtures import eventually
 from transport.connect import CONNECT_TIMEOUT_S, RECONNECT_WAIT_S, UNBOUNDED, connect
 
@@ -87,3 +94,20 @@ async def test_unbounded_first_connect_keeps_trying_until_cancelled(tmp_path: Pa
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_the_sdk_reports_an_unreachable_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``AgencyClient.connect`` gives up on its first connect instead of retrying for ever."""
+    deployment = create_deployment(
+        tmp_path, {"THA/DSI-ATHD": [Role.TRAFFICKING_UNIT]}, passphrase=PASSPHRASE
+    )  # no nats-server started: every attempt is refused
+    profile = load_profile(deployment.profile("THA/DSI-ATHD"))
+    identity = load_identity_for(profile, PASSPHRASE)
+    monkeypatch.setattr(sdk, "FIRST_CONNECT_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(IoError, match="cannot reach the hub's NATS"):
+        async with asyncio.timeout(10):  # a TimeoutError here: it kept retrying
+            await sdk.AgencyClient.connect(profile, identity)
+    assert time.monotonic() - start < 5
