@@ -216,7 +216,7 @@ def test_the_graph_is_not_empty() -> None:
     assert {m.split(".")[0] for m in modules} == set(OURS)
     assert len(modules) >= 50
     pairs = {(e.src, e.dst) for e in EDGES}
-    assert ("broker.hub", "transport.fetch") in pairs
+    assert ("broker.nats_permissions", "transport.streams") in pairs
     assert ("agency_client.sdk", "transport.fetch") in pairs
     assert ("broker.natsd", "broker.natsplan") in pairs
 
