@@ -47,6 +47,7 @@ from protocols.errors import (
     UnauthorisedError,
     UnknownSenderError,
 )
+from protocols.fields import ShortText, TimeMs, check_fields
 from protocols.identifiers import (
     Principal,
     PrincipalStr,
@@ -65,7 +66,7 @@ from protocols.keys import (
     key_id,
     verify_signature,
 )
-from protocols.messages import MESSAGE_TYPES, ShortText, TimeMs, check_fields
+from protocols.messages import MESSAGE_TYPES
 
 DS_DIRECTORY: Final = b"ixb-directory-v1\x00"
 
