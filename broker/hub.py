@@ -60,20 +60,15 @@ from broker.web import (
 from protocols import subjects
 from protocols.audit import AuditEntry, AuditEvent, encode_publication
 from protocols.checkpoint import log_origin, parse_checkpoint, parse_signed_note, witness_name
-from protocols.directory import (
-    DirectoryKeys,
-    RevocationInfo,
-    TrustAnchors,
-    build_directory,
-    entry_for,
-    sign_directory,
-)
+from protocols.directory import RevocationInfo, build_directory, entry_for, sign_directory
 from protocols.envelope import decode_envelope, seal_envelope
 from protocols.errors import IxbError, LocalError
+from protocols.federation import TrustAnchors
 from protocols.identifiers import Principal, format_message_id, parse_message_id
 from protocols.keys import Identity, PublicIdentity
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
 from protocols.messages import Receipt, ReceiptStatus
+from protocols.trusted import TrustedDirectories
 
 log = structlog.get_logger("ixb.hub")
 
@@ -187,7 +182,7 @@ class Hub:
         self.country = config.country
         self.identity = identity
         self.clock = clock
-        self.keys = DirectoryKeys(trust, clock)
+        self.keys = TrustedDirectories(trust)
         state = config.path(config.hub.state_dir)
         self.store = HubStore(state / "hub.sqlite")
         self.pipeline = Pipeline(config, identity, self.keys, self.store)
@@ -334,7 +329,7 @@ class Hub:
         stored = self.store.directories().get(self.country)
         if stored is not None and self.keys.version(self.country) is None:
             with contextlib.suppress(IxbError):  # expired after a long outage: re-issued below
-                self.keys.update(self.country, stored)
+                self.keys.update(self.country, stored, now)
         # versions only go up, across restarts and long outages alike
         previous = max(
             self.keys.version(self.country) or 0, self.store.directory_version(self.country) or 0
@@ -359,7 +354,7 @@ class Hub:
             entries=entries,
         )
         signed = sign_directory(directory, self.identity)
-        self.keys.update(self.country, signed)
+        self.keys.update(self.country, signed, now)
         self.store.save_directory(self.country, directory.version, signed)
         self.audit.record(
             [self.audit.entry(AuditEvent.DIRECTORY_PUBLISHED, detail=f"v{directory.version}")]
@@ -438,14 +433,15 @@ class Hub:
                 await self._publish_own_directory()
 
     def _load_peer_directories(self) -> None:
+        now = self.clock()
         for country, signed in self.store.directories().items():
             if country != self.country:
                 with contextlib.suppress(IxbError):
-                    self.keys.update(country, signed)
+                    self.keys.update(country, signed, now)
 
-    def _install_peer_directory(self, peer: str, data: bytes) -> None:
+    def _install_peer_directory(self, peer: str, data: bytes, now: int) -> None:
         try:
-            changed = self.keys.update(peer, data)
+            changed = self.keys.update(peer, data, now)
         except IxbError as exc:
             self.audit.record(
                 [
@@ -600,15 +596,15 @@ class Hub:
             if is_message:
                 batch += self._decide(list(run), now, peer=peer)
             else:
-                control += [self._peer_control(peer, m) for m in run]
+                control += [self._peer_control(peer, m, now) for m in run]
         await asyncio.gather(self._settle(batch, started), *control)
 
-    def _peer_control(self, peer: str, msg: Msg) -> Coroutine[Any, Any, None]:
+    def _peer_control(self, peer: str, msg: Msg, now: int) -> Coroutine[Any, Any, None]:
         """Apply a control item now; what returns publishes (a cosignature) and acks."""
         kind = _kind(msg) or ""
         publish: Coroutine[Any, Any, object] | None = None
         if kind == KIND_DIRECTORY:
-            self._install_peer_directory(peer, msg.data)
+            self._install_peer_directory(peer, msg.data, now)
         elif kind == KIND_CHECKPOINT:
             publish = self._witness(peer, msg)
         elif kind == KIND_COSIGNATURE:
@@ -803,7 +799,7 @@ class Hub:
         for (to, status, code, detail), items in receipts.groups.items():
             local = self.agency_keys.get(to)
             try:
-                recipient = local if local is not None else self.keys.encryption_key(to)
+                recipient = local if local is not None else self.keys.encryption_key(to, now)
             except IxbError as exc:
                 log.warning("receipt_unroutable", to=str(to), code=exc.code)
                 continue

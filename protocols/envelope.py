@@ -287,9 +287,9 @@ def check_times(header: Header, now_ms: int, limits: Limits = DEFAULT_LIMITS) ->
         raise TtlError(f"lifetime {header.expires - header.created} ms exceeds {limits.max_ttl_ms}")
 
 
-def verify_sender_signature(env: Envelope, keys: SigningKeyLookup) -> None:
-    """Steps 5-6 of the spec: the sender's key is known and current, and it signed this."""
-    public = keys.signing_key(env.header.sender_principal, env.header.sender_key)
+def verify_sender_signature(env: Envelope, keys: SigningKeyLookup, now_ms: int) -> None:
+    """Steps 5-6 of the spec: the sender's key is valid at ``now_ms``, and it signed this."""
+    public = keys.signing_key(env.header.sender_principal, env.header.sender_key, now_ms)
     verify_signature(public, DS_SIGNATURE + env.digest, env.sig)
 
 
@@ -302,11 +302,12 @@ def verify_envelope(
 ) -> Envelope:
     """Everything a hub checks before it trusts an envelope, in the spec's order.
 
-    Structure, sender key (known, not revoked), signature, freshness, and —
-    only once all that passed, so forgeries cannot poison it — replay.
+    Structure, sender key (valid at ``now_ms``, not revoked), signature,
+    freshness at ``now_ms``, and — only once all that passed, so forgeries
+    cannot poison it — replay. Hop signatures are :func:`verify_hops`'.
     """
     env = data if isinstance(data, Envelope) else decode_envelope(data, limits)
-    verify_sender_signature(env, keys)
+    verify_sender_signature(env, keys, now_ms)
     check_times(env.header, now_ms, limits)
     if replay is not None:
         replay.check_and_record(env.header.id, env.header.expires, now_ms)
@@ -503,15 +504,15 @@ def _hop_message(digest: bytes, claim: HopClaim) -> bytes:
     return DS_HOP + digest + wire.encode(claim)
 
 
-def verify_hops(env: Envelope, keys: SigningKeyLookup) -> tuple[Principal, ...]:
-    """Check every hop signature; returns the hubs in order."""
+def verify_hops(env: Envelope, keys: SigningKeyLookup, now_ms: int) -> tuple[Principal, ...]:
+    """Check every hop signature with the hubs' keys at ``now_ms``; returns the hubs in order."""
     hubs: list[Principal] = []
     for i, hop in enumerate(env.hops):
         hub = parse_principal(hop.hub)
         if not hub.is_hub:
             raise SignatureError(f"hop {i} is not signed by a hub")
         try:
-            public = keys.signing_key(hub, hop.key_id)
+            public = keys.signing_key(hub, hop.key_id, now_ms)
             verify_signature(public, _hop_message(env.digest, hop.claim), hop.sig)
         except IxbError as exc:
             raise SignatureError(f"hop {i} ({hop.hub}): {exc.detail}") from None

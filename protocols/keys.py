@@ -235,11 +235,14 @@ def verify_signature(public: bytes, message: bytes, signature: bytes) -> None:
 class SigningKeyLookup(Protocol):
     """Resolves the Ed25519 key a sender signed with, or raises a typed error.
 
-    The hub answers from its signed directories; tests and the in-process demo
-    use :class:`KeyRing`.
+    ``now_ms`` is the reference time of the decision the key is for (the
+    envelope's verification): a key is valid or not at that time. Hubs and
+    agencies answer from their verified directories
+    (:class:`protocols.trusted.TrustedDirectories`); tests and the in-process
+    demo use :class:`KeyRing`.
     """
 
-    def signing_key(self, sender: Principal, kid: bytes) -> bytes: ...
+    def signing_key(self, sender: Principal, kid: bytes, now_ms: int) -> bytes: ...
 
 
 class KeyRing:
@@ -261,7 +264,8 @@ class KeyRing:
         except KeyError:
             raise UnknownSenderError(f"{principal} is not in the directory") from None
 
-    def signing_key(self, sender: Principal, kid: bytes) -> bytes:
+    def signing_key(self, sender: Principal, kid: bytes, now_ms: int) -> bytes:
+        """The sender's one key (a key ring's keys and revocations do not depend on time)."""
         identity = self.get(sender)
         if sender in self._revoked:
             raise RevokedError(f"{sender} is revoked")

@@ -61,7 +61,7 @@ def code_of(fn: object) -> str:
 
 def full_check(data: bytes, ring: KeyRing = PARTIES.ring, now: int = NOW_MS) -> list[Body]:
     env = verify_envelope(data, ring, now)
-    verify_hops(env, ring)
+    verify_hops(env, ring, now)
     return [open_envelope(env, PARTIES[r]).body for r in env.header.recipients]
 
 
@@ -349,7 +349,7 @@ def test_hops_countersign_without_touching_the_sender_signature() -> None:
     data = env.to_bytes()
     assert len(data) == env.size
     again = verify_envelope(data, PARTIES.ring, NOW_MS)
-    assert [str(h) for h in verify_hops(again, PARTIES.ring)] == ["THA/HUB", "MYS/HUB"]
+    assert [str(h) for h in verify_hops(again, PARTIES.ring, NOW_MS)] == ["THA/HUB", "MYS/HUB"]
     assert full_check(data) == [ALERT, ALERT]
     assert again.digest == decode_envelope(ALERT_BYTES).digest
     assert again.payload_hash == decode_envelope(ALERT_BYTES).payload_hash
@@ -360,11 +360,11 @@ def test_forged_or_non_hub_hops_are_refused() -> None:
     hop = env.hops[0]
     moved = msgspec.structs.replace(hop, at=hop.at + 1)
     bad = Envelope(**{**{f: getattr(env, f) for f in env.__slots__}, "hops": (moved,)})
-    assert code_of(lambda: verify_hops(bad, PARTIES.ring)) == "ixb.E_SIGNATURE"
+    assert code_of(lambda: verify_hops(bad, PARTIES.ring, NOW_MS)) == "ixb.E_SIGNATURE"
     assert code_of(lambda: add_hop(env, PARTIES["THA/DSI-ATHD"], NOW_MS)) == "ixb.E_SCHEMA"
     agency_hop = msgspec.structs.replace(hop, hub="THA/DSI-ATHD")
     bad2 = Envelope(**{**{f: getattr(env, f) for f in env.__slots__}, "hops": (agency_hop,)})
-    assert code_of(lambda: verify_hops(bad2, PARTIES.ring)) == "ixb.E_SIGNATURE"
+    assert code_of(lambda: verify_hops(bad2, PARTIES.ring, NOW_MS)) == "ixb.E_SIGNATURE"
 
 
 COUNTERSIGNED_BYTES = add_hop(

@@ -63,6 +63,27 @@ def test_the_checker_catches_a_violation() -> None:
     assert _imports(tree) == {"asyncio", "nats"}
 
 
+def _clock_names(tree: ast.AST) -> list[str]:
+    """Parameters and attributes that hold a clock (``clock``, ``self._clock`` …)."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            a = node.args
+            found += [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if "clock" in x.arg]
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            found += [node.attr] if "clock" in node.attr else []
+    return found
+
+
+def test_protocols_takes_no_clock_callable() -> None:
+    """Time comes in as a value (``now_ms``), fixed once per decision, never as a clock to call."""
+    for path in SOURCES:
+        bad = _clock_names(ast.parse(path.read_text()))
+        assert not bad, f"{path.name} keeps a clock: {bad}"
+    old = "class K:\n    def __init__(self, clock):\n        self._clock = clock\n"
+    assert _clock_names(ast.parse(old)) == ["clock", "_clock"]
+
+
 PACKAGES = ("protocols", "broker", "agency_client", "ixb")
 ALL_SOURCES = sorted(
     p for pkg in PACKAGES for p in (Path(protocols.__file__).parent.parent / pkg).rglob("*.py")

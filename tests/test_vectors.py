@@ -83,7 +83,7 @@ def test_decode_direction(name: str) -> None:
     assert env.digest.hex() == v["digest"]
     assert env.payload_hash.hex() == v["payload_hash"]
     assert [h.hub for h in env.hops] == [h["hub"] for h in v["hops"]]
-    verify_hops(env, RING)
+    verify_hops(env, RING, NOW)
     for recipient in v["header"]["recipients"]:
         opened = open_envelope(env, IDS[recipient])
         assert encode_body(opened.body).hex() == v["body_msgpack"]
@@ -132,7 +132,7 @@ def test_encode_direction(name: str) -> None:
 def test_invalid_vectors(case: dict[str, Any]) -> None:
     with pytest.raises(IxbError) as info:
         env = verify_envelope(bytes.fromhex(case["envelope"]), RING, NOW)
-        verify_hops(env, RING)
+        verify_hops(env, RING, NOW)
     assert info.value.code == case["error"]
 
 
