@@ -323,7 +323,7 @@ class AgencyClient:
                 await self.refresh_directories()
                 env = verify_envelope(msg.data, self.keys, now)
             msg_id = env.header.message_id
-            hubs = verify_hops(env, self.keys, now)
+            hubs = verify_hops(env.envelope, self.keys, now)
             seq = msg.metadata.sequence.stream
             if self._stream_seq.get(env.header.id) != seq:
                 # a second stream message with a seen id is a replay; the same stream
@@ -339,7 +339,7 @@ class AgencyClient:
             log.warning("inbox_refused", msg_id=msg_id, code=exc.code)
             await msg.term()
             return Refused(exc, msg_id)
-        item = Incoming(opened.header, opened.body, env, hubs, msg)
+        item = Incoming(opened.header, opened.body, env.envelope, hubs, msg)
         if isinstance(item.body, Receipt):
             for for_id in item.body.ids:
                 self.receipts[format_message_id(for_id)].append(item.body)

@@ -15,6 +15,11 @@ sender's signature. Binding the header into the AEAD as associated data means
 a stolen ciphertext cannot be re-sent under another sender's name, and the
 key commitment means every recipient decrypts the same plaintext.
 
+Decoding (:func:`decode_envelope`) checks structure only. :func:`verify_envelope`
+checks the sender's key and signature and the freshness at the caller's
+``now_ms`` and returns a :class:`VerifiedEnvelope`: the only thing
+:func:`open_envelope` decrypts, and only :func:`verify_envelope` makes one.
+
 Everything here is pure: callers pass ``now_ms``; randomness comes from
 libsodium.
 """
@@ -25,7 +30,7 @@ import dataclasses
 import hmac
 import struct
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Final, NoReturn, final
 
 import msgspec
 import nacl.bindings
@@ -299,7 +304,7 @@ def verify_envelope(
     now_ms: int,
     limits: Limits = DEFAULT_LIMITS,
     replay: ReplayGuard | None = None,
-) -> Envelope:
+) -> VerifiedEnvelope:
     """Everything a hub checks before it trusts an envelope, in the spec's order.
 
     Structure, sender key (valid at ``now_ms``, not revoked), signature,
@@ -311,7 +316,57 @@ def verify_envelope(
     check_times(env.header, now_ms, limits)
     if replay is not None:
         replay.check_and_record(env.header.id, env.header.expires, now_ms)
-    return env
+    return VerifiedEnvelope(env, _token=_VERIFIED)
+
+
+_VERIFIED: Final = object()
+"""Held by :func:`verify_envelope` alone: the key to :class:`VerifiedEnvelope`'s constructor."""
+
+
+@final
+class VerifiedEnvelope:
+    """An envelope whose sender signature and freshness :func:`verify_envelope` checked.
+
+    The only thing :func:`open_envelope` decrypts. Only :func:`verify_envelope`
+    makes one: the constructor refuses any caller without the module's private
+    token (as sigstore-python's verified wrappers do). It is immutable, cannot
+    be subclassed, copied or pickled (an unpickled one would skip
+    verification: verify the bytes again instead), and the type checker sees
+    a plain :class:`Envelope` as a different type. This guards against
+    mistakes — opening what was only decoded — not against code in the same
+    process set on getting around it, which Python cannot prevent.
+    """
+
+    __slots__ = ("envelope",)
+    envelope: Envelope
+
+    def __init__(self, envelope: Envelope, *, _token: object) -> None:
+        if _token is not _VERIFIED:
+            raise TypeError("a VerifiedEnvelope is made only by verify_envelope")
+        object.__setattr__(self, "envelope", envelope)
+
+    def __init_subclass__(cls) -> NoReturn:
+        raise TypeError("VerifiedEnvelope cannot be subclassed")
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("a VerifiedEnvelope is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("a VerifiedEnvelope is immutable")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a VerifiedEnvelope is not copied or pickled; verify the bytes again")
+
+    def __repr__(self) -> str:
+        return f"VerifiedEnvelope({self.message_id}, {self.header.type})"
+
+    @property
+    def header(self) -> Header:
+        return self.envelope.header
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -326,8 +381,18 @@ class Opened:
         return self.envelope.header
 
 
-def open_envelope(env: Envelope, recipient: Identity) -> Opened:
-    """Decrypt for ``recipient``. Call only on an envelope :func:`verify_envelope` returned."""
+def open_envelope(verified: VerifiedEnvelope, recipient: Identity) -> Opened:
+    """Decrypt for ``recipient`` an envelope :func:`verify_envelope` verified.
+
+    Anything else, a decoded but unverified :class:`Envelope` included, is a
+    :class:`TypeError` (and a type checker's error before that).
+    """
+    if type(verified) is not VerifiedEnvelope:
+        raise TypeError(
+            f"open_envelope takes the VerifiedEnvelope verify_envelope returns, "
+            f"not {type(verified).__name__}"
+        )
+    env = verified.envelope
     me = str(recipient.principal)
     if recipient.encryption is None:
         raise NotRecipientError(f"{me} has no encryption key (hubs cannot read content)")
@@ -340,11 +405,11 @@ def open_envelope(env: Envelope, recipient: Identity) -> Opened:
         content_key = recipient.encryption.unseal(entry.sealed)
     except nacl.exceptions.CryptoError:
         raise DecryptError("cannot unseal the content key") from None
-    body_bytes = decrypt_body(env.ct, content_key, env.hdr)
+    body_bytes = _decrypt_body(env.ct, content_key, env.hdr)
     return Opened(env, decode_body(env.header.type, body_bytes))
 
 
-def decrypt_body(ct: bytes, content_key: bytes, hdr: bytes) -> bytes:
+def _decrypt_body(ct: bytes, content_key: bytes, hdr: bytes) -> bytes:
     """Check the key commitment, decrypt, and strip the padding."""
     nonce = ct[:NONCE_BYTES]
     commitment = ct[NONCE_BYTES : NONCE_BYTES + COMMITMENT_BYTES]

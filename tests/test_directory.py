@@ -749,10 +749,10 @@ def test_envelope_accepted_then_refused_after_revocation() -> None:
         now_ms=NOW_MS,
         ttl_ms=MS_PER_DAY,
     )
-    env = verify_envelope(data, keys, NOW_MS)
-    env = add_hop(env, HUBS["THA"], NOW_MS + 1)
-    assert verify_hops(env, keys, NOW_MS + 1) == (hub_of("THA"),)
-    assert open_envelope(env, AG["MYS/RMP-ATIPSOM"]).body == body
+    verified = verify_envelope(data, keys, NOW_MS)
+    hopped = add_hop(verified.envelope, HUBS["THA"], NOW_MS + 1)
+    assert verify_hops(hopped, keys, NOW_MS + 1) == (hub_of("THA"),)
+    assert open_envelope(verified, AG["MYS/RMP-ATIPSOM"]).body == body
 
     revoked_at = NOW_MS + 1000
     v2 = directory(
@@ -1110,7 +1110,7 @@ def test_envelope_vectors_verify_against_the_directory_vector() -> None:
     alert = next(e for e in envelopes["envelopes"] if e["name"] == "alert")
     now = envelopes["now_ms"]
     env = verify_envelope(bytes.fromhex(alert["envelope"]), keys, now)
-    assert verify_hops(env, keys, now) == (hub_of("THA"), hub_of("MYS"))
+    assert verify_hops(env.envelope, keys, now) == (hub_of("THA"), hub_of("MYS"))
     patrol = agency("THA/PATROL-7")
     assert code_of(lambda: keys.signing_key(patrol, b"\x00" * 8, NOW_MS)) == "ixb.E_REVOKED"
 
