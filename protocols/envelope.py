@@ -329,12 +329,12 @@ class VerifiedEnvelope:
 
     The only thing :func:`open_envelope` decrypts. Only :func:`verify_envelope`
     makes one: the constructor refuses any caller without the module's private
-    token (as sigstore-python's verified wrappers do). It is immutable, cannot
-    be subclassed, copied or pickled (an unpickled one would skip
-    verification: verify the bytes again instead), and the type checker sees
-    a plain :class:`Envelope` as a different type. This guards against
-    mistakes — opening what was only decoded — not against code in the same
-    process set on getting around it, which Python cannot prevent.
+    token. It is immutable, cannot be subclassed, copied or pickled (an
+    unpickled one would skip verification: verify the bytes again instead),
+    and the type checker sees a plain :class:`Envelope` as a different type.
+    This guards against mistakes — opening what was only decoded — not against
+    code in the same process set on getting around it, which Python cannot
+    prevent. Hop signatures are not part of it (:func:`verify_hops`).
     """
 
     __slots__ = ("envelope",)
