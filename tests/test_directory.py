@@ -734,6 +734,54 @@ def test_an_expired_directory_is_not_used() -> None:
     assert keys.signing_key(oag.principal, oag.signing.key_id, now) == oag.signing.public
 
 
+def _flipped(data: bytes) -> bytes:
+    out = bytearray(data)
+    out[len(out) // 2] ^= 1
+    return bytes(out)
+
+
+# Candidates a receiver may be handed for THA: genuine versions 1-4, a second version 3
+# with other content, one already expired, a forgery, and MYS's directory.
+THA_V = {v: signed(directory("THA", v)) for v in (1, 2, 3, 4)}
+CANDIDATES = [
+    *THA_V.values(),
+    signed(directory("THA", 3, [entry("THA/OAG")])),
+    signed(directory("THA", 5, issued=ISSUED - 2 * TTL)),
+    _flipped(THA_V[4]),
+    signed(directory("MYS", 6)),
+]
+GENUINE = set(CANDIDATES[:5])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(range(len(CANDIDATES))), st.sampled_from([0, TTL // 2, TTL])),
+        max_size=12,
+    )
+)
+def test_trusted_directories_only_move_forward_through_verified_directories(
+    steps: list[tuple[int, int]],
+) -> None:
+    """Whatever arrives, in any order and at any time: the trusted THA directory is always
+    one that verified, its version never goes down, and a refused update changes nothing."""
+    keys = TrustedDirectories(TRUST)
+    for index, later in steps:
+        before, version = keys.signed("THA"), keys.version("THA") or 0
+        try:
+            changed = keys.update("THA", CANDIDATES[index], NOW_MS + later)
+        except IxbError:
+            assert keys.signed("THA") == before
+            continue
+        after = keys.signed("THA")
+        assert after in GENUINE
+        assert (keys.version("THA") or 0) >= version
+        assert changed == (after != before)
+        assert keys.directory("THA") == wire.decode(
+            msgspec.msgpack.decode(after)["body"], Directory, "directory"
+        )
+
+
 # --- end to end: an envelope verified against directories -----------------------------
 
 
