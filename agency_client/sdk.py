@@ -37,7 +37,6 @@ from nats.js import JetStreamContext
 from agency_client.keystore import load_identity, read_bytes
 from agency_client.profile import Profile
 from protocols import subjects
-from protocols.directory import DirectoryKeys, parse_federation
 from protocols.envelope import (
     Envelope,
     Header,
@@ -48,12 +47,14 @@ from protocols.envelope import (
     verify_hops,
 )
 from protocols.errors import DirectoryError, IoError, IxbError, LocalError, UnknownSenderError
+from protocols.federation import parse_federation
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
 from protocols.messages import REPLY_TO, Body, Receipt, ReceiptStatus
 from protocols.replay import ReplayGuard
+from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, connect
 from transport.fetch import fetch_ready
@@ -117,7 +118,7 @@ class AgencyClient:
         self,
         identity: Identity,
         nc: NatsClient,
-        keys: DirectoryKeys,
+        keys: TrustedDirectories,
         clock: Callable[[], int] = wall_ms,
     ) -> None:
         self.identity = identity
@@ -160,7 +161,7 @@ class AgencyClient:
             )
         except (nats.errors.Error, OSError) as exc:  # OSError includes TimeoutError
             raise IoError(f"cannot reach the hub's NATS at {profile.nats.url}: {exc}") from None
-        client = cls(identity, nc, DirectoryKeys(trust, clock), clock)
+        client = cls(identity, nc, TrustedDirectories(trust), clock)
         await client.refresh_directories()
         return client
 
@@ -204,9 +205,10 @@ class AgencyClient:
             signed = msgspec.msgpack.decode(reply.data, type=dict[str, bytes])
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise IoError("hub sent a malformed directory answer") from None
+        now = self.clock()
         for country, data in signed.items():
             try:
-                self.keys.update(country, data)
+                self.keys.update(country, data, now)
             except IxbError as exc:
                 log.warning("directory_refused", country=country, code=exc.code)
         return {c: self.keys.version(c) for c in signed}
@@ -231,12 +233,13 @@ class AgencyClient:
         missing = [r for r in recipients if self.keys.version(r.country) is None]
         if missing:
             await self.refresh_directories()
-        publics = [self.keys.encryption_key(r) for r in recipients]
+        now = self.clock()
+        publics = [self.keys.encryption_key(r, now) for r in recipients]
         data = seal_envelope(
             sender=self.identity,
             recipients=publics,
             body=body,
-            now_ms=self.clock(),
+            now_ms=now,
             ttl_ms=ttl_ms,
             handling=handling,
             priority=priority,
@@ -317,7 +320,7 @@ class AgencyClient:
                 await self.refresh_directories()
                 env = verify_envelope(msg.data, self.keys, now)
             msg_id = env.header.message_id
-            hubs = verify_hops(env, self.keys)
+            hubs = verify_hops(env.envelope, self.keys, now)
             seq = msg.metadata.sequence.stream
             if self._stream_seq.get(env.header.id) != seq:
                 # a second stream message with a seen id is a replay; the same stream
@@ -333,7 +336,7 @@ class AgencyClient:
             log.warning("inbox_refused", msg_id=msg_id, code=exc.code)
             await msg.term()
             return Refused(exc, msg_id)
-        item = Incoming(opened.header, opened.body, env, hubs, msg)
+        item = Incoming(opened.header, opened.body, env.envelope, hubs, msg)
         if isinstance(item.body, Receipt):
             for for_id in item.body.ids:
                 self.receipts[format_message_id(for_id)].append(item.body)

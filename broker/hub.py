@@ -49,10 +49,11 @@ from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
-from protocols.directory import DirectoryKeys, TrustAnchors
 from protocols.errors import IxbError, LocalError
+from protocols.federation import TrustAnchors
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
+from protocols.trusted import TrustedDirectories
 from transport import streams
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, connect
@@ -85,7 +86,7 @@ class Hub:
         self.country = config.country
         self.identity = identity
         self.clock = clock
-        self.keys = DirectoryKeys(trust, clock)
+        self.keys = TrustedDirectories(trust)
         state = config.path(config.hub.state_dir)
         self.store = HubStore(state / "hub.sqlite")
         self.pipeline = Pipeline(config, identity, self.keys, self.store)
@@ -128,9 +129,9 @@ class Hub:
             raise LocalError("hub is not connected")
         return self.js
 
-    def _encryption_key(self, to: Principal) -> PublicIdentity:
+    def _encryption_key(self, to: Principal, now: int) -> PublicIdentity:
         local = self.agency_keys.get(to)
-        return local if local is not None else self.keys.encryption_key(to)
+        return local if local is not None else self.keys.encryption_key(to, now)
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class Hub:
         try:
             self._record_start()
             await self.publish_own_directory()
-            self.control.load_peer_directories()
+            self.control.load_peer_directories(self.clock())
             self.state.ready = True
             log.info("hub_ready", hub=str(self.config.hub_id))
             async with asyncio.TaskGroup() as tg:

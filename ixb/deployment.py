@@ -27,10 +27,11 @@ from agency_client.profile import render_profile
 from broker.natsd import free_ports, save_plan
 from broker.natsplan import FederationPlan, NodePorts
 from broker.web import hash_password
-from protocols.directory import Role, render_federation
+from protocols.federation import render_federation
 from protocols.identifiers import Principal, hub_of, parse_agency
 from protocols.keys import Identity, KdfProfile, seal_keyfile
 from protocols.messages import MESSAGE_TYPES
+from protocols.roles import Role
 
 AgencySpec = Mapping[str, Sequence[Role]]
 """Agency id (``THA/DSI-ATHD``) → its roles."""

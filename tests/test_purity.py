@@ -110,3 +110,78 @@ def test_the_checker_catches_a_violation() -> None:
     names = {name for _, name in _calls(calls)}
     assert names == {"read_text", "open", "bind"}
     assert names <= IO_CALLS
+
+
+def _clock_names(tree: ast.AST) -> list[str]:
+    """Parameters and attributes that hold a clock (``clock``, ``self._clock`` …)."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            a = node.args
+            found += [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if "clock" in x.arg]
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            found += [node.attr] if "clock" in node.attr else []
+    return found
+
+
+def test_protocols_takes_no_clock_callable() -> None:
+    """Time comes in as a value (``now_ms``), fixed once per decision, never as a clock to call."""
+    for path in SOURCES:
+        bad = _clock_names(ast.parse(path.read_text()))
+        assert not bad, f"{path.name} keeps a clock: {bad}"
+    old = "class K:\n    def __init__(self, clock):\n        self._clock = clock\n"
+    assert _clock_names(ast.parse(old)) == ["clock", "_clock"]
+
+
+PACKAGES = ("protocols", "transport", "broker", "agency_client", "ixb")
+ALL_SOURCES = sorted(
+    p for pkg in PACKAGES for p in (Path(protocols.__file__).parent.parent / pkg).rglob("*.py")
+)
+
+
+def _private_nacl_names(tree: ast.AST) -> list[str]:
+    """Uses of PyNaCl's private modules and names (``nacl._sodium``, ``nacl.bindings._x``)."""
+
+    def private(dotted: str) -> bool:
+        parts = dotted.split(".")
+        return parts[0] == "nacl" and any(p.startswith("_") for p in parts[1:])
+
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if private(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [
+                f"{node.module}.{a.name}"
+                for a in node.names
+                if private(node.module) or (private(f"{node.module}.{a.name}"))
+            ]
+        elif isinstance(node, ast.Attribute):
+            chain, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                chain.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name):
+                dotted = ".".join([inner.id, *reversed(chain)])
+                if private(dotted):
+                    found.append(dotted)
+    return found
+
+
+def test_only_public_pynacl_apis() -> None:
+    """Every libsodium call goes through PyNaCl's public API (``nacl.bindings`` and up)."""
+    assert len(ALL_SOURCES) > len(SOURCES)
+    for path in ALL_SOURCES:
+        bad = _private_nacl_names(ast.parse(path.read_text()))
+        assert not bad, f"{path} uses {bad}"
+
+
+def test_the_private_name_checker_catches_each_form() -> None:
+    for source in (
+        "from nacl._sodium import ffi, lib",
+        "import nacl._sodium",
+        "from nacl import _sodium",
+        "import nacl.bindings\nnacl.bindings._private()",
+    ):
+        assert _private_nacl_names(ast.parse(source)), source
+    assert not _private_nacl_names(ast.parse("import nacl.bindings\nnacl.bindings.crypto_box()"))
