@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.audit import AuditQuery
 from protocols.checkpoint import log_origin, witness_name
 from protocols.examples import example_bodies
 from protocols.messages import ReceiptStatus
@@ -79,7 +80,7 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
     assert ok.returncode == 0, ok.stderr
     assert "valid" in ok.stdout and "cosigned by" in ok.stdout and "MYS" in ok.stdout
     # the export was itself recorded in the log
-    assert tha.audit_log.search(event="audit_export", limit=5)
+    assert tha.audit_log.search(AuditQuery(event="audit_export"), limit=5)
 
     lines = (export / "entries.jsonl").read_bytes().splitlines()
     for name, edit in {
@@ -110,7 +111,7 @@ async def test_a_hub_that_rewrites_its_log_is_caught_by_its_witness(fed: Federat
     await until(mys.audit_log.alarms, timeout=30)
     origin, _at, detail = mys.audit_log.alarms()[0]
     assert origin == log_origin("THA") and "rewritten" in detail
-    assert mys.audit_log.search(event="witness_alarm", limit=5)
+    assert mys.audit_log.search(AuditQuery(event="witness_alarm"), limit=5)
     assert mys.metrics.counter_value("ixb_witness_alarms_total", origin="THA") >= 1
     assert tha is not fed.hubs["THA"].hub
 
