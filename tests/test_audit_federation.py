@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from broker.audit import AuditQuery
 from protocols.checkpoint import log_origin, witness_name
 from protocols.examples import example_bodies
+from protocols.identifiers import format_message_id
 from protocols.messages import ReceiptStatus
 from tests.federation import Federation, run_ixb, running_federation
 
@@ -38,7 +40,7 @@ async def exchange(fed: Federation) -> bytes:
 
 
 async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_path: Path) -> None:
-    await exchange(fed)
+    msg_id = format_message_id(await exchange(fed))
     tha, mys = fed.hubs["THA"].hub, fed.hubs["MYS"].hub
     # MYS witnessed THA's log up to its current size and THA holds MYS's cosignature
     await until(
@@ -81,6 +83,17 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
     assert "valid" in ok.stdout and "cosigned by" in ok.stdout and "MYS" in ok.stdout
     # the export was itself recorded in the log
     assert tha.audit_log.search(AuditQuery(event="audit_export"), limit=5)
+    # and ``ixb audit search`` / ``show`` find entries by the same kind of query
+    found = await run_ixb(
+        "audit", "search", "--config", config, "--event", "audit_export", "--json"
+    )
+    assert found.returncode == 0, found.stderr
+    assert [r["event"] for r in json.loads(found.stdout)] == ["audit_export"]
+    shown = await run_ixb("audit", "show", msg_id, "--config", config, "--json")
+    assert shown.returncode == 0, shown.stderr
+    trail = json.loads(shown.stdout)
+    assert "accepted" in {r["event"] for r in trail}
+    assert {r["msg_id"] for r in trail} == {msg_id}
 
     lines = (export / "entries.jsonl").read_bytes().splitlines()
     for name, edit in {
