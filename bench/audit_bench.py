@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from broker.audit import AuditLog, AuditRecord
+from broker.audit import AuditLog, AuditQuery, AuditRecord
 from protocols import merkle
 
 RESULTS = Path(__file__).resolve().parent / "audit_results.json"
@@ -120,25 +120,25 @@ def measure_searches(log: AuditLog, size: int) -> dict[str, float]:
     cases = [s for s in samples if s.case_ref]
     hour = 3_600_000
     queries: dict[str, Callable[[int], object]] = {
-        "msg_id": lambda k: log.search(msg_id=samples[k].msg_id),
-        "case_ref": lambda k: log.search(case_ref=cases[k % len(cases)].case_ref),
-        "agency_page": lambda k: log.search(agency=AGENCIES[k % len(AGENCIES)]),
-        "country_page": lambda k: log.search(country=COUNTRIES[k % len(COUNTRIES)]),
-        "event_rejected_page": lambda k: log.search(event="rejected"),
+        "msg_id": lambda k: log.search(AuditQuery(msg_id=samples[k].msg_id)),
+        "case_ref": lambda k: log.search(AuditQuery(case_ref=cases[k % len(cases)].case_ref)),
+        "agency_page": lambda k: log.search(AuditQuery(agency=AGENCIES[k % len(AGENCIES)])),
+        "country_page": lambda k: log.search(AuditQuery(country=COUNTRIES[k % len(COUNTRIES)])),
+        "event_rejected_page": lambda k: log.search(AuditQuery(event="rejected")),
         "agency_and_code_page": lambda k: log.search(
-            agency=AGENCIES[k % len(AGENCIES)], code=CODES[k % len(CODES)]
+            AuditQuery(agency=AGENCIES[k % len(AGENCIES)], code=CODES[k % len(CODES)])
         ),
         "country_and_type_page": lambda k: log.search(
-            country=COUNTRIES[k % len(COUNTRIES)], type=TYPES[k % len(TYPES)]
+            AuditQuery(country=COUNTRIES[k % len(COUNTRIES)], type=TYPES[k % len(TYPES)])
         ),
         "country_and_type_count": lambda k: log.count(
-            country=COUNTRIES[k % len(COUNTRIES)], type=TYPES[k % len(TYPES)]
+            AuditQuery(country=COUNTRIES[k % len(COUNTRIES)], type=TYPES[k % len(TYPES)])
         ),
         "one_hour_window_page": lambda k: log.search(
-            since_ms=samples[k].at_ms, until_ms=samples[k].at_ms + hour
+            AuditQuery(since_ms=samples[k].at_ms, until_ms=samples[k].at_ms + hour)
         ),
         "deep_page_agency": lambda k: log.search(
-            agency=AGENCIES[k % len(AGENCIES)], before_index=samples[k].index
+            AuditQuery(agency=AGENCIES[k % len(AGENCIES)], before_index=samples[k].index)
         ),
     }
     return {name: median_ms(_cycling(q), SEARCHES) for name, q in queries.items()}

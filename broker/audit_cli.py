@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.audit import AuditLog, StoredEntry
+from broker.audit import AuditLog, AuditQuery, StoredEntry
 from broker.auditing import reconcile_logs, to_record
 from broker.config import HubConfig, load_config
 from broker.store import HubStore
@@ -174,15 +174,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     log = _open(config)
     try:
         found = log.search(
-            msg_id=format_message_id(parse_message_id(args.msg)) if args.msg else None,
-            case_ref=args.case,
-            agency=args.agency,
-            country=args.country,
-            type=args.type,
-            event=args.event,
-            code=args.code,
-            since_ms=_ms(args.since),
-            until_ms=_ms(args.until),
+            AuditQuery(
+                msg_id=format_message_id(parse_message_id(args.msg)) if args.msg else None,
+                case_ref=args.case,
+                agency=args.agency,
+                country=args.country,
+                type=args.type,
+                event=args.event,
+                code=args.code,
+                since_ms=_ms(args.since),
+                until_ms=_ms(args.until),
+            ),
             limit=args.limit,
         )
         rows = [_row(e) for e in found]
@@ -207,7 +209,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     log = _open(config)
     store = HubStore(config.path(config.hub.state_dir) / "hub.sqlite")
     try:
-        here = [dict(_row(e), hub=str(config.hub_id)) for e in log.search(msg_id=msg_id, limit=500)]
+        here = [
+            dict(_row(e), hub=str(config.hub_id))
+            for e in log.search(AuditQuery(msg_id=msg_id), limit=500)
+        ]
         there = []
         for peer in sorted(config.links):
             for p in store.peer_entries(peer):
@@ -263,7 +268,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             msg_id = format_message_id(parse_message_id(args.msg))
             indexes = sorted(
-                e.index for e in log.search(msg_id=msg_id, limit=1000) if e.index < size
+                e.index for e in log.search(AuditQuery(msg_id=msg_id), limit=1000) if e.index < size
             )
         with (args.out / ENTRIES).open("wb") as fh:
             for lo in range(0, len(indexes), PAGE):

@@ -1,7 +1,7 @@
 """The hub's side of the audit log: record decisions, sign checkpoints, witness peers, reconcile.
 
 - :meth:`HubAudit.record` appends entries (protocols/audit.py) to the Merkle
-  log (broker/audit.py) in one durable transaction; the hub calls it before
+  log (broker/audit/) in one durable transaction; the hub calls it before
   it acknowledges the message the entries describe.
 - :meth:`HubAudit.checkpoint` signs a C2SP checkpoint when the log grew.
 - :meth:`HubAudit.publication_for` is what goes to a peer hub over the link:
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from broker.audit import AuditLog, AuditRecord, StoredEntry
+from broker.audit import AuditLog, AuditQuery, AuditRecord, StoredEntry
 from broker.store import HubStore, PeerEntry
 from protocols.audit import (
     MAX_SHARED_ENTRIES,
@@ -382,7 +382,7 @@ def reconcile_logs(
     horizon = now_ms - grace_ms
     here = [
         e
-        for e in log.search(country=peer, since_ms=since_ms, limit=RECONCILE_LIMIT)
+        for e in log.search(AuditQuery(country=peer, since_ms=since_ms), limit=RECONCILE_LIMIT)
         if e.peer == peer and e.msg_id is not None
     ]
     there = [

@@ -44,7 +44,7 @@ import nacl.exceptions
 import nacl.pwhash
 from aiohttp import web
 
-from broker.audit import MAX_SEARCH_LIMIT, AuditLog, StoredEntry
+from broker.audit import MAX_SEARCH_LIMIT, AuditLog, AuditQuery, StoredEntry
 from broker.store import OpenRequest as DeadlineRow
 from protocols import merkle
 from protocols.audit import AuditEntry, AuditEvent, decode_entry
@@ -744,16 +744,18 @@ async def _exchange_log(request: web.Request, st: _State, s: _Session) -> _Page:
         audit = st.ctx.audit
         f = parsed.filters.get
         found = audit.search(
-            msg_id=f("msg_id"),
-            case_ref=f("case_ref"),
-            agency=f("agency"),
-            country=f("country"),
-            type=f("type"),
-            event=f("event"),
-            code=f("code"),
-            since_ms=parsed.since_ms,
-            until_ms=parsed.until_ms,
-            before_index=parsed.before,
+            AuditQuery(
+                msg_id=f("msg_id"),
+                case_ref=f("case_ref"),
+                agency=f("agency"),
+                country=f("country"),
+                type=f("type"),
+                event=f("event"),
+                code=f("code"),
+                since_ms=parsed.since_ms,
+                until_ms=parsed.until_ms,
+                before_index=parsed.before,
+            ),
             limit=limit + 1,
         )
         return found, audit.size
@@ -926,11 +928,13 @@ async def _trail(request: web.Request, st: _State, s: _Session) -> _Page:
 
     def fetch() -> tuple[list[StoredEntry], list[StoredEntry]]:
         audit = st.ctx.audit
-        found = audit.search(msg_id=msg_id, limit=limits.trail_entries)
+        found = audit.search(AuditQuery(msg_id=msg_id), limit=limits.trail_entries)
         case_ref = found[-1].case_ref if found else None
         # Receipts and replies are messages of their own; the case ref ties them together.
         related = (
-            audit.search(case_ref=case_ref, limit=limits.page_size + len(found)) if case_ref else []
+            audit.search(AuditQuery(case_ref=case_ref), limit=limits.page_size + len(found))
+            if case_ref
+            else []
         )
         return found, [e for e in related if e.msg_id != msg_id][: limits.page_size]
 

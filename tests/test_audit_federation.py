@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from broker.audit import AuditQuery
 from protocols.checkpoint import log_origin, witness_name
 from protocols.examples import example_bodies
+from protocols.identifiers import format_message_id
 from protocols.messages import ReceiptStatus
 from tests.federation import Federation, run_ixb, running_federation
 
@@ -37,7 +40,7 @@ async def exchange(fed: Federation) -> bytes:
 
 
 async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_path: Path) -> None:
-    await exchange(fed)
+    msg_id = format_message_id(await exchange(fed))
     tha, mys = fed.hubs["THA"].hub, fed.hubs["MYS"].hub
     # MYS witnessed THA's log up to its current size and THA holds MYS's cosignature
     await until(
@@ -79,7 +82,18 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
     assert ok.returncode == 0, ok.stderr
     assert "valid" in ok.stdout and "cosigned by" in ok.stdout and "MYS" in ok.stdout
     # the export was itself recorded in the log
-    assert tha.audit_log.search(event="audit_export", limit=5)
+    assert tha.audit_log.search(AuditQuery(event="audit_export"), limit=5)
+    # and ``ixb audit search`` / ``show`` find entries by the same kind of query
+    found = await run_ixb(
+        "audit", "search", "--config", config, "--event", "audit_export", "--json"
+    )
+    assert found.returncode == 0, found.stderr
+    assert [r["event"] for r in json.loads(found.stdout)] == ["audit_export"]
+    shown = await run_ixb("audit", "show", msg_id, "--config", config, "--json")
+    assert shown.returncode == 0, shown.stderr
+    trail = json.loads(shown.stdout)
+    assert "accepted" in {r["event"] for r in trail}
+    assert {r["msg_id"] for r in trail} == {msg_id}
 
     lines = (export / "entries.jsonl").read_bytes().splitlines()
     for name, edit in {
@@ -110,7 +124,7 @@ async def test_a_hub_that_rewrites_its_log_is_caught_by_its_witness(fed: Federat
     await until(mys.audit_log.alarms, timeout=30)
     origin, _at, detail = mys.audit_log.alarms()[0]
     assert origin == log_origin("THA") and "rewritten" in detail
-    assert mys.audit_log.search(event="witness_alarm", limit=5)
+    assert mys.audit_log.search(AuditQuery(event="witness_alarm"), limit=5)
     assert mys.metrics.counter_value("ixb_witness_alarms_total", origin="THA") >= 1
     assert tha is not fed.hubs["THA"].hub
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -32,8 +33,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.audit import MAX_SEARCH_LIMIT, AuditLog, AuditRecord, StoredEntry
-from protocols import merkle
+from broker.audit import MAX_SEARCH_LIMIT, AuditLog, AuditQuery, AuditRecord, StoredEntry
+from broker.audit.index import BLOCK_BITS
+from protocols import merkle, tlog
 from protocols.errors import LocalError, MerkleProofError
 
 MAX_SIZE = 70
@@ -194,6 +196,8 @@ BAD_ARGUMENTS: dict[str, tuple[Any, type[Exception]]] = {
     "limit zero": (lambda a: a.search(limit=0), ValueError),
     "limit too big": (lambda a: a.search(limit=MAX_SEARCH_LIMIT + 1), ValueError),
     "append a non-record": (lambda a: a.append([b"raw"]), TypeError),
+    "search by a dict": (lambda a: a.search({"msg_id": "m1"}), TypeError),
+    "count by a dict": (lambda a: a.count({"msg_id": "m1"}), TypeError),
 }
 
 
@@ -220,6 +224,76 @@ def test_records_are_checked_on_construction(kwargs: dict[str, Any]) -> None:
     fields: dict[str, Any] = {"data": b"x", "at_ms": 1, "event": "accepted", **kwargs}
     with pytest.raises((TypeError, ValueError)):
         AuditRecord(**fields)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"msg_id": 5},
+        {"agency": b"THA/A"},
+        {"since_ms": "2025-01-01"},
+        {"until_ms": 1.5},
+        {"before_index": True},
+        {"before_index": -1},
+    ],
+)
+def test_queries_are_checked_on_construction(kwargs: dict[str, Any]) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        AuditQuery(**kwargs)
+
+
+def test_a_query_is_a_value() -> None:
+    q = AuditQuery(agency="THA/DSI", before_index=10)
+    assert q == AuditQuery(before_index=10, agency="THA/DSI")
+    assert hash(q) == hash(AuditQuery(agency="THA/DSI", before_index=10))
+    assert dataclasses.replace(q, before_index=3).before_index == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        q.agency = "MYS/RMP"  # type: ignore[misc]
+
+
+# --- one query per proof -------------------------------------------------------------
+
+
+def _node_reads(log: AuditLog, call: Callable[[], object]) -> list[str]:
+    statements: list[str] = []
+    log._db.set_trace_callback(statements.append)
+    try:
+        call()
+    finally:
+        log._db.set_trace_callback(None)
+    return [s for s in statements if "FROM nodes" in s]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: a.root(),
+        lambda a: a.root(37),
+        lambda a: a.inclusion_proof(13, MAX_SIZE),
+        lambda a: a.inclusion_proof(0, 64),
+        lambda a: a.consistency_proof(5, MAX_SIZE),
+        lambda a: a.consistency_proof(64, 69),
+    ],
+)
+def test_a_root_or_proof_reads_its_hashes_in_one_query(full: AuditLog, call: Any) -> None:
+    assert len(_node_reads(full, lambda: call(full))) == 1
+
+
+def test_proofs_that_need_no_hash_read_none(full: AuditLog) -> None:
+    assert _node_reads(full, lambda: full.consistency_proof(0, MAX_SIZE)) == []
+    assert _node_reads(full, lambda: full.consistency_proof(MAX_SIZE, MAX_SIZE)) == []
+    assert _node_reads(full, lambda: full.root(0)) == []
+
+
+def test_appends_read_the_tree_once_then_never(full: AuditLog) -> None:
+    """The right edge is read in one query on the first append, then kept in memory."""
+    reopened = AuditLog(Path(full._db.execute("PRAGMA database_list").fetchone()[2]))
+    try:
+        assert len(_node_reads(reopened, lambda: reopened.append([rec(b"a"), rec(b"b")]))) == 1
+        assert _node_reads(reopened, lambda: reopened.append([rec(b"c")])) == []
+        assert reopened.root() == merkle.root([*ENTRIES, b"a", b"b", b"c"])
+    finally:
+        reopened.close()
 
 
 # --- durability ---------------------------------------------------------------------
@@ -260,11 +334,11 @@ def test_a_failed_batch_leaves_nothing_behind(log: AuditLog) -> None:
     assert log.root() == root
     assert log._db.execute("SELECT level, idx FROM nodes").fetchall() == [(0, 0), (0, 2)]
     assert log._db.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
-    assert log.count(agency="THA/A") == 1
+    assert log.count(AuditQuery(agency="THA/A")) == 1
     log._db.execute("DELETE FROM nodes WHERE idx = 2")
     assert log.append(batch) == [1, 2]  # the rolled-back batch left no trace in memory either
     assert log.root() == merkle.root([b"a", b"b", b"c"])
-    assert [e.index for e in log.search(agency="THA/A")] == [2, 1, 0]
+    assert [e.index for e in log.search(AuditQuery(agency="THA/A"))] == [2, 1, 0]
     log.verify_storage()
 
 
@@ -322,7 +396,7 @@ def test_a_writer_killed_mid_append_leaves_a_consistent_log(tmp_path: Path) -> N
             leaves = [e.data for e in audit.entries(0, size)]
             assert leaves == [b"leaf %d" % i for i in range(size)]
             assert audit.root() == merkle.root(leaves)
-            assert audit.search(msg_id=f"m{size - 1}")[0].index == size - 1
+            assert audit.search(AuditQuery(msg_id=f"m{size - 1}"))[0].index == size - 1
         finally:
             audit.close()
 
@@ -462,6 +536,30 @@ def test_proofs_from_altered_storage_do_not_verify(full: AuditLog) -> None:
         merkle.verify_inclusion(full.leaf(0), 0, MAX_SIZE, proof, root)
 
 
+def test_verify_storage_goes_on_past_its_first_chunk_of_leaves(log: AuditLog) -> None:
+    n = 9000  # over two chunks of 4096 leaves, checkpoints on both sides of the first boundary
+    log.append([rec(b"%d" % i) for i in range(n)])
+    for size in (4095, 4096, 4097, 8192, n):
+        log.save_checkpoint(size, log.root(size), b"note", 1)
+    log.verify_storage()
+    with raw(log) as db:
+        _tamper_hash(0, 8300)(db)
+        db.execute("DELETE FROM entries WHERE idx = 8500")
+    with pytest.raises(MerkleProofError, match=r"leaf 8300 does not match"):
+        log.verify_storage()
+    with raw(log) as db:
+        db.execute("UPDATE nodes SET hash = ? WHERE level = 0 AND idx = 8300", (HASH_8300,))
+    with pytest.raises(MerkleProofError, match=r"leaf 8500 is missing"):
+        log.verify_storage()
+    with raw(log) as db:
+        db.execute("UPDATE checkpoints SET root = zeroblob(32) WHERE size = 4097")
+    with pytest.raises(MerkleProofError, match=r"checkpoint root at size 4097"):
+        log.verify_storage()
+
+
+HASH_8300 = merkle.leaf_hash(b"8300")
+
+
 def test_a_missing_node_is_a_local_error_not_a_wrong_answer(full: AuditLog) -> None:
     with raw(full) as db:
         db.execute("DELETE FROM nodes WHERE level = 6 AND idx = 0")
@@ -576,7 +674,7 @@ def searchable(
     audit = AuditLog(tmp_path_factory.mktemp("search") / "audit.db")
     for k in range(0, N_SEARCH, 37):
         audit.append(records[k : k + 37])
-    assert (audit._unordered_from() is None) == request.param
+    assert (audit._index._unordered_from() is None) == request.param
     yield audit, records
     audit.close()
 
@@ -611,15 +709,15 @@ def test_search_pages_through_exactly_the_matches(
 ) -> None:
     audit, records = searchable
     want = [i for i in reversed(range(N_SEARCH)) if matches(i, records[i], f)]
-    assert audit.count(**f) == len(want)
+    assert audit.count(AuditQuery(**f)) == len(want)
     got: list[int] = []
-    page = audit.search(**f, limit=7)
+    page = audit.search(AuditQuery(**f), limit=7)
     while page:
         got += [e.index for e in page]
         before = page[-1].index
         if "before_index" in f:
             before = min(before, f["before_index"])
-        page = audit.search(**{**f, "before_index": before}, limit=7)
+        page = audit.search(AuditQuery(**{**f, "before_index": before}), limit=7)
     assert got == want
 
 
@@ -645,9 +743,9 @@ def test_search_agrees_with_brute_force(
     f = {name: data.draw(pools[name]) for name in names}
     limit = data.draw(st.integers(1, 40))
     want = [i for i in reversed(range(N_SEARCH)) if matches(i, records[i], f)]
-    got = audit.search(**f, limit=limit)
+    got = audit.search(AuditQuery(**f), limit=limit)
     assert [e.index for e in got] == want[:limit]
-    assert audit.count(**f) == len(want)
+    assert audit.count(AuditQuery(**f)) == len(want)
 
 
 def test_stored_entries_keep_every_field(searchable: tuple[AuditLog, list[AuditRecord]]) -> None:
@@ -674,12 +772,6 @@ def plan(audit: AuditLog, sql: str, args: Sequence[object]) -> str:
     return "\n".join(r[3] for r in rows)
 
 
-def _filters(**f: Any) -> Any:
-    from broker.audit import _Filters
-
-    return _Filters(**f)
-
-
 @pytest.mark.parametrize(
     ("f", "index"),
     [
@@ -694,7 +786,8 @@ def test_entry_queries_walk_an_index_newest_first(
 ) -> None:
     """No full scans and no sorts: a page costs its rows, not the size of the log."""
     audit, _ = searchable
-    sql, args = audit._column_query(_filters(**f), "e.idx", audit._unordered_from() is not None)
+    unordered = audit._index._unordered_from() is not None
+    sql, args = audit._search._column_query(AuditQuery(**f), "e.idx", unordered)
     text = plan(audit, sql + " ORDER BY e.idx DESC LIMIT ?", [*args, 0, 10, 5])
     assert index in text, text
     assert not re.search(r"\bSCAN\b", text), text
@@ -702,7 +795,7 @@ def test_entry_queries_walk_an_index_newest_first(
 
 
 def test_postings_cases_and_rows_by_index_are_key_lookups(log: AuditLog) -> None:
-    from broker.audit import _CASE_PROBE, _POSTINGS_PROBE, _ROWS_BY_INDEX
+    from broker.audit.search import _CASE_PROBE, _POSTINGS_PROBE, _ROWS_BY_INDEX
 
     text = plan(log, _POSTINGS_PROBE, ["[3, 2, 1]", '["country=THA", "type=alert"]'])
     assert "SEARCH postings USING PRIMARY KEY (block=? AND tag=?)" in text, text
@@ -720,9 +813,7 @@ def test_postings_cases_and_rows_by_index_are_key_lookups(log: AuditLog) -> None
 
 def test_tag_searches_read_postings_and_the_rows_they_return(log: AuditLog) -> None:
     """A combination that never occurs costs the postings of its tags, not a scan."""
-    from broker.audit import _BLOCK_BITS
-
-    n = 8 << _BLOCK_BITS  # eight blocks of postings
+    n = 8 << BLOCK_BITS  # eight blocks of postings
     senders, types = ("THA/DSI", "MYS/RMP"), ("alert", "request")
     log.append([rec(b"%d" % i, i, sender=senders[i % 2], type=types[i % 2]) for i in range(n)])
     statements: list[str] = []
@@ -734,29 +825,27 @@ def test_tag_searches_read_postings_and_the_rows_they_return(log: AuditLog) -> N
 
     log._db.set_trace_callback(statements.append)
     log._db.set_progress_handler(step, 1)
-    assert log.search(country="THA", type="request") == []
-    assert log.count(country="THA", type="request") == 0
+    assert log.search(AuditQuery(country="THA", type="request")) == []
+    assert log.count(AuditQuery(country="THA", type="request")) == 0
     assert not [s for s in statements if "FROM entries" in s]
     assert steps[0] < n, steps  # a scan would run several instructions per entry
     statements.clear()
-    page = log.search(country="THA", type="alert", event="accepted", limit=10)
+    page = log.search(AuditQuery(country="THA", type="alert", event="accepted"), limit=10)
     assert [e.index for e in page] == list(range(n - 2, n - 22, -2))
     assert len([s for s in statements if "FROM entries" in s]) == 1
-    assert log.count(agency="MYS/RMP", before_index=n - 1) == n // 2 - 1
+    assert log.count(AuditQuery(agency="MYS/RMP", before_index=n - 1)) == n // 2 - 1
     log._db.set_progress_handler(None, 1)
     log._db.set_trace_callback(None)
 
 
 def test_a_batch_over_several_blocks_writes_the_postings_of_each(log: AuditLog) -> None:
-    from broker.audit import _BLOCK_BITS
-
-    second = 1 << _BLOCK_BITS  # the first leaf of block 1: the same bit as leaf 0 in block 0
+    second = 1 << BLOCK_BITS  # the first leaf of block 1: the same bit as leaf 0 in block 0
     log.append([rec(b"0", sender="THA/A"), *(rec(b"%d" % i) for i in range(1, 10))])
     log.append(
         [rec(b"%d" % i, sender="THA/A" if i == second else None) for i in range(10, 2 * second)]
     )
-    assert [e.index for e in log.search(agency="THA/A")] == [second, 0]
-    assert log.count(country="THA") == 2
+    assert [e.index for e in log.search(AuditQuery(agency="THA/A"))] == [second, 0]
+    assert log.count(AuditQuery(country="THA")) == 2
 
 
 def test_searches_over_several_spans_of_cases_and_blocks_of_postings(tmp_path: Path) -> None:
@@ -793,24 +882,22 @@ def test_searches_over_several_spans_of_cases_and_blocks_of_postings(tmp_path: P
             {"type": "alert", "since_ms": 200_000, "until_ms": 300_000},
         ]:
             want = [i for i in reversed(range(n)) if matches(i, records[i], f)]
-            assert audit.count(**f) == len(want), f
+            assert audit.count(AuditQuery(**f)) == len(want), f
             got: list[int] = []
-            page = audit.search(**f, limit=500)
+            page = audit.search(AuditQuery(**f), limit=500)
             while page:
                 got += [e.index for e in page]
                 before = min(page[-1].index, f.get("before_index", n))
-                page = audit.search(**{**f, "before_index": before}, limit=500)
+                page = audit.search(AuditQuery(**{**f, "before_index": before}), limit=500)
             assert got == want, f
     finally:
         audit.close()
 
 
 def test_nodes_are_stored_in_the_order_appends_complete_them(full: AuditLog) -> None:
-    from broker.audit import _position
-
     rows = full._db.execute("SELECT pos, level, idx FROM nodes ORDER BY pos").fetchall()
-    assert [pos for pos, _, _ in rows] == list(range(2 * MAX_SIZE - MAX_SIZE.bit_count()))
-    assert all(_position(level, idx) == pos for pos, level, idx in rows)
+    assert [pos for pos, _, _ in rows] == list(range(tlog.stored_hash_count(MAX_SIZE)))
+    assert all(tlog.stored_hash_index(level, idx) == pos for pos, level, idx in rows)
 
 
 def test_a_log_of_an_older_schema_is_refused_by_name(tmp_path: Path) -> None:
@@ -823,10 +910,10 @@ def test_a_log_of_an_older_schema_is_refused_by_name(tmp_path: Path) -> None:
 
 def test_time_windows_are_half_open(log: AuditLog) -> None:
     log.append([rec(b"%d" % t, at_ms=t) for t in (100, 200, 200, 300)])
-    assert [e.index for e in log.search(since_ms=200, until_ms=300)] == [2, 1]
-    assert [e.index for e in log.search(since_ms=201)] == [3]
-    assert [e.index for e in log.search(until_ms=200)] == [0]
-    assert log.count(since_ms=100, until_ms=301) == 4
+    assert [e.index for e in log.search(AuditQuery(since_ms=200, until_ms=300))] == [2, 1]
+    assert [e.index for e in log.search(AuditQuery(since_ms=201))] == [3]
+    assert [e.index for e in log.search(AuditQuery(until_ms=200))] == [0]
+    assert log.count(AuditQuery(since_ms=100, until_ms=301)) == 4
     log.append([rec(b"late", at_ms=150)])  # a clock stepping back switches to row filters
-    assert log._unordered_from() == 4
-    assert [e.index for e in log.search(since_ms=120, until_ms=250)] == [4, 2, 1]
+    assert log._index._unordered_from() == 4
+    assert [e.index for e in log.search(AuditQuery(since_ms=120, until_ms=250))] == [4, 2, 1]

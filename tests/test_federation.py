@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from agency_client.sdk import AgencyClient, Incoming, Refused
+from broker.audit import AuditQuery
 from protocols import subjects
 from protocols.envelope import decode_envelope, seal_envelope
 from protocols.examples import example_bodies
@@ -91,7 +92,9 @@ async def test_alert_reaches_two_countries_and_nobody_else_sees_plaintext(fed: F
             await nc.close()
     # both hubs logged the exchange
     for country in ("THA", "MYS", "MMR"):
-        entries = fed.hubs[country].hub.audit_log.search(msg_id=format_message_id(msg_id))
+        entries = fed.hubs[country].hub.audit_log.search(
+            AuditQuery(msg_id=format_message_id(msg_id))
+        )
         assert any(e.event == "accepted" for e in entries), country
 
 
@@ -197,7 +200,10 @@ async def test_bad_envelopes_get_signed_rejection_receipts(fed: Federation) -> N
     got = await collect(target, 1)
     assert [m.header.id for m in got] == [original_id]
     await assert_nothing_arrives(target)
-    codes = {e.code for e in fed.hubs["THA"].hub.audit_log.search(event="rejected", limit=100)}
+    codes = {
+        e.code
+        for e in fed.hubs["THA"].hub.audit_log.search(AuditQuery(event="rejected"), limit=100)
+    }
     assert {"ixb.E_EXPIRED", "ixb.E_REPLAY", "ixb.E_UNAUTHORISED"} <= codes
 
 
@@ -252,7 +258,7 @@ async def test_message_sent_while_the_link_is_down_arrives_once_it_is_back(
     elapsed = asyncio.get_running_loop().time() - started
     await sender.wait_receipt(msg_id, ReceiptStatus.DELIVERED, timeout=30)
     await assert_nothing_arrives(receiver, 2.0)  # exactly once
-    mys = fed.hubs["MYS"].hub.audit_log.search(msg_id=format_message_id(msg_id))
+    mys = fed.hubs["MYS"].hub.audit_log.search(AuditQuery(msg_id=format_message_id(msg_id)))
     assert [e.event for e in mys].count("delivered") == 1
     print(f"backlog arrived {elapsed:.1f} s after MYS came back")
 
@@ -278,9 +284,9 @@ async def test_revoked_sender_is_refused(fed: Federation) -> None:
     assert entry.revoked is not None and entry.revoked.reason == "key compromised"
     # the config change is in THA's audit log
     tha_log = fed.hubs["THA"].hub.audit_log
-    assert tha_log.search(event="policy_changed", limit=5)
-    assert len(tha_log.search(event="hub_started", limit=5)) == 2
-    assert tha_log.search(event="hub_stopped", limit=5)
+    assert tha_log.search(AuditQuery(event="policy_changed"), limit=5)
+    assert len(tha_log.search(AuditQuery(event="hub_started"), limit=5)) == 2
+    assert tha_log.search(AuditQuery(event="hub_stopped"), limit=5)
 
 
 async def test_health_and_metrics_endpoints(fed: Federation) -> None:
