@@ -50,13 +50,8 @@ from broker.config import HubConfig
 from broker.metrics import Metrics
 from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.store import HubStore
-from broker.web import (
-    LiaisonContext,
-    ReconcileReport,
-    UserRecord,
-    WitnessRow,
-    setup_liaison,
-)
+from broker.web import setup_liaison
+from broker.web.view import LiaisonContext, LiaisonView, ReconcileReport, UserRecord, WitnessRow
 from protocols import subjects
 from protocols.audit import AuditEntry, AuditEvent, encode_publication
 from protocols.checkpoint import log_origin, parse_checkpoint, parse_signed_note, witness_name
@@ -869,7 +864,7 @@ class Hub:
 
     # --- HTTP -----------------------------------------------------------------------
 
-    def liaison_context(self) -> LiaisonContext:
+    def liaison_context(self) -> LiaisonView:
         """What the liaison pages read: this hub's log, witness state, deadlines, peers."""
 
         async def reconcile(peer: str) -> ReconcileReport:
