@@ -6,7 +6,7 @@ Out: :func:`setup_liaison` adds ``/login``, ``/logout`` and the ``/audit…``
 pages. Guaranteed: every page needs a live session; every page shown is
 recorded as an ``audit_read`` entry first; every value is escaped by the
 templates and the CSP forbids scripts outright. Why it is built this way:
-docs/design-decisions.md, "Liaison pages".
+docs/design-decisions.md, "Liaison pages and metrics".
 
 Modules, one trust boundary each: :mod:`~broker.web.view` (what the hub
 supplies), :mod:`~broker.web.auth` (passwords, sessions, CSRF, throttling; no

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import hashlib
 import hmac
 import secrets
@@ -75,14 +76,10 @@ def check_password(password_hash: str, password: str) -> bool:
         return False
 
 
-_DUMMY_HASH: list[str] = []
-
-
+@functools.cache
 def dummy_hash() -> str:
     """Checked for unknown names, so that "no such user" takes as long as a wrong password."""
-    if not _DUMMY_HASH:
-        _DUMMY_HASH.append(hash_password(secrets.token_urlsafe(16)))
-    return _DUMMY_HASH[0]
+    return hash_password(secrets.token_urlsafe(16))
 
 
 # --- sessions -------------------------------------------------------------------------
@@ -239,9 +236,9 @@ class Throttle:
             window = now_ms - self.limits.failure_window_ms
             for k in [k for k, q in self.failures.items() if not q or q[-1] <= window]:
                 del self.failures[k]
-            kept = set(keys)
-            while len(self.failures) + new > self.limits.max_throttle_keys:
-                oldest = next(k for k in self.failures if k not in kept)
+            for oldest in [k for k in self.failures if k not in keys]:  # oldest first
+                if len(self.failures) + new <= self.limits.max_throttle_keys:
+                    break
                 del self.failures[oldest]
         for key in keys:
             q = self.failures.setdefault(key, deque())

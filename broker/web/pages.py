@@ -59,9 +59,8 @@ def log_rows(entries: Sequence[StoredEntry]) -> list[LogRow]:
     for e in entries:
         d = decoded(e)
         handling = d.handling.value if d is not None and d.handling is not None else ""
-        rows.append(
-            LogRow(e, handling, d.detail if d is not None else None, d.actor if d else None)
-        )
+        detail, actor = (d.detail, d.actor) if d is not None else (None, None)
+        rows.append(LogRow(e, handling, detail, actor))
     return rows
 
 
