@@ -9,7 +9,7 @@ to MYS/RMP-ATIPSOM, three cuts, each on fresh envelopes:
 - ``pipeline``: ``Pipeline.from_local`` (decode, verify the sender, policy,
   replay record, countersign), a fetched batch of 64 per store transaction
   as the hub decides them;
-- ``worker``: ``Hub._handle_local`` on fetched batches of 64 (a hub under
+- ``worker``: ``Settler.local`` on fetched batches of 64 (a hub under
   load): the pipeline, the routing plan, the hub-signed receipts to the
   sender (one per statement for the batch, sealed and audited), one durable
   audit commit and one durable store commit per batch, the acks, metrics and
@@ -45,9 +45,10 @@ from broker.cli import load_hub_parts
 from broker.config import load_config
 from broker.hub import Hub
 from broker.pipeline import Accepted
+from broker.plan import Publish
 from protocols import subjects
 from protocols.envelope import seal_envelope
-from protocols.identifiers import Principal, hub_of, parse_agency
+from protocols.identifiers import hub_of, parse_agency
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
 
@@ -65,10 +66,7 @@ RECIPIENT = "MYS/RMP-ATIPSOM"
 class OfflineHub(Hub):
     """A hub whose NATS publishes succeed without a server (everything else is the real code)."""
 
-    async def _publish_inbox(self, agency: Principal, data: bytes, dedup: str) -> None:
-        return None
-
-    async def _publish_out(self, peer: str, data: bytes, dedup: str) -> None:
+    async def _publish(self, p: Publish) -> None:
         return None
 
 
@@ -127,7 +125,7 @@ class Setup:
 
     async def start(self) -> None:
         for hub in self.hubs.values():
-            await hub._publish_own_directory()
+            await hub.publish_own_directory()
         tha, mys = self.hubs["THA"], self.hubs["MYS"]
         tha.keys.update("MYS", mys.store.directories()["MYS"])
         mys.keys.update("THA", tha.store.directories()["THA"])
@@ -184,7 +182,7 @@ def _steps(hub: OfflineHub) -> dict[str, Callable[[list[bytes]], object]]:
                     raise RuntimeError(f"bench envelope rejected: {outcome.error}")  # noqa: TRY004
 
     async def worker(batch: list[bytes]) -> None:
-        await hub._handle_local([offline_msg(d, subject, next(seq)) for d in batch])
+        await hub.settler.local([offline_msg(d, subject, next(seq)) for d in batch])
 
     return {"pipeline": decide, "worker": worker}
 

@@ -30,11 +30,11 @@ from protocols.audit import (
     AuditEvent,
     CheckpointPublication,
     SharedEntry,
-    audit_text,
     decode_entry,
     decode_publication,
     encode_entry,
     encode_publication,
+    make_entry,
 )
 from protocols.checkpoint import (
     Checkpoint,
@@ -89,6 +89,40 @@ class Reconciliation:
         return not (self.only_here or self.only_there or self.different)
 
 
+@dataclass(frozen=True, slots=True)
+class Witnessed:
+    """A peer checkpoint we verified: our cosignature, and what to keep of it."""
+
+    origin: str
+    size: int
+    cosigned: bytes
+    peer_entries: tuple[PeerEntry, ...] = ()
+    checkpoint: tuple[bytes, bytes, int] | None = None
+    """(root, note, at_ms) to save as witnessed; None when it was witnessed before."""
+    entries: tuple[AuditEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """A peer log that does not extend the checkpoint we last saw: evidence and an audit entry."""
+
+    origin: str
+    detail: str
+    evidence: bytes
+    at_ms: int
+    entry: AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Cosigned:
+    """A peer's verified cosignature of our checkpoint at ``size``."""
+
+    peer: str
+    size: int
+    note: bytes
+    at_ms: int
+
+
 @dataclass
 class HubAudit:
     identity: Identity
@@ -97,7 +131,6 @@ class HubAudit:
     trust: TrustAnchors
     peers: Sequence[str]
     clock: Callable[[], int]
-    on_alarm: Callable[[str, str], None] = lambda origin, detail: None
     _published: dict[str, int] = field(default_factory=dict)
     _shared_upto: dict[str, int] = field(default_factory=dict)
     _cosign_recorded: dict[str, int] = field(default_factory=dict)
@@ -125,25 +158,19 @@ class HubAudit:
         actor: str | None = None,
         recipients: Iterable[str] | None = None,
     ) -> AuditEntry:
-        """An entry for ``event``, with the metadata of ``header``/``envelope`` when known."""
-        h = envelope.header if envelope is not None else header
-        return AuditEntry(
-            v=1,
-            hub=self.hub_id,
-            at=self.clock(),
-            event=event,
-            msg_id=h.id if h is not None else msg_id,
-            type=h.type if h is not None else None,
-            sender=h.sender if h is not None else None,
-            recipients=tuple(recipients if recipients is not None else (h.recipients if h else ())),
-            handling=h.handling if h is not None else None,
-            case_ref=audit_text(h.case_ref) if h is not None else None,
-            payload_hash=envelope.payload_hash if envelope is not None else None,
-            size=envelope.size if envelope is not None else None,
+        """An entry for ``event`` at this hub's clock (batch decisions use :func:`make_entry`)."""
+        return make_entry(
+            self.hub_id,
+            self.clock(),
+            event,
+            header=header,
+            envelope=envelope,
+            msg_id=msg_id,
             code=code,
-            detail=audit_text(detail),
+            detail=detail,
             peer=peer,
-            actor=audit_text(actor),
+            actor=actor,
+            recipients=recipients,
         )
 
     def record(self, entries: Sequence[AuditEntry]) -> list[int]:
@@ -212,38 +239,42 @@ class HubAudit:
         sizes = [size for who, size, _note, _at in self.log.cosignatures() if who == name]
         return max(sizes, default=0)
 
-    def accept_cosignature(self, peer: str, note: bytes) -> int:
-        """A peer's cosigned copy of our checkpoint: verify and keep it; returns its size."""
+    def accept_cosignature(self, peer: str, note: bytes, now: int) -> Cosigned:
+        """A peer's cosigned copy of our checkpoint, verified; :meth:`apply` keeps it."""
         cp = verify_checkpoint(note, self.identity.signing.public, log_origin(self.country))
         verify_cosignature(note, self.trust.hub_key(peer), witness_name(peer))
-        self.log.save_cosigned(cp.size, witness_name(peer), note, self.clock())
-        return cp.size
+        return Cosigned(peer, cp.size, note, now)
 
     # --- witnessing -----------------------------------------------------------------
 
-    def witness(self, origin: str, data: bytes) -> tuple[int, bytes]:
-        """Check ``origin``'s publication; (size, our cosigned note), or ForkError on a rewrite."""
+    def witness(self, origin: str, data: bytes, now: int) -> Witnessed | Alarm:
+        """Check ``origin``'s publication against what we witnessed before; decide, write nothing.
+
+        :class:`Witnessed` carries our cosignature and what to keep; a log
+        that does not extend the last checkpoint we saw gives an
+        :class:`Alarm` (a publication that is merely malformed or forged
+        raises its ``ixb.E_…`` error). :meth:`apply` makes either durable.
+        """
         publication = decode_publication(data)
         new = verify_checkpoint(publication.note, self.trust.hub_key(origin), log_origin(origin))
         last = self.log.last_witnessed(log_origin(origin))
         old: Checkpoint | None = None
+        secs = now // 1000
         if last is not None:
             old = parse_checkpoint(parse_signed_note(last[2])[0])
             if publication.old_size != old.size:
                 if new.size == old.size and new.root == old.root:
-                    note = cosign(last[2], self.identity, witness_name(self.country), self._secs())
-                    return new.size, note
+                    note = cosign(last[2], self.identity, witness_name(self.country), secs)
+                    return Witnessed(origin, new.size, note)
                 detail = (
                     f"{origin} proved consistency from size {publication.old_size}, "
                     f"but we last saw size {old.size}: its log was rewritten or reset"
                 )
-                self._alarm(origin, detail, publication.note)
-                raise ForkError(detail)
+                return self._alarm(origin, detail, publication.note, now)
         try:
             check_consistency(old, new, publication.consistency)
         except ForkError as exc:
-            self._alarm(origin, exc.detail, publication.note)
-            raise
+            return self._alarm(origin, exc.detail, publication.note, now)
         received: list[PeerEntry] = []
         for shared in publication.shared:
             verify_inclusion(shared.entry, shared.index, new.size, shared.proof, new.root)
@@ -258,38 +289,62 @@ class HubAudit:
                     shared.entry,
                 )
             )
-        self.store.save_peer_entries(origin, received)  # all proven, then one commit
-        now = self.clock()
-        self.log.save_witnessed(log_origin(origin), new.size, new.root, publication.note, now)
-        cosigned = cosign(publication.note, self.identity, witness_name(self.country), self._secs())
+        cosigned = cosign(publication.note, self.identity, witness_name(self.country), secs)
+        entries: tuple[AuditEntry, ...] = ()
         recorded = self._cosign_recorded.get(origin)
         if recorded is None or now - recorded >= COSIGN_RECORD_PERIOD_MS:
             # Not every cosigning: each entry grows our log, our next checkpoint, the
             # peer's cosigning of it, its log … two idle hubs would log each other forever.
             # Every checkpoint we cosigned stays in the witness table as evidence.
             self._cosign_recorded[origin] = now
-            self.record(
-                [
-                    self.entry(
-                        AuditEvent.CHECKPOINT_COSIGNED,
-                        peer=origin,
-                        detail=f"{log_origin(origin)} size {new.size}",
-                    )
-                ]
+            entries = (
+                make_entry(
+                    self.hub_id,
+                    now,
+                    AuditEvent.CHECKPOINT_COSIGNED,
+                    peer=origin,
+                    detail=f"{log_origin(origin)} size {new.size}",
+                ),
             )
-        return new.size, cosigned
-
-    def _alarm(self, origin: str, detail: str, evidence: bytes) -> None:
-        now = self.clock()
-        self.log.save_alarm(log_origin(origin), now, detail, evidence)
-        self.record(
-            [self.entry(AuditEvent.WITNESS_ALARM, peer=origin, code=ForkError.code, detail=detail)]
+        return Witnessed(
+            origin,
+            new.size,
+            cosigned,
+            peer_entries=tuple(received),
+            checkpoint=(new.root, publication.note, now),
+            entries=entries,
         )
-        log.error("witness_alarm", origin=origin, detail=detail)
-        self.on_alarm(origin, detail)
 
-    def _secs(self) -> int:
-        return self.clock() // 1000
+    def _alarm(self, origin: str, detail: str, evidence: bytes, now: int) -> Alarm:
+        entry = make_entry(
+            self.hub_id,
+            now,
+            AuditEvent.WITNESS_ALARM,
+            peer=origin,
+            code=ForkError.code,
+            detail=detail,
+        )
+        return Alarm(origin, detail, evidence, now, entry)
+
+    def apply(self, decision: Witnessed | Alarm | Cosigned) -> None:
+        """Make a witnessing decision durable (blocking: call it off the event loop)."""
+        if isinstance(decision, Cosigned):
+            self.log.save_cosigned(
+                decision.size, witness_name(decision.peer), decision.note, decision.at_ms
+            )
+        elif isinstance(decision, Alarm):
+            self.log.save_alarm(
+                log_origin(decision.origin), decision.at_ms, decision.detail, decision.evidence
+            )
+            self.record([decision.entry])
+        else:
+            if decision.peer_entries:
+                self.store.save_peer_entries(decision.origin, decision.peer_entries)
+            if decision.checkpoint is not None:
+                root, note, at = decision.checkpoint
+                self.log.save_witnessed(log_origin(decision.origin), decision.size, root, note, at)
+            if decision.entries:
+                self.record(decision.entries)
 
     # --- reconciliation ---------------------------------------------------------------
 

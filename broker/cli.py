@@ -14,6 +14,7 @@ import structlog
 
 from broker.config import HubConfig, load_config
 from broker.hub import Hub, install_signal_handlers
+from broker.service import HubService
 from broker.web import hash_password
 from protocols.directory import TrustAnchors, parse_federation
 from protocols.errors import ConfigError, IoError, IxbError
@@ -100,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         hub = Hub(config, identity, trust, agencies)
         install_signal_handlers(hub)
-        await hub.run()
+        await HubService(hub).run()
 
     asyncio.run(main())
     return 0

@@ -20,13 +20,12 @@ Nothing here touches the network, so every branch is tested directly.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 from broker.config import HubConfig
-from broker.store import HubStore
-from protocols.directory import DirectoryKeys, check_may_send
+from broker.ratelimit import RateLimiter
+from protocols.directory import HUB_MAY_SEND, DirectoryKeys, check_may_send
 from protocols.envelope import (
     Envelope,
     Header,
@@ -38,18 +37,15 @@ from protocols.envelope import (
 from protocols.errors import (
     HandlingError,
     IxbError,
-    RateLimitedError,
     ReplayError,
     SignatureError,
     UnauthorisedError,
     UnknownRecipientError,
 )
-from protocols.handling import check_forward
+from protocols.handling import HandlingCode, check_forward
 from protocols.identifiers import Principal, format_message_id, hub_of
 from protocols.keys import Identity
 from protocols.limits import Limits
-
-HUB_MAY_SEND = frozenset({"receipt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,36 +71,25 @@ class Rejected:
 Outcome = Accepted | Rejected
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
+@dataclass(frozen=True, slots=True)
+class KnownMessage:
+    """What the hub remembers of a message it accepted: for replays, redeliveries and forwards."""
+
+    digest: bytes
+    sender: str
+    recipients: tuple[str, ...]
+    handling: HandlingCode
+    restriction: str | None
+    routed: bool
 
 
-@dataclass
-class RateLimiter:
-    """Token bucket per sender: ``per_minute`` sustained, ``burst`` at once.
+class SeenMessages(Protocol):
+    """The messages this hub has accepted (the hub's store implements it durably)."""
 
-    ``overrides`` gives some senders their own (per minute, burst).
-    """
+    def known(self, message_id: bytes) -> KnownMessage | None: ...
 
-    per_minute: int
-    burst: int
-    clock: Callable[[], float] = time.monotonic
-    overrides: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
-
-    def take(self, who: str) -> None:
-        per_minute, burst = self.overrides.get(who, (self.per_minute, self.burst))
-        now = self.clock()
-        bucket = self._buckets.setdefault(who, _Bucket(float(burst), now))
-        bucket.tokens = min(
-            float(burst), bucket.tokens + (now - bucket.updated) * per_minute / 60.0
-        )
-        bucket.updated = now
-        if bucket.tokens < 1.0:
-            raise RateLimitedError(f"{who} is over {per_minute} messages a minute")
-        bucket.tokens -= 1.0
+    def remember(self, header: Header, digest: bytes) -> None:
+        """Record an accepted message, not yet routed; part of the caller's transaction."""
 
 
 class Pipeline:
@@ -113,14 +98,14 @@ class Pipeline:
         config: HubConfig,
         identity: Identity,
         keys: DirectoryKeys,
-        store: HubStore,
+        seen: SeenMessages,
         limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
         self.country = config.country
         self.identity = identity
         self.keys = keys
-        self.store = store
+        self.seen = seen
         self.limits: Limits = config.wire_limits()
         self.limiter = limiter or RateLimiter(
             config.policy.max_per_minute, config.policy.burst, overrides=config.rate_limits()
@@ -167,7 +152,7 @@ class Pipeline:
             hubs = verify_hops(env, self.keys)
             if peer is not None and hub_of(peer) not in (*hubs, header.sender_principal):
                 raise SignatureError(f"not countersigned by {peer}'s hub")
-            known = self.store.known(header.id)
+            known = self.seen.known(header.id)
             if known is not None:
                 if known.digest != env.digest:
                     raise ReplayError(
@@ -182,7 +167,7 @@ class Pipeline:
                     raise ReplayError(f"message {header.message_id} was already received")
             self._check_policy(env, sender, peer=peer)
             if known is None and publisher is not None:
-                self.limiter.take(str(sender))
+                self.limiter.take(str(sender), now_ms)
             if peer is not None:
                 # countries hand each other whole envelopes; deliver only our own recipients
                 local = tuple(p for p in header.recipient_principals if p.country == self.country)
@@ -193,7 +178,7 @@ class Pipeline:
                     sorted({p.country for p in header.recipient_principals} - {self.country})
                 )
             countersigned = add_hop(env, self.identity, now_ms)
-            self.store.remember(header, env.digest)
+            self.seen.remember(header, env.digest)
             return Accepted(countersigned, local, peers)
         except IxbError as exc:
             return Rejected(exc, header, verified)
@@ -239,7 +224,7 @@ class Pipeline:
     def _check_forward(self, header: Header, sender: str, *, peer: str | None) -> None:
         if header.forward_of is None:
             return
-        original = self.store.known(header.forward_of)
+        original = self.seen.known(header.forward_of)
         if original is None:
             if peer is not None:
                 return  # the forwarder's own hub enforced it; we never saw the original

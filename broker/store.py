@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
+from broker.pipeline import KnownMessage
 from protocols.envelope import Header
 from protocols.handling import HandlingCode, answer_deadline_ms
 from protocols.identifiers import format_message_id
@@ -74,16 +75,6 @@ CREATE TABLE IF NOT EXISTS directories (
     signed  BLOB NOT NULL
 );
 """
-
-
-@dataclass(frozen=True, slots=True)
-class KnownMessage:
-    digest: bytes
-    sender: str
-    recipients: tuple[str, ...]
-    handling: HandlingCode
-    restriction: str | None
-    routed: bool
 
 
 @dataclass(frozen=True, slots=True)

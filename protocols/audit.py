@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from typing import Annotated, Final
 
 import msgspec
 
 from protocols import wire
-from protocols.envelope import TypeName
+from protocols.envelope import Envelope, Header, TypeName
 from protocols.errors import MalformedError, SchemaError, TooLargeError, VersionError
 from protocols.handling import HandlingCode
 from protocols.identifiers import (
@@ -129,6 +130,46 @@ class AuditEntry(wire.WireStruct, frozen=True):
     def message_id(self) -> str | None:
         """The message id as text (lower-case UUID), or None."""
         return None if self.msg_id is None else format_message_id(self.msg_id)
+
+
+def make_entry(
+    hub: str,
+    at: int,
+    event: AuditEvent,
+    *,
+    header: Header | None = None,
+    envelope: Envelope | None = None,
+    msg_id: bytes | None = None,
+    code: str | None = None,
+    detail: str | None = None,
+    peer: str | None = None,
+    actor: str | None = None,
+    recipients: Iterable[str] | None = None,
+) -> AuditEntry:
+    """The entry ``hub`` records at ``at`` for ``event``, with ``header``/``envelope`` metadata.
+
+    Free text (the case reference, ``detail``, ``actor``) goes through
+    :func:`audit_text`; ``recipients`` defaults to the header's.
+    """
+    h = envelope.header if envelope is not None else header
+    return AuditEntry(
+        v=AUDIT_VERSION,
+        hub=hub,
+        at=at,
+        event=event,
+        msg_id=h.id if h is not None else msg_id,
+        type=h.type if h is not None else None,
+        sender=h.sender if h is not None else None,
+        recipients=tuple(recipients if recipients is not None else (h.recipients if h else ())),
+        handling=h.handling if h is not None else None,
+        case_ref=audit_text(h.case_ref) if h is not None else None,
+        payload_hash=envelope.payload_hash if envelope is not None else None,
+        size=envelope.size if envelope is not None else None,
+        code=code,
+        detail=audit_text(detail),
+        peer=peer,
+        actor=audit_text(actor),
+    )
 
 
 def encode_entry(entry: AuditEntry) -> bytes:

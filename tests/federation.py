@@ -22,6 +22,7 @@ from broker.cli import load_hub_parts
 from broker.config import load_config
 from broker.hub import Hub
 from broker.natsd import NatsServer, start_federation
+from broker.service import HubService
 from ixb.deployment import Deployment, create_deployment
 from protocols.directory import Role
 from protocols.identifiers import Principal, parse_agency
@@ -39,9 +40,13 @@ AGENCIES: dict[str, Sequence[Role]] = {
 
 @dataclass
 class RunningHub:
-    hub: Hub
+    service: HubService
     task: asyncio.Task[None]
     stop: asyncio.Event
+
+    @property
+    def hub(self) -> Hub:
+        return self.service.hub
 
     async def shutdown(self) -> None:
         self.stop.set()
@@ -63,9 +68,10 @@ class Federation:
         os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
         identity, trust, agencies = load_hub_parts(config)
         hub = Hub(config, identity, trust, agencies)
+        service = HubService(hub)
         stop = asyncio.Event()
-        task = asyncio.create_task(hub.run(stop))
-        self.hubs[country] = RunningHub(hub, task, stop)
+        task = asyncio.create_task(service.run(stop))
+        self.hubs[country] = RunningHub(service, task, stop)
         await self.wait_ready(country)
         return hub
 

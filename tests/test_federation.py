@@ -292,7 +292,7 @@ async def test_health_and_metrics_endpoints(fed: Federation) -> None:
     officer = await fed.client("THA/IMMIGRATION")
     bad = await officer.send(example_bodies(0)["person.query"], ["MYS/RMP-ATIPSOM"])
     await rejection_for(officer, bad)
-    url = f"http://127.0.0.1:{fed.hubs['THA'].hub.http_port}"
+    url = f"http://127.0.0.1:{fed.hubs['THA'].service.http_port}"
     wanted = (
         'ixb_rejected_total{code="ixb.E_UNAUTHORISED"} 1',
         'ixb_backlog_out{destination="MYS"} 0',

@@ -8,7 +8,8 @@ import msgspec
 import pytest
 
 from broker.config import HubConfig
-from broker.pipeline import Accepted, Pipeline, RateLimiter, Rejected, rejection_recipient
+from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
+from broker.ratelimit import RateLimiter
 from broker.store import HubStore
 from protocols.directory import (
     DirectoryKeys,
@@ -69,8 +70,13 @@ def make_pipeline(tmp_path: Path, country: str = "THA", **policy: object) -> Pip
         HubConfig,
     )
     store = HubStore(tmp_path / f"{country}.sqlite")
-    limiter = RateLimiter(config.policy.max_per_minute, config.policy.burst, clock=lambda: 0.0)
+    limiter = RateLimiter(config.policy.max_per_minute, config.policy.burst)
     return Pipeline(config, HUBS[country], make_keys(), store, limiter)
+
+
+def store_of(p: Pipeline) -> HubStore:
+    assert isinstance(p.seen, HubStore)
+    return p.seen
 
 
 def seal(sender: str, to: list[str], body: object = ALERT, **kw: object) -> bytes:
@@ -119,7 +125,7 @@ def test_redelivery_is_a_duplicate_but_a_new_copy_is_a_replay(tmp_path: Path) ->
     # not yet routed (crash before routing finished): redone, not refused
     again = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
     assert isinstance(again, Accepted) and not again.duplicate
-    p.store.mark_routed(first.envelope.header.id)
+    store_of(p).mark_routed(first.envelope.header.id)
     dup = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
     assert isinstance(dup, Accepted) and dup.duplicate
     assert code(p.from_local(data, "DSI-ATHD", NOW)) == "ixb.E_REPLAY"
@@ -251,7 +257,7 @@ def test_open_requests_track_deadlines_and_answers(tmp_path: Path) -> None:
     )
     hopped = add_hop(decode_envelope(answer), HUBS["MMR"], NOW).to_bytes()
     assert isinstance(tha.from_peer(hopped, "MMR", NOW), Accepted)
-    rows = {r.msg_id: r for r in tha.store.open_requests()}
+    rows = {r.msg_id: r for r in store_of(tha).open_requests()}
     urgent = rows[asked.envelope.header.message_id]
     assert urgent.answered and urgent.due_ms == NOW + 8 * 3600 * 1000
     normal = rows[other.envelope.header.message_id]
@@ -261,12 +267,12 @@ def test_open_requests_track_deadlines_and_answers(tmp_path: Path) -> None:
 
 def test_rate_limit_per_agency_override() -> None:
     """An automated registry gets its own bucket size; everyone else keeps the policy's."""
-    limiter = RateLimiter(1, 2, clock=lambda: 0.0, overrides={"MYS/IMMIGRATION": (60_000, 5)})
+    limiter = RateLimiter(1, 2, overrides={"MYS/IMMIGRATION": (60_000, 5)})
     for _ in range(5):
-        limiter.take("MYS/IMMIGRATION")
+        limiter.take("MYS/IMMIGRATION", NOW)
     with pytest.raises(RateLimitedError, match="60000"):
-        limiter.take("MYS/IMMIGRATION")
-    limiter.take("MYS/RMP-ATIPSOM")
-    limiter.take("MYS/RMP-ATIPSOM")
+        limiter.take("MYS/IMMIGRATION", NOW)
+    limiter.take("MYS/RMP-ATIPSOM", NOW)
+    limiter.take("MYS/RMP-ATIPSOM", NOW)
     with pytest.raises(RateLimitedError, match=" 1 messages"):
-        limiter.take("MYS/RMP-ATIPSOM")
+        limiter.take("MYS/RMP-ATIPSOM", NOW)

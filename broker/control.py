@@ -1,0 +1,237 @@
+"""The hub's control plane: directories, checkpoints and cosignatures, as decisions.
+
+Link items that are not messages carry a kind (``Ixb-Kind`` header): a peer's
+signed directory, a peer's checkpoint publication to witness, or a peer's
+cosignature of our checkpoint. :meth:`ControlPlane.decide` takes one such
+item's bytes and the batch's ``now`` and returns a :class:`ControlDecision`:
+what to publish back (a cosignature) and the durable writes, which the hub
+runs in a worker thread before it acks the item. The in-memory effect that
+later decisions depend on (a peer directory's keys) happens at once, so a
+directory counts for the messages after it in the same batch.
+
+The same holds for this hub's own directory (:meth:`own_directory`). Nothing
+here touches NATS; the hub executes the decisions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from broker.auditing import Alarm, Cosigned, HubAudit
+from broker.config import HubConfig
+from broker.metrics import Metrics
+from broker.plan import Publish
+from broker.store import HubStore
+from protocols import subjects
+from protocols.audit import AuditEvent, make_entry
+from protocols.directory import (
+    DirectoryKeys,
+    RevocationInfo,
+    build_directory,
+    entry_for,
+    sign_directory,
+)
+from protocols.errors import IxbError
+from protocols.identifiers import Principal
+from protocols.keys import Identity, PublicIdentity
+from protocols.limits import MS_PER_DAY, MS_PER_HOUR
+
+log = structlog.get_logger("ixb.hub")
+
+KIND_HEADER = "Ixb-Kind"
+KIND_DIRECTORY = "directory"
+KIND_CHECKPOINT = "checkpoint"
+KIND_COSIGNATURE = "cosignature"
+AGENCY_VALIDITY_MS = 365 * MS_PER_DAY
+
+
+@dataclass(frozen=True, slots=True)
+class ControlDecision:
+    """What one control item causes: publishes, and durable writes to run off the event loop."""
+
+    publishes: tuple[Publish, ...] = ()
+    writes: Callable[[], object] | None = None
+
+
+class ControlPlane:
+    """Directory install and publishing, checkpoint witnessing, cosignatures for one hub."""
+
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        identity: Identity,
+        keys: DirectoryKeys,
+        audit: HubAudit,
+        store: HubStore,
+        agency_keys: Mapping[Principal, PublicIdentity],
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.country = config.country
+        self.identity = identity
+        self.keys = keys
+        self.audit = audit
+        self.store = store
+        self.agency_keys = agency_keys
+        self.metrics = metrics
+
+    @property
+    def peers(self) -> list[str]:
+        return sorted(self.config.links)
+
+    # --- our own directory ------------------------------------------------------------
+
+    def own_directory(self, now: int) -> ControlDecision:
+        """Sign the next version of this country's directory, install it, send it to every peer.
+
+        Versions only go up, across restarts and long outages alike.
+        """
+        stored = self.store.directories().get(self.country)
+        if stored is not None and self.keys.version(self.country) is None:
+            with contextlib.suppress(IxbError):  # expired after a long outage: re-issued below
+                self.keys.update(self.country, stored)
+        previous = max(
+            self.keys.version(self.country) or 0, self.store.directory_version(self.country) or 0
+        )
+        roles = self.config.agency_roles()
+        revoked = self.config.revoked()
+        entries = [
+            entry_for(
+                pub,
+                roles[p],
+                valid_from=0,
+                valid_until=now + AGENCY_VALIDITY_MS,
+                revoked=self._revocation(p, revoked.get(p), now),
+            )
+            for p, pub in sorted(self.agency_keys.items())
+        ]
+        directory = build_directory(
+            self.config.hub_id,
+            version=previous + 1,
+            issued_ms=now,
+            ttl_ms=self.config.hub.directory_ttl_hours * MS_PER_HOUR,
+            entries=entries,
+        )
+        signed = sign_directory(directory, self.identity)
+        self.keys.update(self.country, signed)
+        version = directory.version
+        entry = make_entry(
+            str(self.config.hub_id), now, AuditEvent.DIRECTORY_PUBLISHED, detail=f"v{version}"
+        )
+
+        def writes() -> None:
+            self.store.save_directory(self.country, version, signed)
+            self.audit.record([entry])
+
+        publishes = tuple(
+            Publish(
+                subjects.cross_border(self.country, peer),
+                signed,
+                f"dir:{self.country}:{version}",
+                frozenset(),
+                peer=peer,
+                kind=KIND_DIRECTORY,
+            )
+            for peer in self.peers
+        )
+        log.info("directory_published", version=version, agencies=len(entries))
+        return ControlDecision(publishes, writes)
+
+    def _revocation(self, agency: Principal, reason: str | None, now: int) -> RevocationInfo | None:
+        """Revoked from the first directory that said so: a restart never moves the time."""
+        if reason is None:
+            return None
+        with contextlib.suppress(IxbError):
+            earlier = self.keys.entry(agency).revoked
+            if earlier is not None:
+                return earlier
+        return RevocationInfo(at=now, reason=reason)
+
+    def load_peer_directories(self) -> None:
+        """The peers' directories kept from before a restart (expired ones are skipped)."""
+        for country, signed in self.store.directories().items():
+            if country != self.country:
+                with contextlib.suppress(IxbError):
+                    self.keys.update(country, signed)
+
+    # --- link items ---------------------------------------------------------------------
+
+    def decide(self, peer: str, kind: str, data: bytes, now: int) -> ControlDecision:
+        """One control item from ``peer``'s link."""
+        if kind == KIND_DIRECTORY:
+            return self._install_directory(peer, data, now)
+        if kind == KIND_CHECKPOINT:
+            return self._witness(peer, data, now)
+        if kind == KIND_COSIGNATURE:
+            return self._cosignature(peer, data, now)
+        log.warning("unknown_kind", peer=peer, kind=kind[:40])
+        return ControlDecision()
+
+    def _install_directory(self, peer: str, data: bytes, now: int) -> ControlDecision:
+        hub = str(self.config.hub_id)
+        try:
+            changed = self.keys.update(peer, data)
+        except IxbError as exc:
+            entry = make_entry(
+                hub,
+                now,
+                AuditEvent.DIRECTORY_REJECTED,
+                code=exc.code,
+                detail=exc.detail,
+                peer=peer,
+            )
+            self.metrics.inc("ixb_directory_rejected_total", peer=peer, code=exc.code)
+            log.warning("directory_rejected", peer=peer, code=exc.code, detail=exc.detail)
+            return ControlDecision(writes=lambda: self.audit.record([entry]))
+        version = self.keys.version(peer)
+        if not changed or version is None:
+            return ControlDecision()
+        installed = make_entry(
+            hub, now, AuditEvent.DIRECTORY_INSTALLED, detail=f"v{version}", peer=peer
+        )
+
+        def writes() -> None:
+            self.store.save_directory(peer, version, data)
+            self.audit.record([installed])
+
+        log.info("directory_installed", peer=peer, version=version)
+        return ControlDecision(writes=writes)
+
+    def _witness(self, peer: str, data: bytes, now: int) -> ControlDecision:
+        """A peer's checkpoint: verify, check it extends what we saw, cosign (or alarm)."""
+        try:
+            decision = self.audit.witness(peer, data, now)
+        except IxbError as exc:
+            self.metrics.inc("ixb_witness_refused_total", origin=peer, code=exc.code)
+            log.warning("checkpoint_refused", origin=peer, code=exc.code, detail=exc.detail)
+            return ControlDecision()
+        if isinstance(decision, Alarm):
+            self.metrics.inc("ixb_witness_alarms_total", origin=peer)
+            self.metrics.inc(
+                "ixb_witness_refused_total", origin=peer, code=decision.entry.code or ""
+            )
+            log.error("witness_alarm", origin=peer, detail=decision.detail)
+            return ControlDecision(writes=lambda: self.audit.apply(decision))
+        cosignature = Publish(
+            subjects.cross_border(self.country, peer),
+            decision.cosigned,
+            f"cosig:{peer}:{self.country}:{decision.size}",
+            frozenset(),
+            peer=peer,
+            kind=KIND_COSIGNATURE,
+        )
+        return ControlDecision((cosignature,), lambda: self.audit.apply(decision))
+
+    def _cosignature(self, peer: str, data: bytes, now: int) -> ControlDecision:
+        try:
+            cosigned: Cosigned = self.audit.accept_cosignature(peer, data, now)
+        except IxbError as exc:
+            log.warning("cosignature_refused", witness=peer, code=exc.code, detail=exc.detail)
+            return ControlDecision()
+        self.metrics.set("ixb_cosigned_size", cosigned.size, witness=peer)
+        return ControlDecision(writes=lambda: self.audit.apply(cosigned))
