@@ -3,7 +3,8 @@
 In: the hub's calls, ``inc(name, amount, **labels)``, ``set(name, value,
 **labels)`` and ``observe_latency(seconds)``, with the names and label names
 of :data:`METRICS`. Out: :meth:`Metrics.render`, the text exposition format
-served at ``/metrics``, and :meth:`Metrics.counter_value` for tests.
+served at ``/metrics``; :meth:`Metrics.counter_value` and
+:meth:`Metrics.series` for tests.
 Guaranteed: every :class:`Metrics` has its own ``CollectorRegistry``, so
 several hubs in one process never share a series; the names and labels on
 ``/metrics`` are those of :data:`METRICS` (prometheus_client adds a
@@ -158,6 +159,15 @@ class Metrics:
         """This process's count of one series; 0 for a series never incremented."""
         value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
+
+    def series(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Every series of one counter or gauge in this process: sorted labels → value."""
+        return {
+            tuple(sorted(sample.labels.items())): sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        }
 
     def render(self) -> str:
         """The text exposition format; every worker's series merged in multiprocess mode."""

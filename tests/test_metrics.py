@@ -133,6 +133,21 @@ def test_counters_add_up_and_counter_value_reads_them() -> None:
     assert m.counter_value("ixb_batches_total") == 0.0
 
 
+def test_series_lists_every_labelled_value_of_one_metric() -> None:
+    m = Metrics()
+    assert m.series("ixb_rejected_total") == {}
+    m.inc("ixb_rejected_total", code="ixb.E_SIGNATURE")
+    m.inc("ixb_rejected_total", 2, code="ixb.E_SCHEMA")
+    m.set("ixb_link_up", 1, peer="MYS")
+    m.set("ixb_in_flight", 3)
+    assert m.series("ixb_rejected_total") == {
+        (("code", "ixb.E_SIGNATURE"),): 1.0,
+        (("code", "ixb.E_SCHEMA"),): 2.0,
+    }
+    assert m.series("ixb_link_up") == {(("peer", "MYS"),): 1.0}
+    assert m.series("ixb_in_flight") == {(): 3.0}
+
+
 def test_every_hub_has_its_own_registry() -> None:
     a, b = Metrics(), Metrics()
     a.inc("ixb_batches_total", 5)
