@@ -154,21 +154,22 @@ def cmd_envelope_inspect(args: argparse.Namespace) -> int:
     for path in args.key:
         ring.add(load_public(path))
     status = 0
+    now = int(time.time() * 1000)
     if not args.key:
         summary["signature"] = "not checked: pass --key with the sender's key file"
         status = EXIT_NOT_VERIFIED
     else:
         try:
-            verify_sender_signature(env, ring)
+            verify_sender_signature(env, ring, now)
             summary["signature"] = f"valid, signed by {env.header.sender}"
             if env.hops:
-                verify_hops(env, ring)
+                verify_hops(env, ring, now)
                 summary["signature"] += " and countersigned by every hop"
         except IxbError as exc:
             summary["signature"] = f"FAILED {exc.code}: {exc.detail}"
             status = EXIT_USER_ERROR
     try:
-        check_times(env.header, int(time.time() * 1000))
+        check_times(env.header, now)
         summary["freshness"] = "fresh"
     except IxbError as exc:
         summary["freshness"] = f"{exc.code}: {exc.detail}"

@@ -27,7 +27,6 @@ from agency_client.docregistry import DocumentRegistry
 from agency_client.keystore import create_private, passphrase
 from agency_client.profile import Profile, load_profile, render_profile
 from agency_client.sdk import AgencyClient, Incoming, Refused, load_identity_for
-from protocols.directory import Role
 from protocols.errors import ConfigError, UnknownRecipientError
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency, parse_message_id
@@ -43,6 +42,7 @@ from protocols.messages import (
     SourceGrade,
 )
 from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
+from protocols.roles import Role
 
 ICAO_TO_ISO = {"D": "DEU"}
 """MRZ issuer codes that name an ISO country differently (ICAO 9303 Part 3)."""
@@ -330,8 +330,9 @@ def _document_authority(client: AgencyClient, issuing_state: str) -> Principal:
     country = ICAO_TO_ISO.get(issuing_state, issuing_state)
     if issuing_state in ICAO_EXTRA_CODES and country == issuing_state:
         raise UnknownRecipientError(f"{issuing_state} is not a state in the federation")
+    now = client.clock()
     for agency in client.keys.agencies(country) if client.keys.version(country) else ():
-        if Role.DOCUMENT_AUTHORITY in client.keys.roles(agency):
+        if Role.DOCUMENT_AUTHORITY in client.keys.roles(agency, now):
             return agency
     raise UnknownRecipientError(f"no document authority of {country} in the federation")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -34,12 +33,10 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StatusCode
 
 from agency_client.keystore import load_identity, read_bytes
 from agency_client.profile import Profile
 from protocols import subjects
-from protocols.directory import DirectoryKeys, parse_federation
 from protocols.envelope import (
     Envelope,
     Header,
@@ -50,26 +47,29 @@ from protocols.envelope import (
     verify_hops,
 )
 from protocols.errors import DirectoryError, IoError, IxbError, LocalError, UnknownSenderError
+from protocols.federation import parse_federation
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
 from protocols.messages import REPLY_TO, Body, Receipt, ReceiptStatus
 from protocols.replay import ReplayGuard
+from protocols.trusted import TrustedDirectories
+from transport.clock import wall_ms
+from transport.connect import UNBOUNDED, connect
+from transport.fetch import fetch_ready
+from transport.streams import INBOX_STREAM
 
 log = structlog.get_logger("ixb.agency")
 
-INBOX_STREAM = "INBOX"
 DEFAULT_TTL_MS = 7 * MS_PER_DAY
 FETCH_BATCH = 32
 MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
-DRAIN_TIMEOUT_S = 1.0
-FALLBACK_DRAIN_S = 0.005
+FIRST_CONNECT_S = 10.0
+"""How long :meth:`AgencyClient.connect` tries to reach the hub's NATS.
 
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
+Once connected, the client reconnects for ever."""
 
 
 @dataclass
@@ -118,7 +118,7 @@ class AgencyClient:
         self,
         identity: Identity,
         nc: NatsClient,
-        keys: DirectoryKeys,
+        keys: TrustedDirectories,
         clock: Callable[[], int] = wall_ms,
     ) -> None:
         self.identity = identity
@@ -150,20 +150,18 @@ class AgencyClient:
         fed_path = profile.path(profile.agency.federation_file)
         trust = parse_federation(read_bytes(fed_path, MAX_FEDERATION_BYTES).decode("utf-8"))
         try:
-            nc = await nats.connect(
+            nc = await connect(
                 profile.nats.url,
                 user=profile.nats.user,
                 password=profile.nats.password,
-                inbox_prefix=subjects.reply_prefix(identity.principal.name).encode(),
+                inbox_prefix=subjects.reply_prefix(identity.principal.name),
                 name=f"ixb-agency-{identity.principal}",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=5,
-                allow_reconnect=True,
+                max_reconnect_attempts=UNBOUNDED,
+                give_up_after=FIRST_CONNECT_S,
             )
-        except (nats.errors.Error, OSError) as exc:
+        except (nats.errors.Error, OSError) as exc:  # OSError includes TimeoutError
             raise IoError(f"cannot reach the hub's NATS at {profile.nats.url}: {exc}") from None
-        client = cls(identity, nc, DirectoryKeys(trust, clock), clock)
+        client = cls(identity, nc, TrustedDirectories(trust), clock)
         await client.refresh_directories()
         return client
 
@@ -207,9 +205,10 @@ class AgencyClient:
             signed = msgspec.msgpack.decode(reply.data, type=dict[str, bytes])
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise IoError("hub sent a malformed directory answer") from None
+        now = self.clock()
         for country, data in signed.items():
             try:
-                self.keys.update(country, data)
+                self.keys.update(country, data, now)
             except IxbError as exc:
                 log.warning("directory_refused", country=country, code=exc.code)
         return {c: self.keys.version(c) for c in signed}
@@ -234,12 +233,13 @@ class AgencyClient:
         missing = [r for r in recipients if self.keys.version(r.country) is None]
         if missing:
             await self.refresh_directories()
-        publics = [self.keys.encryption_key(r) for r in recipients]
+        now = self.clock()
+        publics = [self.keys.encryption_key(r, now) for r in recipients]
         data = seal_envelope(
             sender=self.identity,
             recipients=publics,
             body=body,
-            now_ms=self.clock(),
+            now_ms=now,
             ttl_ms=ttl_ms,
             handling=handling,
             priority=priority,
@@ -320,7 +320,7 @@ class AgencyClient:
                 await self.refresh_directories()
                 env = verify_envelope(msg.data, self.keys, now)
             msg_id = env.header.message_id
-            hubs = verify_hops(env, self.keys)
+            hubs = verify_hops(env.envelope, self.keys, now)
             seq = msg.metadata.sequence.stream
             if self._stream_seq.get(env.header.id) != seq:
                 # a second stream message with a seen id is a replay; the same stream
@@ -336,7 +336,7 @@ class AgencyClient:
             log.warning("inbox_refused", msg_id=msg_id, code=exc.code)
             await msg.term()
             return Refused(exc, msg_id)
-        item = Incoming(opened.header, opened.body, env, hubs, msg)
+        item = Incoming(opened.header, opened.body, env.envelope, hubs, msg)
         if isinstance(item.body, Receipt):
             for for_id in item.body.ids:
                 self.receipts[format_message_id(for_id)].append(item.body)
@@ -447,50 +447,6 @@ class AgencyClient:
                     continue
                 await slots.acquire()
                 handling.create_task(one(handler, item))
-
-
-async def fetch_ready(
-    psub: JetStreamContext.PullSubscription, batch: int, timeout: float
-) -> list[Msg]:
-    """One message as soon as it arrives, plus whatever else is already waiting.
-
-    nats-py's ``fetch(batch)`` waits out its timeout for a full batch once the
-    inbox is idle, and its "no wait" probe carries an ``expires`` the server
-    lingers for. ``broker.streams.fetch_ready`` is the hub's copy of the same
-    code (broker and agency_client never import each other).
-    """
-    first = await psub.fetch(1, timeout=timeout)
-    if batch <= 1:
-        return first
-    return first + await drain_waiting(psub, batch - 1)
-
-
-async def drain_waiting(psub: JetStreamContext.PullSubscription, limit: int) -> list[Msg]:
-    """Up to ``limit`` messages ready now: one ``no_wait`` pull without ``expires``.
-
-    Answered at once with the waiting messages and a 404/408 status if fewer;
-    a message after the safety timeout stays queued for the next ``fetch``.
-    """
-    nc, nms, deliver, sub = (getattr(psub, a, None) for a in ("_nc", "_nms", "_deliver", "_sub"))
-    if nc is None or nms is None or deliver is None or sub is None:
-        try:  # a nats-py without these internals: its own short fetch (it may linger)
-            return list(await psub.fetch(limit, timeout=FALLBACK_DRAIN_S))
-        except (nats.errors.TimeoutError, TimeoutError):
-            return []
-    msgs: list[Msg] = []
-    request = json.dumps({"batch": limit, "no_wait": True}).encode()
-    await nc.publish(nms, request, deliver)
-    while len(msgs) < limit:
-        try:
-            msg = await sub.next_msg(timeout=DRAIN_TIMEOUT_S)
-        except (nats.errors.TimeoutError, TimeoutError):
-            break
-        status = JetStreamContext.is_status_msg(msg)
-        if status is None:
-            msgs.append(msg)
-        elif status in (StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT):
-            break
-    return msgs
 
 
 def load_identity_for(profile: Profile, passphrase: str) -> Identity:

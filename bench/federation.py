@@ -24,7 +24,7 @@ from agency_client.sdk import AgencyClient, load_identity_for
 from broker.natsd import start_federation
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
-from protocols.directory import Role
+from protocols.roles import Role
 
 PASSPHRASE = "ixb bench passphrase - not for real keys"  # noqa: S105 - throwaway keys
 BENCH_RATE_LIMIT = 1_000_000_000

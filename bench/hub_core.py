@@ -127,14 +127,14 @@ class Setup:
         for hub in self.hubs.values():
             await hub.publish_own_directory()
         tha, mys = self.hubs["THA"], self.hubs["MYS"]
-        tha.keys.update("MYS", mys.store.directories()["MYS"])
-        mys.keys.update("THA", tha.store.directories()["THA"])
+        tha.keys.update("MYS", mys.store.directories()["MYS"], tha.clock())
+        mys.keys.update("THA", tha.store.directories()["THA"], mys.clock())
         from agency_client.profile import load_profile  # noqa: PLC0415 - bench-only import
         from agency_client.sdk import load_identity_for  # noqa: PLC0415
 
         profile = load_profile(self.deployment.profile(SENDER))
         self.sender = load_identity_for(profile, PASSPHRASE)
-        self.recipient = tha.keys.encryption_key(parse_agency(RECIPIENT))
+        self.recipient = tha.keys.encryption_key(parse_agency(RECIPIENT), tha.clock())
 
     def envelopes(self, n: int, offset: int) -> list[bytes]:
         now = int(time.time() * 1000)

@@ -1,6 +1,6 @@
 """Plain nats-py against one country's nats-server: the floor the exchange is compared to.
 
-One server rendered by :mod:`broker.natsd` from the same templates as a
+One server rendered by :mod:`broker.natsplan` from the same templates as a
 country (``sync_interval: always``, so every acknowledged publish was
 fsynced), no hub, no ixb code on the message path:
 
@@ -23,7 +23,8 @@ from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
 from bench.common import PAYLOAD_BYTES, ms, open_loop, percentile
-from broker.natsd import FederationPlan, NatsServer
+from broker.natsd import NatsServer, free_ports
+from broker.natsplan import FederationPlan
 
 IN_FLIGHT = 64
 JS_MAX_MESSAGES = 30_000
@@ -112,7 +113,7 @@ async def request_reply(url: str, user: str, password: str, rate: float) -> dict
 
 async def run(rate: float = REQUEST_RATE) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ixb-bench-raw-") as tmp:
-        plan = FederationPlan.create(("THA",), {"THA": ["BENCH"]}, Path(tmp))
+        plan = FederationPlan.create(("THA",), {"THA": ["BENCH"]}, Path(tmp), ports=free_ports())
         creds = plan.hub_credentials("THA")
         async with NatsServer(plan, "THA") as server:
             url = server.client_url

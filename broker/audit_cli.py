@@ -22,7 +22,6 @@ from broker.config import HubConfig, load_config
 from broker.store import HubStore
 from protocols.audit import AuditEntry, AuditEvent, decode_entry
 from protocols.checkpoint import merge_notes
-from protocols.directory import parse_federation
 from protocols.errors import IoError, IxbError, UsageError
 from protocols.export import (
     CHECKPOINT,
@@ -33,6 +32,7 @@ from protocols.export import (
     manifest,
     verify_export,
 )
+from protocols.federation import parse_federation
 from protocols.identifiers import format_message_id, parse_message_id
 
 MAX_EXPORT_FILE = 4 * 1024 * 1024 * 1024

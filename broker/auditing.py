@@ -49,9 +49,9 @@ from protocols.checkpoint import (
     verify_cosignature,
     witness_name,
 )
-from protocols.directory import TrustAnchors
 from protocols.envelope import Envelope, Header
 from protocols.errors import ForkError, IxbError
+from protocols.federation import TrustAnchors
 from protocols.identifiers import format_message_id
 from protocols.keys import Identity
 from protocols.merkle import verify_inclusion

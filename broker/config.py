@@ -15,11 +15,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocols.directory import Role
 from protocols.errors import ConfigError, IxbError
 from protocols.identifiers import Principal, check_country, hub_of, parse_agency
 from protocols.limits import Limits
 from protocols.messages import MESSAGE_TYPES
+from protocols.roles import Role
 
 ENV_PREFIX = "IXB_HUB__"
 

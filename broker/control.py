@@ -28,17 +28,12 @@ from broker.plan import Publish
 from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEvent, make_entry
-from protocols.directory import (
-    DirectoryKeys,
-    RevocationInfo,
-    build_directory,
-    entry_for,
-    sign_directory,
-)
+from protocols.directory import RevocationInfo, build_directory, entry_for, sign_directory
 from protocols.errors import IxbError
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
+from protocols.trusted import TrustedDirectories
 
 log = structlog.get_logger("ixb.hub")
 
@@ -65,7 +60,7 @@ class ControlPlane:
         *,
         config: HubConfig,
         identity: Identity,
-        keys: DirectoryKeys,
+        keys: TrustedDirectories,
         audit: HubAudit,
         store: HubStore,
         agency_keys: Mapping[Principal, PublicIdentity],
@@ -94,7 +89,7 @@ class ControlPlane:
         stored = self.store.directories().get(self.country)
         if stored is not None and self.keys.version(self.country) is None:
             with contextlib.suppress(IxbError):  # expired after a long outage: re-issued below
-                self.keys.update(self.country, stored)
+                self.keys.update(self.country, stored, now)
         previous = max(
             self.keys.version(self.country) or 0, self.store.directory_version(self.country) or 0
         )
@@ -118,7 +113,7 @@ class ControlPlane:
             entries=entries,
         )
         signed = sign_directory(directory, self.identity)
-        self.keys.update(self.country, signed)
+        self.keys.update(self.country, signed, now)
         version = directory.version
         entry = make_entry(
             str(self.config.hub_id), now, AuditEvent.DIRECTORY_PUBLISHED, detail=f"v{version}"
@@ -152,12 +147,12 @@ class ControlPlane:
                 return earlier
         return RevocationInfo(at=now, reason=reason)
 
-    def load_peer_directories(self) -> None:
+    def load_peer_directories(self, now: int) -> None:
         """The peers' directories kept from before a restart (expired ones are skipped)."""
         for country, signed in self.store.directories().items():
             if country != self.country:
                 with contextlib.suppress(IxbError):
-                    self.keys.update(country, signed)
+                    self.keys.update(country, signed, now)
 
     # --- link items ---------------------------------------------------------------------
 
@@ -175,7 +170,7 @@ class ControlPlane:
     def _install_directory(self, peer: str, data: bytes, now: int) -> ControlDecision:
         hub = str(self.config.hub_id)
         try:
-            changed = self.keys.update(peer, data)
+            changed = self.keys.update(peer, data, now)
         except IxbError as exc:
             entry = make_entry(
                 hub,

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import hashlib
 import signal
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from broker import streams
 from broker.audit import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
@@ -51,20 +49,19 @@ from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
-from protocols.directory import DirectoryKeys, TrustAnchors
 from protocols.errors import IxbError, LocalError
+from protocols.federation import TrustAnchors
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
+from protocols.trusted import TrustedDirectories
+from transport import streams
+from transport.clock import wall_ms
+from transport.connect import UNBOUNDED, connect
 
 log = structlog.get_logger("ixb.hub")
 
 CHECKPOINT_PERIOD_S = 1.0
 CHECKPOINT_PUBLISH_TIMEOUT_S = 2.0
-RECONNECT_WAIT_S = 0.5
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -89,7 +86,7 @@ class Hub:
         self.country = config.country
         self.identity = identity
         self.clock = clock
-        self.keys = DirectoryKeys(trust, clock)
+        self.keys = TrustedDirectories(trust)
         state = config.path(config.hub.state_dir)
         self.store = HubStore(state / "hub.sqlite")
         self.pipeline = Pipeline(config, identity, self.keys, self.store)
@@ -132,9 +129,9 @@ class Hub:
             raise LocalError("hub is not connected")
         return self.js
 
-    def _encryption_key(self, to: Principal) -> PublicIdentity:
+    def _encryption_key(self, to: Principal, now: int) -> PublicIdentity:
         local = self.agency_keys.get(to)
-        return local if local is not None else self.keys.encryption_key(to)
+        return local if local is not None else self.keys.encryption_key(to, now)
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -149,7 +146,7 @@ class Hub:
         try:
             self._record_start()
             await self.publish_own_directory()
-            self.control.load_peer_directories()
+            self.control.load_peer_directories(self.clock())
             self.state.ready = True
             log.info("hub_ready", hub=str(self.config.hub_id))
             async with asyncio.TaskGroup() as tg:
@@ -204,13 +201,12 @@ class Hub:
 
     async def _connect(self) -> None:
         cfg = self.config
-        self.nc = await nats.connect(
+        self.nc = await connect(
             cfg.nats.url,
             user=cfg.nats.user,
             password=cfg.nats.password,
             name=f"ixb-hub-{self.country}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=RECONNECT_WAIT_S,
+            max_reconnect_attempts=UNBOUNDED,
         )
         self.js = self.nc.jetstream()
         await streams.ensure_country_streams(
@@ -226,13 +222,12 @@ class Hub:
             ),
         )
         for peer, creds in sorted(cfg.links.items()):
-            nc = await nats.connect(
+            nc = await connect(
                 cfg.nats.url,
                 user=creds.user,
                 password=creds.password,
                 name=f"ixb-hub-{self.country}-link-{peer}",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=RECONNECT_WAIT_S,
+                max_reconnect_attempts=UNBOUNDED,
             )
             js = nc.jetstream()
             await streams.ensure_link_streams(js, self.country, peer)

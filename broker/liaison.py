@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from broker.hub import Hub
-from broker.web import LiaisonContext, ReconcileReport, UserRecord, WitnessRow
+from broker.web.view import LiaisonContext, ReconcileReport, UserRecord, WitnessRow
 from protocols.checkpoint import log_origin, witness_name
 
 

@@ -19,9 +19,9 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from broker import streams
 from broker.metrics import Metrics
 from broker.pull import sleep_or_stop
+from transport import streams
 
 log = structlog.get_logger("ixb.hub")
 

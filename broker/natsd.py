@@ -1,14 +1,14 @@
-"""Find, configure, start, supervise and stop the nats-server of each country.
+"""Run the nats-servers of a federation: files, the binary, supervised child processes.
 
-One :class:`FederationPlan` describes a whole federation: ports, passwords and
-store directories of every country's server. It renders each server's config
-from the templates in ``deploy/nats/`` (the same files docker-compose uses)
-and is saved as JSON so that hubs and agencies running as separate processes
-can find their server and credentials.
+The I/O side of :mod:`broker.natsplan` (which describes a federation as
+data): reading the config templates, probing free ports, writing each
+server's config and the plan file (secrets: mode 0600, replaced atomically),
+and running the servers.
 
 :class:`NatsServer` runs one ``nats-server`` as a child process and never
 leaves it behind: ``stop()`` on every exit path, a parent-death signal on
-Linux, and an ``atexit`` sweep for the rest.
+Linux, and an ``atexit`` sweep for the rest. :func:`start_federation` starts
+every server of a plan and waits until all leaf links are up.
 """
 
 from __future__ import annotations
@@ -27,485 +27,90 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from string import Template
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
 
-from broker.streams import INBOX_STREAM
-from protocols import subjects
-from protocols.errors import ConfigError, IdentifierError, IoError
-from protocols.identifiers import Principal, check_country
-from protocols.limits import MAX_ENVELOPE_BYTES
+from broker.nats_permissions import link_account
+from broker.natsplan import TEMPLATE_FILES, FederationPlan, NatsTemplates, PortSource
+from protocols.errors import ConfigError, IoError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "nats"
 """Where the config templates live (``deploy/nats/`` of the source tree)."""
 
-MAX_PAYLOAD = MAX_ENVELOPE_BYTES + 64 * 1024
-"""The largest envelope the protocol allows, plus room for NATS headers."""
-
-PLAN_VERSION = 1
-_PASSWORD_BYTES = 24
 _LOG_TAIL_LINES = 40
 _POLL_S = 0.05
 
 
-class NodePorts(NamedTuple):
-    """The ports of one server, when fixed rather than picked free."""
-
-    client: int
-    monitor: int
-    leaf: int
+# --- files ----------------------------------------------------------------------
 
 
-CONTAINER_PORTS = NodePorts(client=4222, monitor=8222, leaf=7422)
-"""nats-server's own defaults: for servers that each have their own network (containers)."""
+def free_ports() -> PortSource:
+    """Ports nobody listens on now, each distinct from those given before."""
+    taken: set[int] = set()
+
+    def free_port(host: str) -> int:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port: int = sock.getsockname()[1]
+            if port not in taken:
+                taken.add(port)
+                return port
+
+    return free_port
 
 
-class Credentials(NamedTuple):
-    user: str
-    password: str
-
-    def __repr__(self) -> str:  # never print a password by accident
-        return f"Credentials(user={self.user!r}, password=<hidden>)"
-
-
-@dataclass(frozen=True, slots=True)
-class LinkLimits:
-    """JetStream limits of each link account: what one peer can make us store."""
-
-    max_memory: int = 64 * 1024 * 1024
-    max_file: int = 1024 * 1024 * 1024
-    max_streams: int = 8
-    max_consumers: int = 64
-
-    def __post_init__(self) -> None:
-        for name in ("max_memory", "max_file", "max_streams", "max_consumers"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"link_limits.{name} must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class CountryNode:
-    """Where one country's server listens, and where it keeps its data."""
-
-    country: str
-    host: str
-    """Address other processes (and peer servers) use to reach this server."""
-    client_port: int
-    monitor_port: int
-    leaf_port: int | None
-    """Leaf-node listener, only if some peer sorts after this country."""
-    base_dir: Path
-    jetstream_dir: Path | None = None
-    """JetStream store dir as the server sees it (a container volume), if not under base_dir."""
-
-    @property
-    def store_dir(self) -> Path:
-        return self.jetstream_dir or self.base_dir / "jetstream"
-
-    @property
-    def config_path(self) -> Path:
-        return self.base_dir / "nats.conf"
-
-    @property
-    def log_path(self) -> Path:
-        return self.base_dir / "nats.log"
-
-
-# --- names ------------------------------------------------------------------
-
-
-def link_account(peer: str) -> str:
-    return f"{check_country(peer)}_LINK"
-
-
-def leaf_deny_subjects(country: str, peer: str) -> list[str]:
-    """What the peer on a link may never send into ``country``'s link account.
-
-    - stream administration on our JetStream domain: a peer cannot create,
-      redefine, delete, purge, restore or snapshot our streams, nor delete
-      messages (the peer's source needs only consumer calls on ``OUT_<peer>``);
-    - anything about our ``IN_<peer>`` consumers (create, delete, pull, ack):
-      only our hub reads what the peer sent us;
-    - every ``ixb.<country>.…`` subject: no injection into ``OUT_<peer>``.
-
-    Used both as the listening side's publish deny and as the dialing side's
-    ``deny_imports`` (a remote has no allow list, so the deny does the work).
-    """
-    api = f"$JS.{check_country(country)}.API"
-    inbound = f"IN_{check_country(peer)}"
-    return [
-        f"{api}.STREAM.CREATE.>",
-        f"{api}.STREAM.UPDATE.>",
-        f"{api}.STREAM.DELETE.>",
-        f"{api}.STREAM.PURGE.>",
-        f"{api}.STREAM.MSG.DELETE.>",
-        f"{api}.STREAM.RESTORE.>",
-        f"{api}.STREAM.SNAPSHOT.>",
-        f"{api}.CONSUMER.*.{inbound}",
-        f"{api}.CONSUMER.*.{inbound}.>",
-        f"{api}.CONSUMER.*.*.{inbound}.>",
-        f"$JS.ACK.{inbound}.>",
-        f"{subjects.PREFIX}.{country}.>",
-    ]
-
-
-def _quoted_list(items: Sequence[str], indent: int) -> str:
-    pad = " " * indent
-    return ",\n".join(f'{pad}"{item}"' for item in items)
-
-
-# --- plan ---------------------------------------------------------------------
-
-
-def _free_port(host: str, taken: set[int]) -> int:
-    """A port nobody listens on now, distinct from those already ``taken`` by the plan."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port: int = sock.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
-
-
-def _new_password() -> str:
-    return secrets.token_urlsafe(_PASSWORD_BYTES)
-
-
-@dataclass(frozen=True)
-class FederationPlan:
-    """Everything needed to run and reach the nats-servers of a federation."""
-
-    countries: tuple[str, ...]
-    agencies: Mapping[str, tuple[str, ...]]
-    nodes: Mapping[str, CountryNode]
-    passwords: Mapping[str, str] = field(repr=False)
-    bind_host: str = "127.0.0.1"
-    link_limits: LinkLimits = LinkLimits()
-
-    def __post_init__(self) -> None:
-        if len(set(self.countries)) != len(self.countries):
-            raise ConfigError("a country appears twice in the federation")
-        for country in self.countries:
-            if country not in self.nodes:
-                raise ConfigError(f"no server planned for {country}")
-            for name in self.agencies.get(country, ()):
-                try:
-                    agency = Principal(country, name)
-                except IdentifierError as exc:
-                    raise ConfigError(f"agencies.{country}: {exc.detail}") from exc
-                if agency.is_hub:
-                    raise ConfigError(f"agencies.{country}: {agency} is reserved for the hub")
-
-    @classmethod
-    def create(
-        cls,
-        countries: Sequence[str],
-        agencies: Mapping[str, Sequence[str]],
-        base_dir: Path,
-        *,
-        bind_host: str = "127.0.0.1",
-        host: str = "127.0.0.1",
-        hosts: Mapping[str, str] | None = None,
-        ports: NodePorts | None = None,
-        store_dir: Path | None = None,
-        link_limits: LinkLimits | None = None,
-    ) -> FederationPlan:
-        """A plan on random free ports of ``bind_host`` with fresh random passwords.
-
-        Ports are free when chosen; another process could take one before the
-        server starts, which :meth:`NatsServer.start` reports with the log.
-
-        For one container per server (docker compose): ``hosts`` names each
-        country's server as peers and clients reach it (its service name,
-        instead of ``host``), ``ports`` gives every server the same fixed
-        ports (each has its own network, so this needs a distinct host per
-        country), and ``store_dir`` is every server's JetStream dir inside its
-        container (its own volume).
-        """
+def load_templates(template_dir: Path = TEMPLATE_DIR) -> NatsTemplates:
+    texts: dict[str, str] = {}
+    for field, name in TEMPLATE_FILES.items():
+        path = template_dir / name
         try:
-            ordered = tuple(sorted(check_country(c) for c in countries))
-        except IdentifierError as exc:
-            raise ConfigError(f"countries: {exc.detail}") from exc
-        unknown = set(agencies) - set(ordered)
-        if unknown:
-            raise ConfigError(f"agencies given for countries outside the plan: {sorted(unknown)}")
-        stray = set(hosts or {}) - set(ordered)
-        if stray:
-            raise ConfigError(f"hosts given for countries outside the plan: {sorted(stray)}")
-        node_hosts = {c: (hosts or {}).get(c, host) for c in ordered}
-        if ports is not None and len(set(node_hosts.values())) != len(ordered):
-            raise ConfigError("fixed ports need a distinct host per country (one container each)")
-        nodes: dict[str, CountryNode] = {}
-        passwords: dict[str, str] = {}
-        taken: set[int] = set()
-        for country in ordered:
-            listens = any(peer > country for peer in ordered)
-            if ports is None:
-                # Probed where the server will listen: a service name in
-                # node_hosts may not resolve on this machine.
-                client, monitor = _free_port(bind_host, taken), _free_port(bind_host, taken)
-                leaf = _free_port(bind_host, taken) if listens else None
-            else:
-                client, monitor = ports.client, ports.monitor
-                leaf = ports.leaf if listens else None
-            nodes[country] = CountryNode(
-                country=country,
-                host=node_hosts[country],
-                client_port=client,
-                monitor_port=monitor,
-                leaf_port=leaf,
-                base_dir=base_dir / country,
-                jetstream_dir=store_dir,
-            )
-            passwords[f"{country}/sys"] = _new_password()
-            passwords[f"{country}/hub"] = _new_password()
-            for name in agencies.get(country, ()):
-                passwords[f"{country}/agency/{name}"] = _new_password()
-            for peer in ordered:
-                if peer != country:
-                    passwords[f"{country}/link/{peer}"] = _new_password()
-                if peer > country:
-                    passwords[f"leaf/{country}/{peer}"] = _new_password()
-        return cls(
-            countries=ordered,
-            agencies={c: tuple(agencies.get(c, ())) for c in ordered},
-            nodes=nodes,
-            passwords=passwords,
-            bind_host=bind_host,
-            link_limits=link_limits or LinkLimits(),
-        )
-
-    # -- lookups ---------------------------------------------------------
-
-    def _password(self, key: str) -> str:
-        try:
-            return self.passwords[key]
-        except KeyError:
-            raise ConfigError(f"the federation plan has no credentials for {key}") from None
-
-    def _node(self, country: str) -> CountryNode:
-        try:
-            return self.nodes[country]
-        except KeyError:
-            raise ConfigError(f"{country!r} is not a country of this federation") from None
-
-    def peers(self, country: str) -> tuple[str, ...]:
-        self._node(country)
-        return tuple(c for c in self.countries if c != country)
-
-    def node(self, country: str) -> CountryNode:
-        return self._node(country)
-
-    def client_url(self, country: str) -> str:
-        node = self._node(country)
-        return f"nats://{node.host}:{node.client_port}"
-
-    def monitor_url(self, country: str) -> str:
-        node = self._node(country)
-        return f"http://{node.host}:{node.monitor_port}"
-
-    def hub_credentials(self, country: str) -> Credentials:
-        return Credentials("hub", self._password(f"{country}/hub"))
-
-    def link_credentials(self, country: str, peer: str) -> Credentials:
-        return Credentials(f"hub-link-{peer}", self._password(f"{country}/link/{peer}"))
-
-    def agency_credentials(self, country: str, name: str) -> Credentials:
-        if name not in self.agencies.get(country, ()):
-            raise ConfigError(f"{country}/{name} is not an agency of this federation")
-        return Credentials(f"agency-{name}", self._password(f"{country}/agency/{name}"))
-
-    def system_credentials(self, country: str) -> Credentials:
-        return Credentials("sys", self._password(f"{country}/sys"))
-
-    def leaf_credentials(self, listener: str, dialer: str) -> Credentials:
-        """The user ``dialer``'s server logs into ``listener``'s leaf port with."""
-        lo, hi = sorted((listener, dialer))
-        if lo != listener:
-            raise ConfigError(f"{listener} does not listen for {dialer}: the smaller code listens")
-        return Credentials(f"leaf-{dialer}", self._password(f"leaf/{lo}/{hi}"))
-
-    # -- rendering -------------------------------------------------------
-
-    def render(self, country: str, template_dir: Path = TEMPLATE_DIR) -> str:
-        """The nats-server config of ``country``."""
-        node = self._node(country)
-
-        def load(name: str) -> Template:
-            path = template_dir / name
-            try:
-                return Template(path.read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise ConfigError(f"cannot read config template {path}: {exc}") from exc
-
-        agency_tpl = load("agency-user.conf.template")
-        account_tpl = load("link-account.conf.template")
-        leaf_user_tpl = load("leaf-user.conf.template")
-        remote_tpl = load("leaf-remote.conf.template")
-
-        agency_users = [
-            agency_tpl.substitute(
-                country=country,
-                name=name,
-                password=self.agency_credentials(country, name).password,
-                ingress=subjects.ingress(Principal(country, name)),
-                directory_request=subjects.directory_request(country),
-                inbox_stream=INBOX_STREAM,
-                reply_prefix=subjects.reply_prefix(name),
-            ).rstrip("\n")
-            for name in self.agencies.get(country, ())
-        ]
-        accounts: list[str] = []
-        remotes: list[str] = []
-        for peer in self.peers(country):
-            leaf_user = "      # (no leaf user: we dial this peer)"
-            deny = _quoted_list(leaf_deny_subjects(country, peer), 14)
-            if country < peer:
-                leaf_user = leaf_user_tpl.substitute(
-                    country=country,
-                    peer=peer,
-                    leaf_password=self.leaf_credentials(country, peer).password,
-                    deliver=subjects.deliver(peer, country),
-                    leaf_deny=deny,
-                ).rstrip("\n")
-            else:
-                peer_node = self._node(peer)
-                remotes.append(
-                    remote_tpl.substitute(
-                        country=country,
-                        peer=peer,
-                        leaf_password=self.leaf_credentials(peer, country).password,
-                        peer_host=peer_node.host,
-                        peer_leaf_port=peer_node.leaf_port,
-                        leaf_deny=_quoted_list(leaf_deny_subjects(country, peer), 8),
-                    ).rstrip("\n")
-                )
-            limits = self.link_limits
-            accounts.append(
-                account_tpl.substitute(
-                    peer=peer,
-                    hub_link_password=self.link_credentials(country, peer).password,
-                    leaf_user=leaf_user,
-                    max_memory=limits.max_memory,
-                    max_file=limits.max_file,
-                    max_streams=limits.max_streams,
-                    max_consumers=limits.max_consumers,
-                ).rstrip("\n")
-            )
-        leaf_listen = (
-            f'  listen: "{self.bind_host}:{node.leaf_port}"'
-            if node.leaf_port is not None
-            else "  # no peer sorts after us: we only dial"
-        )
-        return load("country.conf.template").substitute(
-            country=country,
-            bind_host=self.bind_host,
-            client_port=node.client_port,
-            monitor_port=node.monitor_port,
-            max_payload=MAX_PAYLOAD,
-            store_dir=str(node.store_dir),
-            sys_password=self.system_credentials(country).password,
-            hub_password=self.hub_credentials(country).password,
-            agency_users=",\n".join(agency_users),
-            link_accounts="\n".join(accounts),
-            leaf_listen=leaf_listen,
-            leaf_remotes=",\n".join(remotes),
-        )
-
-    def write_config(self, country: str) -> Path:
-        """Render ``country``'s config to its base dir, readable by the owner only."""
-        node = self._node(country)
-        try:
-            node.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            node.store_dir.mkdir(mode=0o700, exist_ok=True)
+            texts[field] = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise IoError(f"cannot create {node.store_dir}: {exc}") from exc
-        _write_private(node.config_path, self.render(country))
-        return node.config_path
-
-    # -- persistence -----------------------------------------------------
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": PLAN_VERSION,
-            "countries": list(self.countries),
-            "agencies": {c: list(names) for c, names in self.agencies.items()},
-            "bind_host": self.bind_host,
-            "link_limits": {
-                "max_memory": self.link_limits.max_memory,
-                "max_file": self.link_limits.max_file,
-                "max_streams": self.link_limits.max_streams,
-                "max_consumers": self.link_limits.max_consumers,
-            },
-            "nodes": {
-                c: {
-                    "host": n.host,
-                    "client_port": n.client_port,
-                    "monitor_port": n.monitor_port,
-                    "leaf_port": n.leaf_port,
-                    "base_dir": str(n.base_dir),
-                    "jetstream_dir": None if n.jetstream_dir is None else str(n.jetstream_dir),
-                }
-                for c, n in self.nodes.items()
-            },
-            "passwords": dict(self.passwords),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FederationPlan:
-        try:
-            if data["version"] != PLAN_VERSION:
-                raise ConfigError(f"federation plan version {data['version']!r} is not supported")
-            nodes = {
-                c: CountryNode(
-                    country=c,
-                    host=str(n["host"]),
-                    client_port=int(n["client_port"]),
-                    monitor_port=int(n["monitor_port"]),
-                    leaf_port=None if n["leaf_port"] is None else int(n["leaf_port"]),
-                    base_dir=Path(n["base_dir"]),
-                    jetstream_dir=None
-                    if n.get("jetstream_dir") is None
-                    else Path(n["jetstream_dir"]),
-                )
-                for c, n in data["nodes"].items()
-            }
-            return cls(
-                countries=tuple(data["countries"]),
-                agencies={c: tuple(names) for c, names in data["agencies"].items()},
-                nodes=nodes,
-                passwords={str(k): str(v) for k, v in data["passwords"].items()},
-                bind_host=str(data["bind_host"]),
-                link_limits=LinkLimits(**data["link_limits"]),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"malformed federation plan: {exc!r}") from exc
-
-    def save(self, path: Path) -> None:
-        _write_private(path, json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> FederationPlan:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read federation plan {path}: {exc}") from exc
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"federation plan {path} is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"federation plan {path} is not a JSON object")
-        return cls.from_json(data)
+            raise ConfigError(f"cannot read config template {path}: {exc}") from exc
+    return NatsTemplates(**texts)
 
 
-def _write_private(path: Path, text: str) -> None:
+def render_config(plan: FederationPlan, country: str, template_dir: Path = TEMPLATE_DIR) -> str:
+    """``country``'s nats-server config, from the templates in ``template_dir``."""
+    return plan.render(country, load_templates(template_dir))
+
+
+def write_config(plan: FederationPlan, country: str, template_dir: Path = TEMPLATE_DIR) -> Path:
+    """Render ``country``'s config to its base dir, readable by the owner only."""
+    node = plan.node(country)
+    text = render_config(plan, country, template_dir)
+    try:
+        node.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        node.store_dir.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise IoError(f"cannot create {node.store_dir}: {exc}") from exc
+    write_private(node.config_path, text)
+    return node.config_path
+
+
+def save_plan(plan: FederationPlan, path: Path) -> None:
+    write_private(path, json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def load_plan(path: Path) -> FederationPlan:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read federation plan {path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"federation plan {path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"federation plan {path} is not a JSON object")
+    return FederationPlan.from_json(data)
+
+
+def write_private(path: Path, text: str) -> None:
     """Write a file that holds secrets: mode 0600 from creation, replaced atomically."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -635,7 +240,7 @@ class NatsServer:
         if self.running:
             return
         binary = self._binary or find_nats_server()
-        config = self.plan.write_config(self.country)
+        config = write_config(self.plan, self.country)
         self._spawn(binary, config)
         try:
             await self._wait_healthy()

@@ -25,7 +25,6 @@ from typing import Protocol
 
 from broker.config import HubConfig
 from broker.ratelimit import RateLimiter
-from protocols.directory import HUB_MAY_SEND, DirectoryKeys, check_may_send
 from protocols.envelope import (
     Envelope,
     Header,
@@ -46,6 +45,8 @@ from protocols.handling import HandlingCode, check_forward
 from protocols.identifiers import Principal, format_message_id, hub_of
 from protocols.keys import Identity
 from protocols.limits import Limits
+from protocols.roles import HUB_MAY_SEND, check_may_send
+from protocols.trusted import TrustedDirectories
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ class Pipeline:
         self,
         config: HubConfig,
         identity: Identity,
-        keys: DirectoryKeys,
+        keys: TrustedDirectories,
         seen: SeenMessages,
         limiter: RateLimiter | None = None,
     ) -> None:
@@ -149,7 +150,7 @@ class Pipeline:
             self._check_origin(sender, publisher=publisher, peer=peer)
             verify_envelope(env, self.keys, now_ms, self.limits)
             verified = True
-            hubs = verify_hops(env, self.keys)
+            hubs = verify_hops(env, self.keys, now_ms)
             if peer is not None and hub_of(peer) not in (*hubs, header.sender_principal):
                 raise SignatureError(f"not countersigned by {peer}'s hub")
             known = self.seen.known(header.id)
@@ -165,7 +166,7 @@ class Pipeline:
                     # a new stream message with an envelope we already routed: senders
                     # retry with the same Nats-Msg-Id (stored once), so this is a replay
                     raise ReplayError(f"message {header.message_id} was already received")
-            self._check_policy(env, sender, peer=peer)
+            self._check_policy(env, sender, now_ms, peer=peer)
             if known is None and publisher is not None:
                 self.limiter.take(str(sender), now_ms)
             if peer is not None:
@@ -191,13 +192,15 @@ class Pipeline:
         if peer is not None and sender.country != peer:
             raise UnauthorisedError(f"the link from {peer} carried a message from {sender}")
 
-    def _check_policy(self, env: Envelope, sender: Principal, *, peer: str | None) -> None:
+    def _check_policy(
+        self, env: Envelope, sender: Principal, now_ms: int, *, peer: str | None
+    ) -> None:
         header = env.header
         if sender.is_hub:
             if header.type not in HUB_MAY_SEND:
                 raise UnauthorisedError(f"hubs may not send {header.type}")
         else:
-            check_may_send(self.keys.roles(sender), header.type)
+            check_may_send(self.keys.roles(sender, now_ms), header.type)
         # a destination hub answers for its own recipients and its link to the sender only;
         # the origin hub already checked the rest against its own policy
         recipients = [
@@ -209,7 +212,7 @@ class Pipeline:
             if recipient.country != self.country and recipient.country not in self.config.links:
                 raise UnknownRecipientError(f"{self.country} has no link to {recipient.country}")
             try:
-                self.keys.encryption_key(recipient)
+                self.keys.encryption_key(recipient, now_ms)
             except IxbError as exc:
                 raise UnknownRecipientError(f"recipient {recipient}: {exc.detail}") from None
         others = {r.country for r in recipients} | {sender.country}

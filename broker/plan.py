@@ -300,14 +300,14 @@ def seal_receipts(
     statements: Sequence[ReceiptStatement],
     *,
     identity: Identity,
-    encryption_key: Callable[[Principal], PublicIdentity],
+    encryption_key: Callable[[Principal, int], PublicIdentity],
     links: frozenset[str],
     now: int,
 ) -> Sealed:
     """One receipt signed by this hub per statement, encrypted to its recipient.
 
-    ``encryption_key`` finds a recipient's key (a local agency's, or a peer
-    directory's; it raises an :class:`IxbError` when none is current). A
+    ``encryption_key`` finds a recipient's key at ``now`` (a local agency's, or a
+    peer directory's; it raises an :class:`IxbError` when none is current). A
     receipt to a local agency goes to its inbox (audited as delivered), to a
     peer country's agency over the link (audited as relayed).
     """
@@ -321,7 +321,7 @@ def seal_receipts(
             unroutable.append((st, "no_link"))
             continue
         try:
-            recipient = encryption_key(to)
+            recipient = encryption_key(to, now)
         except IxbError as exc:
             unroutable.append((st, exc.code))
             continue

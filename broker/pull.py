@@ -19,7 +19,8 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from broker import streams
+from transport import streams
+from transport.fetch import fetch_ready
 
 log = structlog.get_logger("ixb.hub")
 
@@ -67,7 +68,7 @@ async def pull_loop(
                 while not stop.is_set():
                     await slots.acquire()
                     try:
-                        msgs = await streams.fetch_ready(psub, FETCH_BATCH, FETCH_TIMEOUT_S)
+                        msgs = await fetch_ready(psub, FETCH_BATCH, FETCH_TIMEOUT_S)
                     except (TimeoutError, nats.errors.TimeoutError):
                         slots.release()
                         continue

@@ -66,7 +66,7 @@ class Settler:
         audit: HubAudit,
         store: HubStore,
         metrics: Metrics,
-        encryption_key: Callable[[Principal], PublicIdentity],
+        encryption_key: Callable[[Principal, int], PublicIdentity],
         links: frozenset[str],
         clock: Callable[[], int],
         publish: PublishFn,

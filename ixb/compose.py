@@ -2,7 +2,7 @@
 
 The same federation as ``ixb demo`` (THA, MYS, MMR; keys, trust anchors, hub
 configs, agency profiles from :func:`ixb.deployment.create_deployment`, NATS
-configs rendered by :class:`broker.natsd.FederationPlan` from ``deploy/nats/``),
+configs rendered by :class:`broker.natsplan.FederationPlan` from ``deploy/nats/``),
 laid out for containers:
 
 - each nats-server listens on 0.0.0.0 with nats-server's default ports in its
@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from agency_client.docregistry import DocumentRegistry
-from broker.natsd import CONTAINER_PORTS
+from broker.natsd import render_config
+from broker.natsplan import CONTAINER_PORTS
 from ixb.demo import AGENCIES, PASSPHRASE, REGISTRY
 from ixb.deployment import Layout, _write_private, create_deployment
 from protocols.errors import ConfigError
@@ -79,7 +80,9 @@ def write_compose_deployment(out_dir: Path, *, passphrase: str = PASSPHRASE) -> 
         out_dir, AGENCIES, passphrase=passphrase, layout=compose_layout(countries)
     )
     for country in deployment.countries:
-        _write_private(out_dir / "nats" / f"{country}.conf", deployment.plan.render(country))
+        _write_private(
+            out_dir / "nats" / f"{country}.conf", render_config(deployment.plan, country)
+        )
         # Mounted on its own (read-write, over the read-only /ixb): must exist
         # first, or docker would create it owned by root.
         (out_dir / "state" / country).mkdir(mode=0o700, parents=True, exist_ok=True)

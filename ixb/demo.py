@@ -28,7 +28,6 @@ from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.natsd import start_federation
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
-from protocols.directory import Role
 from protocols.errors import IxbError
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
@@ -47,6 +46,7 @@ from protocols.messages import (
     ReceiptStatus,
 )
 from protocols.mrz import build_td3
+from protocols.roles import Role
 
 PASSPHRASE = "ixb demo passphrase - not for real keys"  # noqa: S105 - demo key files only
 LIAISON_PASSWORD = "ixb demo liaison"  # noqa: S105 - demo web login only

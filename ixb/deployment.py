@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agency_client.profile import render_profile
-from broker.natsd import FederationPlan, NodePorts
-from broker.web import hash_password
-from protocols.directory import Role, render_federation
+from broker.natsd import free_ports, save_plan
+from broker.natsplan import FederationPlan, NodePorts
+from broker.web.auth import hash_password
+from protocols.federation import render_federation
 from protocols.identifiers import Principal, hub_of, parse_agency
 from protocols.keys import Identity, KdfProfile, seal_keyfile
 from protocols.messages import MESSAGE_TYPES
+from protocols.roles import Role
 
 AgencySpec = Mapping[str, Sequence[Role]]
 """Agency id (``THA/DSI-ATHD``) → its roles."""
@@ -123,11 +125,11 @@ def create_deployment(
         base / "nats",
         bind_host=layout.bind_host,
         hosts=layout.nats_hosts,
-        ports=layout.nats_ports,
+        ports=layout.nats_ports or free_ports(),
         store_dir=layout.nats_store_dir,
     )
     base.mkdir(parents=True, exist_ok=True)
-    plan.save(base / "plan.json")
+    save_plan(plan, base / "plan.json")
     http_ports = {c: (layout.http_ports or {}).get(c) or free_port() for c in countries}
     deployment = Deployment(base, plan, countries, parsed, passphrase, http_ports)
     root = layout.mount or base

@@ -25,6 +25,7 @@ import msgspec
 from protocols import wire
 from protocols.envelope import Envelope, Header, TypeName
 from protocols.errors import MalformedError, SchemaError, TooLargeError, VersionError
+from protocols.fields import CountryStr, ErrorCodeStr, ShortText, TimeMs, check_fields
 from protocols.handling import HandlingCode
 from protocols.identifiers import (
     MessageIdBytes,
@@ -35,7 +36,6 @@ from protocols.identifiers import (
     parse_principal,
 )
 from protocols.limits import MAX_RECIPIENTS, MAX_SHORT_TEXT
-from protocols.messages import CountryStr, ErrorCodeStr, ShortText, TimeMs, check_fields
 
 AUDIT_VERSION: Final = 1
 MAX_AUDIT_ENTRY_BYTES: Final = 16 * 1024

@@ -49,6 +49,7 @@ from protocols.errors import (
     TooLargeError,
     UnauthorisedError,
 )
+from protocols.fields import MAX_TIME_MS
 from protocols.identifiers import check_country
 from protocols.keys import (
     PUBLIC_KEY_BYTES,
@@ -58,7 +59,6 @@ from protocols.keys import (
     verify_signature,
 )
 from protocols.merkle import EMPTY_ROOT, verify_consistency
-from protocols.messages import MAX_TIME_MS
 
 # Signature type bytes of c2sp.org/signed-note.
 SIG_ED25519: Final = 0x01

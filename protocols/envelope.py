@@ -15,6 +15,11 @@ sender's signature. Binding the header into the AEAD as associated data means
 a stolen ciphertext cannot be re-sent under another sender's name, and the
 key commitment means every recipient decrypts the same plaintext.
 
+Decoding (:func:`decode_envelope`) checks structure only. :func:`verify_envelope`
+checks the sender's key and signature and the freshness at the caller's
+``now_ms`` and returns a :class:`VerifiedEnvelope`: the only thing
+:func:`open_envelope` decrypts, and only :func:`verify_envelope` makes one.
+
 Everything here is pure: callers pass ``now_ms``; randomness comes from
 libsodium.
 """
@@ -25,13 +30,12 @@ import dataclasses
 import hmac
 import struct
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Final, NoReturn, final
 
 import msgspec
 import nacl.bindings
 import nacl.exceptions
 import nacl.utils
-from nacl._sodium import ffi, lib  # type: ignore[import-not-found]  # PyNaCl's cffi module
 
 from protocols import wire
 from protocols.errors import (
@@ -288,9 +292,9 @@ def check_times(header: Header, now_ms: int, limits: Limits = DEFAULT_LIMITS) ->
         raise TtlError(f"lifetime {header.expires - header.created} ms exceeds {limits.max_ttl_ms}")
 
 
-def verify_sender_signature(env: Envelope, keys: SigningKeyLookup) -> None:
-    """Steps 5-6 of the spec: the sender's key is known and current, and it signed this."""
-    public = keys.signing_key(env.header.sender_principal, env.header.sender_key)
+def verify_sender_signature(env: Envelope, keys: SigningKeyLookup, now_ms: int) -> None:
+    """Steps 5-6 of the spec: the sender's key is valid at ``now_ms``, and it signed this."""
+    public = keys.signing_key(env.header.sender_principal, env.header.sender_key, now_ms)
     verify_signature(public, DS_SIGNATURE + env.digest, env.sig)
 
 
@@ -300,18 +304,69 @@ def verify_envelope(
     now_ms: int,
     limits: Limits = DEFAULT_LIMITS,
     replay: ReplayGuard | None = None,
-) -> Envelope:
+) -> VerifiedEnvelope:
     """Everything a hub checks before it trusts an envelope, in the spec's order.
 
-    Structure, sender key (known, not revoked), signature, freshness, and —
-    only once all that passed, so forgeries cannot poison it — replay.
+    Structure, sender key (valid at ``now_ms``, not revoked), signature,
+    freshness at ``now_ms``, and — only once all that passed, so forgeries
+    cannot poison it — replay. Hop signatures are :func:`verify_hops`'.
     """
     env = data if isinstance(data, Envelope) else decode_envelope(data, limits)
-    verify_sender_signature(env, keys)
+    verify_sender_signature(env, keys, now_ms)
     check_times(env.header, now_ms, limits)
     if replay is not None:
         replay.check_and_record(env.header.id, env.header.expires, now_ms)
-    return env
+    return VerifiedEnvelope(env, _token=_VERIFIED)
+
+
+_VERIFIED: Final = object()
+"""Held by :func:`verify_envelope` alone: the key to :class:`VerifiedEnvelope`'s constructor."""
+
+
+@final
+class VerifiedEnvelope:
+    """An envelope whose sender signature and freshness :func:`verify_envelope` checked.
+
+    The only thing :func:`open_envelope` decrypts. Only :func:`verify_envelope`
+    makes one: the constructor refuses any caller without the module's private
+    token. It is immutable, cannot be subclassed, copied or pickled (an
+    unpickled one would skip verification: verify the bytes again instead),
+    and the type checker sees a plain :class:`Envelope` as a different type.
+    This guards against mistakes — opening what was only decoded — not against
+    code in the same process set on getting around it, which Python cannot
+    prevent. Hop signatures are not part of it (:func:`verify_hops`).
+    """
+
+    __slots__ = ("envelope",)
+    envelope: Envelope
+
+    def __init__(self, envelope: Envelope, *, _token: object) -> None:
+        if _token is not _VERIFIED:
+            raise TypeError("a VerifiedEnvelope is made only by verify_envelope")
+        object.__setattr__(self, "envelope", envelope)
+
+    def __init_subclass__(cls) -> NoReturn:
+        raise TypeError("VerifiedEnvelope cannot be subclassed")
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("a VerifiedEnvelope is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("a VerifiedEnvelope is immutable")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a VerifiedEnvelope is not copied or pickled; verify the bytes again")
+
+    def __repr__(self) -> str:
+        return f"VerifiedEnvelope({self.message_id}, {self.header.type})"
+
+    @property
+    def header(self) -> Header:
+        return self.envelope.header
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -326,8 +381,18 @@ class Opened:
         return self.envelope.header
 
 
-def open_envelope(env: Envelope, recipient: Identity) -> Opened:
-    """Decrypt for ``recipient``. Call only on an envelope :func:`verify_envelope` returned."""
+def open_envelope(verified: VerifiedEnvelope, recipient: Identity) -> Opened:
+    """Decrypt for ``recipient`` an envelope :func:`verify_envelope` verified.
+
+    Anything else, a decoded but unverified :class:`Envelope` included, is a
+    :class:`TypeError` (and a type checker's error before that).
+    """
+    if type(verified) is not VerifiedEnvelope:
+        raise TypeError(
+            f"open_envelope takes the VerifiedEnvelope verify_envelope returns, "
+            f"not {type(verified).__name__}"
+        )
+    env = verified.envelope
     me = str(recipient.principal)
     if recipient.encryption is None:
         raise NotRecipientError(f"{me} has no encryption key (hubs cannot read content)")
@@ -340,11 +405,11 @@ def open_envelope(env: Envelope, recipient: Identity) -> Opened:
         content_key = recipient.encryption.unseal(entry.sealed)
     except nacl.exceptions.CryptoError:
         raise DecryptError("cannot unseal the content key") from None
-    body_bytes = decrypt_body(env.ct, content_key, env.hdr)
+    body_bytes = _decrypt_body(env.ct, content_key, env.hdr)
     return Opened(env, decode_body(env.header.type, body_bytes))
 
 
-def decrypt_body(ct: bytes, content_key: bytes, hdr: bytes) -> bytes:
+def _decrypt_body(ct: bytes, content_key: bytes, hdr: bytes) -> bytes:
     """Check the key commitment, decrypt, and strip the padding."""
     nonce = ct[:NONCE_BYTES]
     commitment = ct[NONCE_BYTES : NONCE_BYTES + COMMITMENT_BYTES]
@@ -381,9 +446,9 @@ def encrypt_body(body: Body, content_key: bytes, nonce: bytes, hdr: bytes) -> by
     return nonce + key_commitment(content_key) + sealed
 
 
-# XChaCha20-Poly1305 straight from libsodium, the call nacl.bindings makes but without
-# its per-call Python checks (half the time of the call for a 1 KiB body). What
-# libsodium reads through the key and nonce pointers is length-checked here;
+# XChaCha20-Poly1305 through nacl.bindings. The arguments are checked here first, so
+# a wrong type or length is a TypeError whatever PyNaCl version raises, and a
+# ciphertext that does not authenticate is None rather than an exception;
 # tests/test_envelope_aead.py holds both functions equal to nacl.bindings.
 
 
@@ -401,14 +466,7 @@ def _check_aead_args(data: bytes, ad: bytes, nonce: bytes, key: bytes) -> None:
 
 def _aead_encrypt(plain: bytes, ad: bytes, nonce: bytes, key: bytes) -> bytes:
     _check_aead_args(plain, ad, nonce, key)
-    out = ffi.new("unsigned char[]", len(plain) + AEAD_TAG_BYTES)
-    out_len = ffi.new("unsigned long long *")
-    rc = lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        out, out_len, plain, len(plain), ad, len(ad), ffi.NULL, nonce, key
-    )
-    if rc != 0:
-        raise RuntimeError("crypto_aead_xchacha20poly1305_ietf_encrypt failed")
-    return bytes(ffi.buffer(out, out_len[0]))
+    return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, ad, nonce, key)
 
 
 def _aead_decrypt(sealed: bytes, ad: bytes, nonce: bytes, key: bytes) -> bytes | None:
@@ -416,14 +474,10 @@ def _aead_decrypt(sealed: bytes, ad: bytes, nonce: bytes, key: bytes) -> bytes |
     _check_aead_args(sealed, ad, nonce, key)
     if len(sealed) < AEAD_TAG_BYTES:
         return None
-    out = ffi.new("unsigned char[]", max(1, len(sealed) - AEAD_TAG_BYTES))
-    out_len = ffi.new("unsigned long long *")
-    rc = lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        out, out_len, ffi.NULL, sealed, len(sealed), ad, len(ad), nonce, key
-    )
-    if rc != 0:
+    try:
+        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, ad, nonce, key)
+    except nacl.exceptions.CryptoError:
         return None
-    return bytes(ffi.buffer(out, out_len[0]))
 
 
 def seal_content_key(content_key: bytes, recipient: PublicIdentity) -> SealedKey:
@@ -515,15 +569,15 @@ def _hop_message(digest: bytes, claim: HopClaim) -> bytes:
     return DS_HOP + digest + wire.encode(claim)
 
 
-def verify_hops(env: Envelope, keys: SigningKeyLookup) -> tuple[Principal, ...]:
-    """Check every hop signature; returns the hubs in order."""
+def verify_hops(env: Envelope, keys: SigningKeyLookup, now_ms: int) -> tuple[Principal, ...]:
+    """Check every hop signature with the hubs' keys at ``now_ms``; returns the hubs in order."""
     hubs: list[Principal] = []
     for i, hop in enumerate(env.hops):
         hub = parse_principal(hop.hub)
         if not hub.is_hub:
             raise SignatureError(f"hop {i} is not signed by a hub")
         try:
-            public = keys.signing_key(hub, hop.key_id)
+            public = keys.signing_key(hub, hop.key_id, now_ms)
             verify_signature(public, _hop_message(env.digest, hop.claim), hop.sig)
         except IxbError as exc:
             raise SignatureError(f"hop {i} ({hop.hub}): {exc.detail}") from None

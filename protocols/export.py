@@ -33,8 +33,8 @@ from protocols.checkpoint import (
     verify_cosignature,
     witness_name,
 )
-from protocols.directory import TrustAnchors
 from protocols.errors import IxbError, MalformedError, MerkleProofError
+from protocols.federation import TrustAnchors
 from protocols.identifiers import parse_hub
 from protocols.merkle import leaf_hash, root_from_hashes, verify_inclusion
 

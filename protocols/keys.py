@@ -26,7 +26,6 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.secret
 import nacl.utils
-from nacl._sodium import ffi, lib  # type: ignore[import-not-found]  # PyNaCl's cffi module
 from nacl.public import PrivateKey
 from nacl.pwhash import argon2id
 
@@ -83,19 +82,12 @@ def blake2b_256(data: bytes, key: bytes = b"") -> bytes:
     """libsodium's BLAKE2b-256 (``crypto_generichash``), keyed when ``key`` is given.
 
     The same call and bytes as ``nacl.hash.blake2b(data, digest_size=32,
-    key=key)``, without PyNaCl's Python-level parameter checks, which cost
-    several times the hash itself on the short inputs every envelope hashes
+    key=key)``, through ``nacl.bindings`` without the encoder layer
     (tests/test_keys_libsodium.py holds the two equal).
     """
     if type(data) is not bytes or type(key) is not bytes or len(key) > _BLAKE2B_KEY_MAX:
         raise TypeError("BLAKE2b takes bytes, and a key of at most 64 bytes")
-    out = ffi.new("unsigned char[]", 32)
-    rc = lib.crypto_generichash_blake2b_salt_personal(
-        out, 32, data, len(data), key if key else ffi.NULL, len(key), ffi.NULL, ffi.NULL
-    )
-    if rc != 0:
-        raise RuntimeError("crypto_generichash failed")
-    return bytes(ffi.buffer(out, 32))
+    return nacl.bindings.crypto_generichash_blake2b_salt_personal(data, 32, key)
 
 
 class SigningKeyPair:
@@ -243,11 +235,14 @@ def verify_signature(public: bytes, message: bytes, signature: bytes) -> None:
 class SigningKeyLookup(Protocol):
     """Resolves the Ed25519 key a sender signed with, or raises a typed error.
 
-    The hub answers from its signed directories; tests and the in-process demo
-    use :class:`KeyRing`.
+    ``now_ms`` is the reference time of the decision the key is for (the
+    envelope's verification): a key is valid or not at that time. Hubs and
+    agencies answer from their verified directories
+    (:class:`protocols.trusted.TrustedDirectories`); tests and the in-process
+    demo use :class:`KeyRing`.
     """
 
-    def signing_key(self, sender: Principal, kid: bytes) -> bytes: ...
+    def signing_key(self, sender: Principal, kid: bytes, now_ms: int) -> bytes: ...
 
 
 class KeyRing:
@@ -269,7 +264,8 @@ class KeyRing:
         except KeyError:
             raise UnknownSenderError(f"{principal} is not in the directory") from None
 
-    def signing_key(self, sender: Principal, kid: bytes) -> bytes:
+    def signing_key(self, sender: Principal, kid: bytes, now_ms: int) -> bytes:
+        """The sender's one key (a key ring's keys and revocations do not depend on time)."""
         identity = self.get(sender)
         if sender in self._revoked:
             raise RevokedError(f"{sender} is revoked")

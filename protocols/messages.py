@@ -2,11 +2,11 @@
 
 The header's ``type`` string selects the body class (:data:`MESSAGE_TYPES`);
 :func:`decode_body` is the only way body bytes become objects. Every body is
-a frozen, canonical :class:`~protocols.wire.WireStruct` that checks itself on
-construction, so an object that exists is valid, whether it was decoded from
-a peer or built by local code: field types and bounds (the same ``Meta``
-constraints msgspec applies when decoding), the text rules, and each type's
-cross-field rules.
+a frozen, canonical :class:`~protocols.fields.CheckedStruct` that checks
+itself on construction, so an object that exists is valid, whether it was
+decoded from a peer or built by local code: field types and bounds
+(:mod:`protocols.fields`), the text rules, and each type's cross-field rules
+(``_rules``, next to the fields they relate).
 
 Error messages name fields, never their values: bodies carry personal data
 and errors end up in receipts and audit entries, which hold metadata only.
@@ -16,39 +16,39 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from types import MappingProxyType
 from typing import Annotated, ClassVar, Final, TypeAlias
 
 import msgspec
-import msgspec.inspect as mi
 
 from protocols import wire
 from protocols.errors import MrzError, SchemaError, TransitionError
-from protocols.identifiers import MessageIdBytes, PrincipalStr, check_country, parse_principal
-from protocols.limits import MAX_LIST, MAX_MRZ_LINES, MAX_SHORT_TEXT, MAX_TEXT
+from protocols.fields import (
+    CheckedStruct,
+    CountryStr,
+    DateStr,
+    ErrorCodeStr,
+    LongText,
+    ShortText,
+    TimeMs,
+    check_country_field,
+    check_date,
+    check_unique,
+)
+from protocols.identifiers import MessageIdBytes, PrincipalStr, parse_principal
+from protocols.limits import MAX_LIST, MAX_MRZ_LINES, MAX_SHORT_TEXT
 from protocols.mrz import Mrz, parse_mrz
 
-# --- field types --------------------------------------------------------------
+# --- field types of message bodies ----------------------------------------------
 
-MAX_TIME_MS: Final = (1 << 48) - 1
-"""Largest time value (ms since the epoch): the UUIDv7 timestamp range, year 10889."""
 MAX_REFERENCE_CHARS: Final = 64
 MAX_DOC_NUMBER_CHARS: Final = 40
 MRZ_SHAPES: Final = frozenset({(3, 30), (2, 36), (2, 44)})
 """(lines, characters per line) of ICAO 9303 TD1, TD2/MRV-B and TD3/MRV-A."""
 MRZ_MAX_LINE: Final = 44
 
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SHORT_TEXT)]
-"""One line: names, labels, legal bases. No control characters."""
-LongText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
-"""Narrative text: may contain LF and TAB, no other control characters."""
-TimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)]
-DateStr = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", max_length=10)]
-"""A calendar date ``YYYY-MM-DD`` (checked to exist)."""
-CountryStr = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", max_length=3)]
-"""ISO 3166-1 alpha-3 (checked against the list), or an ICAO stateless code for nationality."""
 DocNumberStr = Annotated[
     str,
     msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9-]{0,39}$", max_length=MAX_DOC_NUMBER_CHARS),
@@ -62,146 +62,14 @@ ReferenceStr = Annotated[
 ImoStr = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{7}$", max_length=7)]
 MmsiStr = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{9}$", max_length=9)]
 CallSignStr = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{2,12}$", max_length=12)]
-ErrorCodeStr = Annotated[str, msgspec.Meta(pattern=r"^ixb\.E_[A-Z_]{1,40}$", max_length=46)]
 MrzLine = Annotated[str, msgspec.Meta(max_length=MRZ_MAX_LINE)]
 
 # ICAO 9303 Part 3 codes for persons without a nationality; trafficking victims
 # are often stateless, so a subject's nationality may be one of these.
 STATELESS_CODES: Final = frozenset({"XXA", "XXB", "XXC", "XXX"})
 
-_CONTROL_SHORT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_CONTROL_LONG = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MRZ_CHARS = re.compile(r"[A-Z0-9<]+")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _IMO = re.compile(r"[0-9]{7}")
-
-
-# --- shared checks --------------------------------------------------------------
-
-
-def check_text(value: str, where: str, *, multiline: bool = False) -> None:
-    """Refuse control characters (and lone surrogates) in text.
-
-    Text ends up in terminals, web pages and log lines at the other end;
-    only narrative fields may break lines.
-    """
-    pattern = _CONTROL_LONG if multiline else _CONTROL_SHORT
-    if pattern.search(value):
-        allowed = " (only LF and TAB are allowed)" if multiline else ""
-        raise SchemaError(f"{where}: contains a control character{allowed}")
-
-
-Check: TypeAlias = Callable[[object], None]
-
-
-def _checker(typ: mi.Type, where: str) -> Check:
-    """A function that checks one value against the msgspec type it was declared with."""
-    if isinstance(typ, mi.UnionType):
-        (inner_type,) = [t for t in typ.types if not isinstance(t, mi.NoneType)]
-        inner = _checker(inner_type, where)  # bodies use only ``X | None`` unions
-
-        def check_optional(value: object) -> None:
-            if value is not None:
-                inner(value)
-
-        return check_optional
-    if isinstance(typ, mi.StrType):
-        return _str_checker(typ, where)
-    if isinstance(typ, mi.IntType):
-        low, high = typ.ge, typ.le
-
-        def check_int(value: object) -> None:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise SchemaError(f"{where}: expected an integer")
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise SchemaError(f"{where}: out of range {low}..{high}")
-
-        return check_int
-    if isinstance(typ, mi.VarTupleType):
-        item = _checker(typ.item_type, f"{where} item")
-        fewest, most = typ.min_length or 0, typ.max_length or MAX_LIST
-
-        def check_tuple(value: object) -> None:
-            if not isinstance(value, tuple):
-                raise SchemaError(f"{where}: expected a tuple")
-            if not fewest <= len(value) <= most:
-                raise SchemaError(f"{where}: needs {fewest}..{most} items")
-            for each in value:
-                item(each)
-
-        return check_tuple
-    if isinstance(typ, mi.BytesType):
-        size = (typ.min_length or 0, typ.max_length)
-
-        def check_bytes(value: object) -> None:
-            if not isinstance(value, bytes):
-                raise SchemaError(f"{where}: expected bytes")
-            if len(value) < size[0] or (size[1] is not None and len(value) > size[1]):
-                raise SchemaError(f"{where}: wrong length")
-
-        return check_bytes
-    if isinstance(typ, mi.EnumType | mi.StructType | mi.BoolType):
-        # Nested structs checked themselves when they were built.
-        cls = bool if isinstance(typ, mi.BoolType) else typ.cls
-
-        def check_instance(value: object) -> None:
-            if not isinstance(value, cls):
-                raise SchemaError(f"{where}: expected {cls.__name__}")
-
-        return check_instance
-    raise TypeError(f"{where}: no check for wire type {type(typ).__name__}")  # schema bug
-
-
-def _str_checker(typ: mi.StrType, where: str) -> Check:
-    most = typ.max_length if typ.max_length is not None else MAX_TEXT
-    pattern = None if typ.pattern is None else re.compile(typ.pattern)
-    multiline = most > MAX_SHORT_TEXT
-
-    def check_str(value: object) -> None:
-        if not isinstance(value, str):
-            raise SchemaError(f"{where}: expected a string")
-        if len(value) > most:
-            raise SchemaError(f"{where}: longer than {most} characters")
-        if typ.min_length and not value.strip():
-            raise SchemaError(f"{where}: must not be empty or blank")
-        if pattern is not None and not pattern.fullmatch(value):
-            raise SchemaError(f"{where}: does not match {pattern.pattern}")
-        check_text(value, where, multiline=multiline)
-
-    return check_str
-
-
-_FIELD_CHECKS: dict[type, tuple[tuple[str, Check], ...]] = {}
-
-
-def check_fields(obj: msgspec.Struct) -> None:
-    """Apply every field's declared type and bounds to ``obj``, plus the text rules.
-
-    msgspec enforces ``Meta`` constraints when decoding but not when local
-    code builds a struct; running the same constraints here makes both paths
-    equal. One helper for every struct, driven by the declarations.
-    """
-    cls = type(obj)
-    checks = _FIELD_CHECKS.get(cls)
-    if checks is None:
-        info = mi.type_info(cls)
-        if not isinstance(info, mi.StructType):  # only Structs call this
-            raise TypeError(f"{cls.__name__} is not a Struct")
-        label = getattr(cls, "TYPE", cls.__name__)
-        checks = tuple((f.name, _checker(f.type, f"{label}.{f.encode_name}")) for f in info.fields)
-        _FIELD_CHECKS[cls] = checks
-    for name, check in checks:
-        check(getattr(obj, name))
-
-
-def check_date(value: str, where: str) -> date:
-    """A ``YYYY-MM-DD`` string that names a real day (``fromisoformat`` alone takes more forms)."""
-    try:
-        if _DATE.fullmatch(value):
-            return date.fromisoformat(value)
-    except ValueError:
-        pass
-    raise SchemaError(f"{where}: not a calendar date YYYY-MM-DD")
 
 
 def check_imo(value: str, where: str) -> None:
@@ -217,30 +85,7 @@ def check_imo(value: str, where: str) -> None:
 
 def _check_nationality(value: str, where: str) -> None:
     if value not in STATELESS_CODES:
-        _check_country(value, where)
-
-
-def _check_country(value: str, where: str) -> None:
-    try:
-        check_country(value)
-    except SchemaError as exc:
-        raise type(exc)(f"{where}: {exc.detail}") from None
-
-
-def _check_unique(values: Sequence[enum.Enum], where: str) -> None:
-    if len(set(values)) != len(values):
-        raise SchemaError(f"{where}: lists an item twice")
-
-
-class _Checked(wire.WireStruct, frozen=True):
-    """A wire struct that validates itself on construction and on decoding."""
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        self._rules()
-
-    def _rules(self) -> None:
-        """Cross-field rules of this type (none by default)."""
+        check_country_field(value, where)
 
 
 # --- enums ------------------------------------------------------------------------
@@ -379,7 +224,7 @@ class ReceiptStatus(enum.StrEnum):
 # --- parts ------------------------------------------------------------------------
 
 
-class DocumentRef(_Checked, frozen=True):
+class DocumentRef(CheckedStruct, frozen=True):
     """A travel or identity document held by a subject."""
 
     doc_type: DocType
@@ -388,10 +233,10 @@ class DocumentRef(_Checked, frozen=True):
 
     def _rules(self) -> None:
         if self.issuing_state is not None:
-            _check_country(self.issuing_state, "DocumentRef.issuing_state")
+            check_country_field(self.issuing_state, "DocumentRef.issuing_state")
 
 
-class Subject(_Checked, frozen=True):
+class Subject(CheckedStruct, frozen=True):
     """A person in an alert or a released follow-up.
 
     Every identity field is optional because victims at risk are often not
@@ -423,7 +268,7 @@ class Subject(_Checked, frozen=True):
             )
 
 
-class Vessel(_Checked, frozen=True):
+class Vessel(CheckedStruct, frozen=True):
     name: ShortText
     imo: ImoStr | None = None
     mmsi: MmsiStr | None = None
@@ -434,10 +279,10 @@ class Vessel(_Checked, frozen=True):
         if self.imo is not None:
             check_imo(self.imo, "Vessel.imo")
         if self.flag_state is not None:
-            _check_country(self.flag_state, "Vessel.flag_state")
+            check_country_field(self.flag_state, "Vessel.flag_state")
 
 
-class Waypoint(_Checked, frozen=True):
+class Waypoint(CheckedStruct, frozen=True):
     place: ShortText
     country: CountryStr | None = None
     arrival_ms: TimeMs | None = None
@@ -446,7 +291,7 @@ class Waypoint(_Checked, frozen=True):
 
     def _rules(self) -> None:
         if self.country is not None:
-            _check_country(self.country, "Waypoint.country")
+            check_country_field(self.country, "Waypoint.country")
         if (
             self.arrival_ms is not None
             and self.departure_ms is not None
@@ -458,7 +303,7 @@ class Waypoint(_Checked, frozen=True):
 # --- bodies -----------------------------------------------------------------------
 
 
-class Alert(_Checked, frozen=True):
+class Alert(CheckedStruct, frozen=True):
     TYPE: ClassVar[str] = "alert"
 
     category: AlertCategory
@@ -476,7 +321,7 @@ class Alert(_Checked, frozen=True):
             raise SchemaError("alert: needs text, subjects, vessels or a route")
 
 
-class DocVerifyRequest(_Checked, frozen=True):
+class DocVerifyRequest(CheckedStruct, frozen=True):
     """Is this document genuine and valid? Keyed by its machine-readable zone.
 
     Construction checks only the MRZ's shape; check digits and dates need
@@ -510,7 +355,7 @@ def validate_doc_request(request: DocVerifyRequest, today: date) -> Mrz:
     return parse_mrz(request.mrz, today=today)
 
 
-class DocVerifyResponse(_Checked, frozen=True):
+class DocVerifyResponse(CheckedStruct, frozen=True):
     TYPE: ClassVar[str] = "doc.verify.response"
 
     status: DocStatus
@@ -520,7 +365,7 @@ class DocVerifyResponse(_Checked, frozen=True):
     note: ShortText | None = None
 
     def _rules(self) -> None:
-        _check_unique(self.mismatched_fields, "doc.verify.response: mismatched_fields")
+        check_unique(self.mismatched_fields, "doc.verify.response: mismatched_fields")
         if (self.status is DocStatus.DATA_MISMATCH) != bool(self.mismatched_fields):
             raise SchemaError(
                 "doc.verify.response: mismatched_fields is required for data_mismatch "
@@ -533,7 +378,7 @@ class DocVerifyResponse(_Checked, frozen=True):
             )
 
 
-class PersonQuery(_Checked, frozen=True):
+class PersonQuery(CheckedStruct, frozen=True):
     """Do you hold anything on this person? Answered by hit / no-hit only."""
 
     TYPE: ClassVar[str] = "person.query"
@@ -555,7 +400,7 @@ class PersonQuery(_Checked, frozen=True):
             raise SchemaError("person.query: needs birth_date or document_number")
 
 
-class PersonResult(_Checked, frozen=True):
+class PersonResult(CheckedStruct, frozen=True):
     """Hit or no hit, and on a hit an opaque reference: never personal data (Prüm model)."""
 
     TYPE: ClassVar[str] = "person.result"
@@ -570,7 +415,7 @@ class PersonResult(_Checked, frozen=True):
             )
 
 
-class FollowupRequest(_Checked, frozen=True):
+class FollowupRequest(CheckedStruct, frozen=True):
     TYPE: ClassVar[str] = "followup.request"
 
     reference: ReferenceStr
@@ -579,7 +424,7 @@ class FollowupRequest(_Checked, frozen=True):
     requested: LongText
 
 
-class FollowupDecision(_Checked, frozen=True):
+class FollowupDecision(CheckedStruct, frozen=True):
     """The data owner's decision; always a named human, since a machine cannot release data."""
 
     TYPE: ClassVar[str] = "followup.decision"
@@ -597,7 +442,7 @@ class FollowupDecision(_Checked, frozen=True):
             raise SchemaError("followup.decision: a refusal releases no data")
 
 
-class MlaRequest(_Checked, frozen=True):
+class MlaRequest(CheckedStruct, frozen=True):
     TYPE: ClassVar[str] = "mla.request"
 
     legal_basis: ShortText
@@ -610,7 +455,7 @@ class MlaRequest(_Checked, frozen=True):
     deadline_ms: TimeMs | None = None
 
     def _rules(self) -> None:
-        _check_unique(self.measures, "mla.request: measures")
+        check_unique(self.measures, "mla.request: measures")
 
 
 _S = MlaStatusCode
@@ -651,7 +496,7 @@ def apply_mla_status(
     return (*history, new)
 
 
-class MlaStatus(_Checked, frozen=True):
+class MlaStatus(CheckedStruct, frozen=True):
     TYPE: ClassVar[str] = "mla.status"
 
     status: MlaStatusCode
@@ -666,7 +511,7 @@ class MlaStatus(_Checked, frozen=True):
             raise SchemaError("mla.status: reason is required when refused")
 
 
-class Receipt(_Checked, frozen=True):
+class Receipt(CheckedStruct, frozen=True):
     """Signed proof that a hub or agency accepted, relayed, delivered, read or rejected a message.
 
     ``code`` is the stable error code of a rejection (:mod:`protocols.errors`).

@@ -24,8 +24,8 @@ from broker.hub import Hub
 from broker.natsd import NatsServer, start_federation
 from broker.service import HubService
 from ixb.deployment import Deployment, create_deployment
-from protocols.directory import Role
 from protocols.identifiers import Principal, parse_agency
+from protocols.roles import Role
 
 PASSPHRASE = "integration test passphrase"
 

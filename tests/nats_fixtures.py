@@ -19,9 +19,10 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamInfo
 
-from broker.natsd import FederationPlan, NatsServer, start_federation
-from broker.streams import ensure_country_streams, ensure_link_streams
+from broker.natsd import NatsServer, free_ports, start_federation
+from broker.natsplan import FederationPlan
 from protocols import subjects
+from transport.streams import ensure_country_streams, ensure_link_streams
 
 AGENCIES = {
     "THA": ("DSI-ATHD", "IMMIGRATION"),
@@ -124,7 +125,7 @@ async def stream_count(conn: Conn, stream: str) -> int:
 
 @pytest.fixture
 def plan(tmp_path: Path) -> FederationPlan:
-    return FederationPlan.create(list(AGENCIES), AGENCIES, tmp_path / "fed")
+    return FederationPlan.create(list(AGENCIES), AGENCIES, tmp_path / "fed", ports=free_ports())
 
 
 @pytest.fixture

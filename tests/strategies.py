@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from protocols.countries import ISO3166_ALPHA3
 from protocols.errors import ERRORS_BY_CODE
+from protocols.fields import MAX_TIME_MS
 from protocols.limits import MAX_SHORT_TEXT
 from protocols.messages import (
-    MAX_TIME_MS,
     MESSAGE_TYPES,
     MLA_TRANSITIONS,
     MRZ_SHAPES,

@@ -22,9 +22,9 @@ from protocols.audit import (
     encode_entry,
 )
 from protocols.errors import IxbError
+from protocols.fields import MAX_TIME_MS
 from protocols.handling import HandlingCode
 from protocols.limits import MAX_RECIPIENTS, MAX_SHORT_TEXT
-from protocols.messages import MAX_TIME_MS
 from tests.strategies import countries, error_codes, principals, short_text, times
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"

@@ -54,9 +54,9 @@ from protocols.errors import (
     TooLargeError,
     UnauthorisedError,
 )
+from protocols.fields import MAX_TIME_MS
 from protocols.identifiers import hub_of, parse_agency
 from protocols.keys import Identity, SigningKeyPair
-from protocols.messages import MAX_TIME_MS
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 DOC: dict[str, Any] = json.loads((VECTORS / "checkpoint.json").read_text())

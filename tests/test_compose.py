@@ -19,7 +19,8 @@ import pytest
 
 from agency_client.profile import load_profile
 from broker.config import load_config
-from broker.natsd import CONTAINER_PORTS, FederationPlan, find_nats_server
+from broker.natsd import find_nats_server, free_ports, load_plan, render_config, save_plan
+from broker.natsplan import CONTAINER_PORTS, FederationPlan
 from ixb.compose import CONTAINER_BIND, HUB_HTTP_PORTS, MOUNT, nats_service
 from ixb.demo import AGENCIES, PASSPHRASE
 from protocols.errors import ConfigError
@@ -145,12 +146,12 @@ def test_nats_configs_pass_nats_server_check(out: Path) -> None:
 
 
 def test_nats_configs_listen_in_container_and_dial_service_names(out: Path) -> None:
-    plan = FederationPlan.load(out / "plan.json")
+    plan = load_plan(out / "plan.json")
     client, monitor, leaf = CONTAINER_PORTS
     dialled: dict[str, set[str]] = {}
     for country in COUNTRIES:
         conf = (out / "nats" / f"{country}.conf").read_text(encoding="utf-8")
-        assert conf == plan.render(country)  # the launcher's own rendering
+        assert conf == render_config(plan, country)  # the launcher's own rendering
         assert f'listen: "0.0.0.0:{client}"' in conf
         assert f'http: "0.0.0.0:{monitor}"' in conf
         assert 'store_dir: "/data"' in conf
@@ -206,7 +207,9 @@ def test_plan_container_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="distinct host"):
         FederationPlan.create(["MYS", "THA"], {}, tmp_path, ports=CONTAINER_PORTS)
     with pytest.raises(ConfigError, match="outside the plan"):
-        FederationPlan.create(["THA"], {}, tmp_path, hosts={"MYS": "nats-mys"})
+        FederationPlan.create(
+            ["THA"], {}, tmp_path, hosts={"MYS": "nats-mys"}, ports=CONTAINER_PORTS
+        )
     plan = FederationPlan.create(
         ["MYS", "THA"],
         {},
@@ -217,7 +220,7 @@ def test_plan_container_options(tmp_path: Path) -> None:
     )
     assert plan.node("THA").leaf_port is None  # THA only dials
     assert plan.node("MYS").store_dir == Path("/data")
-    plan.save(tmp_path / "plan.json")
-    assert FederationPlan.load(tmp_path / "plan.json") == plan
-    default = FederationPlan.create(["THA"], {}, tmp_path / "local")
+    save_plan(plan, tmp_path / "plan.json")
+    assert load_plan(tmp_path / "plan.json") == plan
+    default = FederationPlan.create(["THA"], {}, tmp_path / "local", ports=free_ports())
     assert default.node("THA").store_dir == tmp_path / "local" / "THA" / "jetstream"

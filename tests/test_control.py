@@ -28,9 +28,10 @@ from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication, make_entry
 from protocols.checkpoint import log_origin
-from protocols.directory import DirectoryKeys, build_directory, sign_directory
+from protocols.directory import build_directory, sign_directory
 from protocols.identifiers import hub_of
 from protocols.keys import Identity
+from protocols.trusted import TrustedDirectories
 from tests.test_pipeline import HUBS, NOW, TRUST
 
 PEERS = {"THA": ["MYS"], "MYS": ["THA"]}
@@ -42,7 +43,7 @@ class Side:
     audit: HubAudit
     log: AuditLog
     store: HubStore
-    keys: DirectoryKeys
+    keys: TrustedDirectories
     metrics: Metrics
 
     def events(self) -> list[str]:
@@ -70,7 +71,7 @@ def side(tmp_path: Path, country: str) -> Side:
     (tmp_path / country).mkdir()
     log = AuditLog(tmp_path / country / "audit.sqlite")
     store = HubStore(tmp_path / country / "hub.sqlite")
-    keys = DirectoryKeys(TRUST, lambda: NOW)
+    keys = TrustedDirectories(TRUST)
     identity = HUBS[country]
     audit = HubAudit(identity, log, store, TRUST, PEERS[country], lambda: NOW)
     metrics = Metrics()

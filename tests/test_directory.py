@@ -1,4 +1,4 @@
-"""Signed directories, trust anchors and DirectoryKeys: real keys, every refusal by code.
+"""Signed directories, roles, trust anchors and TrustedDirectories: every refusal by code.
 
 Regenerate protocols/vectors/directory.json (only when the format changes on
 purpose) with ``python -m tests.test_directory``; the tests check the stored
@@ -21,24 +21,16 @@ from hypothesis import strategies as st
 from protocols import wire
 from protocols.directory import (
     DS_DIRECTORY,
-    HUB_MAY_SEND,
     MAX_DIRECTORY_ENTRIES,
     MAX_PREVIOUS_KEYS,
     MAX_SIGNED_DIRECTORY_BYTES,
-    ROLE_MAY_SEND,
     Directory,
     DirectoryEntry,
-    DirectoryKeys,
     PreviousKey,
     RevocationInfo,
-    Role,
     SignedDirectory,
-    TrustAnchors,
     build_directory,
-    check_may_send,
     entry_for,
-    parse_federation,
-    render_federation,
     revoke_entry,
     rotate_entry,
     sign_directory,
@@ -54,6 +46,7 @@ from protocols.errors import (
     UnknownSenderError,
 )
 from protocols.examples import example_bodies
+from protocols.federation import TrustAnchors, parse_federation, render_federation
 from protocols.identifiers import Principal, hub_of, parse_agency
 from protocols.keys import (
     EncryptionKeyPair,
@@ -65,6 +58,8 @@ from protocols.keys import (
 )
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
 from protocols.messages import MESSAGE_TYPES
+from protocols.roles import HUB_MAY_SEND, ROLE_MAY_SEND, Role, check_may_send
+from protocols.trusted import TrustedDirectories
 from tests.conftest import NOW_MS
 from tests.gen_vectors import derive, identity
 
@@ -524,23 +519,14 @@ def test_check_may_send_takes_the_union_of_roles() -> None:
     assert code_of(lambda: check_may_send([Role.INVESTIGATOR], "nope")) == "ixb.E_SCHEMA"
 
 
-# --- DirectoryKeys --------------------------------------------------------------------
+# --- TrustedDirectories ----------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self, now: int = NOW_MS) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def keys_with(*dirs: Directory, clock: Clock | None = None) -> tuple[DirectoryKeys, Clock]:
-    clock = clock or Clock()
-    keys = DirectoryKeys(TRUST, clock)
+def keys_with(*dirs: Directory, now: int = NOW_MS) -> TrustedDirectories:
+    keys = TrustedDirectories(TRUST)
     for d in dirs:
-        assert keys.update(d.country, signed(d))
-    return keys, clock
+        assert keys.update(d.country, signed(d), now)
+    return keys
 
 
 def agency(name: str) -> Principal:
@@ -548,14 +534,15 @@ def agency(name: str) -> Principal:
 
 
 def test_keys_answer_for_current_keys_and_hubs() -> None:
-    keys, _ = keys_with(directory("THA"), directory("MYS"))
+    keys = keys_with(directory("THA"), directory("MYS"))
     dsi = AG["THA/DSI-ATHD"]
-    assert keys.signing_key(dsi.principal, dsi.signing.key_id) == dsi.signing.public
+    assert keys.signing_key(dsi.principal, dsi.signing.key_id, NOW_MS) == dsi.signing.public
     for c, hub in HUBS.items():  # hubs come from the trust anchors, no directory needed
-        assert keys.signing_key(hub_of(c), hub.signing.key_id) == hub.signing.public
-    assert keys.encryption_key(agency("MYS/IMMIGRATION")) == AG["MYS/IMMIGRATION"].public()
-    assert keys.roles(agency("MYS/IMMIGRATION")) == {Role.IMMIGRATION, Role.DOCUMENT_AUTHORITY}
-    assert keys.roles(hub_of("THA")) == frozenset()
+        assert keys.signing_key(hub_of(c), hub.signing.key_id, NOW_MS) == hub.signing.public
+    immigration = agency("MYS/IMMIGRATION")
+    assert keys.encryption_key(immigration, NOW_MS) == AG["MYS/IMMIGRATION"].public()
+    assert keys.roles(immigration, NOW_MS) == {Role.IMMIGRATION, Role.DOCUMENT_AUTHORITY}
+    assert keys.roles(hub_of("THA"), NOW_MS) == frozenset()
     assert keys.entry(agency("THA/OAG")) == entry("THA/OAG")
     assert keys.version("THA") == 3
     assert keys.version("MMR") is None
@@ -568,38 +555,38 @@ def test_keys_answer_for_current_keys_and_hubs() -> None:
     assert keys.trust is TRUST
 
 
-KEY_REFUSALS: dict[str, tuple[Callable[[DirectoryKeys], object], str]] = {
+KEY_REFUSALS: dict[str, tuple[Callable[[TrustedDirectories], object], str]] = {
     "hub with wrong key id": (
-        lambda k: k.signing_key(hub_of("THA"), HUBS["MYS"].signing.key_id),
+        lambda k: k.signing_key(hub_of("THA"), HUBS["MYS"].signing.key_id, NOW_MS),
         "ixb.E_UNKNOWN_SENDER",
     ),
     "hub outside the federation": (
-        lambda k: k.signing_key(hub_of("IDN"), OUTSIDER_HUB.signing.key_id),
+        lambda k: k.signing_key(hub_of("IDN"), OUTSIDER_HUB.signing.key_id, NOW_MS),
         "ixb.E_UNKNOWN_SENDER",
     ),
     "agency of a country without a directory": (
-        lambda k: k.signing_key(agency("MMR/MOHA-ATTU"), b"\x00" * 8),
+        lambda k: k.signing_key(agency("MMR/MOHA-ATTU"), b"\x00" * 8, NOW_MS),
         "ixb.E_UNKNOWN_SENDER",
     ),
     "agency not listed": (
-        lambda k: k.signing_key(agency("THA/NOBODY"), b"\x00" * 8),
+        lambda k: k.signing_key(agency("THA/NOBODY"), b"\x00" * 8, NOW_MS),
         "ixb.E_UNKNOWN_SENDER",
     ),
     "agency with an unknown key id": (
-        lambda k: k.signing_key(agency("THA/OAG"), AG["THA/DSI-ATHD"].signing.key_id),
+        lambda k: k.signing_key(agency("THA/OAG"), AG["THA/DSI-ATHD"].signing.key_id, NOW_MS),
         "ixb.E_UNKNOWN_SENDER",
     ),
     "entry of unlisted agency": (lambda k: k.entry(agency("THA/NOBODY")), "ixb.E_UNKNOWN_SENDER"),
     "encryption key of a hub": (
-        lambda k: k.encryption_key(hub_of("THA")),
+        lambda k: k.encryption_key(hub_of("THA"), NOW_MS),
         "ixb.E_NOT_RECIPIENT",
     ),
     "hub sending an alert": (
-        lambda k: k.check_may_send(hub_of("THA"), "alert"),
+        lambda k: k.check_may_send(hub_of("THA"), "alert", NOW_MS),
         "ixb.E_UNAUTHORISED",
     ),
     "immigration answering a document check": (
-        lambda k: k.check_may_send(agency("THA/IMMIGRATION"), "doc.verify.response"),
+        lambda k: k.check_may_send(agency("THA/IMMIGRATION"), "doc.verify.response", NOW_MS),
         "ixb.E_UNAUTHORISED",
     ),
 }
@@ -607,24 +594,24 @@ KEY_REFUSALS: dict[str, tuple[Callable[[DirectoryKeys], object], str]] = {
 
 @pytest.mark.parametrize("name", list(KEY_REFUSALS))
 def test_key_lookup_refusals(name: str) -> None:
-    keys, _ = keys_with(directory("THA"))
+    keys = keys_with(directory("THA"))
     call, code = KEY_REFUSALS[name]
     assert code_of(lambda: call(keys)) == code
 
 
 def test_may_send_checks_through_the_directory() -> None:
-    keys, _ = keys_with(directory("THA"), directory("MYS"))
-    keys.check_may_send(hub_of("THA"), "receipt")
-    keys.check_may_send(agency("MYS/IMMIGRATION"), "doc.verify.response")
-    keys.check_may_send(agency("THA/OAG"), "mla.request")
+    keys = keys_with(directory("THA"), directory("MYS"))
+    keys.check_may_send(hub_of("THA"), "receipt", NOW_MS)
+    keys.check_may_send(agency("MYS/IMMIGRATION"), "doc.verify.response", NOW_MS)
+    keys.check_may_send(agency("THA/OAG"), "mla.request", NOW_MS)
 
 
 def test_rotation_keeps_the_previous_key_until_its_valid_until() -> None:
     name = "THA/DSI-ATHD"
     old = AG[name]
     new = Identity(old.principal, SigningKeyPair.generate(), EncryptionKeyPair.generate())
-    keys, clock = keys_with(directory("THA", 1), directory("MYS", 1))
-    to = [keys.encryption_key(agency("MYS/RMP-ATIPSOM"))]
+    keys = keys_with(directory("THA", 1), directory("MYS", 1))
+    to = [keys.encryption_key(agency("MYS/RMP-ATIPSOM"), NOW_MS)]
     alert = example_bodies(NOW_MS)["alert"]
     by_old = seal_envelope(sender=old, recipients=to, body=alert, now_ms=NOW_MS, ttl_ms=MS_PER_DAY)
 
@@ -634,21 +621,17 @@ def test_rotation_keeps_the_previous_key_until_its_valid_until() -> None:
         PreviousKey(key=old.signing.public, valid_until=grace_end),
     )
     v2 = directory("THA", 2, [rotated, entry("THA/IMMIGRATION"), entry("THA/OAG")])
-    clock.now = NOW_MS + MS_PER_HOUR
-    assert keys.update("THA", signed(v2))
-    by_new = seal_envelope(
-        sender=new, recipients=to, body=alert, now_ms=clock.now, ttl_ms=MS_PER_DAY
-    )
-    verify_envelope(by_old, keys, clock.now)  # in flight across the rotation: still good
-    verify_envelope(by_new, keys, clock.now)
-    assert keys.encryption_key(old.principal) == new.public()
+    now = NOW_MS + MS_PER_HOUR
+    assert keys.update("THA", signed(v2), now)
+    by_new = seal_envelope(sender=new, recipients=to, body=alert, now_ms=now, ttl_ms=MS_PER_DAY)
+    verify_envelope(by_old, keys, now)  # in flight across the rotation: still good
+    verify_envelope(by_new, keys, now)
+    assert keys.encryption_key(old.principal, now) == new.public()
 
-    clock.now = grace_end - 1
-    verify_envelope(by_old, keys, clock.now)
-    clock.now = grace_end
+    verify_envelope(by_old, keys, grace_end - 1)
     with pytest.raises(UnknownSenderError, match="replaced"):
-        verify_envelope(by_old, keys, clock.now)
-    verify_envelope(by_new, keys, clock.now)
+        verify_envelope(by_old, keys, grace_end)
+    verify_envelope(by_new, keys, grace_end)
 
 
 def test_rotation_drops_retired_keys_and_keeps_at_most_the_maximum() -> None:
@@ -671,17 +654,16 @@ def test_revocation_takes_effect_at_its_time() -> None:
     name = "THA/DSI-ATHD"
     at = NOW_MS + 10
     revoked = revoke_entry(entry(name), at, "key compromised")
-    keys, clock = keys_with(directory("THA", 4, [revoked, entry("THA/OAG")]))
+    keys = keys_with(directory("THA", 4, [revoked, entry("THA/OAG")]))
     sender = AG[name]
-    clock.now = at - 1
-    assert keys.signing_key(sender.principal, sender.signing.key_id) == sender.signing.public
-    keys.encryption_key(sender.principal)
-    clock.now = at
+    kid = sender.signing.key_id
+    assert keys.signing_key(sender.principal, kid, at - 1) == sender.signing.public
+    keys.encryption_key(sender.principal, at - 1)
     for call in (
-        lambda: keys.signing_key(sender.principal, sender.signing.key_id),
-        lambda: keys.encryption_key(sender.principal),
-        lambda: keys.roles(sender.principal),
-        lambda: keys.check_may_send(sender.principal, "alert"),
+        lambda: keys.signing_key(sender.principal, kid, at),
+        lambda: keys.encryption_key(sender.principal, at),
+        lambda: keys.roles(sender.principal, at),
+        lambda: keys.check_may_send(sender.principal, "alert", at),
     ):
         assert code_of(call) == "ixb.E_REVOKED"
     assert keys.entry(sender.principal).revoked == RevocationInfo(at=at, reason="key compromised")
@@ -692,8 +674,9 @@ def test_revocation_covers_previous_keys_too() -> None:
     old = AG[name]
     new = Identity.generate(old.principal).public()
     rotated = rotate_entry(entry(name), new, now_ms=NOW_MS, old_key_valid_until=NOW_MS + MS_PER_DAY)
-    keys, _ = keys_with(directory("THA", 1, [revoke_entry(rotated, NOW_MS, "disbanded")]))
-    assert code_of(lambda: keys.signing_key(old.principal, old.signing.key_id)) == "ixb.E_REVOKED"
+    keys = keys_with(directory("THA", 1, [revoke_entry(rotated, NOW_MS, "disbanded")]))
+    old_kid = old.signing.key_id
+    assert code_of(lambda: keys.signing_key(old.principal, old_kid, NOW_MS)) == "ixb.E_REVOKED"
 
 
 @pytest.mark.parametrize(
@@ -707,69 +690,117 @@ def test_entries_are_used_only_inside_their_validity(
     valid_from: int, valid_until: int, now: int, message: str
 ) -> None:
     e = entry("THA/OAG", valid_from=valid_from, valid_until=valid_until)
-    keys, clock = keys_with(directory("THA", 1, [e]), clock=Clock(now))
+    keys = keys_with(directory("THA", 1, [e]), now=now)
     oag = AG["THA/OAG"]
     with pytest.raises(IxbError, match=message) as info:
-        keys.signing_key(oag.principal, oag.signing.key_id)
+        keys.signing_key(oag.principal, oag.signing.key_id, now)
     assert info.value.code == "ixb.E_REVOKED"
-    clock.now = (valid_from + valid_until) // 2
-    assert keys.signing_key(oag.principal, oag.signing.key_id) == oag.signing.public
+    inside = (valid_from + valid_until) // 2
+    assert keys.signing_key(oag.principal, oag.signing.key_id, inside) == oag.signing.public
 
 
 def test_update_moves_forward_only() -> None:
-    keys, _ = keys_with()
+    keys = keys_with()
     v3, v4 = signed(directory("THA", 3)), signed(directory("THA", 4, [entry("THA/OAG")]))
-    assert keys.update("THA", v3)
-    assert not keys.update("THA", v3)  # re-delivery: no-op
-    assert keys.update("THA", v4)
-    assert not keys.update("THA", v4)
+    assert keys.update("THA", v3, NOW_MS)
+    assert not keys.update("THA", v3, NOW_MS)  # re-delivery: no-op
+    assert keys.update("THA", v4, NOW_MS)
+    assert not keys.update("THA", v4, NOW_MS)
     with pytest.raises(RollbackError):
-        keys.update("THA", v3)
+        keys.update("THA", v3, NOW_MS)
     other_v4 = signed(directory("THA", 4, [entry("THA/IMMIGRATION")]))
     with pytest.raises(RollbackError):
-        keys.update("THA", other_v4)
+        keys.update("THA", other_v4, NOW_MS)
     with pytest.raises(DirectoryError):
-        keys.update("MYS", v4)  # THA's directory delivered as MYS's
+        keys.update("MYS", v4, NOW_MS)  # THA's directory delivered as MYS's
     assert keys.version("THA") == 4
     assert keys.signed("THA") == v4
     assert keys.agencies("THA") == (agency("THA/OAG"),)
-    assert code_of(lambda: keys.update("XXZ", v4)) == "ixb.E_IDENTIFIER"
+    assert code_of(lambda: keys.update("XXZ", v4, NOW_MS)) == "ixb.E_IDENTIFIER"
 
 
 def test_an_expired_directory_is_not_used() -> None:
     d = directory("THA", 1)
-    keys, clock = keys_with(d)
+    keys = keys_with(d)
     oag = AG["THA/OAG"]
-    clock.now = d.expires
+    now = d.expires
     with pytest.raises(DirectoryError, match="expired"):
-        keys.signing_key(oag.principal, oag.signing.key_id)
+        keys.signing_key(oag.principal, oag.signing.key_id, now)
     with pytest.raises(ExpiredError):
-        keys.update("THA", signed(d))  # the same bytes again do not revive it
-    keys.signing_key(hub_of("THA"), HUBS["THA"].signing.key_id)  # anchors do not expire
-    fresh = directory("THA", 2, issued=clock.now)
-    assert keys.update("THA", signed(fresh))
-    assert keys.signing_key(oag.principal, oag.signing.key_id) == oag.signing.public
+        keys.update("THA", signed(d), now)  # the same bytes again do not revive it
+    keys.signing_key(hub_of("THA"), HUBS["THA"].signing.key_id, now)  # anchors do not expire
+    fresh = directory("THA", 2, issued=now)
+    assert keys.update("THA", signed(fresh), now)
+    assert keys.signing_key(oag.principal, oag.signing.key_id, now) == oag.signing.public
+
+
+def _flipped(data: bytes) -> bytes:
+    out = bytearray(data)
+    out[len(out) // 2] ^= 1
+    return bytes(out)
+
+
+# Candidates a receiver may be handed for THA: genuine versions 1-4, a second version 3
+# with other content, one already expired, a forgery, and MYS's directory.
+THA_V = {v: signed(directory("THA", v)) for v in (1, 2, 3, 4)}
+CANDIDATES = [
+    *THA_V.values(),
+    signed(directory("THA", 3, [entry("THA/OAG")])),
+    signed(directory("THA", 5, issued=ISSUED - 2 * TTL)),
+    _flipped(THA_V[4]),
+    signed(directory("MYS", 6)),
+]
+GENUINE = set(CANDIDATES[:5])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(range(len(CANDIDATES))), st.sampled_from([0, TTL // 2, TTL])),
+        max_size=12,
+    )
+)
+def test_trusted_directories_only_move_forward_through_verified_directories(
+    steps: list[tuple[int, int]],
+) -> None:
+    """Whatever arrives, in any order and at any time: the trusted THA directory is always
+    one that verified, its version never goes down, and a refused update changes nothing."""
+    keys = TrustedDirectories(TRUST)
+    for index, later in steps:
+        before, version = keys.signed("THA"), keys.version("THA") or 0
+        try:
+            changed = keys.update("THA", CANDIDATES[index], NOW_MS + later)
+        except IxbError:
+            assert keys.signed("THA") == before
+            continue
+        after = keys.signed("THA")
+        assert after in GENUINE
+        assert (keys.version("THA") or 0) >= version
+        assert changed == (after != before)
+        assert keys.directory("THA") == wire.decode(
+            msgspec.msgpack.decode(after)["body"], Directory, "directory"
+        )
 
 
 # --- end to end: an envelope verified against directories -----------------------------
 
 
 def test_envelope_accepted_then_refused_after_revocation() -> None:
-    keys, clock = keys_with(directory("THA", 1), directory("MYS", 1))
+    keys = keys_with(directory("THA", 1), directory("MYS", 1))
     sender, to = AG["THA/DSI-ATHD"], agency("MYS/RMP-ATIPSOM")
-    keys.check_may_send(sender.principal, "alert")
+    keys.check_may_send(sender.principal, "alert", NOW_MS)
     body = example_bodies(NOW_MS)["alert"]
     data = seal_envelope(
         sender=sender,
-        recipients=[keys.encryption_key(to)],
+        recipients=[keys.encryption_key(to, NOW_MS)],
         body=body,
         now_ms=NOW_MS,
         ttl_ms=MS_PER_DAY,
     )
-    env = verify_envelope(data, keys, NOW_MS)
-    env = add_hop(env, HUBS["THA"], NOW_MS + 1)
-    assert verify_hops(env, keys) == (hub_of("THA"),)
-    assert open_envelope(env, AG["MYS/RMP-ATIPSOM"]).body == body
+    verified = verify_envelope(data, keys, NOW_MS)
+    hopped = add_hop(verified.envelope, HUBS["THA"], NOW_MS + 1)
+    assert verify_hops(hopped, keys, NOW_MS + 1) == (hub_of("THA"),)
+    assert open_envelope(verified, AG["MYS/RMP-ATIPSOM"]).body == body
 
     revoked_at = NOW_MS + 1000
     v2 = directory(
@@ -778,12 +809,10 @@ def test_envelope_accepted_then_refused_after_revocation() -> None:
         [revoke_entry(entry("THA/DSI-ATHD"), revoked_at, "officer left"), entry("THA/OAG")],
         issued=NOW_MS + 10,
     )
-    clock.now = NOW_MS + 10
-    assert keys.update("THA", signed(v2))
-    verify_envelope(data, keys, clock.now)  # revocation is not retroactive before `at`
-    clock.now = revoked_at
-    assert code_of(lambda: verify_envelope(data, keys, clock.now)) == "ixb.E_REVOKED"
-    assert code_of(lambda: keys.encryption_key(sender.principal)) == "ixb.E_REVOKED"
+    assert keys.update("THA", signed(v2), NOW_MS + 10)
+    verify_envelope(data, keys, NOW_MS + 10)  # revocation is not retroactive before `at`
+    assert code_of(lambda: verify_envelope(data, keys, revoked_at)) == "ixb.E_REVOKED"
+    assert code_of(lambda: keys.encryption_key(sender.principal, revoked_at)) == "ixb.E_REVOKED"
 
 
 # --- federation file ------------------------------------------------------------------
@@ -1124,14 +1153,14 @@ def test_vector_invalid_cases(case: dict[str, Any]) -> None:
 def test_envelope_vectors_verify_against_the_directory_vector() -> None:
     """The two vector files share keys: the stored alert verifies through the directory."""
     envelopes = json.loads((VECTOR_FILE.parent / "envelopes.json").read_text())
-    keys = DirectoryKeys(parse_federation(VECTORS["federation"]["toml"]), lambda: NOW_MS)
-    assert keys.update("THA", bytes.fromhex(VECTORS["signed"]))
+    keys = TrustedDirectories(parse_federation(VECTORS["federation"]["toml"]))
+    assert keys.update("THA", bytes.fromhex(VECTORS["signed"]), NOW_MS)
     alert = next(e for e in envelopes["envelopes"] if e["name"] == "alert")
-    env = verify_envelope(bytes.fromhex(alert["envelope"]), keys, envelopes["now_ms"])
-    assert verify_hops(env, keys) == (hub_of("THA"), hub_of("MYS"))
-    assert code_of(lambda: keys.signing_key(agency("THA/PATROL-7"), b"\x00" * 8)) == (
-        "ixb.E_REVOKED"
-    )
+    now = envelopes["now_ms"]
+    env = verify_envelope(bytes.fromhex(alert["envelope"]), keys, now)
+    assert verify_hops(env.envelope, keys, now) == (hub_of("THA"), hub_of("MYS"))
+    patrol = agency("THA/PATROL-7")
+    assert code_of(lambda: keys.signing_key(patrol, b"\x00" * 8, NOW_MS)) == "ixb.E_REVOKED"
 
 
 def main() -> None:

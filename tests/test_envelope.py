@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+from pathlib import Path
+
 import msgspec
+import mypy.api
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +18,7 @@ from protocols.envelope import (
     NONCE_BYTES,
     Envelope,
     Header,
+    VerifiedEnvelope,
     add_hop,
     assemble,
     decode_envelope,
@@ -61,7 +67,7 @@ def code_of(fn: object) -> str:
 
 def full_check(data: bytes, ring: KeyRing = PARTIES.ring, now: int = NOW_MS) -> list[Body]:
     env = verify_envelope(data, ring, now)
-    verify_hops(env, ring)
+    verify_hops(env.envelope, ring, now)
     return [open_envelope(env, PARTIES[r]).body for r in env.header.recipients]
 
 
@@ -212,6 +218,66 @@ def test_non_recipient_cannot_open() -> None:
     assert code_of(lambda: open_envelope(env, PARTIES["THA/HUB"])) == "ixb.E_NOT_RECIPIENT"
 
 
+# --- only a verified envelope opens ----------------------------------------------------
+
+
+def test_an_unverified_envelope_does_not_open() -> None:
+    decoded = decode_envelope(ALERT_BYTES)
+    with pytest.raises(TypeError, match="not Envelope"):
+        open_envelope(decoded, PARTIES[TO[0]])  # type: ignore[arg-type]
+    verified = verify_envelope(decoded, PARTIES.ring, NOW_MS)
+    assert verified.envelope is decoded
+    assert open_envelope(verified, PARTIES[TO[0]]).body == ALERT
+
+
+def test_only_verify_envelope_makes_a_verified_envelope() -> None:
+    decoded = decode_envelope(ALERT_BYTES)
+    with pytest.raises(TypeError, match="only by verify_envelope"):
+        VerifiedEnvelope(decoded, _token=object())
+    with pytest.raises(TypeError):
+        VerifiedEnvelope(decoded)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="cannot be subclassed"):
+        type("Forged", (VerifiedEnvelope,), {})
+    verified = verify_envelope(ALERT_BYTES, PARTIES.ring, NOW_MS)
+    other = decode_envelope(seal(to=["MYS/RMP-ATIPSOM"]))
+    with pytest.raises(AttributeError, match="immutable"):
+        verified.envelope = other  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="immutable"):
+        del verified.envelope  # type: ignore[misc]
+    for clone in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="verify the bytes again"):
+            clone(verified)
+    assert verified.envelope == decoded
+    assert verified.header == decoded.header
+    assert verified.message_id == decoded.message_id
+    assert decoded.message_id in repr(verified)
+
+
+def test_the_type_checker_refuses_to_open_an_unverified_envelope(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mypy --strict: a plain Envelope where open_envelope wants a VerifiedEnvelope."""
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        "from protocols.envelope import decode_envelope, open_envelope, verify_envelope\n"
+        "from protocols.keys import Identity, KeyRing\n"
+        "\n"
+        "\n"
+        "def opens(data: bytes, ring: KeyRing, me: Identity) -> None:\n"
+        "    open_envelope(verify_envelope(data, ring, 0), me)\n"
+        "    open_envelope(decode_envelope(data), me)\n"
+    )
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    cache = str(tmp_path / "mypy-cache")
+    out, err, status = mypy.api.run(["--strict", "--cache-dir", cache, str(snippet)])
+    assert status == 1, (out, err)
+    errors = [line for line in out.splitlines() if ": error: " in line]
+    assert errors == [
+        f'{snippet}:7: error: Argument 1 to "open_envelope" has incompatible type '
+        '"Envelope"; expected "VerifiedEnvelope"  [arg-type]'
+    ], out
+
+
 def test_reused_id_is_a_replay_until_it_expires() -> None:
     guard = ReplayGuard()
     verify_envelope(ALERT_BYTES, PARTIES.ring, NOW_MS, replay=guard)
@@ -348,8 +414,8 @@ def test_hops_countersign_without_touching_the_sender_signature() -> None:
     env = add_hop(env, PARTIES["MYS/HUB"], NOW_MS + 2)
     data = env.to_bytes()
     assert len(data) == env.size
-    again = verify_envelope(data, PARTIES.ring, NOW_MS)
-    assert [str(h) for h in verify_hops(again, PARTIES.ring)] == ["THA/HUB", "MYS/HUB"]
+    again = verify_envelope(data, PARTIES.ring, NOW_MS).envelope
+    assert [str(h) for h in verify_hops(again, PARTIES.ring, NOW_MS)] == ["THA/HUB", "MYS/HUB"]
     assert full_check(data) == [ALERT, ALERT]
     assert again.digest == decode_envelope(ALERT_BYTES).digest
     assert again.payload_hash == decode_envelope(ALERT_BYTES).payload_hash
@@ -360,11 +426,11 @@ def test_forged_or_non_hub_hops_are_refused() -> None:
     hop = env.hops[0]
     moved = msgspec.structs.replace(hop, at=hop.at + 1)
     bad = Envelope(**{**{f: getattr(env, f) for f in env.__slots__}, "hops": (moved,)})
-    assert code_of(lambda: verify_hops(bad, PARTIES.ring)) == "ixb.E_SIGNATURE"
+    assert code_of(lambda: verify_hops(bad, PARTIES.ring, NOW_MS)) == "ixb.E_SIGNATURE"
     assert code_of(lambda: add_hop(env, PARTIES["THA/DSI-ATHD"], NOW_MS)) == "ixb.E_SCHEMA"
     agency_hop = msgspec.structs.replace(hop, hub="THA/DSI-ATHD")
     bad2 = Envelope(**{**{f: getattr(env, f) for f in env.__slots__}, "hops": (agency_hop,)})
-    assert code_of(lambda: verify_hops(bad2, PARTIES.ring)) == "ixb.E_SIGNATURE"
+    assert code_of(lambda: verify_hops(bad2, PARTIES.ring, NOW_MS)) == "ixb.E_SIGNATURE"
 
 
 COUNTERSIGNED_BYTES = add_hop(

@@ -1,8 +1,9 @@
-"""The envelope's direct XChaCha20-Poly1305 calls give exactly what nacl.bindings gives.
+"""The envelope's XChaCha20-Poly1305 helpers give exactly what nacl.bindings gives.
 
-protocols.envelope calls libsodium's AEAD without PyNaCl's Python wrapper; these
-properties pin it to ``nacl.bindings`` (same ciphertext, same plaintext, the
-same inputs refused), and check that unpadding still refuses what it refused.
+protocols.envelope wraps ``nacl.bindings``' AEAD with its own argument checks
+and a None for "does not authenticate"; these properties pin it to the bare
+binding (same ciphertext, same plaintext, the same inputs refused), and check
+that unpadding still refuses what it refused.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ async def test_bad_envelopes_get_signed_rejection_receipts(fed: Federation) -> N
     sender = await fed.client("THA/DSI-ATHD")
     target = await fed.client("MYS/RMP-ATIPSOM")
     bodies = example_bodies(0)
-    publics = [sender.keys.encryption_key(fed.principal("MYS/RMP-ATIPSOM"))]
+    publics = [sender.keys.encryption_key(fed.principal("MYS/RMP-ATIPSOM"), sender.clock())]
 
     def seal(**kw: object) -> bytes:
         args: dict[str, object] = {

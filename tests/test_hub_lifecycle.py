@@ -10,7 +10,7 @@ from broker.cli import load_hub_parts
 from broker.config import load_config
 from broker.hub import Hub
 from ixb.deployment import create_deployment
-from protocols.directory import Role
+from protocols.roles import Role
 from tests.federation import PASSPHRASE
 
 

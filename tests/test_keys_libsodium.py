@@ -1,7 +1,7 @@
 """The direct libsodium calls in protocols.keys give exactly what PyNaCl's own wrappers give.
 
-keys.py calls ``nacl.bindings`` (and, for BLAKE2b, PyNaCl's cffi module) to skip
-per-call Python overhead; these properties pin the results to the high-level
+keys.py calls ``nacl.bindings`` (public functions only) to skip PyNaCl's
+object and encoder layers; these properties pin the results to the high-level
 PyNaCl API the code used before, so a change of PyNaCl cannot silently alter
 a digest, a key id, a signature or what verifies.
 """

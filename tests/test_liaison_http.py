@@ -20,17 +20,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from broker.audit import AuditLog, AuditRecord
-from broker.web import (
-    LIAISON,
-    SECURITY_HEADERS,
+from broker.web.app import setup_liaison
+from broker.web.auth import check_password, hash_password
+from broker.web.site import LIAISON, SECURITY_HEADERS
+from broker.web.view import (
     DeadlineRow,
     LiaisonContext,
     ReconcileReport,
     UserRecord,
     WitnessRow,
-    check_password,
-    hash_password,
-    setup_liaison,
 )
 from protocols.audit import AUDIT_VERSION, AuditEntry, AuditEvent, encode_entry
 from protocols.checkpoint import (

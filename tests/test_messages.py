@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from protocols import mrz
 from protocols.errors import IxbError, MrzError, SchemaError, TransitionError
 from protocols.examples import SPECIMEN_TD3_MRZ, example_bodies
+from protocols.fields import check_date
 from protocols.limits import MAX_LIST, MAX_SHORT_TEXT, MAX_TEXT
 from protocols.messages import (
     MESSAGE_TYPES,
@@ -38,7 +39,6 @@ from protocols.messages import (
     SubjectRole,
     Vessel,
     apply_mla_status,
-    check_date,
     check_imo,
     check_mla_transition,
     decode_body,

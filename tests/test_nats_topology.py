@@ -22,22 +22,17 @@ from nats.aio.subscription import Subscription
 
 from broker.natsd import (
     TEMPLATE_DIR,
-    FederationPlan,
     NatsServer,
     find_nats_server,
+    free_ports,
+    load_plan,
+    render_config,
+    save_plan,
     start_federation,
     wait_links_up,
+    write_config,
 )
-from broker.streams import (
-    HUB_CONSUMER,
-    INBOX_STREAM,
-    INGRESS_STREAM,
-    ensure_country_streams,
-    ensure_link_streams,
-    in_stream,
-    out_stream,
-    resume_link_source,
-)
+from broker.natsplan import FederationPlan
 from protocols import subjects
 from protocols.errors import ConfigError
 from protocols.identifiers import Principal
@@ -50,6 +45,16 @@ from tests.nats_fixtures import (
     plan,
     stream_count,
     stream_info,
+)
+from transport.streams import (
+    HUB_CONSUMER,
+    INBOX_STREAM,
+    INGRESS_STREAM,
+    ensure_country_streams,
+    ensure_link_streams,
+    in_stream,
+    out_stream,
+    resume_link_source,
 )
 
 __all__ = ["federation", "plan"]  # fixtures, imported for pytest
@@ -83,10 +88,10 @@ async def drain(sub: Subscription, quiet: float = 0.3) -> list[tuple[str, bytes]
 
 def test_plan_round_trips_and_keeps_secrets_private(plan: FederationPlan, tmp_path: Path) -> None:
     path = tmp_path / "plan.json"
-    plan.save(path)
+    save_plan(plan, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert FederationPlan.load(path) == plan
-    config = plan.write_config("THA")
+    assert load_plan(path) == plan
+    config = write_config(plan, "THA")
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     rendered = config.read_text()
     assert plan.hub_credentials("THA").password in rendered
@@ -98,29 +103,29 @@ def test_plan_round_trips_and_keeps_secrets_private(plan: FederationPlan, tmp_pa
     with pytest.raises(ConfigError):
         plan.agency_credentials("THA", "RMP-ATIPSOM")
     with pytest.raises(ConfigError):
-        FederationPlan.load(tmp_path / "missing.json")
+        load_plan(tmp_path / "missing.json")
 
 
 def test_rendered_configs_pass_nats_server_check(plan: FederationPlan) -> None:
     binary = find_nats_server()
     for country in plan.countries:
         result = subprocess.run(
-            [str(binary), "-t", "-c", str(plan.write_config(country))],
+            [str(binary), "-t", "-c", str(write_config(plan, country))],
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
         )
         assert result.returncode == 0, result.stderr
-    tha = plan.render("THA")
+    tha = render_config(plan, "THA")
     assert "sync_interval: always" in tha
     assert 'domain: "THA"' in tha
     assert tha.count("nats-leaf://") == 2  # THA dials both peers
-    assert "nats-leaf://" not in plan.render("MMR")  # MMR only listens
+    assert "nats-leaf://" not in render_config(plan, "MMR")  # MMR only listens
 
 
 async def test_server_lifecycle_restart_keeps_ports_and_data(tmp_path: Path) -> None:
-    solo = FederationPlan.create(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path)
+    solo = FederationPlan.create(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path, ports=free_ports())
     server = NatsServer(solo, "THA")
     async with server:
         first_pid = server.pid
@@ -159,7 +164,7 @@ async def test_server_lifecycle_restart_keeps_ports_and_data(tmp_path: Path) -> 
 
 
 async def test_start_failure_names_the_cause(tmp_path: Path) -> None:
-    solo = FederationPlan.create(["MYS"], {}, tmp_path)
+    solo = FederationPlan.create(["MYS"], {}, tmp_path, ports=free_ports())
     node = solo.node("MYS")
     with socket.socket() as squatter:
         squatter.bind((node.host, node.client_port))

@@ -11,21 +11,17 @@ from broker.config import HubConfig
 from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.ratelimit import RateLimiter
 from broker.store import HubStore
-from protocols.directory import (
-    DirectoryKeys,
-    Role,
-    TrustAnchors,
-    build_directory,
-    entry_for,
-    sign_directory,
-)
+from protocols.directory import build_directory, entry_for, sign_directory
 from protocols.envelope import add_hop, decode_envelope, seal_envelope
 from protocols.errors import RateLimitedError
 from protocols.examples import example_bodies
+from protocols.federation import TrustAnchors
 from protocols.handling import HandlingCode
 from protocols.identifiers import Principal, hub_of, parse_agency
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
+from protocols.roles import Role
+from protocols.trusted import TrustedDirectories
 
 NOW = 1_795_000_000_000
 ROLES = {
@@ -40,8 +36,8 @@ TRUST = TrustAnchors("test", {c: h.signing.public for c, h in HUBS.items()})
 ALERT = example_bodies(0)["alert"]
 
 
-def make_keys() -> DirectoryKeys:
-    keys = DirectoryKeys(TRUST, lambda: NOW)
+def make_keys() -> TrustedDirectories:
+    keys = TrustedDirectories(TRUST)
     for country, hub in HUBS.items():
         entries = [
             entry_for(i.public(), ROLES[n], 0, NOW + MS_PER_DAY)
@@ -49,7 +45,7 @@ def make_keys() -> DirectoryKeys:
             if n.startswith(country)
         ]
         directory = build_directory(hub.principal, 1, NOW - 1000, MS_PER_DAY, entries)
-        keys.update(country, sign_directory(directory, hub))
+        keys.update(country, sign_directory(directory, hub), NOW)
     return keys
 
 
@@ -106,6 +102,16 @@ def test_local_alert_is_routed_to_each_country(tmp_path: Path) -> None:
     assert out.local == (parse_agency("THA/IMMIGRATION"),)
     assert out.peers == ("MMR", "MYS")
     assert [h.hub for h in out.envelope.hops] == ["THA/HUB"]
+
+
+def test_directories_are_consulted_at_the_decisions_now(tmp_path: Path) -> None:
+    """The pipeline's ``now_ms`` is the one time of the decision, for the directories too."""
+    p = make_pipeline(tmp_path)
+    data = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
+    expired = NOW - 1000 + MS_PER_DAY  # the directories' expiry; the envelope lives until NOW + day
+    out = p.from_local(data, "DSI-ATHD", expired)
+    assert code(out) == "ixb.E_DIRECTORY"
+    assert isinstance(p.from_local(data, "DSI-ATHD", expired - 1), Accepted)
 
 
 def test_publisher_must_be_the_signer(tmp_path: Path) -> None:

@@ -346,9 +346,9 @@ def test_receipt_statements_split_at_the_id_limit() -> None:
 
 def _keys(
     p: Pipeline, local: dict[Principal, PublicIdentity]
-) -> Callable[[Principal], PublicIdentity]:
-    def lookup(to: Principal) -> PublicIdentity:
-        return local[to] if to in local else p.keys.encryption_key(to)
+) -> Callable[[Principal, int], PublicIdentity]:
+    def lookup(to: Principal, now: int) -> PublicIdentity:
+        return local[to] if to in local else p.keys.encryption_key(to, now)
 
     return lookup
 
@@ -370,8 +370,7 @@ def test_sealed_receipts_open_for_their_recipient_only() -> None:
     statuses = []
     for pub in sealed.publishes:
         env = decode_envelope(pub.data)
-        verify_envelope(env, p.keys, NOW)
-        body = open_envelope(env, IDS[DSI]).body
+        body = open_envelope(verify_envelope(env, p.keys, NOW), IDS[DSI]).body
         assert isinstance(body, Receipt) and body.by == "THA/HUB" and body.at_ms == NOW
         assert (body.for_id, *body.also) == tuple(decode_envelope(d).header.id for d in (A, B))
         statuses.append(body.status)
@@ -399,10 +398,10 @@ def test_receipts_without_route_or_key_are_reported_not_sealed() -> None:
         Principal("THA", "NOBODY"), ReceiptStatus.ACCEPTED, None, None, (b"\x02" * 16,), frozenset()
     )
 
-    def nobody(to: Principal) -> PublicIdentity:
+    def nobody(to: Principal, now: int) -> PublicIdentity:
         if to.name == "NOBODY":
             raise UnknownRecipientError("no such agency")
-        return p.keys.encryption_key(to)
+        return p.keys.encryption_key(to, now)
 
     sealed = seal_receipts(
         [to_peer, unknown], identity=HUBS["THA"], encryption_key=nobody, links=frozenset(), now=NOW

@@ -77,15 +77,16 @@ def test_party_keys_match_their_public_parts() -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_decode_direction(name: str) -> None:
     v = CASES[name]
-    env = verify_envelope(bytes.fromhex(v["envelope"]), RING, NOW)
+    verified = verify_envelope(bytes.fromhex(v["envelope"]), RING, NOW)
+    env = verified.envelope
     assert env.hdr.hex() == v["header_msgpack"]
     assert env.keys.hex() == v["keys_msgpack"]
     assert env.digest.hex() == v["digest"]
     assert env.payload_hash.hex() == v["payload_hash"]
     assert [h.hub for h in env.hops] == [h["hub"] for h in v["hops"]]
-    verify_hops(env, RING)
+    verify_hops(env, RING, NOW)
     for recipient in v["header"]["recipients"]:
-        opened = open_envelope(env, IDS[recipient])
+        opened = open_envelope(verified, IDS[recipient])
         assert encode_body(opened.body).hex() == v["body_msgpack"]
         assert json.loads(json.dumps(msgspec.to_builtins(opened.body))) == v["body"]
 
@@ -132,7 +133,7 @@ def test_encode_direction(name: str) -> None:
 def test_invalid_vectors(case: dict[str, Any]) -> None:
     with pytest.raises(IxbError) as info:
         env = verify_envelope(bytes.fromhex(case["envelope"]), RING, NOW)
-        verify_hops(env, RING)
+        verify_hops(env.envelope, RING, NOW)
     assert info.value.code == case["error"]
 
 

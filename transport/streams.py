@@ -1,4 +1,8 @@
-"""The JetStream streams and consumers a hub needs, created idempotently at startup.
+"""JetStream layout: stream and consumer names, and the streams a hub creates at startup.
+
+Names are shared by the hub (which creates and reads the streams), the agency
+SDK (which reads its ``INBOX`` consumer) and the NATS config (which grants
+each agency its own consumer). Everything is created idempotently.
 
 In the country's ``IXB`` account:
 
@@ -23,7 +27,6 @@ import json
 from collections.abc import Iterable
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -34,7 +37,6 @@ from nats.js.api import (
     DiscardPolicy,
     ExternalStream,
     RetentionPolicy,
-    StatusCode,
     StorageType,
     StreamConfig,
     StreamInfo,
@@ -230,56 +232,3 @@ async def outbound_backlog(nc: NatsClient, country: str, peer: str) -> int | Non
     except (ValueError, TypeError, AttributeError):
         return None
     return sum(lags) if lags else None
-
-
-DRAIN_TIMEOUT_S = 1.0
-FALLBACK_DRAIN_S = 0.005
-
-
-async def fetch_ready(
-    psub: JetStreamContext.PullSubscription, batch: int, timeout: float
-) -> list[Msg]:
-    """Wait up to ``timeout`` for one message, then take what else is already there.
-
-    nats-py's ``fetch(batch)`` waits out its whole timeout for the rest of a
-    batch once the stream is idle, and even its short "no wait" probe carries
-    an ``expires`` that makes the server linger for it; ``fetch(1)`` returns as
-    soon as one message arrives, and :func:`drain_waiting` collects a burst
-    without waiting for anything that is not there yet.
-    """
-    first = await psub.fetch(1, timeout=timeout)
-    if batch <= 1:
-        return first
-    return first + await drain_waiting(psub, batch - 1)
-
-
-async def drain_waiting(psub: JetStreamContext.PullSubscription, limit: int) -> list[Msg]:
-    """Up to ``limit`` messages the consumer has ready now, in one round trip.
-
-    A pull request with ``no_wait`` and no ``expires`` is answered at once:
-    the waiting messages, then a 404/408 status if there were fewer than asked.
-    nats-py has no call for it, so this speaks the JetStream pull protocol on
-    the subscription nats-py bound (``$JS.API.CONSUMER.MSG.NEXT``). A message
-    arriving after the safety timeout stays in the subscription's queue, where
-    the next ``fetch`` takes it first.
-    """
-    nc, nms, deliver, sub = (getattr(psub, a, None) for a in ("_nc", "_nms", "_deliver", "_sub"))
-    if nc is None or nms is None or deliver is None or sub is None:
-        try:  # a nats-py without these internals: its own short fetch (it may linger)
-            return list(await psub.fetch(limit, timeout=FALLBACK_DRAIN_S))
-        except (NatsTimeoutError, TimeoutError):
-            return []
-    msgs: list[Msg] = []
-    request = json.dumps({"batch": limit, "no_wait": True}).encode()
-    await nc.publish(nms, request, deliver)
-    while len(msgs) < limit:
-        try:
-            msg = await sub.next_msg(timeout=DRAIN_TIMEOUT_S)
-        except (NatsTimeoutError, TimeoutError):
-            break
-        status = JetStreamContext.is_status_msg(msg)
-        if status is None:
-            msgs.append(msg)
-        elif status in (StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT):
-            break
-    return msgs

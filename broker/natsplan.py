@@ -1,0 +1,440 @@
+"""The nats-server side of a federation, as data: ports, credentials, configs.
+
+One :class:`FederationPlan` describes a whole federation: ports, passwords
+and store directories of every country's server. :meth:`FederationPlan.render`
+fills the templates of ``deploy/nats/`` (the same files docker-compose uses)
+with it and with the permissions of :mod:`broker.nats_permissions`; the plan
+converts to and from JSON so that hubs and agencies running as separate
+processes can find their server and credentials.
+
+Pure: no file, socket or process is touched here. Reading the templates,
+probing free ports, writing configs and the plan file, and running the
+servers are :mod:`broker.natsd`'s job.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any, NamedTuple
+
+from broker import nats_permissions as perms
+from protocols import subjects
+from protocols.errors import ConfigError, IdentifierError
+from protocols.identifiers import Principal, check_country
+from protocols.limits import MAX_ENVELOPE_BYTES
+
+MAX_PAYLOAD = MAX_ENVELOPE_BYTES + 64 * 1024
+"""The largest envelope the protocol allows, plus room for NATS headers."""
+
+PLAN_VERSION = 1
+_PASSWORD_BYTES = 24
+
+
+class NodePorts(NamedTuple):
+    """The ports of one server, when fixed rather than picked free."""
+
+    client: int
+    monitor: int
+    leaf: int
+
+
+CONTAINER_PORTS = NodePorts(client=4222, monitor=8222, leaf=7422)
+"""nats-server's own defaults: for servers that each have their own network (containers)."""
+
+
+class Credentials(NamedTuple):
+    user: str
+    password: str
+
+    def __repr__(self) -> str:  # never print a password by accident
+        return f"Credentials(user={self.user!r}, password=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkLimits:
+    """JetStream limits of each link account: what one peer can make us store."""
+
+    max_memory: int = 64 * 1024 * 1024
+    max_file: int = 1024 * 1024 * 1024
+    max_streams: int = 8
+    max_consumers: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("max_memory", "max_file", "max_streams", "max_consumers"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"link_limits.{name} must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class CountryNode:
+    """Where one country's server listens, and where it keeps its data."""
+
+    country: str
+    host: str
+    """Address other processes (and peer servers) use to reach this server."""
+    client_port: int
+    monitor_port: int
+    leaf_port: int | None
+    """Leaf-node listener, only if some peer sorts after this country."""
+    base_dir: Path
+    jetstream_dir: Path | None = None
+    """JetStream store dir as the server sees it (a container volume), if not under base_dir."""
+
+    @property
+    def store_dir(self) -> Path:
+        return self.jetstream_dir or self.base_dir / "jetstream"
+
+    @property
+    def config_path(self) -> Path:
+        return self.base_dir / "nats.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "nats.log"
+
+
+PortSource = Callable[[str], int]
+"""A distinct port on the given host at each call (:func:`broker.natsd.free_ports` probes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NatsTemplates:
+    """The text of each config template (``string.Template``; ``$$`` is a literal ``$``)."""
+
+    country: str
+    agency_user: str
+    link_account: str
+    leaf_user: str
+    leaf_remote: str
+
+
+TEMPLATE_FILES = {
+    "country": "country.conf.template",
+    "agency_user": "agency-user.conf.template",
+    "link_account": "link-account.conf.template",
+    "leaf_user": "leaf-user.conf.template",
+    "leaf_remote": "leaf-remote.conf.template",
+}
+""":class:`NatsTemplates` field → file name in ``deploy/nats/``."""
+
+
+def _quoted_list(items: Sequence[str], indent: int) -> str:
+    pad = " " * indent
+    return ",\n".join(f'{pad}"{item}"' for item in items)
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(_PASSWORD_BYTES)
+
+
+@dataclass(frozen=True)
+class FederationPlan:
+    """Everything needed to run and reach the nats-servers of a federation."""
+
+    countries: tuple[str, ...]
+    agencies: Mapping[str, tuple[str, ...]]
+    nodes: Mapping[str, CountryNode]
+    passwords: Mapping[str, str] = field(repr=False)
+    bind_host: str = "127.0.0.1"
+    link_limits: LinkLimits = LinkLimits()
+
+    def __post_init__(self) -> None:
+        if len(set(self.countries)) != len(self.countries):
+            raise ConfigError("a country appears twice in the federation")
+        for country in self.countries:
+            if country not in self.nodes:
+                raise ConfigError(f"no server planned for {country}")
+            for name in self.agencies.get(country, ()):
+                try:
+                    agency = Principal(country, name)
+                except IdentifierError as exc:
+                    raise ConfigError(f"agencies.{country}: {exc.detail}") from exc
+                if agency.is_hub:
+                    raise ConfigError(f"agencies.{country}: {agency} is reserved for the hub")
+
+    @classmethod
+    def create(
+        cls,
+        countries: Sequence[str],
+        agencies: Mapping[str, Sequence[str]],
+        base_dir: Path,
+        *,
+        bind_host: str = "127.0.0.1",
+        host: str = "127.0.0.1",
+        hosts: Mapping[str, str] | None = None,
+        ports: NodePorts | PortSource,
+        store_dir: Path | None = None,
+        link_limits: LinkLimits | None = None,
+    ) -> FederationPlan:
+        """A plan with fresh random passwords, on ports from ``ports``.
+
+        ``ports`` is either a :data:`PortSource`, asked for every port with
+        ``bind_host`` (:func:`broker.natsd.free_ports` gives ports free when
+        chosen; another process could take one before the server starts,
+        which :meth:`broker.natsd.NatsServer.start` reports with the log), or
+        fixed :class:`NodePorts` for every server: that needs one container
+        per server (docker compose), each with its own network, so a
+        distinct host per country.
+
+        For containers, ``hosts`` names each country's server as peers and
+        clients reach it (its service name, instead of ``host``), and
+        ``store_dir`` is every server's JetStream dir inside its container
+        (its own volume).
+        """
+        try:
+            ordered = tuple(sorted(check_country(c) for c in countries))
+        except IdentifierError as exc:
+            raise ConfigError(f"countries: {exc.detail}") from exc
+        unknown = set(agencies) - set(ordered)
+        if unknown:
+            raise ConfigError(f"agencies given for countries outside the plan: {sorted(unknown)}")
+        stray = set(hosts or {}) - set(ordered)
+        if stray:
+            raise ConfigError(f"hosts given for countries outside the plan: {sorted(stray)}")
+        node_hosts = {c: (hosts or {}).get(c, host) for c in ordered}
+        if isinstance(ports, NodePorts) and len(set(node_hosts.values())) != len(ordered):
+            raise ConfigError("fixed ports need a distinct host per country (one container each)")
+        nodes: dict[str, CountryNode] = {}
+        passwords: dict[str, str] = {}
+        for country in ordered:
+            listens = any(peer > country for peer in ordered)
+            if isinstance(ports, NodePorts):
+                client, monitor = ports.client, ports.monitor
+                leaf = ports.leaf if listens else None
+            else:
+                # Asked where the server will listen: a service name in
+                # node_hosts may not resolve on this machine.
+                client, monitor = ports(bind_host), ports(bind_host)
+                leaf = ports(bind_host) if listens else None
+            nodes[country] = CountryNode(
+                country=country,
+                host=node_hosts[country],
+                client_port=client,
+                monitor_port=monitor,
+                leaf_port=leaf,
+                base_dir=base_dir / country,
+                jetstream_dir=store_dir,
+            )
+            passwords[f"{country}/sys"] = _new_password()
+            passwords[f"{country}/hub"] = _new_password()
+            for name in agencies.get(country, ()):
+                passwords[f"{country}/agency/{name}"] = _new_password()
+            for peer in ordered:
+                if peer != country:
+                    passwords[f"{country}/link/{peer}"] = _new_password()
+                if peer > country:
+                    passwords[f"leaf/{country}/{peer}"] = _new_password()
+        return cls(
+            countries=ordered,
+            agencies={c: tuple(agencies.get(c, ())) for c in ordered},
+            nodes=nodes,
+            passwords=passwords,
+            bind_host=bind_host,
+            link_limits=link_limits or LinkLimits(),
+        )
+
+    # -- lookups ---------------------------------------------------------
+
+    def _password(self, key: str) -> str:
+        try:
+            return self.passwords[key]
+        except KeyError:
+            raise ConfigError(f"the federation plan has no credentials for {key}") from None
+
+    def _node(self, country: str) -> CountryNode:
+        try:
+            return self.nodes[country]
+        except KeyError:
+            raise ConfigError(f"{country!r} is not a country of this federation") from None
+
+    def peers(self, country: str) -> tuple[str, ...]:
+        self._node(country)
+        return tuple(c for c in self.countries if c != country)
+
+    def node(self, country: str) -> CountryNode:
+        return self._node(country)
+
+    def client_url(self, country: str) -> str:
+        node = self._node(country)
+        return f"nats://{node.host}:{node.client_port}"
+
+    def monitor_url(self, country: str) -> str:
+        node = self._node(country)
+        return f"http://{node.host}:{node.monitor_port}"
+
+    def hub_credentials(self, country: str) -> Credentials:
+        return Credentials(perms.HUB_USER, self._password(f"{country}/hub"))
+
+    def link_credentials(self, country: str, peer: str) -> Credentials:
+        return Credentials(perms.link_user(peer), self._password(f"{country}/link/{peer}"))
+
+    def agency_credentials(self, country: str, name: str) -> Credentials:
+        if name not in self.agencies.get(country, ()):
+            raise ConfigError(f"{country}/{name} is not an agency of this federation")
+        return Credentials(perms.agency_user(name), self._password(f"{country}/agency/{name}"))
+
+    def system_credentials(self, country: str) -> Credentials:
+        return Credentials(perms.SYSTEM_USER, self._password(f"{country}/sys"))
+
+    def leaf_credentials(self, listener: str, dialer: str) -> Credentials:
+        """The user ``dialer``'s server logs into ``listener``'s leaf port with."""
+        lo, hi = sorted((listener, dialer))
+        if lo != listener:
+            raise ConfigError(f"{listener} does not listen for {dialer}: the smaller code listens")
+        return Credentials(perms.leaf_user(dialer), self._password(f"leaf/{lo}/{hi}"))
+
+    # -- rendering -------------------------------------------------------
+
+    def render(self, country: str, templates: NatsTemplates) -> str:
+        """The nats-server config of ``country``."""
+        node = self._node(country)
+        agency_tpl = Template(templates.agency_user)
+        agency_users = [
+            self._agency_user(agency_tpl, Principal(country, name))
+            for name in self.agencies.get(country, ())
+        ]
+        accounts: list[str] = []
+        remotes: list[str] = []
+        for peer in self.peers(country):
+            leaf_user = "      # (no leaf user: we dial this peer)"
+            if country < peer:
+                user, password = self.leaf_credentials(country, peer)
+                leaf_user = (
+                    Template(templates.leaf_user)
+                    .substitute(
+                        peer=peer,
+                        user=user,
+                        leaf_password=password,
+                        leaf_allow=_quoted_list(perms.leaf_publish_allow(country, peer), 14),
+                        leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 14),
+                    )
+                    .rstrip("\n")
+                )
+            else:
+                user, password = self.leaf_credentials(peer, country)
+                peer_node = self._node(peer)
+                remotes.append(
+                    Template(templates.leaf_remote)
+                    .substitute(
+                        peer=peer,
+                        account=perms.link_account(peer),
+                        user=user,
+                        leaf_password=password,
+                        peer_host=peer_node.host,
+                        peer_leaf_port=peer_node.leaf_port,
+                        leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 8),
+                    )
+                    .rstrip("\n")
+                )
+            limits = self.link_limits
+            link = self.link_credentials(country, peer)
+            accounts.append(
+                Template(templates.link_account)
+                .substitute(
+                    account=perms.link_account(peer),
+                    user=link.user,
+                    hub_link_password=link.password,
+                    leaf_user=leaf_user,
+                    max_memory=limits.max_memory,
+                    max_file=limits.max_file,
+                    max_streams=limits.max_streams,
+                    max_consumers=limits.max_consumers,
+                )
+                .rstrip("\n")
+            )
+        leaf_listen = (
+            f'  listen: "{self.bind_host}:{node.leaf_port}"'
+            if node.leaf_port is not None
+            else "  # no peer sorts after us: we only dial"
+        )
+        return Template(templates.country).substitute(
+            country=country,
+            bind_host=self.bind_host,
+            client_port=node.client_port,
+            monitor_port=node.monitor_port,
+            max_payload=MAX_PAYLOAD,
+            store_dir=str(node.store_dir),
+            sys_user=perms.SYSTEM_USER,
+            sys_password=self.system_credentials(country).password,
+            hub_user=perms.HUB_USER,
+            hub_password=self.hub_credentials(country).password,
+            agency_users=",\n".join(agency_users),
+            link_accounts="\n".join(accounts),
+            leaf_listen=leaf_listen,
+            leaf_remotes=",\n".join(remotes),
+        )
+
+    def _agency_user(self, template: Template, agency: Principal) -> str:
+        user, password = self.agency_credentials(agency.country, agency.name)
+        subscribe = ", ".join(f'"{s}"' for s in perms.agency_subscribe_allow(agency))
+        return template.substitute(
+            country=agency.country,
+            name=agency.name,
+            user=user,
+            password=password,
+            publish_allow=_quoted_list(perms.agency_publish_allow(agency), 14),
+            subscribe_allow=subscribe,
+            reply_prefix=subjects.reply_prefix(agency.name),
+        ).rstrip("\n")
+
+    # -- persistence -----------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": PLAN_VERSION,
+            "countries": list(self.countries),
+            "agencies": {c: list(names) for c, names in self.agencies.items()},
+            "bind_host": self.bind_host,
+            "link_limits": {
+                "max_memory": self.link_limits.max_memory,
+                "max_file": self.link_limits.max_file,
+                "max_streams": self.link_limits.max_streams,
+                "max_consumers": self.link_limits.max_consumers,
+            },
+            "nodes": {
+                c: {
+                    "host": n.host,
+                    "client_port": n.client_port,
+                    "monitor_port": n.monitor_port,
+                    "leaf_port": n.leaf_port,
+                    "base_dir": str(n.base_dir),
+                    "jetstream_dir": None if n.jetstream_dir is None else str(n.jetstream_dir),
+                }
+                for c, n in self.nodes.items()
+            },
+            "passwords": dict(self.passwords),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FederationPlan:
+        try:
+            if data["version"] != PLAN_VERSION:
+                raise ConfigError(f"federation plan version {data['version']!r} is not supported")
+            nodes = {
+                c: CountryNode(
+                    country=c,
+                    host=str(n["host"]),
+                    client_port=int(n["client_port"]),
+                    monitor_port=int(n["monitor_port"]),
+                    leaf_port=None if n["leaf_port"] is None else int(n["leaf_port"]),
+                    base_dir=Path(n["base_dir"]),
+                    jetstream_dir=None
+                    if n.get("jetstream_dir") is None
+                    else Path(n["jetstream_dir"]),
+                )
+                for c, n in data["nodes"].items()
+            }
+            return cls(
+                countries=tuple(data["countries"]),
+                agencies={c: tuple(names) for c, names in data["agencies"].items()},
+                nodes=nodes,
+                passwords={str(k): str(v) for k, v in data["passwords"].items()},
+                bind_host=str(data["bind_host"]),
+                link_limits=LinkLimits(**data["link_limits"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"malformed federation plan: {exc!r}") from exc
