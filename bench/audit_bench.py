@@ -24,7 +24,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from broker.audit import AuditLog, AuditQuery, AuditRecord
+from broker.audit.log import AuditLog
+from broker.audit.records import AuditRecord
+from broker.audit.search import AuditQuery
 from protocols import merkle
 
 RESULTS = Path(__file__).resolve().parent / "audit_results.json"

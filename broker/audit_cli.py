@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.audit import AuditLog, AuditQuery, StoredEntry
+from broker.audit.log import AuditLog
+from broker.audit.records import StoredEntry
+from broker.audit.search import AuditQuery
 from broker.auditing import reconcile_logs, to_record
 from broker.config import HubConfig, load_config
 from broker.store import HubStore

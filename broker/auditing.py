@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from broker.audit import AuditLog, AuditQuery, AuditRecord, StoredEntry
+from broker.audit.log import AuditLog
+from broker.audit.records import AuditRecord, StoredEntry
+from broker.audit.search import AuditQuery
 from broker.store import HubStore, PeerEntry
 from protocols.audit import (
     MAX_SHARED_ENTRIES,
@@ -49,7 +51,6 @@ from protocols.checkpoint import (
     verify_cosignature,
     witness_name,
 )
-from protocols.envelope import Envelope, Header
 from protocols.errors import ForkError, IxbError
 from protocols.federation import TrustAnchors
 from protocols.identifiers import format_message_id
@@ -146,32 +147,13 @@ class HubAudit:
     # --- recording ------------------------------------------------------------------
 
     def entry(
-        self,
-        event: AuditEvent,
-        *,
-        header: Header | None = None,
-        envelope: Envelope | None = None,
-        msg_id: bytes | None = None,
-        code: str | None = None,
-        detail: str | None = None,
-        peer: str | None = None,
-        actor: str | None = None,
-        recipients: Iterable[str] | None = None,
+        self, event: AuditEvent, *, detail: str | None = None, actor: str | None = None
     ) -> AuditEntry:
-        """An entry for ``event`` at this hub's clock (batch decisions use :func:`make_entry`)."""
-        return make_entry(
-            self.hub_id,
-            self.clock(),
-            event,
-            header=header,
-            envelope=envelope,
-            msg_id=msg_id,
-            code=code,
-            detail=detail,
-            peer=peer,
-            actor=actor,
-            recipients=recipients,
-        )
+        """An entry about the hub itself (started, stopped, read) at this hub's clock.
+
+        Entries about messages are made by the batch plan, at the batch's one ``now``.
+        """
+        return make_entry(self.hub_id, self.clock(), event, detail=detail, actor=actor)
 
     def record(self, entries: Sequence[AuditEntry]) -> list[int]:
         """Append durably; returns the leaf indexes."""

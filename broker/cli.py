@@ -15,7 +15,7 @@ import structlog
 from broker.config import HubConfig, load_config
 from broker.hub import Hub, install_signal_handlers
 from broker.service import HubService
-from broker.web import hash_password
+from broker.web.auth import hash_password
 from protocols.errors import ConfigError, IoError, IxbError
 from protocols.federation import TrustAnchors, parse_federation
 from protocols.identifiers import Principal

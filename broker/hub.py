@@ -33,9 +33,8 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 
-from broker.audit import AuditLog
+from broker.audit.log import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlDecision, ControlPlane
@@ -214,12 +213,7 @@ class Hub:
         )
         await self.js.add_consumer(
             streams.INGRESS_STREAM,
-            ConsumerConfig(
-                durable_name=streams.HUB_CONSUMER,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=streams.HUB_ACK_WAIT_S,
-                max_deliver=-1,
-            ),
+            streams.durable_consumer(streams.HUB_CONSUMER, streams.HUB_ACK_WAIT_S),
         )
         for peer, creds in sorted(cfg.links.items()):
             nc = await connect(

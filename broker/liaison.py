@@ -7,17 +7,55 @@ witness state, open requests and peers to what :mod:`broker.web` reads.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 
 from broker.hub import Hub
-from broker.web import LiaisonContext, ReconcileReport, UserRecord, WitnessRow
+from broker.web.view import (
+    AuditReader,
+    DeadlineRow,
+    LiaisonView,
+    ReconcileFn,
+    ReconcileReport,
+    UserRecord,
+    WitnessRow,
+)
 from protocols.checkpoint import log_origin, witness_name
 
 
-def liaison_view(hub: Hub) -> LiaisonContext:
-    """This hub's log, witness state, deadlines and peers, for the pages."""
+class HubView:
+    """A running hub as the pages see it: reads only, and each read of the log is audited."""
 
-    async def reconcile(peer: str) -> ReconcileReport:
-        r = await asyncio.to_thread(hub.audit.reconcile, peer)
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        config = hub.config
+        self.hub_id = str(config.hub_id)
+        self.users: Mapping[str, UserRecord] = {
+            u.name: UserRecord(name=u.name, role=u.role, password_hash=u.password_hash)
+            for u in config.user
+        }
+        self.peers: Sequence[str] = sorted(config.links)
+        self.secure_cookies = config.http.secure_cookies
+        self.reconcile: ReconcileFn | None = self._reconcile
+
+    @property
+    def audit(self) -> AuditReader:
+        return self._hub.audit_log
+
+    def now_ms(self) -> int:
+        return self._hub.clock()
+
+    def record_read(self, user: str, what: str, /) -> None:
+        self._hub.audit.record_read(user, what)
+
+    def witness_status(self) -> Sequence[WitnessRow]:
+        return witness_rows(self._hub)
+
+    def deadlines(self, now_ms: int, /) -> Sequence[DeadlineRow]:
+        del now_ms  # the store orders open requests by deadline; the page compares
+        return self._hub.store.open_requests()
+
+    async def _reconcile(self, peer: str) -> ReconcileReport:
+        r = await asyncio.to_thread(self._hub.audit.reconcile, peer)
         return ReconcileReport(
             peer=peer,
             since_ms=r.since_ms,
@@ -27,22 +65,10 @@ def liaison_view(hub: Hub) -> LiaisonContext:
             matched=r.matched,
         )
 
-    config = hub.config
-    return LiaisonContext(
-        hub_id=str(config.hub_id),
-        audit=hub.audit_log,
-        users={
-            u.name: UserRecord(name=u.name, role=u.role, password_hash=u.password_hash)
-            for u in config.user
-        },
-        clock=hub.clock,
-        record_read=hub.audit.record_read,
-        witness_status=lambda: witness_rows(hub),
-        deadlines=lambda _now: hub.store.open_requests(),
-        reconcile=reconcile,
-        peers=sorted(config.links),
-        secure_cookies=config.http.secure_cookies,
-    )
+
+def liaison_view(hub: Hub) -> LiaisonView:
+    """This hub's log, witness state, deadlines and peers, for the pages."""
+    return HubView(hub)
 
 
 def witness_rows(hub: Hub) -> list[WitnessRow]:

@@ -1,70 +1,179 @@
-"""A few Prometheus metrics in the text exposition format, without a client library.
+"""The hub's Prometheus metrics, kept by ``prometheus_client``.
 
-Counters with labels, gauges, and one latency histogram: all the hub needs.
+In: the hub's calls, ``inc(name, amount, **labels)``, ``set(name, value,
+**labels)`` and ``observe_latency(seconds)``, with the names and label names
+of :data:`METRICS`. Out: :meth:`Metrics.render`, the text exposition format
+served at ``/metrics``; :meth:`Metrics.counter_value` and
+:meth:`Metrics.series` for tests.
+Guaranteed: every :class:`Metrics` has its own ``CollectorRegistry``, so
+several hubs in one process never share a series; the names and labels on
+``/metrics`` are those of :data:`METRICS` (prometheus_client adds a
+``<name>_created`` series beside each counter and histogram). A metric
+appears on ``/metrics`` once first incremented or set. A name missing from
+:data:`METRICS` is still kept, with the labels of its first use;
+``tests/test_metrics.py`` checks that the hub uses none.
+
+Several worker processes of one hub: set ``PROMETHEUS_MULTIPROC_DIR`` to an
+empty directory, the same for every worker, *before* any of them starts (and
+so before ``prometheus_client`` is imported: it picks its value store at
+import). Every worker then writes its series to that directory, and any
+worker's ``/metrics`` shows all of them merged: counters and the latency
+histogram summed, ``ixb_in_flight`` summed over live workers, the other
+gauges as the most recent value any live worker set (each gauge's
+``mode``). Empty the directory when the hub starts; call
+``prometheus_client.multiprocess.mark_process_dead(pid)`` when a worker
+exits. ``_created`` series are not kept in that mode, and the directory
+must not be shared by two hubs.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
-from dataclasses import dataclass, field
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["LATENCY", "LATENCY_BUCKETS_S", "METRICS", "Metrics", "Spec"]
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY: Final = "ixb_hub_latency_seconds"
 
-Labels = tuple[tuple[str, str], ...]
-
-
-def _fmt_labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels
-    )
-    return "{" + inner + "}"
+GaugeMode = Literal["livesum", "livemostrecent"]
 
 
-@dataclass
+@dataclass(frozen=True)
+class Spec:
+    """One metric the hub keeps: its kind, what it counts, its label names."""
+
+    kind: Literal["counter", "gauge"]
+    help: str
+    labels: tuple[str, ...] = ()
+    mode: GaugeMode = "livemostrecent"  # how a gauge merges across worker processes
+
+
+METRICS: Final[Mapping[str, Spec]] = {
+    "ixb_messages_total": Spec(
+        "counter", "Messages decided, by decision (accepted, rejected, duplicate).", ("decision",)
+    ),
+    "ixb_rejected_total": Spec("counter", "Messages rejected, by error code.", ("code",)),
+    "ixb_receipts_total": Spec("counter", "Messages covered by receipts sent.", ("status",)),
+    "ixb_batches_total": Spec("counter", "Fetched batches settled."),
+    "ixb_batch_messages_total": Spec("counter", "Messages in the batches settled."),
+    "ixb_batch_seconds_total": Spec(
+        "counter",
+        "Seconds spent settling batches, by stage"
+        " (decide_plan_seal, publish_wait, durable_commit).",
+        ("stage",),
+    ),
+    "ixb_witness_alarms_total": Spec(
+        "counter", "Tampering alarms raised, by the log's origin.", ("origin",)
+    ),
+    "ixb_witness_refused_total": Spec(
+        "counter", "Peer checkpoints refused for witnessing.", ("code", "origin")
+    ),
+    "ixb_directory_rejected_total": Spec("counter", "Peer directories refused.", ("code", "peer")),
+    "ixb_in_flight": Spec("gauge", "Messages being settled now.", mode="livesum"),
+    "ixb_backlog": Spec("gauge", "Messages waiting in a peer's inbound stream.", ("source",)),
+    "ixb_backlog_out": Spec(
+        "gauge", "Messages waiting in our outbound stream to a peer.", ("destination",)
+    ),
+    "ixb_link_up": Spec("gauge", "1 while the link to a peer is connected.", ("peer",)),
+    "ixb_directory_version": Spec(
+        "gauge", "Version of the directory installed, by country.", ("country",)
+    ),
+    "ixb_checkpoint_size": Spec("gauge", "Size of our latest signed checkpoint."),
+    "ixb_cosigned_size": Spec(
+        "gauge", "Size of our latest checkpoint a witness cosigned.", ("witness",)
+    ),
+}
+
+
 class Metrics:
-    counters: dict[str, dict[Labels, float]] = field(default_factory=lambda: defaultdict(dict))
-    gauges: dict[str, dict[Labels, float]] = field(default_factory=lambda: defaultdict(dict))
-    help: dict[str, str] = field(default_factory=dict)
-    _hist_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
-    _hist_sum: float = 0.0
+    """One hub's metrics in one registry of its own."""
+
+    def __init__(self, *, multiprocess_dir: str | os.PathLike[str] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        if multiprocess_dir is None:
+            multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self.multiprocess_dir = multiprocess_dir
+        self._counters: dict[str, Counter] = {}
+        self._gauges: dict[str, Gauge] = {}
+        self._registering = threading.Lock()
+        self._latency = Histogram(
+            LATENCY,
+            "Time from ingress to routed, per message.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def _spec(
+        self, name: str, kind: Literal["counter", "gauge"], labels: Mapping[str, str]
+    ) -> Spec:
+        spec = METRICS.get(name)
+        if spec is None or spec.kind != kind:
+            return Spec(kind, f"{name} (not in broker.metrics.METRICS)", tuple(sorted(labels)))
+        return spec
+
+    def _counter(self, name: str, labels: Mapping[str, str]) -> Counter:
+        c = self._counters.get(name)
+        if c is None:
+            spec = self._spec(name, "counter", labels)
+            with self._registering:
+                c = self._counters.get(name)
+                if c is None:
+                    c = Counter(name, spec.help, spec.labels, registry=self.registry)
+                    self._counters[name] = c
+        return c.labels(**labels) if labels else c
+
+    def _gauge(self, name: str, labels: Mapping[str, str]) -> Gauge:
+        g = self._gauges.get(name)
+        if g is None:
+            spec = self._spec(name, "gauge", labels)
+            with self._registering:
+                g = self._gauges.get(name)
+                if g is None:
+                    g = Gauge(
+                        name,
+                        spec.help,
+                        spec.labels,
+                        registry=self.registry,
+                        multiprocess_mode=spec.mode,
+                    )
+                    self._gauges[name] = g
+        return g.labels(**labels) if labels else g
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        series = self.counters[name]
-        series[key] = series.get(key, 0.0) + amount
+        self._counter(name, labels).inc(amount)
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        self.gauges[name][tuple(sorted(labels.items()))] = value
+        self._gauge(name, labels).set(value)
 
     def observe_latency(self, seconds: float) -> None:
-        self._hist_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self._hist_sum += seconds
+        self._latency.observe(seconds)
 
     def counter_value(self, name: str, **labels: str) -> float:
-        return self.counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+        """This process's count of one series; 0 for a series never incremented."""
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    def series(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Every series of one counter or gauge in this process: sorted labels → value."""
+        return {
+            tuple(sorted(sample.labels.items())): sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        }
 
     def render(self) -> str:
-        lines: list[str] = []
-        for kind, table in (("counter", self.counters), ("gauge", self.gauges)):
-            for name in sorted(table):
-                if name in self.help:
-                    lines.append(f"# HELP {name} {self.help[name]}")
-                lines.append(f"# TYPE {name} {kind}")
-                for labels, value in sorted(table[name].items()):
-                    lines.append(f"{name}{_fmt_labels(labels)} {value:g}")
-        name = "ixb_hub_latency_seconds"
-        lines.append(f"# HELP {name} Time from ingress to routed, per message.")
-        lines.append(f"# TYPE {name} histogram")
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS_S, self._hist_counts, strict=False):
-            cumulative += count
-            lines.append(f'{name}_bucket{{le="{bound:g}"}} {cumulative}')
-        cumulative += self._hist_counts[-1]
-        lines.append(f'{name}_bucket{{le="+Inf"}} {cumulative}')
-        lines.append(f"{name}_sum {self._hist_sum:g}")
-        lines.append(f"{name}_count {cumulative}")
-        return "\n".join(lines) + "\n"
+        """The text exposition format; every worker's series merged in multiprocess mode."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry).decode("utf-8")
+        merged = CollectorRegistry()
+        # registers itself in ``merged``; prometheus_client leaves it unannotated
+        MultiProcessCollector(merged, path=os.fspath(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(merged).decode("utf-8")

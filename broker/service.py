@@ -14,7 +14,7 @@ from aiohttp import web
 
 from broker.hub import Hub
 from broker.liaison import liaison_view
-from broker.web import setup_liaison
+from broker.web.app import setup_liaison
 
 
 def http_app(hub: Hub) -> web.Application:

@@ -26,7 +26,7 @@ from pathlib import Path
 from agency_client.profile import render_profile
 from broker.natsd import free_ports, save_plan
 from broker.natsplan import FederationPlan, NodePorts
-from broker.web import hash_password
+from broker.web.auth import hash_password
 from protocols.federation import render_federation
 from protocols.identifiers import Principal, hub_of, parse_agency
 from protocols.keys import Identity, KdfProfile, seal_keyfile

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.audit import AuditQuery
+from broker.audit.search import AuditQuery
 from protocols.checkpoint import log_origin, witness_name
 from protocols.examples import example_bodies
 from protocols.identifiers import format_message_id
@@ -130,7 +130,8 @@ async def test_a_hub_that_rewrites_its_log_is_caught_by_its_witness(fed: Federat
 
 
 def test_tampering_with_stored_entries_is_detected(tmp_path: Path) -> None:
-    from broker.audit import AuditLog, AuditRecord
+    from broker.audit.log import AuditLog
+    from broker.audit.records import AuditRecord
 
     log = AuditLog(tmp_path / "a.sqlite")
     log.append([AuditRecord(data=bytes([i]) * 40, at_ms=i, event="accepted") for i in range(9)])

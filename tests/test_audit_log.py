@@ -33,8 +33,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.audit import MAX_SEARCH_LIMIT, AuditLog, AuditQuery, AuditRecord, StoredEntry
 from broker.audit.index import BLOCK_BITS
+from broker.audit.log import AuditLog
+from broker.audit.records import AuditRecord, StoredEntry
+from broker.audit.search import MAX_SEARCH_LIMIT, AuditQuery
 from protocols import merkle, tlog
 from protocols.errors import LocalError, MerkleProofError
 
@@ -345,7 +347,8 @@ def test_a_failed_batch_leaves_nothing_behind(log: AuditLog) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from broker.audit import AuditLog, AuditRecord
+from broker.audit.log import AuditLog
+from broker.audit.records import AuditRecord
 
 log = AuditLog(Path(sys.argv[1]))
 batch = int(sys.argv[2])

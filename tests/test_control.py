@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from broker.audit import AuditLog
+from broker.audit.log import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.control import (
@@ -177,7 +177,7 @@ def test_witnessing_cosigns_a_growing_log_and_the_cosignature_is_kept(
     assert tha.events() == ["checkpoint_cosigned"]  # logged at most hourly per peer
     # the cosignature travels back and MYS keeps it
     back = mys.control.decide("THA", KIND_COSIGNATURE, d2.publishes[0].data, NOW + 2)
-    assert mys.metrics.gauges["ixb_cosigned_size"][(("witness", "THA"),)] == 5
+    assert mys.metrics.series("ixb_cosigned_size")[(("witness", "THA"),)] == 5
     mys.apply(back)
     assert [(who, size) for who, size, _n, _at in mys.log.cosignatures()][-1][1] == 5
 
@@ -209,7 +209,7 @@ def test_a_forged_checkpoint_is_refused_without_writes(two: tuple[Side, Side]) -
     pub = publication(mys, "THA")
     d = tha.control.decide("MMR", KIND_CHECKPOINT, pub, NOW)  # MYS's log claimed by MMR's link
     assert d == ControlDecision()
-    assert tha.metrics.counters["ixb_witness_refused_total"] == {
+    assert tha.metrics.series("ixb_witness_refused_total") == {
         (("code", "ixb.E_SIGNATURE"), ("origin", "MMR")): 1.0
     }
     assert tha.events() == []

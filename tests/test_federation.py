@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from agency_client.sdk import AgencyClient, Incoming, Refused
-from broker.audit import AuditQuery
+from broker.audit.search import AuditQuery
 from protocols import subjects
 from protocols.envelope import decode_envelope, seal_envelope
 from protocols.examples import example_bodies

@@ -17,8 +17,9 @@ import pytest
 from aiohttp import web
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
-from broker.audit import AuditLog
-from broker.web import LiaisonContext, UserRecord, setup_liaison
+from broker.audit.log import AuditLog
+from broker.web.app import setup_liaison
+from broker.web.view import LiaisonContext, UserRecord
 from tests.conftest import NOW_MS, Parties
 from tests.test_liaison_http import (
     CASE,

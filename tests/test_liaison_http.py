@@ -19,19 +19,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from broker.audit import AuditLog, AuditRecord
-from broker.web import (
-    LIAISON,
-    SECURITY_HEADERS,
+from broker.audit.log import AuditLog
+from broker.audit.records import AuditRecord
+from broker.web.app import setup_liaison
+from broker.web.auth import check_password, hash_password
+from broker.web.site import LIAISON, SECURITY_HEADERS
+from broker.web.view import (
     DeadlineRow,
     LiaisonContext,
     ReconcileReport,
     UserRecord,
     WitnessRow,
-    check_password,
-    hash_password,
-    render,
-    setup_liaison,
 )
 from protocols.audit import AUDIT_VERSION, AuditEntry, AuditEvent, encode_entry
 from protocols.checkpoint import (
@@ -442,7 +440,7 @@ async def test_anonymous_is_sent_to_login(client: Client, exchange: Exchange) ->
         assert resp.headers["Location"].startswith("/login?next=/audit"), path
     assert (await client.post("/logout", data={"csrf": "x"})).status == 403
     assert client.app is not None
-    assert not client.app[LIAISON].sessions
+    assert not client.app[LIAISON].auth.sessions
 
 
 async def test_wrong_password_and_unknown_user_are_refused(client: Client) -> None:
@@ -661,7 +659,7 @@ async def test_failed_logins_are_throttled(client: Client, ctx: LiaisonContext) 
 
 async def test_throttling_counts_names_and_clients_apart(client: Client) -> None:
     assert client.app is not None
-    st = client.app[LIAISON]
+    st = client.app[LIAISON].auth.throttle
     for i in range(5):
         st.failed(("name:alice", f"client:10.0.0.{i}"), NOW_MS)
     assert st.throttled(("name:alice", "client:10.0.0.9"), NOW_MS)
@@ -773,14 +771,46 @@ async def test_values_from_the_log_are_escaped(
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
         assert "<script>" not in body
         assert "<img" not in body
-        assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in body
+        assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in body
 
 
-def test_render_escapes_everything_but_markup() -> None:
-    inner = render("<b>{x}</b>", x="<i>")
-    assert render("<p title='{t}'>{a}{b}</p>", t="'\"", a="&", b=inner).html == (
-        "<p title='&#x27;&quot;'>&amp;<b>&lt;i&gt;</b></p>"
+async def test_a_case_ref_with_markup_is_escaped_on_every_page_that_shows_it(
+    client: Client, ctx: LiaisonContext, audit: AuditLog, exchange: Exchange
+) -> None:
+    """Peer-supplied values reach the templates as text: in cells, attributes and options."""
+    evil = "<script>alert('x')</script>"
+    w = _Writer(audit, NOW_MS)
+    mid = w.mid()
+    w.add(
+        AuditEvent.ACCEPTED,
+        msg_id=mid,
+        type="alert",
+        sender="MMR/MOHA-ATTU",
+        recipients=("THA/DSI-ATHD",),
+        case_ref=evil,
+        peer="MMR",
+        detail=evil,
     )
+    w.flush()
+    ctx.witness_status = lambda: [WitnessRow("MMR", "we witness them", 1, None, NOW_MS, evil, True)]
+    ctx.deadlines = lambda now: [
+        DeadlineRow(mid, evil, evil, (evil,), evil, now - 1, now + 1, False)
+    ]
+    assert await _login(client) == 303
+    escaped = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
+    for path in (
+        "/audit",
+        "/audit?case_ref=" + evil,  # echoed into the search form's value attribute
+        f"/audit/message/{mid}",
+        "/audit/witness",
+        "/audit/deadlines",
+        "/login?next=/audit?case_ref=" + evil,
+    ):
+        resp = await client.get(path)
+        assert resp.status == 200, path
+        body = await resp.text()
+        assert "<script" not in body, path
+        assert escaped in body, path
 
 
 async def test_trail_and_inclusion_proof(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
@@ -86,94 +87,69 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInf
     return await js.update_stream(config)
 
 
+def file_stream(name: str, **config: Any) -> StreamConfig:
+    """A file-backed stream de-duplicating by ``Nats-Msg-Id`` within the window."""
+    return StreamConfig(
+        name=name, storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S, **config
+    )
+
+
+def kept_stream(name: str, **config: Any) -> StreamConfig:
+    """A stream that keeps each message for the protocol's longest envelope lifetime."""
+    return file_stream(name, retention=RetentionPolicy.LIMITS, max_age=MAX_AGE_S, **config)
+
+
+def durable_consumer(name: str, ack_wait: float, **config: Any) -> ConsumerConfig:
+    """A durable pull consumer from the start, explicit acks, redelivered until acked."""
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_deliver=-1,
+        **config,
+    )
+
+
 async def ensure_country_streams(
     js: JetStreamContext, country: str, agencies: Iterable[str]
 ) -> None:
     """``INGRESS``, ``INBOX`` and each agency's inbox consumer, in ``IXB``."""
     await ensure_stream(
         js,
-        StreamConfig(
-            name=INGRESS_STREAM,
+        file_stream(
+            INGRESS_STREAM,
             subjects=[subjects.ingress_all(country)],
             retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
         ),
     )
-    await ensure_stream(
-        js,
-        StreamConfig(
-            name=INBOX_STREAM,
-            subjects=[subjects.inbox_all(country)],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_age=MAX_AGE_S,
-        ),
-    )
+    await ensure_stream(js, kept_stream(INBOX_STREAM, subjects=[subjects.inbox_all(country)]))
     for name in agencies:
-        agency = Principal(country, name)
         await js.add_consumer(
             INBOX_STREAM,
-            ConsumerConfig(
-                name=name,
-                durable_name=name,
-                filter_subject=subjects.inbox(agency),
-                deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=INBOX_ACK_WAIT_S,
-                max_deliver=-1,
+            durable_consumer(
+                name, INBOX_ACK_WAIT_S, filter_subject=subjects.inbox(Principal(country, name))
             ),
         )
 
 
 async def ensure_link_streams(js: JetStreamContext, country: str, peer: str) -> None:
     """``OUT_<peer>``, ``IN_<peer>`` and its ``HUB`` consumer, in ``<peer>_LINK``."""
+    # when full, publishing is refused (discard new), never silently dropped
+    capped = {"max_bytes": LINK_STREAM_MAX_BYTES, "discard": DiscardPolicy.NEW}
     await ensure_stream(
         js,
-        StreamConfig(
-            name=out_stream(peer),
-            subjects=[subjects.cross_border(country, peer)],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_age=MAX_AGE_S,
-            max_bytes=LINK_STREAM_MAX_BYTES,
-            discard=DiscardPolicy.NEW,
+        kept_stream(out_stream(peer), subjects=[subjects.cross_border(country, peer)], **capped),
+    )
+    source = StreamSource(
+        name=out_stream(country),
+        external=ExternalStream(
+            api=f"$JS.{check_country(peer)}.API", deliver=subjects.deliver(peer, country)
         ),
     )
-    await ensure_stream(
-        js,
-        StreamConfig(
-            name=in_stream(peer),
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_age=MAX_AGE_S,
-            max_bytes=LINK_STREAM_MAX_BYTES,
-            discard=DiscardPolicy.NEW,
-            sources=[
-                StreamSource(
-                    name=out_stream(country),
-                    external=ExternalStream(
-                        api=f"$JS.{check_country(peer)}.API",
-                        deliver=subjects.deliver(peer, country),
-                    ),
-                )
-            ],
-        ),
-    )
-    await js.add_consumer(
-        in_stream(peer),
-        ConsumerConfig(
-            name=HUB_CONSUMER,
-            durable_name=HUB_CONSUMER,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=HUB_ACK_WAIT_S,
-            max_deliver=-1,
-        ),
-    )
+    await ensure_stream(js, kept_stream(in_stream(peer), sources=[source], **capped))
+    await js.add_consumer(in_stream(peer), durable_consumer(HUB_CONSUMER, HUB_ACK_WAIT_S))
 
 
 async def source_active(js: JetStreamContext, peer: str) -> bool:

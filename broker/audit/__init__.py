@@ -7,16 +7,3 @@
 - :mod:`.search`: :class:`AuditQuery`, search and count;
 - :mod:`.witness`: checkpoints, cosignatures, witnessed peer checkpoints, alarms.
 """
-
-from broker.audit.log import AuditLog
-from broker.audit.records import SCHEMA_VERSION, AuditRecord, StoredEntry
-from broker.audit.search import MAX_SEARCH_LIMIT, AuditQuery
-
-__all__ = [
-    "MAX_SEARCH_LIMIT",
-    "SCHEMA_VERSION",
-    "AuditLog",
-    "AuditQuery",
-    "AuditRecord",
-    "StoredEntry",
-]

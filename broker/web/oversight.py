@@ -1,0 +1,118 @@
+"""The pages about peers and time: ``/audit/witness``, ``/audit/reconcile``, ``/audit/deadlines``.
+
+In: the :class:`~broker.web.view.LiaisonView` (checkpoints, witness rows,
+reconciliation, open requests) and, for reconcile, ``?peer=``. Out: a
+:class:`~broker.web.site.Page`. Reconcile answers 400 for a country that is
+not a peer and 502 when the comparison fails (the peer's entries could not be
+had); nothing else here fails on input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from broker.web.auth import Session
+from broker.web.format import duration, note_time
+from broker.web.site import Page, Site
+from broker.web.view import DeadlineRow
+from protocols.checkpoint import log_origin, witness_name
+from protocols.errors import IxbError
+
+__all__ = ["deadlines", "reconcile", "witness"]
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    size: int
+    root: bytes
+    signed_ms: int | None
+
+
+async def witness(request: web.Request, site: Site, s: Session) -> Page:
+    view = site.view
+
+    def fetch() -> tuple[
+        tuple[int, bytes, bytes] | None,
+        list[tuple[str, int, bytes, int]],
+        list[tuple[str, tuple[int, bytes, bytes, int] | None]],
+        int,
+    ]:
+        audit = view.audit
+        cp = audit.latest_checkpoint()
+        cosigs = audit.cosignatures(cp[0]) if cp is not None else []
+        theirs = [(p, audit.last_witnessed(log_origin(p))) for p in view.peers]
+        return cp, cosigs, theirs, audit.size
+
+    cp, cosigs, theirs, size = await asyncio.to_thread(fetch)
+    rows = view.witness_status()
+    by_witness = {w: at for w, _, _, at in cosigs}
+    # Every peer, cosigned or not; then any other witness that cosigned.
+    cosigners = [(p, by_witness.pop(witness_name(p), None)) for p in view.peers]
+    cosigners += list(by_witness.items())
+    context = {
+        "checkpoint": _Checkpoint(cp[0], cp[1], note_time(cp[2])) if cp is not None else None,
+        "cosigners": cosigners,
+        "size": size,
+        "rows": rows,
+        "theirs": theirs,
+    }
+    return Page("witness.html", "Checkpoints and witnesses", "witness", context, alarm_rows=rows)
+
+
+async def reconcile(request: web.Request, site: Site, s: Session) -> Page:
+    view = site.view
+    compare = view.reconcile
+    if compare is None:  # the route exists only when the view can reconcile
+        raise web.HTTPNotFound
+    peer = request.query.get("peer", "").strip().upper()
+    context: dict[str, object] = {
+        "peers": view.peers,
+        "peer": peer,
+        "report": None,
+        "error": None,
+        "cap": site.limits.reconcile_rows,
+    }
+    title, template = "Reconcile with a peer", "reconcile.html"
+    if not peer:
+        return Page(template, title, "reconcile", context)
+    if peer not in view.peers:
+        return Page(template, title, "", {**context, "error": "Not a peer of this hub."}, 400)
+    try:
+        report = await compare(peer)
+    except (IxbError, OSError, TimeoutError) as exc:
+        detail = exc.detail if isinstance(exc, IxbError) else (str(exc) or type(exc).__name__)
+        error = f"Reconciliation with {peer} failed: {detail}"
+        return Page(template, title, "", {**context, "error": error}, 502)
+    context["report"] = report
+    return Page(template, f"Reconcile with {report.peer}", f"reconcile peer={peer}", context)
+
+
+async def deadlines(request: web.Request, site: Site, s: Session) -> Page:
+    now = site.view.now_ms()
+    rows = site.view.deadlines(now)
+
+    def listed(
+        keep: Callable[[DeadlineRow], bool],
+        order: Callable[[DeadlineRow], int],
+        when: Callable[[DeadlineRow], str],
+    ) -> Sequence[tuple[DeadlineRow, str]]:
+        return [(r, when(r)) for r in sorted(filter(keep, rows), key=order)]
+
+    context = {
+        "overdue": listed(
+            lambda r: not r.answered and r.due_ms < now,
+            lambda r: r.due_ms,
+            lambda r: "overdue by " + duration(now - r.due_ms),
+        ),
+        "open": listed(
+            lambda r: not r.answered and r.due_ms >= now,
+            lambda r: r.due_ms,
+            lambda r: "due in " + duration(r.due_ms - now),
+        ),
+        "answered": listed(lambda r: r.answered, lambda r: -r.due_ms, lambda _: "answered"),
+    }
+    return Page("deadlines.html", "Deadlines", "deadlines", context)
