@@ -49,11 +49,6 @@ def link_account(peer: str) -> str:
     return f"{check_country(peer)}_LINK"
 
 
-def js_api(domain: str) -> str:
-    """The JetStream API prefix of a country's domain, as peers address it over a leaf."""
-    return f"$JS.{check_country(domain)}.API"
-
-
 def agency_publish_allow(agency: Principal) -> list[str]:
     """Its own ingress, the directory request, and the pull API of its own inbox consumer."""
     consumer = f"{INBOX_STREAM}.{agency.name}"
@@ -79,7 +74,7 @@ def leaf_publish_allow(country: str, peer: str) -> list[str]:
     """
     deliver = subjects.deliver(peer, country)
     return [
-        f"{js_api(country)}.>",
+        f"{subjects.js_api(country)}.>",
         "$JS.FC.>",
         "$JS.ACK.>",
         "_INBOX.>",
@@ -102,7 +97,7 @@ def leaf_deny_subjects(country: str, peer: str) -> list[str]:
     Used both as the listening side's publish deny and as the dialing side's
     ``deny_imports`` (a remote has no allow list, so the deny does the work).
     """
-    api = js_api(country)
+    api = subjects.js_api(country)
     inbound = in_stream(peer)
     return [
         f"{api}.STREAM.CREATE.>",

@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 
 from broker.nats_permissions import link_account
-from broker.natsplan import TEMPLATE_FILES, FederationPlan, NatsTemplates, PortSource
+from broker.natsplan import TEMPLATE_FILES, FederationPlan, NatsTemplates, PortSource, render
 from protocols.errors import ConfigError, IoError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "nats"
@@ -76,7 +76,7 @@ def load_templates(template_dir: Path = TEMPLATE_DIR) -> NatsTemplates:
 
 def render_config(plan: FederationPlan, country: str, template_dir: Path = TEMPLATE_DIR) -> str:
     """``country``'s nats-server config, from the templates in ``template_dir``."""
-    return plan.render(country, load_templates(template_dir))
+    return render(plan, country, load_templates(template_dir))
 
 
 def write_config(plan: FederationPlan, country: str, template_dir: Path = TEMPLATE_DIR) -> Path:

@@ -287,100 +287,6 @@ class FederationPlan:
             raise ConfigError(f"{listener} does not listen for {dialer}: the smaller code listens")
         return Credentials(perms.leaf_user(dialer), self._password(f"leaf/{lo}/{hi}"))
 
-    # -- rendering -------------------------------------------------------
-
-    def render(self, country: str, templates: NatsTemplates) -> str:
-        """The nats-server config of ``country``."""
-        node = self._node(country)
-        agency_tpl = Template(templates.agency_user)
-        agency_users = [
-            self._agency_user(agency_tpl, Principal(country, name))
-            for name in self.agencies.get(country, ())
-        ]
-        accounts: list[str] = []
-        remotes: list[str] = []
-        for peer in self.peers(country):
-            leaf_user = "      # (no leaf user: we dial this peer)"
-            if country < peer:
-                user, password = self.leaf_credentials(country, peer)
-                leaf_user = (
-                    Template(templates.leaf_user)
-                    .substitute(
-                        peer=peer,
-                        user=user,
-                        leaf_password=password,
-                        leaf_allow=_quoted_list(perms.leaf_publish_allow(country, peer), 14),
-                        leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 14),
-                    )
-                    .rstrip("\n")
-                )
-            else:
-                user, password = self.leaf_credentials(peer, country)
-                peer_node = self._node(peer)
-                remotes.append(
-                    Template(templates.leaf_remote)
-                    .substitute(
-                        peer=peer,
-                        account=perms.link_account(peer),
-                        user=user,
-                        leaf_password=password,
-                        peer_host=peer_node.host,
-                        peer_leaf_port=peer_node.leaf_port,
-                        leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 8),
-                    )
-                    .rstrip("\n")
-                )
-            limits = self.link_limits
-            link = self.link_credentials(country, peer)
-            accounts.append(
-                Template(templates.link_account)
-                .substitute(
-                    account=perms.link_account(peer),
-                    user=link.user,
-                    hub_link_password=link.password,
-                    leaf_user=leaf_user,
-                    max_memory=limits.max_memory,
-                    max_file=limits.max_file,
-                    max_streams=limits.max_streams,
-                    max_consumers=limits.max_consumers,
-                )
-                .rstrip("\n")
-            )
-        leaf_listen = (
-            f'  listen: "{self.bind_host}:{node.leaf_port}"'
-            if node.leaf_port is not None
-            else "  # no peer sorts after us: we only dial"
-        )
-        return Template(templates.country).substitute(
-            country=country,
-            bind_host=self.bind_host,
-            client_port=node.client_port,
-            monitor_port=node.monitor_port,
-            max_payload=MAX_PAYLOAD,
-            store_dir=str(node.store_dir),
-            sys_user=perms.SYSTEM_USER,
-            sys_password=self.system_credentials(country).password,
-            hub_user=perms.HUB_USER,
-            hub_password=self.hub_credentials(country).password,
-            agency_users=",\n".join(agency_users),
-            link_accounts="\n".join(accounts),
-            leaf_listen=leaf_listen,
-            leaf_remotes=",\n".join(remotes),
-        )
-
-    def _agency_user(self, template: Template, agency: Principal) -> str:
-        user, password = self.agency_credentials(agency.country, agency.name)
-        subscribe = ", ".join(f'"{s}"' for s in perms.agency_subscribe_allow(agency))
-        return template.substitute(
-            country=agency.country,
-            name=agency.name,
-            user=user,
-            password=password,
-            publish_allow=_quoted_list(perms.agency_publish_allow(agency), 14),
-            subscribe_allow=subscribe,
-            reply_prefix=subjects.reply_prefix(agency.name),
-        ).rstrip("\n")
-
     # -- persistence -----------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
@@ -438,3 +344,97 @@ class FederationPlan:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"malformed federation plan: {exc!r}") from exc
+
+
+def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
+    """The nats-server config of ``country``."""
+    node = plan._node(country)
+    agency_tpl = Template(templates.agency_user)
+    agency_users = [
+        _agency_user(plan, agency_tpl, Principal(country, name))
+        for name in plan.agencies.get(country, ())
+    ]
+    accounts: list[str] = []
+    remotes: list[str] = []
+    for peer in plan.peers(country):
+        leaf_user = "      # (no leaf user: we dial this peer)"
+        if country < peer:
+            user, password = plan.leaf_credentials(country, peer)
+            leaf_user = (
+                Template(templates.leaf_user)
+                .substitute(
+                    peer=peer,
+                    user=user,
+                    leaf_password=password,
+                    leaf_allow=_quoted_list(perms.leaf_publish_allow(country, peer), 14),
+                    leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 14),
+                )
+                .rstrip("\n")
+            )
+        else:
+            user, password = plan.leaf_credentials(peer, country)
+            peer_node = plan._node(peer)
+            remotes.append(
+                Template(templates.leaf_remote)
+                .substitute(
+                    peer=peer,
+                    account=perms.link_account(peer),
+                    user=user,
+                    leaf_password=password,
+                    peer_host=peer_node.host,
+                    peer_leaf_port=peer_node.leaf_port,
+                    leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 8),
+                )
+                .rstrip("\n")
+            )
+        limits = plan.link_limits
+        link = plan.link_credentials(country, peer)
+        accounts.append(
+            Template(templates.link_account)
+            .substitute(
+                account=perms.link_account(peer),
+                user=link.user,
+                hub_link_password=link.password,
+                leaf_user=leaf_user,
+                max_memory=limits.max_memory,
+                max_file=limits.max_file,
+                max_streams=limits.max_streams,
+                max_consumers=limits.max_consumers,
+            )
+            .rstrip("\n")
+        )
+    leaf_listen = (
+        f'  listen: "{plan.bind_host}:{node.leaf_port}"'
+        if node.leaf_port is not None
+        else "  # no peer sorts after us: we only dial"
+    )
+    return Template(templates.country).substitute(
+        country=country,
+        bind_host=plan.bind_host,
+        client_port=node.client_port,
+        monitor_port=node.monitor_port,
+        max_payload=MAX_PAYLOAD,
+        store_dir=str(node.store_dir),
+        sys_user=perms.SYSTEM_USER,
+        sys_password=plan.system_credentials(country).password,
+        hub_user=perms.HUB_USER,
+        hub_password=plan.hub_credentials(country).password,
+        agency_users=",\n".join(agency_users),
+        link_accounts="\n".join(accounts),
+        leaf_listen=leaf_listen,
+        leaf_remotes=",\n".join(remotes),
+    )
+
+
+def _agency_user(plan: FederationPlan, template: Template, agency: Principal) -> str:
+    user, password = plan.agency_credentials(agency.country, agency.name)
+    subscribe = ", ".join(f'"{s}"' for s in perms.agency_subscribe_allow(agency))
+    return template.substitute(
+        country=agency.country,
+        name=agency.name,
+        user=user,
+        password=password,
+        publish_allow=_quoted_list(perms.agency_publish_allow(agency), 14),
+        subscribe_allow=subscribe,
+        reply_prefix=subjects.reply_prefix(agency.name),
+    ).rstrip("\n")

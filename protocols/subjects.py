@@ -55,3 +55,8 @@ def deliver(origin: str, destination: str) -> str:
 def directory_request(country: str) -> str:
     """Request subject where local agencies fetch every verified directory the hub holds."""
     return f"{PREFIX}.{check_country(country)}.directory.get"
+
+
+def js_api(domain: str) -> str:
+    """The JetStream API prefix of a country's domain, as peers address it over a leaf."""
+    return f"$JS.{check_country(domain)}.API"

@@ -144,9 +144,7 @@ async def ensure_link_streams(js: JetStreamContext, country: str, peer: str) -> 
     )
     source = StreamSource(
         name=out_stream(country),
-        external=ExternalStream(
-            api=f"$JS.{check_country(peer)}.API", deliver=subjects.deliver(peer, country)
-        ),
+        external=ExternalStream(api=subjects.js_api(peer), deliver=subjects.deliver(peer, country)),
     )
     await ensure_stream(js, kept_stream(in_stream(peer), sources=[source], **capped))
     await js.add_consumer(in_stream(peer), durable_consumer(HUB_CONSUMER, HUB_ACK_WAIT_S))
@@ -162,7 +160,7 @@ async def source_active(js: JetStreamContext, peer: str) -> bool:
 async def peer_reachable(nc: NatsClient, peer: str, timeout: float = 1.0) -> bool:
     """Whether the peer's JetStream answers across the leaf connection."""
     try:
-        await nc.request(f"$JS.{check_country(peer)}.API.INFO", b"", timeout=timeout)
+        await nc.request(f"{subjects.js_api(peer)}.INFO", b"", timeout=timeout)
     except (NoRespondersError, NatsTimeoutError):
         return False
     return True
@@ -197,7 +195,7 @@ async def outbound_backlog(nc: NatsClient, country: str, peer: str) -> int | Non
     Asked of the peer's JetStream across the leaf (stream info is not among
     the denied API calls); ``None`` while the peer does not answer.
     """
-    subject = f"$JS.{check_country(peer)}.API.STREAM.INFO.{in_stream(country)}"
+    subject = f"{subjects.js_api(peer)}.STREAM.INFO.{in_stream(country)}"
     try:
         reply = await nc.request(subject, b"", timeout=1.0)
     except (NoRespondersError, NatsTimeoutError):
