@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from protocols.identifiers import Principal, format_message_id, parse_agency, pa
 from protocols.keys import Identity, KdfProfile, KeyRing, PublicIdentity
 from protocols.limits import MAX_ENVELOPE_BYTES
 from protocols.mrz import parse_mrz
+from transport.clock import wall_ms
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_VERIFIED = 3
@@ -154,7 +154,7 @@ def cmd_envelope_inspect(args: argparse.Namespace) -> int:
     for path in args.key:
         ring.add(load_public(path))
     status = 0
-    now = int(time.time() * 1000)
+    now = wall_ms()
     if not args.key:
         summary["signature"] = "not checked: pass --key with the sender's key file"
         status = EXIT_NOT_VERIFIED

@@ -11,7 +11,6 @@ import argparse
 import getpass
 import json
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from protocols.export import (
 )
 from protocols.federation import parse_federation
 from protocols.identifiers import format_message_id, parse_message_id
+from transport.clock import wall_ms
 
 MAX_EXPORT_FILE = 4 * 1024 * 1024 * 1024
 PAGE = 1000
@@ -117,7 +117,7 @@ def _note_read(log: AuditLog, config: HubConfig, event: AuditEvent, what: str) -
     entry = AuditEntry(
         v=1,
         hub=str(config.hub_id),
-        at=int(time.time() * 1000),
+        at=wall_ms(),
         event=event,
         actor=_actor(),
         detail=what[:256],
@@ -355,7 +355,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             store,
             config.country,
             args.peer,
-            now_ms=int(time.time() * 1000),
+            now_ms=wall_ms(),
             since_ms=_ms(args.since) or 0,
             grace_ms=int(args.grace * 1000),
         )

@@ -47,6 +47,7 @@ from protocols.messages import (
 )
 from protocols.mrz import build_td3
 from protocols.roles import Role
+from transport.clock import wall_ms
 
 PASSPHRASE = "ixb demo passphrase - not for real keys"  # noqa: S105 - demo key files only
 LIAISON_PASSWORD = "ixb demo liaison"  # noqa: S105 - demo web login only
@@ -186,7 +187,7 @@ def _ms(start: float) -> str:
 
 
 async def run_script(s: Script) -> None:
-    ex = example_bodies(int(time.time() * 1000))
+    ex = example_bodies(wall_ms())
     # every officer's client connects first, so latencies below are the exchange's own
     # (MYS/IMMIGRATION is the automated responder, a process of its own)
     for agency in AGENCIES:
