@@ -52,28 +52,21 @@ class ControlDecision:
     writes: Callable[[], object] | None = None
 
 
+@dataclass(kw_only=True, eq=False, repr=False)  # holds keys and credentials: no repr
 class ControlPlane:
     """Directory install and publishing, checkpoint witnessing, cosignatures for one hub."""
 
-    def __init__(
-        self,
-        *,
-        config: HubConfig,
-        identity: Identity,
-        keys: TrustedDirectories,
-        audit: HubAudit,
-        store: HubStore,
-        agency_keys: Mapping[Principal, PublicIdentity],
-        metrics: Metrics,
-    ) -> None:
-        self.config = config
-        self.country = config.country
-        self.identity = identity
-        self.keys = keys
-        self.audit = audit
-        self.store = store
-        self.agency_keys = agency_keys
-        self.metrics = metrics
+    config: HubConfig
+    identity: Identity
+    keys: TrustedDirectories
+    audit: HubAudit
+    store: HubStore
+    agency_keys: Mapping[Principal, PublicIdentity]
+    metrics: Metrics
+
+    @property
+    def country(self) -> str:
+        return self.config.country
 
     @property
     def peers(self) -> list[str]:

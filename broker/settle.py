@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import nats.errors
 import nats.js.errors
@@ -54,34 +55,21 @@ def kind_of(msg: Msg) -> str | None:
     return (msg.headers or {}).get(KIND_HEADER)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)  # holds keys and credentials: no repr
 class Settler:
     """Settles fetched batches for one hub; see the module docstring for the three steps."""
 
-    def __init__(
-        self,
-        *,
-        identity: Identity,
-        pipeline: Pipeline,
-        control: ControlPlane,
-        audit: HubAudit,
-        store: HubStore,
-        metrics: Metrics,
-        encryption_key: Callable[[Principal, int], PublicIdentity],
-        links: frozenset[str],
-        clock: Callable[[], int],
-        publish: PublishFn,
-    ) -> None:
-        self.identity = identity
-        self.pipeline = pipeline
-        self.control = control
-        self.audit = audit
-        self.store = store
-        self.metrics = metrics
-        self.encryption_key = encryption_key
-        self.links = links
-        self.clock = clock
-        self.publish = publish
-        self._order: dict[str | None, asyncio.Lock] = {}
+    identity: Identity
+    pipeline: Pipeline
+    control: ControlPlane
+    audit: HubAudit
+    store: HubStore
+    metrics: Metrics
+    encryption_key: Callable[[Principal, int], PublicIdentity]
+    links: frozenset[str]
+    clock: Callable[[], int]
+    publish: PublishFn
+    _order: dict[str | None, asyncio.Lock] = field(default_factory=dict, init=False)
 
     # --- 1. decide ------------------------------------------------------------------
 
