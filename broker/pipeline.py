@@ -12,7 +12,8 @@ or from a peer country's link:
    a replay;
 3. policy: the sender's roles may send this type; every recipient exists and
    is current; the country pair exchanges this type; per-agency rate limits;
-   declared forwards respect the original's handling code (H2, H3);
+   declared forwards respect the original's handling code (H2, H3); a
+   receipt's signer may speak of the message it names (SPEC §5 receipt);
 4. the caller records the decision and routes what it is told to.
 
 Nothing here touches the network, so every branch is tested directly.
@@ -42,9 +43,10 @@ from protocols.errors import (
     UnknownRecipientError,
 )
 from protocols.handling import HandlingCode, check_forward
-from protocols.identifiers import Principal, format_message_id, hub_of
+from protocols.identifiers import Principal, format_message_id, hub_of, parse_principal
 from protocols.keys import Identity
 from protocols.limits import Limits
+from protocols.receipts import check_receipt_envelope
 from protocols.roles import HUB_MAY_SEND, check_may_send
 from protocols.trusted import TrustedDirectories
 
@@ -223,6 +225,30 @@ class Pipeline:
                 )
         if header.forward_of is not None:
             self._check_forward(header, str(sender), peer=peer)
+        if header.type == "receipt":
+            self._check_receipt(header, sender)
+
+    def _check_receipt(self, header: Header, sender: Principal) -> None:
+        """A receipt is a statement by its signer about a message (SPEC §5 receipt).
+
+        The body is sealed to its recipient, so the hub checks what the header
+        shows against its record of the original, when it has one: the receipt
+        goes to the original's sender, and its signer is a recipient (an
+        agency) or a hub of the sender's or a recipient's country. Without a
+        record (another country's message, or pruned), the receiver's SDK
+        checks the statement alone.
+        """
+        if header.in_reply_to is None:
+            return  # the header schema requires it for receipts
+        original = self.seen.known(header.in_reply_to)
+        if original is None:
+            return
+        check_receipt_envelope(
+            sender,
+            header.recipient_principals,
+            parse_principal(original.sender),
+            [parse_principal(r) for r in original.recipients],
+        )
 
     def _check_forward(self, header: Header, sender: str, *, peer: str | None) -> None:
         if header.forward_of is None:

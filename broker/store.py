@@ -29,8 +29,9 @@ from typing import Concatenate, ParamSpec, TypeVar
 from broker.pipeline import KnownMessage
 from protocols.envelope import Header
 from protocols.handling import HandlingCode, answer_deadline_ms
-from protocols.identifiers import format_message_id
+from protocols.identifiers import format_message_id, parse_principal
 from protocols.messages import REQUEST_TYPES
+from protocols.receipts import closes_request
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -175,15 +176,16 @@ class HubStore:
 
     @_locked
     def open_requests(self, limit: int = 500) -> list[OpenRequest]:
-        """Requests this hub carried, earliest deadline first, and whether an answer passed by.
+        """Requests this hub carried, earliest deadline first, and whether they were answered.
 
-        An answer is a message of the request's reply type naming it in
-        ``in_reply_to`` (receipts do not count: a delivery is not an answer).
+        Only the addressed owner's answer closes a request
+        (:func:`~protocols.receipts.closes_request`): a message naming it in
+        ``in_reply_to`` from one of its recipients, of the type that answers
+        its type. A third party's message or a receipt does not.
         """
         rows = self._db.execute(
-            "SELECT m.id, m.type, m.sender, m.recipients, m.priority, m.created, m.due,"
-            " EXISTS (SELECT 1 FROM messages a WHERE a.in_reply_to = m.id AND a.type != 'receipt')"
-            " FROM messages m WHERE m.due IS NOT NULL ORDER BY m.due LIMIT ?",
+            "SELECT id, type, sender, recipients, priority, created, due"
+            " FROM messages WHERE due IS NOT NULL ORDER BY due LIMIT ?",
             (limit,),
         ).fetchall()
         return [
@@ -195,10 +197,21 @@ class HubStore:
                 priority=r[4],
                 created_ms=r[5],
                 due_ms=r[6],
-                answered=bool(r[7]),
+                answered=self._answered(r[0], r[1], json.loads(r[3])),
             )
             for r in rows
         ]
+
+    def _answered(self, request_id: bytes, request_type: str, recipients: list[str]) -> bool:
+        owners = frozenset(parse_principal(r) for r in recipients)
+        answers = self._db.execute(
+            "SELECT type, sender FROM messages WHERE in_reply_to = ? AND type != 'receipt'",
+            (request_id,),
+        )
+        return any(
+            closes_request(kind, parse_principal(sender), request_type, owners)
+            for kind, sender in answers
+        )
 
     def mark_routed(self, *message_ids: bytes) -> None:
         """Routing of these messages is finished; durable, with every earlier commit, on return.

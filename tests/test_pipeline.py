@@ -282,3 +282,119 @@ def test_rate_limit_per_agency_override() -> None:
     limiter.take("MYS/RMP-ATIPSOM", NOW)
     with pytest.raises(RateLimitedError, match=" 1 messages"):
         limiter.take("MYS/RMP-ATIPSOM", NOW)
+
+
+# --- receipts are statements by their signer (SPEC §5 receipt) ---------------------------
+
+
+def receipt_from(
+    signer: Identity, to: str, for_id: bytes, status: str, *, via: str | None = None
+) -> bytes:
+    """A receipt envelope signed by ``signer`` about ``for_id``, hopped by ``via``'s hub."""
+    from protocols.messages import Receipt, ReceiptStatus
+
+    body = Receipt(
+        for_id=for_id,
+        status=ReceiptStatus(status),
+        by="MYS/HUB" if status == "delivered" else str(signer.principal),
+        at_ms=NOW,
+    )
+    data = seal_envelope(
+        sender=signer,
+        recipients=[IDS[to].public()],
+        body=body,
+        now_ms=NOW,
+        ttl_ms=MS_PER_DAY,
+        in_reply_to=for_id,
+    )
+    if via is None:
+        return data
+    return add_hop(decode_envelope(data), HUBS[via], NOW).to_bytes()
+
+
+def tha_to_mys(p: Pipeline) -> bytes:
+    """THA/DSI-ATHD's alert to MYS/RMP-ATIPSOM, accepted by ``p`` (THA's or MYS's hub)."""
+    data = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
+    if p.country == "THA":
+        out = p.from_local(data, "DSI-ATHD", NOW)
+    else:
+        out = p.from_peer(add_hop(decode_envelope(data), HUBS["THA"], NOW).to_bytes(), "THA", NOW)
+    assert isinstance(out, Accepted)
+    return out.envelope.header.id
+
+
+def test_a_forged_delivery_from_a_third_countrys_agency_is_refused_and_not_answered(
+    tmp_path: Path,
+) -> None:
+    """The finding: MMR/MOHA-ATTU signs {delivered, by: MYS/HUB} about a THA → MYS alert."""
+    tha = make_pipeline(tmp_path)
+    msg_id = tha_to_mys(tha)
+    forged = receipt_from(IDS["MMR/MOHA-ATTU"], "THA/DSI-ATHD", msg_id, "delivered", via="MMR")
+    out = tha.from_peer(forged, "MMR", NOW)
+    assert code(out) == "ixb.E_UNAUTHORISED"
+    assert rejection_recipient(out, country="THA", publisher=None) is None  # type: ignore[arg-type]
+    # the recipient's own read receipt, through its hub, passes
+    read = receipt_from(IDS["MYS/RMP-ATIPSOM"], "THA/DSI-ATHD", msg_id, "read", via="MYS")
+    genuine = tha.from_peer(read, "MYS", NOW)
+    assert isinstance(genuine, Accepted) and genuine.local == (parse_agency("THA/DSI-ATHD"),)
+
+
+def test_a_third_countrys_hub_may_not_speak_of_the_message(tmp_path: Path) -> None:
+    tha = make_pipeline(tmp_path)
+    msg_id = tha_to_mys(tha)
+    mmr_hub = receipt_from(HUBS["MMR"], "THA/DSI-ATHD", msg_id, "accepted")
+    assert code(tha.from_peer(mmr_hub, "MMR", NOW)) == "ixb.E_UNAUTHORISED"
+    mys_hub = receipt_from(HUBS["MYS"], "THA/DSI-ATHD", msg_id, "delivered")
+    out = tha.from_peer(mys_hub, "MYS", NOW)  # the recipient's hub: genuine
+    assert isinstance(out, Accepted) and out.local == (parse_agency("THA/DSI-ATHD"),)
+
+
+def test_only_a_recipient_may_send_a_read_receipt(tmp_path: Path) -> None:
+    tha = make_pipeline(tmp_path)
+    msg_id = tha_to_mys(tha)
+    # THA/IMMIGRATION never received it; its own hub knows that
+    stranger = receipt_from(IDS["THA/IMMIGRATION"], "THA/DSI-ATHD", msg_id, "read")
+    assert code(tha.from_local(stranger, "IMMIGRATION", NOW)) == "ixb.E_UNAUTHORISED"
+    mys = make_pipeline(tmp_path / "mys", "MYS")
+    mys_id = tha_to_mys(mys)
+    owner = receipt_from(IDS["MYS/RMP-ATIPSOM"], "THA/DSI-ATHD", mys_id, "read")
+    at_mys = mys.from_local(owner, "RMP-ATIPSOM", NOW)
+    assert isinstance(at_mys, Accepted) and at_mys.peers == ("THA",)
+    # ... and it must go to the message's sender, nobody else
+    elsewhere = receipt_from(IDS["MYS/RMP-ATIPSOM"], "MMR/MOHA-ATTU", mys_id, "read")
+    assert code(mys.from_local(elsewhere, "RMP-ATIPSOM", NOW)) == "ixb.E_UNAUTHORISED"
+
+
+def test_a_third_partys_answer_does_not_close_a_request_the_owners_does(tmp_path: Path) -> None:
+    types = ["person.query", "person.result", "receipt"]
+    tha = make_pipeline(tmp_path, exchange={"MMR": types, "MYS": types})
+    asked = tha.from_local(
+        seal("THA/DSI-ATHD", ["MMR/MOHA-ATTU"], example_bodies(0)["person.query"]),
+        "DSI-ATHD",
+        NOW,
+    )
+    assert isinstance(asked, Accepted)
+    request_id = asked.envelope.header.id
+
+    def answer(sender: str) -> bytes:
+        data = seal_envelope(
+            sender=IDS[sender],
+            recipients=[IDS["THA/DSI-ATHD"].public()],
+            body=example_bodies(0)["person.result"],
+            now_ms=NOW,
+            ttl_ms=MS_PER_DAY,
+            in_reply_to=request_id,
+        )
+        return add_hop(decode_envelope(data), HUBS[sender[:3]], NOW).to_bytes()
+
+    def answered() -> bool:
+        (row,) = store_of(tha).open_requests()
+        return row.answered
+
+    assert isinstance(tha.from_peer(answer("MYS/RMP-ATIPSOM"), "MYS", NOW), Accepted)
+    assert not answered()  # a third party's answer is delivered, but closes nothing
+    receipt = receipt_from(HUBS["MMR"], "THA/DSI-ATHD", request_id, "accepted")
+    tha.from_peer(receipt, "MMR", NOW)
+    assert not answered()  # nor does a receipt
+    assert isinstance(tha.from_peer(answer("MMR/MOHA-ATTU"), "MMR", NOW), Accepted)
+    assert answered()
