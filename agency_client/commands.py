@@ -1,9 +1,10 @@
 """Agency commands that talk to the hub: enroll, send, inbox, verify-doc, query, receipts, respond.
 
 Human output by default, ``--json`` for scripts; every failure is one line
-and exit 2 (the dispatcher prints typed errors). Receipts seen are kept in a
-small local state file beside the profile, so ``ixb receipts MSG_ID`` works
-across runs.
+and exit 2 (the dispatcher prints typed errors). Receipts seen, with who
+signed each, and the recipients of alerts sent are kept in a small local state
+file beside the profile, so ``ixb receipts MSG_ID`` works across runs and
+checks each receipt against the message it names (SPEC §5 receipt).
 """
 
 from __future__ import annotations
@@ -26,10 +27,23 @@ import msgspec
 from agency_client.docregistry import DocumentRegistry
 from agency_client.keystore import create_private, passphrase
 from agency_client.profile import Profile, load_profile, render_profile
-from agency_client.sdk import AgencyClient, Incoming, Refused, load_identity_for
+from agency_client.sdk import (
+    MAX_SENT_RECORDS,
+    AgencyClient,
+    Incoming,
+    Refused,
+    SignedReceipt,
+    load_identity_for,
+)
 from protocols.errors import ConfigError, UnknownRecipientError
 from protocols.handling import HandlingCode, Priority
-from protocols.identifiers import Principal, format_message_id, parse_agency, parse_message_id
+from protocols.identifiers import (
+    Principal,
+    format_message_id,
+    parse_agency,
+    parse_message_id,
+    parse_principal,
+)
 from protocols.messages import (
     Alert,
     AlertCategory,
@@ -174,34 +188,64 @@ def _out(args: argparse.Namespace, human: str, data: object) -> None:
 
 
 class LocalState:
-    """Receipts this agency has seen, beside the profile (metadata only)."""
+    """Receipts this agency has seen and whom it sent what, beside the profile (metadata only).
+
+    Receipts are kept with their verified signer (``signed_receipts``; the
+    unverified ``receipts`` table of earlier versions is no longer read).
+    """
 
     def __init__(self, profile: Profile) -> None:
         path = (
             Path(profile.base_dir) / f"{profile.principal.country}-{profile.principal.name}.state"
         )
         self._db = sqlite3.connect(path)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS receipts (for_id TEXT, status TEXT, by TEXT,"
-            " at INTEGER, code TEXT, detail TEXT, UNIQUE(for_id, status, by))"
+        self._db.executescript(
+            "CREATE TABLE IF NOT EXISTS signed_receipts (for_id TEXT, status TEXT, signer TEXT,"
+            " at INTEGER, code TEXT, detail TEXT, UNIQUE(for_id, status, signer));"
+            "CREATE TABLE IF NOT EXISTS sent (id BLOB PRIMARY KEY, recipients TEXT NOT NULL);"
         )
 
-    def record(self, r: Receipt) -> None:
+    def record(self, signed: SignedReceipt) -> None:
+        r = signed.receipt
         with self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO signed_receipts VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (format_message_id(i), r.status.value, r.by, r.at_ms, r.code, r.detail)
+                    (
+                        format_message_id(i),
+                        r.status.value,
+                        str(signed.signer),
+                        r.at_ms,
+                        r.code,
+                        r.detail,
+                    )
                     for i in r.ids
                 ],
             )
 
     def receipts(self, msg_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT status, by, at, code, detail FROM receipts WHERE for_id = ? ORDER BY at",
+            "SELECT status, signer, at, code, detail FROM signed_receipts WHERE for_id = ?"
+            " ORDER BY at",
             (msg_id,),
         ).fetchall()
-        return [dict(zip(("status", "by", "at", "code", "detail"), r, strict=True)) for r in rows]
+        names = ("status", "signer", "at", "code", "detail")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def record_sent(self, msg_id: bytes, recipients: list[Principal]) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO sent VALUES (?, ?)",
+                (msg_id, json.dumps([str(p) for p in recipients])),
+            )
+
+    def load_sent(self, client: AgencyClient) -> None:
+        """Hand the client the recipients of what this agency sent, to check receipts against."""
+        rows = self._db.execute(
+            "SELECT id, recipients FROM sent ORDER BY rowid DESC LIMIT ?", (MAX_SENT_RECORDS,)
+        ).fetchall()
+        for msg_id, recipients in reversed(rows):
+            client.remember_sent(msg_id, [parse_principal(p) for p in json.loads(recipients)])
 
     def close(self) -> None:
         self._db.close()
@@ -251,8 +295,16 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
         info_grade=InfoGrade(args.info_grade),
     )
 
+    profile = load_profile(args.profile)
+
     async def go(client: AgencyClient) -> int:
-        msg_id = await client.send(body, args.to, **_header_kwargs(args))
+        to = [parse_agency(a) for a in args.to]
+        msg_id = await client.send(body, to, **_header_kwargs(args))
+        state = LocalState(profile)
+        try:
+            state.record_sent(msg_id, to)
+        finally:
+            state.close()
         text = format_message_id(msg_id)
         _out(args, f"sent alert {text} to {', '.join(args.to)}", {"id": text})
         return 0
@@ -282,6 +334,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
 
     async def go(client: AgencyClient) -> int:
         state = LocalState(profile)
+        state.load_sent(client)
         shown: list[dict[str, Any]] = []
         try:
             async for item in client.inbox(idle_timeout=args.wait):
@@ -295,7 +348,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                     )
                     continue
                 if isinstance(item.body, Receipt):
-                    state.record(item.body)
+                    state.record(SignedReceipt(item.body, item.sender, item.hubs))
                 else:
                     shown.append(_describe(item))
                     if not args.no_read_receipt:
@@ -400,11 +453,13 @@ def cmd_receipts(args: argparse.Namespace) -> int:
 
     async def go(client: AgencyClient) -> int:
         state = LocalState(profile)
+        state.load_sent(client)
         try:
             # take receipts from the inbox; anything else stays there for `ixb inbox`
+            # (a receipt its signer may not make is refused by the client, never recorded)
             for item in await client.fetch(timeout=args.wait):
                 if isinstance(item, Incoming) and isinstance(item.body, Receipt):
-                    state.record(item.body)
+                    state.record(SignedReceipt(item.body, item.sender, item.hubs))
                     await item.ack()
                 elif isinstance(item, Incoming):
                     await item.leave()
@@ -413,7 +468,7 @@ def cmd_receipts(args: argparse.Namespace) -> int:
             state.close()
         human = (
             "\n".join(
-                f"{_when(r['at'])}  {r['status']:<9} by {r['by']}"
+                f"{_when(r['at'])}  {r['status']:<9} signed by {r['signer']}"
                 + (f"  {r['code']}: {r['detail']}" if r["code"] else "")
                 + (f"  ({r['detail']})" if r["detail"] and not r["code"] else "")
                 for r in rows

@@ -12,7 +12,10 @@ Everything that arrives is verified before the application sees it: sender
 signature against the hub-signed directories (themselves verified against the
 federation's trust anchors), hop countersignatures, freshness, replay; then
 decrypted. What fails is handed over as :class:`Refused` (and removed from the
-inbox), never silently dropped. Receipts are collected per message id.
+inbox), never silently dropped. Receipts are statements by their signer
+(SPEC §5 receipt): one its signer may not make is refused too, and those
+accepted are collected per message id as :class:`SignedReceipt`, with who
+signed them.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
 from protocols.messages import REPLY_TO, Body, Receipt, ReceiptStatus
+from protocols.receipts import check_receipt_signer, check_receipt_statement
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
@@ -66,6 +70,8 @@ DEFAULT_TTL_MS = 7 * MS_PER_DAY
 FETCH_BATCH = 32
 MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
+MAX_SENT_RECORDS = 100_000
+"""Messages whose recipients the client remembers, to check the receipts about them."""
 FIRST_CONNECT_S = 10.0
 """How long :meth:`AgencyClient.connect` tries to reach the hub's NATS.
 
@@ -102,6 +108,27 @@ class Incoming:
             self._msg = None
 
 
+@dataclass(frozen=True, slots=True)
+class SignedReceipt:
+    """A receipt that passed verification and the receipt rule, with who signed it.
+
+    ``signer`` is the verified sender of the envelope that carried it (the
+    receipt's ``by`` equals it); ``hops`` the hubs that countersigned it.
+    """
+
+    receipt: Receipt
+    signer: Principal
+    hops: tuple[Principal, ...]
+
+    @property
+    def status(self) -> ReceiptStatus:
+        return self.receipt.status
+
+    @property
+    def ids(self) -> tuple[bytes, ...]:
+        return self.receipt.ids
+
+
 @dataclass
 class Refused:
     """Something in the inbox that failed verification; removed from the inbox, reported here."""
@@ -129,7 +156,8 @@ class AgencyClient:
         self.clock = clock
         self.replay = ReplayGuard()
         self._stream_seq: dict[bytes, int] = {}
-        self.receipts: dict[str, list[Receipt]] = defaultdict(list)
+        self.receipts: dict[str, list[SignedReceipt]] = defaultdict(list)
+        self._sent: dict[bytes, tuple[Principal, ...]] = {}
         self._pending: list[Item] = []
         self._psub: JetStreamContext.PullSubscription | None = None
         self._receipt_waiters: list[asyncio.Future[None]] = []
@@ -249,9 +277,22 @@ class AgencyClient:
             forward_of=forward_of,
         )
         header = decode_envelope(data).header
+        self.remember_sent(header.id, recipients)
         await self._publish(data, header.message_id)
         log.info("sent", msg_id=header.message_id, type=header.type, to=len(recipients))
         return header.id
+
+    def remember_sent(self, msg_id: bytes, recipients: Sequence[Principal]) -> None:
+        """Record that this agency sent ``msg_id`` to ``recipients``, to check its receipts.
+
+        :meth:`send` records every message; a command line that sent in an
+        earlier run hands its record in. Bounded: the oldest are forgotten,
+        and their receipts are checked without the original.
+        """
+        self._sent.pop(msg_id, None)
+        self._sent[msg_id] = tuple(recipients)
+        while len(self._sent) > MAX_SENT_RECORDS:
+            del self._sent[next(iter(self._sent))]
 
     async def _publish(self, data: bytes, msg_id: str) -> None:
         """JetStream publish with the message id for de-duplication; retried on timeouts."""
@@ -332,18 +373,34 @@ class AgencyClient:
                         k: v for k, v in self._stream_seq.items() if self.replay.seen(k, now)
                     }
             opened = open_envelope(env, self.identity)
+            if isinstance(opened.body, Receipt):
+                self._check_receipt(opened.header, opened.body)
         except IxbError as exc:
             log.warning("inbox_refused", msg_id=msg_id, code=exc.code)
             await msg.term()
             return Refused(exc, msg_id)
         item = Incoming(opened.header, opened.body, env.envelope, hubs, msg)
         if isinstance(item.body, Receipt):
+            signed = SignedReceipt(item.body, item.sender, hubs)
             for for_id in item.body.ids:
-                self.receipts[format_message_id(for_id)].append(item.body)
+                self.receipts[format_message_id(for_id)].append(signed)
             for waiter in self._receipt_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
         return item
+
+    def _check_receipt(self, header: Header, receipt: Receipt) -> None:
+        """Refuse a receipt its signer may not make (SPEC §5 receipt).
+
+        Always the part that needs no original; for each message it names that
+        this client sent, the whole rule against that message's recipients.
+        """
+        signer = header.sender_principal
+        check_receipt_signer(receipt, signer, in_reply_to=header.in_reply_to)
+        for for_id in receipt.ids:
+            recipients = self._sent.get(for_id)
+            if recipients is not None:
+                check_receipt_statement(receipt, signer, self.principal, recipients)
 
     async def inbox(
         self, *, stop: asyncio.Event | None = None, idle_timeout: float | None = None
@@ -389,13 +446,13 @@ class AgencyClient:
 
     async def wait_receipt(
         self, msg_id: bytes, status: ReceiptStatus, *, timeout: float = 10.0
-    ) -> Receipt:
+    ) -> SignedReceipt:
         """Wait until a receipt of ``status`` for ``msg_id`` was seen (fetching as needed)."""
         key = format_message_id(msg_id)
         deadline = time.monotonic() + timeout
         while True:
             for r in self.receipts.get(key, []):
-                if r.status is status:
+                if r.receipt.status is status:
                     return r
             left = deadline - time.monotonic()
             if left <= 0:

@@ -159,7 +159,7 @@ class Script:
     async def receipt(self, agency: str, msg_id: bytes, status: ReceiptStatus) -> Receipt | None:
         client = await self.client(agency)
         try:
-            return await client.wait_receipt(msg_id, status, timeout=15)
+            return (await client.wait_receipt(msg_id, status, timeout=15)).receipt
         except IxbError:
             return None
 

@@ -92,7 +92,17 @@ async def test_send_inbox_and_receipts_from_the_command_line(fed: Federation) ->
         assert asyncio.get_running_loop().time() < deadline, statuses
         receipts = await ixb(fed, "THA/DSI-ATHD", "receipts", "--json", msg_id)
         assert receipts.returncode == 0, receipts.stderr
-        statuses = {r["status"] for r in json.loads(receipts.stdout)}
+        rows = json.loads(receipts.stdout)
+        statuses = {r["status"] for r in rows}
+    # each receipt with its verified signer
+    assert {(r["status"], r["signer"]) for r in rows} == {
+        ("accepted", "THA/HUB"),
+        ("relayed", "THA/HUB"),
+        ("delivered", "MYS/HUB"),
+        ("read", "MYS/RMP-ATIPSOM"),
+    }
+    human = await ixb(fed, "THA/DSI-ATHD", "receipts", msg_id, "--wait", "0.5")
+    assert "read      signed by MYS/RMP-ATIPSOM" in human.stdout, human.stdout
     unauthorised = await ixb(
         fed, "THA/DSI-ATHD", "send", "alert", "--to", "XXA/NOBODY", "--title", "t", "--text", "t"
     )

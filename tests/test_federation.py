@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from protocols import subjects
 from protocols.envelope import decode_envelope, seal_envelope
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
-from protocols.identifiers import format_message_id
+from protocols.identifiers import format_message_id, new_message_id
 from protocols.messages import AnsweredBy, DocStatus, DocVerifyResponse, Receipt, ReceiptStatus
 from tests.federation import Federation, running_federation
 
@@ -82,7 +83,8 @@ async def test_alert_reaches_two_countries_and_nobody_else_sees_plaintext(fed: F
         await sender.wait_receipt(msg_id, ReceiptStatus.ACCEPTED)
         await sender.wait_receipt(msg_id, ReceiptStatus.RELAYED)
         delivered = await sender.wait_receipt(msg_id, ReceiptStatus.DELIVERED)
-        assert delivered.by in ("MYS/HUB", "MMR/HUB")
+        assert str(delivered.signer) in ("MYS/HUB", "MMR/HUB")
+        assert delivered.receipt.by == str(delivered.signer)
         await asyncio.sleep(0.3)
         assert seen, "the spies saw no traffic at all: the test would prove nothing"
         for needle in (body.title, body.text[:24]):
@@ -124,7 +126,7 @@ async def test_document_check_answered_by_automated_responder(fed: Federation) -
 
 
 async def rejection_for(client: AgencyClient, msg_id: bytes, timeout: float = 15.0) -> Receipt:
-    return await client.wait_receipt(msg_id, ReceiptStatus.REJECTED, timeout=timeout)
+    return (await client.wait_receipt(msg_id, ReceiptStatus.REJECTED, timeout=timeout)).receipt
 
 
 async def assert_nothing_arrives(client: AgencyClient, seconds: float = 1.5) -> None:
@@ -367,4 +369,71 @@ async def test_a_backlog_is_acknowledged_with_few_receipts(fed: Federation) -> N
     assert len(accepted) < len(sent)  # receipts were shared, not one per alert
     covered = {i for r in accepted.values() for i in r.ids}
     assert covered >= set(sent)
-    assert all(r.by == "THA/HUB" for r in accepted.values())
+    assert all(str(r.signer) == "THA/HUB" for r in accepted.values())
+
+
+async def refusal_logged(fed: Federation, country: str, msg_id: bytes) -> set[str | None]:
+    """The codes ``country``'s hub logged refusing ``msg_id`` (waits for the entry)."""
+    query = AuditQuery(msg_id=format_message_id(msg_id), event="rejected")
+    deadline = asyncio.get_running_loop().time() + 15
+    while not (entries := fed.hubs[country].hub.audit_log.search(query)):
+        assert asyncio.get_running_loop().time() < deadline, f"{country} logged no refusal"
+        await asyncio.sleep(0.2)
+    return {e.code for e in entries}
+
+
+async def test_receipts_are_statements_by_their_signer(fed: Federation) -> None:
+    """Forged receipts are refused by the hub that knows the message, else by the sender's
+    client; genuine ones reach the sender with who signed them (SPEC §5 receipt)."""
+    sender = await fed.client("THA/DSI-ATHD")
+    owner = await fed.client("MYS/RMP-ATIPSOM")
+    forger = await fed.client("MMR/MOHA-ATTU")
+    bystander = await fed.client("MYS/IMMIGRATION")
+    msg_id = await sender.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
+    (item,) = await collect(owner, 1)
+
+    def claim(for_id: bytes, status: ReceiptStatus, by: str) -> Receipt:
+        return Receipt(for_id=for_id, status=status, by=by, at_ms=forger.clock())
+
+    # the finding: MMR/MOHA-ATTU signs MYS's hub's delivery; THA's hub knows better
+    forged = await forger.send(
+        claim(msg_id, ReceiptStatus.DELIVERED, "MYS/HUB"), ["THA/DSI-ATHD"], in_reply_to=msg_id
+    )
+    assert await refusal_logged(fed, "THA", forged) == {"ixb.E_UNAUTHORISED"}
+    # a MYS agency that never received it claims to have read it; MYS's hub knows better
+    nosy = await bystander.send(
+        claim(msg_id, ReceiptStatus.READ, "MYS/IMMIGRATION"), ["THA/DSI-ATHD"], in_reply_to=msg_id
+    )
+    assert await refusal_logged(fed, "MYS", nosy) == {"ixb.E_UNAUTHORISED"}
+
+    # a message the hubs no longer know (pruned): only the sender's client can tell
+    old = new_message_id(sender.clock() - 60_000, os.urandom(10))
+    sender.remember_sent(old, [fed.principal("MYS/RMP-ATIPSOM")])
+    fakes = {
+        await forger.send(claim(old, status, by), ["THA/DSI-ATHD"], in_reply_to=old)
+        for status, by in (
+            (ReceiptStatus.DELIVERED, "MYS/HUB"),  # by is not the signer
+            (ReceiptStatus.READ, "MMR/MOHA-ATTU"),  # not a recipient
+        )
+    }
+
+    await owner.send_read_receipt(item)
+    read = await sender.wait_receipt(msg_id, ReceiptStatus.READ, timeout=20)
+    delivered = await sender.wait_receipt(msg_id, ReceiptStatus.DELIVERED)
+    accepted = await sender.wait_receipt(msg_id, ReceiptStatus.ACCEPTED)
+    assert read.signer == fed.principal("MYS/RMP-ATIPSOM") and read.hops[0].country == "MYS"
+    assert str(delivered.signer) == "MYS/HUB" and str(accepted.signer) == "THA/HUB"
+
+    refused: dict[str | None, str] = {}
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(refused) < len(fakes):
+        assert asyncio.get_running_loop().time() < deadline, refused
+        for got in await sender.fetch(timeout=0.5):
+            if isinstance(got, Refused):
+                refused[got.message_id] = got.error.code
+            else:
+                await got.ack()
+    assert refused == {format_message_id(f): "ixb.E_UNAUTHORISED" for f in fakes}
+    assert format_message_id(old) not in sender.receipts  # refused: never recorded
+    signers = {str(r.signer) for r in sender.receipts[format_message_id(msg_id)]}
+    assert signers == {"THA/HUB", "MYS/HUB", "MYS/RMP-ATIPSOM"}
