@@ -55,8 +55,8 @@ from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
-from protocols.messages import REPLY_TO, Body, Receipt, ReceiptStatus
-from protocols.receipts import check_receipt_signer, check_receipt_statement
+from protocols.messages import Body, Receipt, ReceiptStatus
+from protocols.receipts import check_receipt_signer, check_receipt_statement, closes_request
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
@@ -419,8 +419,14 @@ class AgencyClient:
     async def request(
         self, body: Body, to: Sequence[str | Principal], *, timeout: float = 10.0, **kw: object
     ) -> Incoming:
-        """Send and wait for the correlated answer; other arrivals stay queued for :meth:`fetch`."""
+        """Send and wait for the correlated answer; other arrivals stay queued for :meth:`fetch`.
+
+        The answer is the first message naming the request in ``in_reply_to``
+        from one of its recipients, of the type that answers its type (SPEC §5);
+        anyone else's stays queued like any other arrival.
+        """
         msg_id = await self.send(body, to, **kw)  # type: ignore[arg-type]
+        owners = self._sent.get(msg_id, ())
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             psub_items = await self._fetch_fresh(min(left, 1.0))
@@ -428,7 +434,7 @@ class AgencyClient:
                 if (
                     isinstance(item, Incoming)
                     and item.header.in_reply_to == msg_id
-                    and item.header.type in REPLY_TO
+                    and closes_request(item.header.type, item.sender, body.TYPE, owners)
                 ):
                     await item.ack()
                     self._pending.extend(i for i in psub_items if i is not item)

@@ -18,7 +18,14 @@ from protocols.envelope import decode_envelope, seal_envelope
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import format_message_id, new_message_id
-from protocols.messages import AnsweredBy, DocStatus, DocVerifyResponse, Receipt, ReceiptStatus
+from protocols.messages import (
+    AnsweredBy,
+    DocStatus,
+    DocVerifyResponse,
+    PersonResult,
+    Receipt,
+    ReceiptStatus,
+)
 from tests.federation import Federation, running_federation
 
 
@@ -437,3 +444,25 @@ async def test_receipts_are_statements_by_their_signer(fed: Federation) -> None:
     assert format_message_id(old) not in sender.receipts  # refused: never recorded
     signers = {str(r.signer) for r in sender.receipts[format_message_id(msg_id)]}
     assert signers == {"THA/HUB", "MYS/HUB", "MYS/RMP-ATIPSOM"}
+
+
+async def test_only_the_addressed_owners_answer_is_the_answer(fed: Federation) -> None:
+    """A third party that learns a request's id cannot answer it in the owner's place."""
+    asker = await fed.client("THA/DSI-ATHD")
+    owner = await fed.client("MYS/RMP-ATIPSOM")
+    meddler = await fed.client("MMR/MOHA-ATTU")
+    bodies = example_bodies(0)
+    asking = asyncio.create_task(
+        asker.request(bodies["person.query"], ["MYS/RMP-ATIPSOM"], timeout=30)
+    )
+    (query,) = await collect(owner, 1)
+    fake = await meddler.send(
+        bodies["person.result"], ["THA/DSI-ATHD"], in_reply_to=query.header.id
+    )
+    await meddler.wait_receipt(fake, ReceiptStatus.RELAYED)
+    await asyncio.sleep(1.0)  # the meddler's answer reaches the asker first
+    genuine = await owner.reply(query, PersonResult(hit=False))
+    answer = await asyncio.wait_for(asking, 30)
+    assert answer.header.id == genuine and answer.sender == fed.principal("MYS/RMP-ATIPSOM")
+    (queued,) = await collect(asker, 1)  # the meddler's stays in the inbox like any message
+    assert queued.header.id == fake
