@@ -324,6 +324,9 @@ class Hub:
         """Sign a checkpoint each second the log grew, and send it to every peer to witness."""
         while not stop.is_set():
             try:
+                summaries = self.settler.refusal_summaries(self.clock())
+                if summaries:
+                    await asyncio.to_thread(self.audit.record, summaries)
                 made = await asyncio.to_thread(self.audit.checkpoint)
                 if made is not None:
                     self.metrics.set("ixb_checkpoint_size", made[0])
