@@ -123,12 +123,21 @@ def check_receipt_envelope(
 def closes_request(
     answer_type: str,
     answer_sender: Principal,
+    answer_recipients: Collection[Principal],
+    *,
     request_type: str,
+    request_sender: Principal,
     request_recipients: Collection[Principal],
 ) -> bool:
-    """Whether an answer closes a request: its type answers the request's type (SPEC §5
-    "answers"), and its sender is a recipient of the request. A receipt never does."""
-    return REPLY_TO.get(answer_type) == request_type and answer_sender in request_recipients
+    """Whether an answer naming a request in ``in_reply_to`` closes it: its type answers
+    the request's type (SPEC §5 "answers"), its sender is a recipient of the request, and
+    it is addressed to the request's sender (ids are unique per sender). A receipt never
+    closes a request."""
+    return (
+        REPLY_TO.get(answer_type) == request_type
+        and answer_sender in request_recipients
+        and request_sender in answer_recipients
+    )
 
 
 def _check_by(receipt: Receipt, signer: Principal) -> None:

@@ -119,9 +119,22 @@ def test_a_hub_refuses_what_the_header_shows_is_not_the_signers_to_say(
 
 def test_only_the_addressed_owners_answer_of_the_right_type_closes_a_request() -> None:
     owners = frozenset(RECIPIENTS)
-    assert closes_request("person.result", MYS_OWNER, "person.query", owners)
-    assert closes_request("mla.status", MYS_OWNER, "mla.request", owners)
-    assert not closes_request("person.result", MMR_AGENCY, "person.query", owners)  # third party
-    assert not closes_request("mla.status", MYS_OWNER, "person.query", owners)  # wrong type
-    assert not closes_request("receipt", MYS_OWNER, "person.query", owners)
-    assert not closes_request("alert", MYS_OWNER, "person.query", owners)
+
+    def closes(kind: str, sender: Principal, request: str, to: Principal = THA_SENDER) -> bool:
+        return closes_request(
+            kind,
+            sender,
+            [to],
+            request_type=request,
+            request_sender=THA_SENDER,
+            request_recipients=owners,
+        )
+
+    assert closes("person.result", MYS_OWNER, "person.query")
+    assert closes("mla.status", MYS_OWNER, "mla.request")
+    assert not closes("person.result", MMR_AGENCY, "person.query")  # third party
+    assert not closes("mla.status", MYS_OWNER, "person.query")  # wrong type
+    assert not closes("receipt", MYS_OWNER, "person.query")
+    assert not closes("alert", MYS_OWNER, "person.query")
+    # another sender's request under the same id: not answered by this reply
+    assert not closes("person.result", MYS_OWNER, "person.query", to=MMR_AGENCY)
