@@ -7,10 +7,15 @@
 - :meth:`HubAudit.publication_for` is what goes to a peer hub over the link:
   the checkpoint, a consistency proof from the one that peer saw last, and
   our entries about traffic with that peer, each with its inclusion proof.
-- :meth:`HubAudit.witness` is the other side: verify the peer's signature,
-  check consistency with what we saw before, keep the shared entries, and
-  cosign. A rewritten or forked log raises an alarm instead (audit entry,
-  log line, metric).
+- :meth:`HubAudit.witness` is the other side (C2SP tlog-witness): verify the
+  peer's signature; a publication proving from another size than the one we
+  last cosigned gets a :class:`Conflict` (our size, signed), nothing else;
+  otherwise check consistency from our size, keep the shared entries, and
+  cosign. A log that fails to extend what we cosigned raises an alarm
+  instead (audit entry, log line, metric), once: the same fork shown again
+  is counted, not raised again.
+- :meth:`HubAudit.accept_witness_size` is the origin hearing such a conflict:
+  its next publication to that peer proves from the peer's size.
 - :meth:`HubAudit.reconcile` compares our entries about a peer with the
   entries the peer shared: anything one side logged and the other did not.
 """
@@ -32,10 +37,13 @@ from protocols.audit import (
     AuditEvent,
     CheckpointPublication,
     SharedEntry,
+    WitnessSize,
     decode_entry,
     decode_publication,
+    decode_witness_size,
     encode_entry,
     encode_publication,
+    encode_witness_size,
     make_entry,
 )
 from protocols.checkpoint import (
@@ -51,7 +59,7 @@ from protocols.checkpoint import (
     verify_cosignature,
     witness_name,
 )
-from protocols.errors import ForkError, IxbError
+from protocols.errors import CheckpointError, ForkError, IxbError, MerkleProofError
 from protocols.federation import TrustAnchors
 from protocols.identifiers import format_message_id
 from protocols.keys import Identity
@@ -104,14 +112,51 @@ class Witnessed:
 
 
 @dataclass(frozen=True, slots=True)
+class Conflict:
+    """A publication proving from a size we did not last cosign: answer with ours (SPEC §13.9).
+
+    Nothing is written and nothing alarms: the origin lost an acknowledgement
+    or restarted, and proves again from ``size``.
+    """
+
+    origin: str
+    size: int
+    answer: bytes
+    """The encoded :class:`~protocols.audit.WitnessSize`."""
+    refused: tuple[int, int]
+    """(old_size, size) of the publication answered, for the log and the de-dup id."""
+
+
+@dataclass(frozen=True, slots=True)
 class Alarm:
-    """A peer log that does not extend the checkpoint we last saw: evidence and an audit entry."""
+    """A peer log that does not extend the checkpoint we last cosigned: evidence, an audit entry.
+
+    ``against`` is the size of that checkpoint (0: none). ``repeat`` is True when
+    an alarm against it stands already: the repeat is counted, not recorded again,
+    so an origin that keeps publishing cannot grow our log (and our next checkpoint).
+    """
 
     origin: str
     detail: str
     evidence: bytes
     at_ms: int
     entry: AuditEntry
+    against: int = 0
+    repeat: bool = False
+    repeats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessHolds:
+    """A peer's verified conflict answer: it last cosigned our log at ``size``.
+
+    ``ours`` is False when that checkpoint is not our log's (a larger size, or
+    another root): our log lost or changed entries the peer cosigned.
+    """
+
+    peer: str
+    size: int
+    ours: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +230,7 @@ class HubAudit:
         size, _root, note = latest
         old = self._published.get(peer)
         if old is None:
-            old = self._last_cosigned_by(peer)
+            old = self._last_cosigned_by(peer)  # after a restart; a conflict corrects it
         if old >= size:
             return None
         start = self._shared_upto.get(peer, old)
@@ -212,6 +257,29 @@ class HubAudit:
         full = len(publication.shared) < MAX_SHARED_ENTRIES
         self._shared_upto[peer] = size if full else (last_shared or size)
 
+    def accept_witness_size(self, peer: str, data: bytes) -> WitnessHolds:
+        """A peer's conflict answer, verified; prove from its size from now on (SPEC §13.9).
+
+        Takes effect at once (the next publication to ``peer`` proves from that
+        size and shares again what the refused publications carried); it
+        writes nothing. Raises an ``ixb.E_…`` error for an answer that does not verify.
+        """
+        answer = decode_witness_size(data)
+        ours = True
+        if answer.note is not None:
+            cp = verify_checkpoint(
+                answer.note, self.identity.signing.public, log_origin(self.country)
+            )
+            verify_cosignature(answer.note, self.trust.hub_key(peer), witness_name(peer))
+            if cp.size != answer.size:
+                raise CheckpointError(f"witness size {answer.size}, checkpoint size {cp.size}")
+            ours = cp.size <= self.log.size and cp.root == self.log.root(cp.size)
+        self._published[peer] = answer.size
+        shared = self._shared_upto.get(peer)
+        if shared is None or shared > answer.size:
+            self._shared_upto[peer] = answer.size
+        return WitnessHolds(peer, answer.size, ours)
+
     def _entries(self, start: int, end: int, batch: int = 1000) -> Iterable[StoredEntry]:
         for lo in range(start, end, batch):
             yield from self.log.entries(lo, min(end, lo + batch))
@@ -229,34 +297,67 @@ class HubAudit:
 
     # --- witnessing -----------------------------------------------------------------
 
-    def witness(self, origin: str, data: bytes, now: int) -> Witnessed | Alarm:
-        """Check ``origin``'s publication against what we witnessed before; decide, write nothing.
+    def witness(self, origin: str, data: bytes, now: int) -> Witnessed | Conflict | Alarm:
+        """Check ``origin``'s publication against what we last cosigned; decide, write nothing.
 
-        :class:`Witnessed` carries our cosignature and what to keep; a log
-        that does not extend the last checkpoint we saw gives an
-        :class:`Alarm` (a publication that is merely malformed or forged
-        raises its ``ixb.E_…`` error). :meth:`apply` makes either durable.
+        As C2SP tlog-witness's add-checkpoint (SPEC §13.5, §13.6, §13.9), with
+        ``W`` the size of ``origin``'s checkpoint we last cosigned (0: none):
+
+        - a checkpoint of size ``W``: the same root is cosigned again, another
+          root is a fork (two roots for one size);
+        - a checkpoint that contradicts one we keep (another root at a size we
+          cosigned, or a smaller size signed later than the one of size ``W``:
+          the log shrank) is a fork;
+        - ``old_size ≠ W`` otherwise: :class:`Conflict` with ``W``, no alarm;
+        - ``old_size = W``: the consistency proof from our checkpoint must hold
+          (else a fork), then :class:`Witnessed` carries our cosignature.
+
+        A fork gives an :class:`Alarm`, a repeat one when an alarm against ``W``
+        stands already; a publication that is merely malformed or forged raises
+        its ``ixb.E_…`` error. :meth:`apply` makes the decision durable.
         """
         publication = decode_publication(data)
         new = verify_checkpoint(publication.note, self.trust.hub_key(origin), log_origin(origin))
+        if publication.old_size > new.size:
+            raise MerkleProofError(
+                f"old size {publication.old_size} is above the checkpoint size {new.size}"
+            )
         last = self.log.last_witnessed(log_origin(origin))
         old: Checkpoint | None = None
         secs = now // 1000
+        held = 0
         if last is not None:
             old = parse_checkpoint(parse_signed_note(last[2])[0])
-            if publication.old_size != old.size:
-                if new.size == old.size and new.root == old.root:
-                    note = cosign(last[2], self.identity, witness_name(self.country), secs)
-                    return Witnessed(origin, new.size, note)
+            held = old.size
+            if new.size == old.size:
+                if new.root != old.root:
+                    detail = f"{origin} signed two roots for size {new.size}: its log was rewritten"
+                    return self._alarm(origin, detail, publication.note, now, held)
+                note = cosign(last[2], self.identity, witness_name(self.country), secs)
+                return Witnessed(origin, new.size, note)
+            seen = self.log.witnessed_root(log_origin(origin), new.size)
+            if seen is not None and seen != new.root:
+                detail = f"{origin} signed two roots for size {new.size}: its log was rewritten"
+                return self._alarm(origin, detail, publication.note, now, held)
+            later = (new.time_ms or 0) > (old.time_ms or 0)
+            if new.size < old.size and later:
                 detail = (
-                    f"{origin} proved consistency from size {publication.old_size}, "
-                    f"but we last saw size {old.size}: its log was rewritten or reset"
+                    f"{origin} signed size {new.size} after size {old.size}: "
+                    "its log was rewritten or reset"
                 )
-                return self._alarm(origin, detail, publication.note, now)
+                return self._alarm(origin, detail, publication.note, now, held)
+        if publication.old_size != held:
+            answer = WitnessSize(
+                size=held, note=None if last is None else self._recosign(last[2], secs)
+            )
+            return Conflict(
+                origin, held, encode_witness_size(answer), (publication.old_size, new.size)
+            )
         try:
             check_consistency(old, new, publication.consistency)
         except ForkError as exc:
-            return self._alarm(origin, exc.detail, publication.note, now)
+            detail = f"{origin} could not prove size {new.size} extends size {held}: {exc.detail}"
+            return self._alarm(origin, detail, publication.note, now, held)
         received: list[PeerEntry] = []
         for shared in publication.shared:
             verify_inclusion(shared.entry, shared.index, new.size, shared.proof, new.root)
@@ -297,7 +398,10 @@ class HubAudit:
             entries=entries,
         )
 
-    def _alarm(self, origin: str, detail: str, evidence: bytes, now: int) -> Alarm:
+    def _recosign(self, note: bytes, secs: int) -> bytes:
+        return cosign(note, self.identity, witness_name(self.country), secs)
+
+    def _alarm(self, origin: str, detail: str, evidence: bytes, now: int, against: int) -> Alarm:
         entry = make_entry(
             self.hub_id,
             now,
@@ -306,7 +410,17 @@ class HubAudit:
             code=ForkError.code,
             detail=detail,
         )
-        return Alarm(origin, detail, evidence, now, entry)
+        repeats = self.log.alarm_repeats(log_origin(origin), against)
+        return Alarm(
+            origin,
+            detail,
+            evidence,
+            now,
+            entry,
+            against=against,
+            repeat=repeats is not None,
+            repeats=0 if repeats is None else repeats + 1,
+        )
 
     def apply(self, decision: Witnessed | Alarm | Cosigned) -> None:
         """Make a witnessing decision durable (blocking: call it off the event loop)."""
@@ -315,8 +429,12 @@ class HubAudit:
                 decision.size, witness_name(decision.peer), decision.note, decision.at_ms
             )
         elif isinstance(decision, Alarm):
+            origin = log_origin(decision.origin)
+            if decision.repeat:
+                self.log.repeat_alarm(origin, decision.against, decision.at_ms)
+                return
             self.log.save_alarm(
-                log_origin(decision.origin), decision.at_ms, decision.detail, decision.evidence
+                origin, decision.at_ms, decision.detail, decision.evidence, decision.against
             )
             self.record([decision.entry])
         else:

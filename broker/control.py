@@ -1,10 +1,12 @@
 """The hub's control plane: directories, checkpoints and cosignatures, as decisions.
 
 Link items that are not messages carry a kind (``Ixb-Kind`` header): a peer's
-signed directory, a peer's checkpoint publication to witness, or a peer's
-cosignature of our checkpoint. :meth:`ControlPlane.decide` takes one such
-item's bytes and the batch's ``now`` and returns a :class:`ControlDecision`:
-what to publish back (a cosignature) and the durable writes, which the hub
+signed directory, a peer's checkpoint publication to witness, a peer's
+cosignature of our checkpoint, or a peer's conflict answer (the size of our
+log it last cosigned, when we proved from another). :meth:`ControlPlane.decide`
+takes one such item's bytes and the batch's ``now`` and returns a
+:class:`ControlDecision`: what to publish back (a cosignature or a conflict
+answer) and the durable writes, which the hub
 runs in a worker thread before it acks the item. The in-memory effect that
 later decisions depend on (a peer directory's keys) happens at once, so a
 directory counts for the messages after it in the same batch.
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from broker.auditing import Alarm, Cosigned, HubAudit
+from broker.auditing import Alarm, Conflict, Cosigned, HubAudit
 from broker.config import HubConfig
 from broker.metrics import Metrics
 from broker.plan import Publish
@@ -41,6 +43,7 @@ KIND_HEADER = "Ixb-Kind"
 KIND_DIRECTORY = "directory"
 KIND_CHECKPOINT = "checkpoint"
 KIND_COSIGNATURE = "cosignature"
+KIND_WITNESS_SIZE = "witness-size"
 AGENCY_VALIDITY_MS = 365 * MS_PER_DAY
 
 
@@ -157,6 +160,8 @@ class ControlPlane:
             return self._witness(peer, data, now)
         if kind == KIND_COSIGNATURE:
             return self._cosignature(peer, data, now)
+        if kind == KIND_WITNESS_SIZE:
+            return self._witness_size(peer, data)
         log.warning("unknown_kind", peer=peer, kind=kind[:40])
         return ControlDecision()
 
@@ -199,12 +204,37 @@ class ControlPlane:
             log.warning("checkpoint_refused", origin=peer, code=exc.code, detail=exc.detail)
             return ControlDecision()
         if isinstance(decision, Alarm):
-            self.metrics.inc("ixb_witness_alarms_total", origin=peer)
             self.metrics.inc(
                 "ixb_witness_refused_total", origin=peer, code=decision.entry.code or ""
             )
-            log.error("witness_alarm", origin=peer, detail=decision.detail)
+            if not decision.repeat:
+                self.metrics.inc("ixb_witness_alarms_total", origin=peer)
+                log.error("witness_alarm", origin=peer, detail=decision.detail)
+            else:
+                self.metrics.inc("ixb_witness_alarm_repeats_total", origin=peer)
+                if decision.repeats & (decision.repeats - 1) == 0:  # 1, 2, 4, 8 …: not each time
+                    log.warning(
+                        "witness_alarm_repeated",
+                        origin=peer,
+                        repeats=decision.repeats,
+                        detail=decision.detail,
+                    )
             return ControlDecision(writes=lambda: self.audit.apply(decision))
+        if isinstance(decision, Conflict):
+            old_size, size = decision.refused
+            self.metrics.inc("ixb_witness_conflicts_total", origin=peer)
+            log.info(
+                "checkpoint_conflict", origin=peer, old_size=old_size, size=size, ours=decision.size
+            )
+            answer = Publish(
+                subjects.cross_border(self.country, peer),
+                decision.answer,
+                f"wsize:{peer}:{self.country}:{decision.size}:{old_size}:{size}",
+                frozenset(),
+                peer=peer,
+                kind=KIND_WITNESS_SIZE,
+            )
+            return ControlDecision((answer,))
         cosignature = Publish(
             subjects.cross_border(self.country, peer),
             decision.cosigned,
@@ -214,6 +244,25 @@ class ControlPlane:
             kind=KIND_COSIGNATURE,
         )
         return ControlDecision((cosignature,), lambda: self.audit.apply(decision))
+
+    def _witness_size(self, peer: str, data: bytes) -> ControlDecision:
+        """``peer`` last cosigned our log at another size: prove from it next (no writes)."""
+        try:
+            holds = self.audit.accept_witness_size(peer, data)
+        except IxbError as exc:
+            log.warning("witness_size_refused", witness=peer, code=exc.code, detail=exc.detail)
+            return ControlDecision()
+        if holds.ours:
+            log.info("witness_size", witness=peer, size=holds.size)
+        else:
+            self.metrics.inc("ixb_witness_holds_other_log_total", witness=peer)
+            log.error(
+                "witness_holds_other_log",
+                witness=peer,
+                size=holds.size,
+                detail="the peer cosigned a checkpoint of ours that our log does not hold",
+            )
+        return ControlDecision()
 
     def _cosignature(self, peer: str, data: bytes, now: int) -> ControlDecision:
         try:

@@ -342,12 +342,14 @@ class Hub:
             return
         cp = parse_checkpoint(parse_signed_note(publication.note)[0])
         # the root is part of the id: a rewritten log reusing a size must still
-        # reach the witness, not vanish as a JetStream duplicate
+        # reach the witness, not vanish as a JetStream duplicate; so is the old size:
+        # proving the same checkpoint again from the witness's size (after its
+        # conflict answer) is a new publication
         await self._publish(
             Publish(
                 subjects.cross_border(self.country, peer),
                 encode_publication(publication),
-                f"ckpt:{self.country}:{peer}:{cp.size}:{cp.root[:8].hex()}",
+                f"ckpt:{self.country}:{peer}:{cp.size}:{cp.root[:8].hex()}:{publication.old_size}",
                 frozenset(),
                 peer=peer,
                 kind=KIND_CHECKPOINT,

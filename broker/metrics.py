@@ -75,6 +75,21 @@ METRICS: Final[Mapping[str, Spec]] = {
     "ixb_witness_refused_total": Spec(
         "counter", "Peer checkpoints refused for witnessing.", ("code", "origin")
     ),
+    "ixb_witness_alarm_repeats_total": Spec(
+        "counter",
+        "Forks shown again against a checkpoint an alarm already stands against (not re-raised).",
+        ("origin",),
+    ),
+    "ixb_witness_conflicts_total": Spec(
+        "counter",
+        "Peer publications answered with our witnessed size (they proved from another).",
+        ("origin",),
+    ),
+    "ixb_witness_holds_other_log_total": Spec(
+        "counter",
+        "Witness size answers naming a checkpoint of ours our log does not hold.",
+        ("witness",),
+    ),
     "ixb_directory_rejected_total": Spec("counter", "Peer directories refused.", ("code", "peer")),
     "ixb_in_flight": Spec("gauge", "Messages being settled now.", mode="livesum"),
     "ixb_backlog": Spec("gauge", "Messages waiting in a peer's inbound stream.", ("source",)),

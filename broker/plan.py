@@ -295,6 +295,17 @@ class Sealed:
     publishes: tuple[Publish, ...]
     unroutable: tuple[tuple[ReceiptStatement, str], ...]
     """(statement, error code): the recipient's encryption key is unknown, or no route."""
+    fresh: tuple[tuple[str, bytes], ...] = ()
+    """(de-dup id, bytes) of receipts sealed now: kept before they are published, so a
+    statement planned again (after a crash) is sent as the same bytes."""
+
+
+SealedBefore = Callable[[str], bytes | None]
+"""The bytes sealed earlier under a receipt's de-dup id, if any (the hub store's)."""
+
+
+def _nothing_sealed(_dedup: str) -> bytes | None:
+    return None
 
 
 def seal_receipts(
@@ -304,6 +315,7 @@ def seal_receipts(
     encryption_key: Callable[[Principal, int], PublicIdentity],
     links: frozenset[str],
     now: int,
+    sealed_before: SealedBefore = _nothing_sealed,
 ) -> Sealed:
     """One receipt signed by this hub per statement, encrypted to its recipient.
 
@@ -311,39 +323,49 @@ def seal_receipts(
     peer directory's; it raises an :class:`IxbError` when none is current). A
     receipt to a local agency goes to its inbox (audited as delivered), to a
     peer country's agency over the link (audited as relayed).
+
+    A statement sealed before (``sealed_before`` finds its bytes by de-dup id:
+    the batch was planned, published and then not acknowledged, e.g. the hub
+    crashed) is sent as those same bytes, and its audit entry describes them:
+    JetStream keeps the first copy of a de-dup id, so a new one would never be
+    stored. Receipts sealed now are in :attr:`Sealed.fresh`, to keep first.
     """
     hub = identity.principal
     country = hub.country
     publishes: list[Publish] = []
     unroutable: list[tuple[ReceiptStatement, str]] = []
+    fresh: list[tuple[str, bytes]] = []
     for st in statements:
         to = st.to
         if to.country != country and to.country not in links:
             unroutable.append((st, "no_link"))
             continue
-        try:
-            recipient = encryption_key(to, now)
-        except IxbError as exc:
-            unroutable.append((st, exc.code))
-            continue
-        body = Receipt(
-            for_id=st.ids[0],
-            also=st.ids[1:],
-            status=st.status,
-            by=str(hub),
-            at_ms=now,
-            code=st.code,
-            detail=st.detail,
-        )
-        data = seal_envelope(
-            sender=identity,
-            recipients=[recipient],
-            body=body,
-            now_ms=now,
-            ttl_ms=RECEIPT_TTL_MS,
-            in_reply_to=st.ids[0],
-        )
         dedup = "rcpt:" + receipt_digest(st)
+        data = sealed_before(dedup)
+        if data is None:
+            try:
+                recipient = encryption_key(to, now)
+            except IxbError as exc:
+                unroutable.append((st, exc.code))
+                continue
+            body = Receipt(
+                for_id=st.ids[0],
+                also=st.ids[1:],
+                status=st.status,
+                by=str(hub),
+                at_ms=now,
+                code=st.code,
+                detail=st.detail,
+            )
+            data = seal_envelope(
+                sender=identity,
+                recipients=[recipient],
+                body=body,
+                now_ms=now,
+                ttl_ms=RECEIPT_TTL_MS,
+                in_reply_to=st.ids[0],
+            )
+            fresh.append((dedup, data))
         if to.country == country:
             event, peer, subject = AuditEvent.DELIVERED, None, subjects.inbox(to)
         else:
@@ -351,7 +373,7 @@ def seal_receipts(
             subject = subjects.cross_border(country, to.country)
         entry = make_entry(str(hub), now, event, envelope=decode_envelope(data), peer=peer)
         publishes.append(Publish(subject, data, dedup, st.works, peer=peer, entry=entry))
-    return Sealed(tuple(publishes), tuple(unroutable))
+    return Sealed(tuple(publishes), tuple(unroutable), tuple(fresh))
 
 
 def message_dedup(message_id: str, sender: str) -> str:

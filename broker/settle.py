@@ -145,6 +145,7 @@ class Settler:
             encryption_key=self.encryption_key,
             links=self.links,
             now=now,
+            sealed_before=self.store.sealed_receipt,
         )
         unroutable = {id(st) for st, _code in sealed.unroutable}
         for st, code in sealed.unroutable:
@@ -163,6 +164,10 @@ class Settler:
         if not msgs:
             return
         plan, sealed = self.plan(decided, now)
+        # receipts are kept before they are sent: planned again (after a crash) they go
+        # out as the same bytes, which is what JetStream stored under their de-dup ids
+        if not await asyncio.to_thread(self.store.keep_sealed_receipts, sealed.fresh, now):
+            plan, sealed = self.plan(decided, now)
         publishes = (*plan.publishes, *sealed.publishes)
         planned = time.perf_counter()
         results = await asyncio.gather(*map(self.publish, publishes), return_exceptions=True)

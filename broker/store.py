@@ -9,6 +9,9 @@ times. Never content (the hub cannot read it) and never personal data.
   is a replay. The row also keeps what forwards are checked against (H2).
 - ``peer_entries``: entries peer hubs shared with their checkpoints, for
   reconciliation (the decisions themselves are in the audit log).
+- ``sealed_receipts``: the bytes of each receipt the hub sealed, by its
+  de-duplication id, kept before it is published: a batch planned again
+  after a crash sends (and audits) the very receipt JetStream stored.
 
 WAL with ``synchronous=FULL``: a decision is on disk before the hub acks the
 message it describes.
@@ -74,6 +77,11 @@ CREATE INDEX IF NOT EXISTS peer_entries_at ON peer_entries(origin, at);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sealed_receipts (
+    dedup TEXT PRIMARY KEY,
+    data  BLOB NOT NULL,
+    at    INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS directories (
     country TEXT PRIMARY KEY,
@@ -302,9 +310,38 @@ class HubStore:
 
     @_locked
     def prune(self, now_ms: int, keep_ms: int) -> int:
-        """Forget messages expired for longer than ``keep_ms`` (forwards of them are refused)."""
+        """Forget messages expired for longer than ``keep_ms`` (forwards of them are refused),
+        and receipts sealed longer ago than that."""
         cur = self._db.execute("DELETE FROM messages WHERE expires < ?", (now_ms - keep_ms,))
+        self._db.execute("DELETE FROM sealed_receipts WHERE at < ?", (now_ms - keep_ms,))
         return cur.rowcount
+
+    # --- sealed receipts ------------------------------------------------------------
+
+    @_locked
+    def sealed_receipt(self, dedup: str) -> bytes | None:
+        """The receipt sealed before under ``dedup``, if any."""
+        row = self._db.execute(
+            "SELECT data FROM sealed_receipts WHERE dedup = ?", (dedup,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def keep_sealed_receipts(self, sealed: Sequence[tuple[str, bytes]], now_ms: int) -> bool:
+        """Keep receipts before they are published; False if one was sealed meanwhile.
+
+        One commit that survives the process (the write-ahead log; the batch's
+        :meth:`mark_routed` syncs it to disk with the rest). An id kept already
+        (another batch planned the same statement at the same time) keeps its
+        first bytes: the caller plans again and sends those.
+        """
+        if not sealed:
+            return True
+        with self.transaction(durable=False):
+            cur = self._db.executemany(
+                "INSERT OR IGNORE INTO sealed_receipts (dedup, data, at) VALUES (?, ?, ?)",
+                [(dedup, data, now_ms) for dedup, data in sealed],
+            )
+            return cur.rowcount == len(sealed)
 
     # --- directories --------------------------------------------------------------
 

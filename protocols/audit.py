@@ -241,3 +241,30 @@ def decode_publication(data: bytes) -> CheckpointPublication:
     if len(data) > (MAX_SHARED_ENTRIES + 1) * (MAX_AUDIT_ENTRY_BYTES + 2048):
         raise TooLargeError("checkpoint publication is too large")
     return wire.decode(data, CheckpointPublication, "checkpoint publication")
+
+
+class WitnessSize(wire.WireStruct, frozen=True):
+    """A witness's conflict answer: the size it last cosigned is not the publication's ``old_size``.
+
+    tlog-witness's "409 Conflict" with the witness's size (SPEC §13.9). ``note``
+    is the checkpoint of that size, as the origin signed it, with the witness's
+    fresh cosignature line: present exactly when ``size`` is above 0.
+    """
+
+    size: Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE_BYTES)]
+    note: Annotated[bytes, msgspec.Meta(max_length=64 * 1024)] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.size == 0) != (self.note is None):
+            raise SchemaError("witness size: a note exactly when the size is above 0")
+
+
+def encode_witness_size(answer: WitnessSize) -> bytes:
+    return wire.encode(answer)
+
+
+def decode_witness_size(data: bytes) -> WitnessSize:
+    """Parse a conflict answer or raise an ``ixb.E_…`` error; never anything else."""
+    if len(data) > 65 * 1024:
+        raise TooLargeError("witness size answer is too large")
+    return wire.decode(data, WitnessSize, "witness size")

@@ -18,6 +18,7 @@ import nacl.encoding
 import nacl.hash
 
 from protocols import wire
+from protocols.audit import WitnessSize, encode_witness_size
 from protocols.envelope import (
     Envelope,
     Header,
@@ -242,8 +243,55 @@ def invalid_vectors(alert: bytes) -> list[dict[str, Any]]:
     return [{"name": n, "envelope": d.hex(), "error": c} for n, d, c in cases]
 
 
+def build_witness() -> dict[str, Any]:
+    """protocols/vectors/witness.json: a witness's conflict answer (SPEC §13.9).
+
+    From checkpoint.json's ``THA`` log: the size-6 checkpoint with ``MYS/HUB``'s
+    cosignature line (Ed25519: every byte reproducible).
+    """
+    log = json.loads((VECTORS / "checkpoint.json").read_text())["ixb"]["log"]
+    note = log["checkpoints"][1]["note"] + log["cosignatures"][0]["line"]
+    answers = [("no checkpoint cosigned yet", WitnessSize(size=0))]
+    answers.append(("size 6, cosigned by MYS/HUB", WitnessSize(size=6, note=note.encode())))
+    return {
+        "about": "Witness size answers (Ixb-Kind: witness-size, SPEC §13.9), canonical"
+        " MessagePack in hex. The origin is THA (checkpoint.json's log), the witness MYS/HUB.",
+        "origin": "THA/HUB",
+        "witness": "MYS/HUB",
+        "answers": [
+            {
+                "name": name,
+                "size": a.size,
+                "note": None if a.note is None else a.note.decode(),
+                "encoding": encode_witness_size(a).hex(),
+            }
+            for name, a in answers
+        ],
+        "invalid": [
+            {
+                "name": "a note with size 0",
+                "encoding": "82a473697a6500a46e6f7465c40178",
+                "error": "ixb.E_SCHEMA",
+            },
+            {
+                "name": "size above 0 without its note",
+                "encoding": "81a473697a6506",
+                "error": "ixb.E_SCHEMA",
+            },
+            {"name": "an unknown key", "encoding": "82a473697a6500a16100", "error": "ixb.E_SCHEMA"},
+            {
+                "name": "size in a long form",
+                "encoding": "81a473697a65cc00",
+                "error": "ixb.E_NONCANONICAL",
+            },
+        ],
+    }
+
+
 def main() -> None:
     VECTORS.mkdir(exist_ok=True)
+    witness = build_witness()
+    (VECTORS / "witness.json").write_text(json.dumps(witness, indent=1) + "\n")
     doc = build()
     (VECTORS / "envelopes.json").write_text(json.dumps(doc, indent=1) + "\n")
     alert = bytes.fromhex(doc["envelopes"][0]["envelope"])

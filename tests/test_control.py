@@ -6,8 +6,8 @@ directories travel between them as the bytes the link would carry.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgspec
@@ -20,14 +20,15 @@ from broker.control import (
     KIND_CHECKPOINT,
     KIND_COSIGNATURE,
     KIND_DIRECTORY,
+    KIND_WITNESS_SIZE,
     ControlDecision,
     ControlPlane,
 )
 from broker.metrics import Metrics
 from broker.store import HubStore
 from protocols import subjects
-from protocols.audit import AuditEvent, encode_publication, make_entry
-from protocols.checkpoint import log_origin
+from protocols.audit import AuditEvent, decode_witness_size, encode_publication, make_entry
+from protocols.checkpoint import log_origin, witness_name
 from protocols.directory import build_directory, sign_directory
 from protocols.identifiers import hub_of
 from protocols.keys import Identity
@@ -54,7 +55,7 @@ class Side:
             d.writes()
 
 
-def side(tmp_path: Path, country: str) -> Side:
+def side(tmp_path: Path, country: str, clock: Callable[[], int] = lambda: NOW) -> Side:
     config = msgspec.convert(
         {
             "hub": {
@@ -73,7 +74,7 @@ def side(tmp_path: Path, country: str) -> Side:
     store = HubStore(tmp_path / country / "hub.sqlite")
     keys = TrustedDirectories(TRUST)
     identity = HUBS[country]
-    audit = HubAudit(identity, log, store, TRUST, PEERS[country], lambda: NOW)
+    audit = HubAudit(identity, log, store, TRUST, PEERS[country], clock)
     metrics = Metrics()
     control = ControlPlane(
         config=config,
@@ -85,6 +86,24 @@ def side(tmp_path: Path, country: str) -> Side:
         metrics=metrics,
     )
     return Side(control, audit, log, store, keys, metrics)
+
+
+def restarted(s: Side) -> Side:
+    """The same hub after a clean restart: its log and store, nothing it held in memory."""
+    audit = HubAudit(s.audit.identity, s.log, s.store, TRUST, s.audit.peers, s.audit.clock)
+    return replace(s, audit=audit, control=replace_audit(s.control, audit), metrics=Metrics())
+
+
+def replace_audit(control: ControlPlane, audit: HubAudit) -> ControlPlane:
+    return ControlPlane(
+        config=control.config,
+        identity=control.identity,
+        keys=control.keys,
+        audit=audit,
+        store=control.store,
+        agency_keys={},
+        metrics=Metrics(),
+    )
 
 
 @pytest.fixture
@@ -101,13 +120,25 @@ def grow(s: Side, n: int, at: int = NOW) -> None:
     s.audit.record([make_entry(hub, at, AuditEvent.HUB_STARTED, detail=f"{i}") for i in range(n)])
 
 
-def publication(s: Side, peer: str) -> bytes:
-    made = s.audit.checkpoint()
-    assert made is not None
+def publication(s: Side, peer: str, *, acked: bool = True) -> bytes:
+    """The next publication for ``peer``; ``acked=False``: JetStream stored it, the ack was lost."""
+    s.audit.checkpoint()
     pub = s.audit.publication_for(peer)
     assert pub is not None
-    s.audit.published(peer, pub)
+    if acked:
+        s.audit.published(peer, pub)
     return encode_publication(pub)
+
+
+def relayed(s: Side, peer: str, n: int, start: int = 0) -> None:
+    """``n`` entries about messages relayed to ``peer``: what publications share with it."""
+    hub = str(s.audit.identity.principal)
+    s.audit.record(
+        [
+            make_entry(hub, NOW, AuditEvent.RELAYED, msg_id=bytes([i]) * 16, peer=peer)
+            for i in range(start + 1, start + n + 1)
+        ]
+    )
 
 
 def test_own_directory_goes_up_a_version_each_time_and_to_every_peer(
@@ -182,7 +213,7 @@ def test_witnessing_cosigns_a_growing_log_and_the_cosignature_is_kept(
     assert [(who, size) for who, size, _n, _at in mys.log.cosignatures()][-1][1] == 5
 
 
-def test_a_rewritten_log_raises_an_alarm_and_gets_no_cosignature(
+def test_a_rewritten_log_raises_one_alarm_however_often_it_publishes(
     tmp_path: Path, two: tuple[Side, Side]
 ) -> None:
     tha, mys = two
@@ -192,15 +223,152 @@ def test_a_rewritten_log_raises_an_alarm_and_gets_no_cosignature(
     (tmp_path / "again").mkdir()
     liar = side(tmp_path / "again", "MYS")
     grow(liar, 4, at=NOW + 5)
-    d = tha.control.decide("MYS", KIND_CHECKPOINT, publication(liar, "THA"), NOW + 10)
+    # it proves from 0: THA answers with the size it cosigned, and alarms at nothing yet
+    conflict = tha.control.decide("MYS", KIND_CHECKPOINT, publication(liar, "THA"), NOW + 10)
+    (answer,) = conflict.publishes
+    assert answer.kind == KIND_WITNESS_SIZE and decode_witness_size(answer.data).size == 3
+    liar.apply(liar.control.decide("THA", KIND_WITNESS_SIZE, answer.data, NOW + 11))
+    assert liar.metrics.counter_value("ixb_witness_holds_other_log_total", witness="THA") == 1
+    # from size 3 its log cannot be proved consistent with the one THA cosigned
+    d = tha.control.decide("MYS", KIND_CHECKPOINT, publication(liar, "THA"), NOW + 12)
     assert d.publishes == ()
     assert tha.metrics.counter_value("ixb_witness_alarms_total", origin="MYS") == 1
     assert tha.log.alarms() == []  # decided, not yet written
     tha.apply(d)
     assert [origin for origin, _at, _d in tha.log.alarms()] == [log_origin("MYS")]
     assert tha.events() == ["witness_alarm", "checkpoint_cosigned"]  # newest first
+    # it keeps publishing: counted, never a second alarm (which would grow THA's log)
+    for n in range(5):
+        grow(liar, 1, at=NOW + 20 + n)
+        while True:  # its conflict answers go back to it, and it proves from 3 again
+            d = tha.control.decide("MYS", KIND_CHECKPOINT, publication(liar, "THA"), NOW + 20)
+            tha.apply(d)
+            if not d.publishes:
+                break
+            liar.apply(liar.control.decide("THA", KIND_WITNESS_SIZE, d.publishes[0].data, NOW))
+    assert len(tha.log.alarms()) == 1
+    assert tha.events() == ["witness_alarm", "checkpoint_cosigned"]
+    assert tha.log.alarm_repeats(log_origin("MYS"), 3) == 5
+    assert tha.metrics.counter_value("ixb_witness_alarms_total", origin="MYS") == 1
+    assert tha.metrics.counter_value("ixb_witness_alarm_repeats_total", origin="MYS") == 5
+    assert tha.log.last_witnessed(log_origin("MYS"))[0] == 3  # type: ignore[index]
     liar.log.close()
     liar.store.close()
+
+
+def test_two_roots_for_one_size_alarm_whatever_size_they_prove_from(
+    tmp_path: Path, two: tuple[Side, Side]
+) -> None:
+    tha, mys = two
+    grow(mys, 3)
+    tha.apply(tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW))
+    (tmp_path / "again").mkdir()
+    liar = side(tmp_path / "again", "MYS")
+    grow(liar, 3, at=NOW + 5)
+    forked = publication(liar, "THA")
+    for _ in range(3):  # redelivered, or sent again: the same evidence alarms once
+        d = tha.control.decide("MYS", KIND_CHECKPOINT, forked, NOW + 10)
+        assert d.publishes == ()
+        tha.apply(d)
+    (alarm,) = tha.log.alarms()
+    assert "two roots for size 3" in alarm[2]
+    assert tha.events() == ["witness_alarm", "checkpoint_cosigned"]
+    liar.log.close()
+    liar.store.close()
+
+
+def test_a_log_that_shrank_alarms_at_once(tmp_path: Path, two: tuple[Side, Side]) -> None:
+    tha, mys = two
+    grow(mys, 5)
+    tha.apply(tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW))
+    (tmp_path / "again").mkdir()
+    liar = side(tmp_path / "again", "MYS", clock=lambda: NOW + 60_000)
+    grow(liar, 2, at=NOW + 60_000)  # signed later, and smaller: the log was reset
+    d = tha.control.decide("MYS", KIND_CHECKPOINT, publication(liar, "THA"), NOW + 61_000)
+    assert d.publishes == ()
+    tha.apply(d)
+    (alarm,) = tha.log.alarms()
+    assert "signed size 2 after size 5" in alarm[2]
+    liar.log.close()
+    liar.store.close()
+
+
+def test_a_restarted_origin_with_a_cosignature_in_flight_proves_again_without_alarm(
+    two: tuple[Side, Side],
+) -> None:
+    tha, mys = two
+    grow(mys, 3)
+    tha.apply(tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW))
+    grow(mys, 2)
+    d = tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW + 1)
+    tha.apply(d)  # THA cosigned size 5; MYS stops before that cosignature reaches it
+    mys = restarted(mys)
+    grow(mys, 2)  # hub_stopped, hub_started …
+    first = tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW + 2)
+    (answer,) = first.publishes
+    assert answer.kind == KIND_WITNESS_SIZE
+    assert first.writes is None  # a conflict writes nothing: no alarm, no entry
+    assert decode_witness_size(answer.data).size == 5
+    mys.apply(mys.control.decide("THA", KIND_WITNESS_SIZE, answer.data, NOW + 3))
+    pub = mys.audit.publication_for("THA")
+    assert pub is not None and pub.old_size == 5
+    again = tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW + 4)
+    (cosig,) = again.publishes
+    assert cosig.dedup == "cosig:MYS:THA:7"
+    tha.apply(again)
+    # the cosignature in flight arrives late, then the new one: both kept, no alarm anywhere
+    for p in (d.publishes[0], cosig):
+        mys.apply(mys.control.decide("THA", KIND_COSIGNATURE, p.data, NOW + 5))
+    assert tha.log.alarms() == [] and tha.events() == ["checkpoint_cosigned"]
+    assert [size for w, size, _n, _a in mys.log.cosignatures() if w == witness_name("THA")] == [
+        5,
+        7,
+    ]
+
+
+def test_a_lost_publish_ack_gets_a_conflict_then_cosigning_and_every_entry_shared(
+    two: tuple[Side, Side],
+) -> None:
+    tha, mys = two
+    relayed(mys, "THA", 3)
+    tha.apply(tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW))
+    relayed(mys, "THA", 2, start=3)
+    # JetStream stored size 5 but its ack was lost: MYS still believes THA holds 3
+    lost = publication(mys, "THA", acked=False)
+    tha.apply(tha.control.decide("MYS", KIND_CHECKPOINT, lost, NOW + 1))
+    relayed(mys, "THA", 2, start=5)
+    stale = tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW + 2)
+    (answer,) = stale.publishes
+    assert decode_witness_size(answer.data).size == 5  # THA's size, not MYS's belief
+    tha.apply(stale)
+    assert tha.log.alarms() == []
+    mys.apply(mys.control.decide("THA", KIND_WITNESS_SIZE, answer.data, NOW + 3))
+    d = tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW + 4)
+    assert [p.kind for p in d.publishes] == [KIND_COSIGNATURE]
+    tha.apply(d)
+    assert tha.log.alarms() == [] and tha.events() == ["checkpoint_cosigned"]
+    assert tha.log.last_witnessed(log_origin("MYS"))[0] == 7  # type: ignore[index]
+    # every relayed entry reached THA, those of the refused publication included
+    assert [e.index for e in tha.store.peer_entries("MYS")] == list(range(7))
+
+
+def test_a_witness_size_from_another_link_is_refused_and_changes_nothing(
+    two: tuple[Side, Side],
+) -> None:
+    tha, mys = two
+    grow(mys, 3)
+    tha.apply(tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW))
+    grow(mys, 2)
+    conflict = tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW + 1)
+    assert [p.kind for p in conflict.publishes] == [KIND_COSIGNATURE]  # proved from 3: cosigned
+    mys2 = restarted(mys)  # the cosignatures never reached it: it proves from 0
+    answer = tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys2, "THA", acked=False), NOW)
+    (p,) = answer.publishes
+    assert p.kind == KIND_WITNESS_SIZE
+    # THA's answer replayed on MMR's link: not MMR's cosignature, refused
+    assert mys2.control.decide("MMR", KIND_WITNESS_SIZE, p.data, NOW + 3) == ControlDecision()
+    pub = mys2.audit.publication_for("THA")
+    assert pub is not None and pub.old_size == 0
 
 
 def test_a_forged_checkpoint_is_refused_without_writes(two: tuple[Side, Side]) -> None:

@@ -7,6 +7,8 @@ mocked; every wait polls with a deadline.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -32,7 +34,7 @@ from broker.natsd import (
     wait_links_up,
     write_config,
 )
-from broker.natsplan import FederationPlan
+from broker.natsplan import MAX_SUBSCRIPTIONS, FederationPlan
 from protocols import subjects
 from protocols.errors import ConfigError
 from protocols.identifiers import Principal
@@ -524,3 +526,34 @@ async def test_stream_setup_is_idempotent_and_updates(federation: Federation) ->
     info = await link.nc.jetstream().stream_info(in_stream("MMR"))
     assert info.config.sources is not None
     assert [s.name for s in info.config.sources] == [out_stream("MYS")]
+
+
+async def test_a_subscription_flood_is_refused_by_the_server(federation: Federation) -> None:
+    """An agency that opens more subscriptions than the per-connection limit is cut off."""
+    user, password = federation.plan.agency_credentials("THA", DSI.name)
+    nc = NatsClient()
+    await nc.connect(
+        federation.plan.client_url("THA"),
+        user=user,
+        password=password,
+        inbox_prefix=subjects.reply_prefix(DSI.name),
+        allow_reconnect=False,
+        connect_timeout=2,
+    )
+    try:
+        own = f"{subjects.reply_prefix(DSI.name)}.flood"
+        for _ in range(MAX_SUBSCRIPTIONS + 5):
+            await nc.subscribe(own)
+        with contextlib.suppress(nats.errors.Error):
+            await nc.flush(timeout=2)
+        # the server answers "maximum subscriptions exceeded" and closes the connection
+        deadline = time.monotonic() + 5
+        while not nc.is_closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert nc.is_closed
+    finally:
+        if not nc.is_closed:
+            await nc.close()
+    # a well-behaved agency on the same server is unaffected
+    imm = await federation.agency("THA", IMM.name)
+    await imm.nc.flush(timeout=2)

@@ -26,6 +26,7 @@ from broker.plan import (
     seal_receipts,
 )
 from broker.ratelimit import RateLimiter
+from broker.store import HubStore
 from protocols import subjects
 from protocols.envelope import Header, add_hop, decode_envelope, open_envelope, verify_envelope
 from protocols.errors import IxbError, UnknownRecipientError
@@ -397,6 +398,52 @@ def test_sealed_receipts_open_for_their_recipient_only() -> None:
     )
     assert [x.dedup for x in again.publishes] == [x.dedup for x in sealed.publishes]
     assert again.publishes[0].data != sealed.publishes[0].data
+
+
+def test_a_receipt_planned_again_after_a_crash_is_the_same_bytes_and_audited_as_stored(
+    tmp_path: Path,
+) -> None:
+    p = pipeline()
+    decided = decide(p, [(A, "DSI-ATHD", None, False), (B, "DSI-ATHD", None, False)])
+    local = {parse_agency(DSI): IDS[DSI].public(), parse_agency(IMM): IDS[IMM].public()}
+    links = frozenset({"MYS", "MMR"})
+    store = HubStore(tmp_path / "hub.sqlite")
+    plan = plan_batch(decided, hub=HUBS["THA"].principal, now=NOW)
+    first = seal_receipts(
+        plan.receipts,
+        identity=HUBS["THA"],
+        encryption_key=_keys(p, local),
+        links=links,
+        now=NOW,
+        sealed_before=store.sealed_receipt,
+    )
+    assert [d for d, _ in first.fresh] == [x.dedup for x in first.publishes]
+    assert store.keep_sealed_receipts(first.fresh, NOW)
+    store.close()  # published, then killed before the audit commit and the acks
+
+    store = HubStore(tmp_path / "hub.sqlite")
+    later = NOW + 5_000  # redelivered, decided and planned again
+    replan = plan_batch(decided, hub=HUBS["THA"].principal, now=later)
+    again = seal_receipts(
+        replan.receipts,
+        identity=HUBS["THA"],
+        encryption_key=_keys(p, local),
+        links=links,
+        now=later,
+        sealed_before=store.sealed_receipt,
+    )
+    assert again.fresh == ()
+    assert [(x.dedup, x.data) for x in again.publishes] == [
+        (x.dedup, x.data) for x in first.publishes
+    ]
+    for pub in again.publishes:  # the entry describes the receipt JetStream stored
+        stored = decode_envelope(pub.data)
+        assert pub.entry is not None and pub.entry.msg_id == stored.header.id
+        assert pub.entry.payload_hash == stored.payload_hash and pub.entry.at == later
+    # a statement kept meanwhile by another batch keeps its first bytes
+    assert not store.keep_sealed_receipts([(first.fresh[0][0], b"other")], later)
+    assert store.sealed_receipt(first.fresh[0][0]) == first.fresh[0][1]
+    store.close()
 
 
 def test_receipts_without_route_or_key_are_reported_not_sealed() -> None:

@@ -17,6 +17,8 @@ import pytest
 from nacl.public import PrivateKey, SealedBox
 
 from protocols import wire
+from protocols.audit import WitnessSize, decode_witness_size, encode_witness_size
+from protocols.checkpoint import log_origin, verify_checkpoint, verify_cosignature
 from protocols.envelope import (
     Header,
     SealedKey,
@@ -144,3 +146,34 @@ def test_alert_file_and_keyfile_vectors() -> None:
     ident = open_keyfile(keyfile, "ixb test vector passphrase")
     assert ident.public() == IDS["THA/DSI-ATHD"].public()
     assert read_public(keyfile) == IDS["THA/DSI-ATHD"].public()
+
+
+WITNESS: dict[str, Any] = json.loads((VECTORS / "witness.json").read_text())
+_CHECKPOINT_PARTIES: dict[str, Any] = json.loads((VECTORS / "checkpoint.json").read_text())["ixb"][
+    "parties"
+]
+
+
+@pytest.mark.parametrize("case", WITNESS["answers"], ids=lambda c: c["name"])
+def test_witness_size_both_directions(case: dict[str, Any]) -> None:
+    note = None if case["note"] is None else case["note"].encode()
+    encoding = bytes.fromhex(case["encoding"])
+    assert encode_witness_size(WitnessSize(size=case["size"], note=note)) == encoding
+    decoded = decode_witness_size(encoding)
+    assert (decoded.size, decoded.note) == (case["size"], note)
+    if decoded.note is not None:  # what the origin checks before proving from ``size``
+        origin, witness = (_CHECKPOINT_PARTIES[p] for p in (WITNESS["origin"], WITNESS["witness"]))
+        cp = verify_checkpoint(
+            decoded.note, bytes.fromhex(origin["signing_public"]), log_origin("THA")
+        )
+        assert cp.size == decoded.size
+        verify_cosignature(
+            decoded.note, bytes.fromhex(witness["signing_public"]), witness["witness_name"]
+        )
+
+
+@pytest.mark.parametrize("case", WITNESS["invalid"], ids=lambda c: c["name"])
+def test_invalid_witness_sizes(case: dict[str, Any]) -> None:
+    with pytest.raises(IxbError) as err:
+        decode_witness_size(bytes.fromhex(case["encoding"]))
+    assert err.value.code == case["error"]

@@ -197,9 +197,27 @@ class AuditLog:
         with self._lock:
             return self._witness.last_witnessed(origin)
 
-    def save_alarm(self, origin: str, at_ms: int, detail: str, evidence: bytes) -> None:
+    def witnessed_root(self, origin: str, size: int) -> bytes | None:
+        """The root of ``origin``'s checkpoint of ``size`` we verified, if we did."""
         with self._lock:
-            self._witness.save_alarm(origin, at_ms, detail, evidence)
+            return self._witness.witnessed_root(origin, size)
+
+    def save_alarm(
+        self, origin: str, at_ms: int, detail: str, evidence: bytes, against: int | None = None
+    ) -> None:
+        """Keep an alarm and its evidence; ``against`` is the witnessed size it stands
+        against, so the same fork shown again is counted (:meth:`repeat_alarm`), not re-raised."""
+        with self._lock, self._write():
+            self._witness.save_alarm(origin, at_ms, detail, evidence, against)
+
+    def alarm_repeats(self, origin: str, against: int) -> int | None:
+        """Repeats of the alarm against ``origin``'s witnessed size ``against``; None: no alarm."""
+        with self._lock:
+            return self._witness.alarm_repeats(origin, against)
+
+    def repeat_alarm(self, origin: str, against: int, at_ms: int) -> None:
+        with self._lock, self._write():
+            self._witness.repeat_alarm(origin, against, at_ms)
 
     def alarms(self) -> list[tuple[str, int, str]]:
         """(origin, at_ms, detail) in the order raised."""

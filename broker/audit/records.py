@@ -95,6 +95,13 @@ CREATE TABLE IF NOT EXISTS alarms (
     detail   TEXT NOT NULL,
     evidence BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alarm_repeats (
+    origin  TEXT NOT NULL,
+    against INTEGER NOT NULL,
+    repeats INTEGER NOT NULL DEFAULT 0,
+    last_at INTEGER NOT NULL,
+    PRIMARY KEY (origin, against)
+);
 """
 
 ENTRY_COLUMNS = "e.idx, e.data, e.at, e.event, e.msg_id, e.type, e.sender, e.recipients," + (

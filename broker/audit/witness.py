@@ -3,7 +3,9 @@
 - ``checkpoints``: our own signed tree heads (C2SP tlog-checkpoint notes) by size;
 - ``cosignatures``: peers' cosignatures of them, the latest per size and witness;
 - ``witnessed``: the peer checkpoints we verified, by origin and size;
-- ``alarms``: what we raised about a peer's log (a split view, a failed proof).
+- ``alarms``: what we raised about a peer's log (a split view, a failed proof);
+- ``alarm_repeats``: per origin and witnessed size an alarm stands against, how
+  often the same fork was shown again (one alarm, counted, never re-raised).
 
 Notes are stored as opaque bytes: signing and verifying them is
 :mod:`protocols.checkpoint`'s, and whether a checkpoint root is our root at
@@ -92,10 +94,39 @@ class WitnessTables:
         ).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]), int(row[3]))
 
-    def save_alarm(self, origin: str, at_ms: int, detail: str, evidence: bytes) -> None:
+    def witnessed_root(self, origin: str, size: int) -> bytes | None:
+        """The root of ``origin``'s checkpoint of ``size`` we verified, if we did."""
+        row = self._db.execute(
+            "SELECT root FROM witnessed WHERE origin = ? AND size = ?", (origin, size)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_alarm(
+        self, origin: str, at_ms: int, detail: str, evidence: bytes, against: int | None = None
+    ) -> None:
+        """Keep an alarm and its evidence; ``against``: the witnessed size it stands against."""
         self._db.execute(
             "INSERT INTO alarms (origin, at, detail, evidence) VALUES (?, ?, ?, ?)",
             (origin, at_ms, detail, evidence),
+        )
+        if against is not None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO alarm_repeats (origin, against, last_at) VALUES (?, ?, ?)",
+                (origin, against, at_ms),
+            )
+
+    def alarm_repeats(self, origin: str, against: int) -> int | None:
+        """Repeats of the alarm against ``origin``'s witnessed size ``against``; None: none."""
+        row = self._db.execute(
+            "SELECT repeats FROM alarm_repeats WHERE origin = ? AND against = ?", (origin, against)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def repeat_alarm(self, origin: str, against: int, at_ms: int) -> None:
+        self._db.execute(
+            "UPDATE alarm_repeats SET repeats = repeats + 1, last_at = ?"
+            " WHERE origin = ? AND against = ?",
+            (at_ms, origin, against),
         )
 
     def alarms(self) -> list[tuple[str, int, str]]:
