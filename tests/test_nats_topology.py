@@ -532,6 +532,11 @@ async def test_a_subscription_flood_is_refused_by_the_server(federation: Federat
     """An agency that opens more subscriptions than the per-connection limit is cut off."""
     user, password = federation.plan.agency_credentials("THA", DSI.name)
     nc = NatsClient()
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
     await nc.connect(
         federation.plan.client_url("THA"),
         user=user,
@@ -539,6 +544,7 @@ async def test_a_subscription_flood_is_refused_by_the_server(federation: Federat
         inbox_prefix=subjects.reply_prefix(DSI.name),
         allow_reconnect=False,
         connect_timeout=2,
+        closed_cb=on_closed,
     )
     try:
         own = f"{subjects.reply_prefix(DSI.name)}.flood"
@@ -547,9 +553,7 @@ async def test_a_subscription_flood_is_refused_by_the_server(federation: Federat
         with contextlib.suppress(nats.errors.Error):
             await nc.flush(timeout=2)
         # the server answers "maximum subscriptions exceeded" and closes the connection
-        deadline = time.monotonic() + 5
-        while not nc.is_closed and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(closed.wait(), timeout=5)
         assert nc.is_closed
     finally:
         if not nc.is_closed:
