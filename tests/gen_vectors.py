@@ -1,4 +1,9 @@
-"""Generate protocols/vectors/envelopes.json: ``python -m tests.gen_vectors``.
+"""Generate the vectors in protocols/vectors/: ``python -m tests.gen_vectors [PART ...]``.
+
+PARTs (default: all): ``envelopes`` (envelopes.json and alert.ixb),
+``keyfiles`` (the three ``*.key`` files), ``checkpoint`` (the ``ixb`` part of
+checkpoint.json, :mod:`tests.gen_checkpoint`), ``countries`` (countries.json).
+directory.json is ``python -m tests.test_directory``'s.
 
 Keys, message ids, content keys and nonces are derived from fixed labels, so
 every field but the sealed boxes (whose ephemeral keys libsodium draws) is
@@ -10,6 +15,8 @@ in both directions.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +25,7 @@ import nacl.encoding
 import nacl.hash
 
 from protocols import wire
+from protocols.countries import ISO3166_ALPHA3
 from protocols.envelope import (
     Envelope,
     Header,
@@ -41,6 +49,7 @@ from protocols.keys import (
 )
 from protocols.limits import MS_PER_DAY
 from protocols.messages import REPLY_TO, encode_body
+from tests.gen_checkpoint import build_ixb
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 NOW_MS = 1_795_000_000_000
@@ -242,17 +251,60 @@ def invalid_vectors(alert: bytes) -> list[dict[str, Any]]:
     return [{"name": n, "envelope": d.hex(), "error": c} for n, d, c in cases]
 
 
-def main() -> None:
-    VECTORS.mkdir(exist_ok=True)
+def write_envelopes() -> None:
     doc = build()
     (VECTORS / "envelopes.json").write_text(json.dumps(doc, indent=1) + "\n")
     alert = bytes.fromhex(doc["envelopes"][0]["envelope"])
     (VECTORS / "alert.ixb").write_bytes(alert)
+
+
+def write_keyfiles() -> None:
     keyfile = seal_keyfile(identity("THA/DSI-ATHD"), KEYFILE_PASSPHRASE, KdfProfile.INTERACTIVE)
     (VECTORS / "THA-DSI-ATHD.key").write_bytes(keyfile)
     for hub in ("THA", "MYS"):
         hub_file = seal_keyfile(identity(f"{hub}/HUB"), KEYFILE_PASSPHRASE, KdfProfile.INTERACTIVE)
         (VECTORS / f"{hub}-HUB.key").write_bytes(hub_file)
+
+
+def write_checkpoint() -> None:
+    path = VECTORS / "checkpoint.json"
+    doc = json.loads(path.read_text())
+    doc["ixb"] = build_ixb()
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def countries_doc() -> dict[str, Any]:
+    return {
+        "about": (
+            "The participant country codes of SPEC §2: the officially assigned ISO 3166-1 "
+            "alpha-3 codes, in ascending order. An id whose country is not listed is "
+            "ixb.E_IDENTIFIER. MRZs accept ICAO 9303's extra codes on top (§7)."
+        ),
+        "count": len(ISO3166_ALPHA3),
+        "codes": sorted(ISO3166_ALPHA3),
+    }
+
+
+def write_countries() -> None:
+    (VECTORS / "countries.json").write_text(json.dumps(countries_doc(), indent=1) + "\n")
+
+
+PARTS: dict[str, Callable[[], None]] = {
+    "envelopes": write_envelopes,
+    "keyfiles": write_keyfiles,
+    "checkpoint": write_checkpoint,
+    "countries": write_countries,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parts = sys.argv[1:] if argv is None else argv
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"unknown part(s) {unknown}; choose from {sorted(PARTS)}")
+    VECTORS.mkdir(exist_ok=True)
+    for name in parts or PARTS:
+        PARTS[name]()
 
 
 if __name__ == "__main__":
