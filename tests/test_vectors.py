@@ -9,6 +9,7 @@ bytes exactly.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from protocols.keys import (
     read_public,
 )
 from protocols.messages import MESSAGE_TYPES, decode_body, encode_body
+from tests.gen_vectors import bytes_fields, from_hex_json, hex_json
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 DOC: dict[str, Any] = json.loads((VECTORS / "envelopes.json").read_text())
@@ -88,7 +90,7 @@ def test_decode_direction(name: str) -> None:
     for recipient in v["header"]["recipients"]:
         opened = open_envelope(verified, IDS[recipient])
         assert encode_body(opened.body).hex() == v["body_msgpack"]
-        assert json.loads(json.dumps(msgspec.to_builtins(opened.body))) == v["body"]
+        assert json.loads(json.dumps(hex_json(opened.body))) == v["body"]
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -103,7 +105,7 @@ def test_encode_direction(name: str) -> None:
     assert hdr.hex() == v["header_msgpack"]
     assert header_ad(hdr).hex() == v["ad"]
     body = decode_body(v["type"], bytes.fromhex(v["body_msgpack"]))
-    assert body == msgspec.convert(v["body"], MESSAGE_TYPES[v["type"]])
+    assert body == from_hex_json(v["body"], MESSAGE_TYPES[v["type"]])
     content_key = bytes.fromhex(v["content_key"])
     assert key_commitment(content_key).hex() == v["commitment"]
     ct = encrypt_body(body, content_key, bytes.fromhex(v["nonce"]), hdr)
@@ -144,3 +146,38 @@ def test_alert_file_and_keyfile_vectors() -> None:
     ident = open_keyfile(keyfile, "ixb test vector passphrase")
     assert ident.public() == IDS["THA/DSI-ATHD"].public()
     assert read_public(keyfile) == IDS["THA/DSI-ATHD"].public()
+
+
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+
+
+def _hex_everywhere(value: Any, path: str = "") -> list[str]:
+    """Paths of the strings of an intermediate-value field that are not lower-case hex."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _hex_everywhere(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _hex_everywhere(v, f"{path}[{i}]")]
+    return [path] if isinstance(value, str) and not _HEX.fullmatch(value) else []
+
+
+TEXT_FIELDS = {"name", "type", "header", "body", "sealed_keys", "hops"}
+
+
+def test_every_byte_string_in_envelopes_json_is_lower_case_hex() -> None:
+    """SPEC §11: one encoding for bytes. Bodies' byte fields (a receipt's ``for_id``) too."""
+    for v in DOC["envelopes"]:
+        plain = {k: x for k, x in v.items() if k not in TEXT_FIELDS}
+        assert _hex_everywhere(plain) == [], v["name"]
+        for s in v["sealed_keys"]:
+            assert _hex_everywhere({"key_id": s["key_id"], "sealed": s["sealed"]}) == []
+        for h in v["hops"]:
+            assert _hex_everywhere({"key_id": h["key_id"], "sig": h["sig"]}) == []
+        typ = msgspec.inspect.type_info(MESSAGE_TYPES[v["type"]])
+        for where, value in bytes_fields(v["body"], typ) + bytes_fields(
+            v["header"], msgspec.inspect.type_info(Header)
+        ):
+            assert isinstance(value, str) and _HEX.fullmatch(value), (v["name"], where, value)
+    receipt = CASES["receipt"]["body"]
+    assert len(receipt["for_id"]) == 32  # 16 bytes as hex, not 24 characters of base64
+    for p in DOC["parties"].values():
+        assert _hex_everywhere({k: x for k, x in p.items() if k != "fingerprints"}) == []
