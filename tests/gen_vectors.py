@@ -422,11 +422,18 @@ def write_envelopes() -> None:
 
 
 def write_keyfiles() -> None:
-    keyfile = seal_keyfile(identity("THA/DSI-ATHD"), KEYFILE_PASSPHRASE, KdfProfile.INTERACTIVE)
-    (VECTORS / "THA-DSI-ATHD.key").write_bytes(keyfile)
-    for hub in ("THA", "MYS"):
-        hub_file = seal_keyfile(identity(f"{hub}/HUB"), KEYFILE_PASSPHRASE, KdfProfile.INTERACTIVE)
-        (VECTORS / f"{hub}-HUB.key").write_bytes(hub_file)
+    """The key files, each rewritten only if its clear part would change (salt and
+    nonce are random, so an unchanged file is kept as it is)."""
+    for name in ("THA/DSI-ATHD", "THA/HUB", "MYS/HUB"):
+        path = VECTORS / f"{name.replace('/', '-')}.key"
+        new = seal_keyfile(identity(name), KEYFILE_PASSPHRASE, KdfProfile.INTERACTIVE)
+
+        def clear(data: bytes) -> dict[str, Any]:
+            doc: dict[str, Any] = json.loads(data)
+            return {k: v for k, v in doc.items() if k not in ("kdf", "box")}
+
+        if not path.exists() or clear(path.read_bytes()) != clear(new):
+            path.write_bytes(new)
 
 
 def write_checkpoint() -> None:

@@ -181,3 +181,19 @@ def test_every_byte_string_in_envelopes_json_is_lower_case_hex() -> None:
     assert len(receipt["for_id"]) == 32  # 16 bytes as hex, not 24 characters of base64
     for p in DOC["parties"].values():
         assert _hex_everywhere({k: x for k, x in p.items() if k != "fingerprints"}) == []
+
+
+@pytest.mark.parametrize("name", ["THA/HUB", "MYS/HUB"])
+def test_hub_key_files_have_no_encryption_field(name: str) -> None:
+    """SPEC §3.1: a hub has no X25519 key, and its key file says so by leaving the field out."""
+    data = (VECTORS / f"{name.replace('/', '-')}.key").read_bytes()
+    doc = json.loads(data)
+    assert set(doc["public"]) == {"signing"}
+    ident = open_keyfile(data, "ixb test vector passphrase")
+    assert ident.public() == IDS[name].public()
+    assert ident.encryption is None
+
+
+def test_agency_key_file_has_both_public_keys() -> None:
+    doc = json.loads((VECTORS / "THA-DSI-ATHD.key").read_bytes())
+    assert set(doc["public"]) == {"signing", "encryption"}
