@@ -32,7 +32,7 @@ from protocols.envelope import (
     verify_hops,
 )
 from protocols.errors import IxbError
-from protocols.identifiers import hub_of, parse_agency
+from protocols.identifiers import check_country, hub_of, parse_agency, parse_principal
 from protocols.keys import (
     EncryptionKeyPair,
     Identity,
@@ -42,7 +42,7 @@ from protocols.keys import (
     read_public,
 )
 from protocols.messages import MESSAGE_TYPES, decode_body, encode_body
-from tests.gen_vectors import bytes_fields, from_hex_json, hex_json
+from tests.gen_vectors import bytes_fields, countries_doc, from_hex_json, hex_json
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 DOC: dict[str, Any] = json.loads((VECTORS / "envelopes.json").read_text())
@@ -197,3 +197,19 @@ def test_hub_key_files_have_no_encryption_field(name: str) -> None:
 def test_agency_key_file_has_both_public_keys() -> None:
     doc = json.loads((VECTORS / "THA-DSI-ATHD.key").read_bytes())
     assert set(doc["public"]) == {"signing", "encryption"}
+
+
+def test_country_list_vector_both_directions() -> None:
+    """SPEC §2: the participant countries are protocols/vectors/countries.json, not only code."""
+    doc = json.loads((VECTORS / "countries.json").read_text())
+    assert doc == countries_doc()  # encode direction: the file is what the code holds
+    codes = doc["codes"]
+    assert codes == sorted(set(codes)) and doc["count"] == len(codes) == 249
+    for code in codes:  # decode direction: every listed code names a participant …
+        assert check_country(code) == code
+        assert str(parse_principal(f"{code}/HUB")) == f"{code}/HUB"
+    for code in ("XXA", "UTO", "D", "EUE", "QQQ", "tha", "ANT"):  # … and nothing else does
+        assert code not in codes
+        with pytest.raises(IxbError) as info:
+            check_country(code)
+        assert info.value.code == "ixb.E_IDENTIFIER"
