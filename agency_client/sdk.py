@@ -128,7 +128,7 @@ class AgencyClient:
         self.keys = keys
         self.clock = clock
         self.replay = ReplayGuard()
-        self._stream_seq: dict[bytes, int] = {}
+        self._stream_seq: dict[tuple[str, bytes], int] = {}
         self.receipts: dict[str, list[Receipt]] = defaultdict(list)
         self._pending: list[Item] = []
         self._psub: JetStreamContext.PullSubscription | None = None
@@ -320,17 +320,18 @@ class AgencyClient:
                 await self.refresh_directories()
                 env = verify_envelope(msg.data, self.keys, now)
             msg_id = env.header.message_id
-            hubs = verify_hops(env.envelope, self.keys, now)
+            key = (env.header.sender, env.header.id)  # ids are unique per sender (§4.7 step 10)
             seq = msg.metadata.sequence.stream
-            if self._stream_seq.get(env.header.id) != seq:
+            if self._stream_seq.get(key) != seq:
                 # a second stream message with a seen id is a replay; the same stream
                 # message again (we left it unacked) is a redelivery and is fine
-                self.replay.check_and_record(env.header.id, env.header.expires, now)
-                self._stream_seq[env.header.id] = seq
+                self.replay.check_and_record(*key, env.header.expires, now)
+                self._stream_seq[key] = seq
                 if len(self._stream_seq) > MAX_TRACKED_SEQUENCES:
                     self._stream_seq = {
-                        k: v for k, v in self._stream_seq.items() if self.replay.seen(k, now)
+                        k: v for k, v in self._stream_seq.items() if self.replay.seen(*k, now)
                     }
+            hubs = verify_hops(env.envelope, self.keys, now)  # step 11
             opened = open_envelope(env, self.identity)
         except IxbError as exc:
             log.warning("inbox_refused", msg_id=msg_id, code=exc.code)

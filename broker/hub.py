@@ -60,6 +60,10 @@ from transport.connect import UNBOUNDED, connect
 log = structlog.get_logger("ixb.hub")
 
 CHECKPOINT_PERIOD_S = 1.0
+PRUNE_PERIOD_S = 3600.0
+PRUNE_KEEP_MS = 30 * 24 * 3600 * 1000
+"""Messages are remembered this long after they expire: replays of an expired envelope are
+refused by freshness anyway, and the deadline register keeps a month of past requests."""
 CHECKPOINT_PUBLISH_TIMEOUT_S = 2.0
 
 
@@ -117,6 +121,7 @@ class Hub:
             publish=self._publish,
         )
         self.state = HubState()
+        self.prune_period_s = PRUNE_PERIOD_S
         self.links: dict[str, LinkState] = {}
         self.nc: NatsClient | None = None
         self.js: JetStreamContext | None = None
@@ -159,6 +164,7 @@ class Hub:
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._directory_refresher(stop))
                 tg.create_task(self._checkpointer(stop))
+                tg.create_task(self.pruner(stop))
                 tg.create_task(
                     gauges(
                         self.country,
@@ -304,12 +310,23 @@ class Hub:
     def directory_versions(self) -> dict[str, int | None]:
         return {c: self.keys.version(c) for c in sorted([self.country, *self.links])}
 
+    async def pruner(self, stop: asyncio.Event) -> None:
+        """Forget, every ``prune_period_s``, messages expired for longer than a month."""
+        while not stop.is_set():
+            forgotten = await asyncio.to_thread(self.store.prune, self.clock(), PRUNE_KEEP_MS)
+            if forgotten:
+                log.info("messages_pruned", count=forgotten)
+            await sleep_or_stop(stop, self.prune_period_s)
+
     # --- checkpoints ----------------------------------------------------------------
 
     async def _checkpointer(self, stop: asyncio.Event) -> None:
         """Sign a checkpoint each second the log grew, and send it to every peer to witness."""
         while not stop.is_set():
             try:
+                summaries = self.settler.refusal_summaries(self.clock())
+                if summaries:
+                    await asyncio.to_thread(self.audit.record, summaries)
                 made = await asyncio.to_thread(self.audit.checkpoint)
                 if made is not None:
                     self.metrics.set("ixb_checkpoint_size", made[0])

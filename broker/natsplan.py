@@ -29,6 +29,9 @@ from protocols.limits import MAX_ENVELOPE_BYTES
 
 MAX_PAYLOAD = MAX_ENVELOPE_BYTES + 64 * 1024
 """The largest envelope the protocol allows, plus room for NATS headers."""
+MAX_SUBSCRIPTIONS = 1024
+"""Per connection: an agency needs a handful (its inbox pull, replies), a hub a few dozen;
+a client that opens thousands is refused by the server, not by our CPU."""
 
 PLAN_VERSION = 1
 _PASSWORD_BYTES = 24
@@ -414,6 +417,7 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
         client_port=node.client_port,
         monitor_port=node.monitor_port,
         max_payload=MAX_PAYLOAD,
+        max_subscriptions=MAX_SUBSCRIPTIONS,
         store_dir=str(node.store_dir),
         sys_user=perms.SYSTEM_USER,
         sys_password=plan.system_credentials(country).password,

@@ -1,19 +1,23 @@
 """The hub's decisions, apart from NATS: bytes and their source in, an outcome out.
 
-Steps (SPEC §4.7 plus policy), for an envelope from a local agency's ingress
-or from a peer country's link:
+Steps, for an envelope from a local agency's ingress or from a peer
+country's link (SPEC §4.7's numbers in the code):
 
-1. decode and verify: sender known and current in its hub-signed directory,
-   signature, freshness; the publishing identity matches the claimed sender
-   (an agency can only publish on its own ingress subject; a peer link only
-   carries its own country's senders);
-2. idempotency and replay: the same envelope seen again is a duplicate (its
-   routing is finished, never repeated); another envelope under a known id is
-   a replay;
-3. policy: the sender's roles may send this type; every recipient exists and
-   is current; the country pair exchanges this type; per-agency rate limits;
-   declared forwards respect the original's handling code (H2, H3);
-4. the caller records the decision and routes what it is told to.
+0. limits before work: a token of the publishing agency's rate limit, taken
+   before anything is decoded (NATS authenticated the publisher);
+1. decode (§4.7 steps 1-4); the publishing identity matches the claimed
+   sender (an agency publishes only on its own ingress subject; a peer link
+   only carries its own country's senders); verify (steps 5-9): sender
+   current in its hub-signed directory, signature, freshness;
+2. idempotency and replay (step 10), keyed by (sender, id): the same
+   envelope seen again is a duplicate (its routing is finished, never
+   repeated); another envelope under a sender's known id is a replay;
+3. hops (step 11): each hub countersignature verifies, and a link carries
+   its own hub's;
+4. policy: the sender's roles may send this type; every recipient exists and
+   is current; the country pair exchanges this type; declared forwards
+   respect the original's handling code (H2, H3);
+5. the caller records the decision and routes what it is told to.
 
 Nothing here touches the network, so every branch is tested directly.
 """
@@ -87,7 +91,11 @@ class KnownMessage:
 class SeenMessages(Protocol):
     """The messages this hub has accepted (the hub's store implements it durably)."""
 
-    def known(self, message_id: bytes) -> KnownMessage | None: ...
+    def known(self, sender: str, message_id: bytes) -> KnownMessage | None:
+        """The message ``sender`` sent under ``message_id``: ids are unique per sender."""
+
+    def original(self, message_id: bytes, party: str) -> KnownMessage | None:
+        """The message ``message_id`` that ``party`` sent or received (what a forward names)."""
 
     def remember(self, header: Header, digest: bytes) -> None:
         """Record an accepted message, not yet routed; part of the caller's transaction."""
@@ -144,16 +152,18 @@ class Pipeline:
         header: Header | None = None
         verified = False
         try:
-            env = decode_envelope(data, self.limits)
+            if publisher is not None and not redelivered:
+                # limits before work: NATS authenticated the publisher (its own ingress
+                # subject), so a flood costs a token, not a decode and a signature check
+                self.limiter.take(f"{self.country}/{publisher}", now_ms)
+            env = decode_envelope(data, self.limits)  # SPEC §4.7 steps 1-4
             header = env.header
             sender = header.sender_principal
             self._check_origin(sender, publisher=publisher, peer=peer)
-            verify_envelope(env, self.keys, now_ms, self.limits)
+            verify_envelope(env, self.keys, now_ms, self.limits)  # steps 5-9
             verified = True
-            hubs = verify_hops(env, self.keys, now_ms)
-            if peer is not None and hub_of(peer) not in (*hubs, header.sender_principal):
-                raise SignatureError(f"not countersigned by {peer}'s hub")
-            known = self.seen.known(header.id)
+            # step 10: ids are unique per sender, so nobody can use up another's
+            known = self.seen.known(header.sender, header.id)
             if known is not None:
                 if known.digest != env.digest:
                     raise ReplayError(
@@ -166,9 +176,10 @@ class Pipeline:
                     # a new stream message with an envelope we already routed: senders
                     # retry with the same Nats-Msg-Id (stored once), so this is a replay
                     raise ReplayError(f"message {header.message_id} was already received")
+            hubs = verify_hops(env, self.keys, now_ms)  # step 11
+            if peer is not None and hub_of(peer) not in (*hubs, header.sender_principal):
+                raise SignatureError(f"not countersigned by {peer}'s hub")
             self._check_policy(env, sender, now_ms, peer=peer)
-            if known is None and publisher is not None:
-                self.limiter.take(str(sender), now_ms)
             if peer is not None:
                 # countries hand each other whole envelopes; deliver only our own recipients
                 local = tuple(p for p in header.recipient_principals if p.country == self.country)
@@ -227,7 +238,7 @@ class Pipeline:
     def _check_forward(self, header: Header, sender: str, *, peer: str | None) -> None:
         if header.forward_of is None:
             return
-        original = self.seen.known(header.forward_of)
+        original = self.seen.original(header.forward_of, sender)
         if original is None:
             if peer is not None:
                 return  # the forwarder's own hub enforced it; we never saw the original

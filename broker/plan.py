@@ -107,7 +107,8 @@ class MessagePlan:
     """What settling one message records: its audit entries, the id to mark routed, its report."""
 
     entries: tuple[AuditEntry, ...]
-    routed: bytes | None
+    routed: tuple[str, bytes] | None
+    """(sender, message id) to mark routed once everything it caused is published."""
     report: Report
 
 
@@ -204,12 +205,12 @@ class _Planner:
             return MessagePlan((entry,), None, report)
         data = env.to_bytes()
         works = frozenset({n})
+        dedup = message_dedup(header.message_id, header.sender)
         publishes.extend(
-            Publish(subjects.inbox(a), data, f"{header.message_id}:{a.name}", works)
-            for a in outcome.local
+            Publish(subjects.inbox(a), data, f"{dedup}:{a.name}", works) for a in outcome.local
         )
         publishes.extend(
-            Publish(subjects.cross_border(country, p), data, header.message_id, works, peer=p)
+            Publish(subjects.cross_border(country, p), data, dedup, works, peer=p)
             for p in outcome.peers
         )
         sender = header.sender_principal
@@ -248,7 +249,7 @@ class _Planner:
                 ("peers", list(outcome.peers)),
             ),
         )
-        return MessagePlan(tuple(entries), header.id, report)
+        return MessagePlan(tuple(entries), (header.sender, header.id), report)
 
     def rejected(self, n: int, d: Decided, outcome: Rejected) -> MessagePlan:
         hub, now, country, statements = self.hub, self.now, self.country, self.statements
@@ -353,6 +354,15 @@ def seal_receipts(
     return Sealed(tuple(publishes), tuple(unroutable))
 
 
+def message_dedup(message_id: str, sender: str) -> str:
+    """A message's de-duplication id on our streams: ids are unique per sender only.
+
+    Another sender's envelope under the same id (by accident or to squat it)
+    must not be dropped as a JetStream duplicate of this one.
+    """
+    return f"{message_id}:{sender}"
+
+
 def receipt_digest(st: ReceiptStatement) -> str:
     """A stable name for a statement: a re-sealed receipt (after a crash) is stored once."""
     key = "\0".join(
@@ -371,10 +381,11 @@ def _id_bytes(msg_id: str | None) -> bytes:
 
 
 def valid_msg_id(value: str | None) -> str | None:
-    """A ``Nats-Msg-Id`` header value as a formatted message id, or None if it is not one."""
+    """The message id a ``Nats-Msg-Id`` header names (an agency's, or a hub's
+    :func:`message_dedup`), formatted; None if it names none."""
     if value is None:
         return None
     try:
-        return format_message_id(parse_message_id(value))
+        return format_message_id(parse_message_id(value.split(":", 1)[0]))
     except IxbError:
         return None

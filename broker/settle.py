@@ -38,8 +38,9 @@ from broker.control import KIND_HEADER, ControlDecision, ControlPlane
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
 from broker.plan import BatchPlan, Decided, Publish, Sealed, plan_batch, seal_receipts, valid_msg_id
+from broker.refusals import RefusalWindows
 from broker.store import HubStore
-from protocols.audit import AuditEntry
+from protocols.audit import AuditEntry, AuditEvent, make_entry
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
 
@@ -69,6 +70,7 @@ class Settler:
     links: frozenset[str]
     clock: Callable[[], int]
     publish: PublishFn
+    refusals: RefusalWindows = field(default_factory=RefusalWindows)
     _order: dict[str | None, asyncio.Lock] = field(default_factory=dict, init=False)
 
     # --- 1. decide ------------------------------------------------------------------
@@ -179,8 +181,10 @@ class Settler:
                 )
             elif p.entry is not None:
                 receipt_entries.append(p.entry)
-        done = [m for n, m in enumerate(plan.messages) if n not in failed]
+        quiet = self._quiet(decided, plan, failed, now)
+        done = [m for n, m in enumerate(plan.messages) if n not in failed | quiet]
         entries = [e for m in done for e in m.entries] + receipt_entries
+        entries += self.refusal_summaries(now)
         routed = [m.routed for m in done if m.routed is not None]
         # durable before the acks: the two files sync in parallel, off the event loop
         await asyncio.gather(
@@ -204,12 +208,49 @@ class Settler:
             self.metrics.inc("ixb_messages_total", decision=report.decision)
             if report.code is not None:
                 self.metrics.inc("ixb_rejected_total", code=report.code)
+            if n in quiet:
+                continue  # counted, and summed up in one audit entry when its window closes
             if report.decision == "rejected":
                 log.warning(
                     report.event, msg_id=report.msg_id, code=report.code, **dict(report.fields)
                 )
             else:
                 log.info(report.event, msg_id=report.msg_id, **dict(report.fields))
+
+    def _quiet(
+        self, decided: Sequence[Decided], plan: BatchPlan, failed: set[int], now: int
+    ) -> set[int]:
+        """Refusals beyond the per-window allowance of their source: no entry of their own."""
+        quiet: set[int] = set()
+        for n, (d, m) in enumerate(zip(decided, plan.messages, strict=True)):
+            if n in failed or m.report.decision != "rejected" or m.report.code is None:
+                continue
+            source = f"ingress:{d.publisher}" if d.via is None else f"link:{d.via}"
+            if not self.refusals.admit(source, m.report.code, now):
+                quiet.add(n)
+        return quiet
+
+    def refusal_summaries(self, now: int) -> list[AuditEntry]:
+        """One entry per closed window of refusals that were counted, not logged one by one."""
+        hub = str(self.identity.principal)
+        out: list[AuditEntry] = []
+        for w in self.refusals.close(now):
+            kind, _, name = w.source.partition(":")
+            out.append(
+                make_entry(
+                    hub,
+                    now,
+                    AuditEvent.REJECTED,
+                    code=w.code,
+                    detail=(
+                        f"{w.count} more refusals from the {kind} of {name}, "
+                        f"{w.start_ms}-{w.end_ms} ms, not logged one by one"
+                    ),
+                    peer=name if kind == "link" else None,
+                )
+            )
+            log.warning("refusals_summed", source=w.source, code=w.code, count=w.count)
+        return out
 
     async def _finish_control(self, peer: str, msg: Msg, decision: ControlDecision) -> None:
         """Send what a control item causes (a cosignature), then ack it; nak to retry."""

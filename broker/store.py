@@ -32,12 +32,15 @@ from protocols.handling import HandlingCode, answer_deadline_ms
 from protocols.identifiers import format_message_id
 from protocols.messages import REQUEST_TYPES
 
+SCHEMA_VERSION = 2
+"""2: messages keyed by (sender, id): one sender cannot use up another's ids."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    id          BLOB PRIMARY KEY,
+    id          BLOB NOT NULL,
     digest      BLOB NOT NULL,
     type        TEXT NOT NULL,
     sender      TEXT NOT NULL,
@@ -49,8 +52,10 @@ CREATE TABLE IF NOT EXISTS messages (
     routed      INTEGER NOT NULL DEFAULT 0,
     priority    TEXT NOT NULL DEFAULT 'normal',
     in_reply_to BLOB,
-    due         INTEGER
+    due         INTEGER,
+    PRIMARY KEY (sender, id)
 );
+CREATE INDEX IF NOT EXISTS messages_id ON messages(id);
 CREATE INDEX IF NOT EXISTS messages_expires ON messages(expires);
 CREATE INDEX IF NOT EXISTS messages_reply ON messages(in_reply_to);
 CREATE INDEX IF NOT EXISTS messages_due ON messages(due) WHERE due IS NOT NULL;
@@ -99,6 +104,34 @@ class OpenRequest:
     answered: bool
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a version-1 file (messages keyed by id alone) to version 2, in one transaction."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
+    ).fetchone()
+    if version >= SCHEMA_VERSION or exists is None:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for index in ("messages_expires", "messages_reply", "messages_due"):
+            db.execute(f"DROP INDEX IF EXISTS {index}")
+        db.execute("ALTER TABLE messages RENAME TO messages_v1")
+        db.execute(SCHEMA.split(";", maxsplit=1)[0])
+        db.execute(
+            "INSERT INTO messages (id, digest, type, sender, recipients, handling, restriction,"
+            " created, expires, routed, priority, in_reply_to, due)"
+            " SELECT id, digest, type, sender, recipients, handling, restriction,"
+            " created, expires, routed, priority, in_reply_to, due FROM messages_v1"
+        )
+        db.execute("DROP TABLE messages_v1")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def _locked(method: Callable[Concatenate[HubStore, P], R]) -> Callable[Concatenate[HubStore, P], R]:
     def locked(self: HubStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with self._lock:
@@ -119,7 +152,9 @@ class HubStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        _migrate(self._db)
         self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @_locked
     def close(self) -> None:
@@ -128,22 +163,31 @@ class HubStore:
     # --- messages ---------------------------------------------------------------
 
     @_locked
-    def known(self, message_id: bytes) -> KnownMessage | None:
+    def known(self, sender: str, message_id: bytes) -> KnownMessage | None:
         row = self._db.execute(
             "SELECT digest, sender, recipients, handling, restriction, routed"
-            " FROM messages WHERE id = ?",
-            (message_id,),
+            " FROM messages WHERE sender = ? AND id = ?",
+            (sender, message_id),
         ).fetchone()
-        if row is None:
-            return None
-        return KnownMessage(
-            digest=row[0],
-            sender=row[1],
-            recipients=tuple(json.loads(row[2])),
-            handling=HandlingCode(row[3]),
-            restriction=row[4],
-            routed=bool(row[5]),
-        )
+        return None if row is None else _known(row)
+
+    @_locked
+    def original(self, message_id: bytes, party: str) -> KnownMessage | None:
+        """The message ``message_id`` that ``party`` sent or received (what a forward names).
+
+        Ids are unique per sender only: of several messages under one id, the
+        one ``party`` took part in; else any (the caller refuses the forward).
+        """
+        rows = self._db.execute(
+            "SELECT digest, sender, recipients, handling, restriction, routed"
+            " FROM messages WHERE id = ? ORDER BY created",
+            (message_id,),
+        ).fetchall()
+        found = [_known(row) for row in rows]
+        mine = [k for k in found if party == k.sender or party in k.recipients]
+        if mine:
+            return mine[0]
+        return found[0] if found else None
 
     @_locked
     def remember(self, header: Header, digest: bytes) -> None:
@@ -200,18 +244,18 @@ class HubStore:
             for r in rows
         ]
 
-    def mark_routed(self, *message_ids: bytes) -> None:
-        """Routing of these messages is finished; durable, with every earlier commit, on return.
+    def mark_routed(self, *messages: tuple[str, bytes]) -> None:
+        """Routing of these (sender, id) is finished; durable, with every earlier commit, on return.
 
         The commit itself does not wait for the disk (the lock is held only
         for the write); :meth:`sync` then makes it durable without the lock,
         so the hub's next decisions never queue behind an fsync.
         """
-        if not message_ids:
+        if not messages:
             return  # a batch of refusals and duplicates wrote nothing to make durable
         with self.transaction(durable=False):
             self._db.executemany(
-                "UPDATE messages SET routed = 1 WHERE id = ?", [(i,) for i in message_ids]
+                "UPDATE messages SET routed = 1 WHERE sender = ? AND id = ?", messages
             )
         self.sync()
 
@@ -320,3 +364,15 @@ class HubStore:
         finally:
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")
+
+
+def _known(row: Sequence[object]) -> KnownMessage:
+    digest, sender, recipients, handling, restriction, routed = row
+    return KnownMessage(
+        digest=bytes(digest),  # type: ignore[call-overload]
+        sender=str(sender),
+        recipients=tuple(json.loads(str(recipients))),
+        handling=HandlingCode(str(handling)),
+        restriction=None if restriction is None else str(restriction),
+        routed=bool(routed),
+    )

@@ -321,7 +321,7 @@ def verify_envelope(
     verify_sender_signature(env, keys, now_ms)
     check_times(env.header, now_ms, limits)
     if replay is not None:
-        replay.check_and_record(env.header.id, env.header.expires, now_ms)
+        replay.check_and_record(env.header.sender, env.header.id, env.header.expires, now_ms)
     return VerifiedEnvelope(env, _token=_VERIFIED)
 
 

@@ -29,7 +29,7 @@ from protocols.envelope import (
     verify_envelope,
     verify_hops,
 )
-from protocols.errors import IxbError
+from protocols.errors import IxbError, ReplayError
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
 from protocols.keys import Identity, KeyRing
@@ -447,3 +447,13 @@ def test_any_single_bit_flip_in_a_countersigned_envelope_is_refused(bit: int) ->
     tampered[bit // 8] ^= 1 << (bit % 8)
     with pytest.raises(IxbError):
         full_check(bytes(tampered))
+
+
+def test_the_replay_guard_keys_by_sender_and_id() -> None:
+    guard = ReplayGuard()
+    mid = b"\x01" * 16
+    guard.check_and_record("THA/DSI-ATHD", mid, NOW_MS + 1000, NOW_MS)
+    guard.check_and_record("MMR/MOHA-ATTU", mid, NOW_MS + 1000, NOW_MS)  # another sender's id
+    with pytest.raises(ReplayError):
+        guard.check_and_record("THA/DSI-ATHD", mid, NOW_MS + 1000, NOW_MS)
+    assert len(guard) == 2

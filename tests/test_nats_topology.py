@@ -32,7 +32,7 @@ from broker.natsd import (
     wait_links_up,
     write_config,
 )
-from broker.natsplan import FederationPlan
+from broker.natsplan import MAX_SUBSCRIPTIONS, FederationPlan
 from protocols import subjects
 from protocols.errors import ConfigError
 from protocols.identifiers import Principal
@@ -524,3 +524,18 @@ async def test_stream_setup_is_idempotent_and_updates(federation: Federation) ->
     info = await link.nc.jetstream().stream_info(in_stream("MMR"))
     assert info.config.sources is not None
     assert [s.name for s in info.config.sources] == [out_stream("MYS")]
+
+
+async def test_a_subscription_flood_is_refused_by_the_server(federation: Federation) -> None:
+    """An agency that opens more subscriptions than the per-connection limit is refused."""
+    dsi = await federation.agency("THA", DSI.name)
+    own = f"{subjects.reply_prefix(DSI.name)}.flood"
+    for _ in range(MAX_SUBSCRIPTIONS + 5):
+        await dsi.nc.subscribe(own)
+    # the server answers "maximum subscriptions exceeded" and closes the connection
+    with pytest.raises(nats.errors.Error):
+        await dsi.nc.flush(timeout=2)
+    assert not dsi.nc.is_connected
+    # a well-behaved agency on the same server is unaffected
+    imm = await federation.agency("THA", IMM.name)
+    await imm.nc.flush(timeout=2)

@@ -131,7 +131,7 @@ def test_redelivery_is_a_duplicate_but_a_new_copy_is_a_replay(tmp_path: Path) ->
     # not yet routed (crash before routing finished): redone, not refused
     again = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
     assert isinstance(again, Accepted) and not again.duplicate
-    store_of(p).mark_routed(first.envelope.header.id)
+    store_of(p).mark_routed((first.envelope.header.sender, first.envelope.header.id))
     dup = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
     assert isinstance(dup, Accepted) and dup.duplicate
     assert code(p.from_local(data, "DSI-ATHD", NOW)) == "ixb.E_REPLAY"
@@ -282,3 +282,81 @@ def test_rate_limit_per_agency_override() -> None:
     limiter.take("MYS/RMP-ATIPSOM", NOW)
     with pytest.raises(RateLimitedError, match=" 1 messages"):
         limiter.take("MYS/RMP-ATIPSOM", NOW)
+
+
+def _squat(monkeypatch: pytest.MonkeyPatch, sender: str, to: list[str], message_id: bytes) -> bytes:
+    """An envelope of ``sender`` that re-uses ``message_id`` (an id it learned from another)."""
+    import protocols.envelope as envelope_module
+
+    monkeypatch.setattr(envelope_module, "new_message_id", lambda *_: message_id)
+    try:
+        return seal(sender, to)
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("squatter_first", [True, False])
+def test_an_id_squatted_by_another_sender_does_not_censor_the_genuine_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, squatter_first: bool
+) -> None:
+    """MMR re-uses the id of a THA→MYS alert: MYS accepts both, each under its own sender."""
+    mys = make_pipeline(tmp_path, "MYS")
+    genuine = add_hop(
+        decode_envelope(seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])), HUBS["THA"], NOW
+    ).to_bytes()
+    gid = decode_envelope(genuine).header.id
+    squat = add_hop(
+        decode_envelope(_squat(monkeypatch, "MMR/MOHA-ATTU", ["MYS/RMP-ATIPSOM"], gid)),
+        HUBS["MMR"],
+        NOW,
+    ).to_bytes()
+    assert decode_envelope(squat).header.id == gid
+    order = (
+        [(squat, "MMR"), (genuine, "THA")] if squatter_first else [(genuine, "THA"), (squat, "MMR")]
+    )
+    for data, via in order:
+        out = mys.from_peer(data, via, NOW)
+        assert isinstance(out, Accepted) and not out.duplicate, out
+    store = store_of(mys)
+    assert store.known("THA/DSI-ATHD", gid) is not None
+    assert store.known("MMR/MOHA-ATTU", gid) is not None
+    # the same sender re-using its own id for another envelope is still a replay
+    again = add_hop(
+        decode_envelope(_squat(monkeypatch, "MMR/MOHA-ATTU", ["MYS/RMP-ATIPSOM"], gid)),
+        HUBS["MMR"],
+        NOW,
+    ).to_bytes()
+    assert code(mys.from_peer(again, "MMR", NOW)) == "ixb.E_REPLAY"
+
+
+def test_the_rate_limit_is_taken_before_any_decoding(tmp_path: Path) -> None:
+    """200 expired envelopes with burst 2: two are checked and refused, the rest cost a token."""
+    p = make_pipeline(tmp_path, max_per_minute=1, burst=2)
+    expired = seal_envelope(
+        sender=IDS["THA/DSI-ATHD"],
+        recipients=[IDS["MYS/RMP-ATIPSOM"].public()],
+        body=ALERT,
+        now_ms=NOW,
+        ttl_ms=60_000,
+    )
+    later = NOW + 120_000
+    codes = [code(p.from_local(expired, "DSI-ATHD", later)) for _ in range(200)]
+    assert codes[:2] == ["ixb.E_EXPIRED"] * 2
+    assert set(codes[2:]) == {"ixb.E_RATE_LIMITED"}
+    # garbage over the limit is not even parsed; a redelivery (already counted) is not limited
+    assert code(p.from_local(b"\xc1", "DSI-ATHD", later)) == "ixb.E_RATE_LIMITED"
+    assert code(p.from_local(b"\xc1", "DSI-ATHD", later, redelivered=True)) == "ixb.E_MALFORMED"
+    # the limit is the publisher's own: another agency still gets through
+    other = p.from_local(seal("THA/IMMIGRATION", ["MYS/RMP-ATIPSOM"]), "IMMIGRATION", NOW)
+    assert not isinstance(other, Rejected) or other.error.code != "ixb.E_RATE_LIMITED"
+
+
+def test_replay_is_checked_before_hops(tmp_path: Path) -> None:
+    """SPEC §4.7: step 10 (replay) before step 11 (hops)."""
+    mys = make_pipeline(tmp_path, "MYS")
+    data = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
+    first = mys.from_peer(add_hop(decode_envelope(data), HUBS["THA"], NOW).to_bytes(), "THA", NOW)
+    assert isinstance(first, Accepted)
+    store_of(mys).mark_routed((first.envelope.header.sender, first.envelope.header.id))
+    forged_hop = add_hop(decode_envelope(data), HUBS["MMR"], NOW).to_bytes()  # not THA's hub
+    assert code(mys.from_peer(forged_hop, "THA", NOW)) == "ixb.E_REPLAY"

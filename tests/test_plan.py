@@ -44,19 +44,24 @@ ATTU = "MMR/MOHA-ATTU"
 class MemorySeen:
     """The pipeline's seen-messages protocol in memory (what the SQLite store does durably)."""
 
-    rows: dict[bytes, KnownMessage] = field(default_factory=dict)
+    rows: dict[tuple[str, bytes], KnownMessage] = field(default_factory=dict)
 
-    def known(self, message_id: bytes) -> KnownMessage | None:
-        return self.rows.get(message_id)
+    def known(self, sender: str, message_id: bytes) -> KnownMessage | None:
+        return self.rows.get((sender, message_id))
+
+    def original(self, message_id: bytes, party: str) -> KnownMessage | None:
+        found = [k for (_s, i), k in self.rows.items() if i == message_id]
+        mine = [k for k in found if party == k.sender or party in k.recipients]
+        return (mine or found)[0] if found else None
 
     def remember(self, header: Header, digest: bytes) -> None:
-        self.rows[header.id] = KnownMessage(
+        self.rows[(header.sender, header.id)] = KnownMessage(
             digest, header.sender, tuple(header.recipients), header.handling, None, routed=False
         )
 
-    def mark_routed(self, message_id: bytes) -> None:
-        row = self.rows[message_id]
-        self.rows[message_id] = KnownMessage(
+    def mark_routed(self, sender: str, message_id: bytes) -> None:
+        row = self.rows[(sender, message_id)]
+        self.rows[(sender, message_id)] = KnownMessage(
             row.digest, row.sender, row.recipients, row.handling, row.restriction, routed=True
         )
 
@@ -113,7 +118,7 @@ def summary(plan: BatchPlan, ids: dict[bytes, str]) -> dict[str, object]:
             for r in plan.receipts
         ],
         "events": [[e.event.value for e in m.entries] for m in plan.messages],
-        "routed": [ids.get(m.routed) if m.routed else None for m in plan.messages],
+        "routed": [ids.get(m.routed[1]) if m.routed else None for m in plan.messages],
         "decisions": [m.report.decision for m in plan.messages],
     }
 
@@ -150,7 +155,8 @@ def _routed(p: Pipeline, data: bytes) -> bytes:
     p.from_local(data, "DSI-ATHD", NOW)
     seen = p.seen
     assert isinstance(seen, MemorySeen)
-    seen.mark_routed(decode_envelope(data).header.id)
+    header = decode_envelope(data).header
+    seen.mark_routed(header.sender, header.id)
     return data
 
 
@@ -163,7 +169,7 @@ CASES: dict[str, Case] = {
         "THA",
         lambda p: [(A, "DSI-ATHD", None, False)],
         {
-            "publishes": [(subjects.cross_border("THA", "MYS"), "m0", [0], "MYS")],
+            "publishes": [(subjects.cross_border("THA", "MYS"), "m0:THA/DSI-ATHD", [0], "MYS")],
             "receipts": [
                 (DSI, "accepted", None, ["m0"], [0]),
                 (DSI, "relayed", None, ["m0"], [0]),
@@ -177,7 +183,9 @@ CASES: dict[str, Case] = {
         "THA",
         lambda p: [(LOCAL, "DSI-ATHD", None, False)],
         {
-            "publishes": [(subjects.inbox(parse_agency(IMM)), "m0:IMMIGRATION", [0], None)],
+            "publishes": [
+                (subjects.inbox(parse_agency(IMM)), "m0:THA/DSI-ATHD:IMMIGRATION", [0], None)
+            ],
             "receipts": [
                 (DSI, "accepted", None, ["m0"], [0]),
                 (DSI, "delivered", None, ["m0"], [0]),
@@ -192,9 +200,9 @@ CASES: dict[str, Case] = {
         lambda p: [(TO_BOTH, "DSI-ATHD", None, False)],
         {
             "publishes": [
-                (subjects.inbox(parse_agency(IMM)), "m0:IMMIGRATION", [0], None),
-                (subjects.cross_border("THA", "MMR"), "m0", [0], "MMR"),
-                (subjects.cross_border("THA", "MYS"), "m0", [0], "MYS"),
+                (subjects.inbox(parse_agency(IMM)), "m0:THA/DSI-ATHD:IMMIGRATION", [0], None),
+                (subjects.cross_border("THA", "MMR"), "m0:THA/DSI-ATHD", [0], "MMR"),
+                (subjects.cross_border("THA", "MYS"), "m0:THA/DSI-ATHD", [0], "MYS"),
             ],
             "receipts": [
                 (DSI, "accepted", None, ["m0"], [0]),
@@ -211,8 +219,8 @@ CASES: dict[str, Case] = {
         lambda p: [(A, "DSI-ATHD", None, False), (B, "DSI-ATHD", None, False)],
         {
             "publishes": [
-                (subjects.cross_border("THA", "MYS"), "m0", [0], "MYS"),
-                (subjects.cross_border("THA", "MYS"), "m1", [1], "MYS"),
+                (subjects.cross_border("THA", "MYS"), "m0:THA/DSI-ATHD", [0], "MYS"),
+                (subjects.cross_border("THA", "MYS"), "m1:THA/DSI-ATHD", [1], "MYS"),
             ],
             "receipts": [
                 (DSI, "accepted", None, ["m0", "m1"], [0, 1]),
@@ -262,8 +270,8 @@ CASES: dict[str, Case] = {
         {
             # not yet routed when the second copy is decided: redone, never refused
             "publishes": [
-                (subjects.cross_border("THA", "MYS"), "m0", [0], "MYS"),
-                (subjects.cross_border("THA", "MYS"), "m0", [1], "MYS"),
+                (subjects.cross_border("THA", "MYS"), "m0:THA/DSI-ATHD", [0], "MYS"),
+                (subjects.cross_border("THA", "MYS"), "m0:THA/DSI-ATHD", [1], "MYS"),
             ],
             "receipts": [
                 (DSI, "accepted", None, ["m0"], [0, 1]),
@@ -278,7 +286,9 @@ CASES: dict[str, Case] = {
         "THA",
         lambda p: [(FROM_MYS, None, "MYS", False)],
         {
-            "publishes": [(subjects.inbox(parse_agency(DSI)), "m0:DSI-ATHD", [0], None)],
+            "publishes": [
+                (subjects.inbox(parse_agency(DSI)), "m0:MYS/RMP-ATIPSOM:DSI-ATHD", [0], None)
+            ],
             "receipts": [(RMP, "delivered", None, ["m0"], [0])],
             "events": [["accepted", "delivered"]],
             "routed": ["m0"],
