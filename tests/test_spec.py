@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 import protocols
-from broker.plan import valid_msg_id
+from broker.plan import message_dedup, valid_msg_id
 from protocols.envelope import decode_envelope
 from protocols.errors import ERRORS_BY_CODE
 from protocols.messages import MESSAGE_TYPES
@@ -65,7 +65,7 @@ def test_section_8_specifies_nats_msg_id_as_the_hub_uses_it() -> None:
     mid = "0195f0a0-1e2b-7c3d-8e4f-0123456789ab"
     assert mid in text
     # named by the Nats-Msg-Id (any spelling of the UUID), else by the nil UUID
-    for spelling in (mid, mid.upper(), mid.replace("-", "")):
+    for spelling in (mid, mid.upper(), mid.replace("-", ""), f"{mid}:THA/DSI-ATHD"):
         assert _rejected_receipts(garbage, "DSI-ATHD", None, valid_msg_id(spelling)) == [
             ("THA/DSI-ATHD", "ixb.E_MALFORMED", [mid.replace("-", "")])
         ]
@@ -77,10 +77,13 @@ def test_section_8_specifies_nats_msg_id_as_the_hub_uses_it() -> None:
 
 def test_section_8_lists_the_nats_msg_id_of_every_hub_publish() -> None:
     text = _section("### 8.1 `Nats-Msg-Id`")
-    for form in ("`<message id>:<NAME>`", "`<message id>`", "`rcpt:`", "`dir:<CC>:<version>`"):
-        assert form in text
+    forms = ("`<message id>:<sender>:<NAME>`", "`<message id>:<sender>`", "`rcpt:`")
+    assert all(f in text for f in (*forms, "`dir:<CC>:<version>`"))
+    assert message_dedup("0195f0a0-1e2b-7c3d-8e4f-0123456789ab", "THA/A") == (
+        "0195f0a0-1e2b-7c3d-8e4f-0123456789ab:THA/A"
+    )
     sources = {
-        "broker/plan.py": ['f"{header.message_id}:{a.name}"', '"rcpt:" + receipt_digest(st)'],
+        "broker/plan.py": ['f"{dedup}:{a.name}"', '"rcpt:" + receipt_digest(st)'],
         "broker/control.py": ['f"dir:{self.country}:{version}"', 'f"cosig:{peer}:{self.country}'],
         "broker/hub.py": ['f"ckpt:{self.country}:{peer}:{cp.size}:{cp.root[:8].hex()}"'],
     }
