@@ -102,13 +102,19 @@ Millis = Annotated[int, msgspec.Meta(ge=0, lt=1 << 53)]
 
 
 class Header(wire.WireStruct, frozen=True):
-    """The clear, signed header: everything a hub needs to route and enforce policy."""
+    """The clear, signed header: everything a hub needs to route and enforce policy.
+
+    ``sender`` and ``recipients`` are typed as plain text and checked by
+    :func:`parse_principal`, so an id outside the grammar of SPEC §2 is
+    ``E_IDENTIFIER`` (§9), not ``E_SCHEMA``. Checks run in the order of SPEC
+    §4.7 step 4: field types and lengths, then the ids, then the other rules.
+    """
 
     id: MessageIdBytes
     type: TypeName
-    sender: PrincipalStr
+    sender: str
     sender_key: KeyIdBytes
-    recipients: Annotated[list[PrincipalStr], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
+    recipients: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
     created: Millis
     expires: Millis
     handling: HandlingCode
@@ -119,11 +125,11 @@ class Header(wire.WireStruct, frozen=True):
     forward_of: MessageIdBytes | None = None
 
     def __post_init__(self) -> None:
-        if self.type not in MESSAGE_TYPES:
-            raise SchemaError(f"unknown message type {self.type!r}")
         parse_principal(self.sender)
         for r in self.recipients:
             parse_principal(r)
+        if self.type not in MESSAGE_TYPES:
+            raise SchemaError(f"unknown message type {self.type!r}")
         if len(set(self.recipients)) != len(self.recipients):
             raise SchemaError("recipients must not repeat")
         if self.expires <= self.created:

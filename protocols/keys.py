@@ -309,7 +309,10 @@ class _Box(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ct: _B64
 
 
-class _PublicPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class _PublicPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """``encryption`` is absent for a hub (SPEC §3.1); ``null``, as older files wrote it,
+    still reads as absent."""
+
     signing: _B64
     encryption: _B64 | None = None
 

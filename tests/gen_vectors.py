@@ -1,4 +1,9 @@
-"""Generate protocols/vectors/envelopes.json: ``python -m tests.gen_vectors``.
+"""Generate the vectors in protocols/vectors/: ``python -m tests.gen_vectors [PART ...]``.
+
+PARTs (default: all): ``envelopes`` (envelopes.json and alert.ixb),
+``keyfiles`` (the three ``*.key`` files), ``checkpoint`` (the ``ixb`` part of
+checkpoint.json, :mod:`tests.gen_checkpoint`), ``countries`` (countries.json).
+directory.json is ``python -m tests.test_directory``'s.
 
 Keys, message ids, content keys and nonces are derived from fixed labels, so
 every field but the sealed boxes (whose ephemeral keys libsodium draws) is
@@ -9,19 +14,25 @@ in both directions.
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nacl.encoding
 import nacl.hash
+from nacl.public import PrivateKey, SealedBox
 
 from protocols import wire
 from protocols.audit import WitnessSize, encode_witness_size
+from protocols.countries import ISO3166_ALPHA3
 from protocols.envelope import (
     Envelope,
     Header,
+    SealedKey,
     add_hop,
     assemble,
     decode_envelope,
@@ -42,7 +53,9 @@ from protocols.keys import (
 )
 from protocols.limits import MS_PER_DAY
 from protocols.messages import REPLY_TO, encode_body
+from tests.gen_checkpoint import build_ixb
 
+T = TypeVar("T")
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 NOW_MS = 1_795_000_000_000
 KEYFILE_PASSPHRASE = "ixb test vector passphrase"
@@ -114,6 +127,55 @@ def party_json(ident: Identity) -> dict[str, Any]:
     return out
 
 
+def hex_json(value: Any) -> Any:
+    """JSON of a wire value with every byte string as lower-case hex (SPEC §11)."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: hex_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [hex_json(v) for v in value]
+    if isinstance(value, msgspec.Struct):
+        return hex_json(msgspec.to_builtins(value, builtin_types=(bytes,)))
+    return value
+
+
+def _unhex(value: Any, t: msgspec.inspect.Type) -> Any:
+    if isinstance(t, msgspec.inspect.BytesType) and isinstance(value, str):
+        return bytes.fromhex(value)
+    if isinstance(t, msgspec.inspect.StructType) and isinstance(value, dict):
+        types = {f.encode_name: f.type for f in t.fields}
+        return {k: _unhex(v, types[k]) if k in types else v for k, v in value.items()}
+    if isinstance(t, msgspec.inspect.CollectionType) and isinstance(value, list):
+        return [_unhex(v, t.item_type) for v in value]
+    if isinstance(t, msgspec.inspect.UnionType):
+        for member in t.types:
+            if not isinstance(member, msgspec.inspect.NoneType | msgspec.inspect.StrType):
+                value = _unhex(value, member)
+    return value
+
+
+def from_hex_json(value: Any, typ: type[T]) -> T:
+    """The inverse of :func:`hex_json` for a value of ``typ``."""
+    return msgspec.convert(_unhex(value, msgspec.inspect.type_info(typ)), typ)
+
+
+def bytes_fields(value: Any, t: msgspec.inspect.Type, path: str = "") -> list[tuple[str, Any]]:
+    """Every value of ``value`` (JSON) that ``t`` types as a byte string, with its path."""
+    if isinstance(t, msgspec.inspect.BytesType):
+        return [(path, value)]
+    if isinstance(t, msgspec.inspect.StructType) and isinstance(value, dict):
+        types = {f.encode_name: f.type for f in t.fields}
+        return [x for k, v in value.items() for x in bytes_fields(v, types[k], f"{path}.{k}")]
+    if isinstance(t, msgspec.inspect.CollectionType) and isinstance(value, list):
+        return [
+            x for i, v in enumerate(value) for x in bytes_fields(v, t.item_type, f"{path}[{i}]")
+        ]
+    if isinstance(t, msgspec.inspect.UnionType) and value is not None:
+        return [x for m in t.types for x in bytes_fields(value, m, path)]
+    return []
+
+
 def header_json(h: Header) -> dict[str, Any]:
     out: dict[str, Any] = msgspec.to_builtins(h)
     for field in ("id", "sender_key", "in_reply_to"):
@@ -130,7 +192,7 @@ def envelope_json(
         "type": env.header.type,
         "header": header_json(env.header),
         "header_msgpack": env.hdr.hex(),
-        "body": msgspec.to_builtins(body),
+        "body": hex_json(body),
         "body_msgpack": encode_body(body).hex(),
         "content_key": content_key.hex(),
         "nonce": nonce.hex(),
@@ -151,6 +213,30 @@ def envelope_json(
         ],
         "envelope": env.to_bytes().hex(),
     }
+
+
+@functools.cache
+def _stored_sealed_keys() -> dict[tuple[str, str], bytes]:
+    path = VECTORS / "envelopes.json"
+    if not path.exists():
+        return {}
+    return {
+        (e["type"], s["recipient"]): bytes.fromhex(s["sealed"])
+        for e in json.loads(path.read_text())["envelopes"]
+        for s in e["sealed_keys"]
+    }
+
+
+def _sealed(type_name: str, content_key: bytes, recipient: Identity) -> SealedKey:
+    """The stored sealed box if it still opens to ``content_key`` (libsodium draws a new
+    ephemeral key per box, so re-sealing would change every vector), else a new one."""
+    fresh = seal_content_key(content_key, recipient.public())
+    stored = _stored_sealed_keys().get((type_name, str(recipient.principal)))
+    assert recipient.encryption is not None
+    box = SealedBox(PrivateKey(bytes(recipient.encryption.private_key)))
+    if stored is None or box.decrypt(stored) != content_key:
+        return fresh
+    return msgspec.structs.replace(fresh, sealed=stored)
 
 
 def build() -> dict[str, Any]:
@@ -181,7 +267,7 @@ def build() -> dict[str, Any]:
         previous[type_name] = mid
         content_key, nonce = derive(f"{type_name}/key"), derive(f"{type_name}/nonce", 24)
         ct = encrypt_body(body, content_key, nonce, wire.encode(header))
-        sealed = [seal_content_key(content_key, ids[r].public()) for r in to]
+        sealed = [_sealed(type_name, content_key, ids[r]) for r in to]
         env = decode_envelope(assemble(header, sealed, ct, ids[sender].signing))
         if type_name == "alert":
             env = add_hop(env, ids["THA/HUB"], NOW_MS + 3)
@@ -240,6 +326,7 @@ def invalid_vectors(alert: bytes) -> list[dict[str, Any]]:
             "ixb.E_SIGNATURE",
         ),
     ]
+    cases += step4_vectors(alert)
     return [{"name": n, "envelope": d.hex(), "error": c} for n, d, c in cases]
 
 
@@ -288,19 +375,157 @@ def build_witness() -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    VECTORS.mkdir(exist_ok=True)
-    witness = build_witness()
-    (VECTORS / "witness.json").write_text(json.dumps(witness, indent=1) + "\n")
+def step4_vectors(alert: bytes) -> list[tuple[str, bytes, str]]:
+    """SPEC §4.7 step 4: one envelope per code, and one per rule of precedence.
+
+    The checks run before the signature's, so the parts are edited without re-signing.
+    """
+    outer = msgspec.msgpack.decode(alert)
+    hdr = msgspec.msgpack.decode(outer["hdr"])
+    keys = msgspec.msgpack.decode(outer["keys"])
+    enc = msgspec.msgpack.encode
+
+    def with_hdr(raw: bytes, **more: Any) -> bytes:
+        return enc({**outer, "hdr": raw, **more})
+
+    def with_fields(**fields: Any) -> bytes:
+        return with_hdr(enc({**hdr, **fields}))
+
+    bad_name = ["MYS/rmp-atipsom", *hdr["recipients"][1:]]
+    wrong_type = enc({**hdr, "created": str(hdr["created"])})
+    many = [f"MYS/A{i:02d}" for i in range(65)]
+    hop = outer["hops"][0]
+    return [
+        # one of each code
+        ("header not MessagePack", with_hdr(b"\xc1"), "ixb.E_MALFORMED"),
+        ("header field of the wrong type", with_hdr(wrong_type), "ixb.E_SCHEMA"),
+        (
+            "recipient name outside the grammar",
+            with_fields(recipients=bad_name),
+            "ixb.E_IDENTIFIER",
+        ),
+        ("sender of no country", with_fields(sender="QQQ/DSI-ATHD"), "ixb.E_IDENTIFIER"),
+        ("header keys reordered", with_hdr(enc(dict(reversed(hdr.items())))), "ixb.E_NONCANONICAL"),
+        ("65 recipients (limit 64)", with_fields(recipients=many), "ixb.E_TOO_LARGE"),
+        ("9 hops (limit 8)", enc({**outer, "hops": [hop] * 9}), "ixb.E_TOO_LARGE"),
+        ("17 hops (protocol maximum 16)", enc({**outer, "hops": [hop] * 17}), "ixb.E_SCHEMA"),
+        ("keys not MessagePack", enc({**outer, "keys": b"\xc1"}), "ixb.E_MALFORMED"),
+        ("keys miss a recipient", enc({**outer, "keys": enc(keys[:1])}), "ixb.E_SCHEMA"),
+        ("ciphertext of 71 bytes", enc({**outer, "ct": outer["ct"][:71]}), "ixb.E_MALFORMED"),
+        # precedence inside one structure: MALFORMED, then SCHEMA, then IDENTIFIER, then
+        # the other rules (E_SCHEMA), then NONCANONICAL
+        ("header wrongly typed and truncated", with_hdr(wrong_type[:-1]), "ixb.E_MALFORMED"),
+        (
+            "header wrongly typed and naming a bad recipient",
+            with_hdr(enc({**hdr, "created": "0", "recipients": bad_name})),
+            "ixb.E_SCHEMA",
+        ),
+        (
+            "bad recipient and an unknown message type",
+            with_fields(recipients=bad_name, type="gossip"),
+            "ixb.E_IDENTIFIER",
+        ),
+        (
+            "bad recipient in a header with reordered keys",
+            with_hdr(enc(dict(reversed({**hdr, "recipients": bad_name}.items())))),
+            "ixb.E_IDENTIFIER",
+        ),
+        (
+            "recipients repeat in a header with reordered keys",
+            with_hdr(enc(dict(reversed({**hdr, "recipients": hdr["recipients"] * 2}.items())))),
+            "ixb.E_SCHEMA",
+        ),
+        # precedence between structures: version, outer, header, limits, keys, ciphertext
+        ("version 2 with a bad header", enc({**outer, "v": 2, "hdr": b"\xc1"}), "ixb.E_VERSION"),
+        (
+            "unknown outer field and a bad header",
+            enc({**outer, "hdr": b"\xc1", "x": 0}),
+            "ixb.E_SCHEMA",
+        ),
+        (
+            "bad header and keys not MessagePack",
+            with_hdr(enc({**hdr, "recipients": bad_name}), keys=b"\xc1"),
+            "ixb.E_IDENTIFIER",
+        ),
+        (
+            "65 recipients and keys that do not match",
+            with_hdr(enc({**hdr, "recipients": many}), keys=b"\xc1"),
+            "ixb.E_TOO_LARGE",
+        ),
+        (
+            "keys that do not match and a ciphertext of 71 bytes",
+            enc({**outer, "keys": enc(keys[:1]), "ct": outer["ct"][:71]}),
+            "ixb.E_SCHEMA",
+        ),
+    ]
+
+
+def write_envelopes() -> None:
     doc = build()
     (VECTORS / "envelopes.json").write_text(json.dumps(doc, indent=1) + "\n")
     alert = bytes.fromhex(doc["envelopes"][0]["envelope"])
     (VECTORS / "alert.ixb").write_bytes(alert)
-    keyfile = seal_keyfile(identity("THA/DSI-ATHD"), KEYFILE_PASSPHRASE, KdfProfile.INTERACTIVE)
-    (VECTORS / "THA-DSI-ATHD.key").write_bytes(keyfile)
-    for hub in ("THA", "MYS"):
-        hub_file = seal_keyfile(identity(f"{hub}/HUB"), KEYFILE_PASSPHRASE, KdfProfile.INTERACTIVE)
-        (VECTORS / f"{hub}-HUB.key").write_bytes(hub_file)
+
+
+def write_keyfiles() -> None:
+    """The key files, each rewritten only if its clear part would change (salt and
+    nonce are random, so an unchanged file is kept as it is)."""
+    for name in ("THA/DSI-ATHD", "THA/HUB", "MYS/HUB"):
+        path = VECTORS / f"{name.replace('/', '-')}.key"
+        new = seal_keyfile(identity(name), KEYFILE_PASSPHRASE, KdfProfile.INTERACTIVE)
+
+        def clear(data: bytes) -> dict[str, Any]:
+            doc: dict[str, Any] = json.loads(data)
+            return {k: v for k, v in doc.items() if k not in ("kdf", "box")}
+
+        if not path.exists() or clear(path.read_bytes()) != clear(new):
+            path.write_bytes(new)
+
+
+def write_checkpoint() -> None:
+    path = VECTORS / "checkpoint.json"
+    doc = json.loads(path.read_text())
+    doc["ixb"] = build_ixb()
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def countries_doc() -> dict[str, Any]:
+    return {
+        "about": (
+            "The participant country codes of SPEC §2: the officially assigned ISO 3166-1 "
+            "alpha-3 codes, in ascending order. An id whose country is not listed is "
+            "ixb.E_IDENTIFIER. MRZs accept ICAO 9303's extra codes on top (§7)."
+        ),
+        "count": len(ISO3166_ALPHA3),
+        "codes": sorted(ISO3166_ALPHA3),
+    }
+
+
+def write_countries() -> None:
+    (VECTORS / "countries.json").write_text(json.dumps(countries_doc(), indent=1) + "\n")
+
+
+def write_witness() -> None:
+    (VECTORS / "witness.json").write_text(json.dumps(build_witness(), indent=1) + "\n")
+
+
+PARTS: dict[str, Callable[[], None]] = {
+    "envelopes": write_envelopes,
+    "keyfiles": write_keyfiles,
+    "checkpoint": write_checkpoint,
+    "witness": write_witness,  # from checkpoint.json's log: after it
+    "countries": write_countries,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parts = sys.argv[1:] if argv is None else argv
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"unknown part(s) {unknown}; choose from {sorted(PARTS)}")
+    VECTORS.mkdir(exist_ok=True)
+    for name in parts or PARTS:
+        PARTS[name]()
 
 
 if __name__ == "__main__":

@@ -29,16 +29,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.audit.index import BLOCK_BITS
 from broker.audit.log import AuditLog
-from broker.audit.records import AuditRecord, StoredEntry
+from broker.audit.records import SCHEMA, AuditRecord, StoredEntry
 from broker.audit.search import MAX_SEARCH_LIMIT, AuditQuery
 from protocols import merkle, tlog
-from protocols.errors import LocalError, MerkleProofError
+from protocols.audit import AuditEntry, AuditEvent, decode_entry
+from protocols.errors import IxbError, LocalError, MerkleProofError
 
 MAX_SIZE = 70
 ENTRIES = [b""] + [f"entry {i}".encode() * (i % 3 + 1) for i in range(1, MAX_SIZE)]
@@ -907,8 +909,39 @@ def test_a_log_of_an_older_schema_is_refused_by_name(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version=1")
-    with pytest.raises(LocalError, match=r"audit log schema 1, not 2 \(a schema 1 log needs"):
+    with pytest.raises(LocalError, match=r"audit log schema 1, not 3 \(a schema 1 log needs"):
         AuditLog(path)
+
+
+def test_a_log_of_map16_leaves_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """Schema 2 wrote each leaf with a map16 header (SPEC §1.1 wants the shortest): such a
+    file cannot be read back through the canonical decoder, nor rewritten (its leaves are
+    in cosigned checkpoints), so it is refused by name, untouched."""
+    path = tmp_path / "audit.sqlite"
+    old_leaf = msgspec.msgpack.encode(
+        AuditEntry(v=1, hub="THA/HUB", at=1, event=AuditEvent.HUB_STARTED)
+    )
+    assert old_leaf[0] == 0xDE  # what schema 2 stored
+    with pytest.raises(IxbError) as info:
+        decode_entry(old_leaf)
+    assert info.value.code == "ixb.E_NONCANONICAL"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA)
+        db.execute(
+            "INSERT INTO entries VALUES (0, ?, 1, 'hub_started', NULL, NULL, NULL,"
+            " '[]', NULL, NULL, NULL)",
+            (old_leaf,),
+        )
+        db.execute("PRAGMA user_version=2")
+    with pytest.raises(LocalError) as refused:
+        AuditLog(path)
+    assert refused.value.code == "ixb.E_LOCAL"
+    detail = refused.value.detail
+    assert str(path) in detail and "audit log schema 2, not 3" in detail
+    assert "old leaf encoding" in detail and "new audit log path" in detail
+    with sqlite3.connect(path) as db:  # refused, not migrated: the file is as it was
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("SELECT data FROM entries").fetchall() == [(old_leaf,)]
 
 
 def test_time_windows_are_half_open(log: AuditLog) -> None:

@@ -57,6 +57,7 @@ from protocols.errors import (
 from protocols.fields import MAX_TIME_MS
 from protocols.identifiers import hub_of, parse_agency
 from protocols.keys import Identity, SigningKeyPair
+from tests.gen_checkpoint import build_ixb
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 DOC: dict[str, Any] = json.loads((VECTORS / "checkpoint.json").read_text())
@@ -183,6 +184,17 @@ def test_published_cosignature_layout() -> None:
 
 
 # --- ixb vectors ---------------------------------------------------------------------
+
+
+def test_ixb_vectors_are_what_the_generator_makes() -> None:
+    """Entries, roots, notes and every invalid case rebuilt from seeds and fields."""
+    assert build_ixb() == IXB
+
+
+def test_ixb_leaves_use_the_shortest_map_header() -> None:
+    for case in IXB["audit_entries"]:
+        leaf = bytes.fromhex(case["encoding"])
+        assert leaf[0] == 0x80 | len(case["fields"]), case["name"]  # fixmap: under 16 fields
 
 
 @pytest.mark.parametrize("name", list(IXB["parties"]))

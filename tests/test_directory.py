@@ -1026,14 +1026,23 @@ def build_vectors() -> dict[str, Any]:
         mutate(b)
         return sign_raw(b, tha)
 
-    def case(name: str, signed_bytes: bytes, error: str, **kw: Any) -> dict[str, Any]:
-        return {
+    def case(name: str, signed_bytes: bytes, error: str | None, **kw: Any) -> dict[str, Any]:
+        current: bytes | None = kw.get("current")
+        out = {
             "name": name,
             "signed": signed_bytes.hex(),
             "now_ms": kw.get("now_ms", NOW_MS),
-            "current_version": kw.get("current_version"),
-            "error": error,
+            "current_version": None if current is None else _body_of(current).version,
+            "current": None if current is None else current.hex(),
         }
+        return out if error is None else {**out, "error": error}
+
+    v4 = sign_directory(
+        build_directory(hub_of("THA"), 4, ISSUED, TTL, entries.values()), hubs["THA"]
+    )
+    other_v3 = sign_directory(
+        build_directory(hub_of("THA"), 3, ISSUED + 1, TTL, entries.values()), hubs["THA"]
+    )
 
     outer_map = msgspec.msgpack.decode(data)
     invalid = [
@@ -1056,8 +1065,13 @@ def build_vectors() -> dict[str, Any]:
         ),
         case("signed by an agency", sign_raw(body, ids["THA/DSI-ATHD"].signing), "ixb.E_SIGNATURE"),
         case("THA's directory signed by MYS/HUB", sign_raw(body, mys), "ixb.E_UNAUTHORISED"),
-        case("older than the trusted version 4", data, "ixb.E_ROLLBACK", current_version=4),
-        case("equal to the trusted version 3", data, "ixb.E_ROLLBACK", current_version=3),
+        case("older than the trusted version 4", data, "ixb.E_ROLLBACK", current=v4),
+        case(
+            "same version as the trusted one, other content",
+            data,
+            "ixb.E_ROLLBACK",
+            current=other_v3,
+        ),
         case("expired (now = expires)", data, "ixb.E_EXPIRED", now_ms=d.expires),
         case("entries unsorted", resigned(lambda b: b["entries"].reverse()), "ixb.E_SCHEMA"),
         case(
@@ -1101,7 +1115,30 @@ def build_vectors() -> dict[str, Any]:
         "sig": outer.sig.hex(),
         "signed": data.hex(),
         "invalid": invalid,
+        "accepted": [
+            case(
+                "re-delivery of the trusted directory (same version, same content)",
+                data,
+                None,
+                current=data,
+            ),
+            case(
+                "newer than the trusted version 2", v4, None, current=_resigned_version(d, 2, hubs)
+            ),
+        ],
     }
+
+
+def _body_of(signed_bytes: bytes) -> Directory:
+    outer = wire.decode(signed_bytes, SignedDirectory, "signed directory")
+    return wire.decode(outer.body, Directory, "directory")
+
+
+def _resigned_version(d: Directory, version: int, hubs: dict[str, Identity]) -> bytes:
+    return sign_directory(
+        build_directory(hub_of("THA"), version, d.issued, d.expires - d.issued, d.entries),
+        hubs["THA"],
+    )
 
 
 VECTORS: dict[str, Any] = json.loads(VECTOR_FILE.read_text()) if VECTOR_FILE.exists() else {}
@@ -1143,11 +1180,33 @@ def test_vector_invalid_cases(case: dict[str, Any]) -> None:
     data = bytes.fromhex(case["signed"])
 
     def call() -> Directory:
-        return verify_directory(
-            data, trust, case["now_ms"], current_version=case["current_version"]
-        )
+        return verify_directory(data, trust, case["now_ms"], **_current(case))
 
     assert code_of(call) == case["error"]
+
+
+def _current(case: dict[str, Any]) -> dict[str, Any]:
+    """§12 step 8's inputs: the trusted version and the trusted directory itself."""
+    current = None if case["current"] is None else _body_of(bytes.fromhex(case["current"]))
+    assert case["current_version"] == (None if current is None else current.version)
+    return {"current_version": case["current_version"], "current": current}
+
+
+@pytest.mark.parametrize("case", VECTORS.get("accepted", []), ids=lambda c: c["name"])
+def test_vector_accepted_cases(case: dict[str, Any]) -> None:
+    """§12 step 8: a newer version passes, and so does the trusted directory delivered again."""
+    trust = parse_federation(VECTORS["federation"]["toml"])
+    data = bytes.fromhex(case["signed"])
+    assert verify_directory(data, trust, case["now_ms"], **_current(case)) == _body_of(data)
+
+
+def test_vectors_cover_both_sides_of_step_8() -> None:
+    names = [c["name"] for c in VECTORS["accepted"]]
+    assert any("re-delivery" in n for n in names)
+    same = [c for c in VECTORS["invalid"] if "same version" in c["name"]]
+    assert [c["error"] for c in same] == ["ixb.E_ROLLBACK"]
+    assert same[0]["current"] != same[0]["signed"]
+    assert same[0]["current_version"] == _body_of(bytes.fromhex(same[0]["signed"])).version
 
 
 def test_envelope_vectors_verify_against_the_directory_vector() -> None:

@@ -144,3 +144,15 @@ def test_fingerprints_are_stable_and_distinct(identity: Identity) -> None:
     assert fpr.startswith("ed25519:")
     assert fingerprint(KeyAlg.X25519, identity.signing.public) != fpr
     assert len(fpr.split(":")[1].replace("-", "")) == 32  # 20 bytes in base32
+
+
+def test_hub_key_file_omits_encryption_and_older_null_still_reads() -> None:
+    hub = Identity.generate(hub_of("THA"))
+    data = seal_keyfile(hub, PASS, FAST)
+    doc = json.loads(data)
+    assert "encryption" not in doc["public"]  # SPEC §3.1: absent, never null
+    assert open_keyfile(data, PASS).public() == hub.public()
+    doc["public"]["encryption"] = None  # what files written before said
+    older = json.dumps(doc).encode()
+    assert read_public(older) == hub.public()
+    assert open_keyfile(older, PASS).public() == hub.public()

@@ -9,6 +9,7 @@ bytes exactly.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from protocols.envelope import (
     verify_hops,
 )
 from protocols.errors import IxbError
-from protocols.identifiers import hub_of, parse_agency
+from protocols.identifiers import check_country, hub_of, parse_agency, parse_principal
 from protocols.keys import (
     EncryptionKeyPair,
     Identity,
@@ -43,6 +44,7 @@ from protocols.keys import (
     read_public,
 )
 from protocols.messages import MESSAGE_TYPES, decode_body, encode_body
+from tests.gen_vectors import bytes_fields, countries_doc, from_hex_json, hex_json
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 DOC: dict[str, Any] = json.loads((VECTORS / "envelopes.json").read_text())
@@ -90,7 +92,7 @@ def test_decode_direction(name: str) -> None:
     for recipient in v["header"]["recipients"]:
         opened = open_envelope(verified, IDS[recipient])
         assert encode_body(opened.body).hex() == v["body_msgpack"]
-        assert json.loads(json.dumps(msgspec.to_builtins(opened.body))) == v["body"]
+        assert json.loads(json.dumps(hex_json(opened.body))) == v["body"]
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -105,7 +107,7 @@ def test_encode_direction(name: str) -> None:
     assert hdr.hex() == v["header_msgpack"]
     assert header_ad(hdr).hex() == v["ad"]
     body = decode_body(v["type"], bytes.fromhex(v["body_msgpack"]))
-    assert body == msgspec.convert(v["body"], MESSAGE_TYPES[v["type"]])
+    assert body == from_hex_json(v["body"], MESSAGE_TYPES[v["type"]])
     content_key = bytes.fromhex(v["content_key"])
     assert key_commitment(content_key).hex() == v["commitment"]
     ct = encrypt_body(body, content_key, bytes.fromhex(v["nonce"]), hdr)
@@ -177,3 +179,70 @@ def test_invalid_witness_sizes(case: dict[str, Any]) -> None:
     with pytest.raises(IxbError) as err:
         decode_witness_size(bytes.fromhex(case["encoding"]))
     assert err.value.code == case["error"]
+
+
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+
+
+def _hex_everywhere(value: Any, path: str = "") -> list[str]:
+    """Paths of the strings of an intermediate-value field that are not lower-case hex."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _hex_everywhere(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _hex_everywhere(v, f"{path}[{i}]")]
+    return [path] if isinstance(value, str) and not _HEX.fullmatch(value) else []
+
+
+TEXT_FIELDS = {"name", "type", "header", "body", "sealed_keys", "hops"}
+
+
+def test_every_byte_string_in_envelopes_json_is_lower_case_hex() -> None:
+    """SPEC §11: one encoding for bytes. Bodies' byte fields (a receipt's ``for_id``) too."""
+    for v in DOC["envelopes"]:
+        plain = {k: x for k, x in v.items() if k not in TEXT_FIELDS}
+        assert _hex_everywhere(plain) == [], v["name"]
+        for s in v["sealed_keys"]:
+            assert _hex_everywhere({"key_id": s["key_id"], "sealed": s["sealed"]}) == []
+        for h in v["hops"]:
+            assert _hex_everywhere({"key_id": h["key_id"], "sig": h["sig"]}) == []
+        typ = msgspec.inspect.type_info(MESSAGE_TYPES[v["type"]])
+        for where, value in bytes_fields(v["body"], typ) + bytes_fields(
+            v["header"], msgspec.inspect.type_info(Header)
+        ):
+            assert isinstance(value, str) and _HEX.fullmatch(value), (v["name"], where, value)
+    receipt = CASES["receipt"]["body"]
+    assert len(receipt["for_id"]) == 32  # 16 bytes as hex, not 24 characters of base64
+    for p in DOC["parties"].values():
+        assert _hex_everywhere({k: x for k, x in p.items() if k != "fingerprints"}) == []
+
+
+@pytest.mark.parametrize("name", ["THA/HUB", "MYS/HUB"])
+def test_hub_key_files_have_no_encryption_field(name: str) -> None:
+    """SPEC §3.1: a hub has no X25519 key, and its key file says so by leaving the field out."""
+    data = (VECTORS / f"{name.replace('/', '-')}.key").read_bytes()
+    doc = json.loads(data)
+    assert set(doc["public"]) == {"signing"}
+    ident = open_keyfile(data, "ixb test vector passphrase")
+    assert ident.public() == IDS[name].public()
+    assert ident.encryption is None
+
+
+def test_agency_key_file_has_both_public_keys() -> None:
+    doc = json.loads((VECTORS / "THA-DSI-ATHD.key").read_bytes())
+    assert set(doc["public"]) == {"signing", "encryption"}
+
+
+def test_country_list_vector_both_directions() -> None:
+    """SPEC §2: the participant countries are protocols/vectors/countries.json, not only code."""
+    doc = json.loads((VECTORS / "countries.json").read_text())
+    assert doc == countries_doc()  # encode direction: the file is what the code holds
+    codes = doc["codes"]
+    assert codes == sorted(set(codes)) and doc["count"] == len(codes) == 249
+    for code in codes:  # decode direction: every listed code names a participant …
+        assert check_country(code) == code
+        assert str(parse_principal(f"{code}/HUB")) == f"{code}/HUB"
+    for code in ("XXA", "UTO", "D", "EUE", "QQQ", "tha", "ANT"):  # … and nothing else does
+        assert code not in codes
+        with pytest.raises(IxbError) as info:
+            check_country(code)
+        assert info.value.code == "ixb.E_IDENTIFIER"

@@ -29,6 +29,10 @@ def _reference(data: bytes, typ: object) -> object:
     try:
         obj = msgspec.msgpack.decode(data, type=typ)
     except msgspec.ValidationError:
+        try:  # malformed input is E_MALFORMED whatever else is wrong with it
+            msgspec.msgpack.decode(data)
+        except msgspec.DecodeError:
+            return "MalformedError"
         return "SchemaError"
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, MemoryError):
         return "MalformedError"

@@ -15,8 +15,9 @@ The contract:
   lock). What an append needs of the end of the log is cached between
   appends and read again whenever ``PRAGMA data_version`` says another
   connection wrote, or a transaction failed.
-- The file format is schema 2 (:data:`~.records.SCHEMA`); a file of another
-  schema is refused by name.
+- The file format is schema 3 (:data:`~.records.SCHEMA`, canonical leaves);
+  a file of another schema is refused by name with what to do
+  (:data:`~.records.OLDER_SCHEMAS`), never migrated: its leaves are signed history.
 
 Why the tables look as they do is in docs/design-decisions.md (Audit log storage).
 """
@@ -30,7 +31,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from broker.audit.index import SearchIndex
-from broker.audit.records import SCHEMA, SCHEMA_VERSION, AuditRecord, StoredEntry, check_range
+from broker.audit.records import (
+    OLDER_SCHEMAS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    AuditRecord,
+    StoredEntry,
+    check_range,
+)
 from broker.audit.search import MAX_SEARCH_LIMIT, AuditQuery, AuditSearch
 from broker.audit.storage import TreeStorage
 from broker.audit.witness import WitnessTables
@@ -55,8 +63,8 @@ class AuditLog:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             self._db.close()
-            older = " (a schema 1 log needs the ixb release that wrote it)" if version == 1 else ""
-            raise LocalError(f"{path}: audit log schema {version}, not {SCHEMA_VERSION}{older}")
+            why = f" ({OLDER_SCHEMAS[version]})" if version in OLDER_SCHEMAS else ""
+            raise LocalError(f"{path}: audit log schema {version}, not {SCHEMA_VERSION}{why}")
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._tree = TreeStorage(self._db)

@@ -8,8 +8,8 @@ re-derives them from the bytes rather than trusting the columns.
 :data:`SCHEMA` is the whole file, every table of every module of this
 package (``entries`` and ``nodes``: :mod:`.storage`; ``postings``, ``tags``,
 ``cases``, ``meta``: :mod:`.search`; ``checkpoints``, ``cosignatures``,
-``witnessed``, ``alarms``: :mod:`.witness`). It is kept in one piece and
-byte for byte as schema 2 wrote it, so every existing ``audit.sqlite`` opens.
+``witnessed``, ``alarms``: :mod:`.witness`). It is kept in one piece; its
+tables are byte for byte those of schema 2.
 """
 
 from __future__ import annotations
@@ -20,10 +20,31 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 2
-"""2: ``postings``, ``tags`` and ``cases`` replaced the ``parties`` and
+SCHEMA_VERSION = 3
+"""3: the tables of schema 2, but every leaf (``entries.data``) is an audit
+entry in the canonical encoding of SPEC §1.1, whose map header is the
+shortest form; schema 2 wrote a ``map16`` header for every entry, so no
+conforming reader reproduces its leaf hashes, and this release's decoder refuses
+its leaves as non-canonical. Leaves are hashed into checkpoints peers have
+cosigned, so they cannot be rewritten: a schema 2 file is refused by
+:class:`~.log.AuditLog`, never migrated (:data:`OLDER_SCHEMAS` says what to do).
+
+2: ``postings``, ``tags`` and ``cases`` replaced the ``parties`` and
 ``countries`` tables and the column indexes other than ``msg_id``, and ``nodes``
 is keyed by post order: appends write a fifth of the bytes they did."""
+
+OLDER_SCHEMAS = {
+    1: "a schema 1 log needs the ixb release that wrote it",
+    2: (
+        "its audit entries are in the old leaf encoding (a map16 header where SPEC §1.1 "
+        "requires the shortest), which this release refuses to read back and which no "
+        "conforming reader can hash; keep the file as the archive it is (the ixb release "
+        "that wrote it still reads and verifies it), start the hub with a new audit log "
+        "path, and tell the peer hubs' operators, whose witnesses remember this log's "
+        "last checkpoint"
+    ),
+}
+"""Why a file of an older schema is refused, and what to do: the end of the error."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
