@@ -227,7 +227,7 @@ async def test_bad_envelope_on_own_ingress(b: Bench, attack: Attack) -> None:
     data = attack.build(b)
     nats_id = new_message_id(b[DSI].clock(), os.urandom(10))
     expect_id = id_of(data, nats_id)
-    await publish_raw(b[DSI], data, nats_id)
+    assert await publish_raw(b[DSI], data, nats_id)
     got = await rejection(b[DSI], expect_id, by="THA/HUB")
     assert got.receipt.code == attack.code, got.receipt.detail
     assert got.receipt.for_id == expect_id or expect_id in got.receipt.ids
@@ -241,7 +241,7 @@ async def test_sender_key_id_of_another_agency(b: Bench) -> None:
     h = header_fields(c.identity, [RMP], c.clock(), sender_key=b[IMM].identity.signing.key_id)
     data = forge(c, h, signer=b[IMM].identity)
     msg_id = id_of(data, b"")
-    await publish_raw(c, data, msg_id)
+    assert await publish_raw(c, data, msg_id)
     assert (await rejection(c, msg_id, by="THA/HUB")).receipt.code == "ixb.E_UNKNOWN_SENDER"
     await refused_at(b, "THA", msg_id, "ixb.E_UNKNOWN_SENDER")
     await still_serving(b)
@@ -253,7 +253,7 @@ async def test_sender_key_id_of_another_agency(b: Bench) -> None:
 async def _replay(b: Bench, data: bytes, msg_id: bytes, times: int) -> None:
     """Publish ``data`` again as a new stream message; wait until it was refused ``times``
     times in all (each logged), every time as a replay."""
-    await publish_raw(b[DSI], data, f"replay-{os.urandom(4).hex()}")
+    assert await publish_raw(b[DSI], data, f"replay-{os.urandom(4).hex()}")
     query = AuditQuery(msg_id=format_message_id(msg_id), event="rejected")
     deadline = asyncio.get_running_loop().time() + 15
     while len(rows := b.hub_log("THA").search(query)) < times:
@@ -265,7 +265,7 @@ async def _replay(b: Bench, data: bytes, msg_id: bytes, times: int) -> None:
 async def test_replay_then_replay_after_a_hub_restart(b: Bench) -> None:
     data = genuine(b[DSI], [RMP])
     msg_id = id_of(data, b"")
-    await publish_raw(b[DSI], data, msg_id)
+    assert await publish_raw(b[DSI], data, msg_id)
     await b[DSI].wait_receipt(msg_id, ReceiptStatus.DELIVERED, timeout=20)
     await _replay(b, data, msg_id, 1)
     assert (await rejection(b[DSI], msg_id, by="THA/HUB")).receipt.code == "ixb.E_REPLAY"
@@ -312,7 +312,7 @@ async def test_revoked_sender(b: Bench) -> None:
     rogue = b[ROGUE]
     data = genuine(rogue, [RMP])
     msg_id = id_of(data, b"")
-    await publish_raw(rogue, data, msg_id)
+    assert await publish_raw(rogue, data, msg_id)
     assert (await rejection(rogue, msg_id, by="THA/HUB")).receipt.code == "ixb.E_REVOKED"
     await refused_at(b, "THA", msg_id, "ixb.E_REVOKED")
     await still_serving(b)
