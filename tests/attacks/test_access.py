@@ -15,6 +15,8 @@ import pytest_asyncio
 from yarl import URL
 
 from protocols import subjects
+from protocols.envelope import decode_envelope
+from protocols.errors import IxbError
 from protocols.identifiers import format_message_id, parse_agency
 from tests.attacks.kit import (
     ALERT,
@@ -25,7 +27,13 @@ from tests.attacks.kit import (
     Bench,
     bench,
     drain_until,
+    forge,
+    header_fields,
+    id_of,
     nats_conn,
+    publish_raw,
+    refused_at,
+    rejection,
     still_serving,
 )
 from tests.nats_fixtures import Conn
@@ -156,6 +164,14 @@ TRAVERSALS = (
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
+def decode_fails(data: bytes) -> bool:
+    try:
+        decode_envelope(data)
+    except IxbError:
+        return True
+    return False
+
+
 def _base(b: Bench) -> str:
     port = b.fed.hubs["THA"].service.http_port
     assert port is not None
@@ -200,21 +216,30 @@ async def test_liaison_pages_need_a_login_and_resist_traversal(b: Bench) -> None
     await still_serving(b)
 
 
-async def test_script_in_a_case_reference_is_escaped_on_the_pages(b: Bench) -> None:
+async def test_script_in_a_case_reference_is_refused_and_escaped_on_the_pages(b: Bench) -> None:
+    """A case reference is a reference (SPEC §4.2: no markup can pass its grammar): a header
+    carrying a script is refused, and what the pages show of it — the search echoed back,
+    the refusal's detail quoting the input — is escaped."""
     evil = "<script>alert('x')</script>"
-    msg_id = await b[DSI].send(ALERT, [RMP], case_ref=evil)
-    assert await drain_until(b[RMP], msg_id) == [format_message_id(msg_id)]
+    dsi = b[DSI]
+    header = header_fields(dsi.identity, [RMP], dsi.clock(), case_ref=evil)
+    data = forge(dsi, header)
+    msg_id = id_of(data, header["id"])  # type: ignore[arg-type]  # the header does not parse
+    assert decode_fails(data)
+    assert await publish_raw(dsi, data, msg_id)
+    assert (await rejection(dsi, msg_id, by="THA/HUB")).receipt.code == "ixb.E_SCHEMA"
+    await refused_at(b, "THA", msg_id, "ixb.E_SCHEMA")
     base = _base(b)
-    escaped = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         await _login(http, base)
-        for path in (
-            "/audit",
-            "/audit?case_ref=%3Cscript%3Ealert('x')%3C%2Fscript%3E",
-            f"/audit/message/{format_message_id(msg_id)}",
-        ):
+        search = "/audit?case_ref=%3Cscript%3Ealert('x')%3C%2Fscript%3E"  # echoed in the form
+        for path in ("/audit", search, f"/audit/message/{format_message_id(msg_id)}"):
             status, _, body = await _get(http, base + path)
             assert status == 200, path
-            assert escaped in body, path
             assert "<script" not in body, path
+            assert "alert(&#39;x&#39;)" in body or "script" not in body, path
+        _, _, body = await _get(
+            http, base + "/audit?case_ref=%3Cscript%3Ealert('x')%3C%2Fscript%3E"
+        )
+        assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in body
     await still_serving(b)

@@ -183,7 +183,7 @@ ATTACKS = [
         ),
         "ixb.E_TOO_LARGE",
     ),
-    Attack("case-ref-257-chars", _fields(case_ref="X" * 257), "ixb.E_SCHEMA"),
+    Attack("case-ref-65-chars", _fields(case_ref="X" * 65), "ixb.E_SCHEMA"),
     Attack("message-id-15-bytes", _fields(id=os.urandom(15)), "ixb.E_SCHEMA"),
     Attack(
         "65-recipients",
