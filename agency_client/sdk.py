@@ -283,32 +283,41 @@ class AgencyClient:
     # --- directories ----------------------------------------------------------------
 
     async def refresh_directories(self, timeout: float = 10.0) -> dict[str, int | None]:
-        """Fetch every directory the hub holds and install those that verify and are newer.
+        """Fetch the directories the hub holds that are newer than ours; install those that verify.
 
-        Retried until ``timeout``: a hub that is restarting answers a moment later.
+        SPEC §8: first the hub's index (country → version), then one answer per
+        directory, so no answer outgrows a NATS message. Retried until
+        ``timeout``: a hub that is restarting answers a moment later.
         """
         deadline = time.monotonic() + timeout
+        try:
+            index = msgspec.msgpack.decode(
+                await self._ask_directory(b"", deadline), type=dict[str, int]
+            )
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise IoError("hub sent a malformed directory index") from None
+        for country, version in sorted(index.items()):
+            if (self.keys.version(country) or 0) >= version:
+                continue
+            data = await self._ask_directory(country.encode("ascii"), deadline)
+            try:
+                self.keys.update(country, data, self.clock())
+            except IxbError as exc:
+                log.warning("directory_refused", country=country, code=exc.code)
+        return {c: self.keys.version(c) for c in index}
+
+    async def _ask_directory(self, request: bytes, deadline: float) -> bytes:
         while True:
             try:
                 reply = await self.nc.request(
-                    subjects.directory_request(self.principal.country), b"", timeout=2.0
+                    subjects.directory_request(self.principal.country), request, timeout=2.0
                 )
-                break
             except (TimeoutError, nats.errors.Error) as exc:
                 if time.monotonic() >= deadline:
                     raise IoError(f"hub did not answer the directory request: {exc}") from None
                 await asyncio.sleep(0.5)
-        try:
-            signed = msgspec.msgpack.decode(reply.data, type=dict[str, bytes])
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise IoError("hub sent a malformed directory answer") from None
-        now = self.clock()
-        for country, data in signed.items():
-            try:
-                self.keys.update(country, data, now)
-            except IxbError as exc:
-                log.warning("directory_refused", country=country, code=exc.code)
-        return {c: self.keys.version(c) for c in signed}
+            else:
+                return bytes(reply.data)
 
     # --- sending --------------------------------------------------------------------
 

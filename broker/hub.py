@@ -50,7 +50,7 @@ from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
 from protocols.errors import IxbError, LocalError
 from protocols.federation import TrustAnchors
-from protocols.identifiers import Principal
+from protocols.identifiers import Principal, check_country
 from protocols.keys import Identity, PublicIdentity
 from protocols.trusted import TrustedDirectories
 from transport import streams
@@ -295,8 +295,7 @@ class Hub:
         """Agencies fetch the verified directories they encrypt to."""
 
         async def answer(msg: Msg) -> None:
-            payload = msgspec.msgpack.encode(await asyncio.to_thread(self.store.directories))
-            await msg.respond(payload)
+            await msg.respond(await asyncio.to_thread(directory_answer, self.store, msg.data))
 
         if self.nc is None:
             raise LocalError("hub is not connected")
@@ -389,6 +388,17 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
     with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
         await task
     return False
+
+
+def directory_answer(store: HubStore, request: bytes) -> bytes:
+    """SPEC §8: the index (country → version) for an empty request, else one signed directory."""
+    if not request:
+        return msgspec.msgpack.encode(store.directory_index())
+    try:
+        country = check_country(request.decode("ascii"))
+    except (UnicodeDecodeError, IxbError):
+        return b""
+    return store.directory(country) or b""
 
 
 def install_signal_handlers(hub: Hub) -> None:

@@ -393,6 +393,18 @@ class HubStore:
         return None if row is None else int(row[0])
 
     @_locked
+    def directory_index(self) -> dict[str, int]:
+        """Country → version of every signed directory kept."""
+        return dict(self._db.execute("SELECT country, version FROM directories").fetchall())
+
+    @_locked
+    def directory(self, country: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT signed FROM directories WHERE country = ?", (country,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    @_locked
     def directories(self) -> dict[str, bytes]:
         return dict(self._db.execute("SELECT country, signed FROM directories").fetchall())
 

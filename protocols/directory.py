@@ -52,6 +52,7 @@ from protocols.keys import (
     key_id,
     verify_signature,
 )
+from protocols.limits import MAX_ENVELOPE_BYTES
 from protocols.roles import MAX_ROLES, Role
 
 DS_DIRECTORY: Final = b"ixb-directory-v1\x00"
@@ -60,9 +61,10 @@ DS_DIRECTORY: Final = b"ixb-directory-v1\x00"
 MAX_DIRECTORY_ENTRIES: Final = 10_000
 MAX_PREVIOUS_KEYS: Final = 8
 MAX_VERSION: Final = (1 << 53) - 1
-MAX_DIRECTORY_BYTES: Final = 32 * 1024 * 1024
-"""Above the worst case of 10,000 maximal entries (about 19 MiB); real ones are ~200 B each."""
-MAX_SIGNED_DIRECTORY_BYTES: Final = MAX_DIRECTORY_BYTES + 128  # body + key id + signature
+MAX_SIGNED_DIRECTORY_BYTES: Final = MAX_ENVELOPE_BYTES
+"""A signed directory travels as one NATS message (cross-border stream, directory answer), so
+it fits where an envelope does: 4 MiB, about 20,000 typical entries of ~200 bytes."""
+MAX_DIRECTORY_BYTES: Final = MAX_SIGNED_DIRECTORY_BYTES - 128  # body; + key id + signature
 
 # --- wire structures ------------------------------------------------------------
 

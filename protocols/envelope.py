@@ -51,6 +51,7 @@ from protocols.errors import (
     TtlError,
     VersionError,
 )
+from protocols.fields import check_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     MessageIdBytes,
@@ -99,6 +100,9 @@ SignatureBytes = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 TypeName = Annotated[str, msgspec.Meta(pattern=r"^[a-z]+(\.[a-z]+)*$", max_length=32)]
 ShortText = Annotated[str, msgspec.Meta(max_length=MAX_SHORT_TEXT)]
 Millis = Annotated[int, msgspec.Meta(ge=0, lt=1 << 53)]
+CaseRef = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9/._-]{0,63}$", max_length=64)]
+"""A case reference, not prose: it travels in clear past every hub and into shared audit
+entries (SPEC §4.2), so no spaces, no names with spaces, at most 64 characters."""
 
 
 class Header(wire.WireStruct, frozen=True):
@@ -120,7 +124,7 @@ class Header(wire.WireStruct, frozen=True):
     handling: HandlingCode
     priority: Priority
     restriction: ShortText | None = None
-    case_ref: ShortText | None = None
+    case_ref: CaseRef | None = None
     in_reply_to: MessageIdBytes | None = None
     forward_of: MessageIdBytes | None = None
 
@@ -136,6 +140,10 @@ class Header(wire.WireStruct, frozen=True):
             raise SchemaError("expires must be after created")
         if (self.handling is HandlingCode.H3) != bool(self.restriction):
             raise SchemaError("a restriction text is required with H3, and only with H3")
+        if self.restriction is not None:  # shown at the other end, in terminals and pages
+            check_text(self.restriction, "restriction")
+            if not self.restriction.strip():
+                raise SchemaError("restriction: blank")
         answers = self.type in REPLY_TO or self.type == "receipt"
         if answers and self.in_reply_to is None:
             raise SchemaError(f"{self.type} must name the message it answers (in_reply_to)")

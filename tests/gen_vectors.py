@@ -409,6 +409,16 @@ def step4_vectors(alert: bytes) -> list[tuple[str, bytes, str]]:
         ("65 recipients (limit 64)", with_fields(recipients=many), "ixb.E_TOO_LARGE"),
         ("9 hops (limit 8)", enc({**outer, "hops": [hop] * 9}), "ixb.E_TOO_LARGE"),
         ("17 hops (protocol maximum 16)", enc({**outer, "hops": [hop] * 17}), "ixb.E_SCHEMA"),
+        (
+            "case reference with a space (not a reference: §4.2)",
+            with_fields(case_ref="SMITH JOHN"),
+            "ixb.E_SCHEMA",
+        ),
+        (
+            "H3 restriction with an escape sequence",
+            with_fields(handling="H3", restriction="use only \x1b[31mhere"),
+            "ixb.E_SCHEMA",
+        ),
         ("keys not MessagePack", enc({**outer, "keys": b"\xc1"}), "ixb.E_MALFORMED"),
         ("keys miss a recipient", enc({**outer, "keys": enc(keys[:1])}), "ixb.E_SCHEMA"),
         ("ciphertext of 71 bytes", enc({**outer, "ct": outer["ct"][:71]}), "ixb.E_MALFORMED"),

@@ -1228,3 +1228,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_a_signed_directory_fits_in_one_nats_message() -> None:
+    """It travels on the cross-border streams and in one directory answer (SPEC §8, §12)."""
+    from broker.natsplan import MAX_PAYLOAD
+
+    assert MAX_SIGNED_DIRECTORY_BYTES <= MAX_PAYLOAD

@@ -153,3 +153,22 @@ def test_prune_forgets_messages_expired_for_longer_than_kept(tmp_path: Path) -> 
         assert all(store.known(h.sender, h.id) is None for h, _ in items)
     finally:
         store.close()
+
+
+def test_the_directory_answer_is_an_index_or_one_directory(tmp_path: Path) -> None:
+    """SPEC §8 directory.get: one directory per answer, so none outgrows a NATS message."""
+    import msgspec
+
+    from broker.hub import directory_answer
+
+    store = HubStore(tmp_path / "hub.sqlite")
+    try:
+        store.save_directory("THA", 3, b"signed THA")
+        store.save_directory("MYS", 7, b"signed MYS")
+        assert msgspec.msgpack.decode(directory_answer(store, b"")) == {"THA": 3, "MYS": 7}
+        assert directory_answer(store, b"MYS") == b"signed MYS"
+        assert directory_answer(store, b"MMR") == b""  # a real country, no directory held
+        for bad in (b"mys", b"XYZ", b"\xff\xfe", b"MYS/HUB"):
+            assert directory_answer(store, bad) == b""
+    finally:
+        store.close()
