@@ -5,6 +5,12 @@ and exit 2 (the dispatcher prints typed errors). Receipts seen, with who
 signed each, and the recipients of alerts sent are kept in a small local state
 file beside the profile, so ``ixb receipts MSG_ID`` works across runs and
 checks each receipt against the message it names (SPEC §5 receipt).
+
+Beside it, ``<CC>-<NAME>.handled`` remembers the messages already handled
+(``ixb inbox`` shows each once, even when the hub's server redelivers it).
+A send the hub never confirmed keeps its sealed envelope in the state file
+and fails with one line naming the id and ``ixb send retry ID``, which
+publishes the same envelope again: never duplicated.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from agency_client.sdk import (
     SignedReceipt,
     load_identity_for,
 )
-from protocols.errors import ConfigError, UnknownRecipientError
+from protocols.envelope import decode_envelope
+from protocols.errors import ConfigError, UnknownOutcomeError, UnknownRecipientError, UsageError
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     Principal,
@@ -150,6 +157,12 @@ def _register_messaging(
     person.add_argument("--timeout", type=float, default=30.0)
     person.set_defaults(func=cmd_query_person)
 
+    retry = with_profile(
+        send.add_parser("retry", help="send again, same id, a message whose outcome was unknown")
+    )
+    retry.add_argument("msg_id")
+    retry.set_defaults(func=cmd_send_retry)
+
     receipts = with_profile(sub.add_parser("receipts", help="receipts for a message you sent"))
     receipts.add_argument("msg_id")
     receipts.add_argument("--wait", type=float, default=2.0)
@@ -167,17 +180,42 @@ def _header_options(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]]) -> int:
+    """Connect, run ``body``; a send of unknown outcome is kept for ``ixb send retry``."""
     profile = load_profile(args.profile)
     identity = load_identity_for(profile, passphrase(confirm=False))
 
     async def main() -> int:
-        client = await AgencyClient.connect(profile, identity)
+        client = await AgencyClient.connect(
+            profile, identity, handled_path=LocalState.handled_path(profile)
+        )
         try:
             return await body(client)
         finally:
             await client.close()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except UnknownOutcomeError as exc:
+        raise _keep_for_retry(args, profile, exc) from None
+
+
+def _keep_for_retry(
+    args: argparse.Namespace, profile: Profile, exc: UnknownOutcomeError
+) -> UnknownOutcomeError:
+    """Store the sealed envelope; the error the user sees names the command that retries it."""
+    msg_id = format_message_id(exc.message_id)
+    state = LocalState(profile)
+    try:
+        state.keep_unconfirmed(exc.sealed)
+    finally:
+        state.close()
+    where = f" --profile {args.profile}" if args.profile else ""
+    return UnknownOutcomeError(
+        f"the hub did not confirm {msg_id}: it may or may not have been sent; do not send it"
+        f" again as new, retry it (same id, never duplicated): ixb send retry{where} {msg_id}",
+        message_id=exc.message_id,
+        sealed=exc.sealed,
+    )
 
 
 def _out(args: argparse.Namespace, human: str, data: object) -> None:
@@ -203,7 +241,32 @@ class LocalState:
             "CREATE TABLE IF NOT EXISTS signed_receipts (for_id TEXT, status TEXT, signer TEXT,"
             " at INTEGER, code TEXT, detail TEXT, UNIQUE(for_id, status, signer));"
             "CREATE TABLE IF NOT EXISTS sent (id BLOB PRIMARY KEY, recipients TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS unconfirmed (id BLOB PRIMARY KEY, sealed BLOB NOT NULL);"
         )
+
+    @staticmethod
+    def handled_path(profile: Profile) -> Path:
+        """The SDK's record of handled messages (:mod:`agency_client.handled`)."""
+        return (
+            Path(profile.base_dir) / f"{profile.principal.country}-{profile.principal.name}.handled"
+        )
+
+    def keep_unconfirmed(self, sealed: bytes) -> None:
+        """A sealed envelope (ciphertext) whose send was never confirmed, for ``send retry``."""
+        header = decode_envelope(sealed).header
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO unconfirmed VALUES (?, ?)", (header.id, sealed)
+            )
+        self.record_sent(header.id, list(header.recipient_principals))
+
+    def unconfirmed(self, msg_id: bytes) -> bytes | None:
+        row = self._db.execute("SELECT sealed FROM unconfirmed WHERE id = ?", (msg_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def confirmed(self, msg_id: bytes) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM unconfirmed WHERE id = ?", (msg_id,))
 
     def record(self, signed: SignedReceipt) -> None:
         r = signed.receipt
@@ -307,6 +370,32 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
             state.close()
         text = format_message_id(msg_id)
         _out(args, f"sent alert {text} to {', '.join(args.to)}", {"id": text})
+        return 0
+
+    return _run(args, go)
+
+
+def cmd_send_retry(args: argparse.Namespace) -> int:
+    msg_id = parse_message_id(args.msg_id)
+    text = format_message_id(msg_id)
+    profile = load_profile(args.profile)
+    state = LocalState(profile)
+    try:
+        sealed = state.unconfirmed(msg_id)
+    finally:
+        state.close()
+    if sealed is None:
+        raise UsageError(f"no unconfirmed send {text} in this agency's state")
+
+    async def go(client: AgencyClient) -> int:
+        already = await client.resend(sealed)
+        state = LocalState(profile)
+        try:
+            state.confirmed(msg_id)
+        finally:
+            state.close()
+        human = f"{text} {'was already stored' if already else 'sent'}: the hub has it once"
+        _out(args, human, {"id": text, "already_stored": already})
         return 0
 
     return _run(args, go)

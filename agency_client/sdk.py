@@ -16,6 +16,23 @@ inbox), never silently dropped. Receipts are statements by their signer
 (SPEC §5 receipt): one its signer may not make is refused too, and those
 accepted are collected per message id as :class:`SignedReceipt`, with who
 signed them.
+
+Delivery contract:
+
+- **Sending.** :meth:`AgencyClient.send` returns once the hub's JetStream
+  stored the envelope. If it never confirmed, the outcome is unknown (it may
+  have been stored, or be stored when a buffered publish goes out after a
+  reconnect): :class:`~protocols.errors.UnknownOutcomeError` carries the
+  message id and the sealed bytes, and :meth:`AgencyClient.resend` publishes
+  the very same bytes under the same ``Nats-Msg-Id``, stored at most once
+  (SPEC §8.1). Sending the content again as a new message would duplicate it.
+- **Receiving.** Each message is handed to the application once: acking an
+  :class:`Incoming` records it as handled (by sender and id, until it
+  expires; in a file when ``handled_path`` is given, so across restarts)
+  before the ack goes out, and a redelivery of a handled message (an ack lost
+  in a crash) is acked and not handed over again. A message handed over and
+  not yet acked is kept from redelivery (``in_progress``) while the client
+  runs; :meth:`Incoming.leave` or :meth:`AgencyClient.close` gives it back.
 """
 
 from __future__ import annotations
@@ -26,6 +43,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import msgspec
@@ -37,6 +55,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from agency_client.handled import HandledMessages
 from agency_client.keystore import load_identity, read_bytes
 from agency_client.profile import Profile
 from protocols import subjects
@@ -49,10 +68,17 @@ from protocols.envelope import (
     verify_envelope,
     verify_hops,
 )
-from protocols.errors import DirectoryError, IoError, IxbError, LocalError, UnknownSenderError
+from protocols.errors import (
+    DirectoryError,
+    IoError,
+    IxbError,
+    LocalError,
+    UnknownOutcomeError,
+    UnknownSenderError,
+)
 from protocols.federation import parse_federation
 from protocols.handling import HandlingCode, Priority
-from protocols.identifiers import Principal, format_message_id, parse_agency
+from protocols.identifiers import Principal, format_message_id, parse_agency, parse_message_id
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
 from protocols.messages import Body, Receipt, ReceiptStatus
@@ -61,8 +87,8 @@ from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, connect
-from transport.fetch import fetch_ready
-from transport.streams import INBOX_STREAM
+from transport.fetch import fetch_ready, keep_in_progress
+from transport.streams import INBOX_STREAM, KEEPALIVE_S
 
 log = structlog.get_logger("ixb.agency")
 
@@ -72,6 +98,12 @@ MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
 MAX_SENT_RECORDS = 100_000
 """Messages whose recipients the client remembers, to check the receipts about them."""
+PUBLISH_TIMEOUT_S = 5.0
+"""How long one publish waits for JetStream's acknowledgement."""
+PUBLISH_ATTEMPTS = 5
+"""Publishes (same ``Nats-Msg-Id``) before the outcome is reported as unknown."""
+HANDLER_RETRY_S = 1.0
+"""Delay before a message whose handler failed in :meth:`AgencyClient.serve` comes back."""
 FIRST_CONNECT_S = 10.0
 """How long :meth:`AgencyClient.connect` tries to reach the hub's NATS.
 
@@ -87,6 +119,7 @@ class Incoming:
     envelope: Envelope
     hubs: tuple[Principal, ...]
     _msg: Msg | None = field(repr=False, default=None)
+    _client: AgencyClient | None = field(repr=False, default=None)
 
     @property
     def message_id(self) -> str:
@@ -97,15 +130,24 @@ class Incoming:
         return self.header.sender_principal
 
     async def ack(self) -> None:
+        """Handled: remembered as such (never handed over again), then removed from the inbox."""
         if self._msg is not None:
-            await self._msg.ack()
-            self._msg = None
+            msg, self._msg = self._msg, None
+            if self._client is not None:
+                self._client._handled_by_application(self)
+            await msg.ack()
 
     async def leave(self, delay: float = 1.0) -> None:
-        """Put it back in the inbox (for another reader, or a later run)."""
+        """Not handled: put it back in the inbox (for another reader, or a later run)."""
         if self._msg is not None:
-            await self._msg.nak(delay=delay)
-            self._msg = None
+            msg, self._msg = self._msg, None
+            if self._client is not None:
+                self._client._held.pop(self._key, None)
+            await msg.nak(delay=delay)
+
+    @property
+    def _key(self) -> tuple[str, bytes]:
+        return (self.header.sender, self.header.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +189,9 @@ class AgencyClient:
         nc: NatsClient,
         keys: TrustedDirectories,
         clock: Callable[[], int] = wall_ms,
+        handled: HandledMessages | None = None,
     ) -> None:
+        """Prefer :meth:`connect`. The client owns ``handled`` (in memory when ``None``)."""
         self.identity = identity
         self.principal = identity.principal
         self.nc = nc
@@ -161,6 +205,10 @@ class AgencyClient:
         self._pending: list[Item] = []
         self._psub: JetStreamContext.PullSubscription | None = None
         self._receipt_waiters: list[asyncio.Future[None]] = []
+        self.handled = handled if handled is not None else HandledMessages()
+        self._held: dict[tuple[str, bytes], Msg] = {}
+        """Messages handed to the application (or queued for it) and not yet acked or left."""
+        self._keepalive: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -170,7 +218,15 @@ class AgencyClient:
         profile: Profile,
         identity: Identity,
         clock: Callable[[], int] = wall_ms,
+        *,
+        handled_path: Path | None = None,
     ) -> AgencyClient:
+        """Connect to the agency's hub and fetch the directories.
+
+        ``handled_path``: the SQLite file remembering which messages the
+        application handled, so that none is handed over twice across
+        restarts (see the module docstring); ``None`` remembers in memory.
+        """
         if identity.principal != profile.principal:
             raise LocalError(
                 f"key file is for {identity.principal}, profile for {profile.agency.id}"
@@ -189,16 +245,29 @@ class AgencyClient:
             )
         except (nats.errors.Error, OSError) as exc:  # OSError includes TimeoutError
             raise IoError(f"cannot reach the hub's NATS at {profile.nats.url}: {exc}") from None
-        client = cls(identity, nc, TrustedDirectories(trust), clock)
+        handled = HandledMessages(handled_path)
+        handled.prune(clock())
+        client = cls(identity, nc, TrustedDirectories(trust), clock, handled)
         await client.refresh_directories()
         return client
 
     async def close(self) -> None:
+        """Give back what the application still holds (redelivered at once), then disconnect."""
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        held, self._held = list(self._held.values()), {}
+        self._pending = []
+        for msg in held:
+            if not msg.is_acked:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak()
         if self._psub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._psub.unsubscribe()
         with contextlib.suppress(nats.errors.Error):
             await self.nc.drain()
+        self.handled.close()
 
     async def __aenter__(self) -> AgencyClient:
         return self
@@ -265,7 +334,14 @@ class AgencyClient:
         in_reply_to: bytes | None = None,
         forward_of: bytes | None = None,
     ) -> bytes:
-        """Sign, encrypt to every recipient, publish to our hub; returns the message id."""
+        """Sign, encrypt to every recipient, publish to our hub; returns the message id.
+
+        Returns once the hub's JetStream stored it. Raises
+        :class:`~protocols.errors.UnknownOutcomeError` (with the id and the
+        sealed bytes) when JetStream never confirmed it after
+        :data:`PUBLISH_ATTEMPTS`: retry with :meth:`resend`, never by sending
+        the body again.
+        """
         recipients = [p if isinstance(p, Principal) else parse_agency(p) for p in to]
         missing = [r for r in recipients if self.keys.version(r.country) is None]
         if missing:
@@ -291,6 +367,28 @@ class AgencyClient:
         log.info("sent", msg_id=header.message_id, type=header.type, to=len(recipients))
         return header.id
 
+    async def resend(self, sealed: bytes) -> bool:
+        """Publish a sealed envelope of ours again, same bytes, same ``Nats-Msg-Id``.
+
+        For a send whose outcome was unknown (``UnknownOutcomeError.sealed``).
+        Returns True if JetStream already held it (the earlier attempt got
+        through; nothing was stored twice), False if this publish stored it.
+        After the stream's duplicate window (10 minutes) JetStream cannot
+        tell, and the hub refuses a copy of a routed envelope as
+        ``ixb.E_REPLAY``: still delivered once. Raises ``UnknownOutcomeError``
+        again if this attempt is not confirmed either.
+        """
+        try:
+            header = decode_envelope(sealed).header
+        except IxbError as exc:
+            raise LocalError(f"not a sealed envelope: {exc.detail}") from None
+        if header.sender_principal != self.principal:
+            raise LocalError(f"{header.message_id} was sealed by {header.sender}, not by us")
+        self.remember_sent(header.id, header.recipient_principals)
+        duplicate = await self._publish(sealed, header.message_id)
+        log.info("resent", msg_id=header.message_id, already_stored=duplicate)
+        return duplicate
+
     def remember_sent(self, msg_id: bytes, recipients: Sequence[Principal]) -> None:
         """Record that this agency sent ``msg_id`` to ``recipients``, to check its receipts.
 
@@ -303,18 +401,40 @@ class AgencyClient:
         while len(self._sent) > MAX_SENT_RECORDS:
             del self._sent[next(iter(self._sent))]
 
-    async def _publish(self, data: bytes, msg_id: str) -> None:
-        """JetStream publish with the message id for de-duplication; retried on timeouts."""
+    async def _publish(self, data: bytes, msg_id: str) -> bool:
+        """JetStream publish with the message id for de-duplication; retried on timeouts.
+
+        Returns whether JetStream already held it. An attempt that timed out
+        may still be stored: nats-py buffers publishes while reconnecting and
+        sends them once connected, long after the attempt gave up; hence
+        every attempt carries the same ``Nats-Msg-Id``, and running out of
+        attempts is an unknown outcome, not a failure.
+        """
         subject = subjects.ingress(self.principal)
-        for attempt in range(5):
+        last = "no answer"
+        for attempt in range(PUBLISH_ATTEMPTS):
             try:
-                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=5)
-            except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                ack = await self.js.publish(
+                    subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=PUBLISH_TIMEOUT_S
+                )
+            except (
+                TimeoutError,
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionReconnectingError,
+            ) as exc:
                 # nats.py#751: retry with the same Nats-Msg-Id; JetStream stores it once
+                last = type(exc).__name__
                 await asyncio.sleep(0.2 * (attempt + 1))
             else:
-                return
-        raise IoError(f"hub did not acknowledge {msg_id}")
+                return bool(ack.duplicate)
+        log.warning("send_outcome_unknown", msg_id=msg_id, attempts=PUBLISH_ATTEMPTS, error=last)
+        raise UnknownOutcomeError(
+            f"the hub never confirmed {msg_id} ({PUBLISH_ATTEMPTS} attempts, last: {last});"
+            " it may have been stored: resend the same envelope, never a new one",
+            message_id=parse_message_id(msg_id),
+            sealed=data,
+        )
 
     async def reply(self, to: Incoming, body: Body, **kw: object) -> bytes:
         """Answer ``to``: same case reference, ``in_reply_to`` set, sent to its sender."""
@@ -336,6 +456,10 @@ class AgencyClient:
     # --- receiving ------------------------------------------------------------------
 
     async def _bind(self) -> JetStreamContext.PullSubscription:
+        if self._keepalive is None:
+            self._keepalive = asyncio.create_task(
+                keep_in_progress(self._held.values, KEEPALIVE_S), name="ixb-inbox-keepalive"
+            )
         if self._psub is None:
             self._psub = await self.js.pull_subscribe_bind(
                 self.principal.name,
@@ -357,9 +481,22 @@ class AgencyClient:
         except nats.errors.Error:
             self._psub = None  # nats.py#234/#504: re-bind after a reconnect
             raise
-        return [await self._verify(m) for m in msgs]
+        return await self._verify_all(msgs)
 
-    async def _verify(self, msg: Msg) -> Item:
+    async def _verify_all(self, msgs: list[Msg]) -> list[Item]:
+        out: list[Item] = []
+        for msg in msgs:
+            item = await self._verify(msg)
+            if item is not None:
+                out.append(item)
+        return out
+
+    def _handled_by_application(self, item: Incoming) -> None:
+        self._held.pop(item._key, None)
+        self.handled.add(item.header.sender, item.header.id, item.header.expires)
+
+    async def _verify(self, msg: Msg) -> Item | None:
+        """The item to hand over, or None for a message the application already has."""
         now = self.clock()
         msg_id: str | None = None
         try:
@@ -381,6 +518,16 @@ class AgencyClient:
                     self._stream_seq = {
                         k: v for k, v in self._stream_seq.items() if self.replay.seen(*k, now)
                     }
+            sender = env.header.sender
+            if key in self.handled:
+                # handled and acked before (maybe in an earlier run) and the ack was lost
+                await msg.ack()
+                log.info("inbox_redelivery_skipped", msg_id=msg_id, sender=sender)
+                return None
+            if key in self._held:
+                # redelivered while the application still holds it: its ack settles both
+                log.info("inbox_redelivery_held", msg_id=msg_id, sender=sender)
+                return None
             hubs = verify_hops(env.envelope, self.keys, now)  # step 11
             opened = open_envelope(env, self.identity)
             if isinstance(opened.body, Receipt):
@@ -389,7 +536,8 @@ class AgencyClient:
             log.warning("inbox_refused", msg_id=msg_id, code=exc.code)
             await msg.term()
             return Refused(exc, msg_id)
-        item = Incoming(opened.header, opened.body, env.envelope, hubs, msg)
+        item = Incoming(opened.header, opened.body, env.envelope, hubs, msg, self)
+        self._held[key] = msg
         if isinstance(item.body, Receipt):
             signed = SignedReceipt(item.body, item.sender, hubs)
             for for_id in item.body.ids:
@@ -465,7 +613,7 @@ class AgencyClient:
             msgs = await fetch_ready(psub, FETCH_BATCH, timeout)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
-        return [await self._verify(m) for m in msgs]
+        return await self._verify_all(msgs)
 
     async def wait_receipt(
         self, msg_id: bytes, status: ReceiptStatus, *, timeout: float = 10.0
@@ -496,9 +644,11 @@ class AgencyClient:
     ) -> None:
         """Automated responder: call the handler of each arriving type, then ack.
 
-        Types without a handler are acked and logged (receipts, mostly); a
-        handler that fails with a typed error leaves the message unacked for
-        redelivery and is logged with the message id. With ``concurrency`` >
+        Types without a handler are acked (receipts, mostly); a handler that
+        fails with a typed error puts the message back for redelivery after
+        :data:`HANDLER_RETRY_S` and is logged with the message id. A handler
+        may take as long as it needs: the message is kept from redelivery
+        meanwhile. With ``concurrency`` >
         1, up to that many handlers run at once (each mostly waits for its
         answer's JetStream ack): only for handlers whose answers do not depend
         on each other's order, such as a document registry's.
@@ -512,6 +662,8 @@ class AgencyClient:
                 await handler(self, item)
             except IxbError as exc:
                 log.warning("handler_failed", msg_id=item.message_id, code=exc.code)
+                with contextlib.suppress(nats.errors.Error):
+                    await item.leave(delay=HANDLER_RETRY_S)
                 return
             finally:
                 slots.release()

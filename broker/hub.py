@@ -55,7 +55,7 @@ from protocols.keys import Identity, PublicIdentity
 from protocols.trusted import TrustedDirectories
 from transport import streams
 from transport.clock import wall_ms
-from transport.connect import UNBOUNDED, connect
+from transport.connect import UNBOUNDED, StateLog, connect
 
 log = structlog.get_logger("ixb.hub")
 
@@ -321,6 +321,7 @@ class Hub:
 
     async def _checkpointer(self, stop: asyncio.Event) -> None:
         """Sign a checkpoint each second the log grew, and send it to every peer to witness."""
+        failures = StateLog("checkpoint_publish_failed", logger=log)
         while not stop.is_set():
             try:
                 summaries = self.settler.refusal_summaries(self.clock())
@@ -332,7 +333,9 @@ class Hub:
                 for peer in self.links:
                     await self._send_checkpoint(peer)
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-                log.warning("checkpoint_publish_failed", error=str(exc))
+                failures.failed(exc)  # once per kind of failure, not each second
+            else:
+                failures.ok()
             await sleep_or_stop(stop, CHECKPOINT_PERIOD_S)
 
     async def _send_checkpoint(self, peer: str) -> None:

@@ -5,6 +5,11 @@ Up to ``in_flight`` batches are settling at once: each waits mostly on disks
 in stream order (:class:`broker.settle.Settler`); this loop only bounds how
 many batches are out and re-binds after transport errors. On stop, the
 batches in flight finish before the subscription goes.
+
+The consumers' ack wait is short (:data:`transport.streams.HUB_ACK_WAIT_S`),
+so that what a dead worker fetched comes back within seconds; a batch still
+waiting for its turn or settling keeps its messages with ``in_progress()``.
+Transport failures are logged once per change of state, not per retry.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from transport import streams
-from transport.fetch import fetch_ready
+from transport.connect import StateLog
+from transport.fetch import fetch_ready, keep_in_progress
 
 log = structlog.get_logger("ixb.hub")
 
@@ -50,19 +56,24 @@ async def pull_loop(
     slots = asyncio.Semaphore(in_flight)
 
     async def settle(msgs: list[Msg]) -> None:
+        alive = asyncio.create_task(keep_in_progress(lambda: msgs, streams.KEEPALIVE_S))
         try:
             await handle(msgs)
         finally:
+            alive.cancel()
             on_count(-len(msgs))
             slots.release()
 
+    bind_log = StateLog("bind_failed", logger=log, worker=what)
+    fetch_log = StateLog("fetch_failed", logger=log, worker=what)
     while not stop.is_set():
         try:
             psub = await js.pull_subscribe_bind(streams.HUB_CONSUMER, stream)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            log.warning("bind_failed", worker=what, error=str(exc))
+            bind_log.failed(exc)
             await sleep_or_stop(stop, REBIND_DELAY_S)
             continue
+        bind_log.ok()
         try:
             async with asyncio.TaskGroup() as batches:
                 while not stop.is_set():
@@ -74,9 +85,10 @@ async def pull_loop(
                         continue
                     except (nats.errors.Error, nats.js.errors.Error) as exc:
                         slots.release()
-                        log.warning("fetch_failed", worker=what, error=str(exc))
+                        fetch_log.failed(exc)
                         await sleep_or_stop(stop, FETCH_ERROR_DELAY_S)
                         break  # re-bind (nats-py subscriptions can die on reconnect)
+                    fetch_log.ok()
                     on_count(len(msgs))
                     batches.create_task(settle(msgs))
         finally:

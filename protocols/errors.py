@@ -228,6 +228,23 @@ class IoError(LocalError):
     code = "ixb.E_IO"
 
 
+class UnknownOutcomeError(IoError):
+    """A publish the hub's JetStream never confirmed: it may or may not have been stored.
+
+    Carries the message id and the sealed envelope, so the very same bytes can
+    be published again under the same ``Nats-Msg-Id`` (SPEC §8.1), which
+    JetStream stores at most once; sending the content again as a new message
+    would duplicate it.
+    """
+
+    code = "ixb.E_UNKNOWN_OUTCOME"
+
+    def __init__(self, detail: str, *, message_id: bytes = b"", sealed: bytes = b"") -> None:
+        super().__init__(detail)
+        self.message_id = message_id
+        self.sealed = sealed
+
+
 def _all_codes() -> dict[str, type[IxbError]]:
     seen: dict[str, type[IxbError]] = {}
     stack: list[type[IxbError]] = [IxbError]

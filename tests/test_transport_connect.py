@@ -79,7 +79,7 @@ async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
     assert 1 <= time.monotonic() - start < 5
     assert plan.client_url("THA") in str(info.value)
     assert "ConnectionRefusedError" in str(info.value)  # the last attempt's error
-    assert logs and all(e["connection"] == "nobody" for e in logs)  # one line per attempt
+    assert logs and all(e["connection"] == "nobody" for e in logs)  # one line per kind of error
 
 
 async def test_unbounded_first_connect_keeps_trying_until_cancelled(tmp_path: Path) -> None:

@@ -12,15 +12,19 @@ connect without bounding later reconnects.
 
 nats-py reports asynchronous errors (permission violations, slow consumers,
 refused connection attempts) to an error callback whose default logs a full
-traceback each time; here each is one structured log line naming the
-connection.
+traceback each time. Here a connection logs one structured line per change of
+state, naming the connection, never a traceback: ``nats_disconnected``,
+``nats_reconnected`` (with how many errors it did not log meanwhile), and
+``nats_error`` when the kind of error changes; an outage that refuses a
+reconnect every half second is three lines, not one per attempt.
+:class:`StateLog` does the same for loops that retry (the hub's pull loops).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import nats.errors
 import structlog
@@ -37,17 +41,70 @@ UNBOUNDED = -1
 """``max_reconnect_attempts`` for "never give up"."""
 
 
-def error_logger(
-    name: str, seen: list[Exception] | None = None
-) -> Callable[[Exception], Awaitable[None]]:
-    """An error callback that logs one line per error (and appends it to ``seen``)."""
+class StateLog:
+    """Logs a failing operation once per change of state, not once per retry.
 
-    async def on_error(exc: Exception) -> None:
-        log.warning("nats_error", connection=name, error=type(exc).__name__, detail=str(exc))
-        if seen is not None:
-            seen[:] = [exc]
+    :meth:`failed` logs ``<event>`` (warning) when the kind of error (its type)
+    differs from the last one logged; repeats are counted. :meth:`ok` logs
+    ``<event>_recovered`` (info, with the count) once after a failure.
+    """
 
-    return on_error
+    def __init__(
+        self,
+        event: str,
+        *,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+        **fields: object,
+    ) -> None:
+        self.event = event
+        self.log = logger if logger is not None else log
+        self.fields = fields
+        self.kind: str | None = None
+        self.repeats = 0
+
+    def failed(self, exc: BaseException, **extra: object) -> bool:
+        """Record a failure; True if it was logged (a new kind of error)."""
+        kind = type(exc).__name__
+        if kind == self.kind:
+            self.repeats += 1
+            return False
+        self.kind = kind
+        self.log.warning(self.event, **self.fields, **extra, error=kind, detail=str(exc))
+        return True
+
+    def ok(self) -> None:
+        """Record a success; logs the recovery once if the last call was a failure."""
+        if self.kind is not None:
+            self.log.info(f"{self.event}_recovered", **self.fields, repeats=self.repeats)
+        self.kind = None
+        self.repeats = 0
+
+
+@dataclass
+class ConnectionLog:
+    """The callbacks of one connection: one log line per change of state."""
+
+    name: str
+    seen: list[Exception] = field(default_factory=list)
+    """The last error reported (for the first connect's message)."""
+    nc: NatsClient | None = None
+    _errors: StateLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._errors = StateLog("nats_error", connection=self.name)
+
+    async def on_error(self, exc: Exception) -> None:
+        self.seen[:] = [exc]
+        self._errors.failed(exc)
+
+    async def on_disconnected(self) -> None:
+        if self.nc is not None and self.nc.is_closed:
+            return  # closed on purpose (nats-py calls this on close too)
+        log.warning("nats_disconnected", connection=self.name)
+
+    async def on_reconnected(self) -> None:
+        log.info("nats_reconnected", connection=self.name, errors_not_logged=self._errors.repeats)
+        self._errors = StateLog("nats_error", connection=self.name)
 
 
 async def connect(
@@ -68,7 +125,8 @@ async def connect(
     nats-py's errors or ``OSError`` when it gives up by itself.
     """
     nc = NatsClient()
-    seen: list[Exception] = []
+    states = ConnectionLog(name, nc=nc)
+    seen = states.seen
     try:
         async with asyncio.timeout(give_up_after):
             await nc.connect(
@@ -77,7 +135,9 @@ async def connect(
                 password=password,
                 name=name,
                 inbox_prefix=inbox_prefix,
-                error_cb=error_logger(name, seen),
+                error_cb=states.on_error,
+                disconnected_cb=states.on_disconnected,
+                reconnected_cb=states.on_reconnected,
                 allow_reconnect=True,
                 max_reconnect_attempts=max_reconnect_attempts,
                 reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]  # typed int

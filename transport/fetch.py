@@ -19,9 +19,13 @@ the internals.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -85,3 +89,19 @@ async def drain_waiting(
         elif status in (StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT):
             break
     return msgs
+
+
+async def keep_in_progress(held: Callable[[], Iterable[Msg]], every: float) -> None:
+    """Until cancelled: every ``every`` seconds, tell JetStream each held message is in progress.
+
+    ``held`` is asked each time (messages come and go); those already acked,
+    nacked or terminated are skipped. Keeps a consumer's short ack wait from
+    redelivering work that is merely slow; while the connection is down the
+    signal is lost, which is what lets stranded messages come back.
+    """
+    while True:
+        await asyncio.sleep(every)
+        for msg in list(held()):
+            if not msg.is_acked:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.in_progress()

@@ -55,8 +55,18 @@ HUB_CONSUMER = "HUB"
 DUPLICATE_WINDOW_S = 10 * 60.0
 """De-duplication window: a publish retried with the same Nats-Msg-Id within it is stored once."""
 
-INBOX_ACK_WAIT_S = 30.0
-HUB_ACK_WAIT_S = 30.0
+INBOX_ACK_WAIT_S = 5.0
+HUB_ACK_WAIT_S = 5.0
+"""How long a delivered, unacknowledged message waits before JetStream redelivers it.
+
+Short, so that a message pushed into a connection that died (a crashed hub
+worker, an agency process killed mid-work) comes back within seconds. Work
+that legitimately takes longer keeps its messages with ``in_progress()``
+every :data:`KEEPALIVE_S` (:func:`transport.fetch.keep_in_progress`): a hub
+batch waiting for its turn or its disks, a message the agency application
+holds. Consumers created with another value are updated at startup."""
+KEEPALIVE_S = 1.5
+"""How often work in progress tells JetStream so: well within both ack waits."""
 MAX_AGE_S = 31 * 24 * 3600.0
 """How long an envelope is kept at most: the protocol's longest envelope lifetime."""
 LINK_STREAM_MAX_BYTES = 256 * 1024 * 1024
