@@ -78,7 +78,7 @@ from protocols.errors import (
 )
 from protocols.federation import parse_federation
 from protocols.handling import HandlingCode, Priority
-from protocols.identifiers import Principal, format_message_id, parse_agency, parse_message_id
+from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import Identity
 from protocols.limits import MS_PER_DAY
 from protocols.messages import Body, Receipt, ReceiptStatus
@@ -361,9 +361,10 @@ class AgencyClient:
             in_reply_to=in_reply_to,
             forward_of=forward_of,
         )
-        header = decode_envelope(data).header
+        env = decode_envelope(data)
+        header = env.header
         self.remember_sent(header.id, recipients)
-        await self._publish(data, header.message_id)
+        await self._publish(data, env)
         log.info("sent", msg_id=header.message_id, type=header.type, to=len(recipients))
         return header.id
 
@@ -379,13 +380,14 @@ class AgencyClient:
         again if this attempt is not confirmed either.
         """
         try:
-            header = decode_envelope(sealed).header
+            env = decode_envelope(sealed)
         except IxbError as exc:
             raise LocalError(f"not a sealed envelope: {exc.detail}") from None
+        header = env.header
         if header.sender_principal != self.principal:
             raise LocalError(f"{header.message_id} was sealed by {header.sender}, not by us")
         self.remember_sent(header.id, header.recipient_principals)
-        duplicate = await self._publish(sealed, header.message_id)
+        duplicate = await self._publish(sealed, env)
         log.info("resent", msg_id=header.message_id, already_stored=duplicate)
         return duplicate
 
@@ -401,8 +403,9 @@ class AgencyClient:
         while len(self._sent) > MAX_SENT_RECORDS:
             del self._sent[next(iter(self._sent))]
 
-    async def _publish(self, data: bytes, msg_id: str) -> bool:
-        """JetStream publish with the message id for de-duplication; retried on timeouts.
+    async def _publish(self, data: bytes, env: Envelope) -> bool:
+        """JetStream publish of ``env`` (``data``), de-duplicated by its id and digest
+        (SPEC §8.1); retried on timeouts.
 
         Returns whether JetStream already held it. An attempt that timed out
         may still be stored: nats-py buffers publishes while reconnecting and
@@ -411,11 +414,13 @@ class AgencyClient:
         attempts is an unknown outcome, not a failure.
         """
         subject = subjects.ingress(self.principal)
+        msg_id = env.header.message_id
+        nats_id = subjects.ingress_msg_id(msg_id, env.digest)
         last = "no answer"
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 ack = await self.js.publish(
-                    subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=PUBLISH_TIMEOUT_S
+                    subject, data, headers={"Nats-Msg-Id": nats_id}, timeout=PUBLISH_TIMEOUT_S
                 )
             except (
                 TimeoutError,
@@ -432,7 +437,7 @@ class AgencyClient:
         raise UnknownOutcomeError(
             f"the hub never confirmed {msg_id} ({PUBLISH_ATTEMPTS} attempts, last: {last});"
             " it may have been stored: resend the same envelope, never a new one",
-            message_id=parse_message_id(msg_id),
+            message_id=env.header.id,
             sealed=data,
         )
 

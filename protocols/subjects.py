@@ -60,3 +60,13 @@ def directory_request(country: str) -> str:
 def js_api(domain: str) -> str:
     """The JetStream API prefix of a country's domain, as peers address it over a leaf."""
     return f"$JS.{check_country(domain)}.API"
+
+
+def ingress_msg_id(message_id: str, digest: bytes) -> str:
+    """The ``Nats-Msg-Id`` an agency publishes an envelope under (SPEC §8.1).
+
+    The message id and the first 16 bytes of the envelope digest: a retry of
+    the same bytes is stored once, and nobody without the envelope can take
+    its place in the ingress stream's duplicate window.
+    """
+    return f"{message_id}:{digest[:16].hex()}"

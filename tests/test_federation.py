@@ -164,7 +164,12 @@ async def test_bad_envelopes_get_signed_rejection_receipts(fed: Federation) -> N
 
     async def publish(data: bytes) -> bytes:
         header = decode_envelope(data).header
-        await sender._publish(data, header.message_id)
+        await sender.js.publish(
+            subjects.ingress(sender.principal),
+            data,
+            headers={"Nats-Msg-Id": header.message_id},
+            timeout=5,
+        )
         return header.id
 
     # forged: one bit of the signature flipped

@@ -16,9 +16,11 @@ from agency_client.sdk import Incoming, Refused
 from broker.audit.search import AuditQuery
 from broker.refusals import RefusalWindows
 from protocols.audit import decode_entry
+from protocols.envelope import decode_envelope
 from protocols.handling import HandlingCode
 from protocols.identifiers import format_message_id, new_message_id
 from protocols.messages import Receipt, ReceiptStatus
+from protocols.subjects import ingress_msg_id
 from tests.attacks.kit import (
     ALERT,
     ATTU,
@@ -117,22 +119,7 @@ async def test_receipt_whose_by_names_another_principal_is_refused_by_the_sender
 SQUATTING = [
     pytest.param(ATTU, True, id="foreign-squatter-first"),
     pytest.param(ATTU, False, id="foreign-squatter-second"),
-    pytest.param(
-        ROGUE,
-        True,
-        id="local-squatter-first",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "finding: a country's agencies share one INGRESS stream and its Nats-Msg-Id "
-                "de-duplication window (SPEC §8.1 asks agencies to use the bare message id), "
-                "so THA/ROGUE-UNIT publishing first under DSI's message id makes JetStream "
-                "drop DSI's genuine publish as a duplicate (ack duplicate=True): never "
-                "decided, never delivered, no receipt. Needs per-publisher de-dup ids or "
-                "streams (a protocol/topology change, not local)."
-            ),
-        ),
-    ),
+    pytest.param(ROGUE, True, id="local-squatter-first"),
     pytest.param(ROGUE, False, id="local-squatter-second"),
 ]
 
@@ -146,8 +133,12 @@ async def test_message_id_squatted_by_another_sender(b: Bench, squatter: str, fi
     mine = genuine(dsi, [RMP], id=msg_id)
     theirs = genuine(other, [RMP], id=msg_id, case_ref="squat")
     stored: dict[str, bool] = {}
+    # DSI publishes as SPEC §8.1 says (id and digest); the squatter, without DSI's
+    # envelope, can only use the bare id (or its own digest)
+    genuine_nats_id = ingress_msg_id(format_message_id(msg_id), decode_envelope(mine).digest)
     for name in (squatter, DSI) if first else (DSI, squatter):
-        stored[name] = await publish_raw(b[name], mine if name == DSI else theirs, msg_id)
+        data, nats_id = (mine, genuine_nats_id) if name == DSI else (theirs, msg_id)
+        stored[name] = await publish_raw(b[name], data, nats_id)
         await asyncio.sleep(0.3)  # decided in this order
     # RMP gets every stored one (the squatter's is a message like any other), each under
     # the one id and from its own sender
