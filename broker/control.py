@@ -26,9 +26,8 @@ import structlog
 from broker.auditing import Alarm, Conflict, Cosigned, HubAudit
 from broker.config import HubConfig
 from broker.metrics import Metrics
-from broker.plan import Publish
+from broker.plan import Publish, link_item
 from broker.store import HubStore
-from protocols import subjects
 from protocols.audit import AuditEvent, make_entry
 from protocols.directory import RevocationInfo, build_directory, entry_for, sign_directory
 from protocols.errors import IxbError
@@ -119,16 +118,9 @@ class ControlPlane:
             self.store.save_directory(self.country, version, signed)
             self.audit.record([entry])
 
+        dedup = f"dir:{self.country}:{version}"
         publishes = tuple(
-            Publish(
-                subjects.cross_border(self.country, peer),
-                signed,
-                f"dir:{self.country}:{version}",
-                frozenset(),
-                peer=peer,
-                kind=KIND_DIRECTORY,
-            )
-            for peer in self.peers
+            link_item(self.country, peer, signed, dedup, KIND_DIRECTORY) for peer in self.peers
         )
         log.info("directory_published", version=version, agencies=len(entries))
         return ControlDecision(publishes, writes)
@@ -226,22 +218,20 @@ class ControlPlane:
             log.info(
                 "checkpoint_conflict", origin=peer, old_size=old_size, size=size, ours=decision.size
             )
-            answer = Publish(
-                subjects.cross_border(self.country, peer),
+            answer = link_item(
+                self.country,
+                peer,
                 decision.answer,
                 f"wsize:{peer}:{self.country}:{decision.size}:{old_size}:{size}",
-                frozenset(),
-                peer=peer,
-                kind=KIND_WITNESS_SIZE,
+                KIND_WITNESS_SIZE,
             )
             return ControlDecision((answer,))
-        cosignature = Publish(
-            subjects.cross_border(self.country, peer),
+        cosignature = link_item(
+            self.country,
+            peer,
             decision.cosigned,
             f"cosig:{peer}:{self.country}:{decision.size}",
-            frozenset(),
-            peer=peer,
-            kind=KIND_COSIGNATURE,
+            KIND_COSIGNATURE,
         )
         return ControlDecision((cosignature,), lambda: self.audit.apply(decision))
 

@@ -41,7 +41,7 @@ from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlDecision, Contro
 from broker.links import LinkState, gauges, link_keeper
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
-from broker.plan import Publish
+from broker.plan import Publish, link_item
 from broker.pull import pull_loop, sleep_or_stop
 from broker.settle import Settler
 from broker.store import HubStore
@@ -348,13 +348,12 @@ class Hub:
         # proving the same checkpoint again from the witness's size (after its
         # conflict answer) is a new publication
         await self._publish(
-            Publish(
-                subjects.cross_border(self.country, peer),
+            link_item(
+                self.country,
+                peer,
                 encode_publication(publication),
                 f"ckpt:{self.country}:{peer}:{cp.size}:{cp.root[:8].hex()}:{publication.old_size}",
-                frozenset(),
-                peer=peer,
-                kind=KIND_CHECKPOINT,
+                KIND_CHECKPOINT,
             )
         )
         self.audit.published(peer, publication)

@@ -76,6 +76,14 @@ class Publish:
     """A control item on a link (directory, checkpoint, cosignature); None for a message."""
 
 
+def link_item(country: str, peer: str, data: bytes, dedup: str, kind: str) -> Publish:
+    """A control item (directory, checkpoint, cosignature, witness size) onto the link to
+    ``peer``: no batch message depends on it."""
+    return Publish(
+        subjects.cross_border(country, peer), data, dedup, frozenset(), peer=peer, kind=kind
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiptStatement:
     """One hub-signed receipt to seal: ``status`` about ``ids``, to ``to``."""
