@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import signal
 from collections.abc import Callable, Coroutine
@@ -156,10 +157,26 @@ class Hub:
             async with asyncio.TaskGroup() as tg:
                 for i in range(self.config.hub.workers):
                     tg.create_task(
-                        self._serve(self._js, streams.INGRESS_STREAM, stop, f"ingress-{i}")
+                        pull_loop(
+                            self._js,
+                            streams.INGRESS_STREAM,
+                            stop,
+                            self.settler.local,
+                            what=f"ingress-{i}",
+                            on_count=self._count,
+                        )
                     )
                 for peer, link in self.links.items():
-                    tg.create_task(self._serve(link.js, streams.in_stream(peer), stop, peer))
+                    tg.create_task(
+                        pull_loop(
+                            link.js,
+                            streams.in_stream(peer),
+                            stop,
+                            functools.partial(self.settler.from_peer, peer),
+                            what=peer,
+                            on_count=self._count,
+                        )
+                    )
                     tg.create_task(link_keeper(link, stop))
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._directory_refresher(stop))
@@ -264,19 +281,6 @@ class Hub:
 
     def _count(self, delta: int) -> None:
         self.state.in_flight += delta
-
-    async def _serve(
-        self, js: JetStreamContext, stream: str, stop: asyncio.Event, what: str
-    ) -> None:
-        if stream == streams.INGRESS_STREAM:
-            handle = self.settler.local
-        else:
-            peer = what
-
-            async def handle(msgs: list[Msg]) -> None:
-                await self.settler.from_peer(peer, msgs)
-
-        await pull_loop(js, stream, stop, handle, what=what, on_count=self._count)
 
     # --- directories ------------------------------------------------------------
 

@@ -43,22 +43,17 @@ class RefusalWindows:
 
     def admit(self, source: str, code: str, now_ms: int) -> bool:
         """Whether this refusal gets an audit entry of its own (else it is counted)."""
-        window = self._windows.get((source, code))
+        key = (source, code)
+        window = self._windows.get(key)
         if window is None or now_ms - window.start_ms >= self.window_ms:
-            if window is not None and window.suppressed:
-                return self._restart_after_close(source, code, now_ms)
-            window = self._windows[(source, code)] = _Window(now_ms)
+            if window is not None and window.suppressed:  # ended, not yet closed: keep its count
+                self._pending.append(self._summary(source, code, window, now_ms))
+            window = self._windows[key] = _Window(now_ms)
         if window.logged < self.logged_per_window:
             window.logged += 1
             return True
         window.suppressed += 1
         return False
-
-    def _restart_after_close(self, source: str, code: str, now_ms: int) -> bool:
-        # a closed window with a count waits for close(); this refusal opens the next one
-        self._pending.append(self._summary(source, code, self._windows[(source, code)], now_ms))
-        self._windows[(source, code)] = _Window(now_ms, logged=1)
-        return True
 
     def close(self, now_ms: int) -> list[Suppressed]:
         """The counts of every window that has ended (each reported once)."""

@@ -25,6 +25,7 @@ from protocols.errors import IxbError
 from protocols.fields import MAX_TIME_MS
 from protocols.handling import HandlingCode
 from protocols.limits import MAX_RECIPIENTS, MAX_SHORT_TEXT
+from tests.gen_checkpoint import entry_from_json
 from tests.strategies import countries, error_codes, principals, short_text, times
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
@@ -34,19 +35,6 @@ CASES: list[dict[str, Any]] = json.loads((VECTORS / "checkpoint.json").read_text
 FAST = settings(max_examples=200, deadline=None, database=None)
 MSG_ID = bytes(range(16))
 HASH = bytes(range(32))
-BYTES_FIELDS = ("msg_id", "payload_hash")
-
-
-def _entry(fields: dict[str, Any]) -> AuditEntry:
-    kw: dict[str, Any] = {
-        k: bytes.fromhex(v) if k in BYTES_FIELDS else v for k, v in fields.items()
-    }
-    kw["event"] = AuditEvent(kw["event"])
-    if "handling" in kw:
-        kw["handling"] = HandlingCode(kw["handling"])
-    if "recipients" in kw:
-        kw["recipients"] = tuple(kw["recipients"])
-    return AuditEntry(**kw)
 
 
 # --- vectors ------------------------------------------------------------------------
@@ -54,7 +42,7 @@ def _entry(fields: dict[str, Any]) -> AuditEntry:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"])
 def test_entry_vectors_both_directions(case: dict[str, Any]) -> None:
-    entry = _entry(case["fields"])
+    entry = entry_from_json(case["fields"])
     leaf = bytes.fromhex(case["encoding"])
     assert encode_entry(entry) == leaf
     assert decode_entry(leaf) == entry
