@@ -5,8 +5,8 @@
 
 - three ``nats-server`` processes, each country's leaf links dialled through
   a :class:`~tests.faults.proxy.TcpProxy` per link (the dialing server's
-  config names the proxy's port; the listener does not advertise its own
-  leaf URL, so a reconnect cannot go around the proxy);
+  config names the proxy's port; no server advertises its leaf URL,
+  ``no_advertise``, so a reconnect cannot go around the proxy);
 - three hub processes (``ixb hub run``), each reaching its server through a
   proxy, logging into a pipe (as under a service manager: a full disk does
   not stop its logs) that we copy to ``logs/hub-CC.log``;
