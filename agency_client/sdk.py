@@ -546,7 +546,11 @@ class AgencyClient:
         if isinstance(item.body, Receipt):
             signed = SignedReceipt(item.body, item.sender, hubs)
             for for_id in item.body.ids:
-                self.receipts[format_message_id(for_id)].append(signed)
+                kept = self.receipts[format_message_id(for_id)]
+                # one statement once: a hub that crashed mid-batch may state it again in
+                # another grouping (another receipt envelope), with a later time
+                if not any(_same_statement(r, signed) for r in kept):
+                    kept.append(signed)
             for waiter in self._receipt_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -684,6 +688,10 @@ class AgencyClient:
                     continue
                 await slots.acquire()
                 handling.create_task(one(handler, item))
+
+
+def _same_statement(a: SignedReceipt, b: SignedReceipt) -> bool:
+    return (a.signer, a.status, a.receipt.code) == (b.signer, b.status, b.receipt.code)
 
 
 def load_identity_for(profile: Profile, passphrase: str) -> Identity:

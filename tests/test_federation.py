@@ -471,3 +471,38 @@ async def test_only_the_addressed_owners_answer_is_the_answer(fed: Federation) -
     assert answer.header.id == genuine and answer.sender == fed.principal("MYS/RMP-ATIPSOM")
     (queued,) = await collect(asker, 1)  # the meddler's stays in the inbox like any message
     assert queued.header.id == fake
+
+
+async def test_the_same_statement_in_another_receipt_is_kept_once(fed: Federation) -> None:
+    """A hub that crashed mid-batch may state "accepted" again for a message, grouped with
+    others into another receipt envelope: the sender's client keeps the statement once."""
+    sender = await fed.client("THA/DSI-ATHD")
+    msg_id = await sender.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
+    first = await sender.wait_receipt(msg_id, ReceiptStatus.ACCEPTED, timeout=20)
+    hub = fed.hubs["THA"].hub
+    other = new_message_id(sender.clock(), os.urandom(10))  # the other message of the regrouped batch
+    sender.remember_sent(other, [sender.principal])
+    again = seal_envelope(
+        sender=hub.identity,
+        recipients=[sender.keys.encryption_key(sender.principal, first.receipt.at_ms)],
+        body=Receipt(
+            for_id=other,
+            also=(msg_id,),
+            status=ReceiptStatus.ACCEPTED,
+            by="THA/HUB",
+            at_ms=first.receipt.at_ms + 5_000,
+        ),
+        now_ms=first.receipt.at_ms + 5_000,
+        ttl_ms=3_600_000,
+        in_reply_to=other,
+    )
+    assert hub.nc is not None
+    await hub.nc.jetstream().publish(subjects.inbox(sender.principal), again)
+    await sender.wait_receipt(other, ReceiptStatus.ACCEPTED, timeout=20)
+    kept = [
+        r
+        for r in sender.receipts[format_message_id(msg_id)]
+        if r.status is ReceiptStatus.ACCEPTED
+    ]
+    assert kept == [first]
+    assert [r.receipt.for_id for r in sender.receipts[format_message_id(other)]] == [other]
