@@ -480,7 +480,7 @@ async def test_the_same_statement_in_another_receipt_is_kept_once(fed: Federatio
     msg_id = await sender.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
     first = await sender.wait_receipt(msg_id, ReceiptStatus.ACCEPTED, timeout=20)
     hub = fed.hubs["THA"].hub
-    other = new_message_id(sender.clock(), os.urandom(10))  # the other message of the regrouped batch
+    other = new_message_id(sender.clock(), os.urandom(10))  # another of the batch
     sender.remember_sent(other, [sender.principal])
     again = seal_envelope(
         sender=hub.identity,
@@ -500,9 +500,7 @@ async def test_the_same_statement_in_another_receipt_is_kept_once(fed: Federatio
     await hub.nc.jetstream().publish(subjects.inbox(sender.principal), again)
     await sender.wait_receipt(other, ReceiptStatus.ACCEPTED, timeout=20)
     kept = [
-        r
-        for r in sender.receipts[format_message_id(msg_id)]
-        if r.status is ReceiptStatus.ACCEPTED
+        r for r in sender.receipts[format_message_id(msg_id)] if r.status is ReceiptStatus.ACCEPTED
     ]
     assert kept == [first]
     assert [r.receipt.for_id for r in sender.receipts[format_message_id(other)]] == [other]
