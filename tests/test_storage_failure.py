@@ -11,6 +11,7 @@ could lose an entry or write it twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +23,7 @@ import structlog
 from broker.audit.search import AuditQuery
 from broker.hub import Hub
 from broker.metrics import Metrics
-from broker.storage_health import StorageHealth
+from broker.storage_health import RETRY_S, StorageHealth
 from protocols.examples import example_bodies
 from protocols.identifiers import format_message_id
 from protocols.messages import ReceiptStatus
@@ -174,3 +175,27 @@ def test_storage_health_logs_each_change_of_state_once() -> None:
     assert logs[0]["detail"] == "database or disk is full" and logs[1]["repeats"] == 2
     assert metrics.counter_value("ixb_storage_failures_total", writer="settle") == 2
     assert "ixb_storage_failing 0.0" in metrics.render()
+
+
+async def test_a_hub_started_on_a_refusing_disk_waits_unready_then_starts_by_itself(
+    fed: Federation,
+) -> None:
+    await fed.stop_hub("THA")
+    audit_db = fed.deployment.base / "state" / "THA" / "audit.sqlite"
+    with refused(audit_db, "full", "BEFORE INSERT ON entries"):
+        starting = asyncio.create_task(fed.start_hub("THA"))  # until ready
+        hub: Hub | None = None
+        for _ in range(100):
+            running = fed.hubs.get("THA")
+            if running is not None and await failing(running.hub):
+                hub = running.hub
+                break
+            await asyncio.sleep(0.05)
+        assert hub is not None, "THA did not report its storage failing"
+        await asyncio.sleep(2 * RETRY_S)  # it retries, and waits
+        assert not starting.done() and hub.health()["ready"] is False
+        assert hub.metrics.counter_value("ixb_storage_failures_total", writer="start") >= 2
+    await asyncio.wait_for(starting, 30)
+    assert hub.health()["ready"] is True and hub.health()["storage"] == "ok"
+    started = hub.audit_log.search(AuditQuery(event="hub_started"), limit=10)
+    assert len(started) == 2  # the first start's, and this one's: once
