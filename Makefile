@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.ixb-runtime
 DEV_STAMP     := $(VENV)/.ixb-dev
 
-.PHONY: demo test lint pytest bench clean venv compose-prepare
+.PHONY: demo test lint pytest bench faults clean venv compose-prepare
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ $(BENCH_STAMP): pyproject.toml $(DEV_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Not part of `make test` (which runs the fast half): every fault scenario on a live
+# federation of real processes, about 6 minutes. Writes tests/faults/results.json.
+faults: $(DEV_STAMP)
+	$(BIN)/python -m tests.faults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

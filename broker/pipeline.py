@@ -201,12 +201,14 @@ class Pipeline:
                 # routed, or recorded as routed while the store's mark failed to be written
                 unmarked = not known.routed and self.recorded.recorded(header.sender, header.id)
                 if known.routed or unmarked:
-                    if redelivered:
-                        # our own unacked copy coming back: finished, nothing to repeat
-                        # (but the routed mark, when that is what failed)
+                    if redelivered or peer is not None:
+                        # our own unacked copy coming back, or the link's stream holding a
+                        # second copy (sourcing copies again what a crashed server had not
+                        # recorded as sourced): finished, nothing to repeat (SPEC §8.1),
+                        # but the routed mark when that is what failed
                         return Accepted(env, (), (), duplicate=not unmarked, unmarked=unmarked)
-                    # a new stream message with an envelope we already routed: senders
-                    # retry with the same Nats-Msg-Id (stored once), so this is a replay
+                    # a new stream message on our ingress with an envelope we already routed:
+                    # senders retry with the same Nats-Msg-Id (stored once), so this is a replay
                     raise ReplayError(f"message {header.message_id} was already received")
             hubs = verify_hops(env, self.keys, now_ms)  # step 11
             if peer is not None and hub_of(peer) not in (*hubs, header.sender_principal):
@@ -326,11 +328,13 @@ def rejection_recipient(
     publish only on its own subject), so it always hears why, even about a
     forgery it sent. Over a link only a sender whose signature verified is
     answered: an unverified sender field could name anybody, and answering it
-    would let a forger make our hub send receipts to a victim. Receipts are
-    never answered with receipts.
+    would let a forger make our hub send receipts to a victim. A hub's
+    receipts are never answered (two hubs could answer each other for ever);
+    an agency's (a read receipt) is, like anything else it sends: agencies
+    never answer receipts, so the answer ends there.
     """
     header = outcome.header
-    if header is not None and header.type == "receipt":
+    if header is not None and header.type == "receipt" and header.sender_principal.is_hub:
         return None
     if publisher is not None:
         return Principal(country, publisher)

@@ -356,13 +356,38 @@ def test_the_rate_limit_is_taken_before_any_decoding(tmp_path: Path) -> None:
 
 def test_replay_is_checked_before_hops(tmp_path: Path) -> None:
     """SPEC §4.7: step 10 (replay) before step 11 (hops)."""
-    mys = make_pipeline(tmp_path, "MYS")
+    tha = make_pipeline(tmp_path, "THA")
     data = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
-    first = mys.from_peer(add_hop(decode_envelope(data), HUBS["THA"], NOW).to_bytes(), "THA", NOW)
+    first = tha.from_local(data, "DSI-ATHD", NOW)
     assert isinstance(first, Accepted)
+    store_of(tha).mark_routed((first.envelope.header.sender, first.envelope.header.id))
+    forged_hop = add_hop(decode_envelope(data), HUBS["MMR"], NOW).to_bytes()  # no hop of ours
+    assert code(tha.from_local(forged_hop, "DSI-ATHD", NOW)) == "ixb.E_REPLAY"
+
+
+def test_a_second_copy_on_a_link_is_a_duplicate_not_a_replay(tmp_path: Path) -> None:
+    """SPEC §8.1: a link stream may hold an envelope twice (sourcing after a server crash);
+    the second copy of a routed envelope is dropped quietly, with no rejection receipt to a
+    sender whose message was delivered. Another envelope under the same id stays a replay."""
+    mys = make_pipeline(tmp_path, "MYS")
+    data = add_hop(
+        decode_envelope(seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])), HUBS["THA"], NOW
+    ).to_bytes()
+    first = mys.from_peer(data, "THA", NOW)
+    assert isinstance(first, Accepted) and not first.duplicate
+    # not routed yet (the first settle failed): the copy is routed again, same outcome
+    again = mys.from_peer(data, "THA", NOW)
+    assert isinstance(again, Accepted) and not again.duplicate
     store_of(mys).mark_routed((first.envelope.header.sender, first.envelope.header.id))
-    forged_hop = add_hop(decode_envelope(data), HUBS["MMR"], NOW).to_bytes()  # not THA's hub
-    assert code(mys.from_peer(forged_hop, "THA", NOW)) == "ixb.E_REPLAY"
+    copy = mys.from_peer(data, "THA", NOW)
+    assert isinstance(copy, Accepted) and copy.duplicate and not copy.local
+    # on the ingress, the same bytes in a new stream message are the sender's replay
+    tha = make_pipeline(tmp_path / "tha", "THA")
+    local = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
+    sent = tha.from_local(local, "DSI-ATHD", NOW)
+    assert isinstance(sent, Accepted)
+    store_of(tha).mark_routed((sent.envelope.header.sender, sent.envelope.header.id))
+    assert code(tha.from_local(local, "DSI-ATHD", NOW)) == "ixb.E_REPLAY"
 
 
 # --- receipts are statements by their signer (SPEC §5 receipt) ---------------------------
@@ -404,16 +429,18 @@ def tha_to_mys(p: Pipeline) -> bytes:
     return out.envelope.header.id
 
 
-def test_a_forged_delivery_from_a_third_countrys_agency_is_refused_and_not_answered(
+def test_a_forged_delivery_from_a_third_countrys_agency_is_refused_and_its_signer_told(
     tmp_path: Path,
 ) -> None:
-    """The finding: MMR/MOHA-ATTU signs {delivered, by: MYS/HUB} about a THA → MYS alert."""
+    """The finding: MMR/MOHA-ATTU signs {delivered, by: MYS/HUB} about a THA → MYS alert.
+    Refused; the answer goes to the forger (its signature verified), never to THA/DSI-ATHD."""
     tha = make_pipeline(tmp_path)
     msg_id = tha_to_mys(tha)
     forged = receipt_from(IDS["MMR/MOHA-ATTU"], "THA/DSI-ATHD", msg_id, "delivered", via="MMR")
     out = tha.from_peer(forged, "MMR", NOW)
     assert code(out) == "ixb.E_UNAUTHORISED"
-    assert rejection_recipient(out, country="THA", publisher=None) is None  # type: ignore[arg-type]
+    answered = rejection_recipient(out, country="THA", publisher=None)  # type: ignore[arg-type]
+    assert str(answered) == "MMR/MOHA-ATTU"
     # the recipient's own read receipt, through its hub, passes
     read = receipt_from(IDS["MYS/RMP-ATIPSOM"], "THA/DSI-ATHD", msg_id, "read", via="MYS")
     genuine = tha.from_peer(read, "MYS", NOW)

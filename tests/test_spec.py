@@ -105,7 +105,11 @@ def test_section_9_states_the_receipt_policy_the_hub_follows() -> None:
     """§9.1 replaces "every refusal is a signed receipt" with who is answered, and why not."""
     text = _section("### 9.1 Which refusals are answered with a receipt")
     assert "Over NATS a refusal is a signed `receipt`" not in SPEC
-    for phrase in ("receipts are never answered", "the publisher `CC/NAME`, always", "nobody"):
+    for phrase in (
+        "a hub's receipts are never answered",
+        "the publisher `CC/NAME`, always",
+        "nobody",
+    ):
         assert phrase in text
     garbage = b"\x81\xa1x\x01"
     assert _rejected_receipts(garbage, None, "MYS", None) == []  # link, unverified: nobody
@@ -116,9 +120,14 @@ def test_section_9_states_the_receipt_policy_the_hub_follows() -> None:
 
     header = decode_envelope(FROM_MYS).header
     receipt_header = msgspec.structs.replace(header, type="receipt", in_reply_to=bytes(16))
+    hub_receipt = msgspec.structs.replace(receipt_header, sender="MYS/HUB")
     for publisher in ("DSI-ATHD", None):
-        refused = Rejected(SchemaError("x"), receipt_header, verified=True)
+        refused = Rejected(SchemaError("x"), hub_receipt, verified=True)
         assert rejection_recipient(refused, country="THA", publisher=publisher) is None
+    # an agency's (read) receipt is answered like anything else it sends
+    read = Rejected(SchemaError("x"), receipt_header, verified=True)
+    assert str(rejection_recipient(read, country="THA", publisher=None)) == header.sender
+    assert str(rejection_recipient(read, country="THA", publisher="DSI-ATHD")) == "THA/DSI-ATHD"
     verified = Rejected(SchemaError("x"), header, verified=True)
     forged = Rejected(SignatureError("x"), header, verified=False)
     assert str(rejection_recipient(verified, country="THA", publisher=None)) == header.sender

@@ -79,8 +79,9 @@ async def test_forged_receipt_is_refused_by_the_hub_that_knows_the_original(
     # knows it refuses it, and nobody delivers it
     routed_by = {forger[:3]} - {refusing_hub}
     await refused_at(b, refusing_hub, forged, "ixb.E_UNAUTHORISED", routed_by=routed_by)
-    # §9.1: receipts are never answered, not even refused ones
-    await no_rejection(f, forged, seconds=1.0)
+    # §9.1: an agency's refused receipt is answered, by the hub that refused it
+    got = await rejection(f, forged, by=f"{refusing_hub}/HUB")
+    assert got.receipt.code == "ixb.E_UNAUTHORISED"
     await b[DSI].wait_receipt(msg_id, ReceiptStatus.DELIVERED, timeout=15)
     signers = {str(r.signer) for r in b[DSI].receipts[format_message_id(msg_id)]}
     assert signers <= {"THA/HUB", "MYS/HUB"}, signers
