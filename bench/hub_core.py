@@ -12,8 +12,9 @@ to MYS/RMP-ATIPSOM, three cuts, each on fresh envelopes:
 - ``worker``: ``Settler.local`` on fetched batches of 64 (a hub under
   load): the pipeline, the routing plan, the hub-signed receipts to the
   sender (one per statement for the batch, sealed and audited), one durable
-  audit commit and one durable store commit per batch, the acks, metrics and
-  one structured log line per message. This is the hub figure;
+  audit commit (the store synced beside it), then one durable store commit
+  (the routed marks) per batch, the acks, metrics and one structured log
+  line per message. This is the hub figure;
 - ``worker_single``: the same, one message per batch (an idle hub: every
   message pays its own commits and receipts).
 

@@ -2,7 +2,9 @@
 
 - :meth:`HubAudit.record` appends entries (protocols/audit.py) to the Merkle
   log (broker/audit/) in one durable transaction; the hub calls it before
-  it acknowledges the message the entries describe.
+  it marks the messages the entries describe routed, and before it
+  acknowledges them. :meth:`HubAudit.recorded` tells whether an acceptance is
+  in the log already (a retry after the routed mark failed to be written).
 - :meth:`HubAudit.checkpoint` signs a C2SP checkpoint when the log grew.
 - :meth:`HubAudit.publication_for` is what goes to a peer hub over the link:
   the checkpoint, a consistency proof from the one that peer saw last, and
@@ -203,6 +205,16 @@ class HubAudit:
     def record(self, entries: Sequence[AuditEntry]) -> list[int]:
         """Append durably; returns the leaf indexes."""
         return self.log.append([to_record(e) for e in entries])
+
+    def recorded(self, sender: str, message_id: bytes) -> bool:
+        """Whether the log holds our acceptance of ``sender``'s message ``message_id``.
+
+        The hub records a message's entries only once everything it caused was
+        published, and marks it routed in the store after that: an acceptance
+        in the log is a finished routing, even if the store's mark was never
+        written (:class:`broker.pipeline.RecordedDecisions`).
+        """
+        return self.log.holds(AuditEvent.ACCEPTED.value, format_message_id(message_id), sender)
 
     def record_read(self, actor: str, what: str) -> None:
         """Every read of the audit log is itself in the log."""
@@ -424,27 +436,48 @@ class HubAudit:
 
     def apply(self, decision: Witnessed | Alarm | Cosigned) -> None:
         """Make a witnessing decision durable (blocking: call it off the event loop)."""
+        for step in self.steps(decision):
+            step()
+
+    def steps(self, decision: Witnessed | Alarm | Cosigned) -> list[Callable[[], object]]:
+        """:meth:`apply`'s writes, one transaction each, to run in order.
+
+        A caller whose step failed (the disk refused it) runs the rest from that
+        step on later (:class:`broker.control.Writes`), so none is done twice. An
+        alarm's entry goes first: after a crash between the two, the alarm is raised
+        again rather than lost.
+        """
         if isinstance(decision, Cosigned):
-            self.log.save_cosigned(
-                decision.size, witness_name(decision.peer), decision.note, decision.at_ms
-            )
-        elif isinstance(decision, Alarm):
+            return [
+                lambda: self.log.save_cosigned(
+                    decision.size, witness_name(decision.peer), decision.note, decision.at_ms
+                )
+            ]
+        if isinstance(decision, Alarm):
             origin = log_origin(decision.origin)
             if decision.repeat:
-                self.log.repeat_alarm(origin, decision.against, decision.at_ms)
-                return
-            self.log.save_alarm(
-                origin, decision.at_ms, decision.detail, decision.evidence, decision.against
+                return [lambda: self.log.repeat_alarm(origin, decision.against, decision.at_ms)]
+            return [
+                lambda: self.record([decision.entry]),
+                lambda: self.log.save_alarm(
+                    origin, decision.at_ms, decision.detail, decision.evidence, decision.against
+                ),
+            ]
+        steps: list[Callable[[], object]] = []
+        if decision.peer_entries:
+            steps.append(
+                lambda: self.store.save_peer_entries(decision.origin, decision.peer_entries)
             )
-            self.record([decision.entry])
-        else:
-            if decision.peer_entries:
-                self.store.save_peer_entries(decision.origin, decision.peer_entries)
-            if decision.checkpoint is not None:
-                root, note, at = decision.checkpoint
-                self.log.save_witnessed(log_origin(decision.origin), decision.size, root, note, at)
-            if decision.entries:
-                self.record(decision.entries)
+        if decision.checkpoint is not None:
+            root, note, at = decision.checkpoint
+            steps.append(
+                lambda: self.log.save_witnessed(
+                    log_origin(decision.origin), decision.size, root, note, at
+                )
+            )
+        if decision.entries:
+            steps.append(lambda: self.record(decision.entries))
+        return steps
 
     # --- reconciliation ---------------------------------------------------------------
 

@@ -6,8 +6,10 @@ cosignature of our checkpoint, or a peer's conflict answer (the size of our
 log it last cosigned, when we proved from another). :meth:`ControlPlane.decide`
 takes one such item's bytes and the batch's ``now`` and returns a
 :class:`ControlDecision`: what to publish back (a cosignature or a conflict
-answer) and the durable writes, which the hub
-runs in a worker thread before it acks the item. The in-memory effect that
+answer) and the durable writes (:class:`Writes`, each step done once), which
+the hub runs in a worker thread before it acks the item; when the disk
+refuses them it naks the item and runs the rest of the same writes when the
+item comes back. The in-memory effect that
 later decisions depend on (a peer directory's keys) happens at once, so a
 directory counts for the messages after it in the same batch.
 
@@ -46,9 +48,38 @@ KIND_WITNESS_SIZE = "witness-size"
 AGENCY_VALIDITY_MS = 365 * MS_PER_DAY
 
 
+class Writes:
+    """Durable writes to run in order, off the event loop; each step is done once.
+
+    A step the disk refuses raises, and calling again resumes with that step:
+    those done before are not repeated, so a retry after a storage failure
+    records no audit entry twice. Steps that describe a change in the audit
+    log come before the state that makes the change take effect, so a crash
+    between them repeats an entry at worst, and never loses one.
+    """
+
+    def __init__(self, *steps: Callable[[], object]) -> None:
+        self._steps = list(steps)
+
+    def __call__(self) -> None:
+        while self._steps:
+            self._steps[0]()
+            del self._steps[0]
+
+
+def writes(*steps: Callable[[], object]) -> Writes | None:
+    """:class:`Writes` of ``steps``, or None when there is nothing to write."""
+    return Writes(*steps) if steps else None
+
+
 @dataclass(frozen=True, slots=True)
 class ControlDecision:
-    """What one control item causes: publishes, and durable writes to run off the event loop."""
+    """What one control item causes: publishes, and durable writes to run off the event loop.
+
+    ``writes`` that failed are called again, not decided again: the in-memory
+    effect (a directory's keys) happened at once, and a decision taken again
+    would find nothing left to write.
+    """
 
     publishes: tuple[Publish, ...] = ()
     writes: Callable[[], object] | None = None
@@ -114,16 +145,18 @@ class ControlPlane:
             str(self.config.hub_id), now, AuditEvent.DIRECTORY_PUBLISHED, detail=f"v{version}"
         )
 
-        def writes() -> None:
-            self.store.save_directory(self.country, version, signed)
-            self.audit.record([entry])
-
         dedup = f"dir:{self.country}:{version}"
         publishes = tuple(
             link_item(self.country, peer, signed, dedup, KIND_DIRECTORY) for peer in self.peers
         )
         log.info("directory_published", version=version, agencies=len(entries))
-        return ControlDecision(publishes, writes)
+        return ControlDecision(
+            publishes,
+            writes(
+                lambda: self.audit.record([entry]),
+                lambda: self.store.save_directory(self.country, version, signed),
+            ),
+        )
 
     def _revocation(self, agency: Principal, reason: str | None, now: int) -> RevocationInfo | None:
         """Revoked from the first directory that said so: a restart never moves the time."""
@@ -172,7 +205,7 @@ class ControlPlane:
             )
             self.metrics.inc("ixb_directory_rejected_total", peer=peer, code=exc.code)
             log.warning("directory_rejected", peer=peer, code=exc.code, detail=exc.detail)
-            return ControlDecision(writes=lambda: self.audit.record([entry]))
+            return ControlDecision(writes=writes(lambda: self.audit.record([entry])))
         version = self.keys.version(peer)
         if not changed or version is None:
             return ControlDecision()
@@ -180,12 +213,13 @@ class ControlPlane:
             hub, now, AuditEvent.DIRECTORY_INSTALLED, detail=f"v{version}", peer=peer
         )
 
-        def writes() -> None:
-            self.store.save_directory(peer, version, data)
-            self.audit.record([installed])
-
         log.info("directory_installed", peer=peer, version=version)
-        return ControlDecision(writes=writes)
+        return ControlDecision(
+            writes=writes(
+                lambda: self.audit.record([installed]),
+                lambda: self.store.save_directory(peer, version, data),
+            )
+        )
 
     def _witness(self, peer: str, data: bytes, now: int) -> ControlDecision:
         """A peer's checkpoint: verify, check it extends what we saw, cosign (or alarm)."""
@@ -211,7 +245,7 @@ class ControlPlane:
                         repeats=decision.repeats,
                         detail=decision.detail,
                     )
-            return ControlDecision(writes=lambda: self.audit.apply(decision))
+            return ControlDecision(writes=writes(*self.audit.steps(decision)))
         if isinstance(decision, Conflict):
             old_size, size = decision.refused
             self.metrics.inc("ixb_witness_conflicts_total", origin=peer)
@@ -233,7 +267,7 @@ class ControlPlane:
             f"cosig:{peer}:{self.country}:{decision.size}",
             KIND_COSIGNATURE,
         )
-        return ControlDecision((cosignature,), lambda: self.audit.apply(decision))
+        return ControlDecision((cosignature,), writes(*self.audit.steps(decision)))
 
     def _witness_size(self, peer: str, data: bytes) -> ControlDecision:
         """``peer`` last cosigned our log at another size: prove from it next (no writes)."""
@@ -261,4 +295,4 @@ class ControlPlane:
             log.warning("cosignature_refused", witness=peer, code=exc.code, detail=exc.detail)
             return ControlDecision()
         self.metrics.set("ixb_cosigned_size", cosigned.size, witness=peer)
-        return ControlDecision(writes=lambda: self.audit.apply(cosigned))
+        return ControlDecision(writes=writes(*self.audit.steps(cosigned)))

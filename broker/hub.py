@@ -38,13 +38,14 @@ from nats.js import JetStreamContext
 from broker.audit.log import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
-from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlDecision, ControlPlane
+from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlPlane, Writes
 from broker.links import LinkState, gauges, link_keeper
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
 from broker.plan import Publish, link_item
 from broker.pull import pull_loop, sleep_or_stop
-from broker.settle import Settler
+from broker.settle import TRANSPORT_ERRORS, Settler
+from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
@@ -93,12 +94,13 @@ class Hub:
         self.keys = TrustedDirectories(trust)
         state = config.path(config.hub.state_dir)
         self.store = HubStore(state / "hub.sqlite")
-        self.pipeline = Pipeline(config, identity, self.keys, self.store)
         self.metrics = Metrics()
+        self.storage = StorageHealth(self.metrics)
         self.audit_log = AuditLog(state / "audit.sqlite")
         self.audit = HubAudit(
             identity, self.audit_log, self.store, trust, sorted(config.links), clock
         )
+        self.pipeline = Pipeline(config, identity, self.keys, self.store, recorded=self.audit)
         self.agency_keys = agency_keys
         self.control = ControlPlane(
             config=config,
@@ -120,6 +122,7 @@ class Hub:
             links=frozenset(config.links),
             clock=clock,
             publish=self._publish,
+            storage=self.storage,
         )
         self.state = HubState()
         self.prune_period_s = PRUNE_PERIOD_S
@@ -149,8 +152,8 @@ class Hub:
             await self._close()  # stopped while NATS was still unreachable
             return
         try:
-            self._record_start()
-            await self.publish_own_directory()
+            if not await self._record_start(stop) or not await self.publish_own_directory(stop):
+                return  # stopped while the disk refused the start's writes
             self.control.load_peer_directories(self.clock())
             self.state.ready = True
             log.info("hub_ready", hub=str(self.config.hub_id))
@@ -199,11 +202,12 @@ class Hub:
             await self._close()
             log.info("hub_stopped", hub=str(self.config.hub_id))
 
-    def _record_start(self) -> None:
+    async def _record_start(self, stop: asyncio.Event) -> bool:
         """``hub_started``, and ``policy_changed`` when the policy differs from the last run's.
 
         The policy (exchange lists, rate limits, agencies, roles, revocations,
         users) is fingerprinted so an auditor sees in the log when it changed.
+        False if told to stop while the disk refused these writes.
         """
         policy = msgspec.json.encode(
             [self.config.policy, self.config.agency, [(u.name, u.role) for u in self.config.user]]
@@ -215,8 +219,33 @@ class Hub:
             entries.append(
                 self.audit.entry(AuditEvent.POLICY_CHANGED, detail=f"policy {previous} → {digest}")
             )
-        self.audit.record(entries)
-        self.store.set_meta("policy", digest)
+        return await self._write(
+            "start",
+            Writes(
+                lambda: self.audit.record(entries), lambda: self.store.set_meta("policy", digest)
+            ),
+            stop,
+        )
+
+    async def _write(self, writer: str, writes: Callable[[], object], stop: asyncio.Event) -> bool:
+        """Run ``writes`` off the event loop until they succeed; False if stopped first.
+
+        For writes nothing waits on but the task making them (start, our own
+        directory): the disk refusing them is reported (:class:`StorageHealth`)
+        and they are tried again every :data:`RETRY_S`, resuming
+        :class:`~broker.control.Writes` where they stopped.
+        """
+        while True:
+            try:
+                await asyncio.to_thread(writes)
+            except STORAGE_ERRORS as exc:
+                self.storage.failed(writer, exc)
+            else:
+                self.storage.ok(writer)
+                return True
+            await sleep_or_stop(stop, RETRY_S)
+            if stop.is_set():
+                return False
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -273,27 +302,43 @@ class Hub:
         timeout = CHECKPOINT_PUBLISH_TIMEOUT_S if p.kind == KIND_CHECKPOINT else None
         await js.publish(p.subject, p.data, headers=headers, timeout=timeout)
 
-    async def _apply(self, decision: ControlDecision) -> None:
-        """A control decision's durable writes (off the event loop), then its publishes."""
-        if decision.writes is not None:
-            await asyncio.to_thread(decision.writes)
-        await asyncio.gather(*map(self._publish, decision.publishes))
-
     def _count(self, delta: int) -> None:
         self.state.in_flight += delta
 
     # --- directories ------------------------------------------------------------
 
-    async def publish_own_directory(self) -> None:
-        await self._apply(self.control.own_directory(self.clock()))
+    async def publish_own_directory(self, stop: asyncio.Event | None = None) -> bool:
+        """Sign our directory's next version, keep it, send it to every peer.
+
+        The writes are retried while the disk refuses them and the publishes
+        (same de-dup id) while the links do; False if told to stop first.
+        """
+        stop = stop if stop is not None else self._stopping
+        decision = self.control.own_directory(self.clock())
+        if decision.writes is not None and not await self._write(
+            "directory", decision.writes, stop
+        ):
+            return False
+        failures = StateLog("directory_publish_failed", logger=log)
+        while True:
+            try:
+                await asyncio.gather(*map(self._publish, decision.publishes))
+            except TRANSPORT_ERRORS as exc:
+                failures.failed(exc)
+            else:
+                failures.ok()
+                return True
+            await sleep_or_stop(stop, RETRY_S)
+            if stop.is_set():
+                return False
 
     async def _directory_refresher(self, stop: asyncio.Event) -> None:
         """Re-sign well before expiry: peers refuse every agency of an expired directory."""
         period_s = self.config.hub.directory_ttl_hours * 3600 / 3
         while not stop.is_set():
             await sleep_or_stop(stop, period_s)
-            if not stop.is_set():
-                await self.publish_own_directory()
+            if stop.is_set() or not await self.publish_own_directory(stop):
+                return
 
     async def _directory_responder(self, stop: asyncio.Event) -> None:
         """Agencies fetch the verified directories they encrypt to."""
@@ -314,9 +359,16 @@ class Hub:
         return {c: self.keys.version(c) for c in sorted([self.country, *self.links])}
 
     async def pruner(self, stop: asyncio.Event) -> None:
-        """Forget, every ``prune_period_s``, messages expired for longer than a month."""
+        """Forget, every ``prune_period_s``, messages expired for longer than a month
+        (every :data:`RETRY_S` while the disk refuses it)."""
         while not stop.is_set():
-            forgotten = await asyncio.to_thread(self.store.prune, self.clock(), PRUNE_KEEP_MS)
+            try:
+                forgotten = await asyncio.to_thread(self.store.prune, self.clock(), PRUNE_KEEP_MS)
+            except STORAGE_ERRORS as exc:
+                self.storage.failed("prune", exc)
+                await sleep_or_stop(stop, RETRY_S)
+                continue
+            self.storage.ok("prune")
             if forgotten:
                 log.info("messages_pruned", count=forgotten)
             await sleep_or_stop(stop, self.prune_period_s)
@@ -324,23 +376,42 @@ class Hub:
     # --- checkpoints ----------------------------------------------------------------
 
     async def _checkpointer(self, stop: asyncio.Event) -> None:
-        """Sign a checkpoint each second the log grew, and send it to every peer to witness."""
+        """Sign a checkpoint each second the log grew, and send it to every peer to witness.
+
+        Refusal summaries whose windows closed are recorded first. A write the
+        disk refuses is tried again the next second (summaries are kept for it);
+        the latest checkpoint that was made is still sent.
+        """
         failures = StateLog("checkpoint_publish_failed", logger=log)
         while not stop.is_set():
+            await self._checkpoint()
             try:
-                summaries = self.settler.refusal_summaries(self.clock())
-                if summaries:
-                    await asyncio.to_thread(self.audit.record, summaries)
-                made = await asyncio.to_thread(self.audit.checkpoint)
-                if made is not None:
-                    self.metrics.set("ixb_checkpoint_size", made[0])
                 for peer in self.links:
                     await self._send_checkpoint(peer)
-            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            except TRANSPORT_ERRORS as exc:
                 failures.failed(exc)  # once per kind of failure, not each second
             else:
                 failures.ok()
             await sleep_or_stop(stop, CHECKPOINT_PERIOD_S)
+
+    async def _checkpoint(self) -> None:
+        summaries = self.settler.refusal_summaries(self.clock())
+        if summaries:
+            try:
+                await asyncio.to_thread(self.audit.record, summaries)
+            except STORAGE_ERRORS as exc:
+                self.settler.unrecorded(summaries)
+                self.storage.failed("checkpoint", exc)
+                return
+        try:
+            made = await asyncio.to_thread(self.audit.checkpoint)
+        except STORAGE_ERRORS as exc:
+            self.storage.failed("checkpoint", exc)
+            return
+        if made is not None:
+            self.metrics.set("ixb_checkpoint_size", made[0])
+        if summaries or made is not None:
+            self.storage.ok("checkpoint")
 
     async def _send_checkpoint(self, peer: str) -> None:
         publication = await asyncio.to_thread(self.audit.publication_for, peer)
@@ -365,9 +436,11 @@ class Hub:
     # --- health ---------------------------------------------------------------------
 
     def health(self) -> dict[str, object]:
+        """What ``/healthz`` shows; not ready while a write of the hub's state files fails."""
         return {
             "hub": str(self.config.hub_id),
-            "ready": self.state.ready,
+            "ready": self.state.ready and not self.storage.failing,
+            "storage": self.storage.status(),
             "nats": self.nc is not None and self.nc.is_connected,
             "links": {p: link.nc.is_connected for p, link in self.links.items()},
             "directories": self.directory_versions(),

@@ -104,6 +104,14 @@ METRICS: Final[Mapping[str, Spec]] = {
     "ixb_cosigned_size": Spec(
         "gauge", "Size of our latest checkpoint a witness cosigned.", ("witness",)
     ),
+    "ixb_storage_failing": Spec(
+        "gauge", "1 while a write of the hub's state files (store, audit log) is failing."
+    ),
+    "ixb_storage_failures_total": Spec(
+        "counter",
+        "Failed writes of the hub's state files, by writer (each retried, nothing acked).",
+        ("writer",),
+    ),
 }
 
 

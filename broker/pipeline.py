@@ -11,7 +11,10 @@ country's link (SPEC §4.7's numbers in the code):
    current in its hub-signed directory, signature, freshness;
 2. idempotency and replay (step 10), keyed by (sender, id): the same
    envelope seen again is a duplicate (its routing is finished, never
-   repeated); another envelope under a sender's known id is a replay;
+   repeated); another envelope under a sender's known id is a replay. A
+   message is routed when the store says so, or when the audit log holds
+   its acceptance (:class:`RecordedDecisions`: the store's routed mark is
+   written after the entries, and that write may have failed);
 3. hops (step 11): each hub countersignature verifies, and a link carries
    its own hub's;
 4. policy: the sender's roles may send this type; every recipient exists and
@@ -63,6 +66,9 @@ class Accepted:
     local: tuple[Principal, ...]
     peers: tuple[str, ...]
     duplicate: bool = False
+    unmarked: bool = False
+    """Routed and recorded by an earlier attempt whose routed mark was never written (the
+    store refused it): write the mark, and nothing else (no publish, no entry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,24 @@ class SeenMessages(Protocol):
         """Record an accepted message, not yet routed; part of the caller's transaction."""
 
 
+class RecordedDecisions(Protocol):
+    """What the hub's audit log holds (the hub's :class:`~broker.auditing.HubAudit`)."""
+
+    def recorded(self, sender: str, message_id: bytes) -> bool:
+        """Whether this hub recorded its acceptance of the message: its routing is finished.
+
+        The hub records a message's entries once everything it caused is
+        published, and only then marks it routed in its store: a message the
+        store does not know as routed may still be recorded, when that mark's
+        write failed.
+        """
+
+
+class _NothingRecorded:
+    def recorded(self, sender: str, message_id: bytes) -> bool:
+        return False
+
+
 class Pipeline:
     def __init__(
         self,
@@ -111,12 +135,15 @@ class Pipeline:
         keys: TrustedDirectories,
         seen: SeenMessages,
         limiter: RateLimiter | None = None,
+        *,
+        recorded: RecordedDecisions | None = None,
     ) -> None:
         self.config = config
         self.country = config.country
         self.identity = identity
         self.keys = keys
         self.seen = seen
+        self.recorded: RecordedDecisions = recorded if recorded is not None else _NothingRecorded()
         self.limits: Limits = config.wire_limits()
         self.limiter = limiter or RateLimiter(
             config.policy.max_per_minute, config.policy.burst, overrides=config.rate_limits()
@@ -171,12 +198,15 @@ class Pipeline:
                     raise ReplayError(
                         f"message id {header.message_id} was already used for another envelope"
                     )
-                if known.routed:
+                # routed, or recorded as routed while the store's mark failed to be written
+                unmarked = not known.routed and self.recorded.recorded(header.sender, header.id)
+                if known.routed or unmarked:
                     if redelivered or peer is not None:
                         # our own unacked copy coming back, or the link's stream holding a
                         # second copy (sourcing copies again what a crashed server had not
-                        # recorded as sourced): finished, nothing to repeat (SPEC §8.1)
-                        return Accepted(env, (), (), duplicate=True)
+                        # recorded as sourced): finished, nothing to repeat (SPEC §8.1),
+                        # but the routed mark when that is what failed
+                        return Accepted(env, (), (), duplicate=not unmarked, unmarked=unmarked)
                     # a new stream message on our ingress with an envelope we already routed:
                     # senders retry with the same Nats-Msg-Id (stored once), so this is a replay
                     raise ReplayError(f"message {header.message_id} was already received")

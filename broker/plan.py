@@ -211,6 +211,20 @@ class _Planner:
                 fields=(("type", header.type), ("sender", header.sender), ("via", via)),
             )
             return MessagePlan((entry,), None, report)
+        if outcome.unmarked:
+            # routed and recorded before; only the store's routed mark failed to be written
+            report = Report(
+                "accepted",
+                "accepted",
+                header.message_id,
+                fields=(
+                    ("type", header.type),
+                    ("sender", header.sender),
+                    ("via", via),
+                    ("recorded_before", True),
+                ),
+            )
+            return MessagePlan((), (header.sender, header.id), report)
         data = env.to_bytes()
         works = frozenset({n})
         dedup = message_dedup(header.message_id, header.sender)

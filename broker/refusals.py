@@ -55,6 +55,16 @@ class RefusalWindows:
         window.suppressed += 1
         return False
 
+    def retract(self, source: str, code: str, *, logged: bool) -> None:
+        """Take back one :meth:`admit` (its message was not settled: it will come back)."""
+        window = self._windows.get((source, code))
+        if window is None:
+            return  # closed meanwhile: its count was summed up already
+        if logged and window.logged:
+            window.logged -= 1
+        elif not logged and window.suppressed:
+            window.suppressed -= 1
+
     def close(self, now_ms: int) -> list[Suppressed]:
         """The counts of every window that has ended (each reported once)."""
         out, self._pending = self._pending, []

@@ -9,14 +9,42 @@ country's ingress, or from a peer's link) and
    by the :class:`~broker.control.ControlPlane` where they stand;
 2. **plans** what the batch must do (:func:`~broker.plan.plan_batch`) and
    seals the receipts (:func:`~broker.plan.seal_receipts`) — pure;
-3. **executes** the plan: every publish at once, then one audit commit and
-   one store commit in worker threads, and only then the acks.
+3. **executes** the plan: every publish at once; then, in worker threads,
+   the audit commit (with a sync of the store's decision rows), and only
+   after it the store's routed marks; only then the acks.
 
 A message whose publishes (or whose receipts') failed is neither recorded nor
 acked but left for redelivery; the store knows it is not routed yet, and
 ``Nats-Msg-Id`` de-duplication makes the repeated publishes no-ops. Decisions
 of one source are taken in stream order even with batches settling side by
 side: a batch holds its source's lock from its first decision to its last.
+
+**When the disk refuses a write** (full, I/O error, file size limit; see
+:mod:`broker.storage_health`), nothing escapes to the pull loop, nothing is
+acked that is not durable, and no audit entry is lost or written twice:
+
+- the audit entries are written before the routed marks, never beside them
+  (side by side, a mark without its entries made the redelivery look
+  finished and the entries were never written; entries without their mark
+  made it look new and they were written twice). Entries that failed leave
+  the whole batch naked: nothing of it was recorded, it is decided again
+  when it comes back, refusal windows take back what it counted, and its
+  refusal summaries wait for the next commit. Marks that failed (or the
+  store's sync beside the entries) leave naked only the messages that
+  needed one, the others being recorded; such a message comes back known
+  but not routed, the pipeline finds its acceptance in the audit log
+  (:meth:`~broker.auditing.HubAudit.recorded`) and it gets its mark alone:
+  no second publish, receipt or entry;
+- a failure while deciding or keeping receipts naks the batch before
+  anything was published or recorded;
+- a control item whose writes failed is naked with what follows it in its
+  batch; its decision is kept, and when the item comes back the rest of the
+  same writes runs (:class:`~broker.control.Writes`), not a new decision.
+
+Each failure is reported to :class:`~broker.storage_health.StorageHealth`
+(one log line per change of state, ``/healthz``), each success after one too;
+naked messages come back after :data:`RETRY_DELAY_S`, so the hub neither
+stops nor spins, and recovers by itself.
 """
 
 from __future__ import annotations
@@ -39,6 +67,7 @@ from broker.metrics import Metrics
 from broker.pipeline import Pipeline
 from broker.plan import BatchPlan, Decided, Publish, Sealed, plan_batch, seal_receipts, valid_msg_id
 from broker.refusals import RefusalWindows
+from broker.storage_health import STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
 from protocols.audit import AuditEntry, AuditEvent, make_entry
 from protocols.identifiers import Principal
@@ -49,6 +78,9 @@ log = structlog.get_logger("ixb.hub")
 PublishFn = Callable[[Publish], Awaitable[None]]
 TRANSPORT_ERRORS = (TimeoutError, nats.errors.Error, nats.js.errors.Error)
 RETRY_DELAY_S = 1.0
+"""How long a message left unsettled (a publish or a write failed) waits to come back."""
+MAX_UNWRITTEN = 1024
+"""Control decisions kept for their items' return at most (oldest dropped: decided again)."""
 
 
 def kind_of(msg: Msg) -> str | None:
@@ -70,16 +102,22 @@ class Settler:
     links: frozenset[str]
     clock: Callable[[], int]
     publish: PublishFn
+    storage: StorageHealth
     refusals: RefusalWindows = field(default_factory=RefusalWindows)
     _order: dict[str | None, asyncio.Lock] = field(default_factory=dict, init=False)
+    _summaries: list[AuditEntry] = field(default_factory=list, init=False)
+    """Refusal summaries made but not recorded yet (their commit failed)."""
+    _unwritten: dict[tuple[str, int], ControlDecision] = field(default_factory=dict, init=False)
+    """(peer, stream sequence) → the decision of a control item whose writes failed."""
 
     # --- 1. decide ------------------------------------------------------------------
 
     def decide(self, msgs: Sequence[Msg], now: int, *, peer: str | None) -> list[Decided]:
         """The pipeline's decisions, in order, in one store transaction (no await inside).
 
-        The transaction commits without the disk; the store commit of
-        :meth:`execute` makes it durable before any of these messages is acked.
+        The transaction commits without the disk; :meth:`execute` syncs the
+        store beside the audit commit, before any of these messages is acked.
+        A disk that refuses the commit raises (one of ``STORAGE_ERRORS``).
         """
         out: list[Decided] = []
         with self.store.transaction(durable=False):
@@ -102,32 +140,71 @@ class Settler:
         started = time.perf_counter()
         async with self._lock(None):
             now = self.clock()
-            decided = self.decide(msgs, now, peer=None)
+            try:
+                decided = self.decide(msgs, now, peer=None)
+            except STORAGE_ERRORS as exc:
+                self.storage.failed("settle", exc)
+                await _nak(msgs)
+                return
         await self.execute(msgs, decided, now, started)
 
     async def from_peer(self, peer: str, msgs: list[Msg]) -> None:
-        """A batch from ``peer``'s link: messages and control items decided in stream order."""
+        """A batch from ``peer``'s link: messages and control items decided in stream order.
+
+        When the disk refuses a write, what was decided before it is settled
+        and the rest of the batch is naked, undecided.
+        """
         started = time.perf_counter()
         batch: list[Msg] = []
         decided: list[Decided] = []
         control: list[tuple[Msg, ControlDecision]] = []
+        left: list[Msg] = []
         async with self._lock(peer):
             now = self.clock()
-            for is_message, run in itertools.groupby(msgs, key=lambda m: kind_of(m) is None):
-                items = list(run)
-                if is_message:
-                    batch += items
-                    decided += self.decide(items, now, peer=peer)
-                    continue
-                for msg in items:
-                    decision = self.control.decide(peer, kind_of(msg) or "", msg.data, now)
-                    if decision.writes is not None:  # later items read what this one wrote
-                        await asyncio.to_thread(decision.writes)
-                    control.append((msg, decision))
+            writer = "settle"
+            try:
+                for is_message, run in itertools.groupby(msgs, key=lambda m: kind_of(m) is None):
+                    items = list(run)
+                    if is_message:
+                        writer = "settle"
+                        decided += self.decide(items, now, peer=peer)
+                        batch += items
+                        continue
+                    writer = "control"
+                    for msg in items:
+                        decision = await self._control_item(peer, msg, now)
+                        control.append((msg, decision))
+            except STORAGE_ERRORS as exc:
+                self.storage.failed(writer, exc)
+                taken = {id(m) for m in batch} | {id(m) for m, _d in control}
+                left = [m for m in msgs if id(m) not in taken]
         await asyncio.gather(
             self.execute(batch, decided, now, started),
             *(self._finish_control(peer, msg, d) for msg, d in control),
+            _nak(left),
         )
+
+    async def _control_item(self, peer: str, msg: Msg, now: int) -> ControlDecision:
+        """Decide one control item and make its writes durable (later items read them).
+
+        An item whose writes failed before gets the rest of the same decision's
+        writes, not a new decision; a failure now keeps the decision and raises.
+        """
+        key = (peer, msg.metadata.sequence.stream)
+        decision = self._unwritten.pop(key, None)
+        if decision is None:
+            decision = self.control.decide(peer, kind_of(msg) or "", msg.data, now)
+        if decision.writes is None:
+            return decision
+        try:
+            await asyncio.to_thread(decision.writes)
+        except STORAGE_ERRORS:
+            if len(self._unwritten) >= MAX_UNWRITTEN:
+                del self._unwritten[next(iter(self._unwritten))]
+            self._unwritten[key] = decision
+            raise
+        self.storage.ok("control")
+        return decision
 
     def _lock(self, source: str | None) -> asyncio.Lock:
         lock = self._order.get(source)
@@ -160,42 +237,32 @@ class Settler:
     async def execute(
         self, msgs: Sequence[Msg], decided: Sequence[Decided], now: int, started: float
     ) -> None:
-        """Publish, record durably, then ack (or leave for redelivery what failed to publish)."""
+        """Publish, record, mark routed, then ack (or leave for redelivery what failed)."""
         if not msgs:
             return
         plan, sealed = self.plan(decided, now)
         # receipts are kept before they are sent: planned again (after a crash) they go
         # out as the same bytes, which is what JetStream stored under their de-dup ids
-        if not await asyncio.to_thread(self.store.keep_sealed_receipts, sealed.fresh, now):
+        try:
+            kept = await asyncio.to_thread(self.store.keep_sealed_receipts, sealed.fresh, now)
+        except STORAGE_ERRORS as exc:
+            self.storage.failed("settle", exc)
+            await _nak(msgs)
+            return
+        if not kept:
             plan, sealed = self.plan(decided, now)
-        publishes = (*plan.publishes, *sealed.publishes)
         planned = time.perf_counter()
-        results = await asyncio.gather(*map(self.publish, publishes), return_exceptions=True)
-        published = time.perf_counter()
-        failed: set[int] = set()
-        receipt_entries: list[AuditEntry] = []
-        for p, result in zip(publishes, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, TRANSPORT_ERRORS):
-                    raise result
-                failed |= p.works
-                log.warning(
-                    "route_failed_will_retry",
-                    error=str(result),
-                    msg_ids=[decided[n].msg_id for n in sorted(p.works)],
-                )
-            elif p.entry is not None:
-                receipt_entries.append(p.entry)
-        quiet = self._quiet(decided, plan, failed, now)
-        done = [m for n, m in enumerate(plan.messages) if n not in failed | quiet]
-        entries = [e for m in done for e in m.entries] + receipt_entries
-        entries += self.refusal_summaries(now)
-        routed = [m.routed for m in done if m.routed is not None]
-        # durable before the acks: the two files sync in parallel, off the event loop
-        await asyncio.gather(
-            asyncio.to_thread(self.audit.record, entries),
-            asyncio.to_thread(self.store.mark_routed, *routed),
+        failed, receipt_entries = await self._publish_all(
+            (*plan.publishes, *sealed.publishes), decided
         )
+        published = time.perf_counter()
+        admitted = self._admit_refusals(decided, plan, failed, now)
+        quiet = {n for n, logged in admitted.items() if not logged}
+        unsettled = await self._commit(plan, failed | quiet, receipt_entries, now)
+        if unsettled is None:  # nothing recorded: all of it comes back
+            self._retract_refusals(decided, plan, admitted)
+            await _nak(msgs)
+            return
         committed = time.perf_counter()
         self.metrics.inc("ixb_batches_total")
         self.metrics.inc("ixb_batch_messages_total", len(msgs))
@@ -203,9 +270,8 @@ class Settler:
         self.metrics.inc("ixb_batch_seconds_total", published - planned, stage="publish_wait")
         self.metrics.inc("ixb_batch_seconds_total", committed - published, stage="durable_commit")
         for n, (msg, settled) in enumerate(zip(msgs, plan.messages, strict=True)):
-            if n in failed:
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.nak(delay=RETRY_DELAY_S)
+            if n in failed or n in unsettled:
+                await _nak([msg])
                 continue
             await msg.ack()
             self.metrics.observe_latency(committed - started)
@@ -222,23 +288,103 @@ class Settler:
             else:
                 log.info(report.event, msg_id=report.msg_id, **dict(report.fields))
 
-    def _quiet(
+    async def _publish_all(
+        self, publishes: Sequence[Publish], decided: Sequence[Decided]
+    ) -> tuple[set[int], list[AuditEntry]]:
+        """Every publish at once: the batch positions whose publishes failed, and the entries
+        of the receipts that went out."""
+        results = await asyncio.gather(*map(self.publish, publishes), return_exceptions=True)
+        failed: set[int] = set()
+        receipt_entries: list[AuditEntry] = []
+        for p, result in zip(publishes, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, TRANSPORT_ERRORS):
+                    raise result
+                failed |= p.works
+                log.warning(
+                    "route_failed_will_retry",
+                    error=str(result),
+                    msg_ids=[decided[n].msg_id for n in sorted(p.works)],
+                )
+            elif p.entry is not None:
+                receipt_entries.append(p.entry)
+        return failed, receipt_entries
+
+    async def _commit(
+        self,
+        plan: BatchPlan,
+        skipped: set[int],
+        receipt_entries: list[AuditEntry],
+        now: int,
+    ) -> set[int] | None:
+        """The audit entries, then the routed marks, each durable (see the module docstring).
+
+        ``skipped``: positions that record nothing of their own (a publish failed, or
+        a refusal only counted). Returns the positions left unsettled because their
+        routed mark failed, or None when the entries failed (nothing was recorded).
+        """
+        done = [m for n, m in enumerate(plan.messages) if n not in skipped]
+        summaries = self.refusal_summaries(now)
+        entries = [e for m in done for e in m.entries] + receipt_entries + summaries
+        routed = {n: m.routed for n, m in enumerate(plan.messages) if n not in skipped}
+        marks = [r for r in routed.values() if r is not None]
+        # the log first, with the decisions' store rows made durable beside it
+        recorded, synced = await asyncio.gather(
+            asyncio.to_thread(self.audit.record, entries),
+            asyncio.to_thread(self.store.sync),
+            return_exceptions=True,
+        )
+        for result in (recorded, synced):
+            if isinstance(result, BaseException) and not isinstance(result, STORAGE_ERRORS):
+                raise result
+        if isinstance(recorded, BaseException):
+            self.storage.failed("settle", recorded)
+            self.unrecorded(summaries)
+            return None
+        # recorded: a message that needed a mark and did not get it comes back, and the
+        # pipeline finds it in the log (``Accepted.unmarked``); the others are settled
+        unmarked = {n for n, r in routed.items() if r is not None}
+        if isinstance(synced, BaseException):
+            self.storage.failed("settle", synced)
+            return unmarked
+        try:
+            await asyncio.to_thread(self.store.mark_routed, *marks)
+        except STORAGE_ERRORS as exc:
+            self.storage.failed("settle", exc)
+            return unmarked
+        if entries or marks:
+            self.storage.ok("settle")
+        return set()
+
+    def _admit_refusals(
         self, decided: Sequence[Decided], plan: BatchPlan, failed: set[int], now: int
-    ) -> set[int]:
-        """Refusals beyond the per-window allowance of their source: no entry of their own."""
-        quiet: set[int] = set()
+    ) -> dict[int, bool]:
+        """Batch position → whether the refusal gets an entry of its own (False: only
+        counted, beyond the per-window allowance of its source)."""
+        admitted: dict[int, bool] = {}
         for n, (d, m) in enumerate(zip(decided, plan.messages, strict=True)):
             if n in failed or m.report.decision != "rejected" or m.report.code is None:
                 continue
-            source = f"ingress:{d.publisher}" if d.via is None else f"link:{d.via}"
-            if not self.refusals.admit(source, m.report.code, now):
-                quiet.add(n)
-        return quiet
+            admitted[n] = self.refusals.admit(_refusal_source(d), m.report.code, now)
+        return admitted
+
+    def _retract_refusals(
+        self, decided: Sequence[Decided], plan: BatchPlan, admitted: dict[int, bool]
+    ) -> None:
+        """The batch was not settled: its refusals come back and are counted then."""
+        for n, logged in admitted.items():
+            code = plan.messages[n].report.code
+            if code is not None:
+                self.refusals.retract(_refusal_source(decided[n]), code, logged=logged)
 
     def refusal_summaries(self, now: int) -> list[AuditEntry]:
-        """One entry per closed window of refusals that were counted, not logged one by one."""
+        """One entry per closed window of refusals that were counted, not logged one by one.
+
+        With the summaries whose recording failed before (:meth:`unrecorded`):
+        the caller records them all, or hands them back.
+        """
         hub = str(self.identity.principal)
-        out: list[AuditEntry] = []
+        out, self._summaries = self._summaries, []
         for w in self.refusals.close(now):
             kind, _, name = w.source.partition(":")
             out.append(
@@ -257,13 +403,27 @@ class Settler:
             log.warning("refusals_summed", source=w.source, code=w.code, count=w.count)
         return out
 
+    def unrecorded(self, summaries: Sequence[AuditEntry]) -> None:
+        """Summaries from :meth:`refusal_summaries` that could not be recorded: next time."""
+        self._summaries[:0] = summaries
+
     async def _finish_control(self, peer: str, msg: Msg, decision: ControlDecision) -> None:
         """Send what a control item causes (a cosignature), then ack it; nak to retry."""
         try:
             await asyncio.gather(*map(self.publish, decision.publishes))
         except TRANSPORT_ERRORS as exc:
             log.warning("link_control_failed_will_retry", peer=peer, error=str(exc))
-            with contextlib.suppress(nats.errors.Error):
-                await msg.nak(delay=RETRY_DELAY_S)
+            await _nak([msg])
             return
         await msg.ack()
+
+
+def _refusal_source(d: Decided) -> str:
+    return f"ingress:{d.publisher}" if d.via is None else f"link:{d.via}"
+
+
+async def _nak(msgs: Sequence[Msg]) -> None:
+    """Leave for redelivery after :data:`RETRY_DELAY_S` (a lost nak: after the ack wait)."""
+    for msg in msgs:
+        with contextlib.suppress(nats.errors.Error):
+            await msg.nak(delay=RETRY_DELAY_S)

@@ -330,7 +330,7 @@ class HubStore:
         """Keep receipts before they are published; False if one was sealed meanwhile.
 
         One commit that survives the process (the write-ahead log; the batch's
-        :meth:`mark_routed` syncs it to disk with the rest). An id kept already
+        :meth:`sync` beside its audit commit puts it on disk with the rest). An id kept already
         (another batch planned the same statement at the same time) keeps its
         first bytes: the caller plans again and sends those.
         """
@@ -414,10 +414,13 @@ class HubStore:
 
         ``durable=False`` commits without waiting for the disk: the hub decides
         a fetched batch that way (replay rows visible to the next decision at
-        once), and its :meth:`mark_routed` commit after routing syncs the
-        write-ahead log, those rows included, before any message is acked. A
-        crash in between loses only rows of unacked messages, which JetStream
-        redelivers and the hub decides again.
+        once), and after routing it syncs the write-ahead log (:meth:`sync`,
+        beside the audit commit), those rows included, before any message is
+        acked. A crash in between loses only rows of unacked messages, which
+        JetStream redelivers and the hub decides again.
+
+        A commit the disk refuses raises (``sqlite3.Error``) and leaves nothing
+        of the transaction behind: the caller may try again.
         """
         with self._lock, self._transaction(durable=durable):
             yield
@@ -430,10 +433,12 @@ class HubStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # a COMMIT the disk refused may or may not have rolled back by itself
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
         finally:
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")

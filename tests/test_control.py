@@ -6,6 +6,8 @@ directories travel between them as the bytes the link would carry.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from broker.control import (
     KIND_WITNESS_SIZE,
     ControlDecision,
     ControlPlane,
+    Writes,
 )
 from broker.metrics import Metrics
 from broker.store import HubStore
@@ -30,6 +33,7 @@ from protocols import subjects
 from protocols.audit import AuditEvent, decode_witness_size, encode_publication, make_entry
 from protocols.checkpoint import log_origin, witness_name
 from protocols.directory import build_directory, sign_directory
+from protocols.errors import IoError
 from protocols.identifiers import hub_of
 from protocols.keys import Identity
 from protocols.trusted import TrustedDirectories
@@ -387,3 +391,56 @@ def test_unknown_kind_does_nothing(two: tuple[Side, Side]) -> None:
     tha, _ = two
     assert tha.control.decide("MYS", "gossip", b"x", NOW) == ControlDecision()
     assert tha.events() == []
+
+
+def refuse(db: Path, trigger: str) -> None:
+    """Make SQLite refuse a write to ``db``, from another connection (as another process could)."""
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.execute(f"CREATE TRIGGER {trigger} BEGIN SELECT RAISE(ABORT, 'write refused'); END")
+
+
+def allow(db: Path, trigger: str) -> None:
+    name = trigger.split(maxsplit=1)[0]
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.execute(f"DROP TRIGGER {name}")
+
+
+def test_writes_refused_halfway_resume_where_they_stopped(
+    tmp_path: Path, two: tuple[Side, Side]
+) -> None:
+    """The directory's entry is recorded, its row refused: retried, the entry is not repeated."""
+    tha, mys = two
+    store_db = tmp_path / "THA" / "hub.sqlite"
+    trigger = "no_directories BEFORE INSERT ON directories"
+    signed = mys.control.own_directory(NOW).publishes[0].data
+    d = tha.control.decide("MYS", KIND_DIRECTORY, signed, NOW)
+    assert isinstance(d.writes, Writes)
+    refuse(store_db, trigger)
+    for _ in range(2):
+        with pytest.raises(sqlite3.Error, match="write refused"):
+            tha.apply(d)
+    assert tha.events() == ["directory_installed"]  # the log first, once
+    assert tha.store.directory_version("MYS") is None
+    allow(store_db, trigger)
+    tha.apply(d)
+    assert tha.store.directory_version("MYS") == 1
+    assert tha.events() == ["directory_installed"]
+    tha.apply(d)  # done: nothing left to write
+    assert tha.events() == ["directory_installed"]
+
+
+def test_an_alarm_is_recorded_before_it_is_kept(tmp_path: Path, two: tuple[Side, Side]) -> None:
+    """A crash between the two writes raises the alarm again; it never loses its entry."""
+    tha, mys = two
+    grow(mys, 3)
+    tha.apply(tha.control.decide("MYS", KIND_CHECKPOINT, publication(mys, "THA"), NOW))
+    (tmp_path / "again").mkdir()
+    liar = side(tmp_path / "again", "MYS")
+    grow(liar, 3, at=NOW + 5)  # other entries, same size: another root
+    d = tha.control.decide("MYS", KIND_CHECKPOINT, publication(liar, "THA"), NOW + 10)
+    refuse(tmp_path / "THA" / "audit.sqlite", "no_alarms BEFORE INSERT ON alarms")
+    with pytest.raises(IoError, match="write refused"):
+        tha.apply(d)
+    assert tha.events()[0] == "witness_alarm" and tha.log.alarms() == []
+    liar.log.close()
+    liar.store.close()

@@ -7,8 +7,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from broker.audit.log import AuditLog
+from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
+from broker.plan import Decided, plan_batch
 from broker.ratelimit import RateLimiter
 from broker.store import HubStore
 from protocols.directory import build_directory, entry_for, sign_directory
@@ -505,3 +508,42 @@ def test_a_third_partys_answer_does_not_close_a_request_the_owners_does(tmp_path
     assert not answered()  # nor does a receipt
     assert isinstance(tha.from_peer(answer("MMR/MOHA-ATTU"), "MMR", NOW), Accepted)
     assert answered()
+
+
+def test_an_acceptance_in_the_audit_log_is_routed_though_the_store_lost_the_mark(
+    tmp_path: Path,
+) -> None:
+    """The routed mark is written after the audit entries; when its write failed, the
+    redelivered message is found in the log and gets the mark alone (no entry again)."""
+    config = make_pipeline(tmp_path / "a").config
+    store = HubStore(tmp_path / "hub.sqlite")
+    log = AuditLog(tmp_path / "audit.sqlite")
+    audit = HubAudit(HUBS["THA"], log, store, TRUST, ["MYS", "MMR"], lambda: NOW)
+    p = Pipeline(config, HUBS["THA"], make_keys(), store, recorded=audit)
+    data = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
+    first = p.from_local(data, "DSI-ATHD", NOW)
+    assert isinstance(first, Accepted)
+    header = first.envelope.header
+    plan = plan_batch([Decided(first, "DSI-ATHD", None)], hub=HUBS["THA"].principal, now=NOW)
+    # not recorded yet (the audit commit failed): decided again, routed again
+    again = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
+    assert isinstance(again, Accepted) and not again.unmarked and again.peers == ("MYS",)
+    # recorded, and the store's routed mark failed to be written
+    audit.record(plan.messages[0].entries)
+    assert audit.recorded(header.sender, header.id)
+    assert not audit.recorded("THA/IMMIGRATION", header.id)  # ids are unique per sender
+    resumed = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
+    assert isinstance(resumed, Accepted) and resumed.unmarked and not resumed.duplicate
+    assert (resumed.local, resumed.peers) == ((), ())
+    finished = plan_batch([Decided(resumed, "DSI-ATHD", None)], hub=HUBS["THA"].principal, now=NOW)
+    (finish,) = finished.messages
+    assert finish.entries == () and finish.routed == (header.sender, header.id)
+    assert finish.report.decision == "accepted"
+    assert finished.publishes == () and finished.receipts == ()
+    # a new copy of an envelope the log says was routed is a replay, as for a marked one
+    assert code(p.from_local(data, "DSI-ATHD", NOW)) == "ixb.E_REPLAY"
+    store.mark_routed((header.sender, header.id))
+    dup = p.from_local(data, "DSI-ATHD", NOW, redelivered=True)
+    assert isinstance(dup, Accepted) and dup.duplicate and not dup.unmarked
+    store.close()
+    log.close()

@@ -74,3 +74,18 @@ async def test_a_flood_of_garbage_grows_the_audit_log_by_a_bounded_amount(fed: F
         await asyncio.sleep(0.2)
     assert {r.code for r in summed} <= {"ixb.E_MALFORMED", "ixb.E_RATE_LIMITED"}
     assert hub.health()["ready"]
+
+
+def test_a_refusal_taken_back_is_counted_again_when_it_comes_back() -> None:
+    """A batch whose audit commit failed is naked: its refusals are admitted again later."""
+    w = RefusalWindows(window_ms=1_000, logged_per_window=1)
+    assert w.admit("ingress:DSI-ATHD", "ixb.E_EXPIRED", T0)
+    assert not w.admit("ingress:DSI-ATHD", "ixb.E_EXPIRED", T0 + 1)
+    w.retract("ingress:DSI-ATHD", "ixb.E_EXPIRED", logged=True)
+    w.retract("ingress:DSI-ATHD", "ixb.E_EXPIRED", logged=False)
+    w.retract("link:MMR", "ixb.E_EXPIRED", logged=True)  # no window: nothing to take back
+    assert w.admit("ingress:DSI-ATHD", "ixb.E_EXPIRED", T0 + 2)  # the same refusal, again
+    assert not w.admit("ingress:DSI-ATHD", "ixb.E_EXPIRED", T0 + 3)
+    assert w.close(T0 + 1_000) == [
+        Suppressed("ingress:DSI-ATHD", "ixb.E_EXPIRED", 1, T0, T0 + 1_000)
+    ]

@@ -46,7 +46,9 @@ class StateLog:
 
     :meth:`failed` logs ``<event>`` (warning) when the kind of error (its type)
     differs from the last one logged; repeats are counted. :meth:`ok` logs
-    ``<event>_recovered`` (info, with the count) once after a failure.
+    ``<event>_recovered`` (info, with the count), or ``recovered`` when given,
+    once after a failure. ``by_kind=False``: one line per failing spell, whatever
+    the errors (a failing disk answers in several ways).
     """
 
     def __init__(
@@ -54,9 +56,13 @@ class StateLog:
         event: str,
         *,
         logger: structlog.typing.FilteringBoundLogger | None = None,
+        recovered: str | None = None,
+        by_kind: bool = True,
         **fields: object,
     ) -> None:
         self.event = event
+        self.recovered = recovered if recovered is not None else f"{event}_recovered"
+        self.by_kind = by_kind
         self.log = logger if logger is not None else log
         self.fields = fields
         self.kind: str | None = None
@@ -65,7 +71,7 @@ class StateLog:
     def failed(self, exc: BaseException, **extra: object) -> bool:
         """Record a failure; True if it was logged (a new kind of error)."""
         kind = type(exc).__name__
-        if kind == self.kind:
+        if kind == self.kind or (not self.by_kind and self.kind is not None):
             self.repeats += 1
             return False
         self.kind = kind
@@ -75,7 +81,7 @@ class StateLog:
     def ok(self) -> None:
         """Record a success; logs the recovery once if the last call was a failure."""
         if self.kind is not None:
-            self.log.info(f"{self.event}_recovered", **self.fields, repeats=self.repeats)
+            self.log.info(self.recovered, **self.fields, repeats=self.repeats)
         self.kind = None
         self.repeats = 0
 

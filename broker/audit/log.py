@@ -42,7 +42,7 @@ from broker.audit.records import (
 from broker.audit.search import MAX_SEARCH_LIMIT, AuditQuery, AuditSearch
 from broker.audit.storage import TreeStorage
 from broker.audit.witness import WitnessTables
-from protocols.errors import LocalError
+from protocols.errors import IoError, LocalError
 
 _EVERYTHING = AuditQuery()
 
@@ -97,6 +97,19 @@ class AuditLog:
                 self._forget()  # half updated, or a failed COMMIT: read it again
                 raise
         return list(range(start, start + len(records)))
+
+    def holds(self, event: str, msg_id: str, sender: str) -> bool:
+        """Whether an entry of ``event`` about message ``msg_id`` of ``sender`` is in the log.
+
+        One probe of the ``msg_id`` index; how the hub tells a decision it recorded
+        from one it still has to record (:meth:`broker.auditing.HubAudit.recorded`).
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM entries WHERE msg_id = ? AND event = ? AND sender = ? LIMIT 1",
+                (msg_id, event, sender),
+            ).fetchone()
+        return row is not None
 
     # --- the tree ------------------------------------------------------------------
 
@@ -248,11 +261,15 @@ class AuditLog:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE … COMMIT: durable on return (WAL + synchronous=FULL), or nothing."""
+        """BEGIN IMMEDIATE … COMMIT: durable on return (WAL + synchronous=FULL), or nothing.
+
+        A write the disk refuses raises :class:`~protocols.errors.IoError`, and
+        leaves the file as it was: the caller may try again.
+        """
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise LocalError(f"audit log: cannot start a write: {e}") from e
+            raise IoError(f"audit log: cannot start a write: {e}") from e
         try:
             yield
             self._db.execute("COMMIT")
@@ -260,7 +277,7 @@ class AuditLog:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             if isinstance(e, sqlite3.Error):
-                raise LocalError(f"audit log write failed: {e}") from e
+                raise IoError(f"audit log write failed: {e}") from e
             raise
 
     @contextlib.contextmanager
