@@ -136,7 +136,7 @@ class HubProcess:
 
     def _copy(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
-        with self.log_path.open("ab") as out:
+        with proc.stdout, self.log_path.open("ab") as out:
             for line in proc.stdout:
                 out.write(line)
                 out.flush()
@@ -145,6 +145,8 @@ class HubProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self._copier is not None:
+            self._copier.join(timeout=5)
 
     def freeze(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
