@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import os
 import sys
@@ -12,17 +11,19 @@ from pathlib import Path
 
 import structlog
 
+from broker import lifecycle_cli
 from broker.config import HubConfig, load_config
 from broker.hub import Hub, install_signal_handlers
+from broker.lifecycle_cli import new_password
+from broker.registry import agency_public_keys
 from broker.service import HubService
 from broker.web.auth import hash_password
-from protocols.errors import ConfigError, IoError, IxbError
+from protocols.errors import ConfigError, IoError
 from protocols.federation import TrustAnchors, parse_federation
 from protocols.identifiers import Principal
-from protocols.keys import Identity, PublicIdentity, open_keyfile, read_public
+from protocols.keys import Identity, PublicIdentity, open_keyfile
 
 MAX_SMALL_FILE = 64 * 1024
-MIN_PASSWORD_CHARS = 12
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     passwd.add_argument("--name", required=True)
     passwd.add_argument("--role", choices=["liaison", "auditor"], required=True)
     passwd.set_defaults(func=cmd_passwd)
+    lifecycle_cli.register(hub)
 
 
 def configure_logging(json_logs: bool) -> None:
@@ -79,18 +81,7 @@ def load_hub_parts(
         raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
     identity = open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
     trust = parse_federation(_read(config.path(config.hub.federation_file)).decode("utf-8"))
-    agencies: dict[Principal, PublicIdentity] = {}
-    for i, agency in enumerate(config.agency):
-        try:
-            public = read_public(_read(config.path(agency.key)))
-        except IxbError as exc:
-            raise ConfigError(f"agency[{i}].key: {exc.detail}") from None
-        if str(public.principal) != agency.id:
-            raise ConfigError(
-                f"agency[{i}].key: key file is for {public.principal}, not {agency.id}"
-            )
-        agencies[public.principal] = public
-    return identity, trust, agencies
+    return identity, trust, agency_public_keys(config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -109,15 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_passwd(args: argparse.Namespace) -> int:
     """Print a ``[[user]]`` block; the password comes from $IXB_NEW_PASSWORD or a prompt."""
-    secret = os.environ.get("IXB_NEW_PASSWORD")
-    if secret is None:
-        if not sys.stdin.isatty():
-            raise ConfigError("set IXB_NEW_PASSWORD or run in a terminal")
-        secret = getpass.getpass("new password: ")
-        if getpass.getpass("again: ") != secret:
-            raise ConfigError("the two passwords differ")
-    if len(secret) < MIN_PASSWORD_CHARS:
-        raise ConfigError(f"a password has at least {MIN_PASSWORD_CHARS} characters")
+    secret = new_password()
     sys.stdout.write(
         f'[[user]]\nname = "{args.name}"\nrole = "{args.role}"\n'
         f'password_hash = "{hash_password(secret)}"\n'

@@ -29,6 +29,7 @@ from broker.auditing import Alarm, Conflict, Cosigned, HubAudit
 from broker.config import HubConfig
 from broker.metrics import Metrics
 from broker.plan import Publish, link_item
+from broker.registry import AgencyRecord, config_agencies
 from broker.store import HubStore
 from protocols.audit import AuditEvent, make_entry
 from protocols.directory import RevocationInfo, build_directory, entry_for, sign_directory
@@ -96,6 +97,8 @@ class ControlPlane:
     store: HubStore
     agency_keys: Mapping[Principal, PublicIdentity]
     metrics: Metrics
+    agencies: Mapping[Principal, AgencyRecord] | None = None
+    """The live agencies (config and registry, :mod:`broker.registry`); None: the config's."""
 
     @property
     def country(self) -> str:
@@ -119,17 +122,21 @@ class ControlPlane:
         previous = max(
             self.keys.version(self.country) or 0, self.store.directory_version(self.country) or 0
         )
-        roles = self.config.agency_roles()
-        revoked = self.config.revoked()
+        agencies = (
+            self.agencies
+            if self.agencies is not None
+            else config_agencies(self.config, self.agency_keys)
+        )
         entries = [
             entry_for(
-                pub,
-                roles[p],
+                rec.public,
+                rec.roles,
                 valid_from=0,
                 valid_until=now + AGENCY_VALIDITY_MS,
-                revoked=self._revocation(p, revoked.get(p), now),
+                revoked=rec.revoked or self._revocation(p, rec.config_revoked, now),
+                previous_signing_keys=[k for k in rec.previous if k.valid_until > now],
             )
-            for p, pub in sorted(self.agency_keys.items())
+            for p, rec in sorted(agencies.items())
         ]
         directory = build_directory(
             self.config.hub_id,

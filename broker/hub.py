@@ -22,6 +22,7 @@ import contextlib
 import functools
 import hashlib
 import signal
+import sqlite3
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,16 @@ from broker.metrics import Metrics
 from broker.pipeline import Pipeline
 from broker.plan import Publish, link_item
 from broker.pull import pull_loop, sleep_or_stop
+from broker.registry import (
+    POLL_S,
+    REGISTRY_FILE,
+    AgencyRecord,
+    Registry,
+    UserRow,
+    config_agencies,
+    merged_agencies,
+    merged_users,
+)
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
@@ -102,6 +113,14 @@ class Hub:
         )
         self.pipeline = Pipeline(config, identity, self.keys, self.store, recorded=self.audit)
         self.agency_keys = agency_keys
+        self.registry = Registry(state / REGISTRY_FILE)
+        self.config_agencies = config_agencies(config, dict(agency_keys))
+        self.agencies: dict[Principal, AgencyRecord] = {}
+        """The live agencies: the config's, superseded and extended by the registry's."""
+        self.users: dict[str, UserRow] = {}
+        """The live liaison users (the pages read them at every request)."""
+        self._reload_registry()
+        self.registry_seq = int(self.store.meta("registry_seq") or 0)
         self.control = ControlPlane(
             config=config,
             identity=identity,
@@ -110,6 +129,7 @@ class Hub:
             store=self.store,
             agency_keys=agency_keys,
             metrics=self.metrics,
+            agencies=self.agencies,
         )
         self.settler = Settler(
             identity=identity,
@@ -152,7 +172,11 @@ class Hub:
             await self._close()  # stopped while NATS was still unreachable
             return
         try:
-            if not await self._record_start(stop) or not await self.publish_own_directory(stop):
+            if (
+                not await self._record_start(stop)
+                or not await self.apply_registry(stop, publish=False)
+                or not await self.publish_own_directory(stop)
+            ):
                 return  # stopped while the disk refused the start's writes
             self.control.load_peer_directories(self.clock())
             self.state.ready = True
@@ -183,6 +207,7 @@ class Hub:
                     tg.create_task(link_keeper(link, stop))
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._directory_refresher(stop))
+                tg.create_task(self._registry_watcher(stop))
                 tg.create_task(self._checkpointer(stop))
                 tg.create_task(self.pruner(stop))
                 tg.create_task(
@@ -288,6 +313,7 @@ class Hub:
                 await self.nc.drain()
         self.store.close()
         self.audit_log.close()
+        self.registry.close()
 
     # --- executing decisions ---------------------------------------------------------
 
@@ -354,6 +380,77 @@ class Hub:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+    # --- the operator's live changes (broker/registry.py) ------------------------------
+
+    def _read_registry(self) -> tuple[dict[Principal, AgencyRecord], dict[str, UserRow]]:
+        return self.registry.agencies(), self.registry.users()
+
+    def _reload_registry(
+        self, rows: tuple[dict[Principal, AgencyRecord], dict[str, UserRow]] | None = None
+    ) -> set[Principal]:
+        """Install the registry's rows as the live agencies and users; the agencies it adds.
+
+        On the event loop (the rows are read in a worker thread), so no decision
+        sees the agencies half replaced.
+        """
+        registry_agencies, registry_users = rows if rows is not None else self._read_registry()
+        agencies = merged_agencies(self.config_agencies, registry_agencies)
+        added = set(agencies) - set(self.agencies)
+        self.agencies.clear()
+        self.agencies.update(agencies)
+        for principal, record in agencies.items():
+            self.agency_keys[principal] = record.public
+        self.users = merged_users(self.config, registry_users)
+        return added
+
+    async def apply_registry(self, stop: asyncio.Event, *, publish: bool = True) -> bool:
+        """Apply the operator's changes made since the last applied one.
+
+        One ``policy_changed`` entry per change (its operator as actor), then
+        the new state in memory, and (``publish``) our directory's next
+        version to every peer. False if told to stop while the disk refused.
+        """
+        changes = await asyncio.to_thread(self.registry.changes_since, self.registry_seq)
+        added = self._reload_registry(await asyncio.to_thread(self._read_registry))
+        if self.js is not None and added:
+            await streams.ensure_country_streams(self.js, self.country, [p.name for p in added])
+        if not changes:
+            return True
+        entries = [
+            self.audit.entry(AuditEvent.POLICY_CHANGED, actor=c.actor, detail=c.what)
+            for c in changes
+        ]
+        last = changes[-1].seq
+        if not await self._write(
+            "registry",
+            Writes(
+                lambda: self.audit.record(entries),
+                lambda: self.store.set_meta("registry_seq", str(last)),
+            ),
+            stop,
+        ):
+            return False
+        self.registry_seq = last
+        for c in changes:
+            log.info("operator_change", seq=c.seq, actor=c.actor, what=c.what)
+        return not publish or await self.publish_own_directory(stop)
+
+    async def _registry_watcher(self, stop: asyncio.Event) -> None:
+        """Every :data:`POLL_S`, apply the operator's new changes (no restart needed)."""
+        failures = StateLog("registry_read_failed", logger=log)
+        while not stop.is_set():
+            await sleep_or_stop(stop, POLL_S)
+            if stop.is_set():
+                return
+            try:
+                seq = await asyncio.to_thread(self.registry.last_seq)
+            except sqlite3.Error as exc:
+                failures.failed(exc)
+                continue
+            failures.ok()
+            if seq > self.registry_seq and not await self.apply_registry(stop):
+                return
 
     def directory_versions(self) -> dict[str, int | None]:
         return {c: self.keys.version(c) for c in sorted([self.country, *self.links])}

@@ -29,13 +29,17 @@ class HubView:
         self._hub = hub
         config = hub.config
         self.hub_id = str(config.hub_id)
-        self.users: Mapping[str, UserRecord] = {
-            u.name: UserRecord(name=u.name, role=u.role, password_hash=u.password_hash)
-            for u in config.user
-        }
         self.peers: Sequence[str] = sorted(config.links)
         self.secure_cookies = config.http.secure_cookies
         self.reconcile: ReconcileFn | None = self._reconcile
+
+    @property
+    def users(self) -> Mapping[str, UserRecord]:
+        """The hub's live users (config and registry): a change applies at the next request."""
+        return {
+            u.name: UserRecord(name=u.name, role=u.role, password_hash=u.password_hash)
+            for u in self._hub.users.values()
+        }
 
     @property
     def audit(self) -> AuditReader:

@@ -1,0 +1,335 @@
+"""``ixb hub agency …`` and ``ixb hub user …``: the operator's changes to a running hub.
+
+Each command writes one change to the hub's registry (:mod:`broker.registry`)
+and waits a few seconds for the running hub to apply it (it polls twice a
+second): a new directory version at every peer, the pages' users. A hub that
+is not running applies it when it starts. Refusals are one line, as always.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import os
+import re
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from broker.config import HubConfig, load_config
+from broker.registry import (
+    USER_ROLES,
+    AgencyRecord,
+    Registry,
+    UserRow,
+    agency_public_keys,
+    config_agencies,
+    merged_agencies,
+    merged_users,
+    operator,
+)
+from broker.web.auth import hash_password
+from protocols.directory import RevocationInfo
+from protocols.errors import ConfigError, IxbError, UsageError
+from protocols.identifiers import Principal, parse_agency
+from protocols.keys import KeyAlg, PublicIdentity, fingerprint
+from protocols.roles import Role
+from transport.clock import wall_ms
+
+MIN_PASSWORD_CHARS = 12
+APPLY_WAIT_S = 5.0
+"""How long a command waits to see the running hub apply its change."""
+
+
+def register(hub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``agency`` and ``user`` under ``ixb hub``."""
+    agency = hub.add_parser("agency", help="this hub's agencies, changed live").add_subparsers(
+        dest="agency_cmd", required=True
+    )
+
+    def cmd(
+        group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+    ) -> argparse.ArgumentParser:
+        p = group.add_parser(name, help=text, description=text)
+        p.add_argument("--config", required=True, type=Path, help="the hub's TOML config")
+        return p
+
+    p = cmd(agency, "list", "every agency of this hub: roles, state, keys")
+    p.set_defaults(func=cmd_list)
+    p = cmd(agency, "show", "one agency in full")
+    p.add_argument("agency")
+    p.set_defaults(func=cmd_show)
+    p = cmd(agency, "revoke", "revoke an agency now, at every hub of the federation")
+    p.add_argument("agency")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_revoke)
+    p = cmd(agency, "roles", "replace an agency's roles")
+    p.add_argument("agency")
+    p.add_argument("--role", action="append", required=True, help="repeat for several roles")
+    p.set_defaults(func=cmd_roles)
+
+    user = hub.add_parser("user", help="liaison users, changed live").add_subparsers(
+        dest="user_cmd", required=True
+    )
+    p = cmd(user, "add", "add a liaison officer or auditor (password: $IXB_NEW_PASSWORD)")
+    p.add_argument("name")
+    p.add_argument("--role", choices=USER_ROLES, required=True)
+    p.set_defaults(func=cmd_user_add)
+    p = cmd(user, "passwd", "change a user's password (from $IXB_NEW_PASSWORD or a prompt)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_user_passwd)
+    p = cmd(user, "remove", "remove a user; their sessions end at their next request")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_user_remove)
+    p = cmd(user, "list", "the users who may log in to the liaison pages")
+    p.set_defaults(func=cmd_user_list)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def new_password() -> str:
+    """A new password from $IXB_NEW_PASSWORD or, in a terminal, typed twice."""
+    secret = os.environ.get("IXB_NEW_PASSWORD")
+    if secret is None:
+        if not sys.stdin.isatty():
+            raise ConfigError("set IXB_NEW_PASSWORD or run in a terminal")
+        secret = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != secret:
+            raise ConfigError("the two passwords differ")
+    if len(secret) < MIN_PASSWORD_CHARS:
+        raise ConfigError(f"a password has at least {MIN_PASSWORD_CHARS} characters")
+    return secret
+
+
+def when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_roles(names: list[str]) -> tuple[Role, ...]:
+    known = sorted(r.value for r in Role)
+    out: set[Role] = set()
+    for name in names:
+        if name not in known:
+            raise UsageError(f"unknown role {name!r} (known: {', '.join(known)})")
+        out.add(Role(name))
+    return tuple(sorted(out))
+
+
+def _agency_id(config: HubConfig, text: str) -> Principal:
+    agency = parse_agency(text)
+    if agency.country != config.country:
+        raise UsageError(f"{agency} is not an agency of {config.country}; this is {config.hub_id}")
+    return agency
+
+
+def agencies_of(config: HubConfig, registry: Registry) -> dict[Principal, AgencyRecord]:
+    """The agencies as the running hub sees them: the config's, then the registry's."""
+    return merged_agencies(config_agencies(config, agency_public_keys(config)), registry.agencies())
+
+
+def _existing(config: HubConfig, registry: Registry, text: str) -> tuple[Principal, AgencyRecord]:
+    agency = _agency_id(config, text)
+    record = agencies_of(config, registry).get(agency)
+    if record is None:
+        raise UsageError(f"{agency} is not an agency of {config.hub_id}")
+    return agency, record
+
+
+def applied(config: HubConfig, seq: int) -> bool:
+    """Wait up to :data:`APPLY_WAIT_S` for the running hub to apply change ``seq``."""
+    path = config.path(config.hub.state_dir) / "hub.sqlite"
+    deadline = time.monotonic() + APPLY_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'registry_seq'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            row = None
+        if row is not None and int(row[0]) >= seq:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _report(config: HubConfig, registry: Registry, what: str) -> int:
+    seq = registry.last_seq()
+    registry.close()
+    if applied(config, seq):
+        sys.stdout.write(f"{what}; applied by the running hub {config.hub_id} (change {seq})\n")
+    else:
+        sys.stdout.write(
+            f"{what}; recorded as change {seq}: the hub applies it when it runs "
+            f"(not applied within {APPLY_WAIT_S:.0f} s)\n"
+        )
+    return 0
+
+
+# --- agencies ----------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    registry = Registry.of(config)
+    try:
+        rows = agencies_of(config, registry)
+    finally:
+        registry.close()
+    for agency, rec in rows.items():
+        state = (
+            f"revoked {when(rec.revoked.at)}"
+            if rec.revoked is not None
+            else ("revoked (config)" if rec.config_revoked else "active")
+        )
+        roles = ",".join(r.value for r in rec.roles)
+        fp = rec.public.fingerprints()["signing"]
+        sys.stdout.write(f"{agency!s:28} {state:32} {roles:40} {fp}\n")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    registry = Registry.of(config)
+    try:
+        agency, rec = _existing(config, registry, args.agency)
+    finally:
+        registry.close()
+    out = [f"agency      {agency}", f"roles       {', '.join(r.value for r in rec.roles)}"]
+    for name, fp in rec.public.fingerprints().items():
+        out.append(f"{name:11} {fp}")
+    out.extend(
+        f"previous    {_fp(prev.key)} valid until {when(prev.valid_until)}" for prev in rec.previous
+    )
+    if rec.revoked is not None:
+        out.append(f"revoked     {when(rec.revoked.at)}: {rec.revoked.reason}")
+    elif rec.config_revoked:
+        out.append(f"revoked     (config): {rec.config_revoked}")
+    if rec.nats_user:
+        out.append(f"nats user   {rec.nats_user}")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _fp(key: bytes) -> str:
+    return fingerprint(KeyAlg.ED25519, key)
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    registry = Registry.of(config)
+    agency, rec = _existing(config, registry, args.agency)
+    if rec.revoked is not None:
+        raise UsageError(f"{agency} was revoked at {when(rec.revoked.at)}: {rec.revoked.reason}")
+    now = wall_ms()
+    try:
+        revoked = RevocationInfo(at=now, reason=args.reason)
+    except IxbError as exc:
+        raise UsageError(f"--reason: {exc.detail}") from None
+    with registry.change(operator(), now, f"agency {agency} revoked: {args.reason}") as db:
+        Registry.put_agency(db, _replace(rec, revoked=revoked), now)
+    return _report(config, registry, f"{agency} revoked at {when(now)}")
+
+
+def cmd_roles(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    registry = Registry.of(config)
+    agency, rec = _existing(config, registry, args.agency)
+    roles = parse_roles(args.role)
+    text = ",".join(r.value for r in roles)
+    now = wall_ms()
+    with registry.change(operator(), now, f"agency {agency} roles: {text}") as db:
+        Registry.put_agency(db, _replace(rec, roles=roles), now)
+    return _report(config, registry, f"{agency} roles: {text}")
+
+
+def _replace(rec: AgencyRecord, **changes: object) -> AgencyRecord:
+    return dataclasses.replace(rec, **changes)  # type: ignore[arg-type]
+
+
+def add_agency(
+    config: HubConfig,
+    public: PublicIdentity,
+    roles: tuple[Role, ...],
+    *,
+    nats_user: str | None = None,
+    what: str,
+) -> int:
+    """Enrol a new agency (``approve``): refused if its id is already enrolled."""
+    registry = Registry.of(config)
+    agency = public.principal
+    if agency in agencies_of(config, registry):
+        registry.close()
+        raise UsageError(f"{agency} is already enrolled at {config.hub_id}")
+    now = wall_ms()
+    with registry.change(operator(), now, what) as db:
+        Registry.put_agency(db, AgencyRecord(public=public, roles=roles, nats_user=nats_user), now)
+    return _report(config, registry, what)
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+def _users(config: HubConfig, registry: Registry) -> dict[str, UserRow]:
+    return merged_users(config, registry.users())
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", name):
+        raise UsageError(f"user name {name!r}: lower-case letters, digits, '.', '_', '-'")
+    return name
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    name = _check_name(args.name)
+    registry = Registry.of(config)
+    if name in _users(config, registry):
+        registry.close()
+        raise UsageError(f"user {name} exists (ixb hub user passwd changes the password)")
+    password_hash = hash_password(new_password())
+    with registry.change(operator(), wall_ms(), f"user {name} added ({args.role})") as db:
+        Registry.put_user(db, UserRow(name, args.role, password_hash))
+    return _report(config, registry, f"user {name} added ({args.role})")
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    registry = Registry.of(config)
+    user = _users(config, registry).get(args.name)
+    if user is None:
+        registry.close()
+        raise UsageError(f"no user {args.name} at {config.hub_id}")
+    password_hash = hash_password(new_password())
+    with registry.change(operator(), wall_ms(), f"user {user.name} password changed") as db:
+        Registry.put_user(db, UserRow(user.name, user.role, password_hash))
+    return _report(config, registry, f"user {user.name}: password changed")
+
+
+def cmd_user_remove(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    registry = Registry.of(config)
+    user = _users(config, registry).get(args.name)
+    if user is None:
+        registry.close()
+        raise UsageError(f"no user {args.name} at {config.hub_id}")
+    with registry.change(operator(), wall_ms(), f"user {user.name} removed") as db:
+        Registry.put_user(db, UserRow(user.name, user.role, "-", removed=True))
+    return _report(config, registry, f"user {user.name} removed")
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    registry = Registry.of(config)
+    try:
+        users = _users(config, registry)
+    finally:
+        registry.close()
+    for user in users.values():
+        sys.stdout.write(f"{user.name:24} {user.role}\n")
+    return 0
