@@ -16,16 +16,26 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agency_client.profile import load_profile
+from agency_client.sdk import load_identity_for
 from broker.audit.search import AuditQuery
 from broker.liaison import liaison_view
+from broker.plan import Publish
 from broker.web.app import setup_liaison
+from protocols import subjects
 from protocols.audit import decode_entry
+from protocols.envelope import add_hop, decode_envelope, seal_envelope
 from protocols.errors import RevokedError
 from protocols.examples import example_bodies
 from protocols.messages import ReceiptStatus
 from protocols.roles import Role
-from tests.federation import Federation, run_ixb, running_federation
-from tests.test_federation import assert_nothing_arrives, collect, rejection_for
+from tests.federation import PASSPHRASE, Federation, run_ixb, running_federation
+from tests.test_federation import (
+    assert_nothing_arrives,
+    collect,
+    refusal_logged,
+    rejection_for,
+)
 from transport.clock import wall_ms
 
 REVOCATION_LIMIT_MS = 5_000
@@ -209,3 +219,38 @@ async def test_operator_mistakes_are_one_line(fed: Federation) -> None:
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error ixb.E_"), done.stderr
         assert text in lines[0], (args, lines)
+
+
+async def test_peer_hubs_refuse_the_revoked_agency_too(fed: Federation) -> None:
+    """An envelope of the revoked agency that its own hub relayed anyway (as a hub that had
+    not applied the revocation yet would) is refused at MYS and MMR: E_REVOKED and an audit
+    entry there. Their rejection receipt is not sent: nothing is sealed to a revoked
+    agency's keys (SPEC §12 rule 2.4); its own hub's E_REVOKED receipt is the one it gets."""
+    identity = load_identity_for(load_profile(fed.deployment.profile("THA/DSI-ATHD")), PASSPHRASE)
+    await _ixb_hub(fed, "THA", "agency", "revoke", "THA/DSI-ATHD", "--reason", "seized")
+    agency = fed.principal("THA/DSI-ATHD")
+    deadline = asyncio.get_running_loop().time() + 5
+    while any(r.hub.keys.entry(agency).revoked is None for r in fed.hubs.values()):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    tha = fed.hubs["THA"].hub
+    for peer, recipient in (("MYS", "MYS/RMP-ATIPSOM"), ("MMR", "MMR/MOHA-ATTU")):
+        now = wall_ms()
+        recipient_key = fed.hubs[peer].hub.keys.encryption_key(fed.principal(recipient), now)
+        sealed = seal_envelope(
+            sender=identity,
+            recipients=[recipient_key],
+            body=example_bodies(now)["alert"],
+            now_ms=now,
+            ttl_ms=3_600_000,
+        )
+        relayed = add_hop(decode_envelope(sealed), tha.identity, now).to_bytes()
+        msg_id = decode_envelope(sealed).header.id
+        await tha._publish(
+            Publish(
+                subjects.cross_border("THA", peer), relayed, f"test:{peer}", frozenset(), peer=peer
+            )
+        )
+        assert await refusal_logged(fed, peer, msg_id) == {"ixb.E_REVOKED"}
+        receiver = await fed.client(recipient)
+        await assert_nothing_arrives(receiver)
