@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import sys
@@ -30,9 +29,10 @@ from typing import Any
 
 import msgspec
 
+from agency_client import enrol
 from agency_client.docregistry import DocumentRegistry
-from agency_client.keystore import create_private, passphrase
-from agency_client.profile import Profile, load_profile, render_profile
+from agency_client.keystore import passphrase
+from agency_client.profile import Profile, load_profile
 from agency_client.sdk import (
     MAX_SENT_RECORDS,
     AgencyClient,
@@ -42,7 +42,7 @@ from agency_client.sdk import (
     load_identity_for,
 )
 from protocols.envelope import decode_envelope
-from protocols.errors import ConfigError, UnknownOutcomeError, UnknownRecipientError, UsageError
+from protocols.errors import UnknownOutcomeError, UnknownRecipientError, UsageError
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     Principal,
@@ -77,19 +77,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     agency = sub.add_parser("agency", help="agency setup and automated responders")
     agency_sub = agency.add_subparsers(dest="cmd", required=True)
-    enroll = agency_sub.add_parser("enroll", help="write an agency profile")
-    enroll.add_argument("--agency", required=True)
-    enroll.add_argument("--key", required=True, help="the agency's key file")
-    enroll.add_argument("--federation", required=True, help="federation file (trust anchors)")
-    enroll.add_argument("--nats-url", required=True)
-    enroll.add_argument("--user", required=True)
-    enroll.add_argument(
-        "--password-env",
-        default="IXB_NATS_PASSWORD",
-        help="environment variable holding the NATS password",
-    )
-    enroll.add_argument("--out", required=True, type=Path)
-    enroll.set_defaults(func=cmd_enroll)
+    enrol.register_enroll(agency_sub)
     respond = with_profile(
         agency_sub.add_parser(
             "respond", help="answer document checks automatically from a registry"
@@ -328,25 +316,6 @@ def _header_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- commands ---------------------------------------------------------------------------
-
-
-def cmd_enroll(args: argparse.Namespace) -> int:
-    agency = parse_agency(args.agency)
-    password = os.environ.get(args.password_env)
-    if not password:
-        raise ConfigError(f"set ${args.password_env} to the agency's NATS password")
-    text = render_profile(
-        agency=str(agency),
-        key_file=str(Path(args.key).resolve()),
-        federation_file=str(Path(args.federation).resolve()),
-        url=args.nats_url,
-        user=args.user,
-        password=password,
-    )
-    create_private(args.out, text.encode(), "profile")
-    load_profile(args.out)  # proves it parses
-    sys.stdout.write(f"profile for {agency} written to {args.out}\n")
-    return 0
 
 
 def cmd_send_alert(args: argparse.Namespace) -> int:

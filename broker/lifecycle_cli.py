@@ -19,7 +19,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from broker import nats_permissions as perms
 from broker.config import HubConfig, load_config
+from broker.nats_users import add_agency_user
 from broker.registry import (
     USER_ROLES,
     AgencyRecord,
@@ -33,7 +35,8 @@ from broker.registry import (
 )
 from broker.web.auth import hash_password
 from protocols.directory import RevocationInfo
-from protocols.errors import ConfigError, IxbError, UsageError
+from protocols.enrolment import MAX_REQUEST_BYTES, Request, RequestKind, verify_request
+from protocols.errors import ConfigError, IoError, IxbError, UsageError
 from protocols.identifiers import Principal, parse_agency
 from protocols.keys import KeyAlg, PublicIdentity, fingerprint
 from protocols.roles import Role
@@ -66,6 +69,12 @@ def register(hub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("agency")
     p.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_revoke)
+    p = cmd(agency, "approve", "enrol an agency from its signed request (ixb agency enroll)")
+    p.add_argument("request", type=Path)
+    p.add_argument("--role", action="append", required=True, help="repeat for several roles")
+    p.add_argument("--nats-plan", type=Path, help="federation plan to add its NATS user to")
+    p.add_argument("--nats-pid", type=int, help="nats-server process to reload (SIGHUP)")
+    p.set_defaults(func=cmd_approve)
     p = cmd(agency, "roles", "replace an agency's roles")
     p.add_argument("agency")
     p.add_argument("--role", action="append", required=True, help="repeat for several roles")
@@ -270,6 +279,46 @@ def add_agency(
     with registry.change(operator(), now, what) as db:
         Registry.put_agency(db, AgencyRecord(public=public, roles=roles, nats_user=nats_user), now)
     return _report(config, registry, what)
+
+
+def _read_request(path: Path) -> Request:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_REQUEST_BYTES + 512)
+    except OSError as exc:
+        raise IoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return verify_request(data)
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    request = _read_request(args.request)
+    if request.kind is not RequestKind.ENROL:
+        raise UsageError(f"{args.request} is a key rotation; use ixb hub agency rotate")
+    agency = request.principal
+    if agency.country != config.country:
+        raise UsageError(f"{agency} asks to enrol in {agency.country}; this is {config.hub_id}")
+    roles = parse_roles(args.role)
+    if request.nats_user != perms.agency_user(agency.name):
+        raise UsageError(
+            f"NATS user {request.nats_user!r}: {agency}'s is {perms.agency_user(agency.name)!r}"
+        )
+    registry = Registry.of(config)
+    try:
+        if agency in agencies_of(config, registry):
+            raise UsageError(f"{agency} is already enrolled at {config.hub_id}")
+    finally:
+        registry.close()
+    if args.nats_plan is not None and request.nats_password_hash is not None:
+        add_agency_user(args.nats_plan, agency, request.nats_password_hash, args.nats_pid)
+    text = ",".join(r.value for r in roles)
+    return add_agency(
+        config,
+        request.public,
+        roles,
+        nats_user=request.nats_user,
+        what=f"agency {agency} enrolled ({text}), signing key {_fp(request.signing_key)}",
+    )
 
 
 # --- users -------------------------------------------------------------------------------

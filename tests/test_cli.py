@@ -165,31 +165,30 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
     assert "checks went as expected" in result.stdout
 
 
-def test_agency_enroll_writes_a_private_profile(tmp_path: Path) -> None:
-    out = tmp_path / "profile.toml"
+def test_agency_enroll_makes_keys_profile_and_a_signed_request(tmp_path: Path) -> None:
+    out = tmp_path / "enrol"
     args = (
         "agency",
         "enroll",
         "--agency",
         "THA/DSI-ATHD",
-        "--key",
-        "dsi.key",
-        "--federation",
-        "federation.toml",
-        "--nats-url",
+        "--server",
         "nats://127.0.0.1:4222",
-        "--user",
-        "agency-DSI-ATHD",
         "--out",
         str(out),
     )
-    missing = ixb(*args)
-    assert_one_line_error(missing, "ixb.E_CONFIG")  # no password in the environment
-    made = ixb(*args, env={"IXB_NATS_PASSWORD": 'pa"ss'})
+    assert_one_line_error(ixb(*args), "ixb.E_PASSPHRASE")  # no passphrase, no terminal
+    made = ixb(*args, env={"IXB_PASSPHRASE": "a long passphrase"})
     assert made.returncode == 0, made.stderr
-    assert out.stat().st_mode & 0o777 == 0o600
+    for name in ("THA-DSI-ATHD.key", "THA-DSI-ATHD.toml", "THA-DSI-ATHD.request"):
+        assert (out / name).stat().st_mode & 0o777 == 0o600
     from agency_client.profile import load_profile
+    from protocols.enrolment import verify_request
 
-    profile = load_profile(out)
-    assert profile.nats.password == 'pa"ss' and str(profile.principal) == "THA/DSI-ATHD"
-    assert_one_line_error(ixb(*args, env={"IXB_NATS_PASSWORD": "x"}), "ixb.E_IO")
+    profile = load_profile(out / "THA-DSI-ATHD.toml")
+    assert str(profile.principal) == "THA/DSI-ATHD" and profile.nats.user == "agency-DSI-ATHD"
+    request = verify_request((out / "THA-DSI-ATHD.request").read_bytes())
+    assert request.server == "nats://127.0.0.1:4222" and request.nats_password_hash
+    assert profile.nats.password not in (out / "THA-DSI-ATHD.request").read_text("latin-1")
+    again = ixb(*args, env={"IXB_PASSPHRASE": "a long passphrase"})
+    assert_one_line_error(again, "ixb.E_USAGE")  # never overwrites keys

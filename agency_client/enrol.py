@@ -1,0 +1,168 @@
+"""``ixb agency enroll`` and ``ixb keys rotate``: keys made on the agency's machine, and
+the signed request (:mod:`protocols.enrolment`) its hub's operator approves.
+
+Private keys never leave this machine: the key file is sealed with the
+passphrase (Argon2id, :attr:`KdfProfile.MODERATE` unless told otherwise), and
+the NATS password the agency will connect with is generated here, kept in
+the profile (0600), and sent to the hub only as a bcrypt hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+import bcrypt
+
+from agency_client.keystore import create_private, load_identity, passphrase, save_identity
+from agency_client.profile import load_profile, render_profile
+from protocols.enrolment import Request, RequestKind, check_server, sign_request
+from protocols.errors import IxbError, UsageError
+from protocols.identifiers import parse_agency
+from protocols.keys import Identity, KdfProfile, PublicIdentity
+from transport.clock import wall_ms
+
+BCRYPT_ROUNDS = 11
+"""nats-server's own ``passwd`` tool uses cost 11."""
+
+
+def nats_user(name: str) -> str:
+    """The agency's NATS user (the hub's ``agency_user`` rule; checked at approval)."""
+    return f"agency-{name}"
+
+
+def _fingerprints(pub: PublicIdentity) -> str:
+    return "".join(f"  {role:<10} {fpr}\n" for role, fpr in pub.fingerprints().items())
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    agency = parse_agency(args.agency)
+    try:
+        server = check_server(args.server)
+    except IxbError as exc:
+        raise UsageError(f"--server: {exc.detail}") from None
+    out: Path = args.out
+    stem = f"{agency.country}-{agency.name}"
+    key_file, profile_file, request_file = (
+        out / f"{stem}.key",
+        out / f"{stem}.toml",
+        out / f"{stem}.request",
+    )
+    for path in (key_file, profile_file, request_file):
+        if path.exists():
+            raise UsageError(f"{path} exists; enrol into an empty directory")
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    identity = Identity.generate(agency)
+    save_identity(key_file, identity, passphrase(confirm=True), KdfProfile(args.kdf))
+    password = secrets.token_urlsafe(24)
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
+    user = nats_user(agency.name)
+    federation = args.federation.resolve() if args.federation else out.resolve() / "federation.toml"
+    text = render_profile(
+        agency=str(agency),
+        key_file=str(key_file.resolve()),
+        federation_file=str(federation),
+        url=server,
+        user=user,
+        password=password,
+    )
+    create_private(profile_file, text.encode(), "profile")
+    request = Request(
+        v=1,
+        kind=RequestKind.ENROL,
+        agency=str(agency),
+        signing_key=identity.public().signing,
+        encryption_key=_encryption(identity.public()),
+        created=wall_ms(),
+        server=server,
+        nats_user=user,
+        nats_password_hash=hashed,
+    )
+    create_private(request_file, sign_request(request, identity), "request")
+    sys.stdout.write(
+        f"keys for {agency} in {key_file} (sealed with your passphrase)\n"
+        f"profile {profile_file}\n"
+        f"request {request_file}: give it to your hub's operator, and read them these "
+        f"fingerprints to compare:\n{_fingerprints(identity.public())}"
+    )
+    return 0
+
+
+def _encryption(pub: PublicIdentity) -> bytes:
+    if pub.encryption is None:
+        raise UsageError(f"{pub.principal} has no encryption key")
+    return pub.encryption
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """New signing and encryption keys; the old key file is kept beside (``.key.previous``)."""
+    profile = load_profile(args.profile)
+    key_file = profile.path(profile.agency.key_file)
+    secret = passphrase(confirm=False)
+    old = load_identity(key_file, secret)
+    previous_file = key_file.with_name(key_file.name + ".previous")
+    new_file = key_file.with_name(key_file.name + ".new")
+    request_file = (
+        args.out
+        if args.out is not None
+        else key_file.with_name(f"{old.principal.country}-{old.principal.name}.rotate")
+    )
+    if new_file.exists():
+        raise UsageError(f"{new_file} exists: a rotation is already pending")
+    new = Identity.generate(old.principal)
+    save_identity(new_file, new, secret, KdfProfile(args.kdf))
+    request = Request(
+        v=1,
+        kind=RequestKind.ROTATE,
+        agency=str(old.principal),
+        signing_key=new.public().signing,
+        encryption_key=_encryption(new.public()),
+        created=wall_ms(),
+        previous_signing_key=old.public().signing,
+    )
+    create_private(request_file, sign_request(request, new, old), "request")
+    # the new keys become the profile's key file; the old ones stay beside it, for
+    # messages sealed to them before the hub published the rotation
+    key_file.replace(previous_file)
+    new_file.replace(key_file)
+    sys.stdout.write(
+        f"new keys for {old.principal} in {key_file} (old ones kept in {previous_file})\n"
+        f"request {request_file}: the hub's operator runs `ixb hub agency rotate` with it\n"
+        f"{_fingerprints(new.public())}"
+    )
+    return 0
+
+
+def register_enroll(agency_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    enroll = agency_sub.add_parser(
+        "enroll",
+        help="create this agency's keys, profile and signed enrolment request",
+    )
+    enroll.add_argument("--agency", required=True, help="CC/NAME")
+    enroll.add_argument("--server", required=True, help="nats://HOST:PORT or tls://HOST:PORT")
+    enroll.add_argument("--out", required=True, type=Path, help="directory for the new files")
+    enroll.add_argument(
+        "--federation", type=Path, help="federation file (default: OUT/federation.toml)"
+    )
+    enroll.add_argument(
+        "--kdf",
+        choices=[p.value for p in KdfProfile if p is not KdfProfile.INTERACTIVE],
+        default=KdfProfile.MODERATE.value,
+    )
+    enroll.set_defaults(func=cmd_enroll)
+
+
+def register_rotate(keys: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rotate = keys.add_parser(
+        "rotate", help="new keys for this agency; the old ones kept for messages in flight"
+    )
+    rotate.add_argument("--profile", type=Path, help="agency profile (default: $IXB_PROFILE)")
+    rotate.add_argument("--out", type=Path, help="where to write the signed rotation request")
+    rotate.add_argument(
+        "--kdf",
+        choices=[p.value for p in KdfProfile if p is not KdfProfile.INTERACTIVE],
+        default=KdfProfile.MODERATE.value,
+    )
+    rotate.set_defaults(func=cmd_rotate)
