@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agency_client import enrol
 from agency_client.keystore import load_public, passphrase, read_bytes, save_identity
 from protocols.envelope import (
     Envelope,
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="Argon2id cost (default: moderate)",
     )
     new.set_defaults(func=cmd_keys_new)
+    enrol.register_rotate(keys)
     show = keys.add_parser("show", help="public keys and fingerprints of a key file")
     show.add_argument("file", type=Path)
     show.add_argument("--json", action="store_true")

@@ -40,6 +40,7 @@ from agency_client.sdk import (
     Refused,
     SignedReceipt,
     load_identity_for,
+    load_previous_for,
 )
 from protocols.envelope import decode_envelope
 from protocols.errors import UnknownOutcomeError, UnknownRecipientError, UsageError
@@ -170,11 +171,13 @@ def _header_options(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]]) -> int:
     """Connect, run ``body``; a send of unknown outcome is kept for ``ixb send retry``."""
     profile = load_profile(args.profile)
-    identity = load_identity_for(profile, passphrase(confirm=False))
+    secret = passphrase(confirm=False)
+    identity = load_identity_for(profile, secret)
+    previous = load_previous_for(profile, secret)
 
     async def main() -> int:
         client = await AgencyClient.connect(
-            profile, identity, handled_path=LocalState.handled_path(profile)
+            profile, identity, handled_path=LocalState.handled_path(profile), previous=previous
         )
         try:
             return await body(client)

@@ -18,6 +18,7 @@ import bcrypt
 
 from agency_client.keystore import create_private, load_identity, passphrase, save_identity
 from agency_client.profile import load_profile, render_profile
+from agency_client.sdk import previous_key_file
 from protocols.enrolment import Request, RequestKind, check_server, sign_request
 from protocols.errors import IxbError, UsageError
 from protocols.identifiers import parse_agency
@@ -102,7 +103,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     key_file = profile.path(profile.agency.key_file)
     secret = passphrase(confirm=False)
     old = load_identity(key_file, secret)
-    previous_file = key_file.with_name(key_file.name + ".previous")
+    previous_file = previous_key_file(key_file)
     new_file = key_file.with_name(key_file.name + ".new")
     request_file = (
         args.out

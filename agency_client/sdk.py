@@ -62,6 +62,8 @@ from protocols import subjects
 from protocols.envelope import (
     Envelope,
     Header,
+    Opened,
+    VerifiedEnvelope,
     decode_envelope,
     open_envelope,
     seal_envelope,
@@ -69,6 +71,7 @@ from protocols.envelope import (
     verify_hops,
 )
 from protocols.errors import (
+    DecryptError,
     DirectoryError,
     IoError,
     IxbError,
@@ -104,6 +107,11 @@ PUBLISH_ATTEMPTS = 5
 """Publishes (same ``Nats-Msg-Id``) before the outcome is reported as unknown."""
 HANDLER_RETRY_S = 1.0
 """Delay before a message whose handler failed in :meth:`AgencyClient.serve` comes back."""
+ROTATION_CHECK_S = 5.0
+"""After ``ixb keys rotate``, how often a sender looks whether the hub lists the new keys."""
+DIRECTORY_REFRESH_S = 30.0
+"""How old the directories a sender encrypts to may get: it then asks the hub's index
+again (one small request) and fetches what changed, e.g. a recipient's rotated keys."""
 FIRST_CONNECT_S = 10.0
 """How long :meth:`AgencyClient.connect` tries to reach the hub's NATS.
 
@@ -190,10 +198,29 @@ class AgencyClient:
         keys: TrustedDirectories,
         clock: Callable[[], int] = wall_ms,
         handled: HandledMessages | None = None,
+        *,
+        previous: Identity | None = None,
     ) -> None:
-        """Prefer :meth:`connect`. The client owns ``handled`` (in memory when ``None``)."""
+        """Prefer :meth:`connect`. The client owns ``handled`` (in memory when ``None``).
+
+        ``previous``: the keys ``ixb keys rotate`` replaced. Until the hub's
+        directory lists the new keys the client signs with these (the hub
+        does not know the new ones yet), and it decrypts with both for as long
+        as it holds them: nothing sent during a rotation is refused or lost.
+        """
         self.identity = identity
         self.principal = identity.principal
+        self.held_keys: tuple[Identity, ...] = (
+            (identity,)
+            if previous is None
+            else (
+                identity,
+                previous,
+            )
+        )
+        self._newest = identity
+        self._refreshed = time.monotonic()
+        self.directory_refresh_s = DIRECTORY_REFRESH_S
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.keys = keys
@@ -220,6 +247,7 @@ class AgencyClient:
         clock: Callable[[], int] = wall_ms,
         *,
         handled_path: Path | None = None,
+        previous: Identity | None = None,
     ) -> AgencyClient:
         """Connect to the agency's hub and fetch the directories.
 
@@ -247,7 +275,7 @@ class AgencyClient:
             raise IoError(f"cannot reach the hub's NATS at {profile.nats.url}: {exc}") from None
         handled = HandledMessages(handled_path)
         handled.prune(clock())
-        client = cls(identity, nc, TrustedDirectories(trust), clock, handled)
+        client = cls(identity, nc, TrustedDirectories(trust), clock, handled, previous=previous)
         await client.refresh_directories()
         return client
 
@@ -304,7 +332,32 @@ class AgencyClient:
                 self.keys.update(country, data, self.clock())
             except IxbError as exc:
                 log.warning("directory_refused", country=country, code=exc.code)
+        self._choose_signer()
         return {c: self.keys.version(c) for c in index}
+
+    def _choose_signer(self) -> None:
+        """Sign with the held keys our directory lists as current (rotation, SPEC §12 2.6)."""
+        self._refreshed = time.monotonic()
+        if len(self.held_keys) == 1:
+            return
+        try:
+            listed = self.keys.entry(self.principal).signing_key
+        except IxbError:
+            return
+        for held in self.held_keys:
+            if held.public().signing == listed and held is not self.identity:
+                log.info("signing_key_switched", agency=str(self.principal))
+                self.identity = held
+
+    async def _check_directories(self) -> None:
+        """Directories older than :attr:`directory_refresh_s` are asked for again (more often,
+        :data:`ROTATION_CHECK_S`, while our own newest keys are not listed yet)."""
+        period = (
+            ROTATION_CHECK_S if self.identity is not self._newest else self.directory_refresh_s
+        )
+        if time.monotonic() - self._refreshed > period:
+            with contextlib.suppress(IxbError):  # the hub is slow: send with what we have
+                await self.refresh_directories(timeout=2.0)
 
     async def _ask_directory(self, request: bytes, deadline: float) -> bytes:
         while True:
@@ -343,6 +396,7 @@ class AgencyClient:
         the body again.
         """
         recipients = [p if isinstance(p, Principal) else parse_agency(p) for p in to]
+        await self._check_directories()
         missing = [r for r in recipients if self.keys.version(r.country) is None]
         if missing:
             await self.refresh_directories()
@@ -534,7 +588,7 @@ class AgencyClient:
                 log.info("inbox_redelivery_held", msg_id=msg_id, sender=sender)
                 return None
             hubs = verify_hops(env.envelope, self.keys, now)  # step 11
-            opened = open_envelope(env, self.identity)
+            opened = self._open(env)
             if isinstance(opened.body, Receipt):
                 self._check_receipt(opened.header, opened.body)
         except IxbError as exc:
@@ -555,6 +609,17 @@ class AgencyClient:
                 if not waiter.done():
                     waiter.set_result(None)
         return item
+
+    def _open(self, env: VerifiedEnvelope) -> Opened:
+        """Decrypt with the held key it was sealed to (the newest, or the one before)."""
+        error: DecryptError | None = None
+        for held in self.held_keys:
+            try:
+                return open_envelope(env, held)
+            except DecryptError as exc:
+                error = exc
+        assert error is not None  # noqa: S101 - held_keys is never empty
+        raise error
 
     def _check_receipt(self, header: Header, receipt: Receipt) -> None:
         """Refuse a receipt its signer may not make (SPEC §5 receipt).
@@ -696,3 +761,14 @@ def _same_statement(a: SignedReceipt, b: SignedReceipt) -> bool:
 
 def load_identity_for(profile: Profile, passphrase: str) -> Identity:
     return load_identity(profile.path(profile.agency.key_file), passphrase)
+
+
+def previous_key_file(key_file: Path) -> Path:
+    """Where ``ixb keys rotate`` keeps the keys it replaced."""
+    return key_file.with_name(key_file.name + ".previous")
+
+
+def load_previous_for(profile: Profile, passphrase: str) -> Identity | None:
+    """The keys replaced by the last ``ixb keys rotate``, if kept."""
+    path = previous_key_file(profile.path(profile.agency.key_file))
+    return load_identity(path, passphrase) if path.exists() else None

@@ -34,15 +34,18 @@ from broker.registry import (
     operator,
 )
 from broker.web.auth import hash_password
-from protocols.directory import RevocationInfo
+from protocols.directory import MAX_PREVIOUS_KEYS, PreviousKey, RevocationInfo
 from protocols.enrolment import MAX_REQUEST_BYTES, Request, RequestKind, verify_request
 from protocols.errors import ConfigError, IoError, IxbError, UsageError
 from protocols.identifiers import Principal, parse_agency
 from protocols.keys import KeyAlg, PublicIdentity, fingerprint
+from protocols.limits import MS_PER_HOUR
 from protocols.roles import Role
 from transport.clock import wall_ms
 
 MIN_PASSWORD_CHARS = 12
+DEFAULT_GRACE_HOURS = 24.0
+MAX_GRACE_HOURS = 24.0 * 30
 APPLY_WAIT_S = 5.0
 """How long a command waits to see the running hub apply its change."""
 
@@ -75,6 +78,16 @@ def register(hub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--nats-plan", type=Path, help="federation plan to add its NATS user to")
     p.add_argument("--nats-pid", type=int, help="nats-server process to reload (SIGHUP)")
     p.set_defaults(func=cmd_approve)
+    p = cmd(agency, "rotate", "move an agency to the new keys of its signed rotation request")
+    p.add_argument("agency")
+    p.add_argument("--request", required=True, type=Path, help="from ixb keys rotate")
+    p.add_argument(
+        "--grace-hours",
+        type=float,
+        default=DEFAULT_GRACE_HOURS,
+        help="how long the old signing key stays valid for messages in flight (default 24)",
+    )
+    p.set_defaults(func=cmd_rotate)
     p = cmd(agency, "roles", "replace an agency's roles")
     p.add_argument("agency")
     p.add_argument("--role", action="append", required=True, help="repeat for several roles")
@@ -318,6 +331,48 @@ def cmd_approve(args: argparse.Namespace) -> int:
         roles,
         nats_user=request.nats_user,
         what=f"agency {agency} enrolled ({text}), signing key {_fp(request.signing_key)}",
+    )
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    request = _read_request(args.request)
+    if request.kind is not RequestKind.ROTATE:
+        raise UsageError(f"{args.request} is an enrolment request; use ixb hub agency approve")
+    if not 0 < args.grace_hours <= MAX_GRACE_HOURS:
+        raise UsageError(f"--grace-hours: between 0 and {MAX_GRACE_HOURS}")
+    registry = Registry.of(config)
+    agency, rec = _existing(config, registry, args.agency)
+    if request.principal != agency:
+        raise UsageError(f"{args.request} is a rotation for {request.agency}, not {agency}")
+    if rec.revoked is not None or rec.config_revoked:
+        raise UsageError(f"{agency} is revoked: it gets no new keys (enrol it anew)")
+    old = rec.public
+    if request.previous_signing_key != old.signing:
+        raise UsageError(
+            f"{args.request} replaces signing key {_fp(request.previous_signing_key or b'')}, "
+            f"but {agency}'s current one is {_fp(old.signing)}"
+        )
+    now = wall_ms()
+    until = now + int(args.grace_hours * MS_PER_HOUR)
+    kept = [p for p in rec.previous if p.valid_until > now and p.key != request.signing_key][
+        : MAX_PREVIOUS_KEYS - 1
+    ]
+    kept_enc = [(k, u) for k, u in rec.previous_encryption if u > now][: MAX_PREVIOUS_KEYS - 1]
+    rotated = _replace(
+        rec,
+        public=request.public,
+        previous=(PreviousKey(key=old.signing, valid_until=until), *kept),
+        previous_encryption=((old.encryption or b"", until), *kept_enc),
+    )
+    what = (
+        f"agency {agency} keys rotated: signing {_fp(request.signing_key)}, "
+        f"old key valid until {when(until)}"
+    )
+    with registry.change(operator(), now, what) as db:
+        Registry.put_agency(db, rotated, now)
+    return _report(
+        config, registry, f"{agency}: new keys; the old signing key valid until {when(until)}"
     )
 
 
