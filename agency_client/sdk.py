@@ -352,9 +352,7 @@ class AgencyClient:
     async def _check_directories(self) -> None:
         """Directories older than :attr:`directory_refresh_s` are asked for again (more often,
         :data:`ROTATION_CHECK_S`, while our own newest keys are not listed yet)."""
-        period = (
-            ROTATION_CHECK_S if self.identity is not self._newest else self.directory_refresh_s
-        )
+        period = ROTATION_CHECK_S if self.identity is not self._newest else self.directory_refresh_s
         if time.monotonic() - self._refreshed > period:
             with contextlib.suppress(IxbError):  # the hub is slow: send with what we have
                 await self.refresh_directories(timeout=2.0)
