@@ -411,8 +411,13 @@ class Hub:
         the new state in memory, and (``publish``) our directory's next
         version to every peer. False if told to stop while the disk refused.
         """
-        changes = await asyncio.to_thread(self.registry.changes_since, self.registry_seq)
-        added = self._reload_registry(await asyncio.to_thread(self._read_registry))
+        try:
+            changes = await asyncio.to_thread(self.registry.changes_since, self.registry_seq)
+            rows = await asyncio.to_thread(self._read_registry)
+        except sqlite3.Error as exc:  # the operator's file is busy or damaged: next poll
+            log.warning("registry_read_failed", error=str(exc))
+            return True
+        added = self._reload_registry(rows)
         if self.js is not None and added:
             await streams.ensure_country_streams(self.js, self.country, [p.name for p in added])
         if not changes:

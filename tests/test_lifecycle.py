@@ -254,3 +254,10 @@ async def test_peer_hubs_refuse_the_revoked_agency_too(fed: Federation) -> None:
         assert await refusal_logged(fed, peer, msg_id) == {"ixb.E_REVOKED"}
         receiver = await fed.client(recipient)
         await assert_nothing_arrives(receiver)
+    # a restart keeps the revocation, at the same time, and applies no change twice
+    revoked = tha.keys.entry(agency).revoked
+    await fed.stop_hub("THA")
+    restarted = await fed.start_hub("THA")
+    assert restarted.keys.entry(agency).revoked == revoked
+    changes = restarted.audit_log.search(AuditQuery(event="policy_changed"))
+    assert len(changes) == 1
