@@ -120,6 +120,7 @@ class Hub:
         self.users: dict[str, UserRow] = {}
         """The live liaison users (the pages read them at every request)."""
         self._reload_registry()
+        self._no_inbox_yet: set[Principal] = set()
         self.registry_seq = int(self.store.meta("registry_seq") or 0)
         self.control = ControlPlane(
             config=config,
@@ -417,9 +418,15 @@ class Hub:
         except sqlite3.Error as exc:  # the operator's file is busy or damaged: next poll
             log.warning("registry_read_failed", error=str(exc))
             return True
-        added = self._reload_registry(rows)
-        if self.js is not None and added:
-            await streams.ensure_country_streams(self.js, self.country, [p.name for p in added])
+        self._no_inbox_yet |= self._reload_registry(rows)
+        if self.js is not None and self._no_inbox_yet:
+            try:  # an enrolled agency's inbox consumer, before anyone sends to it
+                names = [p.name for p in sorted(self._no_inbox_yet)]
+                await streams.ensure_country_streams(self.js, self.country, names)
+            except TRANSPORT_ERRORS as exc:
+                log.warning("inbox_consumer_failed", error=str(exc))  # again at the next poll
+            else:
+                self._no_inbox_yet.clear()
         if not changes:
             return True
         entries = [
@@ -454,7 +461,8 @@ class Hub:
                 failures.failed(exc)
                 continue
             failures.ok()
-            if seq > self.registry_seq and not await self.apply_registry(stop):
+            pending = seq > self.registry_seq or self._no_inbox_yet
+            if pending and not await self.apply_registry(stop):
                 return
 
     def directory_versions(self) -> dict[str, int | None]:
