@@ -21,7 +21,7 @@ from pathlib import Path
 
 from broker import nats_permissions as perms
 from broker.config import HubConfig, load_config
-from broker.nats_users import add_agency_user
+from broker.nats_users import add_agency_user, remove_agency_user
 from broker.registry import (
     USER_ROLES,
     AgencyRecord,
@@ -71,6 +71,8 @@ def register(hub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmd(agency, "revoke", "revoke an agency now, at every hub of the federation")
     p.add_argument("agency")
     p.add_argument("--reason", required=True)
+    p.add_argument("--nats-plan", type=Path, help="federation plan to remove its NATS user from")
+    p.add_argument("--nats-pid", type=int, help="nats-server process to reload (SIGHUP)")
     p.set_defaults(func=cmd_revoke)
     p = cmd(agency, "approve", "enrol an agency from its signed request (ixb agency enroll)")
     p.add_argument("request", type=Path)
@@ -255,7 +257,11 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         raise UsageError(f"--reason: {exc.detail}") from None
     with registry.change(operator(), now, f"agency {agency} revoked: {args.reason}") as db:
         Registry.put_agency(db, _replace(rec, revoked=revoked), now)
-    return _report(config, registry, f"{agency} revoked at {when(now)}")
+    status = _report(config, registry, f"{agency} revoked at {when(now)}")
+    if args.nats_plan is not None:  # after the revocation is in force: the hub refuses first
+        remove_agency_user(args.nats_plan, agency, args.nats_pid)
+        sys.stdout.write(f"{agency}'s NATS user removed; its connections are closed\n")
+    return status
 
 
 def cmd_roles(args: argparse.Namespace) -> int:

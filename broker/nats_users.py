@@ -1,4 +1,4 @@
-"""Add an enrolled agency's user to its country's running nats-server.
+"""Add an enrolled agency's user to its country's running nats-server, or remove a revoked one's.
 
 The federation plan (``plan.json``, :mod:`broker.natsplan`) is what the
 server's config is rendered from: the agency joins its country's list, with
@@ -16,6 +16,7 @@ import signal
 from pathlib import Path
 
 from broker.natsd import load_plan, save_plan, write_config
+from broker.natsplan import FederationPlan
 from protocols.errors import IoError, UsageError
 from protocols.identifiers import Principal
 
@@ -35,7 +36,27 @@ def add_agency_user(
         agencies={**plan.agencies, agency.country: (*names, agency.name)},
         passwords={**plan.passwords, f"{agency.country}/agency/{agency.name}": password_hash},
     )
-    config = write_config(plan, agency.country)
+    return _apply(plan, plan_path, agency.country, pid)
+
+
+def remove_agency_user(plan_path: Path, agency: Principal, pid: int | None) -> Path:
+    """Remove ``agency``'s NATS user (a revocation): the server closes its connections."""
+    plan = load_plan(plan_path)
+    names = tuple(plan.agencies.get(agency.country, ()))
+    if agency.name not in names:
+        raise UsageError(f"{agency} has no NATS user in {plan_path}")
+    key = f"{agency.country}/agency/{agency.name}"
+    plan = dataclasses.replace(
+        plan,
+        agencies={**plan.agencies, agency.country: tuple(n for n in names if n != agency.name)},
+        passwords={k: v for k, v in plan.passwords.items() if k != key},
+    )
+    return _apply(plan, plan_path, agency.country, pid)
+
+
+def _apply(plan: FederationPlan, plan_path: Path, country: str, pid: int | None) -> Path:
+    """Render the server's config, keep the plan, and have the server reload it."""
+    config = write_config(plan, country)
     save_plan(plan, plan_path)
     if pid is not None:
         try:

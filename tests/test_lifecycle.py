@@ -7,8 +7,10 @@ separate ``ixb`` processes, as an operator would run them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import getpass
 import re
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -261,3 +263,41 @@ async def test_peer_hubs_refuse_the_revoked_agency_too(fed: Federation) -> None:
     assert restarted.keys.entry(agency).revoked == revoked
     changes = restarted.audit_log.search(AuditQuery(event="policy_changed"))
     assert len(changes) == 1
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # nats-py's, see below
+async def test_revocation_can_close_the_agencys_nats_connections(fed: Federation) -> None:
+    revoked = await fed.client("THA/DSI-ATHD")
+    other = await fed.client("THA/IMMIGRATION")
+    assert revoked.nc.is_connected
+    out = await _ixb_hub(
+        fed,
+        "THA",
+        "agency",
+        "revoke",
+        "THA/DSI-ATHD",
+        "--reason",
+        "seized",
+        "--nats-plan",
+        str(fed.deployment.base / "plan.json"),
+        "--nats-pid",
+        str(fed.servers["THA"].pid),
+    )
+    assert "NATS user removed" in out
+    deadline = asyncio.get_running_loop().time() + 5
+    while revoked.nc.is_connected:
+        assert asyncio.get_running_loop().time() < deadline, "still connected"
+        await asyncio.sleep(0.05)
+    # nats-py leaves the socket the server closed (authorization violation) to the
+    # garbage collector: collect it here, its ResourceWarning is not ours
+    fed.clients.remove(revoked)
+    await revoked.nc.close()  # stops its reconnecting at once (a drain would wait for it)
+    await revoked.close()
+    del revoked
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    # the others keep their connections and their service
+    msg_id = await other.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
+    await other.wait_receipt(msg_id, ReceiptStatus.DELIVERED)
+    assert other.nc.is_connected
