@@ -301,3 +301,29 @@ async def test_revocation_can_close_the_agencys_nats_connections(fed: Federation
     msg_id = await other.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
     await other.wait_receipt(msg_id, ReceiptStatus.DELIVERED)
     assert other.nc.is_connected
+
+
+async def test_a_change_made_while_the_hub_is_down_applies_when_it_starts(
+    fed: Federation,
+) -> None:
+    agency = fed.principal("THA/IMMIGRATION")
+    await fed.stop_hub("THA")
+    out = await _ixb_hub(
+        fed,
+        "THA",
+        "agency",
+        "roles",
+        "THA/IMMIGRATION",
+        "--role",
+        "immigration",
+        "--role",
+        "investigator",
+    )
+    assert "the hub applies it when it runs" in out
+    hub = await fed.start_hub("THA")
+    assert Role.INVESTIGATOR in hub.keys.roles(agency, wall_ms())
+    deadline = asyncio.get_running_loop().time() + 5
+    while Role.INVESTIGATOR not in fed.hubs["MYS"].hub.keys.roles(agency, wall_ms()):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert f"{_actor()} agency THA/IMMIGRATION roles" in await _show_policy_changes(fed)
