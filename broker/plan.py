@@ -388,14 +388,24 @@ def seal_receipts(
                 in_reply_to=st.ids[0],
             )
             fresh.append((dedup, data))
-        if to.country == country:
-            event, peer, subject = AuditEvent.DELIVERED, None, subjects.inbox(to)
-        else:
-            event, peer = AuditEvent.RELAYED, to.country
-            subject = subjects.cross_border(country, to.country)
-        entry = make_entry(str(hub), now, event, envelope=decode_envelope(data), peer=peer)
-        publishes.append(Publish(subject, data, dedup, st.works, peer=peer, entry=entry))
+        publishes.append(receipt_publish(hub, dedup, data, now, st.works))
     return Sealed(tuple(publishes), tuple(unroutable), tuple(fresh))
+
+
+def receipt_publish(
+    hub: Principal, dedup: str, data: bytes, now: int, works: frozenset[int] = frozenset()
+) -> Publish:
+    """The publish of a receipt ``hub`` sealed (``data``), with the entry that records it:
+    to a local agency's inbox (delivered), or over the link to its country (relayed)."""
+    envelope = decode_envelope(data)
+    (to,) = envelope.header.recipient_principals
+    if to.country == hub.country:
+        event, peer, subject = AuditEvent.DELIVERED, None, subjects.inbox(to)
+    else:
+        event, peer = AuditEvent.RELAYED, to.country
+        subject = subjects.cross_border(hub.country, to.country)
+    entry = make_entry(str(hub), now, event, envelope=envelope, peer=peer)
+    return Publish(subject, data, dedup, works, peer=peer, entry=entry)
 
 
 def message_dedup(message_id: str, sender: str) -> str:
