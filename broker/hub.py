@@ -52,7 +52,7 @@ from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
 from protocols.errors import IxbError, LocalError
 from protocols.federation import TrustAnchors
-from protocols.identifiers import Principal, check_country
+from protocols.identifiers import Principal, check_country, format_message_id
 from protocols.keys import Identity, PublicIdentity
 from protocols.trusted import TrustedDirectories
 from transport import streams
@@ -426,7 +426,11 @@ class Hub:
                     await self._publish(p)
                     await asyncio.to_thread(self.audit.record, [entry])
                     resent += 1
-                    log.info("receipt_resent", msg_id=entry.msg_id, to=p.peer or "local")
+                    log.info(
+                        "receipt_resent",
+                        msg_id=format_message_id(entry.msg_id or b""),
+                        to=p.peer or "local",
+                    )
                 done = at
         finally:
             if rows:
