@@ -82,6 +82,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enroll.add_argument("--key", required=True, help="the agency's key file")
     enroll.add_argument("--federation", required=True, help="federation file (trust anchors)")
     enroll.add_argument("--nats-url", required=True)
+    enroll.add_argument(
+        "--nats-ca-file", help="CA bundle that verifies the hub's NATS server (TLS)"
+    )
     enroll.add_argument("--user", required=True)
     enroll.add_argument(
         "--password-env",
@@ -342,6 +345,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         url=args.nats_url,
         user=args.user,
         password=password,
+        ca_file=None if args.nats_ca_file is None else str(Path(args.nats_ca_file).resolve()),
     )
     create_private(args.out, text.encode(), "profile")
     load_profile(args.out)  # proves it parses

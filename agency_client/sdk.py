@@ -238,6 +238,7 @@ class AgencyClient:
                 profile.nats.url,
                 user=profile.nats.user,
                 password=profile.nats.password,
+                ca_file=profile.nats_ca_file(),
                 inbox_prefix=subjects.reply_prefix(identity.principal.name),
                 name=f"ixb-agency-{identity.principal}",
                 max_reconnect_attempts=UNBOUNDED,

@@ -256,6 +256,7 @@ class Hub:
             cfg.nats.url,
             user=cfg.nats.user,
             password=cfg.nats.password,
+            ca_file=cfg.nats_ca_file(),
             name=f"ixb-hub-{self.country}",
             max_reconnect_attempts=UNBOUNDED,
         )
@@ -272,6 +273,7 @@ class Hub:
                 cfg.nats.url,
                 user=creds.user,
                 password=creds.password,
+                ca_file=cfg.nats_ca_file(),
                 name=f"ixb-hub-{self.country}-link-{peer}",
                 max_reconnect_attempts=UNBOUNDED,
             )

@@ -247,7 +247,7 @@ class Federation:
             assert direct in text
             proxied = base / "hubs" / f"{country}-proxied.toml"
             proxied.write_text(
-                text.replace(direct, f"nats://127.0.0.1:{proxy.port}"), encoding="utf-8"
+                text.replace(direct, f"tls://127.0.0.1:{proxy.port}"), encoding="utf-8"
             )
             proxied.chmod(0o600)
             hubs[country] = HubProcess(
