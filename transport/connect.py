@@ -209,6 +209,11 @@ async def connect(
     return nc
 
 
+ABANDON_S = 1.0
+"""How long closing a connection that never completed its first connect may take: after
+a failed TLS handshake nats-py's close() waits for ever for the socket's closing."""
+
+
 async def _abandon(nc: NatsClient) -> None:
-    with contextlib.suppress(nats.errors.Error, OSError):
-        await nc.close()
+    with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+        await asyncio.wait_for(nc.close(), ABANDON_S)  # the socket is closed before the wait
