@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from broker.natsd import NatsServer, free_ports, start_federation, write_private
+from broker.natsd import NatsServer, free_ports, render_config, start_federation, write_private
 from broker.natsplan import FederationPlan
 from broker.natstls import ThrowawayCA, server_names
 from ixb.deployment import create_deployment
@@ -266,3 +266,23 @@ def test_ca_and_certificates_keep_private_keys_out_of_repr(tmp_path: Path) -> No
     assert "PRIVATE" not in repr(issued) and "PRIVATE" not in repr(ca)
     issued.write(tmp_path / "c.pem", tmp_path / "k.pem")
     assert stat.S_IMODE((tmp_path / "k.pem").stat().st_mode) == 0o600
+
+
+def test_configs_carry_tls_blocks_and_plain_mode_only_on_request(tmp_path: Path) -> None:
+    tls = tls_plan(["MYS", "THA"], {}, tmp_path / "tls")
+    mys, tha = render_config(tls, "MYS"), render_config(tls, "THA")
+    node = tls.node("MYS").tls
+    assert node is not None
+    # client listener: server certificate, no client certificates (passwords)
+    assert mys.count(f'cert_file: "{node.cert_file}"') == 2  # client + leaf listener
+    assert "verify: true" in mys  # MYS listens for THA: mutual TLS
+    assert "verify: true" not in tha  # THA only dials; its remote verifies MYS
+    assert tha.count('ca_file: "') == 1 and "nats-leaf://" in tha
+    assert FederationPlan.from_json(tls.to_json()) == tls
+    plain = FederationPlan.create(
+        ["MYS", "THA"], {}, tmp_path / "plain", ports=free_ports(), tls=False
+    )
+    assert "tls {" not in render_config(plain, "MYS") + render_config(plain, "THA")
+    assert plain.client_url("THA").startswith("nats://")
+    assert plain.client_ca_file("THA") is None
+    assert FederationPlan.from_json(plain.to_json()) == plain

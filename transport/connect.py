@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,22 @@ from nats.aio.client import Client as NatsClient
 from protocols.errors import ConfigError
 
 log = structlog.get_logger("ixb.nats")
+
+
+class _QuietStartTls(logging.Filter):
+    """Drops asyncio's "returning true from eof_received() has no effect when using ssl".
+
+    nats-server sends its INFO in clear and nats-py then upgrades the socket to
+    TLS, so asyncio's stream protocol does not know it runs over TLS and logs
+    that warning each time a server closes a connection (a restart, a refused
+    handshake). It says nothing about us, and a CLI's stderr must stay one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("returning true from eof_received()")
+
+
+logging.getLogger("asyncio").addFilter(_QuietStartTls())
 
 CONNECT_TIMEOUT_S = 5
 """Per attempt of the first connect (nats-py's default is 2 s)."""
@@ -215,5 +232,6 @@ a failed TLS handshake nats-py's close() waits for ever for the socket's closing
 
 
 async def _abandon(nc: NatsClient) -> None:
-    with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+    # AttributeError: asyncio's TLS transport once the socket is gone (CPython 3.11)
+    with contextlib.suppress(nats.errors.Error, OSError, TimeoutError, AttributeError):
         await asyncio.wait_for(nc.close(), ABANDON_S)  # the socket is closed before the wait
