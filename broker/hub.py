@@ -397,6 +397,7 @@ class Hub:
                 self.storage.failed("receipts", exc)
             else:
                 failures.ok()
+                self.storage.ok("receipts")
 
     async def sweep_receipts(self) -> int:
         """Send again, and record, each receipt we sealed that the audit log does not hold.
@@ -438,8 +439,6 @@ class Hub:
                 mark = done - 1 if len(rows) == RECEIPT_SWEEP_ROWS else done
                 if mark > after:
                     await asyncio.to_thread(self.store.set_meta, RECEIPT_SWEEP_META, str(mark))
-        if resent:
-            self.storage.ok("receipts")
         return resent
 
     # --- checkpoints ----------------------------------------------------------------
