@@ -49,7 +49,7 @@ from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.audit.log import AuditLog
 from broker.auditing import reconcile_logs
-from broker.natsd import NatsServer, wait_links_up
+from broker.natsd import NatsServer, _parent_death_signal, wait_links_up
 from broker.natsplan import FederationPlan
 from broker.store import HubStore
 from ixb.demo import AGENCIES
@@ -109,6 +109,7 @@ class HubProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.deployment.env(),
+            preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - gone with us, whatever happens
         )
         self._copier = threading.Thread(target=self._copy, args=(self.proc,), daemon=True)
         self._copier.start()
