@@ -49,9 +49,11 @@ from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.audit.log import AuditLog
 from broker.auditing import reconcile_logs
-from broker.natsd import NatsServer, wait_links_up
+from broker.natsd import NatsServer, _parent_death_signal, wait_links_up
 from broker.natsplan import FederationPlan
 from broker.store import HubStore
+from ixb.demo import AGENCIES
+from ixb.demo import VALID_PASSPORT as PASSPORT
 from ixb.deployment import Deployment, create_deployment
 from protocols.errors import IxbError, UnknownOutcomeError
 from protocols.examples import example_bodies
@@ -67,34 +69,11 @@ from protocols.messages import (
     Receipt,
     ReceiptStatus,
 )
-from protocols.mrz import build_td3
-from protocols.roles import Role
 from transport.clock import wall_ms
 
 log = structlog.get_logger("ixb.faults")
 
 PASSPHRASE = "ixb fault suite passphrase - throwaway keys"
-
-AGENCIES: dict[str, list[Role]] = {
-    "THA/DSI-ATHD": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],
-    "THA/IMMIGRATION": [Role.IMMIGRATION],
-    "THA/OAG": [Role.CENTRAL_AUTHORITY],
-    "MYS/RMP-ATIPSOM": [Role.TRAFFICKING_UNIT],
-    "MYS/IMMIGRATION": [Role.DOCUMENT_AUTHORITY, Role.IMMIGRATION],
-    "MYS/AGC": [Role.CENTRAL_AUTHORITY],
-    "MMR/MOHA-ATTU": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],
-}
-
-PASSPORT = build_td3(
-    issuing_state="MYS",
-    surname="SAMPLE",
-    given_names="SITI AMINAH",
-    document_number="A12345678",
-    nationality="MYS",
-    birth_date="900101",
-    sex="F",
-    expiry_date="310101",
-)
 
 HEALTH_TIMEOUT_S = 2.0
 HUB_STOP_S = 15.0
@@ -130,6 +109,7 @@ class HubProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.deployment.env(),
+            preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - gone with us, whatever happens
         )
         self._copier = threading.Thread(target=self._copy, args=(self.proc,), daemon=True)
         self._copier.start()
@@ -415,7 +395,9 @@ class Traffic:
         self.fed = fed
         self.rate = rate
         self.messages: dict[tuple[str, bytes], Sent] = {}
-        self.phantoms: list[tuple[str, str, str]] = []
+        self.phantoms: list[tuple[str, str, bytes, float]] = []
+        """Handed to an application before its send returned (so not counted yet), or never
+        sent by anyone: (recipient, sender, id, when); resolved by :meth:`_resolve`."""
         self.hub_deliveries: dict[tuple[str, str, bytes], int] = defaultdict(int)
         self.refusals_seen: dict[str, int] = defaultdict(int)
         self.lost_examples: list[str] = []
@@ -588,7 +570,7 @@ class Traffic:
         else:
             record = self.messages.get(key)
             if record is None or agency not in record.to:
-                self.phantoms.append((agency, sender, item.message_id))
+                self.phantoms.append((agency, sender, item.header.id, now))
             else:
                 record.delivered.setdefault(agency, []).append(now)
         if isinstance(item.body, Receipt):
@@ -639,8 +621,21 @@ class Traffic:
 
     # --- accounting -----------------------------------------------------------------
 
+    def _resolve(self) -> None:
+        """Deliveries that overtook their send's return (a publish confirmed only on a later
+        attempt) count once the send returned; what nobody sent stays a phantom."""
+        unresolved = []
+        for agency, sender, msg_id, when in self.phantoms:
+            record = self.messages.get((sender, msg_id))
+            if record is not None and agency in record.to:
+                record.delivered.setdefault(agency, []).append(when)
+            else:
+                unresolved.append((agency, sender, msg_id, when))
+        self.phantoms = unresolved
+
     def settled(self, since: float = 0.0) -> bool:
         """Every message sent since ``since`` is confirmed and delivered (or refused)."""
+        self._resolve()
         for record in self.messages.values():
             if record.sent_at < since:
                 continue
@@ -651,6 +646,7 @@ class Traffic:
         return True
 
     def counts(self, since: float, until: float) -> Counts:
+        self._resolve()
         c = Counts()
         for key, record in self.messages.items():
             if not since <= record.sent_at < until:
