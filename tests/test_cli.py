@@ -163,6 +163,7 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
     assert "answer: reported_stolen (automated)" in result.stdout
     assert "ixb.E_HANDLING" in result.stdout and "ixb.E_UNAUTHORISED" in result.stdout
     assert "checks went as expected" in result.stdout
+    assert "every connection TLS" in result.stdout
 
 
 def test_agency_enroll_writes_a_private_profile(tmp_path: Path) -> None:
@@ -193,3 +194,32 @@ def test_agency_enroll_writes_a_private_profile(tmp_path: Path) -> None:
     profile = load_profile(out)
     assert profile.nats.password == 'pa"ss' and str(profile.principal) == "THA/DSI-ATHD"
     assert_one_line_error(ixb(*args, env={"IXB_NATS_PASSWORD": "x"}), "ixb.E_IO")
+
+
+def test_agency_enroll_records_the_nats_ca_file(tmp_path: Path) -> None:
+    out = tmp_path / "profile.toml"
+    made = ixb(
+        "agency",
+        "enroll",
+        "--agency",
+        "THA/DSI-ATHD",
+        "--key",
+        "dsi.key",
+        "--federation",
+        "federation.toml",
+        "--nats-url",
+        "tls://127.0.0.1:4222",
+        "--nats-ca-file",
+        str(tmp_path / "ca.pem"),
+        "--user",
+        "agency-DSI-ATHD",
+        "--out",
+        str(out),
+        env={"IXB_NATS_PASSWORD": "p"},
+    )
+    assert made.returncode == 0, made.stderr
+    from agency_client.profile import load_profile
+
+    profile = load_profile(out)
+    assert profile.nats.ca_file == str(tmp_path / "ca.pem")
+    assert profile.nats_ca_file() == tmp_path / "ca.pem"
