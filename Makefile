@@ -24,7 +24,8 @@ venv: $(DEV_STAMP)
 demo: $(RUNTIME_STAMP)
 	$(BIN)/ixb demo
 
-# Keys, passwords and configs for docker-compose.yml (then: docker compose up).
+# Keys, passwords, TLS certificates and configs for docker-compose.yml (then: docker compose up).
+# Needs IXB_PASSPHRASE (it seals the key files; export the same for docker compose up).
 compose-prepare: $(RUNTIME_STAMP)
 	$(BIN)/ixb compose prepare --out deploy/compose
 
@@ -53,7 +54,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Not part of `make test` (which runs the fast half): every fault scenario on a live
-# federation of real processes, about 6 minutes. Writes tests/faults/results.json.
+# federation of real processes, about 4 minutes. Writes tests/faults/results.json.
 faults: $(DEV_STAMP)
 	$(BIN)/python -m tests.faults
 

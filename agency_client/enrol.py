@@ -68,6 +68,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         url=server,
         user=user,
         password=password,
+        ca_file=None if args.nats_ca_file is None else str(args.nats_ca_file.resolve()),
     )
     create_private(profile_file, text.encode(), "profile")
     request = Request(
@@ -146,6 +147,9 @@ def register_enroll(agency_sub: argparse._SubParsersAction[argparse.ArgumentPars
     enroll.add_argument("--out", required=True, type=Path, help="directory for the new files")
     enroll.add_argument(
         "--federation", type=Path, help="federation file (default: OUT/federation.toml)"
+    )
+    enroll.add_argument(
+        "--nats-ca-file", type=Path, help="CA bundle that verifies the hub's NATS server (TLS)"
     )
     enroll.add_argument(
         "--kdf",

@@ -30,6 +30,9 @@ class NatsSection(_Strict, frozen=True):
     url: str
     user: str
     password: str
+    ca_file: str | None = None
+    """CA bundle the hub's NATS server is verified against (relative: to the profile's
+    directory); unset: the system's CAs, if the server requires TLS."""
 
 
 class Profile(_Strict, frozen=True):
@@ -44,6 +47,9 @@ class Profile(_Strict, frozen=True):
     def path(self, value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def nats_ca_file(self) -> Path | None:
+        return None if self.nats.ca_file is None else self.path(self.nats.ca_file)
 
 
 def load_profile(path: Path | None) -> Profile:
@@ -72,12 +78,20 @@ def load_profile(path: Path | None) -> Profile:
 
 
 def render_profile(
-    *, agency: str, key_file: str, federation_file: str, url: str, user: str, password: str
+    *,
+    agency: str,
+    key_file: str,
+    federation_file: str,
+    url: str,
+    user: str,
+    password: str,
+    ca_file: str | None = None,
 ) -> str:
     """The TOML text of a profile (written 0600 by the caller: it holds a NATS password)."""
     q = json.dumps  # a JSON string is a valid TOML basic string
+    ca = "" if ca_file is None else f"ca_file = {q(ca_file)}\n"
     return (
         f"[agency]\nid = {q(agency)}\nkey_file = {q(key_file)}\n"
         f"federation_file = {q(federation_file)}\n\n"
-        f"[nats]\nurl = {q(url)}\nuser = {q(user)}\npassword = {q(password)}\n"
+        f"[nats]\nurl = {q(url)}\nuser = {q(user)}\npassword = {q(password)}\n{ca}"
     )

@@ -13,6 +13,7 @@ fsynced), no hub, no ixb code on the message path:
 from __future__ import annotations
 
 import asyncio
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ from nats.js.api import StorageType, StreamConfig
 from bench.common import PAYLOAD_BYTES, ms, open_loop, percentile
 from broker.natsd import NatsServer, free_ports
 from broker.natsplan import FederationPlan
+from broker.natstls import write_throwaway_tls
+from transport.connect import tls_context
 
 IN_FLIGHT = 64
 JS_MAX_MESSAGES = 30_000
@@ -34,8 +37,10 @@ REQUEST_SECONDS = 10.0
 REQUEST_TIMEOUT_S = 5.0
 
 
-async def jetstream_publish(url: str, user: str, password: str) -> dict[str, object]:
-    nc = await nats.connect(url, user=user, password=password)
+async def jetstream_publish(
+    url: str, user: str, password: str, tls: ssl.SSLContext | None
+) -> dict[str, object]:
+    nc = await nats.connect(url, user=user, password=password, tls=tls)
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="BENCH", subjects=["bench.js"], storage=StorageType.FILE))
     payload = b"x" * PAYLOAD_BYTES
@@ -75,9 +80,11 @@ async def jetstream_publish(url: str, user: str, password: str) -> dict[str, obj
     }
 
 
-async def request_reply(url: str, user: str, password: str, rate: float) -> dict[str, object]:
-    responder = await nats.connect(url, user=user, password=password)
-    requester = await nats.connect(url, user=user, password=password)
+async def request_reply(
+    url: str, user: str, password: str, rate: float, tls: ssl.SSLContext | None
+) -> dict[str, object]:
+    responder = await nats.connect(url, user=user, password=password, tls=tls)
+    requester = await nats.connect(url, user=user, password=password, tls=tls)
 
     async def echo(msg: Msg) -> None:
         await msg.respond(b"ok")
@@ -114,11 +121,13 @@ async def request_reply(url: str, user: str, password: str, rate: float) -> dict
 async def run(rate: float = REQUEST_RATE) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ixb-bench-raw-") as tmp:
         plan = FederationPlan.create(("THA",), {"THA": ["BENCH"]}, Path(tmp), ports=free_ports())
+        write_throwaway_tls(plan)  # over TLS, as every ixb connection
         creds = plan.hub_credentials("THA")
+        tls = tls_context(plan.client_ca_file("THA"))
         async with NatsServer(plan, "THA") as server:
             url = server.client_url
-            results = await jetstream_publish(url, creds.user, creds.password)
-            results |= await request_reply(url, creds.user, creds.password, rate)
+            results = await jetstream_publish(url, creds.user, creds.password, tls)
+            results |= await request_reply(url, creds.user, creds.password, rate, tls)
     return results
 
 

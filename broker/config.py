@@ -44,6 +44,9 @@ class NatsSection(_Strict, frozen=True):
     url: str
     user: str
     password: str
+    ca_file: str | None = None
+    """CA bundle the server's certificate is verified against (relative: to the config's
+    directory); unset: the system's CAs, if the server requires TLS."""
 
 
 class LinkSection(_Strict, frozen=True):
@@ -117,6 +120,10 @@ class HubConfig(_Strict, frozen=True):
     def path(self, value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def nats_ca_file(self) -> Path | None:
+        """``nats.ca_file`` resolved; the hub's own and its link connections use it."""
+        return None if self.nats.ca_file is None else self.path(self.nats.ca_file)
 
     def wire_limits(self) -> Limits:
         return Limits(

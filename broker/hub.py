@@ -291,6 +291,7 @@ class Hub:
             cfg.nats.url,
             user=cfg.nats.user,
             password=cfg.nats.password,
+            ca_file=cfg.nats_ca_file(),
             name=f"ixb-hub-{self.country}",
             max_reconnect_attempts=UNBOUNDED,
         )
@@ -307,6 +308,7 @@ class Hub:
                 cfg.nats.url,
                 user=creds.user,
                 password=creds.password,
+                ca_file=cfg.nats_ca_file(),
                 name=f"ixb-hub-{self.country}-link-{peer}",
                 max_reconnect_attempts=UNBOUNDED,
             )
@@ -507,6 +509,7 @@ class Hub:
                 self.storage.failed("receipts", exc)
             else:
                 failures.ok()
+                self.storage.ok("receipts")
 
     async def sweep_receipts(self) -> int:
         """Send again, and record, each receipt we sealed that the audit log does not hold.
@@ -548,8 +551,6 @@ class Hub:
                 mark = done - 1 if len(rows) == RECEIPT_SWEEP_ROWS else done
                 if mark > after:
                     await asyncio.to_thread(self.store.set_meta, RECEIPT_SWEEP_META, str(mark))
-        if resent:
-            self.storage.ok("receipts")
         return resent
 
     # --- checkpoints ----------------------------------------------------------------

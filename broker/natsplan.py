@@ -86,6 +86,9 @@ class CountryNode:
     base_dir: Path
     jetstream_dir: Path | None = None
     """JetStream store dir as the server sees it (a container volume), if not under base_dir."""
+    tls: NodeTls | None = None
+    """TLS on the client and leaf listeners and on the remotes it dials; None: plain TCP
+    (only tests that ask for it explicitly)."""
 
     @property
     def store_dir(self) -> Path:
@@ -98,6 +101,22 @@ class CountryNode:
     @property
     def log_path(self) -> Path:
         return self.base_dir / "nats.log"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTls:
+    """One server's TLS files, as the server sees them (PEM)."""
+
+    cert_file: Path
+    """Its certificate (chain): presented to clients, to leaf dialers, and when it dials."""
+    key_file: Path
+    ca_file: Path
+    """The CA bundle it verifies leaf peers' certificates against; clients of this
+    server verify the server against it too (the throwaway CA signs both)."""
+
+
+TLS_TIMEOUT_S = 5
+"""nats-server's TLS handshake timeout (its default, 2 s, is short on a loaded machine)."""
 
 
 PortSource = Callable[[str], int]
@@ -128,6 +147,29 @@ TEMPLATE_FILES = {
 def _quoted_list(items: Sequence[str], indent: int) -> str:
     pad = " " * indent
     return ",\n".join(f'{pad}"{item}"' for item in items)
+
+
+def _node_tls(tls_dir: Path, country: str) -> NodeTls:
+    return NodeTls(
+        cert_file=tls_dir / f"{country}.pem",
+        key_file=tls_dir / f"{country}-key.pem",
+        ca_file=tls_dir / "ca.pem",
+    )
+
+
+def _tls_block(tls: NodeTls | None, indent: int, *, verify: bool, ca: bool) -> str:
+    """A nats-server ``tls {}`` block, or nothing for plain TCP."""
+    if tls is None:
+        return ""
+    pad = " " * indent
+    lines = [f'cert_file: "{tls.cert_file}"', f'key_file: "{tls.key_file}"']
+    if ca:
+        lines.append(f'ca_file: "{tls.ca_file}"')
+    if verify:
+        lines.append("verify: true")
+    lines.append(f"timeout: {TLS_TIMEOUT_S}")
+    body = "".join(f"{pad}  {line}\n" for line in lines)
+    return f"{pad}tls {{\n{body}{pad}}}"
 
 
 def _new_password() -> str:
@@ -172,6 +214,8 @@ class FederationPlan:
         ports: NodePorts | PortSource,
         store_dir: Path | None = None,
         link_limits: LinkLimits | None = None,
+        tls: bool = True,
+        tls_dir: Path | None = None,
     ) -> FederationPlan:
         """A plan with fresh random passwords, on ports from ``ports``.
 
@@ -221,6 +265,7 @@ class FederationPlan:
                 leaf_port=leaf,
                 base_dir=base_dir / country,
                 jetstream_dir=store_dir,
+                tls=_node_tls(tls_dir or base_dir / "tls", country) if tls else None,
             )
             passwords[f"{country}/sys"] = _new_password()
             passwords[f"{country}/hub"] = _new_password()
@@ -263,7 +308,13 @@ class FederationPlan:
 
     def client_url(self, country: str) -> str:
         node = self._node(country)
-        return f"nats://{node.host}:{node.client_port}"
+        scheme = "nats" if node.tls is None else "tls"
+        return f"{scheme}://{node.host}:{node.client_port}"
+
+    def client_ca_file(self, country: str) -> Path | None:
+        """The CA file a client on the servers' machine verifies ``country``'s server with."""
+        tls = self._node(country).tls
+        return None if tls is None else tls.ca_file
 
     def monitor_url(self, country: str) -> str:
         node = self._node(country)
@@ -312,6 +363,13 @@ class FederationPlan:
                     "leaf_port": n.leaf_port,
                     "base_dir": str(n.base_dir),
                     "jetstream_dir": None if n.jetstream_dir is None else str(n.jetstream_dir),
+                    "tls": None
+                    if n.tls is None
+                    else {
+                        "cert_file": str(n.tls.cert_file),
+                        "key_file": str(n.tls.key_file),
+                        "ca_file": str(n.tls.ca_file),
+                    },
                 }
                 for c, n in self.nodes.items()
             },
@@ -334,6 +392,13 @@ class FederationPlan:
                     jetstream_dir=None
                     if n.get("jetstream_dir") is None
                     else Path(n["jetstream_dir"]),
+                    tls=None
+                    if n.get("tls") is None
+                    else NodeTls(
+                        cert_file=Path(n["tls"]["cert_file"]),
+                        key_file=Path(n["tls"]["key_file"]),
+                        ca_file=Path(n["tls"]["ca_file"]),
+                    ),
                 )
                 for c, n in data["nodes"].items()
             }
@@ -386,6 +451,7 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
                     leaf_password=password,
                     peer_host=peer_node.host,
                     peer_leaf_port=peer_node.leaf_port,
+                    remote_tls=_tls_block(node.tls, 6, verify=False, ca=True),
                     leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 8),
                 )
                 .rstrip("\n")
@@ -411,10 +477,20 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
         if node.leaf_port is not None
         else "  # no peer sorts after us: we only dial"
     )
+    if node.leaf_port is not None and node.tls is not None:
+        # Mutual TLS: a dialing peer must present a certificate from our CA bundle.
+        leaf_listen += "\n" + _tls_block(node.tls, 2, verify=True, ca=True)
+    client_tls = (
+        "# Plain TCP: this plan has no TLS files (tests only)."
+        if node.tls is None
+        else "# Clients (hubs, agencies) verify this certificate; they log in with passwords.\n"
+        + _tls_block(node.tls, 0, verify=False, ca=False)
+    )
     return Template(templates.country).substitute(
         country=country,
         bind_host=plan.bind_host,
         client_port=node.client_port,
+        client_tls=client_tls,
         monitor_port=node.monitor_port,
         max_payload=MAX_PAYLOAD,
         max_subscriptions=MAX_SUBSCRIPTIONS,

@@ -8,11 +8,15 @@ laid out for containers:
 - each nats-server listens on 0.0.0.0 with nats-server's default ports in its
   own container, reached by its service name (``nats-tha`` …), its JetStream
   store on the volume at ``/data``; configs in ``<out>/nats/<CC>.conf``;
+  TLS on every NATS connection: a throwaway CA and one certificate per server
+  (valid for its service name) in ``<out>/tls``, seen at ``/etc/nats/tls``;
 - hubs and agencies see ``<out>`` at ``/ixb``; each hub serves HTTP on
   0.0.0.0 at a fixed port per country (published on the host's 127.0.0.1);
 - MYS's document responder answers from ``<out>/MYS-documents.json``.
 
-``<out>`` holds passwords and keys (files 0600): keep it out of git.
+``<out>`` holds passwords and keys (files 0600): keep it out of git. Key
+files are sealed with ``$IXB_PASSPHRASE``, which must be set: only ``ixb demo``
+has a built-in passphrase.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from pathlib import Path
 from agency_client.docregistry import DocumentRegistry
 from broker.natsd import render_config
 from broker.natsplan import CONTAINER_PORTS
-from ixb.demo import AGENCIES, PASSPHRASE, REGISTRY
+from ixb.demo import AGENCIES, REGISTRY
 from ixb.deployment import Layout, _write_private, create_deployment
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, UsageError
 from protocols.identifiers import parse_agency
+from protocols.keys import KdfProfile
 
 DEFAULT_OUT = Path("deploy/compose")
 """What ``docker-compose.yml`` mounts, relative to the repository root."""
@@ -38,6 +43,9 @@ MOUNT = Path("/ixb")
 
 NATS_STORE_DIR = Path("/data")
 """JetStream store inside each nats container (a named volume)."""
+
+NATS_TLS_DIR = Path("/etc/nats/tls")
+"""Where each nats container sees ``<out>/tls`` (certificates, keys, the CA)."""
 
 HUB_HTTP_PORTS = {"THA": 8701, "MYS": 8702, "MMR": 8703}
 """Each hub's HTTP port, the same inside its container and on the host."""
@@ -59,12 +67,15 @@ def compose_layout(countries: list[str]) -> Layout:
         nats_hosts={c: nats_service(c) for c in countries},
         nats_ports=CONTAINER_PORTS,
         nats_store_dir=NATS_STORE_DIR,
+        nats_tls_dir=NATS_TLS_DIR,
         http_ports=HUB_HTTP_PORTS,
         mount=MOUNT,
     )
 
 
-def write_compose_deployment(out_dir: Path, *, passphrase: str = PASSPHRASE) -> None:
+def write_compose_deployment(
+    out_dir: Path, *, passphrase: str, kdf: KdfProfile = KdfProfile.MODERATE
+) -> None:
     """Generate keys, passwords and every config ``docker-compose.yml`` mounts into ``out_dir``.
 
     Refuses a directory prepared before: new keys and passwords would not
@@ -77,7 +88,7 @@ def write_compose_deployment(out_dir: Path, *, passphrase: str = PASSPHRASE) -> 
         )
     countries = sorted({parse_agency(agency).country for agency in AGENCIES})
     deployment = create_deployment(
-        out_dir, AGENCIES, passphrase=passphrase, layout=compose_layout(countries)
+        out_dir, AGENCIES, passphrase=passphrase, kdf=kdf, layout=compose_layout(countries)
     )
     for country in deployment.countries:
         _write_private(
@@ -104,10 +115,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     out: Path = args.out
-    passphrase = os.environ.get(PASSPHRASE_ENV) or PASSPHRASE
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if not passphrase:
+        raise UsageError(
+            f"set ${PASSPHRASE_ENV} to the passphrase that seals the key files "
+            "(docker compose passes the same variable to the hubs)"
+        )
     write_compose_deployment(out, passphrase=passphrase)
     sys.stdout.write(
-        f"prepared {out} (keys sealed with ${PASSPHRASE_ENV}, or the demo passphrase)\n"
-        "next: docker compose up\n"
+        f"prepared {out} (keys sealed with ${PASSPHRASE_ENV})\nnext: docker compose up\n"
     )
     return 0

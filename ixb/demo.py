@@ -1,7 +1,8 @@
 """``ixb demo``: THA, MYS and MMR, each with its own NATS server and hub, exchange everything.
 
 Everything runs as in production, on 127.0.0.1: three nats-servers (leaf-node
-links, JetStream), three hub processes, MYS's automated document responder as
+links over mutual TLS, JetStream; clients over TLS, all certificates from a
+throwaway CA made for the run), three hub processes, MYS's automated document responder as
 its own process; the scripted agencies below connect with their own
 credentials and keys. The demo prints a timeline (who sent what to whom, hub
 decisions, receipts, latencies), then leaves everything running until Ctrl-C.
@@ -342,7 +343,10 @@ async def demo(base: Path, once: bool) -> int:
     )
     script = Script(deployment)
     async with start_federation(deployment.plan):
-        script.say("NATS servers up: THA, MYS, MMR with leaf links and JetStream")
+        script.say(
+            "NATS servers up: THA, MYS, MMR with leaf links and JetStream; every "
+            f"connection TLS (throwaway CA {deployment.ca_file}; leaf links mutual TLS)"
+        )
         procs = Processes(deployment, base / "logs")
         try:
             for country in deployment.countries:

@@ -5,6 +5,7 @@ at once for the demo and the integration tests::
 
     base/
       plan.json               NATS ports and credentials (0600)
+      tls/ca.pem, tls/THA.pem, tls/THA-key.pem   a throwaway CA and each server's certificate
       federation.toml         trust anchors: every hub's key, exchanged out of band
       keys/THA-HUB.key        hub key files, agency key files (passphrase-encrypted)
       hubs/THA.toml           one hub config per country
@@ -26,6 +27,7 @@ from pathlib import Path
 from agency_client.profile import render_profile
 from broker.natsd import free_ports, save_plan
 from broker.natsplan import FederationPlan, NodePorts
+from broker.natstls import write_throwaway_tls
 from broker.web.auth import hash_password
 from protocols.federation import render_federation
 from protocols.identifiers import Principal, hub_of, parse_agency
@@ -53,6 +55,8 @@ class Layout:
     """The same fixed ports for every nats-server (each in its own container)."""
     nats_store_dir: Path | None = None
     """Every nats-server's JetStream dir as it sees it (a container volume)."""
+    nats_tls_dir: Path | None = None
+    """Where every nats-server sees the deployment's ``tls/`` directory (a container mount)."""
     http_ports: Mapping[str, int] | None = None
     """Per country, the hub's HTTP port; else a free port."""
     mount: Path | None = None
@@ -77,6 +81,11 @@ class Deployment:
     def profile(self, agency: str | Principal) -> Path:
         p = agency if isinstance(agency, Principal) else parse_agency(agency)
         return self.base / "agencies" / f"{p.country}-{p.name}.toml"
+
+    @property
+    def ca_file(self) -> Path:
+        """The throwaway CA every nats-server's certificate is issued by."""
+        return self.base / "tls" / "ca.pem"
 
     def key_file(self, principal: Principal) -> Path:
         return self.base / "keys" / f"{principal.country}-{principal.name}.key"
@@ -110,13 +119,18 @@ def create_deployment(
     agencies: AgencySpec,
     *,
     passphrase: str,
-    kdf: KdfProfile = KdfProfile.INTERACTIVE,
+    kdf: KdfProfile = KdfProfile.MODERATE,
     exchange: Mapping[str, Sequence[str]] | None = None,
     workers: int = 1,
     layout: Layout = Layout(),
     liaison_password: str | None = None,
 ) -> Deployment:
-    """Generate everything for the agencies' countries; ``exchange`` defaults to every type."""
+    """Generate everything for the agencies' countries; ``exchange`` defaults to every type.
+
+    Key files are sealed with ``kdf`` (libsodium's moderate Argon2id cost unless
+    a test asks for less); every NATS link runs over TLS with a throwaway CA
+    written to ``base/tls``.
+    """
     parsed = {parse_agency(a): tuple(roles) for a, roles in agencies.items()}
     countries = tuple(sorted({p.country for p in parsed}))
     plan = FederationPlan.create(
@@ -127,9 +141,11 @@ def create_deployment(
         hosts=layout.nats_hosts,
         ports=layout.nats_ports or free_ports(),
         store_dir=layout.nats_store_dir,
+        tls_dir=layout.nats_tls_dir or base / "tls",
     )
     base.mkdir(parents=True, exist_ok=True)
     save_plan(plan, base / "plan.json")
+    write_throwaway_tls(plan, base / "tls")
     http_ports = {c: (layout.http_ports or {}).get(c) or free_port() for c in countries}
     deployment = Deployment(base, plan, countries, parsed, passphrase, http_ports)
     root = layout.mount or base
@@ -163,6 +179,7 @@ def create_deployment(
             f"url = {_toml_str(plan.client_url(country))}",
             f"user = {_toml_str(plan.hub_credentials(country).user)}",
             f"password = {_toml_str(plan.hub_credentials(country).password)}",
+            f"ca_file = {_toml_str(seen(deployment.ca_file))}",
             "",
             "[http]",
             f"host = {_toml_str(layout.bind_host)}",
@@ -214,6 +231,7 @@ def create_deployment(
                 url=plan.client_url(principal.country),
                 user=creds.user,
                 password=creds.password,
+                ca_file=seen(deployment.ca_file),
             ),
         )
     return deployment

@@ -25,6 +25,7 @@ from broker.natsd import NatsServer, start_federation
 from broker.service import HubService
 from ixb.deployment import Deployment, create_deployment
 from protocols.identifiers import Principal, parse_agency
+from protocols.keys import KdfProfile
 from protocols.roles import Role
 
 PASSPHRASE = "integration test passphrase"
@@ -118,6 +119,7 @@ async def running_federation(
     agencies: Mapping[str, Sequence[Role]] = AGENCIES,
     **kw: object,
 ) -> AsyncIterator[Federation]:
+    kw.setdefault("kdf", KdfProfile.INTERACTIVE)  # fast key files: tests open them often
     deployment = create_deployment(base, agencies, passphrase=PASSPHRASE, **kw)  # type: ignore[arg-type]
     async with start_federation(deployment.plan) as servers:
         fed = Federation(deployment, servers)

@@ -21,7 +21,9 @@ from nats.js.api import StreamInfo
 
 from broker.natsd import NatsServer, free_ports, start_federation
 from broker.natsplan import FederationPlan
+from broker.natstls import write_throwaway_tls
 from protocols import subjects
+from transport.connect import tls_context
 from transport.streams import ensure_country_streams, ensure_link_streams
 
 AGENCIES = {
@@ -65,6 +67,7 @@ class Federation:
             self.plan.client_url(country),
             user=user,
             password=password,
+            tls=tls_context(self.plan.client_ca_file(country)),
             error_cb=on_error,
             reconnect_time_wait=0.1,
             max_reconnect_attempts=-1,
@@ -125,7 +128,17 @@ async def stream_count(conn: Conn, stream: str) -> int:
 
 @pytest.fixture
 def plan(tmp_path: Path) -> FederationPlan:
-    return FederationPlan.create(list(AGENCIES), AGENCIES, tmp_path / "fed", ports=free_ports())
+    """THA, MYS and MMR on free ports, every link over TLS with a throwaway CA."""
+    return tls_plan(list(AGENCIES), AGENCIES, tmp_path / "fed")
+
+
+def tls_plan(
+    countries: list[str], agencies: dict[str, tuple[str, ...]] | dict[str, list[str]], base: Path
+) -> FederationPlan:
+    """A plan on free ports with its throwaway CA and certificates written."""
+    plan = FederationPlan.create(countries, agencies, base, ports=free_ports())
+    write_throwaway_tls(plan)
+    return plan
 
 
 @pytest.fixture

@@ -163,6 +163,7 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
     assert "answer: reported_stolen (automated)" in result.stdout
     assert "ixb.E_HANDLING" in result.stdout and "ixb.E_UNAUTHORISED" in result.stdout
     assert "checks went as expected" in result.stdout
+    assert "every connection TLS" in result.stdout
 
 
 def test_agency_enroll_makes_keys_profile_and_a_signed_request(tmp_path: Path) -> None:
@@ -192,3 +193,26 @@ def test_agency_enroll_makes_keys_profile_and_a_signed_request(tmp_path: Path) -
     assert profile.nats.password not in (out / "THA-DSI-ATHD.request").read_text("latin-1")
     again = ixb(*args, env={"IXB_PASSPHRASE": "a long passphrase"})
     assert_one_line_error(again, "ixb.E_USAGE")  # never overwrites keys
+
+
+def test_agency_enroll_records_the_nats_ca_file(tmp_path: Path) -> None:
+    out = tmp_path / "enrol"
+    made = ixb(
+        "agency",
+        "enroll",
+        "--agency",
+        "THA/DSI-ATHD",
+        "--server",
+        "tls://127.0.0.1:4222",
+        "--nats-ca-file",
+        str(tmp_path / "ca.pem"),
+        "--out",
+        str(out),
+        env={"IXB_PASSPHRASE": "a long passphrase"},
+    )
+    assert made.returncode == 0, made.stderr
+    from agency_client.profile import load_profile
+
+    profile = load_profile(out / "THA-DSI-ATHD.toml")
+    assert profile.nats.ca_file == str(tmp_path / "ca.pem")
+    assert profile.nats_ca_file() == tmp_path / "ca.pem"

@@ -8,6 +8,7 @@ and agency profiles must load and point at the compose services.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -16,16 +17,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from agency_client.profile import load_profile
 from broker.config import load_config
 from broker.natsd import find_nats_server, free_ports, load_plan, render_config, save_plan
 from broker.natsplan import CONTAINER_PORTS, FederationPlan
-from ixb.compose import CONTAINER_BIND, HUB_HTTP_PORTS, MOUNT, nats_service
+from ixb.compose import CONTAINER_BIND, HUB_HTTP_PORTS, MOUNT, NATS_TLS_DIR, nats_service
 from ixb.demo import AGENCIES, PASSPHRASE
 from protocols.errors import ConfigError
 from protocols.identifiers import hub_of
-from protocols.keys import open_keyfile
+from protocols.keys import KdfProfile, open_keyfile
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
@@ -33,8 +35,15 @@ COUNTRIES = ("MMR", "MYS", "THA")
 PREPARED = "./deploy/compose"
 
 
-def ixb(*args: str) -> subprocess.CompletedProcess[str]:
+COMPOSE_PASSPHRASE = "compose test passphrase"
+
+
+def ixb(
+    *args: str, passphrase: str | None = COMPOSE_PASSPHRASE
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "IXB_PASSPHRASE"}
+    if passphrase is not None:
+        env["IXB_PASSPHRASE"] = passphrase
     return subprocess.run(
         [sys.executable, "-m", "ixb", *args],
         capture_output=True,
@@ -103,6 +112,7 @@ def test_everything_mounted_or_named_exists(out: Path) -> None:
     for country in COUNTRIES:
         nats = found[nats_service(country)]
         assert f"source: {PREPARED}/nats/{country}.conf\n" in nats
+        assert f"source: {PREPARED}/tls\n        target: {NATS_TLS_DIR}\n" in nats
         hub = found[f"hub-{country.lower()}"]
         assert f'"--config", "{MOUNT}/hubs/{country}.toml"' in hub
         assert f"depends_on: [{nats_service(country)}]" in hub
@@ -132,17 +142,35 @@ def test_nats_configs_pass_nats_server_check(out: Path) -> None:
     # creates the store dir (/data) nor resolves leaf remote hosts
     # (nats-mys …), checked on 2.15.1, so no copy with local paths is needed.
     # Running them is what tests/test_nats_topology.py does with the same
-    # templates on local ports.
+    # templates on local ports. `-t` loads the certificates, so the check
+    # runs on a copy that names them where they are on this machine.
     binary = find_nats_server()
     for country in COUNTRIES:
+        conf = (out / "nats" / f"{country}.conf").read_text(encoding="utf-8")
+        assert f'cert_file: "{NATS_TLS_DIR}/{country}.pem"' in conf
+        local = out / "nats" / f"{country}-local.conf"
+        local.write_text(conf.replace(str(NATS_TLS_DIR), str(out / "tls")), encoding="utf-8")
         result = subprocess.run(
-            [str(binary), "-t", "-c", str(out / "nats" / f"{country}.conf")],
+            [str(binary), "-t", "-c", str(local)],
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
         )
+        local.unlink()
         assert result.returncode == 0, result.stderr
+
+
+def test_certificates_name_the_service_and_keys_are_private(out: Path) -> None:
+    ca = x509.load_pem_x509_certificate((out / "tls" / "ca.pem").read_bytes())
+    for country in COUNTRIES:
+        cert = x509.load_pem_x509_certificate((out / "tls" / f"{country}.pem").read_bytes())
+        assert cert.issuer == ca.subject
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert nats_service(country) in names.get_values_for_type(x509.DNSName)
+        key = out / "tls" / f"{country}-key.pem"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert not list((out / "tls").glob("ca-key*"))  # the CA's key never touches the disk
 
 
 def test_nats_configs_listen_in_container_and_dial_service_names(out: Path) -> None:
@@ -166,7 +194,8 @@ def test_nats_configs_listen_in_container_and_dial_service_names(out: Path) -> N
 def test_hub_configs_load_and_point_at_compose_services(out: Path) -> None:
     for country in COUNTRIES:
         cfg = load_config(out / "hubs" / f"{country}.toml", env={})
-        assert cfg.nats.url == f"nats://{nats_service(country)}:{CONTAINER_PORTS.client}"
+        assert cfg.nats.url == f"tls://{nats_service(country)}:{CONTAINER_PORTS.client}"
+        assert cfg.nats.ca_file == f"{MOUNT}/tls/ca.pem"
         assert (cfg.http.host, cfg.http.port) == (CONTAINER_BIND, HUB_HTTP_PORTS[country])
         assert set(cfg.links) == set(COUNTRIES) - {country}
         paths = [cfg.hub.key_file, cfg.hub.federation_file, cfg.hub.state_dir]
@@ -181,17 +210,28 @@ def test_agency_profiles_point_at_their_countrys_server(out: Path) -> None:
     for agency in AGENCIES:
         country, name = agency.split("/")
         profile = load_profile(out / "agencies" / f"{country}-{name}.toml")
-        assert profile.nats.url == f"nats://{nats_service(country)}:{CONTAINER_PORTS.client}"
+        assert profile.nats.url == f"tls://{nats_service(country)}:{CONTAINER_PORTS.client}"
+        assert profile.nats.ca_file == f"{MOUNT}/tls/ca.pem"
         for path in (profile.agency.key_file, profile.agency.federation_file):
             assert on_host(out, path).exists(), path
 
 
-def test_compose_passphrase_default_opens_the_keys(out: Path) -> None:
-    match = re.search(r'IXB_PASSPHRASE: "\$\{IXB_PASSPHRASE:-([^}]*)\}"', COMPOSE)
-    assert match is not None
-    assert match[1] == PASSPHRASE
+def test_compose_has_no_default_passphrase_and_prepare_uses_the_one_set(
+    out: Path, tmp_path: Path
+) -> None:
+    assert PASSPHRASE not in COMPOSE
+    assert re.search(r'IXB_PASSPHRASE: "\$\{IXB_PASSPHRASE:\?[^}]+\}"', COMPOSE)  # required
     key = out / "keys" / "THA-HUB.key"
-    assert open_keyfile(key.read_bytes(), match[1]).principal == hub_of("THA")
+    assert open_keyfile(key.read_bytes(), COMPOSE_PASSPHRASE).principal == hub_of("THA")
+    kdf = json.loads(key.read_text())["kdf"]
+    ops, mem = KdfProfile.MODERATE.params
+    assert kdf["opslimit"] >= ops and kdf["memlimit"] >= mem
+    for missing in (None, ""):
+        result = ixb("compose", "prepare", "--out", str(tmp_path / "x"), passphrase=missing)
+        assert result.returncode == 2
+        assert result.stderr.startswith("error ixb.E_USAGE: set $IXB_PASSPHRASE"), result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        assert not (tmp_path / "x").exists()
 
 
 def test_prepare_refuses_a_prepared_directory(out: Path) -> None:

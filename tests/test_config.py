@@ -103,3 +103,12 @@ def test_agency_rate_limit_overrides_the_policy(tmp_path: Path) -> None:
     assert cfg.rate_limits() == {"THA/IMMIGRATION": (60_000, cfg.policy.burst)}
     with pytest.raises(ConfigError, match="max_per_minute"):
         load_config(write(tmp_path, text.replace("60000", "0")), env={})
+
+
+def test_nats_ca_file_is_resolved_like_the_other_paths(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD), env={}).nats_ca_file() is None
+    text = GOOD.replace('password = "secret"\n', 'password = "secret"\nca_file = "tls/ca.pem"\n')
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.nats_ca_file() == tmp_path / "tls" / "ca.pem"
+    env = {"IXB_HUB__NATS__CA_FILE": "/etc/ixb/ca.pem"}
+    assert load_config(write(tmp_path, GOOD), env=env).nats_ca_file() == Path("/etc/ixb/ca.pem")

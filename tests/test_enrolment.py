@@ -41,6 +41,8 @@ async def _enroll(fed: Federation, agency: str, out: Path, server: str | None = 
         str(out),
         "--federation",
         str(fed.deployment.base / "federation.toml"),
+        "--nats-ca-file",
+        str(fed.deployment.ca_file),
     )
     assert done.returncode == 0, done.stderr
     return out / f"{agency.replace('/', '-')}.request"

@@ -28,6 +28,7 @@ from protocols.messages import (
     ReceiptStatus,
 )
 from tests.federation import Federation, running_federation
+from transport.connect import tls_context
 
 
 @pytest.fixture
@@ -60,15 +61,22 @@ async def test_alert_reaches_two_countries_and_nobody_else_sees_plaintext(fed: F
 
     for country in fed.deployment.countries:
         creds = fed.deployment.plan.hub_credentials(country)
+        tls = tls_context(fed.deployment.plan.client_ca_file(country))
         nc = await nats.connect(
-            fed.deployment.plan.client_url(country), user=creds.user, password=creds.password
+            fed.deployment.plan.client_url(country),
+            user=creds.user,
+            password=creds.password,
+            tls=tls,
         )
         await nc.subscribe(">", cb=spy)
         spies.append(nc)
         for peer in fed.deployment.plan.peers(country):
             lc = fed.deployment.plan.link_credentials(country, peer)
             link = await nats.connect(
-                fed.deployment.plan.client_url(country), user=lc.user, password=lc.password
+                fed.deployment.plan.client_url(country),
+                user=lc.user,
+                password=lc.password,
+                tls=tls,
             )
             await link.subscribe(">", cb=spy)
             spies.append(link)

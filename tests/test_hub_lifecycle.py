@@ -13,7 +13,7 @@ from ixb.deployment import create_deployment
 from protocols.envelope import decode_envelope, seal_envelope
 from protocols.examples import example_bodies
 from protocols.identifiers import parse_agency
-from protocols.keys import Identity
+from protocols.keys import Identity, KdfProfile
 from protocols.limits import MS_PER_DAY
 from protocols.roles import Role
 from tests.federation import PASSPHRASE
@@ -24,6 +24,7 @@ async def test_stop_while_nats_is_unreachable(tmp_path: Path) -> None:
         tmp_path,
         {"THA/DSI-ATHD": [Role.TRAFFICKING_UNIT], "MYS/RMP-ATIPSOM": [Role.TRAFFICKING_UNIT]},
         passphrase=PASSPHRASE,
+        kdf=KdfProfile.INTERACTIVE,
     )  # no nats-server started: every connection attempt is refused
     os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
     config = load_config(deployment.hub_config("THA"), env={})
@@ -42,6 +43,7 @@ async def test_the_hub_prunes_expired_messages_on_a_timer(tmp_path: Path) -> Non
         tmp_path,
         {"THA/DSI-ATHD": [Role.TRAFFICKING_UNIT], "MYS/RMP-ATIPSOM": [Role.TRAFFICKING_UNIT]},
         passphrase=PASSPHRASE,
+        kdf=KdfProfile.INTERACTIVE,
     )
     os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
     config = load_config(deployment.hub_config("THA"), env={})

@@ -26,7 +26,6 @@ from broker.natsd import (
     TEMPLATE_DIR,
     NatsServer,
     find_nats_server,
-    free_ports,
     load_plan,
     render_config,
     save_plan,
@@ -47,7 +46,9 @@ from tests.nats_fixtures import (
     plan,
     stream_count,
     stream_info,
+    tls_plan,
 )
+from transport.connect import tls_context
 from transport.streams import (
     HUB_CONSUMER,
     INBOX_STREAM,
@@ -127,7 +128,7 @@ def test_rendered_configs_pass_nats_server_check(plan: FederationPlan) -> None:
 
 
 async def test_server_lifecycle_restart_keeps_ports_and_data(tmp_path: Path) -> None:
-    solo = FederationPlan.create(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path, ports=free_ports())
+    solo = tls_plan(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path)
     server = NatsServer(solo, "THA")
     async with server:
         first_pid = server.pid
@@ -136,6 +137,7 @@ async def test_server_lifecycle_restart_keeps_ports_and_data(tmp_path: Path) -> 
         nc = NatsClient()
         await nc.connect(
             solo.client_url("THA"),
+            tls=tls_context(solo.client_ca_file("THA")),
             user="hub",
             password=solo.hub_credentials("THA").password,
             reconnect_time_wait=0.1,
@@ -166,7 +168,7 @@ async def test_server_lifecycle_restart_keeps_ports_and_data(tmp_path: Path) -> 
 
 
 async def test_start_failure_names_the_cause(tmp_path: Path) -> None:
-    solo = FederationPlan.create(["MYS"], {}, tmp_path, ports=free_ports())
+    solo = tls_plan(["MYS"], {}, tmp_path)
     node = solo.node("MYS")
     with socket.socket() as squatter:
         squatter.bind((node.host, node.client_port))
@@ -398,6 +400,7 @@ async def test_link_accounts_are_limited(federation: Federation) -> None:
     with pytest.raises(nats.errors.Error):
         await nc.connect(
             federation.plan.client_url("MYS"),
+            tls=tls_context(federation.plan.client_ca_file("MYS")),
             user=user,
             password=password,
             allow_reconnect=False,
@@ -539,6 +542,7 @@ async def test_a_subscription_flood_is_refused_by_the_server(federation: Federat
 
     await nc.connect(
         federation.plan.client_url("THA"),
+        tls=tls_context(federation.plan.client_ca_file("THA")),
         user=user,
         password=password,
         inbox_prefix=subjects.reply_prefix(DSI.name),

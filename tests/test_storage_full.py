@@ -35,6 +35,7 @@ from broker.natsd import start_federation
 from ixb.deployment import Deployment, create_deployment
 from protocols.examples import example_bodies
 from protocols.identifiers import format_message_id
+from protocols.keys import KdfProfile
 from protocols.roles import Role
 from tests.federation import PASSPHRASE
 from tests.nats_fixtures import eventually
@@ -143,7 +144,9 @@ class Running:
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    deployment = create_deployment(tmp_path, AGENCIES, passphrase=PASSPHRASE)
+    deployment = create_deployment(
+        tmp_path, AGENCIES, passphrase=PASSPHRASE, kdf=KdfProfile.INTERACTIVE
+    )
     async with start_federation(deployment.plan) as _servers:
         hubs = {c: HubProcess.start(deployment, c) for c in deployment.countries}
         fed = Running(deployment, hubs)
@@ -190,7 +193,13 @@ async def test_a_hub_whose_disk_is_full_holds_every_message_and_delivers_each_on
     alert = example_bodies(0)["alert"]
     plan = running.deployment.plan
     user, password = plan.hub_credentials("THA")
-    nc = await connect(plan.client_url("THA"), user=user, password=password, name="test")
+    nc = await connect(
+        plan.client_url("THA"),
+        user=user,
+        password=password,
+        name="test",
+        ca_file=plan.client_ca_file("THA"),
+    )
     js = nc.jetstream()
     try:
         warm = await sender.send(alert, [RECEIVER])

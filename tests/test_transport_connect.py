@@ -20,8 +20,9 @@ from protocols import subjects
 from protocols.directory import Role
 from protocols.errors import IoError
 from protocols.identifiers import Principal
+from protocols.keys import KdfProfile
 from tests.federation import PASSPHRASE
-from tests.nats_fixtures import eventually
+from tests.nats_fixtures import eventually, tls_plan
 from transport.connect import CONNECT_TIMEOUT_S, RECONNECT_WAIT_S, UNBOUNDED, connect
 
 AGENCY = Principal("THA", "DSI-ATHD")
@@ -30,13 +31,14 @@ AGENCY = Principal("THA", "DSI-ATHD")
 async def test_connect_names_the_connection_and_logs_errors_in_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    plan = FederationPlan.create(["THA"], {"THA": [AGENCY.name]}, tmp_path, ports=free_ports())
+    plan = tls_plan(["THA"], {"THA": [AGENCY.name]}, tmp_path)
     user, password = plan.agency_credentials("THA", AGENCY.name)
     async with NatsServer(plan, "THA"):
         nc = await connect(
             plan.client_url("THA"),
             user=user,
             password=password,
+            ca_file=plan.client_ca_file("THA"),
             name="ixb-test-agency",
             inbox_prefix=subjects.reply_prefix(AGENCY.name),
         )
@@ -101,7 +103,10 @@ async def test_the_sdk_reports_an_unreachable_server(
 ) -> None:
     """``AgencyClient.connect`` gives up on its first connect instead of retrying for ever."""
     deployment = create_deployment(
-        tmp_path, {"THA/DSI-ATHD": [Role.TRAFFICKING_UNIT]}, passphrase=PASSPHRASE
+        tmp_path,
+        {"THA/DSI-ATHD": [Role.TRAFFICKING_UNIT]},
+        passphrase=PASSPHRASE,
+        kdf=KdfProfile.INTERACTIVE,
     )  # no nats-server started: every attempt is refused
     profile = load_profile(deployment.profile("THA/DSI-ATHD"))
     identity = load_identity_for(profile, PASSPHRASE)

@@ -25,10 +25,10 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from broker.natsd import NatsServer, free_ports
-from broker.natsplan import FederationPlan
+from broker.natsd import NatsServer
 from protocols import subjects
 from protocols.identifiers import Principal
+from tests.nats_fixtures import tls_plan
 from transport.connect import connect
 from transport.fetch import DRAIN_TIMEOUT_S, drain_waiting, fetch_ready
 from transport.streams import INBOX_STREAM, ensure_country_streams
@@ -66,15 +66,19 @@ class PublicOnly:
 
 @pytest.fixture
 async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
-    plan = FederationPlan.create(["THA"], {"THA": [AGENCY.name]}, tmp_path, ports=free_ports())
+    plan = tls_plan(["THA"], {"THA": [AGENCY.name]}, tmp_path)
+    ca_file = plan.client_ca_file("THA")
     async with NatsServer(plan, "THA"):
         user, password = plan.hub_credentials("THA")
-        hub = await connect(plan.client_url("THA"), user=user, password=password, name="test-hub")
+        hub = await connect(
+            plan.client_url("THA"), user=user, password=password, name="test-hub", ca_file=ca_file
+        )
         user, password = plan.agency_credentials("THA", AGENCY.name)
         agency = await connect(
             plan.client_url("THA"),
             user=user,
             password=password,
+            ca_file=ca_file,
             name="test-agency",
             inbox_prefix=subjects.reply_prefix(AGENCY.name),
         )

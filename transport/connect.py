@@ -18,20 +18,49 @@ state, naming the connection, never a traceback: ``nats_disconnected``,
 ``nats_error`` when the kind of error changes; an outage that refuses a
 reconnect every half second is three lines, not one per attempt.
 :class:`StateLog` does the same for loops that retry (the hub's pull loops).
+
+TLS: with ``ca_file`` the server's certificate is verified against that CA
+bundle, and its name against the URL's host (``tls://…`` or ``nats://…``:
+nats-server says when it requires TLS). A certificate that does not verify
+during the *first* connect is a configuration error, raised at once as one
+line (:class:`~protocols.errors.ConfigError`), never retried for ever: no
+retry makes a wrong CA right. Later, a server that presents a bad certificate
+is logged and retried like any other refused reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nats.errors
 import structlog
 from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
 
+from protocols.errors import ConfigError
+
 log = structlog.get_logger("ixb.nats")
+
+
+class _QuietStartTls(logging.Filter):
+    """Drops asyncio's "returning true from eof_received() has no effect when using ssl".
+
+    nats-server sends its INFO in clear and nats-py then upgrades the socket to
+    TLS, so asyncio's stream protocol does not know it runs over TLS and logs
+    that warning each time a server closes a connection (a restart, a refused
+    handshake). It says nothing about us, and a CLI's stderr must stay one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("returning true from eof_received()")
+
+
+logging.getLogger("asyncio").addFilter(_QuietStartTls())
 
 CONNECT_TIMEOUT_S = 5
 """Per attempt of the first connect (nats-py's default is 2 s)."""
@@ -94,6 +123,8 @@ class ConnectionLog:
     seen: list[Exception] = field(default_factory=list)
     """The last error reported (for the first connect's message)."""
     nc: NatsClient | None = None
+    first_connect: bool = True
+    """While the first connect is under way, a certificate that fails to verify is fatal."""
     _errors: StateLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +132,8 @@ class ConnectionLog:
 
     async def on_error(self, exc: Exception) -> None:
         self.seen[:] = [exc]
+        if self.first_connect and isinstance(exc, ssl.SSLCertVerificationError):
+            raise _CertificateRefusedError(exc)  # ends nats-py's first-connect loop
         self._errors.failed(exc)
 
     async def on_disconnected(self) -> None:
@@ -113,12 +146,32 @@ class ConnectionLog:
         self._errors = StateLog("nats_error", connection=self.name)
 
 
+class _CertificateRefusedError(Exception):
+    def __init__(self, cause: ssl.SSLCertVerificationError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def tls_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
+    """A client context that verifies the server against ``ca_file`` (and its name)."""
+    if ca_file is None:
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot load the NATS CA file {ca_file}: {detail}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 async def connect(
     url: str,
     *,
     user: str,
     password: str,
     name: str,
+    ca_file: str | Path | None = None,
     inbox_prefix: str | bytes = DEFAULT_INBOX_PREFIX,
     max_reconnect_attempts: int = UNBOUNDED,
     connect_timeout: int = CONNECT_TIMEOUT_S,
@@ -127,9 +180,12 @@ async def connect(
     """A connected client.
 
     Raises ``TimeoutError`` if no connect succeeded within ``give_up_after``
-    seconds (``None``: keep trying while reconnects are unbounded), and
-    nats-py's errors or ``OSError`` when it gives up by itself.
+    seconds (``None``: keep trying while reconnects are unbounded),
+    ``ConfigError`` if the server's certificate does not verify against
+    ``ca_file`` (or the system's CAs), and nats-py's errors or ``OSError``
+    when it gives up by itself.
     """
+    tls = tls_context(ca_file)
     nc = NatsClient()
     states = ConnectionLog(name, nc=nc)
     seen = states.seen
@@ -148,7 +204,15 @@ async def connect(
                 max_reconnect_attempts=max_reconnect_attempts,
                 reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]  # typed int
                 connect_timeout=connect_timeout,
+                tls=tls,
             )
+    except _CertificateRefusedError as exc:
+        await _abandon(nc)
+        trusted = f"the CA in {ca_file}" if ca_file is not None else "the system's CAs"
+        raise ConfigError(
+            f"the NATS server at {url} presented a certificate that does not verify "
+            f"against {trusted}: {exc.cause.verify_message or exc.cause.reason}"
+        ) from None
     except TimeoutError:
         await _abandon(nc)
         if give_up_after is None:
@@ -158,9 +222,16 @@ async def connect(
     except BaseException:  # cancelled (the hub is stopping) or refused: leave nothing running
         await _abandon(nc)
         raise
+    states.first_connect = False
     return nc
 
 
+ABANDON_S = 1.0
+"""How long closing a connection that never completed its first connect may take: after
+a failed TLS handshake nats-py's close() waits for ever for the socket's closing."""
+
+
 async def _abandon(nc: NatsClient) -> None:
-    with contextlib.suppress(nats.errors.Error, OSError):
-        await nc.close()
+    # AttributeError: asyncio's TLS transport once the socket is gone (CPython 3.11)
+    with contextlib.suppress(nats.errors.Error, OSError, TimeoutError, AttributeError):
+        await asyncio.wait_for(nc.close(), ABANDON_S)  # the socket is closed before the wait

@@ -40,6 +40,7 @@ from protocols.messages import Body, Receipt, ReceiptStatus
 from protocols.roles import Role
 from tests.federation import AGENCIES, Federation, running_federation
 from tests.nats_fixtures import Conn
+from transport.connect import tls_context
 
 DSI = "THA/DSI-ATHD"
 IMM = "THA/IMMIGRATION"
@@ -272,6 +273,7 @@ async def nats_conn(
         fed.deployment.plan.client_url(country),
         user=user,
         password=password,
+        tls=tls_context(fed.deployment.plan.client_ca_file(country)),
         error_cb=on_error,
         connect_timeout=2,
         allow_reconnect=False,

@@ -49,7 +49,7 @@ from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.audit.log import AuditLog
 from broker.auditing import reconcile_logs
-from broker.natsd import NatsServer, wait_links_up
+from broker.natsd import NatsServer, _parent_death_signal, wait_links_up
 from broker.natsplan import FederationPlan
 from broker.store import HubStore
 from ixb.demo import AGENCIES
@@ -109,6 +109,7 @@ class HubProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.deployment.env(),
+            preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - gone with us, whatever happens
         )
         self._copier = threading.Thread(target=self._copy, args=(self.proc,), daemon=True)
         self._copier.start()
@@ -226,7 +227,7 @@ class Federation:
             assert direct in text
             proxied = base / "hubs" / f"{country}-proxied.toml"
             proxied.write_text(
-                text.replace(direct, f"nats://127.0.0.1:{proxy.port}"), encoding="utf-8"
+                text.replace(direct, f"tls://127.0.0.1:{proxy.port}"), encoding="utf-8"
             )
             proxied.chmod(0o600)
             hubs[country] = HubProcess(
