@@ -35,6 +35,10 @@ class HubSection(_Strict, frozen=True):
     key_file: str
     state_dir: str
     federation_file: str
+    trust_dir: str = ""
+    """What this hub came to trust and must not forget with its state: the federation
+    version it accepted, and which peer logs it witnesses (witness pins). Default
+    ``<state_dir>/trust``; keep it on another disk or backup than ``state_dir``."""
     passphrase_env: str = "IXB_PASSPHRASE"  # noqa: S105 - a variable name
     directory_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 90)] = 24 * 7
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
@@ -117,6 +121,13 @@ class HubConfig(_Strict, frozen=True):
     def path(self, value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def trust_path(self) -> Path:
+        """``hub.trust_dir``, else ``<state_dir>/trust``."""
+        if self.hub.trust_dir:
+            return self.path(self.hub.trust_dir)
+        return self.path(self.hub.state_dir) / "trust"
 
     def wire_limits(self) -> Limits:
         return Limits(

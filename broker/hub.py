@@ -47,6 +47,7 @@ from broker.pull import pull_loop, sleep_or_stop
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
+from broker.trust import WitnessPins
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
@@ -98,7 +99,13 @@ class Hub:
         self.storage = StorageHealth(self.metrics)
         self.audit_log = AuditLog(state / "audit.sqlite")
         self.audit = HubAudit(
-            identity, self.audit_log, self.store, trust, sorted(config.links), clock
+            identity,
+            self.audit_log,
+            self.store,
+            trust,
+            sorted(config.links),
+            clock,
+            pins=WitnessPins(config.trust_path),
         )
         self.pipeline = Pipeline(config, identity, self.keys, self.store, recorded=self.audit)
         self.agency_keys = agency_keys
