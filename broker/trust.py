@@ -109,6 +109,14 @@ def adopt_federation(trust_dir: Path, configured_text: str, source: Path) -> Fed
     return configured
 
 
+def held_federation(trust_dir: Path) -> FederationFile | None:
+    """The version this hub holds (None before its first start, or if unreadable)."""
+    try:
+        return parse_federation_file((trust_dir / HELD_FEDERATION).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, IxbError):
+        return None
+
+
 def _keep(path: Path, fed: FederationFile) -> None:
     try:
         write_atomic(path, render_federation_file(fed))

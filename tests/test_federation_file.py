@@ -17,10 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agency_client.federation_state import adopt_federation as agency_adopt
+from broker.audit.search import AuditQuery
 from broker.cli import load_hub_parts
 from broker.config import load_config
 from broker.trust import adopt_federation
 from ixb.deployment import create_deployment
+from protocols.audit import decode_entry
 from protocols.errors import IxbError
 from protocols.federation import (
     FederationFile,
@@ -37,6 +39,8 @@ from protocols.federation import (
 from protocols.identifiers import hub_of, parse_agency
 from protocols.keys import Identity, SigningKeyPair, open_keyfile
 from protocols.roles import Role
+from tests.federation import PASSPHRASE as FED_PASSPHRASE
+from tests.federation import running_federation
 from tests.test_cli import assert_one_line_error, ixb
 
 COUNTRIES = ("THA", "MYS", "MMR", "LAO", "KHM", "VNM", "IDN", "PHL")
@@ -189,7 +193,9 @@ def test_adopt_keeps_the_newest_and_refuses_rollback(tmp_path: Path) -> None:
     assert err.value.code == "ixb.E_SIGNATURE"
 
 
-def test_cli_propose_sign_verify_and_a_hub_that_refuses_an_older_file(tmp_path: Path) -> None:
+def test_cli_propose_sign_verify_and_a_hub_that_refuses_an_older_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dep = create_deployment(
         tmp_path / "dep",
         {"THA/DSI-ATHD": [Role.TRAFFICKING_UNIT], "MYS/RMP-ATIPSOM": [Role.TRAFFICKING_UNIT],
@@ -200,7 +206,8 @@ def test_cli_propose_sign_verify_and_a_hub_that_refuses_an_older_file(tmp_path: 
     fed = dep.base / "federation.toml"
     original = fed.read_text()
     config = load_config(dep.hub_config("THA"))
-    load_hub_parts_env(config)  # first start: version 1 is the root, now held
+    monkeypatch.setenv("IXB_PASSPHRASE", PASSPHRASE)
+    load_hub_parts(config)  # first start: version 1 is the root, now held
 
     new_mys = tmp_path / "MYS-HUB-2.key"
     made = ixb("keys", "new", "--hub", "MYS/HUB", "--out", str(new_mys), "--kdf", "interactive",
@@ -226,7 +233,7 @@ def test_cli_propose_sign_verify_and_a_hub_that_refuses_an_older_file(tmp_path: 
     assert_one_line_error(ixb("federation", "verify", str(v2)), "ixb.E_USAGE")
 
     fed.write_text(v2.read_text())
-    _identity, trust, _agencies = load_hub_parts_env(config)
+    _identity, trust, _agencies = load_hub_parts(config)
     assert trust.hubs["MYS"] == open_keyfile(new_mys.read_bytes(), PASSPHRASE).signing.public
     # the operator puts the old file back (or an attacker does): refused, one line
     fed.write_text(original)
@@ -239,13 +246,41 @@ def test_cli_propose_sign_verify_and_a_hub_that_refuses_an_older_file(tmp_path: 
     assert "federation version 1 is older than version 2" in run.stderr
 
 
-def load_hub_parts_env(config: object) -> tuple[object, TrustAnchors, object]:
-    import os
-
-    os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
-    old = os.environ["IXB_PASSPHRASE"]
-    os.environ["IXB_PASSPHRASE"] = PASSPHRASE
-    try:
-        return load_hub_parts(config)  # type: ignore[arg-type]
-    finally:
-        os.environ["IXB_PASSPHRASE"] = old
+async def test_a_running_federation_installs_a_signed_version_by_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IXB_PASSPHRASE", FED_PASSPHRASE)
+    async with running_federation(tmp_path / "fed") as fed:
+        path = fed.deployment.base / "federation.toml"
+        v1_text = path.read_text()
+        current = parse_federation_file(v1_text)
+        v2 = propose(current, threshold=3)
+        for country in ("THA", "MYS"):
+            key = fed.deployment.key_file(hub_of(country)).read_bytes()
+            v2 = sign_version(v2, open_keyfile(key, FED_PASSPHRASE))
+        path.write_text(render_federation_file(v2))
+        await fed.stop_hub("MMR")
+        mmr = await fed.start_hub("MMR")
+        changed = [
+            decode_entry(e.data).detail or ""
+            for e in mmr.audit_log.search(AuditQuery(event="policy_changed"))
+        ]
+        assert any(
+            d.startswith(f"federation v1 {current.digest()} → federation v2 {v2.digest()}")
+            for d in changed
+        ), changed
+        # the old file put back: the hub does not start
+        path.write_text(v1_text)
+        await fed.stop_hub("MMR")
+        with pytest.raises(IxbError) as err:
+            await fed.start_hub("MMR")
+        assert err.value.code == "ixb.E_ROLLBACK"
+        # a version 3 signed by two hubs, now that version 2 asks for three: refused
+        v3 = propose(v2, threshold=2)
+        for country in ("THA", "MYS"):
+            key = fed.deployment.key_file(hub_of(country)).read_bytes()
+            v3 = sign_version(v3, open_keyfile(key, FED_PASSPHRASE))
+        path.write_text(render_federation_file(v3))
+        with pytest.raises(IxbError) as err:
+            await fed.start_hub("MMR")
+        assert err.value.code == "ixb.E_SIGNATURE"
