@@ -220,7 +220,7 @@ async def test_a_hub_whose_disk_is_full_holds_every_message_and_delivers_each_on
         assert info.num_redelivered > 0  # tried, naked, tried again
     finally:
         await nc.close()
-    (failed,) = tha.events("storage_failed")
+    failed = tha.events("storage_failed")[0]
     # the first to fail: a batch from the ingress, or a checkpoint MYS sent to witness
     assert failed["writer"] in ("settle", "control"), failed
     assert "disk I/O error" in str(failed["detail"]), failed  # SQLite's word for EFBIG
@@ -232,10 +232,14 @@ async def test_a_hub_whose_disk_is_full_holds_every_message_and_delivers_each_on
     got.update(await receive_all(receiver, set(), timeout=3))
     assert got == dict.fromkeys(sent, 1)  # each once, none lost
     await eventually(lambda: running.ready("THA"), 30, "THA ready again")
-    assert [e["event"] for e in tha.events("storage_failed", "storage_recovered")] == [
-        "storage_failed",
-        "storage_recovered",
-    ]
+    # one line per change of state: failed, recovered (a write that needed no new page
+    # may succeed on a full disk under load, so the spell may be told more than once,
+    # but never twice the same state in a row, and it ends recovered)
+    changes = tha.events("storage_failed", "storage_recovered")
+    events = [e["event"] for e in changes]
+    assert events[::2] == ["storage_failed"] * len(events[::2]), changes
+    assert events[1::2] == ["storage_recovered"] * len(events[1::2]), changes
+    assert events[-1] == "storage_recovered" and len(events) <= 4, changes
     assert tha.stop() == 0
     assert running.hubs["MYS"].stop() == 0
     state = running.deployment.base / "state"

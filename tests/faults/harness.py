@@ -415,7 +415,9 @@ class Traffic:
         self.fed = fed
         self.rate = rate
         self.messages: dict[tuple[str, bytes], Sent] = {}
-        self.phantoms: list[tuple[str, str, str]] = []
+        self.phantoms: list[tuple[str, str, bytes, float]] = []
+        """Handed to an application before its send returned (so not counted yet), or never
+        sent by anyone: (recipient, sender, id, when); resolved by :meth:`_resolve`."""
         self.hub_deliveries: dict[tuple[str, str, bytes], int] = defaultdict(int)
         self.refusals_seen: dict[str, int] = defaultdict(int)
         self.lost_examples: list[str] = []
@@ -588,7 +590,7 @@ class Traffic:
         else:
             record = self.messages.get(key)
             if record is None or agency not in record.to:
-                self.phantoms.append((agency, sender, item.message_id))
+                self.phantoms.append((agency, sender, item.header.id, now))
             else:
                 record.delivered.setdefault(agency, []).append(now)
         if isinstance(item.body, Receipt):
@@ -639,8 +641,21 @@ class Traffic:
 
     # --- accounting -----------------------------------------------------------------
 
+    def _resolve(self) -> None:
+        """Deliveries that overtook their send's return (a publish confirmed only on a later
+        attempt) count once the send returned; what nobody sent stays a phantom."""
+        unresolved = []
+        for agency, sender, msg_id, when in self.phantoms:
+            record = self.messages.get((sender, msg_id))
+            if record is not None and agency in record.to:
+                record.delivered.setdefault(agency, []).append(when)
+            else:
+                unresolved.append((agency, sender, msg_id, when))
+        self.phantoms = unresolved
+
     def settled(self, since: float = 0.0) -> bool:
         """Every message sent since ``since`` is confirmed and delivered (or refused)."""
+        self._resolve()
         for record in self.messages.values():
             if record.sent_at < since:
                 continue
@@ -651,6 +666,7 @@ class Traffic:
         return True
 
     def counts(self, since: float, until: float) -> Counts:
+        self._resolve()
         c = Counts()
         for key, record in self.messages.items():
             if not since <= record.sent_at < until:
