@@ -284,3 +284,44 @@ async def test_a_running_federation_installs_a_signed_version_by_restart(
         with pytest.raises(IxbError) as err:
             await fed.start_hub("MMR")
         assert err.value.code == "ixb.E_SIGNATURE"
+
+
+def test_cli_refusals_are_one_line(tmp_path: Path) -> None:
+    v1_path, v2_path = tmp_path / "v1.toml", tmp_path / "v2.toml"
+    v1_path.write_text(render_federation_file(v1()))
+    broken = tmp_path / "broken.toml"
+    broken.write_text(render_federation_file(v1()).replace("threshold = 2", "threshold = 9"))
+    assert_one_line_error(ixb("federation", "show", str(broken)), "ixb.E_CONFIG")
+    assert_one_line_error(ixb("federation", "show", str(tmp_path / "none.toml")), "ixb.E_IO")
+    assert_one_line_error(
+        ixb("federation", "propose", "--current", str(v1_path), "--out", str(v2_path)),
+        "ixb.E_USAGE",
+    )
+    assert_one_line_error(
+        ixb("federation", "propose", "--current", str(v1_path), "--out", str(v2_path),
+            "--add", "THA=" + "ab" * 32),
+        "ixb.E_USAGE",
+    )  # fmt: skip
+    assert_one_line_error(
+        ixb("federation", "propose", "--current", str(v1_path), "--out", str(v2_path),
+            "--remove", "LAO"),
+        "ixb.E_USAGE",
+    )  # fmt: skip
+    assert_one_line_error(
+        ixb("federation", "propose", "--current", str(v1_path), "--out", str(v2_path),
+            "--threshold", "4"),
+        "ixb.E_CONFIG",
+    )  # fmt: skip
+    assert not v2_path.exists()
+    key = tmp_path / "THA-HUB.key"
+    env = {"IXB_PASSPHRASE": PASSPHRASE}
+    made = ixb("keys", "new", "--hub", "THA/HUB", "--out", str(key), "--kdf", "interactive",
+               env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert_one_line_error(
+        ixb("federation", "sign", str(v1_path), "--key", str(key),
+            env={"IXB_PASSPHRASE": "a wrong passphrase"}),
+        "ixb.E_PASSPHRASE",
+    )  # fmt: skip
+    assert_one_line_error(ixb("federation", "sign", str(v1_path), "--key", str(key)),
+                          "ixb.E_PASSPHRASE")  # fmt: skip
