@@ -335,9 +335,10 @@ class Hub:
         ):
             return False
         failures = StateLog("directory_publish_failed", logger=log)
+        publishes = (*decision.publishes, *self.control.own_federation())
         while True:
             try:
-                await asyncio.gather(*map(self._publish, decision.publishes))
+                await asyncio.gather(*map(self._publish, publishes))
             except TRANSPORT_ERRORS as exc:
                 failures.failed(exc)
             else:

@@ -41,6 +41,7 @@ from protocols.keys import Identity, SigningKeyPair, open_keyfile
 from protocols.roles import Role
 from tests.federation import PASSPHRASE as FED_PASSPHRASE
 from tests.federation import running_federation
+from tests.test_audit_federation import until
 from tests.test_cli import assert_one_line_error, ixb
 
 COUNTRIES = ("THA", "MYS", "MMR", "LAO", "KHM", "VNM", "IDN", "PHL")
@@ -269,6 +270,18 @@ async def test_a_running_federation_installs_a_signed_version_by_restart(
             d.startswith(f"federation v1 {current.digest()} → federation v2 {v2.digest()}")
             for d in changed
         ), changed
+        # MMR tells its peers, which still run on version 1: they keep it for their operators
+        offered = fed.deployment.base / "trust" / "THA" / "federation-offered-v2.toml"
+        await until(offered.exists)
+        assert parse_federation_file(offered.read_text()) == v2
+        tha = fed.hubs["THA"].hub
+        assert tha.metrics.counter_value("ixb_federation_offers_total", peer="MMR", result="newer")
+        assert (
+            parse_federation_file(
+                (fed.deployment.base / "trust" / "THA" / "federation.toml").read_text()
+            )
+            == current
+        )  # offered, not installed: that takes THA's operator and a restart
         # the old file put back: the hub does not start
         path.write_text(v1_text)
         await fed.stop_hub("MMR")
