@@ -53,7 +53,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Not part of `make test` (which runs the fast half): every fault scenario on a live
-# federation of real processes, about 6 minutes. Writes tests/faults/results.json.
+# federation of real processes, about 4 minutes. Writes tests/faults/results.json.
 faults: $(DEV_STAMP)
 	$(BIN)/python -m tests.faults
 

@@ -384,8 +384,9 @@ class AgencyClient:
         Returns True if JetStream already held it (the earlier attempt got
         through; nothing was stored twice), False if this publish stored it.
         After the stream's duplicate window (10 minutes) JetStream cannot
-        tell, and the hub refuses a copy of a routed envelope as
-        ``ixb.E_REPLAY``: still delivered once. Raises ``UnknownOutcomeError``
+        tell, and the hub drops a copy of a routed envelope under this
+        ``Nats-Msg-Id`` as a duplicate (SPEC §8.1): still delivered once.
+        Raises ``UnknownOutcomeError``
         again if this attempt is not confirmed either.
         """
         try:

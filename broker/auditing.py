@@ -215,8 +215,24 @@ class HubAudit:
         return make_entry(self.hub_id, self.clock(), event, detail=detail, actor=actor)
 
     def record(self, entries: Sequence[AuditEntry]) -> list[int]:
-        """Append durably; returns the leaf indexes."""
-        return self.log.append([to_record(e) for e in entries])
+        """Append durably; returns the leaf indexes.
+
+        The delivered/relayed entry of a receipt this hub sealed is recorded once:
+        a batch and the receipt sweeper (:meth:`broker.hub.Hub.sweep_receipts`)
+        may both have sent the same receipt (same bytes, stored once).
+        """
+        hub = self.hub_id
+        return self.log.append(
+            [to_record(e) for e in entries],
+            once=lambda r: r.sender == hub and r.type == "receipt",
+        )
+
+    def holds(self, entry: AuditEntry) -> bool:
+        """Whether the log holds an entry of ``entry``'s event about its message by its sender."""
+        r = to_record(entry)
+        if r.msg_id is None or r.sender is None:
+            return False
+        return self.log.holds(r.event, r.msg_id, r.sender)
 
     def recorded(self, sender: str, message_id: bytes) -> bool:
         """Whether the log holds our acceptance of ``sender``'s message ``message_id``.

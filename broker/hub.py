@@ -42,7 +42,7 @@ from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlPlane, Writes
 from broker.links import LinkState, gauges, link_keeper
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
-from broker.plan import Publish, link_item
+from broker.plan import Publish, link_item, receipt_publish
 from broker.pull import pull_loop, sleep_or_stop
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
@@ -53,7 +53,7 @@ from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
 from protocols.errors import IxbError, LocalError
 from protocols.federation import TrustAnchors
-from protocols.identifiers import Principal, check_country
+from protocols.identifiers import Principal, check_country, format_message_id
 from protocols.keys import Identity, PublicIdentity
 from protocols.trusted import TrustedDirectories
 from transport import streams
@@ -63,6 +63,14 @@ from transport.connect import UNBOUNDED, StateLog, connect
 log = structlog.get_logger("ixb.hub")
 
 CHECKPOINT_PERIOD_S = 1.0
+RECEIPT_SWEEP_S = 5.0
+"""How often :meth:`Hub.sweep_receipts` looks for receipts sent but never recorded."""
+RECEIPT_SETTLE_MS = 15_000
+"""Receipts sealed more recently belong to batches still settling."""
+RECEIPT_SWEEP_WINDOW_MS = 10 * 60_000
+"""The streams' duplicate window: a receipt older than that is not sent again."""
+RECEIPT_SWEEP_ROWS = 1000
+RECEIPT_SWEEP_META = "receipt_sweep_ms"
 PRUNE_PERIOD_S = 3600.0
 PRUNE_KEEP_MS = 30 * 24 * 3600 * 1000
 """Messages are remembered this long after they expire: replays of an expired envelope are
@@ -192,6 +200,7 @@ class Hub:
                 tg.create_task(self._directory_refresher(stop))
                 tg.create_task(self._checkpointer(stop))
                 tg.create_task(self.pruner(stop))
+                tg.create_task(self._receipt_sweeper(stop))
                 tg.create_task(
                     gauges(
                         self.country,
@@ -388,6 +397,65 @@ class Hub:
             if forgotten:
                 log.info("messages_pruned", count=forgotten)
             await sleep_or_stop(stop, self.prune_period_s)
+
+    # --- receipts whose publish was never confirmed -----------------------------------
+
+    async def _receipt_sweeper(self, stop: asyncio.Event) -> None:
+        """Every :data:`RECEIPT_SWEEP_S`, :meth:`sweep_receipts`; failures logged once a spell."""
+        failures = StateLog("receipt_resend_failed", logger=log)
+        while not stop.is_set():
+            await sleep_or_stop(stop, RECEIPT_SWEEP_S)
+            try:
+                await self.sweep_receipts()
+            except TRANSPORT_ERRORS as exc:
+                failures.failed(exc)
+            except STORAGE_ERRORS as exc:
+                self.storage.failed("receipts", exc)
+            else:
+                failures.ok()
+                self.storage.ok("receipts")
+
+    async def sweep_receipts(self) -> int:
+        """Send again, and record, each receipt we sealed that the audit log does not hold.
+
+        A batch whose receipt publish timed out (its acknowledgement lost, e.g. the
+        connection dropped the server's replies) is left for redelivery and planned
+        again, possibly grouped otherwise: another statement, another receipt. The
+        first one may still have been stored and delivered, so it is published
+        again, same bytes and de-dup id (stored once), and recorded (once: see
+        :meth:`HubAudit.record`). Receipts sealed in the last
+        :data:`RECEIPT_SETTLE_MS` belong to batches still settling; older than the
+        streams' duplicate window they are left alone. Returns how many were sent.
+        """
+        now = self.clock()
+        cursor = await asyncio.to_thread(self.store.meta, RECEIPT_SWEEP_META)
+        after = max(int(cursor or 0), now - RECEIPT_SWEEP_WINDOW_MS)
+        rows = await asyncio.to_thread(
+            self.store.sealed_receipts_between, after, now - RECEIPT_SETTLE_MS, RECEIPT_SWEEP_ROWS
+        )
+        resent = 0
+        done = after
+        try:
+            for dedup, data, at in rows:
+                p = receipt_publish(self.identity.principal, dedup, data, now)
+                entry = p.entry
+                if entry is not None and not await asyncio.to_thread(self.audit.holds, entry):
+                    await self._publish(p)
+                    await asyncio.to_thread(self.audit.record, [entry])
+                    resent += 1
+                    log.info(
+                        "receipt_resent",
+                        msg_id=format_message_id(entry.msg_id or b""),
+                        to=p.peer or "local",
+                    )
+                done = at
+        finally:
+            if rows:
+                # rows sealed at the same ms as the last may lie beyond the limit
+                mark = done - 1 if len(rows) == RECEIPT_SWEEP_ROWS else done
+                if mark > after:
+                    await asyncio.to_thread(self.store.set_meta, RECEIPT_SWEEP_META, str(mark))
+        return resent
 
     # --- checkpoints ----------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from typing import Protocol
 
 from broker.config import HubConfig
 from broker.ratelimit import RateLimiter
+from protocols import subjects
 from protocols.envelope import (
     Envelope,
     Header,
@@ -152,14 +153,28 @@ class Pipeline:
     # --- entry points -------------------------------------------------------------
 
     def from_local(
-        self, data: bytes, publisher: str, now_ms: int, *, redelivered: bool = False
+        self,
+        data: bytes,
+        publisher: str,
+        now_ms: int,
+        *,
+        redelivered: bool = False,
+        nats_msg_id: str | None = None,
     ) -> Outcome:
         """An envelope an agency of this country published on ``ixb.CC.ingress.<publisher>``.
 
         ``redelivered``: JetStream handed us this stream message before (we
         crashed or failed before acking it), as opposed to a new stream message.
+        ``nats_msg_id``: the publish's ``Nats-Msg-Id`` header, if any (SPEC §8.1).
         """
-        return self._process(data, now_ms, publisher=publisher, peer=None, redelivered=redelivered)
+        return self._process(
+            data,
+            now_ms,
+            publisher=publisher,
+            peer=None,
+            redelivered=redelivered,
+            nats_msg_id=nats_msg_id,
+        )
 
     def from_peer(
         self, data: bytes, peer: str, now_ms: int, *, redelivered: bool = False
@@ -177,6 +192,7 @@ class Pipeline:
         publisher: str | None,
         peer: str | None,
         redelivered: bool,
+        nats_msg_id: str | None = None,
     ) -> Outcome:
         header: Header | None = None
         verified = False
@@ -201,14 +217,17 @@ class Pipeline:
                 # routed, or recorded as routed while the store's mark failed to be written
                 unmarked = not known.routed and self.recorded.recorded(header.sender, header.id)
                 if known.routed or unmarked:
-                    if redelivered or peer is not None:
-                        # our own unacked copy coming back, or the link's stream holding a
+                    retried = nats_msg_id == subjects.ingress_msg_id(header.message_id, env.digest)
+                    if redelivered or peer is not None or retried:
+                        # our own unacked copy coming back; the link's stream holding a
                         # second copy (sourcing copies again what a crashed server had not
-                        # recorded as sourced): finished, nothing to repeat (SPEC §8.1),
+                        # recorded as sourced); or the sender's retry, under the value it
+                        # must retry with, stored twice (de-duplication does not survive
+                        # every server crash): finished, nothing to repeat (SPEC §8.1),
                         # but the routed mark when that is what failed
                         return Accepted(env, (), (), duplicate=not unmarked, unmarked=unmarked)
-                    # a new stream message on our ingress with an envelope we already routed:
-                    # senders retry with the same Nats-Msg-Id (stored once), so this is a replay
+                    # a new stream message on our ingress with an envelope we already routed,
+                    # under another Nats-Msg-Id than a retry's: a replay
                     raise ReplayError(f"message {header.message_id} was already received")
             hubs = verify_hops(env, self.keys, now_ms)  # step 11
             if peer is not None and hub_of(peer) not in (*hubs, header.sender_principal):

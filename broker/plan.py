@@ -22,7 +22,7 @@ from typing import Literal
 from broker.pipeline import Accepted, Rejected, rejection_recipient
 from protocols import subjects
 from protocols.audit import AuditEntry, AuditEvent, make_entry
-from protocols.envelope import decode_envelope, seal_envelope
+from protocols.envelope import Header, decode_envelope, seal_envelope
 from protocols.errors import IxbError
 from protocols.identifiers import Principal, format_message_id, parse_message_id
 from protocols.keys import Identity, PublicIdentity
@@ -213,17 +213,7 @@ class _Planner:
             return MessagePlan((entry,), None, report)
         if outcome.unmarked:
             # routed and recorded before; only the store's routed mark failed to be written
-            report = Report(
-                "accepted",
-                "accepted",
-                header.message_id,
-                fields=(
-                    ("type", header.type),
-                    ("sender", header.sender),
-                    ("via", via),
-                    ("recorded_before", True),
-                ),
-            )
+            report = _accepted_report(header, via, ("recorded_before", True))
             return MessagePlan((), (header.sender, header.id), report)
         data = env.to_bytes()
         works = frozenset({n})
@@ -259,17 +249,8 @@ class _Planner:
                 for p in outcome.peers
             ),
         ]
-        report = Report(
-            "accepted",
-            "accepted",
-            header.message_id,
-            fields=(
-                ("type", header.type),
-                ("sender", header.sender),
-                ("via", via),
-                ("local", len(outcome.local)),
-                ("peers", list(outcome.peers)),
-            ),
+        report = _accepted_report(
+            header, via, ("local", len(outcome.local)), ("peers", list(outcome.peers))
         )
         return MessagePlan(tuple(entries), (header.sender, header.id), report)
 
@@ -388,14 +369,29 @@ def seal_receipts(
                 in_reply_to=st.ids[0],
             )
             fresh.append((dedup, data))
-        if to.country == country:
-            event, peer, subject = AuditEvent.DELIVERED, None, subjects.inbox(to)
-        else:
-            event, peer = AuditEvent.RELAYED, to.country
-            subject = subjects.cross_border(country, to.country)
-        entry = make_entry(str(hub), now, event, envelope=decode_envelope(data), peer=peer)
-        publishes.append(Publish(subject, data, dedup, st.works, peer=peer, entry=entry))
+        publishes.append(receipt_publish(hub, dedup, data, now, st.works))
     return Sealed(tuple(publishes), tuple(unroutable), tuple(fresh))
+
+
+def _accepted_report(header: Header, via: str | None, *more: tuple[str, object]) -> Report:
+    fields = (("type", header.type), ("sender", header.sender), ("via", via), *more)
+    return Report("accepted", "accepted", header.message_id, fields=fields)
+
+
+def receipt_publish(
+    hub: Principal, dedup: str, data: bytes, now: int, works: frozenset[int] = frozenset()
+) -> Publish:
+    """The publish of a receipt ``hub`` sealed (``data``), with the entry that records it:
+    to a local agency's inbox (delivered), or over the link to its country (relayed)."""
+    envelope = decode_envelope(data)
+    (to,) = envelope.header.recipient_principals
+    if to.country == hub.country:
+        event, peer, subject = AuditEvent.DELIVERED, None, subjects.inbox(to)
+    else:
+        event, peer = AuditEvent.RELAYED, to.country
+        subject = subjects.cross_border(hub.country, to.country)
+    entry = make_entry(str(hub), now, event, envelope=envelope, peer=peer)
+    return Publish(subject, data, dedup, works, peer=peer, entry=entry)
 
 
 def message_dedup(message_id: str, sender: str) -> str:

@@ -123,11 +123,12 @@ class Settler:
         with self.store.transaction(durable=False):
             for msg in msgs:
                 redelivered = msg.metadata.num_delivered > 1
-                nats_id = valid_msg_id((msg.headers or {}).get("Nats-Msg-Id"))
+                raw_id = (msg.headers or {}).get("Nats-Msg-Id")
+                nats_id = valid_msg_id(raw_id)
                 if peer is None:
                     publisher = msg.subject.rsplit(".", 1)[-1]
                     outcome = self.pipeline.from_local(
-                        msg.data, publisher, now, redelivered=redelivered
+                        msg.data, publisher, now, redelivered=redelivered, nats_msg_id=raw_id
                     )
                     out.append(Decided(outcome, publisher, None, nats_id))
                 else:

@@ -326,6 +326,19 @@ class HubStore:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
+    @_locked
+    def sealed_receipts_between(
+        self, after_ms: int, until_ms: int, limit: int = 500
+    ) -> list[tuple[str, bytes, int]]:
+        """(de-dup id, bytes, when sealed) of receipts sealed in ``(after_ms, until_ms]``,
+        oldest first."""
+        rows = self._db.execute(
+            "SELECT dedup, data, at FROM sealed_receipts WHERE at > ? AND at <= ?"
+            " ORDER BY at, dedup LIMIT ?",
+            (after_ms, until_ms, limit),
+        ).fetchall()
+        return [(str(d), bytes(data), int(at)) for d, data, at in rows]
+
     def keep_sealed_receipts(self, sealed: Sequence[tuple[str, bytes]], now_ms: int) -> bool:
         """Keep receipts before they are published; False if one was sealed meanwhile.
 

@@ -13,11 +13,12 @@ import pytest
 
 from agency_client.sdk import AgencyClient, Incoming, Refused
 from broker.audit.search import AuditQuery
+from broker.plan import ReceiptStatement, receipt_publish, seal_receipts
 from protocols import subjects
 from protocols.envelope import decode_envelope, seal_envelope
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
-from protocols.identifiers import format_message_id, new_message_id
+from protocols.identifiers import format_message_id, new_message_id, parse_agency
 from protocols.messages import (
     AnsweredBy,
     DocStatus,
@@ -504,3 +505,48 @@ async def test_the_same_statement_in_another_receipt_is_kept_once(fed: Federatio
     ]
     assert kept == [first]
     assert [r.receipt.for_id for r in sender.receipts[format_message_id(other)]] == [other]
+
+
+async def test_a_receipt_sent_but_never_recorded_is_sent_again_and_recorded_once(
+    fed: Federation,
+) -> None:
+    """A batch whose receipt publish timed out (the ack was lost: the receipt may well be
+    stored and delivered) is planned again, maybe grouped otherwise, so that receipt is
+    never recorded. The hub's sweep publishes it again (same bytes, stored once) and
+    records it, once, however often it runs."""
+    sender = await fed.client("THA/DSI-ATHD")
+    msg_id = await sender.send(example_bodies(0)["alert"], ["MYS/RMP-ATIPSOM"])
+    await sender.wait_receipt(msg_id, ReceiptStatus.RELAYED, timeout=20)
+    hub = fed.hubs["THA"].hub
+    assert await hub.sweep_receipts() == 0  # everything sent was recorded
+    # a receipt kept as sealed 20 s ago for a batch of two, lost before it was recorded
+    other = new_message_id(sender.clock(), os.urandom(10))
+    sender.remember_sent(other, [parse_agency("MYS/RMP-ATIPSOM")])
+    sealed = seal_receipts(
+        [
+            ReceiptStatement(
+                sender.principal, ReceiptStatus.ACCEPTED, None, None, (msg_id, other), frozenset()
+            )
+        ],
+        identity=hub.identity,
+        encryption_key=hub._encryption_key,
+        links=frozenset(hub.links),
+        now=hub.clock() - 20_000,
+    )
+    ((dedup, data),) = sealed.fresh
+    assert hub.store.keep_sealed_receipts(sealed.fresh, hub.clock() - 20_000)
+    receipt_id = format_message_id(decode_envelope(data).header.id)
+    query = AuditQuery(msg_id=receipt_id)
+    assert hub.audit_log.search(query) == []
+    assert await hub.sweep_receipts() == 1
+    assert [e.event for e in hub.audit_log.search(query)] == ["delivered"]
+    assert await hub.sweep_receipts() == 0
+    got = []
+    deadline = asyncio.get_running_loop().time() + 20
+    while receipt_id not in got:
+        assert asyncio.get_running_loop().time() < deadline, "the receipt never arrived"
+        got += [i.message_id for i in await sender.fetch(timeout=0.5) if isinstance(i, Incoming)]
+    # published once more by a batch planned again: stored once, recorded once
+    await hub._publish(receipt_publish(hub.identity.principal, dedup, data, hub.clock()))
+    hub.audit.record([receipt_publish(hub.identity.principal, dedup, data, hub.clock()).entry])
+    assert [e.event for e in hub.audit_log.search(query)] == ["delivered"]

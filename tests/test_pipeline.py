@@ -14,6 +14,7 @@ from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.plan import Decided, plan_batch
 from broker.ratelimit import RateLimiter
 from broker.store import HubStore
+from protocols import subjects
 from protocols.directory import build_directory, entry_for, sign_directory
 from protocols.envelope import add_hop, decode_envelope, seal_envelope
 from protocols.errors import RateLimitedError
@@ -388,6 +389,14 @@ def test_a_second_copy_on_a_link_is_a_duplicate_not_a_replay(tmp_path: Path) -> 
     assert isinstance(sent, Accepted)
     store_of(tha).mark_routed((sent.envelope.header.sender, sent.envelope.header.id))
     assert code(tha.from_local(local, "DSI-ATHD", NOW)) == "ixb.E_REPLAY"
+    # … unless it carries the Nats-Msg-Id a retry must carry: the sender's own retry,
+    # stored twice because JetStream's de-duplication did not survive a server crash
+    env = decode_envelope(local)
+    retry_id = subjects.ingress_msg_id(env.header.message_id, env.digest)
+    again = tha.from_local(local, "DSI-ATHD", NOW, nats_msg_id=retry_id)
+    assert isinstance(again, Accepted) and again.duplicate and not again.peers
+    other = f"{env.header.message_id}:{bytes(16).hex()}"
+    assert code(tha.from_local(local, "DSI-ATHD", NOW, nats_msg_id=other)) == "ixb.E_REPLAY"
 
 
 # --- receipts are statements by their signer (SPEC §5 receipt) ---------------------------

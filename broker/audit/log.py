@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from broker.audit.index import SearchIndex
@@ -79,14 +79,34 @@ class AuditLog:
 
     # --- appending ---------------------------------------------------------------
 
-    def append(self, records: Sequence[AuditRecord]) -> list[int]:
-        """Append in one durable transaction; the leaf indexes are final when this returns."""
+    def append(
+        self,
+        records: Sequence[AuditRecord],
+        *,
+        once: Callable[[AuditRecord], bool] = lambda _r: False,
+    ) -> list[int]:
+        """Append in one durable transaction; the leaf indexes are final when this returns.
+
+        A record for which ``once`` is true is left out if the log already holds an
+        entry of its event about its message by its sender (checked under the
+        write lock, so two writers recording the same fact record it once).
+        """
         for r in records:
             if not isinstance(r, AuditRecord):
                 raise TypeError(f"expected AuditRecord, got {type(r).__name__}")
-        if not records:
-            return []
         with self._lock:
+            records = [
+                r
+                for r in records
+                if not (
+                    r.msg_id is not None
+                    and r.sender is not None
+                    and once(r)
+                    and self.holds(r.event, r.msg_id, r.sender)
+                )
+            ]
+            if not records:
+                return []
             try:
                 with self._write():
                     self._fresh()

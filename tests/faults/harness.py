@@ -49,9 +49,11 @@ from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.audit.log import AuditLog
 from broker.auditing import reconcile_logs
-from broker.natsd import NatsServer, wait_links_up
+from broker.natsd import NatsServer, _parent_death_signal, wait_links_up
 from broker.natsplan import FederationPlan
 from broker.store import HubStore
+from ixb.demo import AGENCIES
+from ixb.demo import VALID_PASSPORT as PASSPORT
 from ixb.deployment import Deployment, create_deployment
 from protocols.errors import IxbError, UnknownOutcomeError
 from protocols.examples import example_bodies
@@ -67,34 +69,11 @@ from protocols.messages import (
     Receipt,
     ReceiptStatus,
 )
-from protocols.mrz import build_td3
-from protocols.roles import Role
 from transport.clock import wall_ms
 
 log = structlog.get_logger("ixb.faults")
 
 PASSPHRASE = "ixb fault suite passphrase - throwaway keys"
-
-AGENCIES: dict[str, list[Role]] = {
-    "THA/DSI-ATHD": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],
-    "THA/IMMIGRATION": [Role.IMMIGRATION],
-    "THA/OAG": [Role.CENTRAL_AUTHORITY],
-    "MYS/RMP-ATIPSOM": [Role.TRAFFICKING_UNIT],
-    "MYS/IMMIGRATION": [Role.DOCUMENT_AUTHORITY, Role.IMMIGRATION],
-    "MYS/AGC": [Role.CENTRAL_AUTHORITY],
-    "MMR/MOHA-ATTU": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],
-}
-
-PASSPORT = build_td3(
-    issuing_state="MYS",
-    surname="SAMPLE",
-    given_names="SITI AMINAH",
-    document_number="A12345678",
-    nationality="MYS",
-    birth_date="900101",
-    sex="F",
-    expiry_date="310101",
-)
 
 HEALTH_TIMEOUT_S = 2.0
 HUB_STOP_S = 15.0
@@ -130,6 +109,7 @@ class HubProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.deployment.env(),
+            preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - gone with us, whatever happens
         )
         self._copier = threading.Thread(target=self._copy, args=(self.proc,), daemon=True)
         self._copier.start()
