@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from agency_client.docregistry import DocumentRegistry
+from agency_client.federation_state import state_path
 from agency_client.keystore import create_private, passphrase
 from agency_client.profile import Profile, load_profile, render_profile
 from agency_client.sdk import (
@@ -189,7 +190,12 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
 
     async def main() -> int:
         client = await AgencyClient.connect(
-            profile, identity, handled_path=LocalState.handled_path(profile)
+            profile,
+            identity,
+            handled_path=LocalState.handled_path(profile),
+            federation_state=state_path(
+                Path(profile.base_dir), profile.principal.country, profile.principal.name
+            ),
         )
         try:
             return await body(client)
