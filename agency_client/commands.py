@@ -31,6 +31,7 @@ import msgspec
 
 from agency_client import enrol
 from agency_client.docregistry import DocumentRegistry
+from agency_client.federation_state import state_path
 from agency_client.keystore import passphrase
 from agency_client.profile import Profile, load_profile
 from agency_client.sdk import (
@@ -177,7 +178,13 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
 
     async def main() -> int:
         client = await AgencyClient.connect(
-            profile, identity, handled_path=LocalState.handled_path(profile), previous=previous
+            profile,
+            identity,
+            handled_path=LocalState.handled_path(profile),
+            previous=previous,
+            federation_state=state_path(
+                Path(profile.base_dir), profile.principal.country, profile.principal.name
+            ),
         )
         try:
             return await body(client)

@@ -55,6 +55,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from agency_client.federation_state import adopt_federation
 from agency_client.handled import HandledMessages
 from agency_client.keystore import load_identity, read_bytes
 from agency_client.profile import Profile
@@ -71,6 +72,7 @@ from protocols.envelope import (
     verify_hops,
 )
 from protocols.errors import (
+    ConfigError,
     DecryptError,
     DirectoryError,
     IoError,
@@ -79,7 +81,6 @@ from protocols.errors import (
     UnknownOutcomeError,
     UnknownSenderError,
 )
-from protocols.federation import parse_federation
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import Identity
@@ -248,19 +249,27 @@ class AgencyClient:
         *,
         handled_path: Path | None = None,
         previous: Identity | None = None,
+        federation_state: Path | None = None,
     ) -> AgencyClient:
         """Connect to the agency's hub and fetch the directories.
 
         ``handled_path``: the SQLite file remembering which messages the
         application handled, so that none is handed over twice across
         restarts (see the module docstring); ``None`` remembers in memory.
+        ``federation_state``: the federation version accepted before
+        (:mod:`agency_client.federation_state`); the configured file must be it
+        or its signed successor. ``None``: the configured file is trusted as is.
         """
         if identity.principal != profile.principal:
             raise LocalError(
                 f"key file is for {identity.principal}, profile for {profile.agency.id}"
             )
         fed_path = profile.path(profile.agency.federation_file)
-        trust = parse_federation(read_bytes(fed_path, MAX_FEDERATION_BYTES).decode("utf-8"))
+        try:
+            fed_text = read_bytes(fed_path, MAX_FEDERATION_BYTES).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{fed_path}: not UTF-8") from None
+        trust = adopt_federation(federation_state, fed_text, fed_path).trust
         try:
             nc = await connect(
                 profile.nats.url,

@@ -21,8 +21,9 @@ from broker.audit.search import AuditQuery
 from broker.auditing import reconcile_logs, to_record
 from broker.config import HubConfig, load_config
 from broker.store import HubStore
-from protocols.audit import AuditEntry, AuditEvent, decode_entry
-from protocols.checkpoint import merge_notes
+from broker.trust import WitnessPins
+from protocols.audit import AuditEntry, AuditEvent, decode_entry, make_entry
+from protocols.checkpoint import log_origin, merge_notes
 from protocols.errors import IoError, IxbError, UsageError
 from protocols.export import (
     CHECKPOINT,
@@ -34,7 +35,7 @@ from protocols.export import (
     verify_export,
 )
 from protocols.federation import parse_federation
-from protocols.identifiers import format_message_id, parse_message_id
+from protocols.identifiers import check_country, format_message_id, parse_message_id
 from transport.clock import wall_ms
 
 MAX_EXPORT_FILE = 4 * 1024 * 1024 * 1024
@@ -76,6 +77,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reconcile.add_argument("--since", help="ISO date or time (UTC)")
     reconcile.add_argument("--grace", type=float, default=60.0, help="seconds still in flight")
     reconcile.set_defaults(func=cmd_reconcile)
+    witness = audit.add_parser("witness", help="this hub as a witness of peer logs")
+    witness_sub = witness.add_subparsers(dest="witness_cmd", required=True)
+    repin = witness_sub.add_parser(
+        "repin",
+        help="after this witness lost its state: trust the peer's next checkpoint (recorded)",
+    )
+    repin.add_argument("--peer", required=True, help="the peer country, e.g. MYS")
+    repin.add_argument("--config", required=True, type=Path, help="the hub's config")
+    repin.add_argument(
+        "--operator", help="who decided it (default: cli:<login name>), kept in the audit log"
+    )
+    repin.set_defaults(func=cmd_witness_repin)
     verify = audit.add_parser("verify", help="verify an export (no hub needed)")
     verify.add_argument("dir", type=Path)
     verify.add_argument("--federation", required=True, type=Path)
@@ -123,6 +136,54 @@ def _note_read(log: AuditLog, config: HubConfig, event: AuditEvent, what: str) -
         detail=what[:256],
     )
     log.append([to_record(entry)])
+
+
+def cmd_witness_repin(args: argparse.Namespace) -> int:
+    """Record who allowed a fresh start, then mark the pin; the hub trusts the next checkpoint.
+
+    Refused when the witness still holds a checkpoint of the peer's log (its
+    state is not lost: a repin would only weaken it).
+    """
+    config = load_config(args.config)
+    try:
+        peer = check_country(args.peer)
+    except IxbError as exc:
+        raise UsageError(f"--peer: {exc.detail}") from None
+    if peer not in config.links:
+        raise UsageError(f"--peer: {peer} is not a peer of {config.hub_id}")
+    operator = args.operator or _actor()
+    log = _open(config)
+    try:
+        last = log.last_witnessed(log_origin(peer))
+        if last is not None:
+            raise UsageError(
+                f"this witness holds {log_origin(peer)} at size {last[0]}: nothing to repin"
+            )
+        pins = WitnessPins(config.trust_path)
+        before = pins.get(peer)
+        entry = make_entry(
+            str(config.hub_id),
+            wall_ms(),
+            AuditEvent.POLICY_CHANGED,
+            peer=peer,
+            actor=operator,
+            detail=(
+                f"witness repin of {log_origin(peer)}: its next checkpoint is trusted on first use"
+                + ("" if before is None else f" (witnessed since {before.since_ms} ms)")
+            ),
+        )
+        log.append([to_record(entry)])
+        try:
+            pins.allow_repin(peer, operator, entry.at)
+        except OSError as exc:
+            raise IoError(f"cannot write the witness pin: {exc.strerror or exc}") from None
+    finally:
+        log.close()
+    sys.stdout.write(
+        f"repinned {log_origin(peer)} by {operator}: {config.hub_id} cosigns {peer}'s next "
+        "checkpoint as a first one (recorded in the audit log)\n"
+    )
+    return 0
 
 
 def _row(e: StoredEntry) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from broker.audit.log import AuditLog
 from broker.audit.records import AuditRecord, StoredEntry
 from broker.audit.search import AuditQuery
 from broker.store import HubStore, PeerEntry
+from broker.trust import WitnessPins
 from protocols.audit import (
     MAX_SHARED_ENTRIES,
     AuditEntry,
@@ -61,10 +62,16 @@ from protocols.checkpoint import (
     verify_cosignature,
     witness_name,
 )
-from protocols.errors import CheckpointError, ForkError, IxbError, MerkleProofError
+from protocols.errors import (
+    CheckpointError,
+    ForkError,
+    IxbError,
+    MerkleProofError,
+    WitnessStateError,
+)
 from protocols.federation import TrustAnchors
 from protocols.identifiers import format_message_id
-from protocols.keys import Identity
+from protocols.keys import Identity, KeyAlg, fingerprint
 from protocols.merkle import verify_inclusion
 
 log = structlog.get_logger("ixb.audit")
@@ -111,6 +118,8 @@ class Witnessed:
     checkpoint: tuple[bytes, bytes, int] | None = None
     """(root, note, at_ms) to save as witnessed; None when it was witnessed before."""
     entries: tuple[AuditEntry, ...] = ()
+    pin: bytes | None = None
+    """The origin's hub key to pin (first witnessing, a repin, a key rotation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +191,9 @@ class HubAudit:
     _published: dict[str, int] = field(default_factory=dict)
     _shared_upto: dict[str, int] = field(default_factory=dict)
     _cosign_recorded: dict[str, int] = field(default_factory=dict)
+    pins: WitnessPins | None = None
+    """Which peer logs this hub witnessed, kept outside the audit database (broker/trust.py)."""
+    _pinned: set[str] = field(default_factory=set)
 
     @property
     def hub_id(self) -> str:
@@ -351,6 +363,27 @@ class HubAudit:
                 f"old size {publication.old_size} is above the checkpoint size {new.size}"
             )
         last = self.log.last_witnessed(log_origin(origin))
+        key = self.trust.hub_key(origin)
+        pin: bytes | None = None
+        if self.pins is not None and origin not in self._pinned:
+            pinned = self.pins.get(origin)
+            if last is None and pinned is not None and pinned.repin_by is None:
+                detail = (
+                    f"this witness lost its record of {log_origin(origin)}, which it has "
+                    f"witnessed since {pinned.since_ms} ms: it cosigns nothing for {origin} "
+                    f"until an operator runs `ixb audit witness repin --peer {origin}`"
+                )
+                return self._alarm(
+                    origin, detail, publication.note, now, 0, code=WitnessStateError.code
+                )
+            if (
+                pinned is None
+                or pinned.repin_by is not None
+                or pinned.key != fingerprint(KeyAlg.ED25519, key)
+            ):
+                pin = key
+            else:
+                self._pinned.add(origin)
         old: Checkpoint | None = None
         secs = now // 1000
         held = 0
@@ -362,7 +395,7 @@ class HubAudit:
                     detail = f"{origin} signed two roots for size {new.size}: its log was rewritten"
                     return self._alarm(origin, detail, publication.note, now, held)
                 note = cosign(last[2], self.identity, witness_name(self.country), secs)
-                return Witnessed(origin, new.size, note)
+                return Witnessed(origin, new.size, note, pin=pin)
             seen = self.log.witnessed_root(log_origin(origin), new.size)
             if seen is not None and seen != new.root:
                 detail = f"{origin} signed two roots for size {new.size}: its log was rewritten"
@@ -424,18 +457,28 @@ class HubAudit:
             peer_entries=tuple(received),
             checkpoint=(new.root, publication.note, now),
             entries=entries,
+            pin=pin,
         )
 
     def _recosign(self, note: bytes, secs: int) -> bytes:
         return cosign(note, self.identity, witness_name(self.country), secs)
 
-    def _alarm(self, origin: str, detail: str, evidence: bytes, now: int, against: int) -> Alarm:
+    def _alarm(
+        self,
+        origin: str,
+        detail: str,
+        evidence: bytes,
+        now: int,
+        against: int,
+        *,
+        code: str = ForkError.code,
+    ) -> Alarm:
         entry = make_entry(
             self.hub_id,
             now,
             AuditEvent.WITNESS_ALARM,
             peer=origin,
-            code=ForkError.code,
+            code=code,
             detail=detail,
         )
         repeats = self.log.alarm_repeats(log_origin(origin), against)
@@ -493,6 +536,14 @@ class HubAudit:
             )
         if decision.entries:
             steps.append(lambda: self.record(decision.entries))
+        if decision.pin is not None and self.pins is not None:
+            pins, key = self.pins, decision.pin
+
+            def pin() -> None:
+                pins.pin(decision.origin, key, self.clock())
+                self._pinned.add(decision.origin)
+
+            steps.append(pin)
         return steps
 
     # --- reconciliation ---------------------------------------------------------------

@@ -17,9 +17,10 @@ from broker.hub import Hub, install_signal_handlers
 from broker.lifecycle_cli import new_password
 from broker.registry import agency_public_keys
 from broker.service import HubService
+from broker.trust import adopt_federation
 from broker.web.auth import hash_password
 from protocols.errors import ConfigError, IoError
-from protocols.federation import TrustAnchors, parse_federation
+from protocols.federation import TrustAnchors
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity, open_keyfile
 
@@ -75,12 +76,22 @@ def _read(path: Path) -> bytes:
 def load_hub_parts(
     config: HubConfig,
 ) -> tuple[Identity, TrustAnchors, dict[Principal, PublicIdentity]]:
-    """Key, trust anchors and agency keys named by the config, each checked."""
+    """Key, trust anchors and agency keys named by the config, each checked.
+
+    The federation file must be the version this hub holds or its successor,
+    signed by the threshold of it (:func:`broker.trust.adopt_federation`).
+    There is no reload: a new version is installed by restarting the hub.
+    """
     passphrase = os.environ.get(config.hub.passphrase_env)
     if passphrase is None:
         raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
     identity = open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
-    trust = parse_federation(_read(config.path(config.hub.federation_file)).decode("utf-8"))
+    fed_path = config.path(config.hub.federation_file)
+    try:
+        fed_text = _read(fed_path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{fed_path}: not UTF-8") from None
+    trust = adopt_federation(config.trust_path, fed_text, fed_path).trust
     return identity, trust, agency_public_keys(config)
 
 

@@ -35,6 +35,10 @@ class HubSection(_Strict, frozen=True):
     key_file: str
     state_dir: str
     federation_file: str
+    trust_dir: str = ""
+    """What this hub came to trust and must not forget with its state: the federation
+    version it accepted, and which peer logs it witnesses (witness pins). Default
+    ``<state_dir>/trust``; keep it on another disk or backup than ``state_dir``."""
     passphrase_env: str = "IXB_PASSPHRASE"  # noqa: S105 - a variable name
     directory_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 90)] = 24 * 7
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
@@ -124,6 +128,13 @@ class HubConfig(_Strict, frozen=True):
     def nats_ca_file(self) -> Path | None:
         """``nats.ca_file`` resolved; the hub's own and its link connections use it."""
         return None if self.nats.ca_file is None else self.path(self.nats.ca_file)
+
+    @property
+    def trust_path(self) -> Path:
+        """``hub.trust_dir``, else ``<state_dir>/trust``."""
+        if self.hub.trust_dir:
+            return self.path(self.hub.trust_dir)
+        return self.path(self.hub.state_dir) / "trust"
 
     def wire_limits(self) -> Limits:
         return Limits(

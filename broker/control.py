@@ -31,9 +31,11 @@ from broker.metrics import Metrics
 from broker.plan import Publish, link_item
 from broker.registry import AgencyRecord, config_agencies
 from broker.store import HubStore
+from broker.trust import held_federation, write_atomic
 from protocols.audit import AuditEvent, make_entry
 from protocols.directory import RevocationInfo, build_directory, entry_for, sign_directory
-from protocols.errors import IxbError
+from protocols.errors import ConfigError, IxbError
+from protocols.federation import check_successor, parse_federation_file, render_federation_file
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
@@ -46,6 +48,7 @@ KIND_DIRECTORY = "directory"
 KIND_CHECKPOINT = "checkpoint"
 KIND_COSIGNATURE = "cosignature"
 KIND_WITNESS_SIZE = "witness-size"
+KIND_FEDERATION = "federation"
 AGENCY_VALIDITY_MS = 365 * MS_PER_DAY
 
 
@@ -194,8 +197,63 @@ class ControlPlane:
             return self._cosignature(peer, data, now)
         if kind == KIND_WITNESS_SIZE:
             return self._witness_size(peer, data)
+        if kind == KIND_FEDERATION:
+            return self._federation_offered(peer, data)
         log.warning("unknown_kind", peer=peer, kind=kind[:40])
         return ControlDecision()
+
+    # --- federation file versions ------------------------------------------------------
+
+    def own_federation(self) -> tuple[Publish, ...]:
+        """The federation version this hub holds, for every peer (sent with our directory).
+
+        A peer that holds an older version learns that a newer one exists, and
+        that it verifies; installing it stays its operator's act (SPEC §12).
+        """
+        held = held_federation(self.config.trust_path)
+        if held is None:
+            return ()
+        data = render_federation_file(held).encode("utf-8")
+        dedup = f"fed:{self.country}:{held.version}:{held.digest()}"
+        return tuple(
+            link_item(self.country, peer, data, dedup, KIND_FEDERATION) for peer in self.peers
+        )
+
+    def _federation_offered(self, peer: str, data: bytes) -> ControlDecision:
+        """A peer's federation version: if newer and verifying, keep it and tell the operator."""
+        held = held_federation(self.config.trust_path)
+        refused: IxbError | None = None
+        try:
+            offered = parse_federation_file(data.decode("utf-8"))
+            if held is None or offered.version <= held.version:
+                return ControlDecision()  # ours, or older: nothing to do
+            succession = check_successor(held, offered)
+        except UnicodeDecodeError:
+            refused = ConfigError("federation file: not UTF-8")
+        except IxbError as exc:
+            refused = exc
+        if refused is not None or held is None:
+            self.metrics.inc("ixb_federation_offers_total", peer=peer, result="refused")
+            if refused is not None:
+                log.error(
+                    "federation_offer_refused", peer=peer, code=refused.code, detail=refused.detail
+                )
+            return ControlDecision()
+        path = self.config.trust_path / f"federation-offered-v{offered.version}.toml"
+        self.metrics.inc("ixb_federation_offers_total", peer=peer, result="newer")
+        log.warning(
+            "federation_version_available",
+            peer=peer,
+            version=offered.version,
+            held=held.version,
+            digest=offered.digest(),
+            signers=list(succession.signers),
+            changes=list(succession.changes),
+            path=str(path),
+            detail="verified against the version held; install it and restart to use it",
+        )
+        text = render_federation_file(offered)
+        return ControlDecision(writes=writes(lambda: write_atomic(path, text)))
 
     def _install_directory(self, peer: str, data: bytes, now: int) -> ControlDecision:
         hub = str(self.config.hub_id)

@@ -58,6 +58,7 @@ from broker.registry import (
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
+from broker.trust import WitnessPins, held_federation
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
@@ -117,7 +118,13 @@ class Hub:
         self.storage = StorageHealth(self.metrics)
         self.audit_log = AuditLog(state / "audit.sqlite")
         self.audit = HubAudit(
-            identity, self.audit_log, self.store, trust, sorted(config.links), clock
+            identity,
+            self.audit_log,
+            self.store,
+            trust,
+            sorted(config.links),
+            clock,
+            pins=WitnessPins(config.trust_path),
         )
         self.pipeline = Pipeline(config, identity, self.keys, self.store, recorded=self.audit)
         self.agency_keys = agency_keys
@@ -254,13 +261,21 @@ class Hub:
             entries.append(
                 self.audit.entry(AuditEvent.POLICY_CHANGED, detail=f"policy {previous} → {digest}")
             )
-        return await self._write(
-            "start",
-            Writes(
-                lambda: self.audit.record(entries), lambda: self.store.set_meta("policy", digest)
-            ),
-            stop,
-        )
+        # a new federation version (members, hub keys, threshold) is a change of trust anchors
+        held = held_federation(self.config.trust_path)
+        federation = None if held is None else f"federation v{held.version} {held.digest()}"
+        before = self.store.meta("federation")
+        if federation is not None and before is not None and before != federation:
+            entries.append(
+                self.audit.entry(AuditEvent.POLICY_CHANGED, detail=f"{before} → {federation}")
+            )
+        steps: list[Callable[[], object]] = [
+            lambda: self.audit.record(entries),
+            lambda: self.store.set_meta("policy", digest),
+        ]
+        if federation is not None:
+            steps.append(lambda: self.store.set_meta("federation", federation))
+        return await self._write("start", Writes(*steps), stop)
 
     async def _write(self, writer: str, writes: Callable[[], object], stop: asyncio.Event) -> bool:
         """Run ``writes`` off the event loop until they succeed; False if stopped first.
@@ -358,9 +373,10 @@ class Hub:
         ):
             return False
         failures = StateLog("directory_publish_failed", logger=log)
+        publishes = (*decision.publishes, *self.control.own_federation())
         while True:
             try:
-                await asyncio.gather(*map(self._publish, decision.publishes))
+                await asyncio.gather(*map(self._publish, publishes))
             except TRANSPORT_ERRORS as exc:
                 failures.failed(exc)
             else:

@@ -90,6 +90,12 @@ METRICS: Final[Mapping[str, Spec]] = {
         "Witness size answers naming a checkpoint of ours our log does not hold.",
         ("witness",),
     ),
+    "ixb_federation_offers_total": Spec(
+        "counter",
+        "Newer federation versions peers sent, by result (newer: verified, not installed;"
+        " refused: did not verify against the version held).",
+        ("peer", "result"),
+    ),
     "ixb_directory_rejected_total": Spec("counter", "Peer directories refused.", ("code", "peer")),
     "ixb_in_flight": Spec("gauge", "Messages being settled now.", mode="livesum"),
     "ixb_backlog": Spec("gauge", "Messages waiting in a peer's inbound stream.", ("source",)),

@@ -18,7 +18,7 @@ import structlog
 
 from agency_client import cli as agency_cli
 from agency_client import commands as agency_commands
-from broker import audit_cli
+from broker import audit_cli, federation_cli
 from broker import cli as broker_cli
 from ixb import compose, demo
 from protocols.errors import IxbError, UsageError
@@ -33,6 +33,7 @@ GROUPS: tuple[Register, ...] = (
     agency_commands.register,
     broker_cli.register,
     audit_cli.register,
+    federation_cli.register,
     demo.register,
     compose.register,
 )

@@ -7,6 +7,7 @@ at once for the demo and the integration tests::
       plan.json               NATS ports and credentials (0600)
       tls/ca.pem, tls/THA.pem, tls/THA-key.pem   a throwaway CA and each server's certificate
       federation.toml         trust anchors: every hub's key, exchanged out of band
+      trust/THA/              what THA's hub accepted: federation version, witness pins
       keys/THA-HUB.key        hub key files, agency key files (passphrase-encrypted)
       hubs/THA.toml           one hub config per country
       agencies/THA-DSI-ATHD.toml   one profile per agency
@@ -173,6 +174,13 @@ def create_deployment(
             f"key_file = {_toml_str(seen(deployment.key_file(hub_of(country))))}",
             f"state_dir = {_toml_str(seen(base / 'state' / country))}",
             f"federation_file = {_toml_str(seen(base / 'federation.toml'))}",
+            # beside the state, not in it (a state lost is then noticed); in containers
+            # only the state is writable, so there the default: <state_dir>/trust
+            *(
+                [f"trust_dir = {_toml_str(str(base / 'trust' / country))}"]
+                if layout.mount is None
+                else []
+            ),
             f"workers = {workers}",
             "",
             "[nats]",

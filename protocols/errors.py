@@ -216,6 +216,12 @@ class ConfigError(LocalError):
     code = "ixb.E_CONFIG"
 
 
+class WitnessStateError(LocalError):
+    """A witness lost its record of a peer log it witnessed: no cosigning until a repin."""
+
+    code = "ixb.E_WITNESS_STATE"
+
+
 class UsageError(LocalError):
     """A command was called with the wrong arguments."""
 

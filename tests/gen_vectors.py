@@ -42,6 +42,14 @@ from protocols.envelope import (
     seal_content_key,
 )
 from protocols.examples import example_bodies
+from protocols.federation import (
+    FederationFile,
+    FederationSignature,
+    TrustAnchors,
+    propose,
+    render_federation_file,
+    sign_version,
+)
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import hub_of, new_message_id, parse_agency
 from protocols.keys import (
@@ -519,12 +527,93 @@ def write_witness() -> None:
     (VECTORS / "witness.json").write_text(json.dumps(build_witness(), indent=1) + "\n")
 
 
+FEDERATION_HUBS = ("THA/HUB", "MYS/HUB", "MMR/HUB")
+
+
+def federation_identities() -> dict[str, Identity]:
+    """The three members' hubs (as in envelopes.json), MYS's next key, LAO (not a member)."""
+    ids = {name: identity(name) for name in FEDERATION_HUBS}
+    ids["MYS/HUB rotated"] = Identity(
+        hub_of("MYS"), SigningKeyPair(derive("MYS/HUB/rotated/ed25519")), None
+    )
+    ids["LAO/HUB"] = identity("LAO/HUB")
+    return ids
+
+
+def build_federation() -> dict[str, Any]:
+    """SPEC §12, Federation file versions: a root, a successor, and what a hub refuses."""
+    ids = federation_identities()
+    v1 = FederationFile(
+        TrustAnchors("ixb-demo", {n[:3]: ids[n].signing.public for n in FEDERATION_HUBS}),
+        1,
+        2,
+    )
+    v2 = propose(
+        v1,
+        keys={"MYS": ids["MYS/HUB rotated"].signing.public},
+        add={"LAO": ids["LAO/HUB"].signing.public},
+    )
+    v2_ok = sign_version(sign_version(v2, ids["THA/HUB"]), ids["MMR/HUB"])
+    v2_one = sign_version(v2, ids["THA/HUB"])
+    v2_lao = sign_version(v2_one, ids["LAO/HUB"])
+    v2_dup = FederationFile(v2.trust, 2, 2, v2_one.signatures * 2)
+    mmr_sig = sign_version(v2, ids["MMR/HUB"]).signatures[0]
+    bad = FederationSignature(
+        "MMR", mmr_sig.sig[:10] + bytes([mmr_sig.sig[10] ^ 1]) + mmr_sig.sig[11:]
+    )
+    v2_bad = FederationFile(v2.trust, 2, 2, (*v2_one.signatures, bad))
+    v2_other = sign_version(sign_version(propose(v1, threshold=3), ids["THA/HUB"]), ids["MMR/HUB"])
+    v2_more = sign_version(v2_ok, ids["MYS/HUB"])
+    v3 = sign_version(sign_version(propose(v2, remove=["LAO"]), ids["THA/HUB"]), ids["MMR/HUB"])
+
+    def version_json(fed: FederationFile) -> dict[str, Any]:
+        return {
+            "text": render_federation_file(fed),
+            "body": fed.body().hex(),
+            "signing_input": fed.signing_input().hex(),
+            "digest": fed.digest(),
+            "signatures": [{"country": s.country, "sig": s.sig.hex()} for s in fed.signatures],
+        }
+
+    def case(name: str, prev: FederationFile, new: FederationFile, error: str | None,
+             signers: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        return {
+            "name": name,
+            "previous": render_federation_file(prev),
+            "file": render_federation_file(new),
+            "error": error,
+            "signers": signers,
+        }
+
+    return {
+        "hubs": {name: party_json(ident) for name, ident in ids.items()},
+        "v1": version_json(v1),
+        "v2": version_json(v2_ok),
+        "cases": [
+            case("valid-v2-signed-2-of-3", v1, v2_ok, None, ["MMR", "THA"]),
+            case("redelivery-more-signatures", v2_ok, v2_more, None, []),
+            case("too-few-signatures", v1, v2_one, "ixb.E_SIGNATURE"),
+            case("signature-by-non-member", v1, v2_lao, "ixb.E_SIGNATURE"),
+            case("duplicate-signer-counts-once", v1, v2_dup, "ixb.E_SIGNATURE"),
+            case("signature-does-not-verify", v1, v2_bad, "ixb.E_SIGNATURE"),
+            case("rollback", v2_ok, v1, "ixb.E_ROLLBACK"),
+            case("same-version-other-content", v2_ok, v2_other, "ixb.E_ROLLBACK"),
+            case("skipped-version", v1, v3, "ixb.E_CONFIG"),
+        ],
+    }
+
+
+def write_federation() -> None:
+    (VECTORS / "federation.json").write_text(json.dumps(build_federation(), indent=1) + "\n")
+
+
 PARTS: dict[str, Callable[[], None]] = {
     "envelopes": write_envelopes,
     "keyfiles": write_keyfiles,
     "checkpoint": write_checkpoint,
     "witness": write_witness,  # from checkpoint.json's log: after it
     "countries": write_countries,
+    "federation": write_federation,
 }
 
 

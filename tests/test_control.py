@@ -22,6 +22,7 @@ from broker.control import (
     KIND_CHECKPOINT,
     KIND_COSIGNATURE,
     KIND_DIRECTORY,
+    KIND_FEDERATION,
     KIND_WITNESS_SIZE,
     ControlDecision,
     ControlPlane,
@@ -29,11 +30,19 @@ from broker.control import (
 )
 from broker.metrics import Metrics
 from broker.store import HubStore
+from broker.trust import adopt_federation
 from protocols import subjects
 from protocols.audit import AuditEvent, decode_witness_size, encode_publication, make_entry
 from protocols.checkpoint import log_origin, witness_name
 from protocols.directory import build_directory, sign_directory
 from protocols.errors import IoError
+from protocols.federation import (
+    FederationFile,
+    parse_federation_file,
+    propose,
+    render_federation_file,
+    sign_version,
+)
 from protocols.identifiers import hub_of
 from protocols.keys import Identity
 from protocols.trusted import TrustedDirectories
@@ -444,3 +453,25 @@ def test_an_alarm_is_recorded_before_it_is_kept(tmp_path: Path, two: tuple[Side,
     assert tha.events()[0] == "witness_alarm" and tha.log.alarms() == []
     liar.log.close()
     liar.store.close()
+
+
+def test_a_peers_federation_version_is_kept_only_if_it_verifies(tmp_path: Path) -> None:
+    """Newer and signed by the threshold of ours: kept for the operator; otherwise refused."""
+    tha = side(tmp_path, "THA")
+    trust_dir = tha.control.config.trust_path
+    v1 = FederationFile(TRUST)
+    adopt_federation(trust_dir, render_federation_file(v1), tmp_path / "f")
+    assert tha.control.own_federation()[0].kind == KIND_FEDERATION
+    v2 = propose(v1, threshold=1)
+    under = render_federation_file(sign_version(v2, HUBS["MYS"])).encode()
+    signed = sign_version(sign_version(v2, HUBS["MYS"]), HUBS["MMR"])
+    tha.apply(tha.control.decide("MYS", KIND_FEDERATION, under, NOW))
+    assert not (trust_dir / "federation-offered-v2.toml").exists()
+    assert tha.metrics.counter_value("ixb_federation_offers_total", peer="MYS", result="refused")
+    tha.apply(tha.control.decide("MYS", KIND_FEDERATION, b"\xff", NOW))
+    offer = render_federation_file(signed).encode()
+    tha.apply(tha.control.decide("MYS", KIND_FEDERATION, offer, NOW))
+    kept = parse_federation_file((trust_dir / "federation-offered-v2.toml").read_text())
+    assert kept == signed
+    # what it holds is unchanged: installing is the operator's act
+    assert parse_federation_file((trust_dir / "federation.toml").read_text()) == v1

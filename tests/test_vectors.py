@@ -34,6 +34,12 @@ from protocols.envelope import (
     verify_hops,
 )
 from protocols.errors import IxbError
+from protocols.federation import (
+    check_successor,
+    parse_federation_file,
+    render_federation_file,
+    sign_version,
+)
 from protocols.identifiers import check_country, hub_of, parse_agency, parse_principal
 from protocols.keys import (
     EncryptionKeyPair,
@@ -246,3 +252,35 @@ def test_country_list_vector_both_directions() -> None:
         with pytest.raises(IxbError) as info:
             check_country(code)
         assert info.value.code == "ixb.E_IDENTIFIER"
+
+
+FEDERATION = json.loads((VECTORS / "federation.json").read_text())
+
+
+def test_federation_versions_both_directions() -> None:
+    seeds = FEDERATION["hubs"]
+    for name in ("v1", "v2"):
+        version = FEDERATION[name]
+        fed = parse_federation_file(version["text"])
+        assert render_federation_file(fed) == version["text"]
+        assert fed.body().hex() == version["body"]
+        assert fed.signing_input().hex() == version["signing_input"]
+        assert bytes.fromhex(version["signing_input"]).startswith(b"ixb-federation-v1\x00")
+        assert fed.digest() == version["digest"]
+        # Ed25519 is deterministic: every signature is rebuilt from the signer's seed
+        for stored in version["signatures"]:
+            signer = _identity(f"{stored['country']}/HUB", seeds[f"{stored['country']}/HUB"])
+            rebuilt = sign_version(fed, signer).signatures[-1]
+            assert rebuilt.sig.hex() == stored["sig"]
+
+
+@pytest.mark.parametrize("case", FEDERATION["cases"], ids=lambda c: c["name"])
+def test_federation_successor_cases(case: dict[str, Any]) -> None:
+    previous = parse_federation_file(case["previous"])
+    new = parse_federation_file(case["file"])
+    if case["error"] is None:
+        assert list(check_successor(previous, new).signers) == case["signers"]
+    else:
+        with pytest.raises(IxbError) as err:
+            check_successor(previous, new)
+        assert err.value.code == case["error"]
