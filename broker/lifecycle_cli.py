@@ -163,6 +163,15 @@ def _existing(config: HubConfig, registry: Registry, text: str) -> tuple[Princip
     return agency, record
 
 
+def _existing_user(config: HubConfig, registry: Registry, name: str) -> UserRow:
+    """The liaison user ``name``; refused (and the registry closed) if there is none."""
+    user = _users(config, registry).get(name)
+    if user is None:
+        registry.close()
+        raise UsageError(f"no user {name} at {config.hub_id}")
+    return user
+
+
 def applied(config: HubConfig, seq: int) -> bool:
     """Wait up to :data:`APPLY_WAIT_S` for the running hub to apply change ``seq``."""
     path = config.path(config.hub.state_dir) / "hub.sqlite"
@@ -411,10 +420,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     registry = Registry.of(config)
-    user = _users(config, registry).get(args.name)
-    if user is None:
-        registry.close()
-        raise UsageError(f"no user {args.name} at {config.hub_id}")
+    user = _existing_user(config, registry, args.name)
     password_hash = hash_password(new_password())
     with registry.change(operator(), wall_ms(), f"user {user.name} password changed") as db:
         Registry.put_user(db, UserRow(user.name, user.role, password_hash))
@@ -424,10 +430,7 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 def cmd_user_remove(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     registry = Registry.of(config)
-    user = _users(config, registry).get(args.name)
-    if user is None:
-        registry.close()
-        raise UsageError(f"no user {args.name} at {config.hub_id}")
+    user = _existing_user(config, registry, args.name)
     with registry.change(operator(), wall_ms(), f"user {user.name} removed") as db:
         Registry.put_user(db, UserRow(user.name, user.role, "-", removed=True))
     return _report(config, registry, f"user {user.name} removed")
