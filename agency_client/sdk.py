@@ -55,7 +55,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from agency_client.federation_state import adopt_federation
+from agency_client.federation_state import adopt_federation, learn_federation
 from agency_client.handled import HandledMessages
 from agency_client.keystore import load_identity, read_bytes
 from agency_client.profile import Profile
@@ -78,9 +78,11 @@ from protocols.errors import (
     IoError,
     IxbError,
     LocalError,
+    SignatureError,
     UnknownOutcomeError,
     UnknownSenderError,
 )
+from protocols.federation import FEDERATION_REQUEST, KEY_GRACE_MS, FederationFile
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import Identity
@@ -237,6 +239,9 @@ class AgencyClient:
         self._held: dict[tuple[str, bytes], Msg] = {}
         """Messages handed to the application (or queued for it) and not yet acked or left."""
         self._keepalive: asyncio.Task[None] | None = None
+        self.federation: FederationFile | None = None
+        """The federation version in use; a newer one is learned from the hub."""
+        self.federation_state: Path | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -269,7 +274,7 @@ class AgencyClient:
             fed_text = read_bytes(fed_path, MAX_FEDERATION_BYTES).decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{fed_path}: not UTF-8") from None
-        trust = adopt_federation(federation_state, fed_text, fed_path).trust
+        federation = adopt_federation(federation_state, fed_text, fed_path)
         try:
             nc = await connect(
                 profile.nats.url,
@@ -285,7 +290,10 @@ class AgencyClient:
             raise IoError(f"cannot reach the hub's NATS at {profile.nats.url}: {exc}") from None
         handled = HandledMessages(handled_path)
         handled.prune(clock())
-        client = cls(identity, nc, TrustedDirectories(trust), clock, handled, previous=previous)
+        keys = TrustedDirectories(federation.trust)
+        client = cls(identity, nc, keys, clock, handled, previous=previous)
+        client.federation = federation
+        client.federation_state = federation_state
         await client.refresh_directories()
         return client
 
@@ -328,6 +336,7 @@ class AgencyClient:
         ``timeout``: a hub that is restarting answers a moment later.
         """
         deadline = time.monotonic() + timeout
+        await self._learn_federation(deadline)
         try:
             index = msgspec.msgpack.decode(
                 await self._ask_directory(b"", deadline), type=dict[str, int]
@@ -344,6 +353,32 @@ class AgencyClient:
                 log.warning("directory_refused", country=country, code=exc.code)
         self._choose_signer()
         return {c: self.keys.version(c) for c in index}
+
+    async def _learn_federation(self, deadline: float) -> None:
+        """The hub's federation version, if it follows ours (SPEC §12, Federation file
+        versions): its anchors replace ours, a hub key it changed valid for
+        :data:`~protocols.federation.KEY_GRACE_MS` more."""
+        held = self.federation
+        if held is None:
+            return
+        offered = await self._ask_directory(FEDERATION_REQUEST, deadline)
+        try:
+            new = learn_federation(self.federation_state, held, offered)
+        except IxbError as exc:
+            log.warning("federation_refused", code=exc.code, detail=exc.detail)
+            return
+        if new is None:
+            return
+        now = self.clock()
+        trust = new.trust.with_retired(self.keys.trust, now + KEY_GRACE_MS)
+        dropped = self.keys.replace_anchors(trust, now)
+        self.federation = new
+        log.info(
+            "federation_installed",
+            version=new.version,
+            digest=new.digest(),
+            directories_dropped=list(dropped),
+        )
 
     def _choose_signer(self) -> None:
         """Sign with the held keys our directory lists as current (rotation, SPEC §12 2.6)."""
@@ -596,7 +631,12 @@ class AgencyClient:
                 # redelivered while the application still holds it: its ack settles both
                 log.info("inbox_redelivery_held", msg_id=msg_id, sender=sender)
                 return None
-            hubs = verify_hops(env.envelope, self.keys, now)  # step 11
+            try:
+                hubs = verify_hops(env.envelope, self.keys, now)  # step 11
+            except SignatureError:
+                # a hub key from a federation version newer than ours: learn it, try once more
+                await self.refresh_directories()
+                hubs = verify_hops(env.envelope, self.keys, now)
             opened = self._open(env)
             if isinstance(opened.body, Receipt):
                 self._check_receipt(opened.header, opened.body)

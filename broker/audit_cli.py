@@ -24,7 +24,7 @@ from broker.store import HubStore
 from broker.trust import WitnessPins
 from protocols.audit import AuditEntry, AuditEvent, decode_entry, make_entry
 from protocols.checkpoint import log_origin, merge_notes
-from protocols.errors import IoError, IxbError, UsageError
+from protocols.errors import ConfigError, IoError, IxbError, UsageError
 from protocols.export import (
     CHECKPOINT,
     ENTRIES,
@@ -34,7 +34,7 @@ from protocols.export import (
     manifest,
     verify_export,
 )
-from protocols.federation import parse_federation
+from protocols.federation import FederationFile, history, parse_federation_file
 from protocols.identifiers import check_country, format_message_id, parse_message_id
 from transport.clock import wall_ms
 
@@ -91,7 +91,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     repin.set_defaults(func=cmd_witness_repin)
     verify = audit.add_parser("verify", help="verify an export (no hub needed)")
     verify.add_argument("dir", type=Path)
-    verify.add_argument("--federation", required=True, type=Path)
+    verify.add_argument(
+        "--federation",
+        required=True,
+        type=Path,
+        action="append",
+        help="the federation file; again for each earlier version (a hub key changed since)",
+    )
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_verify)
 
@@ -372,8 +378,17 @@ def _read(path: Path) -> bytes:
         raise IoError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+def _federation(path: Path) -> FederationFile:
+    try:
+        return parse_federation_file(_read(path).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.detail}") from None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    trust = parse_federation(_read(args.federation).decode("utf-8"))
+    trust = history([_federation(path) for path in args.federation])
     result = verify_export(
         _read(args.dir / MANIFEST), _read(args.dir / CHECKPOINT), _read(args.dir / ENTRIES), trust
     )

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -58,8 +59,8 @@ from protocols.checkpoint import (
     parse_checkpoint,
     parse_signed_note,
     sign_checkpoint,
-    verify_checkpoint,
-    verify_cosignature,
+    verify_checkpoint_by_any,
+    verify_cosignature_by_any,
     witness_name,
 )
 from protocols.errors import (
@@ -307,10 +308,12 @@ class HubAudit:
         answer = decode_witness_size(data)
         ours = True
         if answer.note is not None:
-            cp = verify_checkpoint(
-                answer.note, self.identity.signing.public, log_origin(self.country)
+            cp, _ = verify_checkpoint_by_any(
+                answer.note, self._own_keys(), log_origin(self.country)
             )
-            verify_cosignature(answer.note, self.trust.hub_key(peer), witness_name(peer))
+            verify_cosignature_by_any(
+                answer.note, self.trust.hub_keys_at(peer, self.clock()), witness_name(peer)
+            )
             if cp.size != answer.size:
                 raise CheckpointError(f"witness size {answer.size}, checkpoint size {cp.size}")
             ours = cp.size <= self.log.size and cp.root == self.log.root(cp.size)
@@ -324,6 +327,14 @@ class HubAudit:
         for lo in range(start, end, batch):
             yield from self.log.entries(lo, min(end, lo + batch))
 
+    def _own_keys(self) -> tuple[bytes, ...]:
+        """Our key now, then those earlier federation versions listed: our log's older
+        checkpoints were signed with them (a witness answers with the last it holds)."""
+        keys = [self.identity.signing.public]
+        with contextlib.suppress(IxbError):
+            keys += [k for k in self.trust.hub_keys_ever(self.country) if k not in keys]
+        return tuple(keys)
+
     def _last_cosigned_by(self, peer: str) -> int:
         name = witness_name(peer)
         sizes = [size for who, size, _note, _at in self.log.cosignatures() if who == name]
@@ -331,8 +342,8 @@ class HubAudit:
 
     def accept_cosignature(self, peer: str, note: bytes, now: int) -> Cosigned:
         """A peer's cosigned copy of our checkpoint, verified; :meth:`apply` keeps it."""
-        cp = verify_checkpoint(note, self.identity.signing.public, log_origin(self.country))
-        verify_cosignature(note, self.trust.hub_key(peer), witness_name(peer))
+        cp, _ = verify_checkpoint_by_any(note, self._own_keys(), log_origin(self.country))
+        verify_cosignature_by_any(note, self.trust.hub_keys_at(peer, now), witness_name(peer))
         return Cosigned(peer, cp.size, note, now)
 
     # --- witnessing -----------------------------------------------------------------
@@ -357,13 +368,15 @@ class HubAudit:
         its ``ixb.E_…`` error. :meth:`apply` makes the decision durable.
         """
         publication = decode_publication(data)
-        new = verify_checkpoint(publication.note, self.trust.hub_key(origin), log_origin(origin))
+        # the origin's current key, or one a new federation version replaced during its grace
+        new, key = verify_checkpoint_by_any(
+            publication.note, self.trust.hub_keys_at(origin, now), log_origin(origin)
+        )
         if publication.old_size > new.size:
             raise MerkleProofError(
                 f"old size {publication.old_size} is above the checkpoint size {new.size}"
             )
         last = self.log.last_witnessed(log_origin(origin))
-        key = self.trust.hub_key(origin)
         pin: bytes | None = None
         if self.pins is not None and origin not in self._pinned:
             pinned = self.pins.get(origin)

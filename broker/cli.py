@@ -17,7 +17,7 @@ from broker.hub import Hub, install_signal_handlers
 from broker.lifecycle_cli import new_password
 from broker.registry import agency_public_keys
 from broker.service import HubService
-from broker.trust import adopt_federation
+from broker.trust import adopt_federation, anchors_in_force
 from broker.web.auth import hash_password
 from protocols.errors import ConfigError, IoError
 from protocols.federation import TrustAnchors
@@ -80,7 +80,8 @@ def load_hub_parts(
 
     The federation file must be the version this hub holds or its successor,
     signed by the threshold of it (:func:`broker.trust.adopt_federation`).
-    There is no reload: a new version is installed by restarting the hub.
+    A later version is installed live (``ixb federation install``); the hub
+    polls for it (:meth:`broker.hub.Hub.apply_federation`).
     """
     passphrase = os.environ.get(config.hub.passphrase_env)
     if passphrase is None:
@@ -91,8 +92,8 @@ def load_hub_parts(
         fed_text = _read(fed_path).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{fed_path}: not UTF-8") from None
-    trust = adopt_federation(config.trust_path, fed_text, fed_path).trust
-    return identity, trust, agency_public_keys(config)
+    held = adopt_federation(config.trust_path, fed_text, fed_path)
+    return identity, anchors_in_force(config.trust_path, held), agency_public_keys(config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -208,7 +208,8 @@ class ControlPlane:
         """The federation version this hub holds, for every peer (sent with our directory).
 
         A peer that holds an older version learns that a newer one exists, and
-        that it verifies; installing it stays its operator's act (SPEC §12).
+        that it verifies; installing it stays its operator's act (SPEC §12,
+        ``ixb federation install``, no restart).
         """
         held = held_federation(self.config.trust_path)
         if held is None:
@@ -250,7 +251,7 @@ class ControlPlane:
             signers=list(succession.signers),
             changes=list(succession.changes),
             path=str(path),
-            detail="verified against the version held; install it and restart to use it",
+            detail="verified against the version held: `ixb federation install` takes it into use",
         )
         text = render_federation_file(offered)
         return ControlDecision(writes=writes(lambda: write_atomic(path, text)))

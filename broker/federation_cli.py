@@ -3,7 +3,8 @@
 A new version (a country added or removed, a hub key rotated, the threshold
 changed) is proposed from the current one, signed by at least ``threshold``
 member hubs of the current version, each with its own key on its own machine,
-then installed by every operator; hubs check it at start (SPEC §12).
+then installed by every operator into the running hub (``install``: no
+restart), which checks it against the version it holds (SPEC §12).
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import re
 import sys
 from pathlib import Path
 
-from broker.trust import write_atomic
+from broker.config import load_config
+from broker.registry import operator
+from broker.trust import install_federation, write_atomic
 from protocols.errors import ConfigError, IoError, IxbError, PassphraseError, UsageError
 from protocols.federation import (
+    KEY_GRACE_MS,
     FederationFile,
     changes,
     check_successor,
@@ -29,6 +33,7 @@ from protocols.federation import (
 )
 from protocols.identifiers import check_country, hub_of
 from protocols.keys import KeyAlg, fingerprint, open_keyfile, read_public
+from transport.clock import wall_ms
 
 MAX_FILE = 1024 * 1024 + 1024
 MAX_KEYFILE = 16 * 1024
@@ -66,6 +71,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign.add_argument("file", type=Path)
     sign.add_argument("--key", required=True, type=Path, help="this hub's key file")
     sign.set_defaults(func=cmd_sign)
+    install = fed.add_parser(
+        "install", help="take FILE into use at a running hub (checked against the held version)"
+    )
+    install.add_argument("file", type=Path)
+    install.add_argument("--config", required=True, type=Path, help="the hub's config")
+    install.set_defaults(func=cmd_install)
 
 
 def _read(path: Path, limit: int) -> bytes:
@@ -228,4 +239,26 @@ def cmd_sign(args: argparse.Namespace) -> int:
         f"signed version {fed.version} of {fed.name} (digest {fed.digest()}) as "
         f"{identity.principal} {identity.signing.fingerprint}; signatures: {signers}\n"
     )
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """Verify FILE against the hub's held version and hold it instead; the hub polls for it."""
+    config = load_config(args.config)
+    try:
+        text = _read(args.file, MAX_FILE).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{args.file}: not UTF-8") from None
+    fed, succession = install_federation(config.trust_path, text, args.file, operator(), wall_ms())
+    if succession.redelivery:
+        sys.stdout.write(f"{config.hub_id} holds version {fed.version} already: nothing changes\n")
+        return 0
+    lines = [
+        f"installed version {fed.version} of {fed.name} at {config.hub_id} "
+        f"(digest {fed.digest()}), signed by {', '.join(succession.signers)}:",
+        *(f"  {change}" for change in succession.changes),
+        f"the running hub takes it into use within a second; a replaced hub key stays valid "
+        f"for {KEY_GRACE_MS // 3_600_000} h",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0

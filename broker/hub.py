@@ -58,12 +58,17 @@ from broker.registry import (
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
-from broker.trust import WitnessPins, held_federation
+from broker.trust import WitnessPins, anchors_in_force, held_federation, read_installed
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
 from protocols.errors import IxbError, LocalError
-from protocols.federation import TrustAnchors
+from protocols.federation import (
+    FEDERATION_REQUEST,
+    TrustAnchors,
+    check_successor,
+    render_federation_file,
+)
 from protocols.identifiers import Principal, check_country, format_message_id
 from protocols.keys import Identity, PublicIdentity
 from protocols.trusted import TrustedDirectories
@@ -147,6 +152,9 @@ class Hub:
             metrics=self.metrics,
             agencies=self.agencies,
         )
+        self.federation = held_federation(config.trust_path)
+        """The federation version in use (the trust anchors of ``self.keys``)."""
+        self._refused_federation: str | None = None
         self.settler = Settler(
             identity=identity,
             pipeline=self.pipeline,
@@ -224,6 +232,7 @@ class Hub:
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._directory_refresher(stop))
                 tg.create_task(self._registry_watcher(stop))
+                tg.create_task(self._federation_watcher(stop))
                 tg.create_task(self._checkpointer(stop))
                 tg.create_task(self.pruner(stop))
                 tg.create_task(self._receipt_sweeper(stop))
@@ -398,6 +407,12 @@ class Hub:
         """Agencies fetch the verified directories they encrypt to."""
 
         async def answer(msg: Msg) -> None:
+            if msg.data == FEDERATION_REQUEST:
+                held = self.federation
+                await msg.respond(
+                    b"" if held is None else render_federation_file(held).encode("utf-8")
+                )
+                return
             await msg.respond(await asyncio.to_thread(directory_answer, self.store, msg.data))
 
         if self.nc is None:
@@ -491,6 +506,79 @@ class Hub:
             pending = seq > self.registry_seq or self._no_inbox_yet
             if pending and not await self.apply_registry(stop):
                 return
+
+    # --- a new federation version, installed live (broker/trust.py) --------------------
+
+    async def _federation_watcher(self, stop: asyncio.Event) -> None:
+        """Every :data:`POLL_S`, take a newly installed federation version into use."""
+        while not stop.is_set():
+            await sleep_or_stop(stop, POLL_S)
+            if stop.is_set() or not await self.apply_federation(stop):
+                return
+
+    async def apply_federation(self, stop: asyncio.Event) -> bool:
+        """Use the version ``ixb federation install`` left in ``trust_dir``, if it is new.
+
+        Checked again against the version in use (the file could have been put
+        there by other means), then: the anchors replaced and every peer's
+        directory verified again under them (SPEC §12, Key validity across
+        versions), one ``policy_changed`` entry naming the operator, and our
+        directory and the new version sent to every peer. False if told to
+        stop while the disk refused the writes.
+        """
+        path = self.config.trust_path
+        held = await asyncio.to_thread(held_federation, path)
+        current = self.federation
+        if held is None or (current is not None and held.same_version(current)):
+            return True
+        if current is not None:
+            refused: IxbError | None = None
+            try:
+                check_successor(current, held)
+            except IxbError as exc:
+                refused = exc
+            if refused is not None:
+                if self._refused_federation != held.digest():
+                    self._refused_federation = held.digest()
+                    log.error(
+                        "federation_install_refused", code=refused.code, detail=refused.detail
+                    )
+                return True
+        trust = await asyncio.to_thread(anchors_in_force, path, held)
+        installed = await asyncio.to_thread(read_installed, path)
+        actor = (
+            installed.actor
+            if installed is not None and installed.digest == held.digest()
+            else "trust_dir"
+        )
+        now = self.clock()
+        dropped = self.keys.replace_anchors(trust, now)
+        self.audit.trust = trust
+        before = "none" if current is None else f"federation v{current.version} {current.digest()}"
+        federation = f"federation v{held.version} {held.digest()}"
+        entries = [
+            self.audit.entry(
+                AuditEvent.POLICY_CHANGED, actor=actor, detail=f"{before} → {federation}"
+            )
+        ]
+        self.federation = held
+        log.info(
+            "federation_installed",
+            version=held.version,
+            digest=held.digest(),
+            actor=actor,
+            directories_dropped=list(dropped),
+        )
+        if not await self._write(
+            "federation",
+            Writes(
+                lambda: self.audit.record(entries),
+                lambda: self.store.set_meta("federation", federation),
+            ),
+            stop,
+        ):
+            return False
+        return await self.publish_own_directory(stop)
 
     def directory_versions(self) -> dict[str, int | None]:
         return {c: self.keys.version(c) for c in sorted([self.country, *self.links])}

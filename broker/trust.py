@@ -28,19 +28,123 @@ import structlog
 
 from protocols.errors import ConfigError, IoError, IxbError
 from protocols.federation import (
+    KEY_GRACE_MS,
     FederationFile,
     Succession,
+    TrustAnchors,
     check_successor,
     parse_federation_file,
     render_federation_file,
 )
 from protocols.identifiers import check_country
 from protocols.keys import KeyAlg, fingerprint
+from transport.clock import wall_ms
 
 log = structlog.get_logger("ixb.trust")
 
 HELD_FEDERATION = "federation.toml"
+INSTALLED = "federation-installed.json"
+"""Who installed the held version and when: the start of the replaced keys' grace."""
+CONFIGURED = "config"
+"""The actor of a version adopted at start from ``hub.federation_file``."""
 MAX_PIN_BYTES = 4096
+
+
+def archived(trust_dir: Path, version: int) -> Path:
+    """Where the version a newer one replaced is kept (``federation-v<N>.toml``)."""
+    return trust_dir / f"federation-v{version}.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Installed:
+    """The record of the held version's install: by whom, when, replacing which version."""
+
+    version: int
+    digest: str
+    actor: str
+    at_ms: int
+
+
+def read_installed(trust_dir: Path) -> Installed | None:
+    try:
+        raw = json.loads((trust_dir / INSTALLED).read_bytes()[:MAX_PIN_BYTES])
+        return Installed(
+            int(raw["version"]), str(raw["digest"]), str(raw["actor"]), int(raw["at_ms"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _record_install(
+    trust_dir: Path, held: FederationFile, new: FederationFile, actor: str, at_ms: int
+) -> None:
+    """Keep the replaced version, the install record, then the new version (the trigger)."""
+    body = {"version": new.version, "digest": new.digest(), "actor": actor, "at_ms": at_ms}
+    try:
+        write_atomic(archived(trust_dir, held.version), render_federation_file(held))
+        write_atomic(trust_dir / INSTALLED, json.dumps(body, indent=1) + "\n")
+        write_atomic(trust_dir / HELD_FEDERATION, render_federation_file(new))
+    except OSError as exc:
+        raise IoError(f"cannot write {trust_dir}: {exc.strerror or exc}") from None
+
+
+def install_federation(
+    trust_dir: Path, text: str, source: Path, actor: str, at_ms: int
+) -> tuple[FederationFile, Succession]:
+    """An operator's live install: ``text`` replaces the held version if it is its successor.
+
+    The same refusals as at start (``ixb.E_ROLLBACK``, ``ixb.E_SIGNATURE``,
+    ``ixb.E_CONFIG``); a running hub notices the new ``federation.toml``
+    within :data:`~broker.registry.POLL_S` and takes it into use.
+    """
+    new = _parse(text, source)
+    held_path = trust_dir / HELD_FEDERATION
+    try:
+        held = _parse(held_path.read_text(encoding="utf-8"), held_path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{held_path}: no federation version held ({exc}); start the hub once first"
+        ) from None
+    try:
+        succession = check_successor(held, new)
+    except IxbError as exc:
+        raise type(exc)(f"{source}: {exc.detail}") from None
+    if not succession.redelivery:
+        _record_install(trust_dir, held, new, actor, at_ms)
+    return new, succession
+
+
+def anchors_in_force(trust_dir: Path, held: FederationFile) -> TrustAnchors:
+    """The held version's anchors, with the keys it replaced still valid during their grace.
+
+    The grace runs from the install recorded in ``federation-installed.json``;
+    keys of older versions count for what they signed back then
+    (:meth:`TrustAnchors.hub_keys_ever`) but no longer for new signatures.
+    """
+    installed = read_installed(trust_dir)
+    trust = held.trust
+    version = held.version - 1
+    while version >= 1:
+        previous = held_file(archived(trust_dir, version))
+        if previous is None or previous.name != held.name:
+            break
+        grace = (
+            installed.at_ms + KEY_GRACE_MS
+            if installed is not None
+            and installed.version == held.version
+            and version == held.version - 1
+            else 0
+        )
+        trust = trust.with_retired(previous.trust, grace)
+        version -= 1
+    return trust
+
+
+def held_file(path: Path) -> FederationFile | None:
+    try:
+        return parse_federation_file(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, IxbError):
+        return None
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -93,12 +197,30 @@ def adopt_federation(trust_dir: Path, configured_text: str, source: Path) -> Fed
             detail="no version held: the configured file is the trust root",
         )
         return configured
+    installed = read_installed(trust_dir)
+    if (
+        configured.version < held.version
+        and installed is not None
+        and installed.digest == held.digest()
+        and installed.actor != CONFIGURED
+    ):
+        kept = held_file(archived(trust_dir, configured.version))
+        if kept is not None and kept.same_version(configured):
+            # installed live since (`ixb federation install`): the file configured is
+            # one this hub held before, not a rollback; the held version stays
+            log.warning(
+                "federation_config_stale",
+                configured=configured.version,
+                held=held.version,
+                detail=f"{source} is an earlier version; the hub uses the one it holds",
+            )
+            return held
     try:
         succession: Succession = check_successor(held, configured)
     except IxbError as exc:
         raise type(exc)(f"{source}: {exc.detail}") from None
     if not succession.redelivery:
-        _keep(held_path, configured)
+        _record_install(trust_dir, held, configured, CONFIGURED, wall_ms())
         log.info(
             "federation_accepted",
             version=configured.version,

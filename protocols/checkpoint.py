@@ -454,6 +454,34 @@ def verify_checkpoint(
     return cp
 
 
+def verify_checkpoint_by_any(
+    note: bytes, origin_keys: tuple[bytes, ...], origin: str
+) -> tuple[Checkpoint, bytes]:
+    """:func:`verify_checkpoint` with the first of ``origin_keys`` that signed ``note``, and
+    that key: a hub's keys across federation versions (SPEC §12, Key validity across
+    versions). Raises the error of the first key when none did."""
+    first: IxbError | None = None
+    for key in origin_keys:
+        try:
+            return verify_checkpoint(note, key, origin), key
+        except SignatureError as exc:
+            first = first or exc
+    raise first or SignatureError("no key to verify the checkpoint with")
+
+
+def verify_cosignature_by_any(
+    note: bytes, witness_keys: tuple[bytes, ...], witness_name: str
+) -> int:
+    """:func:`verify_cosignature` with the first of ``witness_keys`` whose line verifies."""
+    first: IxbError | None = None
+    for key in witness_keys:
+        try:
+            return verify_cosignature(note, key, witness_name)
+        except SignatureError as exc:
+            first = first or exc
+    raise first or SignatureError("no key to verify the cosignature with")
+
+
 # --- witness cosignatures --------------------------------------------------------------
 
 

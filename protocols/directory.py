@@ -231,16 +231,18 @@ def verify_directory(
         )
     # Step 2: the outer structure only; the body stays bytes until its signature verifies.
     outer = wire.decode(data, SignedDirectory, "signed directory")
-    # Step 3: the key id names one of the federation's hub keys: the signer.
-    signer = trust.country_of_key_id(outer.key_id)
-    if signer is None:
+    # Step 3: the key id names one of the federation's hub keys at now_ms (a key a
+    # later federation version changed counts during its grace): the signer.
+    found = trust.signer(outer.key_id, now_ms)
+    if found is None:
         raise SignatureError(
             f"directory is not signed by a hub of federation {trust.name} "
             f"(key id {outer.key_id.hex()})"
         )
+    signer, signer_key = found
     # Step 4: the signer's hub key signed exactly these body bytes.
     try:
-        verify_signature(trust.hub_key(signer), DS_DIRECTORY + outer.body, outer.sig)
+        verify_signature(signer_key, DS_DIRECTORY + outer.body, outer.sig)
     except SignatureError:
         raise SignatureError(
             f"directory signature does not verify with {signer}/HUB's key"

@@ -29,8 +29,8 @@ from protocols.audit import AuditEntry, decode_entry
 from protocols.checkpoint import (
     Checkpoint,
     log_origin,
-    verify_checkpoint,
-    verify_cosignature,
+    verify_checkpoint_by_any,
+    verify_cosignature_by_any,
     witness_name,
 )
 from protocols.errors import IxbError, MalformedError, MerkleProofError
@@ -92,7 +92,10 @@ def verify_export(
         complete = bool(meta["complete"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MalformedError(f"manifest: {exc}") from None
-    cp = verify_checkpoint(note, trust.hub_key(hub.country), log_origin(hub.country))
+    # any key the hub had in the versions given: a log outlives a hub key (SPEC §12)
+    cp, _ = verify_checkpoint_by_any(
+        note, trust.hub_keys_ever(hub.country), log_origin(hub.country)
+    )
     if cp.size != size:
         raise MalformedError(f"manifest says size {size}, checkpoint says {cp.size}")
     witnesses = []
@@ -100,7 +103,7 @@ def verify_export(
         if country == hub.country:
             continue
         try:
-            verify_cosignature(note, trust.hub_key(country), witness_name(country))
+            verify_cosignature_by_any(note, trust.hub_keys_ever(country), witness_name(country))
         except IxbError:
             continue
         witnesses.append(country)

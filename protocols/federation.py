@@ -19,6 +19,7 @@ rule the file's reader does.
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -58,16 +59,39 @@ _HEX_SIG = re.compile(r"[0-9a-fA-F]{128}")
 
 MAX_FEDERATION_VERSION: Final = (1 << 53) - 1
 MAX_FEDERATION_SIGNATURES: Final = 256
+KEY_GRACE_MS: Final = 24 * 3600 * 1000
+"""How long a hub key that a new federation version changed still verifies new signatures,
+from the moment a receiver took that version into use (SPEC §12, Key validity across
+versions): envelopes countersigned before the switch and still queued on a link,
+directories and checkpoints of a hub that has not switched yet."""
+FEDERATION_REQUEST: Final = b"federation"
+"""The payload of a request on ``ixb.<CC>.directory.get`` for the hub's version (SPEC §8)."""
 DS_FEDERATION: Final = b"ixb-federation-v1\x00"
 """Domain separation of a hub's signature over a federation version (SPEC §1, §12)."""
 
 
 @dataclass(frozen=True, slots=True)
+class RetiredKey:
+    """A hub key an earlier version listed and a later one changed (SPEC §12, Key validity
+    across versions): valid for new signatures before ``until_ms`` only."""
+
+    country: str
+    key: bytes
+    until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class TrustAnchors:
-    """The hub signing key of every member country. An instance that exists is valid."""
+    """The hub signing key of every member country. An instance that exists is valid.
+
+    ``retired`` is not part of the file: the hub keys that earlier versions
+    listed and a later one changed, each with the end of its grace period, as
+    the holder of the versions derived them (:meth:`with_retired`).
+    """
 
     name: str
     hubs: Mapping[str, bytes]
+    retired: tuple[RetiredKey, ...] = ()
     _by_key_id: Mapping[bytes, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +118,11 @@ class TrustAnchors:
             by_kid[kid] = country
         object.__setattr__(self, "hubs", MappingProxyType(hubs))
         object.__setattr__(self, "_by_key_id", MappingProxyType(by_kid))
+        retired = tuple(self.retired)
+        for old in retired:
+            if old.country not in hubs or len(old.key) != PUBLIC_KEY_BYTES:
+                raise ConfigError(f"retired key of {old.country}: not a member's 32-byte key")
+        object.__setattr__(self, "retired", retired)
 
     @property
     def countries(self) -> tuple[str, ...]:
@@ -111,6 +140,49 @@ class TrustAnchors:
     def country_of_key_id(self, kid: bytes) -> str | None:
         """Which member's hub key ``kid`` names, if any."""
         return self._by_key_id.get(kid)
+
+    def signer(self, kid: bytes, now_ms: int) -> tuple[str, bytes] | None:
+        """The member and hub key ``kid`` names at ``now_ms``: its current key, or a key
+        retired by a later version while its grace lasts (SPEC §12, Key validity)."""
+        country = self._by_key_id.get(kid)
+        if country is not None:
+            return country, self.hubs[country]
+        for old in self.retired:
+            if now_ms < old.until_ms and key_id(KeyAlg.ED25519, old.key) == kid:
+                return old.country, old.key
+        return None
+
+    def hub_keys_at(self, country: str, now_ms: int) -> tuple[bytes, ...]:
+        """Keys that may make a new signature of ``country``'s hub at ``now_ms``, current first."""
+        return (
+            self.hub_key(country),
+            *(o.key for o in self.retired if o.country == country and now_ms < o.until_ms),
+        )
+
+    def hub_keys_ever(self, country: str) -> tuple[bytes, ...]:
+        """Every key ``country``'s hub had in the versions known: for what it signed back
+        then (audit logs, checkpoints, receipts kept), whatever the time now."""
+        return (self.hub_key(country), *(o.key for o in self.retired if o.country == country))
+
+    def with_retired(self, previous: TrustAnchors, until_ms: int) -> TrustAnchors:
+        """These anchors, accepting until ``until_ms`` the hub keys ``previous`` listed that
+        these change (a member removed loses its key at once); older retired keys kept."""
+        if previous.name != self.name:
+            raise ConfigError(f"federation.name: {previous.name!r} is not {self.name!r}")
+        retired = list(self.retired)
+        retired += [
+            old
+            for old in previous.retired
+            if old.country in self.hubs and old.key != self.hubs[old.country]
+        ]
+        for country, key in sorted(previous.hubs.items()):
+            if country in self.hubs and self.hubs[country] != key:
+                retired.append(RetiredKey(country, key, until_ms))
+        seen: dict[bytes, RetiredKey] = {}
+        for old in retired:  # one entry per key: the longest grace
+            if old.key not in seen or seen[old.key].until_ms < old.until_ms:
+                seen[old.key] = old
+        return TrustAnchors(self.name, self.hubs, tuple(seen.values()))
 
 
 def default_threshold(hubs: int) -> int:
@@ -276,6 +348,25 @@ def check_successor(previous: FederationFile, new: FederationFile) -> Succession
     return Succession(
         new.version, tuple(sorted(valid)), tuple(not_counted), tuple(changes(previous, new))
     )
+
+
+def history(versions: Sequence[FederationFile]) -> TrustAnchors:
+    """The anchors of the newest of ``versions``, knowing every hub key the others listed.
+
+    Each version must follow the one before it (:func:`check_successor`): an
+    auditor given versions 1 to N checks material a hub signed under any of
+    them (:meth:`TrustAnchors.hub_keys_ever`); none of the older keys is
+    valid for new signatures (their grace is over).
+    """
+    if not versions:
+        raise UsageError("no federation version given")
+    ordered = sorted(versions, key=lambda f: f.version)
+    for previous, new in itertools.pairwise(ordered):
+        check_successor(previous, new)
+    trust = ordered[-1].trust
+    for previous in reversed(ordered[:-1]):
+        trust = trust.with_retired(previous.trust, 0)
+    return trust
 
 
 def changes(previous: FederationFile, new: FederationFile) -> list[str]:

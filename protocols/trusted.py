@@ -34,6 +34,7 @@ from types import MappingProxyType
 from protocols.directory import Directory, DirectoryEntry, check_unexpired, verify_directory
 from protocols.errors import (
     DirectoryError,
+    IxbError,
     NotRecipientError,
     RevokedError,
     UnauthorisedError,
@@ -98,6 +99,26 @@ class TrustedDirectories:
         self._trusted[country] = _Trusted(directory, signed, by_agency)
         return True
 
+    def replace_anchors(self, trust: TrustAnchors, now_ms: int) -> tuple[str, ...]:
+        """Trust a new federation version's anchors; the countries whose directory went.
+
+        Every trusted directory is verified again under ``trust`` at ``now_ms``
+        (SPEC §12, Key validity across versions): a directory of a country no
+        longer a member, or signed by a key neither current nor in its grace,
+        is no longer trusted. Its country's next directory is verified as a first one.
+        """
+        self._trust = trust
+        dropped: list[str] = []
+        for country, trusted in sorted(self._trusted.items()):
+            try:
+                verify_directory(
+                    trusted.signed, trust, now_ms, current_version=None, country=country
+                )
+            except IxbError:
+                del self._trusted[country]
+                dropped.append(country)
+        return tuple(dropped)
+
     # -- what is trusted (as listed: no time, no validity checks) --
 
     def version(self, country: str) -> int | None:
@@ -135,12 +156,13 @@ class TrustedDirectories:
         if sender.is_hub:
             # Rule 1: a hub's key is its trust anchor, whatever the time (anchors do not
             # expire with directories).
-            key = self._trust.hub_key(sender.country)
-            if not hmac.compare_digest(key_id(KeyAlg.ED25519, key), kid):
-                raise UnknownSenderError(
-                    f"{sender} has no signing key with key id {kid.hex()} in the federation file"
-                )
-            return key
+            # Rule 1a: or a key a later federation version replaced, during its grace.
+            for key in self._trust.hub_keys_at(sender.country, now_ms):
+                if hmac.compare_digest(key_id(KeyAlg.ED25519, key), kid):
+                    return key
+            raise UnknownSenderError(
+                f"{sender} has no signing key with key id {kid.hex()} in the federation file"
+            )
         entry = self._active(sender, now_ms)  # rules 2.1-2.5
         # Rule 2.6: the current signing key.
         if hmac.compare_digest(entry.signing_key_id, kid):
