@@ -82,7 +82,12 @@ from protocols.errors import (
     UnknownOutcomeError,
     UnknownSenderError,
 )
-from protocols.federation import FEDERATION_REQUEST, KEY_GRACE_MS, FederationFile
+from protocols.federation import (
+    FEDERATION_REQUEST,
+    KEY_GRACE_MS,
+    FederationFile,
+    TrustAnchors,
+)
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import Identity
@@ -370,7 +375,9 @@ class AgencyClient:
         if new is None:
             return
         now = self.clock()
-        trust = new.trust.with_retired(self.keys.trust, now + KEY_GRACE_MS)
+        # one step back (SPEC §12, Key validity across versions, rule 3): only the keys
+        # of the version replaced get a grace, not those it had retired itself
+        trust = new.trust.with_retired(TrustAnchors(held.name, held.trust.hubs), now + KEY_GRACE_MS)
         dropped = self.keys.replace_anchors(trust, now)
         self.federation = new
         log.info(

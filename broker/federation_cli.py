@@ -76,6 +76,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     install.add_argument("file", type=Path)
     install.add_argument("--config", required=True, type=Path, help="the hub's config")
+    install.add_argument(
+        "--grace-hours",
+        type=float,
+        default=KEY_GRACE_MS / 3_600_000,
+        help="how long a hub key it replaces still verifies (0: the old key was stolen)",
+    )
     install.set_defaults(func=cmd_install)
 
 
@@ -249,7 +255,12 @@ def cmd_install(args: argparse.Namespace) -> int:
         text = _read(args.file, MAX_FILE).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{args.file}: not UTF-8") from None
-    fed, succession = install_federation(config.trust_path, text, args.file, operator(), wall_ms())
+    if not 0 <= args.grace_hours <= KEY_GRACE_MS / 3_600_000:
+        raise UsageError(f"--grace-hours: from 0 to {KEY_GRACE_MS // 3_600_000}")
+    grace_ms = int(args.grace_hours * 3_600_000)
+    fed, succession = install_federation(
+        config.trust_path, text, args.file, actor=operator(), at_ms=wall_ms(), grace_ms=grace_ms
+    )
     if succession.redelivery:
         sys.stdout.write(f"{config.hub_id} holds version {fed.version} already: nothing changes\n")
         return 0
@@ -258,7 +269,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         f"(digest {fed.digest()}), signed by {', '.join(succession.signers)}:",
         *(f"  {change}" for change in succession.changes),
         f"the running hub takes it into use within a second; a replaced hub key stays valid "
-        f"for {KEY_GRACE_MS // 3_600_000} h",
+        f"for {grace_ms / 3_600_000:g} h",
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

@@ -63,23 +63,41 @@ class Installed:
     digest: str
     actor: str
     at_ms: int
+    grace_ms: int = KEY_GRACE_MS
+    """How long the keys it replaced stay valid (0: a stolen key, no grace)."""
 
 
 def read_installed(trust_dir: Path) -> Installed | None:
     try:
         raw = json.loads((trust_dir / INSTALLED).read_bytes()[:MAX_PIN_BYTES])
         return Installed(
-            int(raw["version"]), str(raw["digest"]), str(raw["actor"]), int(raw["at_ms"])
+            int(raw["version"]),
+            str(raw["digest"]),
+            str(raw["actor"]),
+            int(raw["at_ms"]),
+            int(raw.get("grace_ms", KEY_GRACE_MS)),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _record_install(
-    trust_dir: Path, held: FederationFile, new: FederationFile, actor: str, at_ms: int
+    trust_dir: Path,
+    held: FederationFile,
+    new: FederationFile,
+    *,
+    actor: str,
+    at_ms: int,
+    grace_ms: int = KEY_GRACE_MS,
 ) -> None:
     """Keep the replaced version, the install record, then the new version (the trigger)."""
-    body = {"version": new.version, "digest": new.digest(), "actor": actor, "at_ms": at_ms}
+    body = {
+        "version": new.version,
+        "digest": new.digest(),
+        "actor": actor,
+        "at_ms": at_ms,
+        "grace_ms": grace_ms,
+    }
     try:
         write_atomic(archived(trust_dir, held.version), render_federation_file(held))
         write_atomic(trust_dir / INSTALLED, json.dumps(body, indent=1) + "\n")
@@ -89,7 +107,13 @@ def _record_install(
 
 
 def install_federation(
-    trust_dir: Path, text: str, source: Path, actor: str, at_ms: int
+    trust_dir: Path,
+    text: str,
+    source: Path,
+    *,
+    actor: str,
+    at_ms: int,
+    grace_ms: int = KEY_GRACE_MS,
 ) -> tuple[FederationFile, Succession]:
     """An operator's live install: ``text`` replaces the held version if it is its successor.
 
@@ -110,7 +134,7 @@ def install_federation(
     except IxbError as exc:
         raise type(exc)(f"{source}: {exc.detail}") from None
     if not succession.redelivery:
-        _record_install(trust_dir, held, new, actor, at_ms)
+        _record_install(trust_dir, held, new, actor=actor, at_ms=at_ms, grace_ms=grace_ms)
     return new, succession
 
 
@@ -129,7 +153,7 @@ def anchors_in_force(trust_dir: Path, held: FederationFile) -> TrustAnchors:
         if previous is None or previous.name != held.name:
             break
         grace = (
-            installed.at_ms + KEY_GRACE_MS
+            installed.at_ms + installed.grace_ms
             if installed is not None
             and installed.version == held.version
             and version == held.version - 1
@@ -220,7 +244,7 @@ def adopt_federation(trust_dir: Path, configured_text: str, source: Path) -> Fed
     except IxbError as exc:
         raise type(exc)(f"{source}: {exc.detail}") from None
     if not succession.redelivery:
-        _record_install(trust_dir, held, configured, CONFIGURED, wall_ms())
+        _record_install(trust_dir, held, configured, actor=CONFIGURED, at_ms=wall_ms())
         log.info(
             "federation_accepted",
             version=configured.version,

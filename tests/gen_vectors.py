@@ -43,6 +43,7 @@ from protocols.envelope import (
 )
 from protocols.examples import example_bodies
 from protocols.federation import (
+    KEY_GRACE_MS,
     FederationFile,
     FederationSignature,
     TrustAnchors,
@@ -585,10 +586,39 @@ def build_federation() -> dict[str, Any]:
             "signers": signers,
         }
 
+    installed = 1_900_000_000_000
+    held = v2_ok.trust.with_retired(v1.trust, installed + KEY_GRACE_MS)
+
+    def validity(name: str, signer: str, now_ms: int) -> dict[str, Any]:
+        kid = ids[signer].signing.key_id
+        found = held.signer(kid, now_ms)
+        return {
+            "name": name,
+            "key_id": kid.hex(),
+            "now_ms": now_ms,
+            "country": None if found is None else found[0],
+        }
+
+    end = installed + KEY_GRACE_MS
     return {
         "hubs": {name: party_json(ident) for name, ident in ids.items()},
         "v1": version_json(v1),
         "v2": version_json(v2_ok),
+        "key_validity": {
+            "previous": "v1",
+            "held": "v2",
+            "installed_ms": installed,
+            "grace_ms": KEY_GRACE_MS,
+            "cases": [
+                validity("new-key", "MYS/HUB rotated", end + 5),
+                validity("replaced-key-at-install", "MYS/HUB", installed),
+                validity("replaced-key-last-ms-of-grace", "MYS/HUB", end - 1),
+                validity("replaced-key-after-grace", "MYS/HUB", end),
+                validity("unchanged-key", "THA/HUB", end + 5),
+                validity("added-member", "LAO/HUB", installed),
+            ],
+            "keys_ever": {c: [k.hex() for k in held.hub_keys_ever(c)] for c in sorted(held.hubs)},
+        },
         "cases": [
             case("valid-v2-signed-2-of-3", v1, v2_ok, None, ["MMR", "THA"]),
             case("redelivery-more-signatures", v2_ok, v2_more, None, []),

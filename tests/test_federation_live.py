@@ -253,6 +253,15 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
             # and agencies learned version 2 from their hub
             for client in clients.values():
                 assert client.federation is not None and client.federation.version == 2
+
+            # a file put into trust_dir by other means than `install`, not signed by the
+            # threshold of version 2: the running hub keeps version 2
+            tha = fed.hubs["THA"].hub
+            forged = propose(v2, threshold=1)
+            (tha.config.trust_path / "federation.toml").write_text(render_federation_file(forged))
+            await asyncio.sleep(1.5)
+            assert tha.federation is not None and tha.federation.same_version(v2)
+            assert tha.keys.trust.hubs == v2.trust.hubs
         finally:
             await traffic.close()
 
@@ -277,3 +286,39 @@ def test_the_old_key_counts_only_during_its_grace() -> None:
     with pytest.raises(IxbError):
         history([parse_federation_file(render_federation_file(FederationFile(v1))),
                  parse_federation_file(render_federation_file(FederationFile(v2, 3)))])  # fmt: skip
+
+
+def test_install_records_the_grace_and_a_stale_config_is_not_a_rollback(tmp_path: Path) -> None:
+    """What `install` leaves in trust_dir is what a restarted hub uses: grace included."""
+    from broker.trust import adopt_federation, anchors_in_force, install_federation
+
+    old = Identity(hub_of("MYS"), SigningKeyPair(b"\x01" * 32), None)
+    new = Identity(hub_of("MYS"), SigningKeyPair(b"\x02" * 32), None)
+    tha = Identity(hub_of("THA"), SigningKeyPair(b"\x03" * 32), None)
+    v1 = FederationFile(
+        TrustAnchors("f", {"MYS": old.signing.public, "THA": tha.signing.public}), 1, 2
+    )
+    v2 = sign_version(sign_version(propose(v1, keys={"MYS": new.signing.public}), old), tha)
+    trust_dir, src = tmp_path / "trust", tmp_path / "federation.toml"
+    adopt_federation(trust_dir, render_federation_file(v1), src)
+    held, succession = install_federation(
+        trust_dir, render_federation_file(v2), src, actor="cli:op", at_ms=1000, grace_ms=500
+    )
+    assert held == v2 and succession.signers == ("MYS", "THA")
+    trust = anchors_in_force(trust_dir, v2)
+    assert trust.hub_keys_at("MYS", 1499) == (new.signing.public, old.signing.public)
+    assert trust.hub_keys_at("MYS", 1500) == (new.signing.public,)
+    # the hub restarts with its configured file still at version 1: it keeps version 2
+    assert adopt_federation(trust_dir, render_federation_file(v1), src) == v2
+    # a version 1 it never held is a rollback all the same
+    other = FederationFile(TrustAnchors("f", {"THA": tha.signing.public}), 1, 1)
+    with pytest.raises(IxbError) as err:
+        adopt_federation(trust_dir, render_federation_file(other), src)
+    assert err.value.code == "ixb.E_ROLLBACK"
+    # install again: nothing changes; install an older one: refused
+    assert install_federation(
+        trust_dir, render_federation_file(v2), src, actor="cli:op", at_ms=2000
+    )[1].redelivery
+    with pytest.raises(IxbError) as err:
+        install_federation(trust_dir, render_federation_file(v1), src, actor="x", at_ms=3000)
+    assert err.value.code == "ixb.E_ROLLBACK"

@@ -35,6 +35,7 @@ from protocols.envelope import (
 )
 from protocols.errors import IxbError
 from protocols.federation import (
+    KEY_GRACE_MS,
     check_successor,
     parse_federation_file,
     render_federation_file,
@@ -284,3 +285,21 @@ def test_federation_successor_cases(case: dict[str, Any]) -> None:
         with pytest.raises(IxbError) as err:
             check_successor(previous, new)
         assert err.value.code == case["error"]
+
+
+def test_federation_key_validity_across_versions() -> None:
+    """SPEC §12, Key validity across versions: a replaced hub key during its grace."""
+    vec = FEDERATION["key_validity"]
+    previous = parse_federation_file(FEDERATION[vec["previous"]]["text"])
+    held = parse_federation_file(FEDERATION[vec["held"]]["text"])
+    assert vec["grace_ms"] == KEY_GRACE_MS
+    trust = held.trust.with_retired(previous.trust, vec["installed_ms"] + vec["grace_ms"])
+    seen = set()
+    for case in vec["cases"]:
+        found = trust.signer(bytes.fromhex(case["key_id"]), case["now_ms"])
+        assert (None if found is None else found[0]) == case["country"], case["name"]
+        seen.add(case["country"])
+    assert None in seen and "MYS" in seen  # both outcomes are exercised
+    for country, keys in vec["keys_ever"].items():
+        assert [k.hex() for k in trust.hub_keys_ever(country)] == keys
+    assert len(vec["keys_ever"]["MYS"]) == 2
