@@ -35,7 +35,12 @@ from broker.trust import held_federation, write_atomic
 from protocols.audit import AuditEvent, make_entry
 from protocols.directory import RevocationInfo, build_directory, entry_for, sign_directory
 from protocols.errors import ConfigError, IxbError
-from protocols.federation import check_successor, parse_federation_file, render_federation_file
+from protocols.federation import (
+    FederationFile,
+    check_successor,
+    parse_federation_file,
+    render_federation_file,
+)
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
@@ -102,6 +107,13 @@ class ControlPlane:
     metrics: Metrics
     agencies: Mapping[Principal, AgencyRecord] | None = None
     """The live agencies (config and registry, :mod:`broker.registry`); None: the config's."""
+    federation: FederationFile | None = None
+    """The federation version in use (the anchors of ``keys``); None: the one in trust_dir."""
+
+    def _federation_in_use(self) -> FederationFile | None:
+        if self.federation is not None:
+            return self.federation
+        return held_federation(self.config.trust_path)
 
     @property
     def country(self) -> str:
@@ -211,7 +223,7 @@ class ControlPlane:
         that it verifies; installing it stays its operator's act (SPEC §12,
         ``ixb federation install``, no restart).
         """
-        held = held_federation(self.config.trust_path)
+        held = self._federation_in_use()
         if held is None:
             return ()
         data = render_federation_file(held).encode("utf-8")
@@ -222,7 +234,7 @@ class ControlPlane:
 
     def _federation_offered(self, peer: str, data: bytes) -> ControlDecision:
         """A peer's federation version: if newer and verifying, keep it and tell the operator."""
-        held = held_federation(self.config.trust_path)
+        held = self._federation_in_use()
         refused: IxbError | None = None
         try:
             offered = parse_federation_file(data.decode("utf-8"))

@@ -142,6 +142,9 @@ class Hub:
         self._reload_registry()
         self._no_inbox_yet: set[Principal] = set()
         self.registry_seq = int(self.store.meta("registry_seq") or 0)
+        self.federation = held_federation(config.trust_path)
+        """The federation version in use (the trust anchors of ``self.keys``)."""
+        self._refused_federation: str | None = None
         self.control = ControlPlane(
             config=config,
             identity=identity,
@@ -151,10 +154,8 @@ class Hub:
             agency_keys=agency_keys,
             metrics=self.metrics,
             agencies=self.agencies,
+            federation=self.federation,
         )
-        self.federation = held_federation(config.trust_path)
-        """The federation version in use (the trust anchors of ``self.keys``)."""
-        self._refused_federation: str | None = None
         self.settler = Settler(
             identity=identity,
             pipeline=self.pipeline,
@@ -529,21 +530,18 @@ class Hub:
         path = self.config.trust_path
         held = await asyncio.to_thread(held_federation, path)
         current = self.federation
-        if held is None or (current is not None and held.same_version(current)):
+        if held is None or current is None or held.same_version(current):
+            return True  # (a hub started without a held version never installs one live)
+        refused: IxbError | None = None
+        try:
+            check_successor(current, held)
+        except IxbError as exc:
+            refused = exc
+        if refused is not None:
+            if self._refused_federation != held.digest():
+                self._refused_federation = held.digest()
+                log.error("federation_install_refused", code=refused.code, detail=refused.detail)
             return True
-        if current is not None:
-            refused: IxbError | None = None
-            try:
-                check_successor(current, held)
-            except IxbError as exc:
-                refused = exc
-            if refused is not None:
-                if self._refused_federation != held.digest():
-                    self._refused_federation = held.digest()
-                    log.error(
-                        "federation_install_refused", code=refused.code, detail=refused.detail
-                    )
-                return True
         trust = await asyncio.to_thread(anchors_in_force, path, held)
         installed = await asyncio.to_thread(read_installed, path)
         actor = (
@@ -554,7 +552,8 @@ class Hub:
         now = self.clock()
         dropped = self.keys.replace_anchors(trust, now)
         self.audit.trust = trust
-        before = "none" if current is None else f"federation v{current.version} {current.digest()}"
+        self.control.federation = held
+        before = f"federation v{current.version} {current.digest()}"
         federation = f"federation v{held.version} {held.digest()}"
         entries = [
             self.audit.entry(

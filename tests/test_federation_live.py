@@ -158,6 +158,7 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
             )
 
             # every operator installs version 2 into the running hub
+            loop = asyncio.get_running_loop()
             for country in ("THA", "MMR", "MYS"):
                 done = await run_ixb(
                     "federation", "install", str(v2_path), "--config", str(dep.hub_config(country))
@@ -165,6 +166,7 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
                 assert done.returncode == 0, done.stderr
                 assert "installed version 2" in done.stdout
                 assert "change the key of MYS/HUB" in done.stdout
+            installed_at = loop.time()
             for country in ("THA", "MMR", "MYS"):
                 hub = fed.hubs[country].hub
                 await until(
@@ -179,6 +181,7 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
                 ), changes  # fmt: skip
                 # MYS's directory, signed with its old key, is still trusted (grace)
                 assert hub.keys.version("MYS") is not None
+            print(f"\nin use at all hubs {loop.time() - installed_at:.2f} s after the last install")
             assert_one_line_error(
                 await run_ixb("federation", "install", str(v1_path), "--config", tha_config),
                 "ixb.E_ROLLBACK",
@@ -193,12 +196,14 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
             # MYS switches to its new key: a restart with the new key file, under traffic
             key_file = dep.key_file(hub_of("MYS"))
             shutil.copy(key_file, tmp_path / "MYS-HUB-old.key")
+            down_at = loop.time()
             await fed.stop_hub("MYS")
             key_file.write_bytes(new_key.read_bytes())
             sent_while_down = len(traffic.sent)
             await asyncio.sleep(1.0)
             assert len(traffic.sent) > sent_while_down  # agencies kept sending
             mys_hub = await fed.start_hub("MYS")
+            print(f"MYS down {loop.time() - down_at:.2f} s for the key switch")
             assert mys_hub.identity.signing.public == new_mys.signing.public
             assert mys_hub.federation is not None and mys_hub.federation.version == 2
             sent_after = len(traffic.sent)
@@ -212,6 +217,7 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
             assert not missing, (missing, len(traffic.sent), traffic.refused)
             assert not traffic.refused, traffic.refused
             assert max(traffic.arrived.values()) == 1
+            print(f"{len(traffic.sent)} messages sent, all arrived once, none refused")
 
             # MYS's new directory, signed with the new key only, is the one THA and MMR trust
             strict = anchors(v2)
@@ -322,3 +328,31 @@ def test_install_records_the_grace_and_a_stale_config_is_not_a_rollback(tmp_path
     with pytest.raises(IxbError) as err:
         install_federation(trust_dir, render_federation_file(v1), src, actor="x", at_ms=3000)
     assert err.value.code == "ixb.E_ROLLBACK"
+
+
+def test_an_agency_holds_what_its_hub_offered_and_its_stale_file_is_not_a_rollback(
+    tmp_path: Path,
+) -> None:
+    from agency_client.federation_state import adopt_federation as agency_adopt
+    from agency_client.federation_state import learn_federation
+
+    old = Identity(hub_of("MYS"), SigningKeyPair(b"\x01" * 32), None)
+    new = Identity(hub_of("MYS"), SigningKeyPair(b"\x02" * 32), None)
+    tha = Identity(hub_of("THA"), SigningKeyPair(b"\x03" * 32), None)
+    v1 = FederationFile(
+        TrustAnchors("f", {"MYS": old.signing.public, "THA": tha.signing.public}), 1, 2
+    )
+    v2 = sign_version(sign_version(propose(v1, keys={"MYS": new.signing.public}), old), tha)
+    state, src = tmp_path / "THA-X.federation", tmp_path / "federation.toml"
+    assert agency_adopt(state, render_federation_file(v1), src) == v1
+    assert learn_federation(state, v1, b"") is None  # a hub that does not answer
+    assert learn_federation(state, v1, render_federation_file(v1).encode()) is None
+    assert learn_federation(state, v1, render_federation_file(v2).encode()) == v2
+    # the next command starts with the profile's file still at version 1: version 2 holds
+    assert agency_adopt(state, render_federation_file(v1), src) == v2
+    # a hub offering a version the threshold did not sign: refused, version 2 stays
+    forged = propose(v2, threshold=1)
+    with pytest.raises(IxbError) as err:
+        learn_federation(state, v2, render_federation_file(forged).encode())
+    assert err.value.code == "ixb.E_SIGNATURE"
+    assert agency_adopt(state, render_federation_file(v2), src) == v2
