@@ -250,6 +250,18 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
                 )
                 assert not alarms, country
 
+            # the logs reconcile across the key change: what THA and MMR relayed to MYS and
+            # what MYS shared in checkpoints signed with either key match, both ways
+            for country in ("THA", "MMR"):
+                hub = fed.hubs[country].hub
+                await until(
+                    lambda hub=hub: hub.audit.reconcile("MYS", grace_ms=0).clean, timeout=30
+                )
+                assert hub.audit.reconcile("MYS", grace_ms=0).matched >= len(traffic.sent) // 4
+                await until(
+                    lambda country=country: mys_hub.audit.reconcile(country, grace_ms=0).clean,
+                    timeout=30,
+                )
             # what MYS signed before the switch verifies with the versions' history,
             # and not with version 2's keys alone
             both = history([v1, v2])
