@@ -204,6 +204,8 @@ class Hub:
             ):
                 return  # stopped while the disk refused the start's writes
             self.control.load_peer_directories(self.clock())
+            if self.federation is not None:
+                self.metrics.set("ixb_federation_version", self.federation.version)
             self.state.ready = True
             log.info("hub_ready", hub=str(self.config.hub_id))
             async with asyncio.TaskGroup() as tg:
@@ -540,6 +542,7 @@ class Hub:
         if refused is not None:
             if self._refused_federation != held.digest():
                 self._refused_federation = held.digest()
+                self.metrics.inc("ixb_federation_install_refused_total", code=refused.code)
                 log.error("federation_install_refused", code=refused.code, detail=refused.detail)
             return True
         trust = await asyncio.to_thread(anchors_in_force, path, held)
@@ -553,6 +556,7 @@ class Hub:
         dropped = self.keys.replace_anchors(trust, now)
         self.audit.trust = trust
         self.control.federation = held
+        self.metrics.set("ixb_federation_version", held.version)
         before = f"federation v{current.version} {current.digest()}"
         federation = f"federation v{held.version} {held.digest()}"
         entries = [
@@ -727,6 +731,7 @@ class Hub:
             "nats": self.nc is not None and self.nc.is_connected,
             "links": {p: link.nc.is_connected for p, link in self.links.items()},
             "directories": self.directory_versions(),
+            "federation": None if self.federation is None else self.federation.version,
             "in_flight": self.state.in_flight,
         }
 

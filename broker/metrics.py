@@ -96,6 +96,12 @@ METRICS: Final[Mapping[str, Spec]] = {
         " refused: did not verify against the version held).",
         ("peer", "result"),
     ),
+    "ixb_federation_version": Spec("gauge", "Federation version in use (its trust anchors)."),
+    "ixb_federation_install_refused_total": Spec(
+        "counter",
+        "Federation files found in trust_dir that do not follow the version in use.",
+        ("code",),
+    ),
     "ixb_directory_rejected_total": Spec("counter", "Peer directories refused.", ("code", "peer")),
     "ixb_in_flight": Spec("gauge", "Messages being settled now.", mode="livesum"),
     "ixb_backlog": Spec("gauge", "Messages waiting in a peer's inbound stream.", ("source",)),

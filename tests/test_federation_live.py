@@ -280,6 +280,11 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
             await asyncio.sleep(1.5)
             assert tha.federation is not None and tha.federation.same_version(v2)
             assert tha.keys.trust.hubs == v2.trust.hubs
+            assert tha.metrics.counter_value(
+                "ixb_federation_install_refused_total", code="ixb.E_SIGNATURE"
+            )
+            assert "ixb_federation_version 2.0" in tha.metrics.render()
+            assert tha.health()["federation"] == 2
         finally:
             await traffic.close()
 
