@@ -373,3 +373,24 @@ def test_an_agency_holds_what_its_hub_offered_and_its_stale_file_is_not_a_rollba
         learn_federation(state, v2, render_federation_file(forged).encode())
     assert err.value.code == "ixb.E_SIGNATURE"
     assert agency_adopt(state, render_federation_file(v2), src) == v2
+
+
+def test_install_refusals_before_a_first_start_and_a_grace_out_of_range(tmp_path: Path) -> None:
+    from ixb.deployment import create_deployment
+    from protocols.keys import KdfProfile
+    from protocols.roles import Role
+    from tests.test_cli import ixb
+
+    dep = create_deployment(
+        tmp_path / "dep",
+        {"THA/DSI-ATHD": [Role.TRAFFICKING_UNIT], "MYS/RMP-ATIPSOM": [Role.TRAFFICKING_UNIT]},
+        passphrase=PASSPHRASE,
+        kdf=KdfProfile.INTERACTIVE,
+    )
+    config, fed = str(dep.hub_config("THA")), str(dep.base / "federation.toml")
+    # the hub never started: it holds no version to check the file against
+    assert_one_line_error(ixb("federation", "install", fed, "--config", config), "ixb.E_CONFIG")
+    assert_one_line_error(
+        ixb("federation", "install", fed, "--config", config, "--grace-hours", "25"),
+        "ixb.E_USAGE",
+    )
