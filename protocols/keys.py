@@ -293,7 +293,7 @@ class KdfProfile(enum.StrEnum):
         }[self]
 
 
-_B64 = Annotated[str, msgspec.Meta(max_length=512)]
+_B64 = Annotated[str, msgspec.Meta(max_length=4096)]
 
 
 class _Kdf(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
