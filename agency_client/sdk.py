@@ -87,7 +87,7 @@ from protocols.errors import (
 )
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
-from protocols.keys import Identity
+from protocols.keys import Identity, KeyAlg, key_id
 from protocols.limits import MS_PER_DAY
 from protocols.messages import Body, Receipt, ReceiptStatus
 from protocols.receipts import check_receipt_signer, check_receipt_statement, closes_request
@@ -452,7 +452,15 @@ class AgencyClient:
         self._install_keys(state)
         if listed.encryption_key != state.encryption.public:
             if not any(r.public().encryption == listed.encryption_key for r in self._retired):
-                return  # the hub lists a key this file never held: leave it to the operator
+                # not ours, nor an operator's rotation in progress (signing keys agree):
+                # someone holding our signing key listed a key of theirs
+                log.error(
+                    "encryption_key_unknown",
+                    agency=str(self.principal),
+                    listed=key_id(KeyAlg.X25519, listed.encryption_key).hex(),
+                    detail="the hub lists an encryption key this key file never held",
+                )
+                return
             if not await self._send_key_update(state, now):
                 return  # accepted, but our directory copy is behind: the next check
             listed = self.keys.entry(self.principal)
