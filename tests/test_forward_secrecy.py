@@ -13,6 +13,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from nats.aio.msg import Msg
 
 from agency_client.enckeys import KeyFile, KeySchedule, KeyState, open_key_file
@@ -263,3 +264,30 @@ async def test_rotate_encryption_only_by_hand(tmp_path: Path) -> None:
         )
         assert identity.encryption is not None and identity.encryption.public != after
         assert after in {r.key.public for r in history.retired}
+        await _foreign_key_is_an_alarm(fed)
+
+
+async def _foreign_key_is_an_alarm(fed: Federation) -> None:
+    """Someone with MYS's signing key lists a key of theirs: MYS's client says so, loudly,
+    and neither rotates nor destroys anything."""
+    hub = fed.hubs["MYS"].hub
+    hub.key_update_interval_ms = 0  # (10 min by default) for this test only
+    profile = load_profile(fed.deployment.profile(MYS))
+    key_file = open_key_file(profile, PASSPHRASE, wall_ms())
+    theirs = Identity.generate(fed.principal(MYS)).public().encryption or b""
+    update = KeyUpdate(v=1, agency=MYS, encryption_key=theirs, created=wall_ms())
+    assert hub.nc is not None
+    reply = await hub.nc.request(
+        subjects.key_update(fed.principal(MYS)),
+        sign_update(update, key_file.state.identity),
+        timeout=10,
+    )
+    assert decode_answer(bytes(reply.data)).code is None
+    before = fed.deployment.key_file(fed.principal(MYS)).read_bytes()
+    client = await AgencyClient.connect(profile, key_file.state.identity, key_file=key_file)
+    fed.clients.append(client)
+    assert client.keys.entry(client.principal).encryption_key == theirs
+    with structlog.testing.capture_logs() as logs:
+        await client.maintain_keys()
+    assert [e for e in logs if e["event"] == "encryption_key_unknown"], logs
+    assert fed.deployment.key_file(fed.principal(MYS)).read_bytes() == before
