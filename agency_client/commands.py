@@ -31,6 +31,7 @@ import msgspec
 
 from agency_client import enrol
 from agency_client.docregistry import DocumentRegistry
+from agency_client.enckeys import open_key_file
 from agency_client.federation_state import state_path
 from agency_client.keystore import passphrase
 from agency_client.profile import Profile, load_profile
@@ -40,7 +41,6 @@ from agency_client.sdk import (
     Incoming,
     Refused,
     SignedReceipt,
-    load_identity_for,
     load_previous_for,
 )
 from protocols.envelope import decode_envelope
@@ -66,6 +66,7 @@ from protocols.messages import (
 )
 from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
 from protocols.roles import Role
+from transport.clock import wall_ms
 
 ICAO_TO_ISO = {"D": "DEU"}
 """MRZ issuer codes that name an ISO country differently (ICAO 9303 Part 3)."""
@@ -173,20 +174,22 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
     """Connect, run ``body``; a send of unknown outcome is kept for ``ixb send retry``."""
     profile = load_profile(args.profile)
     secret = passphrase(confirm=False)
-    identity = load_identity_for(profile, secret)
+    key_file = open_key_file(profile, secret, wall_ms())
     previous = load_previous_for(profile, secret)
 
     async def main() -> int:
         client = await AgencyClient.connect(
             profile,
-            identity,
+            key_file.state.identity,
             handled_path=LocalState.handled_path(profile),
             previous=previous,
             federation_state=state_path(
                 Path(profile.base_dir), profile.principal.country, profile.principal.name
             ),
+            key_file=key_file,
         )
         try:
+            await client.maintain_keys()  # the schedule: a command line keeps it too
             return await body(client)
         finally:
             await client.close()

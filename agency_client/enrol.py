@@ -10,15 +10,18 @@ the profile (0600), and sent to the hub only as a bcrypt hash.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 import sys
 from pathlib import Path
 
 import bcrypt
 
+from agency_client.enckeys import KeyState, open_key_file
+from agency_client.federation_state import state_path
 from agency_client.keystore import create_private, load_identity, passphrase, save_identity
-from agency_client.profile import load_profile, render_profile
-from agency_client.sdk import previous_key_file
+from agency_client.profile import Profile, load_profile, render_profile
+from agency_client.sdk import AgencyClient, load_previous_for, previous_key_file
 from protocols.enrolment import Request, RequestKind, check_server, sign_request
 from protocols.errors import IxbError, UsageError
 from protocols.identifiers import parse_agency
@@ -101,6 +104,8 @@ def _encryption(pub: PublicIdentity) -> bytes:
 def cmd_rotate(args: argparse.Namespace) -> int:
     """New signing and encryption keys; the old key file is kept beside (``.key.previous``)."""
     profile = load_profile(args.profile)
+    if args.encryption_only:
+        return _rotate_encryption(profile)
     key_file = profile.path(profile.agency.key_file)
     secret = passphrase(confirm=False)
     old = load_identity(key_file, secret)
@@ -137,6 +142,35 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_encryption(profile: Profile) -> int:
+    """A new encryption key, listed by the hub at once (SPEC §12.1): no operator needed."""
+    secret = passphrase(confirm=False)
+    key_file = open_key_file(profile, secret, wall_ms())
+    agency = profile.principal
+
+    async def main() -> KeyState:
+        client = await AgencyClient.connect(
+            profile,
+            key_file.state.identity,
+            previous=load_previous_for(profile, secret),
+            federation_state=state_path(Path(profile.base_dir), agency.country, agency.name),
+            key_file=key_file,
+        )
+        try:
+            return await client.rotate_encryption_key()
+        finally:
+            await client.close()
+
+    state = asyncio.run(main())
+    retired = len(state.history.retired)
+    sys.stdout.write(
+        f"new encryption key for {agency}, listed by the hub: "
+        f"{state.identity.public().fingerprints()['encryption']}\n"
+        f"{retired} retired encryption key(s) kept until drained and past their grace\n"
+    )
+    return 0
+
+
 def register_enroll(agency_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enroll = agency_sub.add_parser(
         "enroll",
@@ -165,6 +199,11 @@ def register_rotate(keys: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     rotate.add_argument("--profile", type=Path, help="agency profile (default: $IXB_PROFILE)")
     rotate.add_argument("--out", type=Path, help="where to write the signed rotation request")
+    rotate.add_argument(
+        "--encryption-only",
+        action="store_true",
+        help="only a new encryption key, listed by the hub at once (no operator needed)",
+    )
     rotate.add_argument(
         "--kdf",
         choices=[p.value for p in KdfProfile if p is not KdfProfile.INTERACTIVE],

@@ -70,3 +70,26 @@ def load_identity(path: Path, secret: str) -> Identity:
 
 def load_public(path: Path) -> PublicIdentity:
     return read_public(read_bytes(path, MAX_KEYFILE_BYTES))
+
+
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically and durably (0600): a crash leaves the old file or the new.
+
+    The old bytes are gone from the file system's view once this returns; copies
+    in backups, snapshots or an SSD's remapped blocks are beyond its reach.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise IoError(f"cannot replace {path}: {exc.strerror or exc}") from None

@@ -6,6 +6,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -24,6 +25,10 @@ class AgencySection(_Strict, frozen=True):
     key_file: str
     federation_file: str
     passphrase_env: str = "IXB_PASSPHRASE"  # noqa: S105 - a variable name
+    encryption_rotation_hours: Annotated[float, msgspec.Meta(ge=0, le=24 * 365)] = 24.0
+    """A new encryption key when the current one is this old (0: never on a schedule)."""
+    encryption_key_grace_hours: Annotated[float, msgspec.Meta(ge=0, le=24 * 90)] = 48.0
+    """How long a replaced encryption key is kept, at least, before it is destroyed."""
 
 
 class NatsSection(_Strict, frozen=True):

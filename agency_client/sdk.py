@@ -55,11 +55,13 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from agency_client.enckeys import KeyFile, KeySchedule, KeyState
 from agency_client.federation_state import adopt_federation, learn_federation
 from agency_client.handled import HandledMessages
 from agency_client.keystore import load_identity, read_bytes
 from agency_client.profile import Profile
 from protocols import subjects
+from protocols.enckey import KeyUpdate, decode_answer, sign_update
 from protocols.envelope import (
     Envelope,
     Header,
@@ -81,6 +83,8 @@ from protocols.errors import (
     SignatureError,
     UnknownOutcomeError,
     UnknownSenderError,
+    UsageError,
+    error_for_code,
 )
 from protocols.federation import (
     FEDERATION_REQUEST,
@@ -90,7 +94,7 @@ from protocols.federation import (
 )
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
-from protocols.keys import Identity
+from protocols.keys import Identity, KeyAlg, key_id
 from protocols.limits import MS_PER_DAY
 from protocols.messages import Body, Receipt, ReceiptStatus
 from protocols.receipts import check_receipt_signer, check_receipt_statement, closes_request
@@ -120,6 +124,12 @@ ROTATION_CHECK_S = 5.0
 DIRECTORY_REFRESH_S = 30.0
 """How old the directories a sender encrypts to may get: it then asks the hub's index
 again (one small request) and fetches what changed, e.g. a recipient's rotated keys."""
+KEY_CHECK_MS = 5_000
+"""How often the client looks at its encryption-key schedule (``maintain_keys``)."""
+KEY_RETRY_MS = 60_000
+"""After the hub refused a key update (or did not answer), when to try again."""
+KEY_REQUEST_S = 5.0
+"""How long a key update or the inbox consumer's info may take to answer."""
 FIRST_CONNECT_S = 10.0
 """How long :meth:`AgencyClient.connect` tries to reach the hub's NATS.
 
@@ -208,6 +218,8 @@ class AgencyClient:
         handled: HandledMessages | None = None,
         *,
         previous: Identity | None = None,
+        key_file: KeyFile | None = None,
+        schedule: KeySchedule | None = None,
     ) -> None:
         """Prefer :meth:`connect`. The client owns ``handled`` (in memory when ``None``).
 
@@ -215,6 +227,10 @@ class AgencyClient:
         directory lists the new keys the client signs with these (the hub
         does not know the new ones yet), and it decrypts with both for as long
         as it holds them: nothing sent during a rotation is refused or lost.
+
+        ``key_file`` (with its ``schedule``): the key file ``identity`` came
+        from, which :meth:`maintain_keys` rotates and prunes; it also opens
+        with the retired encryption keys the file still holds.
         """
         self.identity = identity
         self.principal = identity.principal
@@ -227,6 +243,14 @@ class AgencyClient:
             )
         )
         self._newest = identity
+        self.key_file = key_file
+        self.key_schedule = schedule or KeySchedule(rotation_ms=0, grace_ms=0)
+        self._retired: tuple[Identity, ...] = ()
+        """Identities of the retired encryption keys the key file still holds (decrypt only)."""
+        self._next_key_check = 0
+        self.key_check_ms = KEY_CHECK_MS
+        if key_file is not None:
+            self._retired = key_file.state.decryption_identities()[1:]
         self._refreshed = time.monotonic()
         self.directory_refresh_s = DIRECTORY_REFRESH_S
         self.nc = nc
@@ -260,6 +284,7 @@ class AgencyClient:
         handled_path: Path | None = None,
         previous: Identity | None = None,
         federation_state: Path | None = None,
+        key_file: KeyFile | None = None,
     ) -> AgencyClient:
         """Connect to the agency's hub and fetch the directories.
 
@@ -269,6 +294,9 @@ class AgencyClient:
         ``federation_state``: the federation version accepted before
         (:mod:`agency_client.federation_state`); the configured file must be it
         or its signed successor. ``None``: the configured file is trusted as is.
+        ``key_file``: the opened key file ``identity`` is the current identity of;
+        its encryption key is then rotated on the profile's schedule and retired
+        keys destroyed after their grace (:meth:`maintain_keys`).
         """
         if identity.principal != profile.principal:
             raise LocalError(
@@ -295,8 +323,16 @@ class AgencyClient:
             raise IoError(f"cannot reach the hub's NATS at {profile.nats.url}: {exc}") from None
         handled = HandledMessages(handled_path)
         handled.prune(clock())
-        keys = TrustedDirectories(federation.trust)
-        client = cls(identity, nc, keys, clock, handled, previous=previous)
+        client = cls(
+            identity,
+            nc,
+            TrustedDirectories(federation.trust),
+            clock,
+            handled,
+            previous=previous,
+            key_file=key_file,
+            schedule=None if key_file is None else KeySchedule.of(profile),
+        )
         client.federation = federation
         client.federation_state = federation_state
         await client.refresh_directories()
@@ -422,6 +458,122 @@ class AgencyClient:
             else:
                 return bytes(reply.data)
 
+    # --- encryption keys over time (agency_client/enckeys.py) ---------------------
+
+    async def maintain_keys(self) -> None:
+        """Rotate the encryption key when due, list it at the hub, destroy retired keys.
+
+        Cheap when there is nothing to do (at most every :data:`KEY_CHECK_MS`);
+        :meth:`send` and :meth:`fetch` call it. A failure is logged and tried
+        again later: sending and receiving go on with the keys held.
+        """
+        if self.key_file is None:
+            return
+        now = self.clock()
+        if now < self._next_key_check:
+            return
+        self._next_key_check = now + self.key_check_ms
+        try:
+            await self._maintain_keys(self.key_file, now)
+        except (IxbError, nats.errors.Error, TimeoutError) as exc:
+            self._next_key_check = now + KEY_RETRY_MS
+            code = exc.code if isinstance(exc, IxbError) else "ixb.E_IO"
+            log.warning("key_maintenance_failed", agency=str(self.principal), code=code)
+
+    async def _maintain_keys(self, key_file: KeyFile, now: int) -> None:
+        try:
+            listed = self.keys.entry(self.principal)
+        except IxbError:
+            return  # no directory of ours yet
+        state = await asyncio.to_thread(key_file.reload)
+        if listed.signing_key != state.identity.signing.public:
+            return  # a signing-key rotation waits for the operator: not now
+        if listed.encryption_key == state.encryption.public and state.due(self.key_schedule, now):
+            state = await asyncio.to_thread(key_file.rotate, now)
+        self._install_keys(state)
+        if listed.encryption_key != state.encryption.public:
+            if not any(r.public().encryption == listed.encryption_key for r in self._retired):
+                # not ours, nor an operator's rotation in progress (signing keys agree):
+                # someone holding our signing key listed a key of theirs
+                log.error(
+                    "encryption_key_unknown",
+                    agency=str(self.principal),
+                    listed=key_id(KeyAlg.X25519, listed.encryption_key).hex(),
+                    detail="the hub lists an encryption key this key file never held",
+                )
+                return
+            if not await self._send_key_update(state, now):
+                return  # accepted, but our directory copy is behind: the next check
+            listed = self.keys.entry(self.principal)
+        doomed = state.destroyable(self.key_schedule, listed.encryption_key, now)
+        if doomed and await self._inbox_drained():
+            state = await asyncio.to_thread(key_file.destroy, {r.key.public for r in doomed}, now)
+            self._install_keys(state)
+
+    async def rotate_encryption_key(self) -> KeyState:
+        """A new encryption key now, whatever the schedule, listed by the hub on return.
+
+        ``ixb keys rotate --encryption-only``. A key made before and not yet
+        listed (the hub refused or was unreachable) is sent again, not replaced.
+        """
+        if self.key_file is None:
+            raise LocalError("this client was opened without its key file")
+        now = self.clock()
+        listed = self.keys.entry(self.principal)
+        state = await asyncio.to_thread(self.key_file.reload)
+        if listed.signing_key != state.identity.signing.public:
+            raise UsageError(
+                "a signing-key rotation waits for the hub's operator; rotate encryption after it"
+            )
+        if listed.encryption_key == state.encryption.public:
+            state = await asyncio.to_thread(self.key_file.rotate, now)
+        self._install_keys(state)
+        if not await self._send_key_update(state, now):
+            raise IoError("the hub accepted the key but does not list it yet; ask again later")
+        return state
+
+    def _install_keys(self, state: KeyState) -> None:
+        if state.identity.signing.public != self.identity.signing.public:
+            return
+        self.identity = self._newest = state.identity
+        self.held_keys = (state.identity, *self.held_keys[1:])
+        self._retired = state.decryption_identities()[1:]
+
+    async def _send_key_update(self, state: KeyState, now: int) -> bool:
+        """Ask our hub to list our current encryption key (SPEC §12.1); True once it does.
+
+        A refusal is raised as its typed error (SPEC §9 code)."""
+        update = KeyUpdate(
+            v=1, agency=str(self.principal), encryption_key=state.encryption.public, created=now
+        )
+        reply = await self.nc.request(
+            subjects.key_update(self.principal),
+            sign_update(update, state.identity),
+            timeout=KEY_REQUEST_S,
+        )
+        answer = decode_answer(bytes(reply.data))
+        if answer.code is not None:
+            log.warning(
+                "key_update_refused",
+                agency=str(self.principal),
+                code=answer.code,
+                detail=answer.detail,
+            )
+            raise error_for_code(answer.code, f"the hub refused our key update: {answer.detail}")
+        log.info(
+            "key_update_accepted",
+            agency=str(self.principal),
+            fingerprint=update.fingerprint,
+            version=answer.version,
+        )
+        await self.refresh_directories(timeout=KEY_REQUEST_S)
+        return self.keys.entry(self.principal).encryption_key == state.encryption.public
+
+    async def _inbox_drained(self) -> bool:
+        """Condition (b): nothing in our inbox waits to be read or acknowledged."""
+        info = await self.js.consumer_info(INBOX_STREAM, self.principal.name, timeout=KEY_REQUEST_S)
+        return (info.num_pending or 0) + (info.num_ack_pending or 0) == 0
+
     # --- sending --------------------------------------------------------------------
 
     async def send(
@@ -447,6 +599,7 @@ class AgencyClient:
         """
         recipients = [p if isinstance(p, Principal) else parse_agency(p) for p in to]
         await self._check_directories()
+        await self.maintain_keys()
         missing = [r for r in recipients if self.keys.version(r.country) is None]
         if missing:
             await self.refresh_directories()
@@ -583,6 +736,7 @@ class AgencyClient:
         if self._pending:
             out, self._pending = self._pending[:batch], self._pending[batch:]
             return out
+        await self.maintain_keys()
         psub = await self._bind()
         try:
             msgs = await fetch_ready(psub, batch, timeout)
@@ -667,9 +821,9 @@ class AgencyClient:
         return item
 
     def _open(self, env: VerifiedEnvelope) -> Opened:
-        """Decrypt with the held key it was sealed to (the newest, or the one before)."""
+        """Decrypt with the held key it was sealed to (the newest, one before, or retired)."""
         error: DecryptError | None = None
-        for held in self.held_keys:
+        for held in (*self.held_keys, *self._retired):
             try:
                 return open_envelope(env, held)
             except DecryptError as exc:

@@ -40,6 +40,7 @@ from broker.audit.log import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlPlane, Writes
+from broker.keyupdates import actor, claimed_agency, decide_key_update
 from broker.links import LinkState, gauges, link_keeper
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
@@ -62,7 +63,8 @@ from broker.trust import WitnessPins, anchors_in_force, held_federation, read_in
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
-from protocols.errors import IxbError, LocalError
+from protocols.enckey import MIN_INTERVAL_MS, KeyUpdateAnswer, LastUpdate, encode_answer
+from protocols.errors import IoError, IxbError, LocalError
 from protocols.federation import (
     FEDERATION_REQUEST,
     TrustAnchors,
@@ -70,7 +72,7 @@ from protocols.federation import (
     render_federation_file,
 )
 from protocols.identifiers import Principal, check_country, format_message_id
-from protocols.keys import Identity, PublicIdentity
+from protocols.keys import Identity, KeyAlg, PublicIdentity, fingerprint
 from protocols.trusted import TrustedDirectories
 from transport import streams
 from transport.clock import wall_ms
@@ -175,6 +177,9 @@ class Hub:
         self.nc: NatsClient | None = None
         self.js: JetStreamContext | None = None
         self._stopping = asyncio.Event()
+        self._registry_lock = asyncio.Lock()
+        """One registry application at a time (the watcher, an agency's key update)."""
+        self.key_update_interval_ms = MIN_INTERVAL_MS
 
     @property
     def _js(self) -> JetStreamContext:
@@ -233,6 +238,7 @@ class Hub:
                     )
                     tg.create_task(link_keeper(link, stop))
                 tg.create_task(self._directory_responder(stop))
+                tg.create_task(self._key_update_responder(stop))
                 tg.create_task(self._directory_refresher(stop))
                 tg.create_task(self._registry_watcher(stop))
                 tg.create_task(self._federation_watcher(stop))
@@ -427,6 +433,62 @@ class Hub:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
+    async def _key_update_responder(self, stop: asyncio.Event) -> None:
+        """Local agencies list their new encryption keys themselves (SPEC §12.1)."""
+
+        async def answer(msg: Msg) -> None:
+            name = msg.subject.rsplit(".", 1)[-1]
+            reply = await self.key_update(name, msg.data, stop)
+            with contextlib.suppress(nats.errors.Error):
+                await msg.respond(encode_answer(reply))
+
+        if self.nc is None:
+            raise LocalError("hub is not connected")
+        sub = await self.nc.subscribe(subjects.key_update_all(self.country), cb=answer)
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def key_update(self, name: str, data: bytes, stop: asyncio.Event) -> KeyUpdateAnswer:
+        """Decide one update; accepted: registry row, audit entry, next directory version."""
+        async with self._registry_lock:
+            now = self.clock()
+            try:
+                agency = claimed_agency(self.country, name, data)
+                last = await asyncio.to_thread(self.registry.last_key_update, agency)
+                update, record = decide_key_update(
+                    agency,
+                    data,
+                    self.agencies,
+                    last,
+                    now,
+                    min_interval_ms=self.key_update_interval_ms,
+                )
+            except IxbError as exc:
+                self.metrics.inc("ixb_key_updates_total", result=exc.code)
+                log.warning("key_update_refused", agency=name, code=exc.code, detail=exc.detail)
+                return KeyUpdateAnswer(code=exc.code, detail=exc.detail[:200])
+            fpr = fingerprint(KeyAlg.X25519, update.encryption_key)
+            what = f"agency {agency} encryption key rotated by the agency: {fpr}"
+
+            def write() -> None:
+                with self.registry.change(actor(agency), now, what) as db:
+                    Registry.put_agency(db, record, now)
+                    Registry.put_key_update(db, agency, LastUpdate(update.created, now))
+
+            try:
+                await asyncio.to_thread(write)
+            except sqlite3.Error as exc:
+                log.warning("key_update_write_failed", agency=str(agency), error=str(exc))
+                return KeyUpdateAnswer(code=IoError.code, detail="the hub could not record it")
+            self.metrics.inc("ixb_key_updates_total", result="accepted")
+            log.info("key_update_accepted", agency=str(agency), encryption_key=fpr)
+            if not await self._apply_registry(stop):
+                return KeyUpdateAnswer(code=IoError.code, detail="the hub is stopping")
+        return KeyUpdateAnswer(version=self.keys.version(self.country))
+
     # --- the operator's live changes (broker/registry.py) ------------------------------
 
     def _read_registry(self) -> tuple[dict[Principal, AgencyRecord], dict[str, UserRow]]:
@@ -457,6 +519,10 @@ class Hub:
         the new state in memory, and (``publish``) our directory's next
         version to every peer. False if told to stop while the disk refused.
         """
+        async with self._registry_lock:
+            return await self._apply_registry(stop, publish=publish)
+
+    async def _apply_registry(self, stop: asyncio.Event, *, publish: bool = True) -> bool:
         try:
             changes = await asyncio.to_thread(self.registry.changes_since, self.registry_seq)
             rows = await asyncio.to_thread(self._read_registry)

@@ -103,6 +103,9 @@ METRICS: Final[Mapping[str, Spec]] = {
         ("code",),
     ),
     "ixb_directory_rejected_total": Spec("counter", "Peer directories refused.", ("code", "peer")),
+    "ixb_key_updates_total": Spec(
+        "counter", "Agencies' encryption-key updates, by result or refusal code.", ("result",)
+    ),
     "ixb_in_flight": Spec("gauge", "Messages being settled now.", mode="livesum"),
     "ixb_backlog": Spec("gauge", "Messages waiting in a peer's inbound stream.", ("source",)),
     "ixb_backlog_out": Spec(

@@ -7,7 +7,8 @@ the config templates of ``deploy/nats/``. Per user of country ``CC``'s server:
   no restriction inside their account; the hub is the only bridge between
   the two, and an account sees nothing of another;
 - ``agency-<NAME>`` (``IXB``): publishes only its own ingress and the
-  directory request, pulls and acks only its own inbox consumer, and
+  directory request and its own encryption-key update, pulls and acks only its
+  own inbox consumer, and
   receives only on its own reply prefix (:func:`agency_publish_allow`,
   :func:`agency_subscribe_allow`);
 - ``leaf-<PEER>`` (``<PEER>_LINK``, leaf connections only): what the peer
@@ -50,11 +51,13 @@ def link_account(peer: str) -> str:
 
 
 def agency_publish_allow(agency: Principal) -> list[str]:
-    """Its own ingress, the directory request, and the pull API of its own inbox consumer."""
+    """Its own ingress, the directory request, its own encryption-key update (SPEC §12.1),
+    and the pull API of its own inbox consumer."""
     consumer = f"{INBOX_STREAM}.{agency.name}"
     return [
         subjects.ingress(agency),
         subjects.directory_request(agency.country),
+        subjects.key_update(agency),
         f"$JS.API.CONSUMER.MSG.NEXT.{consumer}",
         f"$JS.API.CONSUMER.INFO.{consumer}",
         f"$JS.ACK.{consumer}.>",

@@ -26,6 +26,7 @@ from typing import Literal
 
 from broker.config import HubConfig
 from protocols.directory import PreviousKey, RevocationInfo
+from protocols.enckey import LastUpdate
 from protocols.errors import ConfigError, IoError, IxbError
 from protocols.identifiers import Principal, parse_agency
 from protocols.keys import PublicIdentity, read_public
@@ -57,6 +58,11 @@ CREATE TABLE IF NOT EXISTS users (
     role          TEXT NOT NULL,
     password_hash TEXT NOT NULL,
     removed       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS key_updates (
+    id          TEXT PRIMARY KEY,
+    created     INTEGER NOT NULL,
+    accepted_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS changes (
     seq   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -175,6 +181,13 @@ class Registry:
             )
         return out
 
+    def last_key_update(self, agency: Principal) -> LastUpdate | None:
+        """The agency's last self-service encryption-key update this hub accepted (SPEC §12.1)."""
+        row = self._db.execute(
+            "SELECT created, accepted_at FROM key_updates WHERE id = ?", (str(agency),)
+        ).fetchone()
+        return None if row is None else LastUpdate(created=row[0], accepted_at=row[1])
+
     def users(self) -> dict[str, UserRow]:
         rows = self._db.execute("SELECT name, role, password_hash, removed FROM users").fetchall()
         out: dict[str, UserRow] = {}
@@ -205,6 +218,13 @@ class Registry:
                 record.nats_user,
                 now,
             ),
+        )
+
+    @staticmethod
+    def put_key_update(db: sqlite3.Connection, agency: Principal, last: LastUpdate) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO key_updates (id, created, accepted_at) VALUES (?, ?, ?)",
+            (str(agency), last.created, last.accepted_at),
         )
 
     @staticmethod

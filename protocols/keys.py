@@ -293,7 +293,7 @@ class KdfProfile(enum.StrEnum):
         }[self]
 
 
-_B64 = Annotated[str, msgspec.Meta(max_length=512)]
+_B64 = Annotated[str, msgspec.Meta(max_length=4096)]
 
 
 class _Kdf(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -325,10 +325,42 @@ class _KeyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     box: _Box
 
 
-class _Secrets(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True):
+class _Secrets(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True, omit_defaults=True
+):
+    """``encryption_since`` and ``retired`` (SPEC §3.1) are omitted while unused, so a
+    file without them has the three-element array it always had."""
+
     principal: str
     signing_seed: bytes
     encryption_secret: bytes | None
+    encryption_since: int | None = None
+    retired: tuple[tuple[bytes, int], ...] = ()
+
+
+MAX_RETIRED_KEYS: Final = 8
+"""Retired encryption keys a key file keeps at most: the oldest is destroyed first."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredKey:
+    """An encryption key replaced by a newer one, kept to open what was sealed to it."""
+
+    key: EncryptionKeyPair
+    retired_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHistory:
+    """What a key file keeps beside the current keys: since when the encryption key is
+    current (None: not recorded, as in files written before), and the retired ones."""
+
+    encryption_since: int | None = None
+    retired: tuple[RetiredKey, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.retired) > MAX_RETIRED_KEYS:
+            raise KeyFileError(f"a key file keeps at most {MAX_RETIRED_KEYS} retired keys")
 
 
 def _b64d(text: str, what: str) -> bytes:
@@ -353,14 +385,67 @@ def _derive(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes
 
 
 def seal_keyfile(
-    identity: Identity, passphrase: str, profile: KdfProfile = KdfProfile.MODERATE
+    identity: Identity,
+    passphrase: str,
+    profile: KdfProfile = KdfProfile.MODERATE,
+    history: KeyHistory | None = None,
 ) -> bytes:
     """Encrypt an identity under a passphrase; returns the key file's bytes (JSON)."""
     if len(passphrase) < MIN_PASSPHRASE_CHARS:
         raise PassphraseError(f"passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
     opslimit, memlimit = profile.params
     salt = nacl.utils.random(argon2id.SALTBYTES)
-    box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
+    sealer = KeyFileSealer(_derive(passphrase, salt, opslimit, memlimit), salt, opslimit, memlimit)
+    return sealer.seal(identity, history or KeyHistory())
+
+
+class KeyFileSealer:
+    """Re-seals a key file under the passphrase it was opened with, without keeping the
+    passphrase nor deriving again: the derived box key, the salt and the KDF cost stay,
+    every seal takes a fresh random nonce. No repr of the key."""
+
+    __slots__ = ("_key", "_memlimit", "_opslimit", "_salt")
+
+    def __init__(self, key: bytes, salt: bytes, opslimit: int, memlimit: int) -> None:
+        self._key, self._salt, self._opslimit, self._memlimit = key, salt, opslimit, memlimit
+
+    def __repr__(self) -> str:
+        return "KeyFileSealer()"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a sealer holds a key; it is not picklable")
+
+    def seal(self, identity: Identity, history: KeyHistory) -> bytes:
+        """The key file's bytes (JSON) for ``identity`` and ``history``."""
+        return _seal_with(identity, history, self._key, self._salt, self._opslimit, self._memlimit)
+
+    def open(self, data: bytes) -> tuple[Identity, KeyHistory]:
+        """Read the key file again (another process may have rotated it), with the key held.
+
+        A file sealed since under another salt or passphrase is :class:`KeyFileError`.
+        """
+        doc = _parse_keyfile(data)
+        same = hmac.compare_digest(_b64d(doc.kdf.salt, "salt"), self._salt) and (
+            doc.kdf.opslimit,
+            doc.kdf.memlimit,
+        ) == (self._opslimit, self._memlimit)
+        if not same:
+            raise KeyFileError("key file was sealed again under another passphrase; reopen it")
+        identity, history, _ = _unseal(data, doc, self._key)
+        return identity, history
+
+
+def _seal_with(  # noqa: PLR0917
+    identity: Identity,
+    history: KeyHistory,
+    key: bytes,
+    salt: bytes,
+    opslimit: int,
+    memlimit: int,
+) -> bytes:
+    box = nacl.secret.SecretBox(key)
     secrets = msgspec.msgpack.encode(
         _Secrets(
             principal=str(identity.principal),
@@ -368,6 +453,8 @@ def seal_keyfile(
             encryption_secret=None
             if identity.encryption is None
             else bytes(identity.encryption.private_key),
+            encryption_since=history.encryption_since,
+            retired=tuple((bytes(r.key.private_key), r.retired_at) for r in history.retired),
         )
     )
     nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
@@ -408,8 +495,15 @@ def read_public(data: bytes) -> PublicIdentity:
 
 def open_keyfile(data: bytes, passphrase: str) -> Identity:
     """Decrypt a key file; checks that the secrets match the public part."""
+    return open_keyfile_history(data, passphrase)[0]
+
+
+def open_keyfile_history(
+    data: bytes, passphrase: str
+) -> tuple[Identity, KeyHistory, KeyFileSealer]:
+    """Decrypt a key file: its identity, its retired encryption keys, and a sealer that
+    writes it again under the same passphrase (key rotation, key destruction)."""
     doc = _parse_keyfile(data)
-    public = read_public(data)
     min_ops, min_mem = KdfProfile.INTERACTIVE.params
     max_ops, max_mem = KdfProfile.SENSITIVE.params
     if not (min_ops <= doc.kdf.opslimit <= max_ops and min_mem <= doc.kdf.memlimit <= max_mem):
@@ -418,7 +512,16 @@ def open_keyfile(data: bytes, passphrase: str) -> Identity:
     nonce = _b64d(doc.box.nonce, "nonce")
     if len(salt) != argon2id.SALTBYTES or len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
         raise KeyFileError("key file: salt or nonce has the wrong length")
-    box = nacl.secret.SecretBox(_derive(passphrase, salt, doc.kdf.opslimit, doc.kdf.memlimit))
+    return _unseal(data, doc, _derive(passphrase, salt, doc.kdf.opslimit, doc.kdf.memlimit))
+
+
+def _unseal(data: bytes, doc: _KeyFile, key: bytes) -> tuple[Identity, KeyHistory, KeyFileSealer]:
+    public = read_public(data)
+    salt = _b64d(doc.kdf.salt, "salt")
+    nonce = _b64d(doc.box.nonce, "nonce")
+    if len(salt) != argon2id.SALTBYTES or len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
+        raise KeyFileError("key file: salt or nonce has the wrong length")
+    box = nacl.secret.SecretBox(key)
     try:
         plain = box.decrypt(_b64d(doc.box.ct, "ciphertext"), nonce)
     except nacl.exceptions.CryptoError:
@@ -431,9 +534,11 @@ def open_keyfile(data: bytes, passphrase: str) -> Identity:
             if secrets.encryption_secret is None
             else EncryptionKeyPair(secrets.encryption_secret)
         )
+        retired = tuple(RetiredKey(EncryptionKeyPair(k), at) for k, at in secrets.retired)
+        history = KeyHistory(secrets.encryption_since, retired)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         raise KeyFileError("key file: sealed secrets are malformed") from None
     identity = Identity(public.principal, signing, enc)
     if secrets.principal != str(public.principal) or identity.public() != public:
         raise KeyFileError("key file: public part does not match the sealed secrets")
-    return identity
+    return identity, history, KeyFileSealer(key, salt, doc.kdf.opslimit, doc.kdf.memlimit)

@@ -57,6 +57,15 @@ def directory_request(country: str) -> str:
     return f"{PREFIX}.{check_country(country)}.directory.get"
 
 
+def key_update(agency: Principal) -> str:
+    """Where an agency asks its hub to list its new encryption key (request/reply, §12.1)."""
+    return f"{PREFIX}.{agency.country}.keys.update.{agency.name}"
+
+
+def key_update_all(country: str) -> str:
+    return f"{PREFIX}.{check_country(country)}.keys.update.*"
+
+
 def js_api(domain: str) -> str:
     """The JetStream API prefix of a country's domain, as peers address it over a leaf."""
     return f"$JS.{check_country(domain)}.API"
