@@ -13,6 +13,7 @@ from protocols.keys import (
     KdfProfile,
     PublicIdentity,
     open_keyfile,
+    read_nats_public,
     read_public,
     seal_keyfile,
 )
@@ -70,3 +71,8 @@ def load_identity(path: Path, secret: str) -> Identity:
 
 def load_public(path: Path) -> PublicIdentity:
     return read_public(read_bytes(path, MAX_KEYFILE_BYTES))
+
+
+def load_nats_public(path: Path) -> dict[str, str]:
+    """The public NATS nkeys a key file seals, by label (no passphrase needed)."""
+    return read_nats_public(read_bytes(path, MAX_KEYFILE_BYTES))
