@@ -32,12 +32,11 @@ async def test_connect_names_the_connection_and_logs_errors_in_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     plan = tls_plan(["THA"], {"THA": [AGENCY.name]}, tmp_path)
-    user, password = plan.agency_credentials("THA", AGENCY.name)
+    auth = plan.agency_credentials("THA", AGENCY.name)
     async with NatsServer(plan, "THA"):
         nc = await connect(
             plan.client_url("THA"),
-            user=user,
-            password=password,
+            auth=auth,
             ca_file=plan.client_ca_file("THA"),
             name="ixb-test-agency",
             inbox_prefix=subjects.reply_prefix(AGENCY.name),
@@ -72,11 +71,11 @@ async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
     plan = FederationPlan.create(
         ["THA"], {}, tmp_path, ports=free_ports()
     )  # planned, never started
-    user, password = plan.hub_credentials("THA")
+    auth = plan.hub_credentials("THA")
     start = time.monotonic()
     with structlog.testing.capture_logs() as logs, pytest.raises(TimeoutError) as info:
         await connect(
-            plan.client_url("THA"), user=user, password=password, name="nobody", give_up_after=1
+            plan.client_url("THA"), auth=auth, name="nobody", give_up_after=1
         )
     assert 1 <= time.monotonic() - start < 5
     assert plan.client_url("THA") in str(info.value)
@@ -86,9 +85,9 @@ async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
 
 async def test_unbounded_first_connect_keeps_trying_until_cancelled(tmp_path: Path) -> None:
     plan = FederationPlan.create(["THA"], {}, tmp_path, ports=free_ports())
-    user, password = plan.hub_credentials("THA")
+    auth = plan.hub_credentials("THA")
     task = asyncio.create_task(
-        connect(plan.client_url("THA"), user=user, password=password, name="patient")
+        connect(plan.client_url("THA"), auth=auth, name="patient")
     )
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(asyncio.shield(task), timeout=1.5)
