@@ -107,7 +107,10 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     )
     if new_file.exists():
         raise UsageError(f"{new_file} exists: a rotation is already pending")
-    new = Identity.generate(old.principal)
+    fresh = Identity.generate(old.principal)
+    # the NATS nkey stays: the server knows it (a key file without one keeps using its
+    # profile's password, so it gets none here either)
+    new = Identity(old.principal, fresh.signing, fresh.encryption, old.nats)
     save_identity(new_file, new, secret, KdfProfile(args.kdf))
     request = Request(
         v=1,

@@ -74,9 +74,7 @@ async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
     auth = plan.hub_credentials("THA")
     start = time.monotonic()
     with structlog.testing.capture_logs() as logs, pytest.raises(TimeoutError) as info:
-        await connect(
-            plan.client_url("THA"), auth=auth, name="nobody", give_up_after=1
-        )
+        await connect(plan.client_url("THA"), auth=auth, name="nobody", give_up_after=1)
     assert 1 <= time.monotonic() - start < 5
     assert plan.client_url("THA") in str(info.value)
     assert "ConnectionRefusedError" in str(info.value)  # the last attempt's error
@@ -86,9 +84,7 @@ async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
 async def test_unbounded_first_connect_keeps_trying_until_cancelled(tmp_path: Path) -> None:
     plan = FederationPlan.create(["THA"], {}, tmp_path, ports=free_ports())
     auth = plan.hub_credentials("THA")
-    task = asyncio.create_task(
-        connect(plan.client_url("THA"), auth=auth, name="patient")
-    )
+    task = asyncio.create_task(connect(plan.client_url("THA"), auth=auth, name="patient"))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(asyncio.shield(task), timeout=1.5)
     assert not task.done()  # the hub waits for its server

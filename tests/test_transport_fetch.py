@@ -70,9 +70,7 @@ async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
     ca_file = plan.client_ca_file("THA")
     async with NatsServer(plan, "THA"):
         auth = plan.hub_credentials("THA")
-        hub = await connect(
-            plan.client_url("THA"), auth=auth, name="test-hub", ca_file=ca_file
-        )
+        hub = await connect(plan.client_url("THA"), auth=auth, name="test-hub", ca_file=ca_file)
         auth = plan.agency_credentials("THA", AGENCY.name)
         agency = await connect(
             plan.client_url("THA"),

@@ -75,9 +75,7 @@ async def _nothing_for_dsi(b: Bench) -> None:
 async def test_agency_cannot_publish_or_read_on_another_agencys_subjects(b: Bench) -> None:
     auth = b.fed.deployment.plan.agency_credentials("THA", "DSI-ATHD")
     ingress = await _last_seq(b, "THA", INGRESS_STREAM)
-    conn = await nats_conn(
-        b.fed, "THA", auth, inbox_prefix=subjects.reply_prefix("DSI-ATHD")
-    )
+    conn = await nats_conn(b.fed, "THA", auth, inbox_prefix=subjects.reply_prefix("DSI-ATHD"))
     try:
         imm = parse_agency(IMM)
         await _refused_publishes(
