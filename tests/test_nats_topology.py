@@ -34,7 +34,7 @@ from broker.natsd import (
     wait_links_up,
     write_config,
 )
-from broker.natsplan import MAX_SUBSCRIPTIONS, FederationPlan
+from broker.natsplan import MAX_SUBSCRIPTIONS, FederationPlan, bcrypt_hash
 from protocols import subjects
 from protocols.errors import ConfigError
 from protocols.identifiers import Principal
@@ -49,7 +49,7 @@ from tests.nats_fixtures import (
     stream_info,
     tls_plan,
 )
-from transport.connect import tls_context
+from transport.connect import NatsAuth, connect, tls_context
 from transport.streams import (
     HUB_CONSUMER,
     INBOX_STREAM,
@@ -580,3 +580,34 @@ async def test_a_subscription_flood_is_refused_by_the_server(federation: Federat
     # a well-behaved agency on the same server is unaffected
     imm = await federation.agency("THA", IMM.name)
     await imm.nc.flush(timeout=2)
+
+
+async def test_a_version_1_plan_still_serves_its_password_users(tmp_path: Path) -> None:
+    """Deployments made before nkeys: plan.json v1 (passwords, an enrolled agency's bcrypt
+    hash) renders as it did, and the hub and agency log in with their passwords."""
+    data = tls_plan(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path).to_json()
+    data["version"] = 1
+    del data["nkeys"]
+    data["passwords"] = {
+        "THA/sys": "sys-password",
+        "THA/hub": "hub-password",
+        "THA/agency/DSI-ATHD": bcrypt_hash("agency-password"),
+    }
+    old = FederationPlan.from_json(data)
+    rendered = render_config(old, "THA")
+    assert 'user: "hub", password: "hub-password"' in rendered and "nkey:" not in rendered
+    hub = NatsAuth(user="hub", password="hub-password")
+    assert old.hub_credentials("THA") == hub
+    async with NatsServer(old, "THA"):
+        agency = NatsAuth(user="agency-DSI-ATHD", password="agency-password")
+        for auth, prefix in ((hub, "_INBOX"), (agency, subjects.reply_prefix("DSI-ATHD"))):
+            nc = await connect(
+                old.client_url("THA"),
+                auth=auth,
+                name="old",
+                ca_file=old.client_ca_file("THA"),
+                inbox_prefix=prefix,
+                max_reconnect_attempts=0,
+            )
+            assert nc.is_connected
+            await nc.close()

@@ -20,10 +20,10 @@ from protocols import subjects
 from protocols.directory import Role
 from protocols.errors import IoError
 from protocols.identifiers import Principal
-from protocols.keys import KdfProfile
+from protocols.keys import KdfProfile, NkeySeed
 from tests.federation import PASSPHRASE
 from tests.nats_fixtures import eventually, tls_plan
-from transport.connect import CONNECT_TIMEOUT_S, RECONNECT_WAIT_S, UNBOUNDED, connect
+from transport.connect import CONNECT_TIMEOUT_S, RECONNECT_WAIT_S, UNBOUNDED, NatsAuth, connect
 
 AGENCY = Principal("THA", "DSI-ATHD")
 
@@ -111,3 +111,34 @@ async def test_the_sdk_reports_an_unreachable_server(
         async with asyncio.timeout(10):  # a TimeoutError here: it kept retrying
             await sdk.AgencyClient.connect(profile, identity)
     assert time.monotonic() - start < 5
+
+
+async def test_a_wrong_nkey_is_refused_at_once_even_with_unbounded_reconnects(
+    tmp_path: Path,
+) -> None:
+    """Another seed than the one whose public key the config holds: one IoError, no retry
+    loop (the hub's setting retries a refused first connect for ever otherwise)."""
+    plan = tls_plan(["THA"], {"THA": [AGENCY.name]}, tmp_path)
+    async with NatsServer(plan, "THA"):
+        right = await connect(
+            plan.client_url("THA"),
+            auth=plan.hub_credentials("THA"),
+            name="right",
+            ca_file=plan.client_ca_file("THA"),
+        )
+        await right.close()
+        start = time.monotonic()
+        impostor = NatsAuth(seed=NkeySeed.generate())
+        with pytest.raises(IoError) as info:
+            await connect(
+                plan.client_url("THA"),
+                auth=impostor,
+                name="impostor",
+                ca_file=plan.client_ca_file("THA"),
+                max_reconnect_attempts=UNBOUNDED,
+            )
+        assert time.monotonic() - start < CONNECT_TIMEOUT_S
+        detail = info.value.detail
+        assert detail.endswith("authorization violation") and "\n" not in detail
+        assert impostor.nkey is not None and impostor.nkey in detail
+        assert impostor.seed is not None and impostor.seed.seed_str() not in detail
