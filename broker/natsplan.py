@@ -537,7 +537,10 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
                 userinfo = ""
                 leaf_auth = f'include "{SEEDS_DIR}/{leaf_seed_file(peer)}"  # seed: "SU..." (0600)'
             else:  # a version-1 plan: the password in the URL
-                userinfo = f"{perms.leaf_user(country)}:{plan.passwords[key]}@"
+                password = plan.passwords.get(key)
+                if password is None:
+                    raise ConfigError(f"the federation plan has no credentials for {key}")
+                userinfo = f"{perms.leaf_user(country)}:{password}@"
                 leaf_auth = "# (a version-1 plan: the password is in the URL)"
             remotes.append(
                 Template(templates.leaf_remote)
