@@ -16,7 +16,6 @@ import re
 import sqlite3
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from broker import nats_permissions as perms
@@ -37,6 +36,7 @@ from broker.web.auth import hash_password
 from protocols.directory import MAX_PREVIOUS_KEYS, PreviousKey, RevocationInfo
 from protocols.enrolment import MAX_REQUEST_BYTES, Request, RequestKind, verify_request
 from protocols.errors import ConfigError, IoError, IxbError, UsageError
+from protocols.fields import utc_text
 from protocols.identifiers import Principal, parse_agency
 from protocols.keys import KeyAlg, PublicIdentity, fingerprint
 from protocols.limits import MS_PER_HOUR
@@ -137,8 +137,7 @@ def new_password() -> str:
     return secret
 
 
-def when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+when = utc_text
 
 
 def parse_roles(names: list[str]) -> tuple[Role, ...]:

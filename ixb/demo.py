@@ -19,17 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from agency_client.docregistry import DocumentRecord, DocumentRegistry
-from agency_client.profile import load_profile
-from agency_client.sdk import AgencyClient, Incoming, load_identity_for
+from agency_client.sdk import Incoming
 from broker.natsd import start_federation
+from ixb.demo_lifecycle import lifecycle
+from ixb.demo_script import Script, body_as, expect_rejection, since_ms
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
-from protocols.errors import IxbError
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
 from protocols.messages import (
@@ -43,7 +41,6 @@ from protocols.messages import (
     MlaStatus,
     MlaStatusCode,
     PersonResult,
-    Receipt,
     ReceiptStatus,
 )
 from protocols.mrz import build_td3
@@ -119,74 +116,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
-@dataclass
-class Script:
-    deployment: Deployment
-    clients: dict[str, AgencyClient] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    steps: int = 0
-    alert_id: bytes = b""
-    t0: float = field(default_factory=time.perf_counter)
-
-    def say(self, text: str) -> None:
-        elapsed = time.perf_counter() - self.t0
-        sys.stdout.write(f"{elapsed:7.2f} s  {text}\n")
-        sys.stdout.flush()
-
-    def check(self, ok: bool, what: str) -> None:
-        self.steps += 1
-        if not ok:
-            self.failures.append(what)
-            self.say(f"UNEXPECTED: {what}")
-
-    async def client(self, agency: str) -> AgencyClient:
-        if agency not in self.clients:
-            profile = load_profile(self.deployment.profile(agency))
-            identity = load_identity_for(profile, PASSPHRASE)
-            self.clients[agency] = await AgencyClient.connect(profile, identity)
-        return self.clients[agency]
-
-    async def next_message(self, agency: str, type_name: str, timeout: float = 15.0) -> Incoming:
-        client = await self.client(agency)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for item in await client.fetch(timeout=0.5):
-                if isinstance(item, Incoming):
-                    await item.ack()
-                    if item.header.type == type_name:
-                        return item
-        raise TimeoutError(f"{agency} received no {type_name} within {timeout:g} s")
-
-    async def receipt(self, agency: str, msg_id: bytes, status: ReceiptStatus) -> Receipt | None:
-        client = await self.client(agency)
-        try:
-            return (await client.wait_receipt(msg_id, status, timeout=15)).receipt
-        except IxbError:
-            return None
-
-    async def send(
-        self, sender: str, body: Body, to: list[str], **kw: object
-    ) -> tuple[bytes, float]:
-        client = await self.client(sender)
-        start = time.perf_counter()
-        msg_id = await client.send(body, to, **kw)  # type: ignore[arg-type]
-        return msg_id, start
-
-
-T = TypeVar("T")
-
-
-def _body(item: Incoming, cls: type[T]) -> T:
-    """The body as the expected type, or a clear failure naming what came instead."""
-    if not isinstance(item.body, cls):
-        raise TypeError(f"expected {cls.__name__}, got {item.header.type}")
-    return item.body
-
-
-def _ms(start: float) -> str:
-    return f"{(time.perf_counter() - start) * 1000:.0f} ms"
-
-
 async def run_script(s: Script) -> None:
     ex = example_bodies(wall_ms())
     # every officer's client connects first, so latencies below are the exchange's own
@@ -200,6 +129,7 @@ async def run_script(s: Script) -> None:
     await followup(s, ex, result)
     await mla(s, ex)
     await refusals(s, ex)
+    await lifecycle(s)
 
 
 async def alert(s: Script, ex: dict[str, Body]) -> None:
@@ -215,7 +145,9 @@ async def alert(s: Script, ex: dict[str, Body]) -> None:
     for agency in ("MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU"):
         got = await s.next_message(agency, "alert")
         via = " → ".join(str(h) for h in got.hubs)
-        s.say(f"       delivered to {agency} after {_ms(start)} via {via}; verified, decrypted")
+        s.say(
+            f"       delivered to {agency} after {since_ms(start)} via {via}; verified, decrypted"
+        )
         s.check(got.body == ex["alert"] and got.header.id == s.alert_id, f"alert to {agency}")
         await (await s.client(agency)).send_read_receipt(got)
     for status in (
@@ -244,8 +176,10 @@ async def document_checks(s: Script) -> None:
             timeout=15,
             priority=Priority.URGENT,
         )
-        reply = _body(answer, DocVerifyResponse)
-        s.say(f"       answer: {reply.status.value} ({reply.answered_by.value}) in {_ms(start)}")
+        reply = body_as(answer, DocVerifyResponse)
+        s.say(
+            f"       answer: {reply.status.value} ({reply.answered_by.value}) in {since_ms(start)}"
+        )
         s.check(reply.status is expected, f"doc check {label}")
 
 
@@ -257,10 +191,10 @@ async def person_query(s: Script, ex: dict[str, Body]) -> Incoming:
     query = await s.next_message("MMR/MOHA-ATTU", "person.query")
     await (await s.client("MMR/MOHA-ATTU")).reply(query, ex["person.result"])
     result = await s.next_message("THA/DSI-ATHD", "person.result")
-    hit = _body(result, PersonResult)
+    hit = body_as(result, PersonResult)
     s.say(
         f"       result: {'HIT' if hit.hit else 'no hit'}, reference {hit.reference}"
-        f" after {_ms(start)}"
+        f" after {since_ms(start)}"
     )
     s.check(hit.hit and result.header.in_reply_to == query_id, "person.result")
     return result
@@ -278,7 +212,7 @@ async def followup(s: Script, ex: dict[str, Body], result: Incoming) -> None:
     request = await s.next_message("MMR/MOHA-ATTU", "followup.request")
     mmr = await s.client("MMR/MOHA-ATTU")
     await mmr.reply(request, ex["followup.decision"], handling=HandlingCode.H1)
-    decision = _body(await s.next_message("THA/DSI-ATHD", "followup.decision"), FollowupDecision)
+    decision = body_as(await s.next_message("THA/DSI-ATHD", "followup.decision"), FollowupDecision)
     s.say(f"       decision: {decision.decision.value} by {decision.decided_by} [H1]")
     s.check(
         decision.decision in (Decision.APPROVED, Decision.PARTIALLY_APPROVED), "followup.decision"
@@ -300,7 +234,7 @@ async def mla(s: Script, ex: dict[str, Body]) -> None:
     for code in (MlaStatusCode.RECEIVED, MlaStatusCode.ACKNOWLEDGED, MlaStatusCode.IN_EXECUTION):
         await agc.reply(request, MlaStatus(status=code, previous=previous))
         update = await s.next_message("THA/OAG", "mla.status")
-        status = _body(update, MlaStatus)
+        status = body_as(update, MlaStatus)
         s.say(f"       status: {status.status.value}")
         s.check(
             status.status is code and update.header.in_reply_to == mla_id,
@@ -315,24 +249,14 @@ async def refusals(s: Script, ex: dict[str, Body]) -> None:
     bad = await mys.send(
         ex["alert"], ["MYS/IMMIGRATION"], handling=HandlingCode.H2, forward_of=s.alert_id
     )
-    await _expect_rejection(
+    await expect_rejection(
         s, "MYS/RMP-ATIPSOM", bad, "ixb.E_HANDLING", "H2 alert forwarded to MYS/IMMIGRATION"
     )
     officer = await s.client("THA/IMMIGRATION")
     bad = await officer.send(ex["person.query"], ["MMR/MOHA-ATTU"])
-    await _expect_rejection(
+    await expect_rejection(
         s, "THA/IMMIGRATION", bad, "ixb.E_UNAUTHORISED", "person query from an immigration desk"
     )
-
-
-async def _expect_rejection(s: Script, agency: str, msg_id: bytes, code: str, what: str) -> None:
-    receipt = await s.receipt(agency, msg_id, ReceiptStatus.REJECTED)
-    got = receipt.code if receipt is not None else "no receipt"
-    s.say(
-        f"       {what}: {got} ({receipt.detail if receipt else ''}) by "
-        f"{receipt.by if receipt else '-'}"
-    )
-    s.check(got == code, f"{what}: expected {code}, got {got}")
 
 
 async def demo(base: Path, once: bool) -> int:

@@ -13,6 +13,7 @@ at once for the demo and the integration tests::
       keys/THA-HUB.key        hub key files, agency key files (passphrase-encrypted; they
                               seal the NATS nkeys too)
       hubs/THA.toml           one hub config per country
+      hubs/agency-keys/       the agencies' key files as their hubs received them (public half read)
       agencies/THA-DSI-ATHD.toml   one profile per agency
 
 By default every process runs on this machine's 127.0.0.1 with free ports; a
@@ -101,6 +102,10 @@ class Deployment:
     def key_file(self, principal: Principal) -> Path:
         return self.base / "keys" / f"{principal.country}-{principal.name}.key"
 
+    def hub_agency_key(self, principal: Principal) -> Path:
+        """The agency's key file as its hub received it (``[[agency]] key``)."""
+        return self.base / "hubs" / "agency-keys" / f"{principal.country}-{principal.name}.key"
+
     def env(self) -> dict[str, str]:
         """Environment for hub and agency processes (passphrase of the demo's key files)."""
         return {**os.environ, "IXB_PASSPHRASE": self.passphrase}
@@ -185,7 +190,11 @@ def create_deployment(
     for principal in parsed:
         seed = plan.seeds[f"{principal.country}/agency/{principal.name}"]
         ident = Identity.generate(principal).with_nats({NATS_AGENCY: seed})
-        _write_private(deployment.key_file(principal), seal_keyfile(ident, passphrase, kdf))
+        sealed = seal_keyfile(ident, passphrase, kdf)
+        _write_private(deployment.key_file(principal), sealed)
+        # the hub's own copy, as the agency handed it over: the hub reads only its public
+        # half, and a rotation at the agency (`ixb keys rotate`) must not change it
+        _write_private(deployment.hub_agency_key(principal), sealed)
     federation = render_federation("ixb-demo", {c: i.signing.public for c, i in hub_ids.items()})
     _write_private(base / "federation.toml", federation)
 
@@ -232,7 +241,7 @@ def create_deployment(
                 "[[agency]]",
                 f"id = {_toml_str(str(principal))}",
                 f"roles = {json.dumps([r.value for r in roles])}",
-                f"key = {_toml_str(seen(deployment.key_file(principal)))}",
+                f"key = {_toml_str(seen(deployment.hub_agency_key(principal)))}",
                 *_rate_lines(roles),
                 "",
             ]

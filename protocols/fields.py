@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Final, TypeAlias
 
 import msgspec
@@ -44,6 +44,13 @@ ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SHORT_TEXT)
 LongText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
 """Narrative text: may contain LF and TAB, no other control characters."""
 TimeMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS)]
+
+
+def utc_text(ms: int) -> str:
+    """A wire time (ms since the epoch) as people read it: ``2026-11-30 01:52:12.023Z``."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
 DateStr = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", max_length=10)]
 """A calendar date ``YYYY-MM-DD`` (checked to exist)."""
 CountryStr = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", max_length=3)]

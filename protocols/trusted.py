@@ -40,6 +40,7 @@ from protocols.errors import (
     UnknownSenderError,
 )
 from protocols.federation import TrustAnchors
+from protocols.fields import utc_text
 from protocols.identifiers import Principal, check_country
 from protocols.keys import KeyAlg, PublicIdentity, key_id
 from protocols.roles import HUB_MAY_SEND, Role, check_may_send
@@ -200,7 +201,7 @@ class TrustedDirectories:
         # Rule 2.4: not revoked by then (revocation covers every key, current and previous).
         if entry.revoked is not None and entry.revoked.at <= now_ms:
             raise RevokedError(
-                f"{agency} was revoked at {entry.revoked.at}: {entry.revoked.reason}"
+                f"{agency} was revoked at {utc_text(entry.revoked.at)}: {entry.revoked.reason}"
             )
         # Rule 2.5: inside the entry's validity.
         if now_ms < entry.valid_from:

@@ -157,8 +157,14 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for step in ("ALERT", "DOC CHECK", "PERSON QUERY", "FOLLOW-UP", "MLA REQUEST", "REFUSALS"):
+    steps = ("ALERT", "DOC CHECK", "PERSON QUERY", "FOLLOW-UP", "MLA REQUEST", "REFUSALS")
+    for step in (*steps, "ENROL", "ROTATE", "REVOKE"):
         assert step in result.stdout
+    # the lifecycle on the running federation: a rotated key in use, a revocation everywhere
+    assert "alert signed with the new key, verified at MYS" in result.stdout
+    for country in ("THA", "MYS", "MMR"):
+        assert f"in force at the {country} hub" in result.stdout
+    assert "its next alert: ixb.E_REVOKED" in result.stdout
     assert "answer: valid (automated)" in result.stdout
     assert "answer: reported_stolen (automated)" in result.stdout
     assert "ixb.E_HANDLING" in result.stdout and "ixb.E_UNAUTHORISED" in result.stdout

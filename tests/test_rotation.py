@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from pathlib import Path
 
 from agency_client.profile import load_profile
@@ -92,7 +91,6 @@ async def _rotate(
 ) -> None:
     tha_profile = fed.deployment.profile("THA/DSI-ATHD")
     old_enc = tha.identity.public().encryption
-    _hub_keeps_its_own_copy(fed)
     await asyncio.sleep(1.0)
     # 1. the agency makes new keys; its client restarts holding both
     done = await run_ixb("keys", "rotate", "--profile", str(tha_profile))
@@ -120,16 +118,6 @@ async def _rotate(
     await asyncio.sleep(3.0)
     await _drain(tha2, got_at_tha, 1.0)
     await asyncio.sleep(6.0)  # past ROTATION_CHECK_S: the sender notices the new keys
-
-
-def _hub_keeps_its_own_copy(fed: Federation) -> None:
-    """On one machine the test deployment's hub config names the agency's own key file;
-    a real hub holds a copy of the public part, which the agency's rotation does not touch."""
-    key = fed.deployment.key_file(fed.principal("THA/DSI-ATHD"))
-    copy = key.with_name("hub-copy-THA-DSI-ATHD.key")
-    shutil.copy(key, copy)
-    config = fed.deployment.hub_config("THA")
-    config.write_text(config.read_text().replace(f'"{key}"', f'"{copy}"'))
 
 
 def _check(  # noqa: PLR0917
