@@ -57,7 +57,8 @@ async def enrol(s: Script, alert: Body) -> None:
         "--config", str(d.hub_config("MYS")),
         "--nats-plan", str(d.base / "plan.json"),  # MYS's server reloads (its pid_file)
     )  # fmt: skip
-    for line in approved.strip().splitlines()[:1]:
+    lines = approved.strip().splitlines()
+    for line in lines[:1] + [x for x in lines if "NATS user added" in x]:
         s.say(f"       {line}")
     profile = load_profile(out / "MYS-MMEA.toml")
     client = await AgencyClient.connect(profile, load_identity_for(profile, d.passphrase))
