@@ -127,17 +127,22 @@ async def test_a_wrong_nkey_is_refused_at_once_even_with_unbounded_reconnects(
             ca_file=plan.client_ca_file("THA"),
         )
         await right.close()
-        start = time.monotonic()
         impostor = NatsAuth(seed=NkeySeed.generate())
-        with pytest.raises(IoError) as info:
-            await connect(
-                plan.client_url("THA"),
-                auth=impostor,
-                name="impostor",
-                ca_file=plan.client_ca_file("THA"),
-                max_reconnect_attempts=UNBOUNDED,
-            )
-        assert time.monotonic() - start < CONNECT_TIMEOUT_S
+        # several times: over TLS the refusal often first shows as a broken pipe (logged
+        # by nobody: the one line a command prints is the answer)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                start = time.monotonic()
+                with pytest.raises(IoError) as info:
+                    await connect(
+                        plan.client_url("THA"),
+                        auth=impostor,
+                        name="impostor",
+                        ca_file=plan.client_ca_file("THA"),
+                        max_reconnect_attempts=UNBOUNDED,
+                    )
+                assert time.monotonic() - start < CONNECT_TIMEOUT_S
+        assert not logs, logs
         detail = info.value.detail
         assert detail.endswith("authorization violation") and "\n" not in detail
         assert impostor.nkey is not None and impostor.nkey in detail

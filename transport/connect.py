@@ -154,6 +154,15 @@ class NatsAuth:
     __str__ = __repr__
 
 
+HANDSHAKE_CLOSED_UNLOGGED = 10
+"""First-connect attempts the server may close (reset, broken pipe) before one is logged.
+
+Over TLS, nats-server's answer to a refused login (``-ERR 'Authorization
+Violation'``, then close) often reaches nats-py as a broken pipe on its PING
+after CONNECT; the next attempt usually reads the ``-ERR`` itself. Logging
+the first ones would put a spurious line before the real, one-line answer."""
+
+
 def _is_authorization_violation(exc: Exception) -> bool:
     return isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
 
@@ -169,6 +178,7 @@ class ConnectionLog:
     first_connect: bool = True
     """While the first connect is under way, a certificate that fails to verify is fatal."""
     _errors: StateLog = field(init=False)
+    _closed_in_handshake: int = 0
 
     def __post_init__(self) -> None:
         self._errors = StateLog("nats_error", connection=self.name)
@@ -179,6 +189,10 @@ class ConnectionLog:
             raise _CertificateRefusedError(exc)  # ends nats-py's first-connect loop
         if self.first_connect and _is_authorization_violation(exc):
             raise _AuthorizationRefusedError(str(exc))
+        if self.first_connect and isinstance(exc, BrokenPipeError | ConnectionResetError):
+            self._closed_in_handshake += 1
+            if self._closed_in_handshake < HANDSHAKE_CLOSED_UNLOGGED:
+                return  # perhaps a refused login: the next attempt reads the server's -ERR
         self._errors.failed(exc)
 
     async def on_disconnected(self) -> None:
