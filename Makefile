@@ -24,7 +24,7 @@ venv: $(DEV_STAMP)
 demo: $(RUNTIME_STAMP)
 	$(BIN)/ixb demo
 
-# Keys, passwords, TLS certificates and configs for docker-compose.yml (then: docker compose up).
+# Keys (with NATS nkeys), TLS certificates and configs for docker-compose.yml (then: docker compose up).
 # Needs IXB_PASSPHRASE (it seals the key files; export the same for docker compose up).
 compose-prepare: $(RUNTIME_STAMP)
 	$(BIN)/ixb compose prepare --out deploy/compose

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from agency_client import enrol
-from agency_client.keystore import load_public, passphrase, read_bytes, save_identity
+from agency_client.keystore import (
+    load_nats_public,
+    load_public,
+    passphrase,
+    read_bytes,
+    save_identity,
+)
 from protocols.envelope import (
     Envelope,
     check_times,
@@ -91,7 +97,14 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     save_identity(args.out, identity, passphrase(confirm=True), KdfProfile(args.kdf))
     sys.stdout.write(f"created {args.out} for {principal}\n")
     _print_fingerprints(identity.public())
+    _print_nats({label: seed.public for label, seed in identity.nats})
     return 0
+
+
+def _print_nats(nkeys: dict[str, str]) -> None:
+    """The public NATS nkeys the file seals (what a server config may hold)."""
+    for label, public in sorted(nkeys.items()):
+        sys.stdout.write(f"  {'nats ' + label:<10} {public}\n")
 
 
 def _print_fingerprints(pub: PublicIdentity) -> None:
@@ -101,6 +114,7 @@ def _print_fingerprints(pub: PublicIdentity) -> None:
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
     pub = load_public(args.file)
+    nkeys = load_nats_public(args.file)
     if args.json:
         _print_json(
             {
@@ -108,11 +122,13 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
                 "signing_public": pub.signing.hex(),
                 "encryption_public": None if pub.encryption is None else pub.encryption.hex(),
                 "fingerprints": pub.fingerprints(),
+                "nats_nkeys": nkeys,
             }
         )
         return 0
     sys.stdout.write(f"{pub.principal}\n")
     _print_fingerprints(pub)
+    _print_nats(nkeys)
     return 0
 
 

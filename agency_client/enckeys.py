@@ -131,7 +131,7 @@ class KeyFile:
         """
         with self._locked() as state:
             me = state.identity
-            new = Identity(me.principal, me.signing, EncryptionKeyPair.generate())
+            new = Identity(me.principal, me.signing, EncryptionKeyPair.generate(), me.nats)
             retired = (RetiredKey(state.encryption, now), *state.history.retired)
             self._write(new, KeyHistory(now, retired[:MAX_RETIRED_KEYS]))
             for dropped in retired[MAX_RETIRED_KEYS:]:

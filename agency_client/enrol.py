@@ -3,19 +3,16 @@ the signed request (:mod:`protocols.enrolment`) its hub's operator approves.
 
 Private keys never leave this machine: the key file is sealed with the
 passphrase (Argon2id, :attr:`KdfProfile.MODERATE` unless told otherwise), and
-the NATS password the agency will connect with is generated here, kept in
-the profile (0600), and sent to the hub only as a bcrypt hash.
+seals the NATS nkey the agency logs in with too: the hub gets its public
+``U…`` key only, and the profile holds no secret at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 from pathlib import Path
-
-import bcrypt
 
 from agency_client.enckeys import KeyState, open_key_file
 from agency_client.federation_state import state_path
@@ -25,11 +22,8 @@ from agency_client.sdk import AgencyClient, load_previous_for, previous_key_file
 from protocols.enrolment import Request, RequestKind, check_server, sign_request
 from protocols.errors import IxbError, UsageError
 from protocols.identifiers import parse_agency
-from protocols.keys import Identity, KdfProfile, PublicIdentity
+from protocols.keys import NATS_AGENCY, Identity, KdfProfile, PublicIdentity
 from transport.clock import wall_ms
-
-BCRYPT_ROUNDS = 11
-"""nats-server's own ``passwd`` tool uses cost 11."""
 
 
 def nats_user(name: str) -> str:
@@ -58,10 +52,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if path.exists():
             raise UsageError(f"{path} exists; enrol into an empty directory")
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    identity = Identity.generate(agency)
+    identity = Identity.generate(agency)  # with its NATS nkey
+    nkey = identity.nats_seed(NATS_AGENCY)
+    if nkey is None:  # pragma: no cover - generate() always makes one
+        raise UsageError(f"{agency}: no NATS nkey generated")
     save_identity(key_file, identity, passphrase(confirm=True), KdfProfile(args.kdf))
-    password = secrets.token_urlsafe(24)
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
     user = nats_user(agency.name)
     federation = args.federation.resolve() if args.federation else out.resolve() / "federation.toml"
     text = render_profile(
@@ -69,8 +64,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         key_file=str(key_file.resolve()),
         federation_file=str(federation),
         url=server,
-        user=user,
-        password=password,
         ca_file=None if args.nats_ca_file is None else str(args.nats_ca_file.resolve()),
     )
     create_private(profile_file, text.encode(), "profile")
@@ -83,7 +76,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         created=wall_ms(),
         server=server,
         nats_user=user,
-        nats_password_hash=hashed,
+        nats_nkey=nkey.public,
     )
     create_private(request_file, sign_request(request, identity), "request")
     sys.stdout.write(
@@ -91,6 +84,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         f"profile {profile_file}\n"
         f"request {request_file}: give it to your hub's operator, and read them these "
         f"fingerprints to compare:\n{_fingerprints(identity.public())}"
+        f"  {'nats':<10} {nkey.public}\n"
     )
     return 0
 
@@ -118,7 +112,10 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     )
     if new_file.exists():
         raise UsageError(f"{new_file} exists: a rotation is already pending")
-    new = Identity.generate(old.principal)
+    fresh = Identity.generate(old.principal)
+    # the NATS nkey stays: the server knows it (a key file without one keeps using its
+    # profile's password, so it gets none here either)
+    new = Identity(old.principal, fresh.signing, fresh.encryption, old.nats)
     save_identity(new_file, new, secret, KdfProfile(args.kdf))
     request = Request(
         v=1,

@@ -13,6 +13,7 @@ from protocols.keys import (
     KdfProfile,
     PublicIdentity,
     open_keyfile,
+    read_nats_public,
     read_public,
     seal_keyfile,
 )
@@ -93,3 +94,8 @@ def replace_private(path: Path, data: bytes) -> None:
             os.close(dir_fd)
     except OSError as exc:
         raise IoError(f"cannot replace {path}: {exc.strerror or exc}") from None
+
+
+def load_nats_public(path: Path) -> dict[str, str]:
+    """The public NATS nkeys a key file seals, by label (no passphrase needed)."""
+    return read_nats_public(read_bytes(path, MAX_KEYFILE_BYTES))

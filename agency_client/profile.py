@@ -33,8 +33,10 @@ class AgencySection(_Strict, frozen=True):
 
 class NatsSection(_Strict, frozen=True):
     url: str
-    user: str
-    password: str
+    user: str | None = None
+    password: str | None = None
+    """Profiles written before nkeys: the NATS password. Without one, the agency logs in
+    with the nkey sealed in its key file (``ixb agency enroll``, ``ixb keys new``)."""
     ca_file: str | None = None
     """CA bundle the hub's NATS server is verified against (relative: to the profile's
     directory); unset: the system's CAs, if the server requires TLS."""
@@ -88,15 +90,13 @@ def render_profile(
     key_file: str,
     federation_file: str,
     url: str,
-    user: str,
-    password: str,
     ca_file: str | None = None,
 ) -> str:
-    """The TOML text of a profile (written 0600 by the caller: it holds a NATS password)."""
+    """The TOML text of a profile: no secret (the NATS nkey is sealed in the key file)."""
     q = json.dumps  # a JSON string is a valid TOML basic string
     ca = "" if ca_file is None else f"ca_file = {q(ca_file)}\n"
     return (
         f"[agency]\nid = {q(agency)}\nkey_file = {q(key_file)}\n"
         f"federation_file = {q(federation_file)}\n\n"
-        f"[nats]\nurl = {q(url)}\nuser = {q(user)}\npassword = {q(password)}\n{ca}"
+        f"[nats]\nurl = {q(url)}\n{ca}"
     )

@@ -94,14 +94,14 @@ from protocols.federation import (
 )
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
-from protocols.keys import Identity, KeyAlg, key_id
+from protocols.keys import NATS_AGENCY, Identity, KeyAlg, key_id
 from protocols.limits import MS_PER_DAY
 from protocols.messages import Body, Receipt, ReceiptStatus
 from protocols.receipts import check_receipt_signer, check_receipt_statement, closes_request
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
-from transport.connect import UNBOUNDED, connect
+from transport.connect import UNBOUNDED, NatsAuth, connect
 from transport.fetch import fetch_ready, keep_in_progress
 from transport.streams import INBOX_STREAM, KEEPALIVE_S
 
@@ -208,6 +208,20 @@ class Refused:
 Item = Incoming | Refused
 
 
+def nats_auth(profile: Profile, identity: Identity) -> NatsAuth:
+    """The nkey sealed in the key file; else (older key files) the profile's password."""
+    seed = identity.nats_seed(NATS_AGENCY)
+    if seed is not None:
+        return NatsAuth(seed=seed)
+    if profile.nats.password is None:
+        raise ConfigError(
+            f"{identity.principal}: the key file seals no NATS nkey and the profile has no "
+            "nats.password"
+        )
+    user = profile.nats.user or f"agency-{identity.principal.name}"
+    return NatsAuth(user=user, password=profile.nats.password)
+
+
 class AgencyClient:
     def __init__(
         self,
@@ -311,8 +325,7 @@ class AgencyClient:
         try:
             nc = await connect(
                 profile.nats.url,
-                user=profile.nats.user,
-                password=profile.nats.password,
+                auth=nats_auth(profile, identity),
                 ca_file=profile.nats_ca_file(),
                 inbox_prefix=subjects.reply_prefix(identity.principal.name),
                 name=f"ixb-agency-{identity.principal}",

@@ -46,16 +46,19 @@ class HubSection(_Strict, frozen=True):
 
 class NatsSection(_Strict, frozen=True):
     url: str
-    user: str
-    password: str
+    user: str | None = None
+    password: str | None = None
+    """Configs written before nkeys: the hub's NATS password. Without one, the hub logs in
+    with the nkey sealed in its key file (label ``hub``)."""
     ca_file: str | None = None
     """CA bundle the server's certificate is verified against (relative: to the config's
     directory); unset: the system's CAs, if the server requires TLS."""
 
 
 class LinkSection(_Strict, frozen=True):
-    user: str
-    password: str
+    user: str | None = None
+    password: str | None = None
+    """Configs written before nkeys; without, the nkey ``link/<PEER>`` of the hub's key file."""
 
 
 class HttpSection(_Strict, frozen=True):

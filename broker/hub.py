@@ -64,7 +64,7 @@ from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
 from protocols.enckey import MIN_INTERVAL_MS, KeyUpdateAnswer, LastUpdate, encode_answer
-from protocols.errors import IoError, IxbError, LocalError
+from protocols.errors import ConfigError, IoError, IxbError, LocalError
 from protocols.federation import (
     FEDERATION_REQUEST,
     TrustAnchors,
@@ -72,11 +72,18 @@ from protocols.federation import (
     render_federation_file,
 )
 from protocols.identifiers import Principal, check_country, format_message_id
-from protocols.keys import Identity, KeyAlg, PublicIdentity, fingerprint
+from protocols.keys import (
+    NATS_HUB,
+    Identity,
+    KeyAlg,
+    PublicIdentity,
+    fingerprint,
+    nats_link_label,
+)
 from protocols.trusted import TrustedDirectories
 from transport import streams
 from transport.clock import wall_ms
-from transport.connect import UNBOUNDED, StateLog, connect
+from transport.connect import UNBOUNDED, NatsAuth, StateLog, connect
 
 log = structlog.get_logger("ixb.hub")
 
@@ -118,6 +125,12 @@ class Hub:
         self.country = config.country
         self.identity = identity
         self.clock = clock
+        # checked here, before any connection: a missing credential is a config error
+        self._nats_auth = _auth(identity, NATS_HUB, config.nats.user, config.nats.password, "nats")
+        self._link_auth = {
+            peer: _auth(identity, nats_link_label(peer), c.user, c.password, f"links.{peer}")
+            for peer, c in config.links.items()
+        }
         self.keys = TrustedDirectories(trust)
         state = config.path(config.hub.state_dir)
         self.store = HubStore(state / "hub.sqlite")
@@ -322,8 +335,7 @@ class Hub:
         cfg = self.config
         self.nc = await connect(
             cfg.nats.url,
-            user=cfg.nats.user,
-            password=cfg.nats.password,
+            auth=self._nats_auth,
             ca_file=cfg.nats_ca_file(),
             name=f"ixb-hub-{self.country}",
             max_reconnect_attempts=UNBOUNDED,
@@ -336,11 +348,10 @@ class Hub:
             streams.INGRESS_STREAM,
             streams.durable_consumer(streams.HUB_CONSUMER, streams.HUB_ACK_WAIT_S),
         )
-        for peer, creds in sorted(cfg.links.items()):
+        for peer in sorted(cfg.links):
             nc = await connect(
                 cfg.nats.url,
-                user=creds.user,
-                password=creds.password,
+                auth=self._link_auth[peer],
                 ca_file=cfg.nats_ca_file(),
                 name=f"ixb-hub-{self.country}-link-{peer}",
                 max_reconnect_attempts=UNBOUNDED,
@@ -836,3 +847,20 @@ def install_signal_handlers(hub: Hub) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, hub.request_stop)
+
+
+def _auth(
+    identity: Identity, label: str, user: str | None, password: str | None, section: str
+) -> NatsAuth:
+    """The config's password if it has one (configs written before nkeys), else the nkey
+    ``label`` sealed in the hub's key file."""
+    if password is not None:
+        if user is None:
+            raise ConfigError(f"{section}.user: needed with {section}.password")
+        return NatsAuth(user=user, password=password)
+    seed = identity.nats_seed(label)
+    if seed is None:
+        raise ConfigError(
+            f"{section}: no password, and the hub's key file seals no NATS nkey {label!r}"
+        )
+    return NatsAuth(seed=seed)

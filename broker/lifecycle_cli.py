@@ -72,13 +72,21 @@ def register(hub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("agency")
     p.add_argument("--reason", required=True)
     p.add_argument("--nats-plan", type=Path, help="federation plan to remove its NATS user from")
-    p.add_argument("--nats-pid", type=int, help="nats-server process to reload (SIGHUP)")
+    p.add_argument(
+        "--nats-pid",
+        type=int,
+        help="nats-server process to reload (SIGHUP); default: the pid_file of its config",
+    )
     p.set_defaults(func=cmd_revoke)
     p = cmd(agency, "approve", "enrol an agency from its signed request (ixb agency enroll)")
     p.add_argument("request", type=Path)
     p.add_argument("--role", action="append", required=True, help="repeat for several roles")
     p.add_argument("--nats-plan", type=Path, help="federation plan to add its NATS user to")
-    p.add_argument("--nats-pid", type=int, help="nats-server process to reload (SIGHUP)")
+    p.add_argument(
+        "--nats-pid",
+        type=int,
+        help="nats-server process to reload (SIGHUP); default: the pid_file of its config",
+    )
     p.set_defaults(func=cmd_approve)
     p = cmd(agency, "rotate", "move an agency to the new keys of its signed rotation request")
     p.add_argument("agency")
@@ -267,8 +275,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         Registry.put_agency(db, _replace(rec, revoked=revoked), now)
     status = _report(config, registry, f"{agency} revoked at {when(now)}")
     if args.nats_plan is not None:  # after the revocation is in force: the hub refuses first
-        remove_agency_user(args.nats_plan, agency, args.nats_pid)
-        sys.stdout.write(f"{agency}'s NATS user removed; its connections are closed\n")
+        _, pid = remove_agency_user(args.nats_plan, agency, args.nats_pid)
+        closed = "; its connections are closed" if pid is not None else ""
+        sys.stdout.write(f"{agency}'s NATS user removed; {_reloaded(pid)}{closed}\n")
     return status
 
 
@@ -336,16 +345,33 @@ def cmd_approve(args: argparse.Namespace) -> int:
             raise UsageError(f"{agency} is already enrolled at {config.hub_id}")
     finally:
         registry.close()
-    if args.nats_plan is not None and request.nats_password_hash is not None:
-        add_agency_user(args.nats_plan, agency, request.nats_password_hash, args.nats_pid)
+    pid = None
+    if args.nats_plan is not None:
+        _, pid = add_agency_user(
+            args.nats_plan,
+            agency,
+            nkey=request.nats_nkey,
+            password_hash=request.nats_password_hash,
+            pid=args.nats_pid,
+        )
     text = ",".join(r.value for r in roles)
-    return add_agency(
+    status = add_agency(
         config,
         request.public,
         roles,
         nats_user=request.nats_user,
         what=f"agency {agency} enrolled ({text}), signing key {_fp(request.signing_key)}",
     )
+    if args.nats_plan is not None:
+        how = f"nkey {request.nats_nkey}" if request.nats_nkey else "password (bcrypt)"
+        sys.stdout.write(f"{agency}'s NATS user added ({how}); {_reloaded(pid)}\n")
+    return status
+
+
+def _reloaded(pid: int | None) -> str:
+    if pid is None:
+        return "no nats-server is running (no pid file): the config applies when it starts"
+    return f"nats-server {pid} reloads its config"
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:

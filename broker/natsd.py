@@ -34,7 +34,15 @@ from typing import Any
 import aiohttp
 
 from broker.nats_permissions import link_account
-from broker.natsplan import TEMPLATE_FILES, FederationPlan, NatsTemplates, PortSource, render
+from broker.natsplan import (
+    SEEDS_DIR,
+    TEMPLATE_FILES,
+    FederationPlan,
+    NatsTemplates,
+    PortSource,
+    leaf_seed_file,
+    render,
+)
 from protocols.errors import ConfigError, IoError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "nats"
@@ -88,8 +96,30 @@ def write_config(plan: FederationPlan, country: str, template_dir: Path = TEMPLA
         node.store_dir.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise IoError(f"cannot create {node.store_dir}: {exc}") from exc
+    write_leaf_seeds(plan, country)
     write_private(node.config_path, text)
     return node.config_path
+
+
+def write_leaf_seeds(plan: FederationPlan, country: str, seeds_dir: Path | None = None) -> None:
+    """The seeds ``country``'s server dials its leaf peers with, each in its own file (0600).
+
+    Beside the config (``seeds/leaf-<PEER>.conf``, which the config includes),
+    as the server's TLS key is: a server cannot type a passphrase. Only a plan
+    fresh from :meth:`FederationPlan.create` holds them; a plan read back from
+    JSON has none, and the files written before stay as they are.
+    """
+    node = plan.node(country)
+    directory = seeds_dir or node.base_dir / SEEDS_DIR
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IoError(f"cannot create {directory}: {exc}") from exc
+    for peer in plan.peers(country):
+        if peer < country:
+            seed = plan.leaf_seed(peer, country)
+            if seed is not None:
+                write_private(directory / leaf_seed_file(peer), f'seed: "{seed.seed_str()}"\n')
 
 
 def save_plan(plan: FederationPlan, path: Path) -> None:

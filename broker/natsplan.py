@@ -1,11 +1,21 @@
 """The nats-server side of a federation, as data: ports, credentials, configs.
 
-One :class:`FederationPlan` describes a whole federation: ports, passwords
-and store directories of every country's server. :meth:`FederationPlan.render`
-fills the templates of ``deploy/nats/`` (the same files docker-compose uses)
+One :class:`FederationPlan` describes a whole federation: ports, the public
+NATS nkeys of every user, and store directories of every country's server.
+:func:`render` fills the templates of ``deploy/nats/`` (the same files docker-compose uses)
 with it and with the permissions of :mod:`broker.nats_permissions`; the plan
 converts to and from JSON so that hubs and agencies running as separate
-processes can find their server and credentials.
+processes can find their server.
+
+Every NATS user logs in with an nkey (Ed25519 challenge-response): the
+rendered configs and the JSON hold only public ``U…`` keys. The seeds of a
+freshly created plan live in :attr:`FederationPlan.seeds` (memory only, never
+in JSON): :mod:`ixb.deployment` seals the hubs' and agencies' into their key
+files, and :mod:`broker.natsd` writes each server's leaf-dialer seeds beside
+its config (``seeds/leaf-<PEER>.conf``, 0600, included by the config), as it
+holds its TLS key. The system account's user keeps a password, for local
+tooling only; the config holds its bcrypt hash. Users of plans written
+before nkeys (version 1: passwords) still render as they were.
 
 Pure: no file, socket or process is touched here. Reading the templates,
 probing free ports, writing configs and the plan file, and running the
@@ -21,11 +31,15 @@ from pathlib import Path
 from string import Template
 from typing import Any, NamedTuple
 
+import bcrypt
+
 from broker import nats_permissions as perms
 from protocols import subjects
 from protocols.errors import ConfigError, IdentifierError
 from protocols.identifiers import Principal, check_country
+from protocols.keys import NkeySeed, is_nkey_user
 from protocols.limits import MAX_ENVELOPE_BYTES
+from transport.connect import NatsAuth
 
 MAX_PAYLOAD = MAX_ENVELOPE_BYTES + 64 * 1024
 """The largest envelope the protocol allows, plus room for NATS headers."""
@@ -33,8 +47,13 @@ MAX_SUBSCRIPTIONS = 1024
 """Per connection: an agency needs a handful (its inbox pull, replies), a hub a few dozen;
 a client that opens thousands is refused by the server, not by our CPU."""
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+"""2: public nkeys (``nkeys``); 1 (still read): every user had a password in ``passwords``."""
 _PASSWORD_BYTES = 24
+SYS_BCRYPT_ROUNDS = 11
+"""nats-server's own ``passwd`` tool uses cost 11."""
+SEEDS_DIR = "seeds"
+"""Beside each server's config: the seeds it dials its leaf peers with (included, 0600)."""
 
 
 class NodePorts(NamedTuple):
@@ -47,14 +66,6 @@ class NodePorts(NamedTuple):
 
 CONTAINER_PORTS = NodePorts(client=4222, monitor=8222, leaf=7422)
 """nats-server's own defaults: for servers that each have their own network (containers)."""
-
-
-class Credentials(NamedTuple):
-    user: str
-    password: str
-
-    def __repr__(self) -> str:  # never print a password by accident
-        return f"Credentials(user={self.user!r}, password=<hidden>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +112,20 @@ class CountryNode:
     @property
     def log_path(self) -> Path:
         return self.base_dir / "nats.log"
+
+    @property
+    def pid_path(self) -> Path:
+        """Where the server writes its pid (``pid_file``), as the server sees it: what
+        ``ixb hub agency approve/revoke --nats-plan`` signals to reload the config."""
+        return (self.jetstream_dir or self.base_dir) / "nats.pid"
+
+    def leaf_seed_path(self, peer: str) -> Path:
+        """The file holding the seed this server dials ``peer`` with (beside its config)."""
+        return self.base_dir / SEEDS_DIR / leaf_seed_file(peer)
+
+
+def leaf_seed_file(peer: str) -> str:
+    return f"leaf-{peer}.conf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +201,22 @@ def _new_password() -> str:
     return secrets.token_urlsafe(_PASSWORD_BYTES)
 
 
+def bcrypt_hash(password: str) -> str:
+    """What nats-server accepts in place of a password (it compares ``$2…`` as bcrypt)."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(SYS_BCRYPT_ROUNDS)).decode()
+
+
+def _is_hash(password: str) -> bool:
+    return password.startswith("$2")
+
+
+def _quote(value: str) -> str:
+    """A nats-server config string: ours are URL-safe base64, nkeys or bcrypt hashes."""
+    if '"' in value or "\\" in value or "\n" in value:
+        raise ConfigError("a NATS credential holds a quote, backslash or newline")
+    return f'"{value}"'
+
+
 @dataclass(frozen=True)
 class FederationPlan:
     """Everything needed to run and reach the nats-servers of a federation."""
@@ -184,8 +225,16 @@ class FederationPlan:
     agencies: Mapping[str, tuple[str, ...]]
     nodes: Mapping[str, CountryNode]
     passwords: Mapping[str, str] = field(repr=False)
+    """The system users' bcrypt hashes (``CC/sys``); in version-1 plans, every user's password."""
     bind_host: str = "127.0.0.1"
     link_limits: LinkLimits = LinkLimits()
+    nkeys: Mapping[str, str] = field(default_factory=dict)
+    """Public ``U…`` nkey of every user (``CC/hub``, ``CC/agency/NAME``, ``CC/link/PEER``,
+    ``leaf/LO/HI``)."""
+    seeds: Mapping[str, NkeySeed] = field(default_factory=dict, repr=False, compare=False)
+    """The private side of :attr:`nkeys`, in memory after :meth:`create` only; never saved."""
+    system_passwords: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The system users' passwords by country, in memory after :meth:`create` only."""
 
     def __post_init__(self) -> None:
         if len(set(self.countries)) != len(self.countries):
@@ -200,6 +249,14 @@ class FederationPlan:
                     raise ConfigError(f"agencies.{country}: {exc.detail}") from exc
                 if agency.is_hub:
                     raise ConfigError(f"agencies.{country}: {agency} is reserved for the hub")
+        for key, public in self.nkeys.items():
+            if not is_nkey_user(public):
+                raise ConfigError(f"nkeys.{key}: not a public NATS user nkey (U…)")
+            seed = self.seeds.get(key)
+            if seed is not None and seed.public != public:
+                raise ConfigError(f"nkeys.{key}: does not match its seed")
+        if len(set(self.nkeys.values())) != len(self.nkeys):
+            raise ConfigError("the same nkey is given to two NATS users")
 
     @classmethod
     def create(
@@ -217,7 +274,7 @@ class FederationPlan:
         tls: bool = True,
         tls_dir: Path | None = None,
     ) -> FederationPlan:
-        """A plan with fresh random passwords, on ports from ``ports``.
+        """A plan with fresh nkeys (seeds in :attr:`seeds`), on ports from ``ports``.
 
         ``ports`` is either a :data:`PortSource`, asked for every port with
         ``bind_host`` (:func:`broker.natsd.free_ports` gives ports free when
@@ -247,6 +304,8 @@ class FederationPlan:
             raise ConfigError("fixed ports need a distinct host per country (one container each)")
         nodes: dict[str, CountryNode] = {}
         passwords: dict[str, str] = {}
+        system: dict[str, str] = {}
+        seeds: dict[str, NkeySeed] = {}
         for country in ordered:
             listens = any(peer > country for peer in ordered)
             if isinstance(ports, NodePorts):
@@ -267,15 +326,16 @@ class FederationPlan:
                 jetstream_dir=store_dir,
                 tls=_node_tls(tls_dir or base_dir / "tls", country) if tls else None,
             )
-            passwords[f"{country}/sys"] = _new_password()
-            passwords[f"{country}/hub"] = _new_password()
+            system[country] = _new_password()
+            passwords[f"{country}/sys"] = bcrypt_hash(system[country])
+            seeds[f"{country}/hub"] = NkeySeed.generate()
             for name in agencies.get(country, ()):
-                passwords[f"{country}/agency/{name}"] = _new_password()
+                seeds[f"{country}/agency/{name}"] = NkeySeed.generate()
             for peer in ordered:
                 if peer != country:
-                    passwords[f"{country}/link/{peer}"] = _new_password()
+                    seeds[f"{country}/link/{peer}"] = NkeySeed.generate()
                 if peer > country:
-                    passwords[f"leaf/{country}/{peer}"] = _new_password()
+                    seeds[f"leaf/{country}/{peer}"] = NkeySeed.generate()
         return cls(
             countries=ordered,
             agencies={c: tuple(agencies.get(c, ())) for c in ordered},
@@ -283,15 +343,42 @@ class FederationPlan:
             passwords=passwords,
             bind_host=bind_host,
             link_limits=link_limits or LinkLimits(),
+            nkeys={key: seed.public for key, seed in seeds.items()},
+            seeds=seeds,
+            system_passwords=system,
         )
 
     # -- lookups ---------------------------------------------------------
 
-    def _password(self, key: str) -> str:
-        try:
-            return self.passwords[key]
-        except KeyError:
-            raise ConfigError(f"the federation plan has no credentials for {key}") from None
+    def _auth(self, key: str, user: str) -> NatsAuth:
+        """The credentials of user ``key`` (needs the seeds: a freshly created plan)."""
+        seed = self.seeds.get(key)
+        if seed is not None:
+            return NatsAuth(seed=seed)
+        if key in self.nkeys:
+            raise ConfigError(
+                f"the federation plan holds only the public nkey of {key}: "
+                "its seed is sealed in a key file (or beside the server's config)"
+            )
+        password = self.passwords.get(key)
+        if password is None or _is_hash(password):
+            raise ConfigError(f"the federation plan has no credentials for {key}")
+        return NatsAuth(user=user, password=password)  # a version-1 plan
+
+    def _user_auth(self, key: str, user: str) -> str:
+        """The config's fields that authenticate user ``key``: its nkey, or (v1) a password."""
+        public = self.nkeys.get(key)
+        if public is not None:
+            return f"nkey: {_quote(public)}"
+        password = self.passwords.get(key)
+        if password is None:
+            raise ConfigError(f"the federation plan has no credentials for {key}")
+        return f"user: {_quote(user)}, password: {_quote(password)}"
+
+    def leaf_seed(self, listener: str, dialer: str) -> NkeySeed | None:
+        """The seed ``dialer``'s server dials ``listener`` with, while the plan holds it."""
+        lo, hi = sorted((listener, dialer))
+        return self.seeds.get(f"leaf/{lo}/{hi}")
 
     def _node(self, country: str) -> CountryNode:
         try:
@@ -320,26 +407,30 @@ class FederationPlan:
         node = self._node(country)
         return f"http://{node.host}:{node.monitor_port}"
 
-    def hub_credentials(self, country: str) -> Credentials:
-        return Credentials(perms.HUB_USER, self._password(f"{country}/hub"))
+    def hub_credentials(self, country: str) -> NatsAuth:
+        self._node(country)
+        return self._auth(f"{country}/hub", perms.HUB_USER)
 
-    def link_credentials(self, country: str, peer: str) -> Credentials:
-        return Credentials(perms.link_user(peer), self._password(f"{country}/link/{peer}"))
+    def link_credentials(self, country: str, peer: str) -> NatsAuth:
+        return self._auth(f"{country}/link/{peer}", perms.link_user(peer))
 
-    def agency_credentials(self, country: str, name: str) -> Credentials:
+    def agency_credentials(self, country: str, name: str) -> NatsAuth:
         if name not in self.agencies.get(country, ()):
             raise ConfigError(f"{country}/{name} is not an agency of this federation")
-        return Credentials(perms.agency_user(name), self._password(f"{country}/agency/{name}"))
+        return self._auth(f"{country}/agency/{name}", perms.agency_user(name))
 
-    def system_credentials(self, country: str) -> Credentials:
-        return Credentials(perms.SYSTEM_USER, self._password(f"{country}/sys"))
+    def system_credentials(self, country: str) -> NatsAuth:
+        password = self.system_passwords.get(country)
+        if password is None:
+            return self._auth(f"{country}/sys", perms.SYSTEM_USER)  # version 1: in clear
+        return NatsAuth(user=perms.SYSTEM_USER, password=password)
 
-    def leaf_credentials(self, listener: str, dialer: str) -> Credentials:
-        """The user ``dialer``'s server logs into ``listener``'s leaf port with."""
+    def leaf_credentials(self, listener: str, dialer: str) -> NatsAuth:
+        """What ``dialer``'s server logs into ``listener``'s leaf port with."""
         lo, hi = sorted((listener, dialer))
         if lo != listener:
             raise ConfigError(f"{listener} does not listen for {dialer}: the smaller code listens")
-        return Credentials(perms.leaf_user(dialer), self._password(f"leaf/{lo}/{hi}"))
+        return self._auth(f"leaf/{lo}/{hi}", perms.leaf_user(dialer))
 
     # -- persistence -----------------------------------------------------
 
@@ -374,12 +465,13 @@ class FederationPlan:
                 for c, n in self.nodes.items()
             },
             "passwords": dict(self.passwords),
+            "nkeys": dict(self.nkeys),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FederationPlan:
         try:
-            if data["version"] != PLAN_VERSION:
+            if data["version"] not in (1, PLAN_VERSION):
                 raise ConfigError(f"federation plan version {data['version']!r} is not supported")
             nodes = {
                 c: CountryNode(
@@ -409,6 +501,7 @@ class FederationPlan:
                 passwords={str(k): str(v) for k, v in data["passwords"].items()},
                 bind_host=str(data["bind_host"]),
                 link_limits=LinkLimits(**data["link_limits"]),
+                nkeys={str(k): str(v) for k, v in data.get("nkeys", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"malformed federation plan: {exc!r}") from exc
@@ -427,28 +520,35 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
     for peer in plan.peers(country):
         leaf_user = "      # (no leaf user: we dial this peer)"
         if country < peer:
-            user, password = plan.leaf_credentials(country, peer)
             leaf_user = (
                 Template(templates.leaf_user)
                 .substitute(
                     peer=peer,
-                    user=user,
-                    leaf_password=password,
+                    leaf_auth=plan._user_auth(f"leaf/{country}/{peer}", perms.leaf_user(peer)),
                     leaf_allow=_quoted_list(perms.leaf_publish_allow(country, peer), 14),
                     leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 14),
                 )
                 .rstrip("\n")
             )
         else:
-            user, password = plan.leaf_credentials(peer, country)
             peer_node = plan._node(peer)
+            key = f"leaf/{peer}/{country}"
+            if key in plan.nkeys:
+                userinfo = ""
+                leaf_auth = f'include "{SEEDS_DIR}/{leaf_seed_file(peer)}"  # seed: "SU..." (0600)'
+            else:  # a version-1 plan: the password in the URL
+                password = plan.passwords.get(key)
+                if password is None:
+                    raise ConfigError(f"the federation plan has no credentials for {key}")
+                userinfo = f"{perms.leaf_user(country)}:{password}@"
+                leaf_auth = "# (a version-1 plan: the password is in the URL)"
             remotes.append(
                 Template(templates.leaf_remote)
                 .substitute(
                     peer=peer,
                     account=perms.link_account(peer),
-                    user=user,
-                    leaf_password=password,
+                    userinfo=userinfo,
+                    leaf_auth=leaf_auth,
                     peer_host=peer_node.host,
                     peer_leaf_port=peer_node.leaf_port,
                     remote_tls=_tls_block(node.tls, 6, verify=False, ca=True),
@@ -457,13 +557,11 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
                 .rstrip("\n")
             )
         limits = plan.link_limits
-        link = plan.link_credentials(country, peer)
         accounts.append(
             Template(templates.link_account)
             .substitute(
                 account=perms.link_account(peer),
-                user=link.user,
-                hub_link_password=link.password,
+                link_auth=plan._user_auth(f"{country}/link/{peer}", perms.link_user(peer)),
                 leaf_user=leaf_user,
                 max_memory=limits.max_memory,
                 max_file=limits.max_file,
@@ -483,7 +581,7 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
     client_tls = (
         "# Plain TCP: this plan has no TLS files (tests only)."
         if node.tls is None
-        else "# Clients (hubs, agencies) verify this certificate; they log in with passwords.\n"
+        else "# Clients (hubs, agencies) verify this certificate; they log in with nkeys.\n"
         + _tls_block(node.tls, 0, verify=False, ca=False)
     )
     return Template(templates.country).substitute(
@@ -495,10 +593,9 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
         max_payload=MAX_PAYLOAD,
         max_subscriptions=MAX_SUBSCRIPTIONS,
         store_dir=str(node.store_dir),
-        sys_user=perms.SYSTEM_USER,
-        sys_password=plan.system_credentials(country).password,
-        hub_user=perms.HUB_USER,
-        hub_password=plan.hub_credentials(country).password,
+        pid_file=str(node.pid_path),
+        sys_auth=_system_auth(plan, country),
+        hub_auth=plan._user_auth(f"{country}/hub", perms.HUB_USER),
         agency_users=",\n".join(agency_users),
         link_accounts="\n".join(accounts),
         leaf_listen=leaf_listen,
@@ -506,14 +603,24 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
     )
 
 
+def _system_auth(plan: FederationPlan, country: str) -> str:
+    """The system user: a password (local tooling only), as its bcrypt hash when the plan has it."""
+    password = plan.passwords.get(f"{country}/sys")
+    if password is None:
+        raise ConfigError(f"the federation plan has no system user for {country}")
+    return f"user: {_quote(perms.SYSTEM_USER)}, password: {_quote(password)}"
+
+
 def _agency_user(plan: FederationPlan, template: Template, agency: Principal) -> str:
-    user, password = plan.agency_credentials(agency.country, agency.name)
+    if agency.name not in plan.agencies.get(agency.country, ()):
+        raise ConfigError(f"{agency} is not an agency of this federation")
     subscribe = ", ".join(f'"{s}"' for s in perms.agency_subscribe_allow(agency))
     return template.substitute(
         country=agency.country,
         name=agency.name,
-        user=user,
-        password=password,
+        auth=plan._user_auth(
+            f"{agency.country}/agency/{agency.name}", perms.agency_user(agency.name)
+        ),
         publish_allow=_quoted_list(perms.agency_publish_allow(agency), 14),
         subscribe_allow=subscribe,
         reply_prefix=subjects.reply_prefix(agency.name),

@@ -14,7 +14,7 @@ laid out for containers:
   0.0.0.0 at a fixed port per country (published on the host's 127.0.0.1);
 - MYS's document responder answers from ``<out>/MYS-documents.json``.
 
-``<out>`` holds passwords and keys (files 0600): keep it out of git. Key
+``<out>`` holds keys and nkey seeds (files 0600): keep it out of git. Key
 files are sealed with ``$IXB_PASSPHRASE``, which must be set: only ``ixb demo``
 has a built-in passphrase.
 """
@@ -76,9 +76,9 @@ def compose_layout(countries: list[str]) -> Layout:
 def write_compose_deployment(
     out_dir: Path, *, passphrase: str, kdf: KdfProfile = KdfProfile.MODERATE
 ) -> None:
-    """Generate keys, passwords and every config ``docker-compose.yml`` mounts into ``out_dir``.
+    """Generate keys, nkeys and every config ``docker-compose.yml`` mounts into ``out_dir``.
 
-    Refuses a directory prepared before: new keys and passwords would not
+    Refuses a directory prepared before: new keys and nkeys would not
     match the hubs' state and the NATS volumes of the running deployment.
     """
     if (out_dir / "plan.json").exists():
@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="cmd", required=True
     )
     prepare = compose.add_parser(
-        "prepare", help="generate keys, passwords and configs for `docker compose up`"
+        "prepare", help="generate keys, nkeys and configs for `docker compose up`"
     )
     prepare.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"where (default: {DEFAULT_OUT})"

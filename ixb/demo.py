@@ -266,8 +266,7 @@ async def demo(base: Path, once: bool) -> int:
         base, AGENCIES, passphrase=PASSPHRASE, liaison_password=LIAISON_PASSWORD
     )
     script = Script(deployment)
-    async with start_federation(deployment.plan) as servers:
-        script.nats_pids = {c: pid for c, srv in servers.items() if (pid := srv.pid) is not None}
+    async with start_federation(deployment.plan):
         script.say(
             "NATS servers up: THA, MYS, MMR with leaf links and JetStream; every "
             f"connection TLS (throwaway CA {deployment.ca_file}; leaf links mutual TLS)"

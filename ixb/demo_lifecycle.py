@@ -55,10 +55,10 @@ async def enrol(s: Script, alert: Body) -> None:
         "hub agency approve",
         "hub", "agency", "approve", str(request), "--role", "trafficking_unit",
         "--config", str(d.hub_config("MYS")),
-        "--nats-plan", str(d.base / "plan.json"),
-        *_nats_pid(s, "MYS"),
+        "--nats-plan", str(d.base / "plan.json"),  # MYS's server reloads (its pid_file)
     )  # fmt: skip
-    for line in approved.strip().splitlines()[:1]:
+    lines = approved.strip().splitlines()
+    for line in lines[:1] + [x for x in lines if "NATS user added" in x]:
         s.say(f"       {line}")
     profile = load_profile(out / "MYS-MMEA.toml")
     client = await AgencyClient.connect(profile, load_identity_for(profile, d.passphrase))
@@ -158,9 +158,3 @@ async def revoke(s: Script, alert: Body) -> None:
     ]
     s.check(not received, "nothing from the revoked agency delivered")
     await s.clients.pop(NEW_AGENCY).close()
-
-
-def _nats_pid(s: Script, country: str) -> list[str]:
-    """The running server to reload with the new agency's NATS user."""
-    pid = s.nats_pids.get(country)
-    return ["--nats-pid", str(pid)] if pid is not None else []

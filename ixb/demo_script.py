@@ -30,7 +30,6 @@ class Script:
     clients: dict[str, AgencyClient] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     steps: int = 0
-    nats_pids: dict[str, int] = field(default_factory=dict)
     """Each country's nats-server, reloaded when an agency's NATS user is added."""
     alert_id: bytes = b""
     t0: float = field(default_factory=time.perf_counter)

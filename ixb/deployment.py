@@ -4,11 +4,14 @@ What an operator of each country would do by hand (docs/deploying.md), done
 at once for the demo and the integration tests::
 
     base/
-      plan.json               NATS ports and credentials (0600)
+      plan.json               NATS ports and public nkeys (0600; no secret)
+      nats/THA/seeds/         the seeds THA's server dials its leaf peers with (0600)
+      nats/THA/sys.password   THA's system-account password, for local tooling (0600)
       tls/ca.pem, tls/THA.pem, tls/THA-key.pem   a throwaway CA and each server's certificate
       federation.toml         trust anchors: every hub's key, exchanged out of band
       trust/THA/              what THA's hub accepted: federation version, witness pins
-      keys/THA-HUB.key        hub key files, agency key files (passphrase-encrypted)
+      keys/THA-HUB.key        hub key files, agency key files (passphrase-encrypted; they
+                              seal the NATS nkeys too)
       hubs/THA.toml           one hub config per country
       hubs/agency-keys/       the agencies' key files as their hubs received them (public half read)
       agencies/THA-DSI-ATHD.toml   one profile per agency
@@ -27,13 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agency_client.profile import render_profile
-from broker.natsd import free_ports, save_plan
+from broker.natsd import free_ports, save_plan, write_leaf_seeds
 from broker.natsplan import FederationPlan, NodePorts
 from broker.natstls import write_throwaway_tls
 from broker.web.auth import hash_password
 from protocols.federation import render_federation
 from protocols.identifiers import Principal, hub_of, parse_agency
-from protocols.keys import Identity, KdfProfile, seal_keyfile
+from protocols.keys import (
+    NATS_AGENCY,
+    NATS_HUB,
+    Identity,
+    KdfProfile,
+    nats_link_label,
+    seal_keyfile,
+)
 from protocols.messages import MESSAGE_TYPES
 from protocols.roles import Role
 
@@ -151,6 +161,12 @@ def create_deployment(
     )
     base.mkdir(parents=True, exist_ok=True)
     save_plan(plan, base / "plan.json")
+    for country in countries:
+        write_leaf_seeds(plan, country)
+        _write_private(
+            plan.node(country).base_dir / "sys.password",
+            plan.system_credentials(country).password or "",
+        )
     write_throwaway_tls(plan, base / "tls")
     http_ports = {c: (layout.http_ports or {}).get(c) or free_port() for c in countries}
     deployment = Deployment(base, plan, countries, parsed, passphrase, http_ports)
@@ -160,11 +176,20 @@ def create_deployment(
         """``path`` (under base) as the hubs and agencies see it."""
         return str(root / path.relative_to(base))
 
-    hub_ids = {c: Identity.generate(hub_of(c)) for c in countries}
+    hub_ids = {
+        c: Identity.generate(hub_of(c)).with_nats(
+            {
+                NATS_HUB: plan.seeds[f"{c}/hub"],
+                **{nats_link_label(p): plan.seeds[f"{c}/link/{p}"] for p in plan.peers(c)},
+            }
+        )
+        for c in countries
+    }
     for ident in hub_ids.values():
         _write_private(deployment.key_file(ident.principal), seal_keyfile(ident, passphrase, kdf))
     for principal in parsed:
-        ident = Identity.generate(principal)
+        seed = plan.seeds[f"{principal.country}/agency/{principal.name}"]
+        ident = Identity.generate(principal).with_nats({NATS_AGENCY: seed})
         sealed = seal_keyfile(ident, passphrase, kdf)
         _write_private(deployment.key_file(principal), sealed)
         # the hub's own copy, as the agency handed it over: the hub reads only its public
@@ -193,9 +218,8 @@ def create_deployment(
             f"workers = {workers}",
             "",
             "[nats]",
+            "# the hub logs in with the NATS nkey sealed in key_file",
             f"url = {_toml_str(plan.client_url(country))}",
-            f"user = {_toml_str(plan.hub_credentials(country).user)}",
-            f"password = {_toml_str(plan.hub_credentials(country).password)}",
             f"ca_file = {_toml_str(seen(deployment.ca_file))}",
             "",
             "[http]",
@@ -204,13 +228,7 @@ def create_deployment(
             "",
         ]
         for peer in peers:
-            creds = plan.link_credentials(country, peer)
-            lines += [
-                f"[links.{peer}]",
-                f"user = {_toml_str(creds.user)}",
-                f"password = {_toml_str(creds.password)}",
-                "",
-            ]
+            lines += [f"[links.{peer}]  # nkey link/{peer}, sealed in key_file", ""]
         lines.append("[policy.exchange]")
         for peer in peers:
             allowed = list((exchange or {}).get(peer, types))
@@ -238,7 +256,6 @@ def create_deployment(
         _write_private(deployment.hub_config(country), "\n".join(lines))
 
     for principal in parsed:
-        creds = plan.agency_credentials(principal.country, principal.name)
         _write_private(
             deployment.profile(principal),
             render_profile(
@@ -246,8 +263,6 @@ def create_deployment(
                 key_file=seen(deployment.key_file(principal)),
                 federation_file=seen(base / "federation.toml"),
                 url=plan.client_url(principal.country),
-                user=creds.user,
-                password=creds.password,
                 ca_file=seen(deployment.ca_file),
             ),
         )

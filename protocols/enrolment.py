@@ -35,6 +35,7 @@ from protocols.keys import (
     SIGNATURE_BYTES,
     Identity,
     PublicIdentity,
+    is_nkey_user,
     verify_signature,
 )
 
@@ -69,7 +70,10 @@ class Request(wire.WireStruct, frozen=True):
     """Enrolment: the NATS server the agency will connect to (``nats://`` or ``tls://``)."""
     nats_user: ShortText | None = None
     nats_password_hash: ShortText | None = None
-    """bcrypt of the NATS password the agency generated and keeps: the secret never leaves it."""
+    """Requests made before nkeys: bcrypt of the NATS password the agency generated and keeps."""
+    nats_nkey: ShortText | None = None
+    """Enrolment: the public NATS user nkey (``U…``) the agency logs in with; its seed is
+    sealed in the agency's key file and never leaves it."""
     previous_signing_key: PublicKeyBytes | None = None
     """Rotation: the signing key being replaced (it signs the request too)."""
 
@@ -79,8 +83,14 @@ class Request(wire.WireStruct, frozen=True):
         check_fields(self)
         parse_agency(self.agency)
         if self.kind is RequestKind.ENROL:
-            if self.server is None or self.nats_user is None or self.nats_password_hash is None:
+            if self.server is None or self.nats_user is None:
                 raise SchemaError("an enrolment request names its server and NATS user")
+            if (self.nats_nkey is None) == (self.nats_password_hash is None):
+                raise SchemaError(
+                    "an enrolment request carries a NATS nkey (or, before nkeys, a hash)"
+                )
+            if self.nats_nkey is not None and not is_nkey_user(self.nats_nkey):
+                raise SchemaError("nats_nkey is not a public NATS user nkey (U…)")
             check_server(self.server)
         elif self.previous_signing_key is None:
             raise SchemaError("a rotation request names the signing key it replaces")

@@ -9,6 +9,11 @@ XSalsa20-Poly1305 (``crypto_secretbox``) under a key derived from the
 passphrase with Argon2id (``crypto_pwhash``); the KDF parameters are recorded
 in the file and bounded when read, so a crafted file can neither weaken nor
 exhaust the machine.
+
+A key file may also seal the principal's NATS user nkeys (:class:`NkeySeed`,
+the Ed25519 challenge-response nats-server offers instead of passwords):
+an agency's under :data:`NATS_AGENCY`, a hub's under :data:`NATS_HUB` and
+:func:`nats_link_label`. Files written without them still load.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import enum
 import functools
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Final, Literal, NoReturn, Protocol
 
 import msgspec
@@ -26,6 +31,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.secret
 import nacl.utils
+import nkeys  # type: ignore[import-untyped]  # NATS's own encoding of Ed25519 keys
 from nacl.public import PrivateKey
 from nacl.pwhash import argon2id
 
@@ -126,6 +132,76 @@ class SigningKeyPair:
         raise TypeError("key pairs are not picklable; use a key file")
 
 
+NATS_AGENCY: Final = "agency"
+"""Label of an agency's NATS nkey in its key file."""
+NATS_HUB: Final = "hub"
+"""Label of a hub's own NATS nkey (its user in the country's IXB account)."""
+NKEY_SEED_CHARS: Final = 58
+
+
+def nats_link_label(peer: str) -> str:
+    """Label of the nkey a hub's link to ``peer`` logs in with (the ``LINK_<peer>`` account)."""
+    return f"link/{peer}"
+
+
+class NkeySeed:
+    """A NATS user nkey: an Ed25519 seed in NATS's encoding (``SU…``), and its public ``U…`` key.
+
+    nats-server sends a nonce, the client signs it, the server checks the
+    signature against the public key in its config: the server never holds
+    the secret. The seed stays inside; ``repr`` shows the public key only.
+    """
+
+    __slots__ = ("_seed", "public")
+
+    def __init__(self, seed: str) -> None:
+        if len(seed) != NKEY_SEED_CHARS or not seed.startswith("SU") or not seed.isascii():
+            raise KeyFileError("not a NATS user nkey seed (SU…)")
+        buf = bytearray(seed.encode("ascii"))
+        try:
+            pair = nkeys.from_seed(buf)
+            self.public: str = pair.public_key.decode("ascii")
+            pair.wipe()
+        except (nkeys.NkeysError, ValueError) as exc:
+            raise KeyFileError(f"not a NATS user nkey seed ({exc})") from None
+        self._seed = seed
+
+    @classmethod
+    def generate(cls) -> NkeySeed:
+        raw = nacl.utils.random(32)
+        return cls(nkeys.encode_seed(raw, nkeys.PREFIX_BYTE_USER).decode("ascii"))
+
+    def seed_str(self) -> str:
+        """The encoded seed, for the NATS client's challenge-response (and the sealed file)."""
+        return self._seed
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NkeySeed) and hmac.compare_digest(self._seed, other._seed)
+
+    def __hash__(self) -> int:
+        return hash(self.public)
+
+    def __repr__(self) -> str:
+        return f"NkeySeed({self.public})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("nkey seeds are not picklable; use a key file")
+
+
+def is_nkey_user(public: str) -> bool:
+    """A well-formed public NATS user nkey (``U…``, checksum included)."""
+    if len(public) != 56 or not public.startswith("U") or not public.isascii():
+        return False
+    try:
+        raw = base64.b32decode(public + "=" * (-len(public) % 8))
+    except ValueError:
+        return False
+    body, crc = raw[:-2], raw[-2:]
+    return bool(nkeys.crc16_checksum(body) == crc)
+
+
 class EncryptionKeyPair:
     """X25519 key pair for receiving content keys."""
 
@@ -171,15 +247,33 @@ class Identity:
     principal: Principal
     signing: SigningKeyPair
     encryption: EncryptionKeyPair | None
+    nats: tuple[tuple[str, NkeySeed], ...] = field(default=())
+    """NATS user nkeys by label (:data:`NATS_AGENCY`, :data:`NATS_HUB`, :func:`nats_link_label`);
+    empty for key files written before nkeys."""
 
     def __post_init__(self) -> None:
         if not self.principal.is_hub and self.encryption is None:
             raise KeyFileError(f"agency {self.principal} needs an encryption key")
+        labels = [label for label, _ in self.nats]
+        if len(set(labels)) != len(labels):
+            raise KeyFileError(f"{self.principal}: a NATS nkey label appears twice")
 
     @classmethod
     def generate(cls, principal: Principal) -> Identity:
+        """New keys; an agency also gets its NATS nkey (a hub's come with its federation plan)."""
         enc = None if principal.is_hub else EncryptionKeyPair.generate()
-        return cls(principal, SigningKeyPair.generate(), enc)
+        nats = () if principal.is_hub else ((NATS_AGENCY, NkeySeed.generate()),)
+        return cls(principal, SigningKeyPair.generate(), enc, nats)
+
+    def nats_seed(self, label: str) -> NkeySeed | None:
+        """The sealed nkey under ``label``, or None (an older key file: use a password)."""
+        return dict(self.nats).get(label)
+
+    def with_nats(self, seeds: Mapping[str, NkeySeed]) -> Identity:
+        """The same keys with these NATS nkeys (replacing any of the same label)."""
+        merged = {**dict(self.nats), **seeds}
+        nats = tuple(sorted(merged.items()))
+        return Identity(self.principal, self.signing, self.encryption, nats)
 
     def public(self) -> PublicIdentity:
         return PublicIdentity(
@@ -315,6 +409,8 @@ class _PublicPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
 
     signing: _B64
     encryption: _B64 | None = None
+    nats: dict[str, str] | None = None
+    """Public NATS user nkeys (``U…``) by label, when the file seals their seeds."""
 
 
 class _KeyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -328,14 +424,17 @@ class _KeyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class _Secrets(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True, omit_defaults=True
 ):
-    """``encryption_since`` and ``retired`` (SPEC §3.1) are omitted while unused, so a
-    file without them has the three-element array it always had."""
+    """``encryption_since``, ``retired`` and ``nats`` (SPEC §3.1) are omitted while unused
+    (trailing defaults only), so a file without them has the three-element array it
+    always had."""
 
     principal: str
     signing_seed: bytes
     encryption_secret: bytes | None
     encryption_since: int | None = None
     retired: tuple[tuple[bytes, int], ...] = ()
+    nats: dict[str, str] | None = None
+    """Seeds of the NATS user nkeys by label; absent in files written before nkeys."""
 
 
 MAX_RETIRED_KEYS: Final = 8
@@ -455,6 +554,7 @@ def _seal_with(  # noqa: PLR0917
             else bytes(identity.encryption.private_key),
             encryption_since=history.encryption_since,
             retired=tuple((bytes(r.key.private_key), r.retired_at) for r in history.retired),
+            nats={label: seed.seed_str() for label, seed in identity.nats} or None,
         )
     )
     nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
@@ -466,6 +566,7 @@ def _seal_with(  # noqa: PLR0917
         public=_PublicPart(
             signing=_b64e(pub.signing),
             encryption=None if pub.encryption is None else _b64e(pub.encryption),
+            nats={label: seed.public for label, seed in identity.nats} or None,
         ),
         kdf=_Kdf(alg="argon2id13", opslimit=opslimit, memlimit=memlimit, salt=_b64e(salt)),
         box=_Box(alg="xsalsa20poly1305", nonce=_b64e(nonce), ct=_b64e(sealed)),
@@ -491,6 +592,15 @@ def read_public(data: bytes) -> PublicIdentity:
         raise KeyFileError(f"key file: {exc.detail}") from None
     enc = None if doc.public.encryption is None else _b64d(doc.public.encryption, "encryption")
     return PublicIdentity(principal, _b64d(doc.public.signing, "signing"), enc)
+
+
+def read_nats_public(data: bytes) -> dict[str, str]:
+    """The public NATS user nkeys a key file seals, by label (empty for older files)."""
+    nats = _parse_keyfile(data).public.nats or {}
+    for label, public in nats.items():
+        if not is_nkey_user(public):
+            raise KeyFileError(f"key file: public.nats.{label} is not a NATS user nkey")
+    return dict(nats)
 
 
 def open_keyfile(data: bytes, passphrase: str) -> Identity:
@@ -536,9 +646,12 @@ def _unseal(data: bytes, doc: _KeyFile, key: bytes) -> tuple[Identity, KeyHistor
         )
         retired = tuple(RetiredKey(EncryptionKeyPair(k), at) for k, at in secrets.retired)
         history = KeyHistory(secrets.encryption_since, retired)
+        nats = tuple(sorted((k, NkeySeed(v)) for k, v in (secrets.nats or {}).items()))
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         raise KeyFileError("key file: sealed secrets are malformed") from None
-    identity = Identity(public.principal, signing, enc)
+    identity = Identity(public.principal, signing, enc, nats)
     if secrets.principal != str(public.principal) or identity.public() != public:
         raise KeyFileError("key file: public part does not match the sealed secrets")
+    if {k: s.public for k, s in nats} != (doc.public.nats or {}):
+        raise KeyFileError("key file: public NATS nkeys do not match the sealed secrets")
     return identity, history, KeyFileSealer(key, salt, doc.kdf.opslimit, doc.kdf.memlimit)

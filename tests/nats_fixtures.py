@@ -23,7 +23,7 @@ from broker.natsd import NatsServer, free_ports, start_federation
 from broker.natsplan import FederationPlan
 from broker.natstls import write_throwaway_tls
 from protocols import subjects
-from transport.connect import tls_context
+from transport.connect import NatsAuth, tls_context
 from transport.streams import ensure_country_streams, ensure_link_streams
 
 AGENCIES = {
@@ -57,7 +57,7 @@ class Federation:
     servers: dict[str, NatsServer]
     conns: list[Conn] = field(default_factory=list)
 
-    async def _connect(self, country: str, user: str, password: str, **kw: object) -> Conn:
+    async def _connect(self, country: str, auth: NatsAuth, **kw: object) -> Conn:
         conn = Conn(nc=NatsClient())
 
         async def on_error(exc: Exception) -> None:
@@ -65,8 +65,7 @@ class Federation:
 
         await conn.nc.connect(
             self.plan.client_url(country),
-            user=user,
-            password=password,
+            **auth.connect_options(),
             tls=tls_context(self.plan.client_ca_file(country)),
             error_cb=on_error,
             reconnect_time_wait=0.1,
@@ -78,16 +77,14 @@ class Federation:
         return conn
 
     async def hub(self, country: str) -> Conn:
-        return await self._connect(country, *self.plan.hub_credentials(country))
+        return await self._connect(country, self.plan.hub_credentials(country))
 
     async def link(self, country: str, peer: str) -> Conn:
-        return await self._connect(country, *self.plan.link_credentials(country, peer))
+        return await self._connect(country, self.plan.link_credentials(country, peer))
 
     async def agency(self, country: str, name: str) -> Conn:
-        user, password = self.plan.agency_credentials(country, name)
-        return await self._connect(
-            country, user, password, inbox_prefix=subjects.reply_prefix(name)
-        )
+        auth = self.plan.agency_credentials(country, name)
+        return await self._connect(country, auth, inbox_prefix=subjects.reply_prefix(name))
 
     async def close_all(self) -> None:
         for conn in self.conns:

@@ -191,12 +191,21 @@ def test_agency_enroll_makes_keys_profile_and_a_signed_request(tmp_path: Path) -
         assert (out / name).stat().st_mode & 0o777 == 0o600
     from agency_client.profile import load_profile
     from protocols.enrolment import verify_request
+    from protocols.keys import open_keyfile
 
     profile = load_profile(out / "THA-DSI-ATHD.toml")
-    assert str(profile.principal) == "THA/DSI-ATHD" and profile.nats.user == "agency-DSI-ATHD"
+    assert str(profile.principal) == "THA/DSI-ATHD"
+    assert profile.nats.user is None and profile.nats.password is None  # no secret in it
     request = verify_request((out / "THA-DSI-ATHD.request").read_bytes())
-    assert request.server == "nats://127.0.0.1:4222" and request.nats_password_hash
-    assert profile.nats.password not in (out / "THA-DSI-ATHD.request").read_text("latin-1")
+    assert request.server == "nats://127.0.0.1:4222" and request.nats_user == "agency-DSI-ATHD"
+    assert request.nats_password_hash is None
+    nkeys = json.loads((out / "THA-DSI-ATHD.key").read_text())["public"]["nats"]
+    assert request.nats_nkey == nkeys["agency"] and f"nats       {nkeys['agency']}" in made.stdout
+    identity = open_keyfile((out / "THA-DSI-ATHD.key").read_bytes(), "a long passphrase")
+    seed = identity.nats_seed("agency")
+    assert seed is not None and seed.public == request.nats_nkey
+    for name in ("THA-DSI-ATHD.key", "THA-DSI-ATHD.toml", "THA-DSI-ATHD.request"):
+        assert seed.seed_str() not in (out / name).read_text("latin-1")
     again = ixb(*args, env={"IXB_PASSPHRASE": "a long passphrase"})
     assert_one_line_error(again, "ixb.E_USAGE")  # never overwrites keys
 

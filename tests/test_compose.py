@@ -112,6 +112,7 @@ def test_everything_mounted_or_named_exists(out: Path) -> None:
     for country in COUNTRIES:
         nats = found[nats_service(country)]
         assert f"source: {PREPARED}/nats/{country}.conf\n" in nats
+        assert f"source: {PREPARED}/nats/{country}/seeds\n        target: /etc/nats/seeds\n" in nats
         assert f"source: {PREPARED}/tls\n        target: {NATS_TLS_DIR}\n" in nats
         hub = found[f"hub-{country.lower()}"]
         assert f'"--config", "{MOUNT}/hubs/{country}.toml"' in hub
@@ -148,7 +149,8 @@ def test_nats_configs_pass_nats_server_check(out: Path) -> None:
     for country in COUNTRIES:
         conf = (out / "nats" / f"{country}.conf").read_text(encoding="utf-8")
         assert f'cert_file: "{NATS_TLS_DIR}/{country}.pem"' in conf
-        local = out / "nats" / f"{country}-local.conf"
+        # beside seeds/, which it includes, as /etc/nats/seeds is beside /etc/nats/nats.conf
+        local = out / "nats" / country / "nats-local.conf"
         local.write_text(conf.replace(str(NATS_TLS_DIR), str(out / "tls")), encoding="utf-8")
         result = subprocess.run(
             [str(binary), "-t", "-c", str(local)],
@@ -184,9 +186,19 @@ def test_nats_configs_listen_in_container_and_dial_service_names(out: Path) -> N
         assert f'http: "0.0.0.0:{monitor}"' in conf
         assert 'store_dir: "/data"' in conf
         assert (f'listen: "0.0.0.0:{leaf}"' in conf) == (country != "THA")  # THA only dials
-        remotes = re.findall(r'url: "nats-leaf://leaf-(\w+):[^@"]+@([\w.-]+):(\d+)"', conf)
-        assert all(user == country and port == str(leaf) for user, _, port in remotes)
-        dialled[country] = {host for _, host, _ in remotes}
+        remotes = re.findall(r'url: "nats-leaf://([\w.-]+):(\d+)"', conf)  # no userinfo
+        assert all(port == str(leaf) for _, port in remotes)
+        dialled[country] = {host for host, _ in remotes}
+        # each remote signs with the seed of the file it includes, mounted from seeds/
+        for host, _ in remotes:
+            peer = host.removeprefix("nats-").upper()
+            assert f'include "seeds/leaf-{peer}.conf"' in conf
+            seed_file = out / "nats" / country / "seeds" / f"leaf-{peer}.conf"
+            assert stat.S_IMODE(seed_file.stat().st_mode) == 0o600
+            assert re.fullmatch(r'seed: "SU[A-Z2-7]{56}"\n', seed_file.read_text())
+        assert not re.search(r"SU[A-Z2-7]{56}", conf) and "password" not in conf.replace(
+            'user: "sys", password: "$2b$', ""
+        )
     # The smaller code listens: THA dials MMR and MYS, MYS dials MMR.
     assert dialled == {"MMR": set(), "MYS": {"nats-mmr"}, "THA": {"nats-mmr", "nats-mys"}}
 

@@ -76,7 +76,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
         (('id = "THA/DSI-ATHD"', 'id = "MYS/DSI-ATHD"'), "agency[0].id"),
         (('roles = ["trafficking_unit"]', 'roles = ["spy"]'), "agency[0].roles"),
         (("[links.MYS]", "[links.THA]"), "links"),
-        (('user = "hub"\n', ""), "user"),
+        (('url = "nats://127.0.0.1:4222"\n', ""), "url"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, change: tuple[str, str], names: str) -> None:
@@ -112,3 +112,12 @@ def test_nats_ca_file_is_resolved_like_the_other_paths(tmp_path: Path) -> None:
     assert cfg.nats_ca_file() == tmp_path / "tls" / "ca.pem"
     env = {"IXB_HUB__NATS__CA_FILE": "/etc/ixb/ca.pem"}
     assert load_config(write(tmp_path, GOOD), env=env).nats_ca_file() == Path("/etc/ixb/ca.pem")
+
+
+def test_a_config_without_passwords_loads(tmp_path: Path) -> None:
+    """Hubs log in with the nkeys sealed in their key file; passwords are the old way."""
+    text = GOOD.replace('user = "hub"\npassword = "secret"\n', "").replace(
+        'user = "hub-link-MYS"\npassword = "p"\n', ""
+    )
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.nats.password is None and cfg.links["MYS"].password is None

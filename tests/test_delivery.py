@@ -177,11 +177,10 @@ async def test_a_batch_stranded_in_a_dead_hub_worker_is_back_within_seconds(
     msg_id = await sender.send(example_bodies(0)["alert"], [RECEIVER])  # waits in INGRESS
     # a hub worker fetches it and dies before settling it
     plan = fed.deployment.plan
-    user, password = plan.hub_credentials("THA")
+    auth = plan.hub_credentials("THA")
     worker = await connect(
         plan.client_url("THA"),
-        user=user,
-        password=password,
+        auth=auth,
         name="doomed",
         ca_file=plan.client_ca_file("THA"),
     )
@@ -218,12 +217,11 @@ async def test_a_message_held_longer_than_the_ack_wait_is_not_redelivered(
 async def test_an_outage_logs_each_change_of_state_once(tmp_path: Path) -> None:
     agency = Principal("THA", "DSI-ATHD")
     plan = tls_plan(["THA"], {"THA": [agency.name]}, tmp_path)
-    user, password = plan.agency_credentials("THA", agency.name)
+    auth = plan.agency_credentials("THA", agency.name)
     async with NatsServer(plan, "THA") as server:
         nc = await connect(
             plan.client_url("THA"),
-            user=user,
-            password=password,
+            auth=auth,
             ca_file=plan.client_ca_file("THA"),
             name="flaky",
             inbox_prefix=subjects.reply_prefix(agency.name),

@@ -39,10 +39,12 @@ from protocols.errors import IxbError
 from protocols.identifiers import parse_agency
 from protocols.keys import (
     MAX_RETIRED_KEYS,
+    NATS_AGENCY,
     EncryptionKeyPair,
     Identity,
     KdfProfile,
     KeyHistory,
+    NkeySeed,
     RetiredKey,
     SigningKeyPair,
     open_keyfile,
@@ -244,7 +246,8 @@ def test_key_file_without_history_keeps_its_three_element_secrets() -> None:
 
 def test_key_file_rotate_and_destroy(tmp_path: Path) -> None:
     path = tmp_path / "a.key"
-    save_identity(path, _identity(), PASS, KdfProfile.INTERACTIVE)
+    nkey = NkeySeed.generate()
+    save_identity(path, _identity().with_nats({NATS_AGENCY: nkey}), PASS, KdfProfile.INTERACTIVE)
     kf = KeyFile.open(path, PASS, NOW)
     assert kf.state.history.encryption_since == NOW  # stamped on first open
     old = kf.state.encryption.public
@@ -261,6 +264,7 @@ def test_key_file_rotate_and_destroy(tmp_path: Path) -> None:
     on_disk, history, _ = open_keyfile_history(path.read_bytes(), PASS)
     assert history.retired == ()
     assert on_disk.encryption is not None and on_disk.encryption.public == state.encryption.public
+    assert [(k, v.seed_str()) for k, v in on_disk.nats] == [(NATS_AGENCY, nkey.seed_str())]
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 

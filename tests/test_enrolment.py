@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from agency_client.keystore import load_nats_public
 from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, load_identity_for
 from protocols import wire
@@ -60,8 +62,7 @@ async def _approve(fed: Federation, request: Path, *roles: str) -> tuple[int, st
         str(fed.deployment.hub_config("THA")),
         "--nats-plan",
         str(fed.deployment.base / "plan.json"),
-        "--nats-pid",
-        str(fed.servers["THA"].pid),
+        # no --nats-pid: the server's pid_file says whom to reload
     )
     assert "Traceback" not in done.stderr
     return done.returncode, done.stdout, done.stderr
@@ -80,9 +81,22 @@ async def test_an_agency_enrols_and_sends_without_a_restart(
     assert (out / "THA-NEW-UNIT.key").stat().st_mode & 0o077 == 0
     tasks = {c: r.task for c, r in fed.hubs.items()}
 
+    nkey = load_nats_public(out / "THA-NEW-UNIT.key")["agency"]
+    assert (
+        wire.decode(
+            wire.decode(request.read_bytes(), SignedRequest, "r").body, Request, "r"
+        ).nats_nkey
+        == nkey
+    )
+    profile_text = (out / "THA-NEW-UNIT.toml").read_text()
+    assert "password" not in profile_text and "SU" not in profile_text  # no secret at all
     code, stdout, stderr = await _approve(fed, request, "trafficking_unit")
     assert code == 0, stderr
     assert "applied by the running hub" in stdout
+    assert f"nkey {nkey}" in stdout and f"nats-server {fed.servers['THA'].pid} reloads" in stdout
+    rendered = fed.deployment.plan.node("THA").config_path.read_text()
+    assert f'nkey: "{nkey}"' in rendered
+    assert not re.search(r"\bSU[A-Z2-7]{56}\b", rendered)
     agency = parse_agency("THA/NEW-UNIT")
     deadline = asyncio.get_running_loop().time() + 5
     while any(agency not in r.hub.keys.agencies("THA") for r in fed.hubs.values()):
@@ -158,3 +172,35 @@ async def test_bad_requests_are_refused_in_one_line(fed: Federation, tmp_path: P
     )
     assert done.returncode == 2 and "nats://HOST:PORT" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_a_wrong_nkey_is_refused_at_once_in_one_line(fed: Federation, tmp_path: Path) -> None:
+    """The key file of another enrolment (same id, another nkey): the server refuses it."""
+    out = tmp_path / "unit"
+    request = await _enroll(fed, "THA/NEW-UNIT", out)
+    code, _, stderr = await _approve(fed, request, "trafficking_unit")
+    assert code == 0, stderr
+    other = await run_ixb(
+        "keys",
+        "new",
+        "--agency",
+        "THA/NEW-UNIT",
+        "--out",
+        str(tmp_path / "other.key"),
+        "--kdf",
+        "interactive",
+    )
+    assert other.returncode == 0, other.stderr
+    profile = (out / "THA-NEW-UNIT.toml").read_text()
+    impostor = tmp_path / "impostor.toml"
+    impostor.write_text(profile.replace(str(out / "THA-NEW-UNIT.key"), str(tmp_path / "other.key")))
+    start = asyncio.get_running_loop().time()
+    done = await run_ixb("inbox", "--profile", str(impostor))
+    assert asyncio.get_running_loop().time() - start < 30  # not FIRST_CONNECT_S of retries
+    assert done.returncode != 0
+    assert done.stderr.startswith("error ixb.E_IO: "), done.stderr
+    assert done.stderr.rstrip("\n").endswith("authorization violation"), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    # the right key file still connects
+    ok = await run_ixb("inbox", "--profile", str(out / "THA-NEW-UNIT.toml"))
+    assert ok.returncode == 0, ok.stderr

@@ -16,7 +16,7 @@ from protocols.enrolment import (
 )
 from protocols.errors import SchemaError, SignatureError
 from protocols.identifiers import parse_agency
-from protocols.keys import Identity
+from protocols.keys import NATS_AGENCY, Identity
 
 AGENCY = parse_agency("THA/NEW-UNIT")
 
@@ -106,3 +106,20 @@ def test_malformed_server_addresses_are_refused(address: str) -> None:
 @pytest.mark.parametrize("address", ["nats://hub.example:4222", "tls://10.0.0.1:7422"])
 def test_good_server_addresses(address: str) -> None:
     assert check_server(address) == address
+
+
+def test_an_enrolment_carries_a_public_nkey_or_an_older_hash() -> None:
+    new = Identity.generate(AGENCY)
+    seed = new.nats_seed(NATS_AGENCY)
+    assert seed is not None
+    request = verify_request(
+        sign_request(_enrol(new, nats_password_hash=None, nats_nkey=seed.public), new)
+    )
+    assert request.nats_nkey == seed.public and request.nats_password_hash is None
+    assert verify_request(sign_request(_enrol(new), new)).nats_nkey is None  # before nkeys
+    with pytest.raises(SchemaError, match="nkey"):
+        _enrol(new, nats_password_hash=None)  # neither
+    with pytest.raises(SchemaError, match="nkey"):
+        _enrol(new, nats_nkey=seed.public)  # both
+    with pytest.raises(SchemaError, match="not a public NATS user nkey"):
+        _enrol(new, nats_password_hash=None, nats_nkey=seed.seed_str())  # a seed, by mistake

@@ -64,8 +64,7 @@ async def test_alert_reaches_two_countries_and_nobody_else_sees_plaintext(fed: F
         tls = tls_context(fed.deployment.plan.client_ca_file(country))
         nc = await nats.connect(
             fed.deployment.plan.client_url(country),
-            user=creds.user,
-            password=creds.password,
+            **creds.connect_options(),
             tls=tls,
         )
         await nc.subscribe(">", cb=spy)
@@ -74,8 +73,7 @@ async def test_alert_reaches_two_countries_and_nobody_else_sees_plaintext(fed: F
             lc = fed.deployment.plan.link_credentials(country, peer)
             link = await nats.connect(
                 fed.deployment.plan.client_url(country),
-                user=lc.user,
-                password=lc.password,
+                **lc.connect_options(),
                 tls=tls,
             )
             await link.subscribe(">", cb=spy)

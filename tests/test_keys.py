@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 
+import nkeys  # type: ignore[import-untyped]
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,11 +13,21 @@ from hypothesis import strategies as st
 from protocols.errors import IxbError, KeyFileError, PassphraseError, SignatureError
 from protocols.identifiers import hub_of, parse_agency
 from protocols.keys import (
+    NATS_AGENCY,
+    NATS_HUB,
+    EncryptionKeyPair,
     Identity,
     KdfProfile,
     KeyAlg,
+    KeyHistory,
+    NkeySeed,
+    RetiredKey,
     fingerprint,
+    is_nkey_user,
+    nats_link_label,
     open_keyfile,
+    open_keyfile_history,
+    read_nats_public,
     read_public,
     seal_keyfile,
     verify_signature,
@@ -156,3 +167,89 @@ def test_hub_key_file_omits_encryption_and_older_null_still_reads() -> None:
     older = json.dumps(doc).encode()
     assert read_public(older) == hub.public()
     assert open_keyfile(older, PASS).public() == hub.public()
+
+
+# --- NATS nkeys sealed in the key file ----------------------------------------------
+
+
+def test_an_agency_key_file_seals_its_nats_nkey(identity: Identity, keyfile: bytes) -> None:
+    seed = identity.nats_seed(NATS_AGENCY)
+    assert seed is not None and is_nkey_user(seed.public)
+    assert seed.seed_str() not in keyfile.decode() + repr(identity) + str(seed)
+    assert read_nats_public(keyfile) == {NATS_AGENCY: seed.public}
+    back = open_keyfile(keyfile, PASS).nats_seed(NATS_AGENCY)
+    assert back is not None and back == seed and back.seed_str() == seed.seed_str()
+    with pytest.raises(TypeError):
+        pickle.dumps(seed)
+
+
+def test_a_hub_key_file_seals_its_link_nkeys() -> None:
+    hub = Identity.generate(hub_of("THA"))
+    assert hub.nats == ()  # a hub's come with the federation plan
+    seeds = {NATS_HUB: NkeySeed.generate(), nats_link_label("MYS"): NkeySeed.generate()}
+    sealed = seal_keyfile(hub.with_nats(seeds), PASS, FAST)
+    back = open_keyfile(sealed, PASS)
+    assert {label: back.nats_seed(label) for label in seeds} == seeds
+    assert read_nats_public(sealed) == {k: v.public for k, v in seeds.items()}
+
+
+def test_a_key_file_without_nkeys_still_loads(identity: Identity) -> None:
+    """Files written before nkeys: no ``public.nats``, three sealed elements."""
+    old = Identity(identity.principal, identity.signing, identity.encryption)
+    sealed = seal_keyfile(old, PASS, FAST)
+    assert "nats" not in json.loads(sealed)["public"]
+    assert open_keyfile(sealed, PASS).nats == () and read_nats_public(sealed) == {}
+
+
+def test_a_swapped_public_nkey_is_detected(keyfile: bytes) -> None:
+    doc = json.loads(keyfile)
+    doc["public"]["nats"][NATS_AGENCY] = NkeySeed.generate().public
+    with pytest.raises(KeyFileError, match="public NATS nkeys"):
+        open_keyfile(json.dumps(doc).encode(), PASS)
+    doc["public"]["nats"][NATS_AGENCY] = "U" + "A" * 55  # checksum wrong
+    with pytest.raises(KeyFileError):
+        read_nats_public(json.dumps(doc).encode())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_only_user_nkey_seeds_are_accepted(text: str) -> None:
+    try:
+        seed = NkeySeed(text)
+    except KeyFileError:
+        return
+    assert text.startswith("SU") and seed.public.startswith("U") and is_nkey_user(seed.public)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=32, max_size=32))
+def test_nkey_seed_round_trip(raw: bytes) -> None:
+    encoded = nkeys.encode_seed(raw, nkeys.PREFIX_BYTE_USER).decode()
+    seed = NkeySeed(encoded)
+    assert NkeySeed(seed.seed_str()).public == seed.public and is_nkey_user(seed.public)
+    assert not is_nkey_user(seed.public[:-1] + ("A" if seed.public[-1] != "A" else "B"))
+    account = nkeys.encode_seed(raw, nkeys.PREFIX_BYTE_ACCOUNT).decode()
+    with pytest.raises(KeyFileError):
+        NkeySeed(account)  # an account seed (SA…) is not a user's
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        KeyHistory(),
+        KeyHistory(1_796_000_000_000),
+        KeyHistory(None, (RetiredKey(EncryptionKeyPair.generate(), 5),)),
+        KeyHistory(7, (RetiredKey(EncryptionKeyPair.generate(), 6),)),
+    ],
+)
+def test_nats_seeds_and_key_history_live_side_by_side(history: KeyHistory) -> None:
+    """The sealed array's optional elements (SPEC §3.1): nkeys after a history that may be
+    absent, written as nil / empty then, so neither is read as the other."""
+    ident = Identity.generate(parse_agency("THA/X")).with_nats({NATS_AGENCY: NkeySeed.generate()})
+    data = seal_keyfile(ident, "a long passphrase", KdfProfile.INTERACTIVE, history)
+    opened, got, _ = open_keyfile_history(data, "a long passphrase")
+    assert [(k, s.seed_str()) for k, s in opened.nats] == [(k, s.seed_str()) for k, s in ident.nats]
+    assert got.encryption_since == history.encryption_since
+    assert [(bytes(r.key.private_key), r.retired_at) for r in got.retired] == [
+        (bytes(r.key.private_key), r.retired_at) for r in history.retired
+    ]

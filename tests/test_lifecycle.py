@@ -280,10 +280,11 @@ async def test_revocation_can_close_the_agencys_nats_connections(fed: Federation
         "seized",
         "--nats-plan",
         str(fed.deployment.base / "plan.json"),
-        "--nats-pid",
-        str(fed.servers["THA"].pid),
+        # no --nats-pid: found in the pid_file the server's config names
     )
-    assert "NATS user removed" in out
+    assert "NATS user removed" in out and "its connections are closed" in out
+    nkey = fed.deployment.plan.nkeys["THA/agency/DSI-ATHD"]
+    assert nkey not in fed.deployment.plan.node("THA").config_path.read_text()
     deadline = asyncio.get_running_loop().time() + 5
     while revoked.nc.is_connected:
         assert asyncio.get_running_loop().time() < deadline, "still connected"

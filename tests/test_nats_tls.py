@@ -49,7 +49,7 @@ async def test_every_connection_of_the_federation_is_tls(federation: Federation)
         await federation.hub(country)  # one more client per server, beside setup's
     for country, server in federation.servers.items():
         varz = await server.monitor("varz")
-        assert varz["tls_required"] is True and "tls_verify" not in varz  # passwords inside
+        assert varz["tls_required"] is True and "tls_verify" not in varz  # nkeys inside
         leaf = varz["leaf"]
         if federation.plan.node(country).leaf_port is not None:
             assert leaf["tls_required"] is True and leaf["tls_verify"] is True  # mutual TLS
@@ -67,13 +67,13 @@ async def test_every_connection_of_the_federation_is_tls(federation: Federation)
 
 async def test_a_plaintext_client_is_refused(federation: Federation) -> None:
     node = federation.plan.node("THA")
-    user, password = federation.plan.hub_credentials("THA")
+    auth = federation.plan.hub_credentials("THA")
 
     def plain_session() -> tuple[dict[str, object], bytes]:
         with socket.create_connection((node.host, node.client_port), timeout=5) as sock:
             sock.settimeout(5)
             info = json.loads(sock.recv(65536).decode().split(" ", 1)[1])
-            connect_op = json.dumps({"user": user, "pass": password, "verbose": False})
+            connect_op = json.dumps({"nkey": auth.nkey, "verbose": False})
             sock.sendall(f"CONNECT {connect_op}\r\nPING\r\n".encode())
             answer = b""
             with_timeout = time.monotonic() + 5
@@ -95,14 +95,13 @@ async def test_a_client_trusting_another_ca_refuses_the_server_at_once(
 ) -> None:
     other = tmp_path / "other-ca.pem"
     write_private(other, ThrowawayCA("someone else's CA").cert_pem.decode())
-    user, password = federation.plan.hub_credentials("THA")
+    auth = federation.plan.hub_credentials("THA")
     start = time.monotonic()
     with pytest.raises(ConfigError) as info:
         async with asyncio.timeout(10):  # a TimeoutError here: it kept retrying
             await connect(
                 federation.plan.client_url("THA"),
-                user=user,
-                password=password,
+                auth=auth,
                 name="wrong-ca",
                 ca_file=other,
                 max_reconnect_attempts=UNBOUNDED,  # as the hub: even then, no retry
@@ -111,16 +110,15 @@ async def test_a_client_trusting_another_ca_refuses_the_server_at_once(
     detail = info.value.detail
     assert "does not verify against the CA in" in detail and str(other) in detail
     assert "\n" not in detail
-    assert password not in detail
+    assert auth.seed is not None and auth.seed.seed_str() not in detail
 
 
 async def test_a_client_refuses_a_missing_ca_file(federation: Federation, tmp_path: Path) -> None:
-    user, password = federation.plan.hub_credentials("THA")
+    auth = federation.plan.hub_credentials("THA")
     with pytest.raises(ConfigError, match="cannot load the NATS CA file"):
         await connect(
             federation.plan.client_url("THA"),
-            user=user,
-            password=password,
+            auth=auth,
             name="no-ca",
             ca_file=tmp_path / "absent.pem",
         )
@@ -136,13 +134,12 @@ async def test_an_expired_server_certificate_is_refused(tmp_path: Path) -> None:
     ca.issue(server_names(solo, "THA"), not_before=not_before, not_after=not_after).write(
         tls.cert_file, tls.key_file
     )
-    user, password = solo.hub_credentials("THA")
+    auth = solo.hub_credentials("THA")
     async with NatsServer(solo, "THA"):
         with pytest.raises(ConfigError, match="certificate has expired"):
             await connect(
                 solo.client_url("THA"),
-                user=user,
-                password=password,
+                auth=auth,
                 name="expired",
                 ca_file=tls.ca_file,
                 give_up_after=10,
@@ -246,17 +243,16 @@ async def test_hub_and_agency_with_the_wrong_ca_stop_with_one_line(tmp_path: Pat
 
 
 async def test_tls_refusals_are_logged_without_secrets(federation: Federation) -> None:
-    """A refused first connect logs the kind of error, never the password."""
-    user, password = federation.plan.hub_credentials("THA")
+    """A refused first connect logs the kind of error, never the seed."""
+    auth = federation.plan.hub_credentials("THA")
     with structlog.testing.capture_logs() as logs, pytest.raises(ConfigError):
         await connect(
             federation.plan.client_url("THA"),
-            user=user,
-            password=password,
+            auth=auth,
             name="no-ca-given",  # the system's CAs do not know the throwaway CA
             give_up_after=10,
         )
-    assert password not in repr(logs)
+    assert auth.seed is not None and auth.seed.seed_str() not in repr(logs)
 
 
 def test_ca_and_certificates_keep_private_keys_out_of_repr(tmp_path: Path) -> None:
@@ -273,7 +269,7 @@ def test_configs_carry_tls_blocks_and_plain_mode_only_on_request(tmp_path: Path)
     mys, tha = render_config(tls, "MYS"), render_config(tls, "THA")
     node = tls.node("MYS").tls
     assert node is not None
-    # client listener: server certificate, no client certificates (passwords)
+    # client listener: server certificate, no client certificates (nkeys)
     assert mys.count(f'cert_file: "{node.cert_file}"') == 2  # client + leaf listener
     assert "verify: true" in mys  # MYS listens for THA: mutual TLS
     assert "verify: true" not in tha  # THA only dials; its remote verifies MYS

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -33,7 +34,7 @@ from broker.natsd import (
     wait_links_up,
     write_config,
 )
-from broker.natsplan import MAX_SUBSCRIPTIONS, FederationPlan
+from broker.natsplan import MAX_SUBSCRIPTIONS, FederationPlan, bcrypt_hash
 from protocols import subjects
 from protocols.errors import ConfigError
 from protocols.identifiers import Principal
@@ -48,7 +49,7 @@ from tests.nats_fixtures import (
     stream_info,
     tls_plan,
 )
-from transport.connect import tls_context
+from transport.connect import NatsAuth, connect, tls_context
 from transport.streams import (
     HUB_CONSUMER,
     INBOX_STREAM,
@@ -93,20 +94,37 @@ def test_plan_round_trips_and_keeps_secrets_private(plan: FederationPlan, tmp_pa
     path = tmp_path / "plan.json"
     save_plan(plan, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_plan(path) == plan
+    loaded = load_plan(path)
+    assert loaded == plan
+    assert not loaded.seeds and not loaded.system_passwords  # seeds never reach the JSON
+    saved = path.read_text()
     config = write_config(plan, "THA")
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     rendered = config.read_text()
-    assert plan.hub_credentials("THA").password in rendered
-    assert plan.hub_credentials("MYS").password not in rendered  # only THA's own users
+    secrets = [s.seed_str() for s in plan.seeds.values()] + list(plan.system_passwords.values())
+    for text in (saved, rendered):
+        assert not re.search(r"\bSU[A-Z2-7]{56}\b", text)  # no nkey seed at all
+        assert not any(secret in text for secret in secrets)
+    assert "password" not in re.sub(r'user: "sys", password: "\$2b\$[^"]+"', "", rendered)
+    assert plan.hub_credentials("THA").nkey in rendered
+    assert plan.hub_credentials("MYS").nkey not in rendered  # only THA's own users
     for template in TEMPLATE_DIR.glob("*.template"):
-        assert not any(pw in template.read_text() for pw in plan.passwords.values())
-    assert "password" not in repr(plan.hub_credentials("THA")).replace("password=<hidden>", "")
-    assert len({*plan.passwords.values()}) == len(plan.passwords)
+        assert not any(secret in template.read_text() for secret in secrets)
+    hub = plan.hub_credentials("THA")
+    assert hub.seed is not None and hub.seed.seed_str() not in repr(hub) + repr(plan)
+    assert len({*plan.nkeys.values()}) == len(plan.nkeys)
+    with pytest.raises(ConfigError, match="sealed in a key file"):
+        loaded.hub_credentials("THA")
     with pytest.raises(ConfigError):
         plan.agency_credentials("THA", "RMP-ATIPSOM")
     with pytest.raises(ConfigError):
         load_plan(tmp_path / "missing.json")
+    # the leaf seeds THA dials with, beside its config, readable by the server's user only
+    for peer in ("MMR", "MYS"):
+        seed_file = plan.node("THA").leaf_seed_path(peer)
+        assert stat.S_IMODE(seed_file.stat().st_mode) == 0o600
+        seed = plan.leaf_seed(peer, "THA")
+        assert seed is not None and seed_file.read_text() == f'seed: "{seed.seed_str()}"\n'
 
 
 def test_rendered_configs_pass_nats_server_check(plan: FederationPlan) -> None:
@@ -138,8 +156,7 @@ async def test_server_lifecycle_restart_keeps_ports_and_data(tmp_path: Path) -> 
         await nc.connect(
             solo.client_url("THA"),
             tls=tls_context(solo.client_ca_file("THA")),
-            user="hub",
-            password=solo.hub_credentials("THA").password,
+            **solo.hub_credentials("THA").connect_options(),
             reconnect_time_wait=0.1,
             max_reconnect_attempts=-1,
         )
@@ -390,7 +407,7 @@ async def test_link_accounts_are_limited(federation: Federation) -> None:
     assert info.domain == "MYS"
 
     # The leaf user lives in the link account but cannot log in as a client.
-    user, password = federation.plan.leaf_credentials("MYS", "THA")
+    auth = federation.plan.leaf_credentials("MYS", "THA")
     errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
@@ -401,8 +418,7 @@ async def test_link_accounts_are_limited(federation: Federation) -> None:
         await nc.connect(
             federation.plan.client_url("MYS"),
             tls=tls_context(federation.plan.client_ca_file("MYS")),
-            user=user,
-            password=password,
+            **auth.connect_options(),
             allow_reconnect=False,
             error_cb=on_error,
         )
@@ -533,7 +549,7 @@ async def test_stream_setup_is_idempotent_and_updates(federation: Federation) ->
 
 async def test_a_subscription_flood_is_refused_by_the_server(federation: Federation) -> None:
     """An agency that opens more subscriptions than the per-connection limit is cut off."""
-    user, password = federation.plan.agency_credentials("THA", DSI.name)
+    auth = federation.plan.agency_credentials("THA", DSI.name)
     nc = NatsClient()
     closed = asyncio.Event()
 
@@ -543,8 +559,7 @@ async def test_a_subscription_flood_is_refused_by_the_server(federation: Federat
     await nc.connect(
         federation.plan.client_url("THA"),
         tls=tls_context(federation.plan.client_ca_file("THA")),
-        user=user,
-        password=password,
+        **auth.connect_options(),
         inbox_prefix=subjects.reply_prefix(DSI.name),
         allow_reconnect=False,
         connect_timeout=2,
@@ -565,3 +580,34 @@ async def test_a_subscription_flood_is_refused_by_the_server(federation: Federat
     # a well-behaved agency on the same server is unaffected
     imm = await federation.agency("THA", IMM.name)
     await imm.nc.flush(timeout=2)
+
+
+async def test_a_version_1_plan_still_serves_its_password_users(tmp_path: Path) -> None:
+    """Deployments made before nkeys: plan.json v1 (passwords, an enrolled agency's bcrypt
+    hash) renders as it did, and the hub and agency log in with their passwords."""
+    data = tls_plan(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path).to_json()
+    data["version"] = 1
+    del data["nkeys"]
+    data["passwords"] = {
+        "THA/sys": "sys-password",
+        "THA/hub": "hub-password",
+        "THA/agency/DSI-ATHD": bcrypt_hash("agency-password"),
+    }
+    old = FederationPlan.from_json(data)
+    rendered = render_config(old, "THA")
+    assert 'user: "hub", password: "hub-password"' in rendered and "nkey:" not in rendered
+    hub = NatsAuth(user="hub", password="hub-password")
+    assert old.hub_credentials("THA") == hub
+    async with NatsServer(old, "THA"):
+        agency = NatsAuth(user="agency-DSI-ATHD", password="agency-password")
+        for auth, prefix in ((hub, "_INBOX"), (agency, subjects.reply_prefix("DSI-ATHD"))):
+            nc = await connect(
+                old.client_url("THA"),
+                auth=auth,
+                name="old",
+                ca_file=old.client_ca_file("THA"),
+                inbox_prefix=prefix,
+                max_reconnect_attempts=0,
+            )
+            assert nc.is_connected
+            await nc.close()

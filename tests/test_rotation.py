@@ -97,6 +97,7 @@ async def _rotate(
     assert done.returncode == 0, done.stderr
     tha2 = await _client(fed, "THA/DSI-ATHD")
     assert tha2.identity.public().encryption == old_enc  # hub lists the old keys still
+    assert tha2.identity.nats == tha.identity.nats != ()  # the NATS nkey stays: the server knows it
     sender["THA"] = tha2
     await _drain(tha, got_at_tha, 0.5)  # the old process reads what it had, then stops
     await asyncio.sleep(1.0)  # sealed to the old key, waiting unread in the inbox

@@ -192,11 +192,10 @@ async def test_a_hub_whose_disk_is_full_holds_every_message_and_delivers_each_on
     receiver = await running.client(RECEIVER)
     alert = example_bodies(0)["alert"]
     plan = running.deployment.plan
-    user, password = plan.hub_credentials("THA")
+    auth = plan.hub_credentials("THA")
     nc = await connect(
         plan.client_url("THA"),
-        user=user,
-        password=password,
+        auth=auth,
         name="test",
         ca_file=plan.client_ca_file("THA"),
     )

@@ -20,10 +20,10 @@ from protocols import subjects
 from protocols.directory import Role
 from protocols.errors import IoError
 from protocols.identifiers import Principal
-from protocols.keys import KdfProfile
+from protocols.keys import KdfProfile, NkeySeed
 from tests.federation import PASSPHRASE
 from tests.nats_fixtures import eventually, tls_plan
-from transport.connect import CONNECT_TIMEOUT_S, RECONNECT_WAIT_S, UNBOUNDED, connect
+from transport.connect import CONNECT_TIMEOUT_S, RECONNECT_WAIT_S, UNBOUNDED, NatsAuth, connect
 
 AGENCY = Principal("THA", "DSI-ATHD")
 
@@ -32,12 +32,11 @@ async def test_connect_names_the_connection_and_logs_errors_in_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     plan = tls_plan(["THA"], {"THA": [AGENCY.name]}, tmp_path)
-    user, password = plan.agency_credentials("THA", AGENCY.name)
+    auth = plan.agency_credentials("THA", AGENCY.name)
     async with NatsServer(plan, "THA"):
         nc = await connect(
             plan.client_url("THA"),
-            user=user,
-            password=password,
+            auth=auth,
             ca_file=plan.client_ca_file("THA"),
             name="ixb-test-agency",
             inbox_prefix=subjects.reply_prefix(AGENCY.name),
@@ -72,12 +71,10 @@ async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
     plan = FederationPlan.create(
         ["THA"], {}, tmp_path, ports=free_ports()
     )  # planned, never started
-    user, password = plan.hub_credentials("THA")
+    auth = plan.hub_credentials("THA")
     start = time.monotonic()
     with structlog.testing.capture_logs() as logs, pytest.raises(TimeoutError) as info:
-        await connect(
-            plan.client_url("THA"), user=user, password=password, name="nobody", give_up_after=1
-        )
+        await connect(plan.client_url("THA"), auth=auth, name="nobody", give_up_after=1)
     assert 1 <= time.monotonic() - start < 5
     assert plan.client_url("THA") in str(info.value)
     assert "ConnectionRefusedError" in str(info.value)  # the last attempt's error
@@ -86,10 +83,8 @@ async def test_a_first_connect_gives_up_when_told_to(tmp_path: Path) -> None:
 
 async def test_unbounded_first_connect_keeps_trying_until_cancelled(tmp_path: Path) -> None:
     plan = FederationPlan.create(["THA"], {}, tmp_path, ports=free_ports())
-    user, password = plan.hub_credentials("THA")
-    task = asyncio.create_task(
-        connect(plan.client_url("THA"), user=user, password=password, name="patient")
-    )
+    auth = plan.hub_credentials("THA")
+    task = asyncio.create_task(connect(plan.client_url("THA"), auth=auth, name="patient"))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(asyncio.shield(task), timeout=1.5)
     assert not task.done()  # the hub waits for its server
@@ -116,3 +111,39 @@ async def test_the_sdk_reports_an_unreachable_server(
         async with asyncio.timeout(10):  # a TimeoutError here: it kept retrying
             await sdk.AgencyClient.connect(profile, identity)
     assert time.monotonic() - start < 5
+
+
+async def test_a_wrong_nkey_is_refused_at_once_even_with_unbounded_reconnects(
+    tmp_path: Path,
+) -> None:
+    """Another seed than the one whose public key the config holds: one IoError, no retry
+    loop (the hub's setting retries a refused first connect for ever otherwise)."""
+    plan = tls_plan(["THA"], {"THA": [AGENCY.name]}, tmp_path)
+    async with NatsServer(plan, "THA"):
+        right = await connect(
+            plan.client_url("THA"),
+            auth=plan.hub_credentials("THA"),
+            name="right",
+            ca_file=plan.client_ca_file("THA"),
+        )
+        await right.close()
+        impostor = NatsAuth(seed=NkeySeed.generate())
+        # several times: over TLS the refusal often first shows as a broken pipe (logged
+        # by nobody: the one line a command prints is the answer)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                start = time.monotonic()
+                with pytest.raises(IoError) as info:
+                    await connect(
+                        plan.client_url("THA"),
+                        auth=impostor,
+                        name="impostor",
+                        ca_file=plan.client_ca_file("THA"),
+                        max_reconnect_attempts=UNBOUNDED,
+                    )
+                assert time.monotonic() - start < CONNECT_TIMEOUT_S
+        assert not logs, logs
+        detail = info.value.detail
+        assert detail.endswith("authorization violation") and "\n" not in detail
+        assert impostor.nkey is not None and impostor.nkey in detail
+        assert impostor.seed is not None and impostor.seed.seed_str() not in detail

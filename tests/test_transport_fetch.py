@@ -69,15 +69,12 @@ async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
     plan = tls_plan(["THA"], {"THA": [AGENCY.name]}, tmp_path)
     ca_file = plan.client_ca_file("THA")
     async with NatsServer(plan, "THA"):
-        user, password = plan.hub_credentials("THA")
-        hub = await connect(
-            plan.client_url("THA"), user=user, password=password, name="test-hub", ca_file=ca_file
-        )
-        user, password = plan.agency_credentials("THA", AGENCY.name)
+        auth = plan.hub_credentials("THA")
+        hub = await connect(plan.client_url("THA"), auth=auth, name="test-hub", ca_file=ca_file)
+        auth = plan.agency_credentials("THA", AGENCY.name)
         agency = await connect(
             plan.client_url("THA"),
-            user=user,
-            password=password,
+            auth=auth,
             ca_file=ca_file,
             name="test-agency",
             inbox_prefix=subjects.reply_prefix(AGENCY.name),

@@ -26,6 +26,12 @@ during the *first* connect is a configuration error, raised at once as one
 line (:class:`~protocols.errors.ConfigError`), never retried for ever: no
 retry makes a wrong CA right. Later, a server that presents a bad certificate
 is logged and retried like any other refused reconnect.
+
+Credentials (:class:`NatsAuth`): a NATS user nkey (the server sends a nonce,
+we sign it; its config holds only our public key), or a user and password
+for deployments configured before nkeys. A server that refuses them during
+the first connect is answered at once (:class:`~protocols.errors.IoError`,
+"authorization violation"): no retry makes a wrong key right.
 """
 
 from __future__ import annotations
@@ -36,13 +42,15 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import structlog
 from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
 
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, IoError
+from protocols.keys import NkeySeed
 
 log = structlog.get_logger("ixb.nats")
 
@@ -115,6 +123,50 @@ class StateLog:
         self.repeats = 0
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class NatsAuth:
+    """How a client logs into nats-server: an nkey, else (older configs) user and password."""
+
+    seed: NkeySeed | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.seed is None and (self.user is None or self.password is None):
+            raise ConfigError("NATS credentials: an nkey, or a user and a password")
+
+    @property
+    def nkey(self) -> str | None:
+        """The public ``U…`` key the server's config holds for us, if we use an nkey."""
+        return None if self.seed is None else self.seed.public
+
+    def connect_options(self) -> dict[str, Any]:
+        """The keyword arguments of nats-py's ``Client.connect`` for these credentials."""
+        if self.seed is not None:
+            return {"nkeys_seed_str": self.seed.seed_str()}
+        return {"user": self.user, "password": self.password}
+
+    def __repr__(self) -> str:  # never print a secret by accident
+        if self.seed is not None:
+            return f"NatsAuth(nkey={self.seed.public})"
+        return f"NatsAuth(user={self.user!r}, password=<hidden>)"
+
+    __str__ = __repr__
+
+
+HANDSHAKE_CLOSED_UNLOGGED = 10
+"""First-connect attempts the server may close (reset, broken pipe) before one is logged.
+
+Over TLS, nats-server's answer to a refused login (``-ERR 'Authorization
+Violation'``, then close) often reaches nats-py as a broken pipe on its PING
+after CONNECT; the next attempt usually reads the ``-ERR`` itself. Logging
+the first ones would put a spurious line before the real, one-line answer."""
+
+
+def _is_authorization_violation(exc: Exception) -> bool:
+    return isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
+
+
 @dataclass
 class ConnectionLog:
     """The callbacks of one connection: one log line per change of state."""
@@ -126,6 +178,7 @@ class ConnectionLog:
     first_connect: bool = True
     """While the first connect is under way, a certificate that fails to verify is fatal."""
     _errors: StateLog = field(init=False)
+    _closed_in_handshake: int = 0
 
     def __post_init__(self) -> None:
         self._errors = StateLog("nats_error", connection=self.name)
@@ -134,6 +187,12 @@ class ConnectionLog:
         self.seen[:] = [exc]
         if self.first_connect and isinstance(exc, ssl.SSLCertVerificationError):
             raise _CertificateRefusedError(exc)  # ends nats-py's first-connect loop
+        if self.first_connect and _is_authorization_violation(exc):
+            raise _AuthorizationRefusedError(str(exc))
+        if self.first_connect and isinstance(exc, BrokenPipeError | ConnectionResetError):
+            self._closed_in_handshake += 1
+            if self._closed_in_handshake < HANDSHAKE_CLOSED_UNLOGGED:
+                return  # perhaps a refused login: the next attempt reads the server's -ERR
         self._errors.failed(exc)
 
     async def on_disconnected(self) -> None:
@@ -152,6 +211,10 @@ class _CertificateRefusedError(Exception):
         self.cause = cause
 
 
+class _AuthorizationRefusedError(Exception):
+    pass
+
+
 def tls_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
     """A client context that verifies the server against ``ca_file`` (and its name)."""
     if ca_file is None:
@@ -168,8 +231,7 @@ def tls_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
 async def connect(
     url: str,
     *,
-    user: str,
-    password: str,
+    auth: NatsAuth,
     name: str,
     ca_file: str | Path | None = None,
     inbox_prefix: str | bytes = DEFAULT_INBOX_PREFIX,
@@ -182,8 +244,8 @@ async def connect(
     Raises ``TimeoutError`` if no connect succeeded within ``give_up_after``
     seconds (``None``: keep trying while reconnects are unbounded),
     ``ConfigError`` if the server's certificate does not verify against
-    ``ca_file`` (or the system's CAs), and nats-py's errors or ``OSError``
-    when it gives up by itself.
+    ``ca_file`` (or the system's CAs), ``IoError`` if the server refuses
+    ``auth``, and nats-py's errors or ``OSError`` when it gives up by itself.
     """
     tls = tls_context(ca_file)
     nc = NatsClient()
@@ -193,8 +255,7 @@ async def connect(
         async with asyncio.timeout(give_up_after):
             await nc.connect(
                 url,
-                user=user,
-                password=password,
+                **auth.connect_options(),
                 name=name,
                 inbox_prefix=inbox_prefix,
                 error_cb=states.on_error,
@@ -212,6 +273,11 @@ async def connect(
         raise ConfigError(
             f"the NATS server at {url} presented a certificate that does not verify "
             f"against {trusted}: {exc.cause.verify_message or exc.cause.reason}"
+        ) from None
+    except _AuthorizationRefusedError:
+        await _abandon(nc)
+        raise IoError(
+            f"the NATS server at {url} refused our credentials ({auth!r}): authorization violation"
         ) from None
     except TimeoutError:
         await _abandon(nc)

@@ -40,7 +40,7 @@ from protocols.messages import Body, Receipt, ReceiptStatus
 from protocols.roles import Role
 from tests.federation import AGENCIES, Federation, running_federation
 from tests.nats_fixtures import Conn
-from transport.connect import tls_context
+from transport.connect import NatsAuth, tls_context
 
 DSI = "THA/DSI-ATHD"
 IMM = "THA/IMMIGRATION"
@@ -261,7 +261,7 @@ async def still_serving(b: Bench, to: Sequence[str] = (RMP, ATTU)) -> None:
 
 
 async def nats_conn(
-    fed: Federation, country: str, user: str, password: str, inbox_prefix: str = "_INBOX"
+    fed: Federation, country: str, auth: NatsAuth, inbox_prefix: str = "_INBOX"
 ) -> Conn:
     """A connection that records the errors nats-py reports asynchronously (permissions)."""
     conn = Conn(nc=NatsClient())
@@ -271,8 +271,7 @@ async def nats_conn(
 
     await conn.nc.connect(
         fed.deployment.plan.client_url(country),
-        user=user,
-        password=password,
+        **auth.connect_options(),
         tls=tls_context(fed.deployment.plan.client_ca_file(country)),
         error_cb=on_error,
         connect_timeout=2,

@@ -51,7 +51,7 @@ async def b(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bench]:
 
 async def _last_seq(b: Bench, country: str, stream: str) -> int:
     creds = b.fed.deployment.plan.hub_credentials(country)
-    conn = await nats_conn(b.fed, country, creds.user, creds.password)
+    conn = await nats_conn(b.fed, country, creds)
     try:
         return (await conn.nc.jetstream().stream_info(stream)).state.last_seq
     finally:
@@ -73,11 +73,9 @@ async def _nothing_for_dsi(b: Bench) -> None:
 
 
 async def test_agency_cannot_publish_or_read_on_another_agencys_subjects(b: Bench) -> None:
-    user, password = b.fed.deployment.plan.agency_credentials("THA", "DSI-ATHD")
+    auth = b.fed.deployment.plan.agency_credentials("THA", "DSI-ATHD")
     ingress = await _last_seq(b, "THA", INGRESS_STREAM)
-    conn = await nats_conn(
-        b.fed, "THA", user, password, inbox_prefix=subjects.reply_prefix("DSI-ATHD")
-    )
+    conn = await nats_conn(b.fed, "THA", auth, inbox_prefix=subjects.reply_prefix("DSI-ATHD"))
     try:
         imm = parse_agency(IMM)
         await _refused_publishes(
@@ -114,7 +112,7 @@ async def test_foreign_link_account_cannot_inject_into_internal_subjects(b: Benc
     creds = b.fed.deployment.plan.link_credentials("MYS", "THA")
     tha_ingress = await _last_seq(b, "THA", INGRESS_STREAM)
     mys_ingress = await _last_seq(b, "MYS", INGRESS_STREAM)
-    conn = await nats_conn(b.fed, "MYS", creds.user, creds.password)
+    conn = await nats_conn(b.fed, "MYS", creds)
     try:
         js = conn.nc.jetstream()
         for subject in (

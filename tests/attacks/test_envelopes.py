@@ -324,7 +324,7 @@ async def test_revoked_sender(b: Bench) -> None:
 async def _link_publish(b: Bench, data: bytes, nats_id: str) -> None:
     """What a compromised MYS hub could do: publish into MYS's stream to THA."""
     creds = b.fed.deployment.plan.link_credentials("MYS", "THA")
-    conn = await nats_conn(b.fed, "MYS", creds.user, creds.password)
+    conn = await nats_conn(b.fed, "MYS", creds)
     try:
         ack = await conn.nc.jetstream().publish(
             subjects.cross_border("MYS", "THA"), data, headers={"Nats-Msg-Id": nats_id}
