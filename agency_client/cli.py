@@ -15,6 +15,7 @@ from typing import Any
 
 from agency_client import enrol
 from agency_client.keystore import (
+    load_identity,
     load_nats_public,
     load_public,
     passphrase,
@@ -28,7 +29,7 @@ from protocols.envelope import (
     verify_hops,
     verify_sender_signature,
 )
-from protocols.errors import IxbError
+from protocols.errors import IxbError, UsageError
 from protocols.identifiers import Principal, format_message_id, parse_agency, parse_hub
 from protocols.keys import Identity, KdfProfile, KeyRing, PublicIdentity
 from protocols.limits import MAX_ENVELOPE_BYTES
@@ -53,6 +54,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=[p.value for p in KdfProfile],
         default=KdfProfile.MODERATE.value,
         help="Argon2id cost (default: moderate)",
+    )
+    new.add_argument(
+        "--nats-from",
+        type=Path,
+        metavar="OLD_KEY_FILE",
+        help="carry the NATS nkeys sealed in OLD_KEY_FILE (same principal and passphrase) "
+        "into the new file: a hub key rotation keeps the hub's NATS logins",
     )
     new.set_defaults(func=cmd_keys_new)
     enrol.register_rotate(keys)
@@ -94,7 +102,17 @@ def _print_json(obj: object) -> None:
 def cmd_keys_new(args: argparse.Namespace) -> int:
     principal: Principal = parse_agency(args.agency) if args.agency else parse_hub(args.hub)
     identity = Identity.generate(principal)
-    save_identity(args.out, identity, passphrase(confirm=True), KdfProfile(args.kdf))
+    secret = passphrase(confirm=True)
+    if args.nats_from is not None:
+        old = load_identity(args.nats_from, secret)
+        if old.principal != principal:
+            raise UsageError(
+                f"--nats-from: {args.nats_from} is {old.principal}'s, not {principal}'s"
+            )
+        if not old.nats:
+            raise UsageError(f"--nats-from: {args.nats_from} seals no NATS nkey")
+        identity = Identity(principal, identity.signing, identity.encryption, old.nats)
+    save_identity(args.out, identity, secret, KdfProfile(args.kdf))
     sys.stdout.write(f"created {args.out} for {principal}\n")
     _print_fingerprints(identity.public())
     _print_nats({label: seed.public for label, seed in identity.nats})

@@ -40,7 +40,14 @@ from protocols.federation import (
     sign_version,
 )
 from protocols.identifiers import hub_of
-from protocols.keys import Identity, KeyAlg, SigningKeyPair, key_id, open_keyfile
+from protocols.keys import (
+    Identity,
+    KeyAlg,
+    SigningKeyPair,
+    key_id,
+    open_keyfile,
+    read_nats_public,
+)
 from protocols.messages import Receipt
 from tests.federation import PASSPHRASE, Federation, run_ixb, running_federation
 from tests.test_audit_federation import until
@@ -127,9 +134,16 @@ async def test_hub_key_rotation_live_under_traffic(tmp_path: Path) -> None:  # n
 
             # MYS's operator makes a new hub key; version 2 carries it
             new_key = tmp_path / "MYS-HUB-new.key"
+            # (its NATS logins carried over: the server knows their public nkeys)
+            old_key = dep.key_file(hub_of("MYS"))
             made = await run_ixb("keys", "new", "--hub", "MYS/HUB", "--out", str(new_key),
-                                 "--kdf", "interactive")  # fmt: skip
+                                 "--kdf", "interactive", "--nats-from", str(old_key))  # fmt: skip
             assert made.returncode == 0, made.stderr
+            assert read_nats_public(new_key.read_bytes()) == read_nats_public(old_key.read_bytes())
+            foreign = await run_ixb("keys", "new", "--hub", "MYS/HUB", "--out",
+                                    str(tmp_path / "x.key"), "--kdf", "interactive",
+                                    "--nats-from", str(dep.key_file(hub_of("THA"))))  # fmt: skip
+            assert_one_line_error(foreign, "ixb.E_USAGE")
             new_mys = open_keyfile(new_key.read_bytes(), PASSPHRASE)
             v2 = propose(v1, keys={"MYS": new_mys.signing.public})
             for country in ("MYS", "THA"):  # MYS signs with its old key: the one v1 lists
