@@ -16,13 +16,29 @@ from pathlib import Path
 
 from agency_client.enckeys import KeyState, open_key_file
 from agency_client.federation_state import state_path
-from agency_client.keystore import create_private, load_identity, passphrase, save_identity
+from agency_client.keystore import (
+    MAX_KEYFILE_BYTES,
+    create_private,
+    passphrase,
+    read_bytes,
+    save_identity,
+)
 from agency_client.profile import Profile, load_profile, render_profile
 from agency_client.sdk import AgencyClient, load_previous_for, previous_key_file
 from protocols.enrolment import Request, RequestKind, check_server, sign_request
 from protocols.errors import IxbError, UsageError
 from protocols.identifiers import parse_agency
-from protocols.keys import NATS_AGENCY, Identity, KdfProfile, PublicIdentity
+from protocols.keys import (
+    MAX_RETIRED_KEYS,
+    NATS_AGENCY,
+    Identity,
+    KdfProfile,
+    KeyHistory,
+    PublicIdentity,
+    RetiredKey,
+    open_keyfile_history,
+    seal_keyfile,
+)
 from transport.clock import wall_ms
 
 
@@ -101,9 +117,16 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     if args.encryption_only:
         return _rotate_encryption(profile)
     key_file = profile.path(profile.agency.key_file)
-    secret = passphrase(confirm=False)
-    old = load_identity(key_file, secret)
     previous_file = previous_key_file(key_file)
+    if previous_file.exists():
+        raise UsageError(
+            f"{previous_file} exists: the last rotation is not finished. Once the hub's "
+            "operator ran `ixb hub agency rotate` with its request, any command of this "
+            "profile (e.g. `ixb inbox`) sees the new keys listed and removes it"
+        )
+    secret = passphrase(confirm=False)
+    now = wall_ms()
+    old, history, _ = open_keyfile_history(read_bytes(key_file, MAX_KEYFILE_BYTES), secret)
     new_file = key_file.with_name(key_file.name + ".new")
     request_file = (
         args.out
@@ -116,14 +139,26 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     # the NATS nkey stays: the server knows it (a key file without one keeps using its
     # profile's password, so it gets none here either)
     new = Identity(old.principal, fresh.signing, fresh.encryption, old.nats)
-    save_identity(new_file, new, secret, KdfProfile(args.kdf))
+    # the replaced encryption key joins the retired ones (opened until drained and past
+    # their grace, then destroyed: docs/operations/keys.md, forward secrecy)
+    retired = (
+        *(() if old.encryption is None else (RetiredKey(old.encryption, now),)),
+        *history.retired,
+    )
+    create_private(
+        new_file,
+        seal_keyfile(
+            new, secret, KdfProfile(args.kdf), KeyHistory(now, retired[:MAX_RETIRED_KEYS])
+        ),
+        "key file",
+    )
     request = Request(
         v=1,
         kind=RequestKind.ROTATE,
         agency=str(old.principal),
         signing_key=new.public().signing,
         encryption_key=_encryption(new.public()),
-        created=wall_ms(),
+        created=now,
         previous_signing_key=old.public().signing,
     )
     create_private(request_file, sign_request(request, new, old), "request")

@@ -449,6 +449,27 @@ class AgencyClient:
             if held.public().signing == listed and held is not self.identity:
                 log.info("signing_key_switched", agency=str(self.principal))
                 self.identity = held
+        if self.identity is self._newest:
+            self._drop_previous()
+
+    def _drop_previous(self) -> None:
+        """Our newest keys are listed: the replaced set's signing key is of no more use, and
+        its encryption key, once the key file keeps it as retired, is destroyed with the
+        retired keys (after drain and grace). Then ``….key.previous`` goes."""
+        if self.key_file is None:
+            return
+        previous = [held for held in self.held_keys if held is not self._newest]
+        retired = {r.key.public for r in self.key_file.state.history.retired}
+        if any(h.encryption is not None and h.encryption.public not in retired for h in previous):
+            return  # a key file from before rotations carried the old key: keep the file
+        path = previous_key_file(self.key_file.path)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("previous_keys_kept", agency=str(self.principal), error=str(exc))
+            return
+        self.held_keys = (self._newest,)
+        log.info("previous_keys_destroyed", agency=str(self.principal), file=str(path))
 
     async def _check_directories(self) -> None:
         """Directories older than :attr:`directory_refresh_s` are asked for again (more often,

@@ -13,14 +13,23 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+from agency_client.enckeys import open_key_file
 from agency_client.profile import load_profile
-from agency_client.sdk import AgencyClient, Incoming, load_identity_for, load_previous_for
+from agency_client.sdk import (
+    AgencyClient,
+    Incoming,
+    load_identity_for,
+    load_previous_for,
+    previous_key_file,
+)
 from broker.audit.search import AuditQuery
 from protocols.examples import example_bodies
 from protocols.identifiers import format_message_id
-from protocols.keys import KeyAlg, key_id
+from protocols.keys import KeyAlg, key_id, open_keyfile_history
 from protocols.messages import Receipt, ReceiptStatus
 from tests.federation import PASSPHRASE, Federation, run_ixb, running_federation
+from tests.test_cli import assert_one_line_error
+from transport.clock import wall_ms
 
 
 async def _client(fed: Federation, agency: str) -> AgencyClient:
@@ -76,6 +85,7 @@ async def test_rotation_under_traffic_refuses_and_loses_nothing(tmp_path: Path) 
         await _drain(tha2, got_at_tha, 3.0)
         await _drain(mys, got_at_mys, 3.0)
         _check(fed, tha2, old_enc or b"", sent_by_tha, sent_by_mys, got_at_tha, got_at_mys)
+        await _previous_keys_go(fed, old_enc or b"")
         assert all(fed.hubs[c].task is t and not t.done() for c, t in tasks.items())
         print(
             f"rotation under traffic: {len(sent_by_tha)} + {len(sent_by_mys)} messages, "
@@ -118,6 +128,33 @@ async def _rotate(
     await asyncio.sleep(3.0)
     await _drain(tha2, got_at_tha, 1.0)
     await asyncio.sleep(6.0)  # past ROTATION_CHECK_S: the sender notices the new keys
+
+
+async def _previous_keys_go(fed: Federation, old_enc: bytes) -> None:
+    """The replaced set: its encryption key kept as retired in the new key file (destroyed
+    after drain and grace, tests/test_forward_secrecy.py), the ``.previous`` file removed
+    by the first client holding the key file once the hub lists the new keys; until then a
+    second rotation is refused."""
+    profile = load_profile(fed.deployment.profile("THA/DSI-ATHD"))
+    key_file = profile.path(profile.agency.key_file)
+    assert previous_key_file(key_file).exists()
+    again = await run_ixb(
+        "keys", "rotate", "--profile", str(fed.deployment.profile("THA/DSI-ATHD"))
+    )
+    assert_one_line_error(again, "ixb.E_USAGE")
+    assert "the last rotation is not finished" in again.stderr
+    _, history, _ = open_keyfile_history(key_file.read_bytes(), PASSPHRASE)
+    assert old_enc in {r.key.public for r in history.retired}
+    held = open_key_file(profile, PASSPHRASE, wall_ms())
+    client = await AgencyClient.connect(
+        profile,
+        held.state.identity,
+        previous=load_previous_for(profile, PASSPHRASE),
+        key_file=held,
+    )
+    fed.clients.append(client)
+    assert not previous_key_file(key_file).exists()
+    assert len(client.held_keys) == 1
 
 
 def _check(  # noqa: PLR0917
