@@ -19,7 +19,6 @@ from agency_client.keystore import (
     load_nats_public,
     load_public,
     passphrase,
-    read_bytes,
     save_identity,
 )
 from protocols.envelope import (
@@ -35,6 +34,7 @@ from protocols.keys import Identity, KdfProfile, KeyRing, PublicIdentity
 from protocols.limits import MAX_ENVELOPE_BYTES
 from protocols.mrz import parse_mrz
 from transport.clock import wall_ms
+from transport.files import read_bytes
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_VERIFIED = 3

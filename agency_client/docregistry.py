@@ -15,7 +15,6 @@ from pathlib import Path
 
 import msgspec
 
-from agency_client.keystore import read_bytes
 from protocols.errors import ConfigError, IxbError
 from protocols.messages import (
     AnsweredBy,
@@ -26,6 +25,7 @@ from protocols.messages import (
     validate_doc_request,
 )
 from protocols.mrz import Mrz
+from transport.files import read_bytes
 
 MAX_REGISTRY_BYTES = 64 * 1024 * 1024
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import structlog
 
-from agency_client.keystore import MAX_KEYFILE_BYTES, read_bytes, replace_private
+from agency_client.keystore import MAX_KEYFILE_BYTES, replace_private
 from agency_client.profile import Profile
 from protocols.errors import IoError, KeyFileError
 from protocols.keys import (
@@ -43,6 +43,7 @@ from protocols.keys import (
     open_keyfile_history,
 )
 from protocols.limits import MS_PER_HOUR
+from transport.files import read_bytes
 
 log = structlog.get_logger("ixb.agency")
 

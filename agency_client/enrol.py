@@ -20,7 +20,6 @@ from agency_client.keystore import (
     MAX_KEYFILE_BYTES,
     create_private,
     passphrase,
-    read_bytes,
     save_identity,
 )
 from agency_client.profile import Profile, load_profile, render_profile
@@ -40,6 +39,7 @@ from protocols.keys import (
     seal_keyfile,
 )
 from transport.clock import wall_ms
+from transport.files import read_bytes
 
 
 def nats_user(name: str) -> str:

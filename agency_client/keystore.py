@@ -17,21 +17,10 @@ from protocols.keys import (
     read_public,
     seal_keyfile,
 )
+from transport.files import read_bytes, write_atomic
 
 PASSPHRASE_ENV = "IXB_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 MAX_KEYFILE_BYTES = 16 * 1024
-
-
-def read_bytes(path: Path, limit: int) -> bytes:
-    """Read a whole small file or raise :class:`IoError` with a readable reason."""
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise IoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise IoError(f"{path} is larger than {limit} bytes")
-    return data
 
 
 def passphrase(*, confirm: bool) -> str:
@@ -79,19 +68,8 @@ def replace_private(path: Path, data: bytes) -> None:
     The old bytes are gone from the file system's view once this returns; copies
     in backups, snapshots or an SSD's remapped blocks are beyond its reach.
     """
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(path, data)
     except OSError as exc:
         raise IoError(f"cannot replace {path}: {exc.strerror or exc}") from None
 

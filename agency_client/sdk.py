@@ -58,7 +58,7 @@ from nats.js import JetStreamContext
 from agency_client.enckeys import KeyFile, KeySchedule, KeyState
 from agency_client.federation_state import adopt_federation, learn_federation
 from agency_client.handled import HandledMessages
-from agency_client.keystore import load_identity, read_bytes
+from agency_client.keystore import load_identity
 from agency_client.profile import Profile
 from protocols import subjects
 from protocols.enckey import KeyUpdate, decode_answer, sign_update
@@ -103,6 +103,7 @@ from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, NatsAuth, connect
 from transport.fetch import fetch_ready, keep_in_progress
+from transport.files import read_bytes
 from transport.streams import INBOX_STREAM, KEEPALIVE_S
 
 log = structlog.get_logger("ixb.agency")

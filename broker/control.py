@@ -31,7 +31,7 @@ from broker.metrics import Metrics
 from broker.plan import Publish, link_item
 from broker.registry import AgencyRecord, config_agencies
 from broker.store import HubStore
-from broker.trust import held_federation, write_atomic
+from broker.trust import held_federation
 from protocols.audit import AuditEvent, make_entry
 from protocols.directory import RevocationInfo, build_directory, entry_for, sign_directory
 from protocols.errors import ConfigError, IxbError
@@ -45,6 +45,7 @@ from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
 from protocols.trusted import TrustedDirectories
+from transport.files import write_atomic
 
 log = structlog.get_logger("ixb.hub")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from broker.config import load_config
 from broker.registry import operator
-from broker.trust import install_federation, write_atomic
+from broker.trust import install_federation
 from protocols.errors import ConfigError, IoError, IxbError, PassphraseError, UsageError
 from protocols.federation import (
     KEY_GRACE_MS,
@@ -34,6 +34,7 @@ from protocols.federation import (
 from protocols.identifiers import check_country, hub_of
 from protocols.keys import KeyAlg, fingerprint, open_keyfile, read_public
 from transport.clock import wall_ms
+from transport.files import read_bytes, write_atomic
 
 MAX_FILE = 1024 * 1024 + 1024
 MAX_KEYFILE = 16 * 1024
@@ -85,20 +86,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     install.set_defaults(func=cmd_install)
 
 
-def _read(path: Path, limit: int) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise IoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise IoError(f"{path} is larger than {limit} bytes")
-    return data
-
-
 def load(path: Path) -> FederationFile:
     try:
-        return parse_federation_file(_read(path, MAX_FILE).decode("utf-8"))
+        return parse_federation_file(read_bytes(path, MAX_FILE).decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8") from None
     except ConfigError as exc:
@@ -175,7 +165,7 @@ def _public_key(country: str, value: str) -> bytes:
     """A hub key given as 64 hex digits or as a key file (only its public part is read)."""
     if _HEX_KEY.fullmatch(value):
         return bytes.fromhex(value)
-    public = read_public(_read(Path(value), MAX_KEYFILE))
+    public = read_public(read_bytes(Path(value), MAX_KEYFILE))
     if public.principal != hub_of(country):
         raise UsageError(f"{value} is the key of {public.principal}, not {country}/HUB")
     return public.signing
@@ -234,7 +224,7 @@ def _passphrase() -> str:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     fed = load(args.file)
-    identity = open_keyfile(_read(args.key, MAX_KEYFILE), _passphrase())
+    identity = open_keyfile(read_bytes(args.key, MAX_KEYFILE), _passphrase())
     signed = sign_version(fed, identity)
     try:
         write_atomic(args.file, render_federation_file(signed))
@@ -252,7 +242,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     """Verify FILE against the hub's held version and hold it instead; the hub polls for it."""
     config = load_config(args.config)
     try:
-        text = _read(args.file, MAX_FILE).decode("utf-8")
+        text = read_bytes(args.file, MAX_FILE).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{args.file}: not UTF-8") from None
     if not 0 <= args.grace_hours <= KEY_GRACE_MS / 3_600_000:

@@ -18,9 +18,7 @@ small files written rarely and atomically:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from protocols.federation import (
 from protocols.identifiers import check_country
 from protocols.keys import KeyAlg, fingerprint
 from transport.clock import wall_ms
+from transport.files import write_atomic
 
 log = structlog.get_logger("ixb.trust")
 
@@ -169,31 +168,6 @@ def held_file(path: Path) -> FederationFile | None:
         return parse_federation_file(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, IxbError):
         return None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` all at once (a crash leaves the old or the new file).
-
-    Raises :class:`OSError` as the disk does: the hub's writers retry those.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def adopt_federation(trust_dir: Path, configured_text: str, source: Path) -> FederationFile:

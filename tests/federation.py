@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agency_client.profile import load_profile
-from agency_client.sdk import AgencyClient, load_identity_for
+from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.cli import load_hub_parts
 from broker.config import load_config
 from broker.hub import Hub
 from broker.natsd import NatsServer, start_federation
 from broker.service import HubService
 from ixb.deployment import Deployment, create_deployment
-from protocols.identifiers import Principal, parse_agency
+from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import KdfProfile
+from protocols.messages import Receipt
 from protocols.roles import Role
 
 PASSPHRASE = "integration test passphrase"
@@ -148,3 +149,15 @@ async def run_ixb(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+async def drain_into(client: AgencyClient, into: dict[str, Incoming], seconds: float) -> None:
+    """Fetch and ack for ``seconds``; every message (receipts aside) into ``into`` by id.
+    A refusal in the inbox fails the test."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        for item in await client.fetch(timeout=0.3):
+            assert isinstance(item, Incoming), f"refused: {item}"
+            await item.ack()
+            if not isinstance(item.body, Receipt):
+                into[format_message_id(item.header.id)] = item

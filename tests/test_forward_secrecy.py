@@ -28,24 +28,14 @@ from protocols.errors import DecryptError
 from protocols.examples import example_bodies
 from protocols.identifiers import format_message_id
 from protocols.keys import Identity, KeyAlg, key_id, open_keyfile_history
-from protocols.messages import Receipt, ReceiptStatus
-from tests.federation import PASSPHRASE, Federation, run_ixb, running_federation
+from protocols.messages import ReceiptStatus
+from tests.federation import PASSPHRASE, Federation, drain_into, run_ixb, running_federation
 from transport.clock import wall_ms
 
 THA = "THA/DSI-ATHD"
 MYS = "MYS/RMP-ATIPSOM"
 ROTATE_MS = 3_000
 GRACE_MS = 4_000
-
-
-async def _drain(client: AgencyClient, into: dict[str, Incoming], seconds: float) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        for item in await client.fetch(timeout=0.3):
-            assert isinstance(item, Incoming), f"refused: {item}"
-            await item.ack()
-            if not isinstance(item.body, Receipt):
-                into[format_message_id(item.header.id)] = item
 
 
 async def _until(what: str, check: object, seconds: float = 30.0) -> None:
@@ -128,8 +118,8 @@ async def test_scheduled_rotation_under_traffic_then_the_old_key_is_destroyed(
         await spy.unsubscribe()
         assert switched is not None and switched != old.encryption
 
-        await _drain(tha, got_at_tha, 4.0)
-        await _drain(mys, got_at_mys, 3.0)
+        await drain_into(tha, got_at_tha, 4.0)
+        await drain_into(mys, got_at_mys, 3.0)
         _nothing_lost(
             tha, (old.encryption, switched), sent_by_tha, sent_by_mys, got_at_tha, got_at_mys
         )
@@ -175,7 +165,7 @@ async def _destroyed_after_grace(  # noqa: PLR0917
     """Drained and past the grace: the old private key is gone from the file and the client."""
     got: dict[str, Incoming] = {}
     while any(r.key.public == old for r in key_file.state.history.retired):
-        await _drain(tha, got, 0.5)
+        await drain_into(tha, got, 0.5)
     identity, history, _ = open_keyfile_history(
         fed.deployment.key_file(tha.principal).read_bytes(), PASSPHRASE
     )

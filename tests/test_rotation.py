@@ -26,8 +26,8 @@ from broker.audit.search import AuditQuery
 from protocols.examples import example_bodies
 from protocols.identifiers import format_message_id
 from protocols.keys import KeyAlg, key_id, open_keyfile_history
-from protocols.messages import Receipt, ReceiptStatus
-from tests.federation import PASSPHRASE, Federation, run_ixb, running_federation
+from protocols.messages import ReceiptStatus
+from tests.federation import PASSPHRASE, Federation, drain_into, run_ixb, running_federation
 from tests.test_cli import assert_one_line_error
 from transport.clock import wall_ms
 
@@ -41,16 +41,6 @@ async def _client(fed: Federation, agency: str) -> AgencyClient:
     )
     fed.clients.append(client)
     return client
-
-
-async def _drain(client: AgencyClient, into: dict[str, Incoming], seconds: float) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        for item in await client.fetch(timeout=0.3):
-            assert isinstance(item, Incoming), f"refused: {item}"
-            await item.ack()
-            if not isinstance(item.body, Receipt):
-                into[format_message_id(item.header.id)] = item
 
 
 async def test_rotation_under_traffic_refuses_and_loses_nothing(tmp_path: Path) -> None:
@@ -82,8 +72,8 @@ async def test_rotation_under_traffic_refuses_and_loses_nothing(tmp_path: Path) 
             stop.set()
             await flow
         tha2 = sender["THA"]
-        await _drain(tha2, got_at_tha, 3.0)
-        await _drain(mys, got_at_mys, 3.0)
+        await drain_into(tha2, got_at_tha, 3.0)
+        await drain_into(mys, got_at_mys, 3.0)
         _check(fed, tha2, old_enc or b"", sent_by_tha, sent_by_mys, got_at_tha, got_at_mys)
         await _previous_keys_go(fed, old_enc or b"")
         assert all(fed.hubs[c].task is t and not t.done() for c, t in tasks.items())
@@ -109,7 +99,7 @@ async def _rotate(
     assert tha2.identity.public().encryption == old_enc  # hub lists the old keys still
     assert tha2.identity.nats == tha.identity.nats != ()  # the NATS nkey stays: the server knows it
     sender["THA"] = tha2
-    await _drain(tha, got_at_tha, 0.5)  # the old process reads what it had, then stops
+    await drain_into(tha, got_at_tha, 0.5)  # the old process reads what it had, then stops
     await asyncio.sleep(1.0)  # sealed to the old key, waiting unread in the inbox
     # 2. the operator moves the agency to its new keys while traffic flows
     profile = load_profile(tha_profile)
@@ -126,7 +116,7 @@ async def _rotate(
     )
     assert done.returncode == 0, done.stderr
     await asyncio.sleep(3.0)
-    await _drain(tha2, got_at_tha, 1.0)
+    await drain_into(tha2, got_at_tha, 1.0)
     await asyncio.sleep(6.0)  # past ROTATION_CHECK_S: the sender notices the new keys
 
 
