@@ -29,8 +29,22 @@ from protocols.envelope import (
     verify_sender_signature,
 )
 from protocols.errors import IxbError, UsageError
-from protocols.identifiers import Principal, format_message_id, parse_agency, parse_hub
-from protocols.keys import Identity, KdfProfile, KeyRing, PublicIdentity
+from protocols.identifiers import (
+    Principal,
+    check_country,
+    format_message_id,
+    parse_agency,
+    parse_hub,
+)
+from protocols.keys import (
+    NATS_HUB,
+    Identity,
+    KdfProfile,
+    KeyRing,
+    NkeySeed,
+    PublicIdentity,
+    nats_link_label,
+)
 from protocols.limits import MAX_ENVELOPE_BYTES
 from protocols.mrz import parse_mrz
 from transport.clock import wall_ms
@@ -61,6 +75,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="OLD_KEY_FILE",
         help="carry the NATS nkeys sealed in OLD_KEY_FILE (same principal and passphrase) "
         "into the new file: a hub key rotation keeps the hub's NATS logins",
+    )
+    new.add_argument(
+        "--link",
+        action="append",
+        default=[],
+        metavar="PEER",
+        help="(hubs) also an nkey for the link to PEER's country (repeat per peer); "
+        "a hub key file always gets its own NATS nkey 'hub'",
     )
     new.set_defaults(func=cmd_keys_new)
     enrol.register_rotate(keys)
@@ -101,7 +123,15 @@ def _print_json(obj: object) -> None:
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
     principal: Principal = parse_agency(args.agency) if args.agency else parse_hub(args.hub)
+    if args.link and args.agency:
+        raise UsageError("--link: only a hub key file holds link nkeys")
     identity = Identity.generate(principal)
+    if args.hub and args.nats_from is None:  # its NATS logins: public keys for the server config
+        peers = {check_country(peer) for peer in args.link}
+        if principal.country in peers:
+            raise UsageError(f"--link: {principal.country} is this hub's own country")
+        labels = [NATS_HUB, *(nats_link_label(peer) for peer in sorted(peers))]
+        identity = identity.with_nats({label: NkeySeed.generate() for label in labels})
     secret = passphrase(confirm=True)
     if args.nats_from is not None:
         old = load_identity(args.nats_from, secret)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from protocols.keys import open_keyfile, read_nats_public
+
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 TD3 = [
     "P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<",
@@ -86,6 +88,30 @@ def test_keys_new_and_show(tmp_path: Path) -> None:
     assert doc["fingerprints"]["signing"] in made.stdout
     again = ixb("keys", "new", "--agency", "THA/DSI-ATHD", "--out", str(out), env=env)
     assert_one_line_error(again, "ixb.E_IO")  # never overwrites a key file
+
+
+def test_keys_new_hub_seals_its_nats_logins(tmp_path: Path) -> None:
+    """A hub key file carries the nkeys of the hub's own NATS user and of each link; only
+    their public halves are printed (for the server config)."""
+    out = tmp_path / "tha-hub.key"
+    env = {"IXB_PASSPHRASE": "a long enough passphrase"}
+    args = ("keys", "new", "--hub", "THA/HUB", "--kdf", "interactive")
+    made = ixb(*args, "--out", str(out), "--link", "MYS", "--link", "MMR", env=env)
+    assert made.returncode == 0, made.stderr
+    public = read_nats_public(out.read_bytes())
+    assert sorted(public) == ["hub", "link/MMR", "link/MYS"]
+    for key in public.values():
+        assert key.startswith("U") and key in made.stdout
+    assert "SU" not in made.stdout  # never a seed
+    opened = open_keyfile(out.read_bytes(), env["IXB_PASSPHRASE"])
+    assert {label: seed.public for label, seed in opened.nats} == public
+    for bad, code in (
+        (("--link", "THA"), "ixb.E_USAGE"),  # its own country
+        (("--link", "Malaysia"), "ixb.E_IDENTIFIER"),
+    ):
+        assert_one_line_error(ixb(*args, "--out", str(tmp_path / "x.key"), *bad, env=env), code)
+    agency = ("keys", "new", "--agency", "THA/DSI", "--out", str(tmp_path / "y.key"))
+    assert_one_line_error(ixb(*agency, "--link", "MYS", env=env), "ixb.E_USAGE")
 
 
 def test_keys_new_errors(tmp_path: Path) -> None:
@@ -191,7 +217,6 @@ def test_agency_enroll_makes_keys_profile_and_a_signed_request(tmp_path: Path) -
         assert (out / name).stat().st_mode & 0o777 == 0o600
     from agency_client.profile import load_profile
     from protocols.enrolment import verify_request
-    from protocols.keys import open_keyfile
 
     profile = load_profile(out / "THA-DSI-ATHD.toml")
     assert str(profile.principal) == "THA/DSI-ATHD"
