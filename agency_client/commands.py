@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
 
 from agency_client import enrol
 from agency_client.docregistry import DocumentRegistry
@@ -44,7 +45,7 @@ from agency_client.sdk import (
     load_previous_for,
 )
 from protocols.envelope import decode_envelope
-from protocols.errors import UnknownOutcomeError, UnknownRecipientError, UsageError
+from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     Principal,
@@ -62,13 +63,30 @@ from protocols.messages import (
     PersonQuery,
     PersonResult,
     Receipt,
+    ReceiptStatus,
     SourceGrade,
 )
 from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
 from protocols.roles import Role
+from transport.cliargs import (
+    CLI_RECONNECTS,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    add_connect_timeout,
+    int_range,
+    seconds,
+)
 from transport.clock import wall_ms
 
 ICAO_TO_ISO = {"D": "DEU"}
+MAX_CONCURRENCY = 1024
+MAX_SHOWN = 10_000
+EXIT_REJECTED = 4
+"""``ixb send --wait``: the message was rejected (the line names the code and the hub)."""
+ANSWER_TIMEOUT_HELP = (
+    "seconds to wait for the answer (default {default}); a rejection by a hub is shown at "
+    "once, and the hub's NATS server is given at most "
+    f"{DEFAULT_CONNECT_TIMEOUT_S:g} of them"
+)
 """MRZ issuer codes that name an ISO country differently (ICAO 9303 Part 3)."""
 
 
@@ -89,10 +107,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     respond.add_argument("--documents", required=True, type=Path, help="registry (JSON)")
     respond.add_argument(
         "--concurrency",
-        type=int,
+        type=int_range(1, MAX_CONCURRENCY),
         default=32,
-        help="checks answered at once (each waits mostly for its answer's ack; default 32)",
+        help="checks answered at once, 1 to "
+        f"{MAX_CONCURRENCY} (each waits mostly for its answer's ack; default 32)",
     )
+    add_connect_timeout(respond)
     respond.set_defaults(func=cmd_respond)
 
     _register_messaging(sub, with_profile)
@@ -115,12 +135,40 @@ def _register_messaging(
     alert.add_argument("--source-grade", choices=[g.value for g in SourceGrade], default="B")
     alert.add_argument("--info-grade", choices=[g.value for g in InfoGrade], default="2")
     _header_options(alert)
+    alert.add_argument(
+        "--wait",
+        nargs="?",
+        const=ReceiptStatus.ACCEPTED.value,
+        choices=[ReceiptStatus.ACCEPTED.value, ReceiptStatus.DELIVERED.value],
+        help="wait until the message is accepted by our hub (the default of --wait) or "
+        "delivered by every recipient's hub, or rejected; prints which (exit 4 on rejected)",
+    )
+    alert.add_argument(
+        "--wait-timeout",
+        type=seconds(),
+        default=30.0,
+        metavar="SECONDS",
+        help="how long --wait waits (default 30)",
+    )
+    add_connect_timeout(alert)
     alert.set_defaults(func=cmd_send_alert)
 
     inbox = with_profile(sub.add_parser("inbox", help="read (and acknowledge) what arrived"))
-    inbox.add_argument("--wait", type=float, default=2.0, help="seconds to wait for messages")
-    inbox.add_argument("--max", type=int, default=50)
+    inbox.add_argument(
+        "--wait",
+        type=seconds(allow_zero=True),
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds to wait for messages (default 2)",
+    )
+    inbox.add_argument(
+        "--max",
+        type=int_range(1, MAX_SHOWN),
+        default=50,
+        help=f"show at most this many, 1 to {MAX_SHOWN} (default 50)",
+    )
     inbox.add_argument("--no-read-receipt", action="store_true")
+    add_connect_timeout(inbox)
     inbox.set_defaults(func=cmd_inbox)
 
     verify = with_profile(
@@ -130,7 +178,13 @@ def _register_messaging(
     )
     verify.add_argument("--mrz", nargs="+", required=True, metavar="LINE")
     verify.add_argument("--checkpoint", help="border crossing point")
-    verify.add_argument("--timeout", type=float, default=10.0)
+    verify.add_argument(
+        "--timeout",
+        type=seconds(),
+        default=10.0,
+        metavar="SECONDS",
+        help=ANSWER_TIMEOUT_HELP.format(default=10),
+    )
     verify.set_defaults(func=cmd_verify_doc)
 
     query = sub.add_parser("query", help="hit/no-hit queries").add_subparsers(
@@ -145,18 +199,32 @@ def _register_messaging(
     person.add_argument("--document-number")
     person.add_argument("--purpose", required=True)
     person.add_argument("--legal-basis", required=True)
-    person.add_argument("--timeout", type=float, default=30.0)
+    person.add_argument(
+        "--timeout",
+        type=seconds(),
+        default=30.0,
+        metavar="SECONDS",
+        help=ANSWER_TIMEOUT_HELP.format(default=30),
+    )
     person.set_defaults(func=cmd_query_person)
 
     retry = with_profile(
         send.add_parser("retry", help="send again, same id, a message whose outcome was unknown")
     )
     retry.add_argument("msg_id")
+    add_connect_timeout(retry)
     retry.set_defaults(func=cmd_send_retry)
 
     receipts = with_profile(sub.add_parser("receipts", help="receipts for a message you sent"))
     receipts.add_argument("msg_id")
-    receipts.add_argument("--wait", type=float, default=2.0)
+    receipts.add_argument(
+        "--wait",
+        type=seconds(allow_zero=True),
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds to wait for new receipts (default 2)",
+    )
+    add_connect_timeout(receipts)
     receipts.set_defaults(func=cmd_receipts)
 
 
@@ -171,11 +239,22 @@ def _header_options(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]]) -> int:
-    """Connect, run ``body``; a send of unknown outcome is kept for ``ixb send retry``."""
+    """Connect, run ``body``; a send of unknown outcome is kept for ``ixb send retry``.
+
+    The first connect gives up after ``--timeout`` seconds (for commands whose
+    ``--timeout`` waits for an answer, after at most the default connect
+    timeout), a lost connection after :data:`CLI_RECONNECTS` attempts: either
+    is one line, ``error ixb.E_IO: cannot reach nats://…: why``. Every receipt
+    the client verified on the way (a request's rejection too) is kept in the
+    local state, for ``ixb receipts ID``.
+    """
     profile = load_profile(args.profile)
     secret = passphrase(confirm=False)
     key_file = open_key_file(profile, secret, wall_ms())
     previous = load_previous_for(profile, secret)
+    connect_timeout = (
+        min(args.timeout, DEFAULT_CONNECT_TIMEOUT_S) if args.func in ANSWERING else args.timeout
+    )
 
     async def main() -> int:
         client = await AgencyClient.connect(
@@ -187,17 +266,33 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
                 Path(profile.base_dir), profile.principal.country, profile.principal.name
             ),
             key_file=key_file,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=CLI_RECONNECTS,
         )
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too
             return await body(client)
         finally:
+            _keep_receipts(profile, client)
             await client.close()
 
     try:
         return asyncio.run(main())
     except UnknownOutcomeError as exc:
         raise _keep_for_retry(args, profile, exc) from None
+    except (nats.errors.Error, OSError) as exc:  # the connection went away mid-command
+        detail = str(exc) or type(exc).__name__
+        raise IoError(f"lost the connection to {profile.nats.url}: {detail}") from None
+
+
+def _keep_receipts(profile: Profile, client: AgencyClient) -> None:
+    """Every receipt the client verified in this run, into the local state."""
+    state = LocalState(profile)
+    try:
+        for signed in {id(r): r for rs in client.receipts.values() for r in rs}.values():
+            state.record(signed)
+    finally:
+        state.close()
 
 
 def _keep_for_retry(
@@ -352,9 +447,30 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
             state.close()
         text = format_message_id(msg_id)
         _out(args, f"sent alert {text} to {', '.join(args.to)}", {"id": text})
-        return 0
+        if args.wait is None:
+            return 0
+        return await _wait_outcome(args, client, msg_id, ReceiptStatus(args.wait))
 
     return _run(args, go)
+
+
+async def _wait_outcome(
+    args: argparse.Namespace, client: AgencyClient, msg_id: bytes, until: ReceiptStatus
+) -> int:
+    """``--wait``: one line (or JSON object) saying accepted / delivered / rejected."""
+    text = format_message_id(msg_id)
+    receipts = await client.wait_outcome(msg_id, until, timeout=args.wait_timeout)
+    rejected = receipts[0].status is ReceiptStatus.REJECTED
+    outcome = ReceiptStatus.REJECTED if rejected else until
+    signers = ", ".join(sorted(str(r.signer) for r in receipts))
+    data: dict[str, Any] = {"id": text, "outcome": outcome.value, "signed_by": signers}
+    human = f"{outcome.value} {text} (signed by {signers})"
+    if rejected:
+        r = receipts[0].receipt
+        data |= {"code": r.code, "detail": r.detail}
+        human = f"rejected {text}: {r.code} {r.detail or ''} (signed by {signers})".rstrip()
+    _out(args, human, data)
+    return EXIT_REJECTED if rejected else 0
 
 
 def cmd_send_retry(args: argparse.Namespace) -> int:
@@ -461,6 +577,10 @@ def _document_authority(client: AgencyClient, issuing_state: str) -> Principal:
     raise UnknownRecipientError(f"no document authority of {country} in the federation")
 
 
+ANSWERING: tuple[Callable[[argparse.Namespace], int], ...] = ()
+"""Commands whose ``--timeout`` waits for an answer (set below)."""
+
+
 def cmd_verify_doc(args: argparse.Namespace) -> int:
     mrz = parse_mrz(args.mrz, today=datetime.now(UTC).date())  # check digits before sending
     request = DocVerifyRequest(
@@ -516,6 +636,9 @@ def cmd_query_person(args: argparse.Namespace) -> int:
         return 0
 
     return _run(args, go)
+
+
+ANSWERING = (cmd_verify_doc, cmd_query_person)
 
 
 def cmd_receipts(args: argparse.Namespace) -> int:

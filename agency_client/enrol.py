@@ -38,6 +38,7 @@ from protocols.keys import (
     open_keyfile_history,
     seal_keyfile,
 )
+from transport.cliargs import CLI_RECONNECTS, add_connect_timeout
 from transport.clock import wall_ms
 from transport.files import read_bytes
 
@@ -115,7 +116,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     """New signing and encryption keys; the old key file is kept beside (``.key.previous``)."""
     profile = load_profile(args.profile)
     if args.encryption_only:
-        return _rotate_encryption(profile)
+        return _rotate_encryption(profile, args.timeout)
     key_file = profile.path(profile.agency.key_file)
     previous_file = previous_key_file(key_file)
     if previous_file.exists():
@@ -174,7 +175,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rotate_encryption(profile: Profile) -> int:
+def _rotate_encryption(profile: Profile, connect_timeout: float) -> int:
     """A new encryption key, listed by the hub at once (SPEC §12.1): no operator needed."""
     secret = passphrase(confirm=False)
     key_file = open_key_file(profile, secret, wall_ms())
@@ -187,6 +188,8 @@ def _rotate_encryption(profile: Profile) -> int:
             previous=load_previous_for(profile, secret),
             federation_state=state_path(Path(profile.base_dir), agency.country, agency.name),
             key_file=key_file,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=CLI_RECONNECTS,
         )
         try:
             return await client.rotate_encryption_key()
@@ -241,4 +244,5 @@ def register_rotate(keys: argparse._SubParsersAction[argparse.ArgumentParser]) -
         choices=[p.value for p in KdfProfile if p is not KdfProfile.INTERACTIVE],
         default=KdfProfile.MODERATE.value,
     )
+    add_connect_timeout(rotate)
     rotate.set_defaults(func=cmd_rotate)

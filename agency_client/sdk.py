@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -82,6 +83,7 @@ from protocols.errors import (
     LocalError,
     SignatureError,
     UnknownOutcomeError,
+    UnknownRecipientError,
     UnknownSenderError,
     UsageError,
     error_for_code,
@@ -101,7 +103,7 @@ from protocols.receipts import check_receipt_signer, check_receipt_statement, cl
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
-from transport.connect import UNBOUNDED, NatsAuth, connect
+from transport.connect import UNBOUNDED, NatsAuth, connect, unreachable
 from transport.fetch import fetch_ready, keep_in_progress
 from transport.files import read_bytes
 from transport.streams import INBOX_STREAM, KEEPALIVE_S
@@ -110,6 +112,7 @@ log = structlog.get_logger("ixb.agency")
 
 DEFAULT_TTL_MS = 7 * MS_PER_DAY
 FETCH_BATCH = 32
+MIN_FETCH_S = 0.05
 MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
 MAX_SENT_RECORDS = 100_000
@@ -132,9 +135,10 @@ KEY_RETRY_MS = 60_000
 KEY_REQUEST_S = 5.0
 """How long a key update or the inbox consumer's info may take to answer."""
 FIRST_CONNECT_S = 10.0
-"""How long :meth:`AgencyClient.connect` tries to reach the hub's NATS.
+"""How long :meth:`AgencyClient.connect` tries to reach the hub's NATS by default
+(a command line passes its ``--timeout``, 5 s by default).
 
-Once connected, the client reconnects for ever."""
+Once connected, the client reconnects for ever unless told a bound."""
 
 
 @dataclass
@@ -300,8 +304,16 @@ class AgencyClient:
         previous: Identity | None = None,
         federation_state: Path | None = None,
         key_file: KeyFile | None = None,
+        connect_timeout: float = FIRST_CONNECT_S,
+        max_reconnect_attempts: int = UNBOUNDED,
     ) -> AgencyClient:
         """Connect to the agency's hub and fetch the directories.
+
+        The first connect gives up after ``connect_timeout`` seconds with one
+        :class:`~protocols.errors.IoError` ("cannot reach nats://…: connection
+        refused", "…: authorization violation"), logging nothing meanwhile; a
+        connection lost later is retried ``max_reconnect_attempts`` times
+        (:data:`~transport.connect.UNBOUNDED`: for ever).
 
         ``handled_path``: the SQLite file remembering which messages the
         application handled, so that none is handed over twice across
@@ -330,11 +342,13 @@ class AgencyClient:
                 ca_file=profile.nats_ca_file(),
                 inbox_prefix=subjects.reply_prefix(identity.principal.name),
                 name=f"ixb-agency-{identity.principal}",
-                max_reconnect_attempts=UNBOUNDED,
-                give_up_after=FIRST_CONNECT_S,
+                max_reconnect_attempts=max_reconnect_attempts,
+                connect_timeout=max(1, math.ceil(connect_timeout)),
+                give_up_after=connect_timeout,
+                quiet_first_connect=True,
             )
         except (nats.errors.Error, OSError) as exc:  # OSError includes TimeoutError
-            raise IoError(f"cannot reach the hub's NATS at {profile.nats.url}: {exc}") from None
+            raise unreachable(profile.nats.url, exc) from None
         handled = HandledMessages(handled_path)
         handled.prune(clock())
         client = cls(
@@ -639,7 +653,10 @@ class AgencyClient:
         if missing:
             await self.refresh_directories()
         now = self.clock()
-        publics = [self.keys.encryption_key(r, now) for r in recipients]
+        try:
+            publics = [self.keys.encryption_key(r, now) for r in recipients]
+        except UnknownSenderError as exc:  # the directories' word for "not listed"
+            raise UnknownRecipientError(exc.detail) from None
         data = seal_envelope(
             sender=self.identity,
             recipients=publics,
@@ -767,7 +784,9 @@ class AgencyClient:
         return self._psub
 
     async def fetch(self, batch: int = FETCH_BATCH, timeout: float = 1.0) -> list[Item]:
-        """Up to ``batch`` items, waiting at most ``timeout`` seconds. Receipts are recorded too."""
+        """Up to ``batch`` items, waiting at most ``timeout`` seconds (0: what is there now).
+        Receipts are recorded too."""
+        timeout = max(timeout, MIN_FETCH_S)  # nats-py refuses a fetch without a wait
         if self._pending:
             out, self._pending = self._pending[:batch], self._pending[batch:]
             return out
@@ -900,13 +919,16 @@ class AgencyClient:
 
         The answer is the first message naming the request in ``in_reply_to``
         from one of its recipients, of the type that answers its type (SPEC §5);
-        anyone else's stays queued like any other arrival.
+        anyone else's stays queued like any other arrival. A hub's rejection of
+        the request ends the wait as soon as it arrives: raised as the typed
+        error of its code, naming the hub that signed it (the receipt itself is
+        in :attr:`receipts`). No answer within ``timeout``: ``IoError``.
         """
         msg_id = await self.send(body, to, **kw)  # type: ignore[arg-type]
         owners = self._sent.get(msg_id, ())
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            psub_items = await self._fetch_fresh(min(left, 1.0))
+            psub_items = await self._fetch_fresh(min(left, 0.5))
             for item in psub_items:
                 if (
                     isinstance(item, Incoming)
@@ -924,7 +946,56 @@ class AgencyClient:
                     self._pending.extend(i for i in psub_items if i is not item)
                     return item
             self._pending.extend(psub_items)
+            self.raise_if_rejected(msg_id)
         raise IoError(f"no answer to {format_message_id(msg_id)} within {timeout:g} s")
+
+    def rejection(self, msg_id: bytes) -> SignedReceipt | None:
+        """The first rejection receipt seen for ``msg_id``, if any."""
+        for r in self.receipts.get(format_message_id(msg_id), []):
+            if r.status is ReceiptStatus.REJECTED:
+                return r
+        return None
+
+    def raise_if_rejected(self, msg_id: bytes) -> None:
+        """Raise the typed error of a rejection seen for ``msg_id`` (code, detail, signer)."""
+        r = self.rejection(msg_id)
+        if r is not None:
+            raise error_for_code(
+                r.receipt.code or "ixb.E_PEER",
+                f"{r.signer} rejected {format_message_id(msg_id)}: {r.receipt.detail or '-'}",
+            )
+
+    async def wait_outcome(
+        self, msg_id: bytes, until: ReceiptStatus, *, timeout: float = 30.0
+    ) -> list[SignedReceipt]:
+        """Wait until ``msg_id`` is ``until`` (accepted by our hub, or delivered by the hub
+        of every recipient's country) or rejected, whichever comes first.
+
+        Returns the receipts that show it (a rejection: a list of one). Receipts
+        are acked as they are recorded in :attr:`receipts`; anything else stays
+        queued for :meth:`fetch`. Nothing conclusive within ``timeout``: ``IoError``.
+        """
+        key = format_message_id(msg_id)
+        countries = {r.country for r in self._sent.get(msg_id, ())}
+        deadline = time.monotonic() + timeout
+        while True:
+            rejected = self.rejection(msg_id)
+            if rejected is not None:
+                return [rejected]
+            seen = [r for r in self.receipts.get(key, []) if r.status is until]
+            by_hubs = {r.signer.country for r in seen if r.signer.is_hub}
+            if until is ReceiptStatus.ACCEPTED:
+                countries = {self.principal.country}  # our hub accepts
+            if countries and countries <= by_hubs:
+                return seen
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise IoError(f"no {until.value} receipt for {key} within {timeout:g} s")
+            for item in await self._fetch_fresh(min(left, 0.5)):
+                if isinstance(item, Incoming) and isinstance(item.body, Receipt):
+                    await item.ack()
+                else:
+                    self._pending.append(item)
 
     async def _fetch_fresh(self, timeout: float) -> list[Item]:
         psub = await self._bind()

@@ -36,10 +36,13 @@ from protocols.export import (
 )
 from protocols.federation import FederationFile, history, parse_federation_file
 from protocols.identifiers import check_country, format_message_id, parse_message_id
+from transport.cliargs import country, int_range, seconds
 from transport.clock import wall_ms
 
 MAX_EXPORT_FILE = 4 * 1024 * 1024 * 1024
 PAGE = 1000
+MAX_LIMIT = 100_000
+"""``ixb audit search --limit``: the most entries one search prints."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,13 +60,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     search.add_argument("--msg")
     search.add_argument("--case")
     search.add_argument("--agency")
-    search.add_argument("--country")
+    search.add_argument("--country", type=country, help="3-letter country code, e.g. MYS")
     search.add_argument("--type")
     search.add_argument("--event", choices=[e.value for e in AuditEvent])
     search.add_argument("--code")
     search.add_argument("--since", help="ISO date or time (UTC)")
     search.add_argument("--until", help="ISO date or time (UTC)")
-    search.add_argument("--limit", type=int, default=50)
+    search.add_argument(
+        "--limit",
+        type=int_range(1, MAX_LIMIT),
+        default=50,
+        help=f"at most this many entries, 1 to {MAX_LIMIT} (default 50)",
+    )
     search.set_defaults(func=cmd_search)
     show = hub_cmd("show", "the trail of one message, here and as peers reported it")
     show.add_argument("msg_id")
@@ -73,9 +81,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export.add_argument("--msg", help="only this message's entries (with inclusion proofs)")
     export.set_defaults(func=cmd_export)
     reconcile = hub_cmd("reconcile", "compare our log with what a peer hub shared")
-    reconcile.add_argument("--peer", required=True)
+    reconcile.add_argument("--peer", required=True, type=country, help="the peer's country")
     reconcile.add_argument("--since", help="ISO date or time (UTC)")
-    reconcile.add_argument("--grace", type=float, default=60.0, help="seconds still in flight")
+    reconcile.add_argument(
+        "--grace",
+        type=seconds(allow_zero=True),
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds still in flight (default 60)",
+    )
     reconcile.set_defaults(func=cmd_reconcile)
     witness = audit.add_parser("witness", help="this hub as a witness of peer logs")
     witness_sub = witness.add_subparsers(dest="witness_cmd", required=True)

@@ -33,6 +33,7 @@ from protocols.federation import (
 )
 from protocols.identifiers import check_country, hub_of
 from protocols.keys import KeyAlg, fingerprint, open_keyfile, read_public
+from transport.cliargs import int_range
 from transport.clock import wall_ms
 from transport.files import read_bytes, write_atomic
 
@@ -66,7 +67,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     prop.add_argument(
         "--key", action="append", default=[], metavar="CC=KEY", help="a member's new hub key"
     )
-    prop.add_argument("--threshold", type=int, help="signatures a later version needs")
+    prop.add_argument(
+        "--threshold",
+        type=int_range(1, 1000),
+        help="signatures a later version needs (at least 1, at most the members)",
+    )
     prop.set_defaults(func=cmd_propose)
     sign = fed.add_parser("sign", help="add this hub's signature to FILE")
     sign.add_argument("file", type=Path)

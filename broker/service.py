@@ -9,12 +9,14 @@ itself imports none of it. The server starts first, so ``/healthz`` answers
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
 
 from broker.hub import Hub
 from broker.liaison import liaison_view
 from broker.web.app import setup_liaison
+from protocols.errors import IoError
 
 
 def http_app(hub: Hub) -> web.Application:
@@ -48,7 +50,11 @@ class HubService:
         await runner.setup()
         try:
             site = web.TCPSite(runner, cfg.host, cfg.port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:  # the port is taken, or not ours to bind
+                why = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+                raise IoError(f"cannot listen for HTTP on {cfg.host}:{cfg.port}: {why}") from None
             ports = [address[1] for address in runner.addresses if isinstance(address, tuple)]
             self.http_port = ports[0] if ports else cfg.port
             await self.hub.run(stop)

@@ -9,6 +9,7 @@ every typed error into one readable line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ixb",
         description="Secure cross-border intelligence exchange (signed, end-to-end encrypted).",
     )
-    sub = parser.add_subparsers(dest="group", required=True)
+    parser.add_argument("--version", action="version", version=f"ixb {version()}")
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND")
     for register in GROUPS:
         register(sub)
     return parser
@@ -75,9 +77,21 @@ def configure_cli_logging() -> None:
     )
 
 
+def version() -> str:
+    """The installed package's version."""
+    try:
+        return importlib.metadata.version("ixb")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure_cli_logging()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.group is None:  # `ixb` alone: what it can do
+        parser.print_help()
+        return 0
     try:
         status: int = args.func(args)
     except IxbError as exc:

@@ -177,6 +177,9 @@ class ConnectionLog:
     nc: NatsClient | None = None
     first_connect: bool = True
     """While the first connect is under way, a certificate that fails to verify is fatal."""
+    quiet_first_connect: bool = False
+    """Log nothing while the first connect is under way: its caller reports the outcome
+    (a command line prints one line, not a warning per refused attempt)."""
     _errors: StateLog = field(init=False)
     _closed_in_handshake: int = 0
 
@@ -193,6 +196,8 @@ class ConnectionLog:
             self._closed_in_handshake += 1
             if self._closed_in_handshake < HANDSHAKE_CLOSED_UNLOGGED:
                 return  # perhaps a refused login: the next attempt reads the server's -ERR
+        if self.first_connect and self.quiet_first_connect:
+            return
         self._errors.failed(exc)
 
     async def on_disconnected(self) -> None:
@@ -238,6 +243,7 @@ async def connect(
     max_reconnect_attempts: int = UNBOUNDED,
     connect_timeout: int = CONNECT_TIMEOUT_S,
     give_up_after: float | None = None,
+    quiet_first_connect: bool = False,
 ) -> NatsClient:
     """A connected client.
 
@@ -246,10 +252,12 @@ async def connect(
     ``ConfigError`` if the server's certificate does not verify against
     ``ca_file`` (or the system's CAs), ``IoError`` if the server refuses
     ``auth``, and nats-py's errors or ``OSError`` when it gives up by itself.
+    ``quiet_first_connect``: no log line for the refused attempts of the first
+    connect (the caller reports its outcome, e.g. with :func:`unreachable`).
     """
     tls = tls_context(ca_file)
     nc = NatsClient()
-    states = ConnectionLog(name, nc=nc)
+    states = ConnectionLog(name, nc=nc, quiet_first_connect=quiet_first_connect)
     seen = states.seen
     try:
         async with asyncio.timeout(give_up_after):
@@ -277,19 +285,55 @@ async def connect(
     except _AuthorizationRefusedError:
         await _abandon(nc)
         raise IoError(
-            f"the NATS server at {url} refused our credentials ({auth!r}): authorization violation"
+            f"cannot reach {url}: refused our credentials ({auth!r}): authorization violation"
         ) from None
     except TimeoutError:
         await _abandon(nc)
         if give_up_after is None:
             raise
         last = f"{type(seen[0]).__name__}: {seen[0]}" if seen else "no answer"
-        raise TimeoutError(f"no NATS server at {url} within {give_up_after:g} s ({last})") from None
+        raise ConnectTimeoutError(
+            f"no NATS server at {url} within {give_up_after:g} s ({last})",
+            reason=_reason(seen[0]) if seen else f"no answer within {give_up_after:g} s",
+        ) from None
+    except nats.errors.NoServersError:  # bounded attempts, all refused
+        await _abandon(nc)
+        raise ConnectTimeoutError(
+            f"no NATS server at {url} after {max_reconnect_attempts} attempts",
+            reason=_reason(seen[0]) if seen else "no servers available",
+        ) from None
     except BaseException:  # cancelled (the hub is stopping) or refused: leave nothing running
         await _abandon(nc)
         raise
     states.first_connect = False
     return nc
+
+
+class ConnectTimeoutError(TimeoutError):
+    """No first connect within ``give_up_after`` (or the bounded attempts); ``reason`` says
+    why in a few words: the last attempt's error ("connection refused"), or no answer."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _reason(exc: BaseException) -> str:
+    """A refused attempt in the words a person reads: "connection refused", …"""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    text = str(exc).strip().strip("'\"")
+    return text.lower() if text else type(exc).__name__
+
+
+def unreachable(url: str, exc: BaseException) -> IoError:
+    """The one line a command prints when its first connect failed: ``cannot reach URL: why``."""
+    if isinstance(exc, IoError):
+        return exc
+    reason = exc.reason if isinstance(exc, ConnectTimeoutError) else _reason(exc)
+    return IoError(f"cannot reach {url}: {reason}")
 
 
 ABANDON_S = 1.0
