@@ -69,10 +69,10 @@ from protocols.messages import (
 from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
 from protocols.roles import Role
 from transport.cliargs import (
-    CLI_RECONNECTS,
     DEFAULT_CONNECT_TIMEOUT_S,
     add_connect_timeout,
     int_range,
+    reconnects_for,
     seconds,
 )
 from transport.clock import wall_ms
@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
 
     The first connect gives up after ``--timeout`` seconds (for commands whose
     ``--timeout`` waits for an answer, after at most the default connect
-    timeout), a lost connection after :data:`CLI_RECONNECTS` attempts: either
+    timeout), a lost connection after about as long (``reconnects_for``): either
     is one line, ``error ixb.E_IO: cannot reach nats://…: why``. Every receipt
     the client verified on the way (a request's rejection too) is kept in the
     local state, for ``ixb receipts ID``.
@@ -267,7 +267,7 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
             ),
             key_file=key_file,
             connect_timeout=connect_timeout,
-            max_reconnect_attempts=CLI_RECONNECTS,
+            max_reconnect_attempts=reconnects_for(connect_timeout),
         )
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too

@@ -38,7 +38,7 @@ from protocols.keys import (
     open_keyfile_history,
     seal_keyfile,
 )
-from transport.cliargs import CLI_RECONNECTS, add_connect_timeout
+from transport.cliargs import add_connect_timeout, reconnects_for
 from transport.clock import wall_ms
 from transport.files import read_bytes
 
@@ -189,7 +189,7 @@ def _rotate_encryption(profile: Profile, connect_timeout: float) -> int:
             federation_state=state_path(Path(profile.base_dir), agency.country, agency.name),
             key_file=key_file,
             connect_timeout=connect_timeout,
-            max_reconnect_attempts=CLI_RECONNECTS,
+            max_reconnect_attempts=reconnects_for(connect_timeout),
         )
         try:
             return await client.rotate_encryption_key()

@@ -13,12 +13,22 @@ from collections.abc import Callable
 
 from protocols.errors import IxbError
 from protocols.identifiers import check_country
+from transport.connect import RECONNECT_WAIT_S
 
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 """How long a command tries to reach its hub's NATS before it says so (``--timeout``)."""
 MAX_SECONDS = 24 * 3600.0
 CLI_RECONNECTS = 10
-"""A command's reconnects after a lost connection (every 0.5 s), then it gives up in one line."""
+"""A command's least reconnects after a lost connection (every 0.5 s); then it gives up."""
+
+
+def reconnects_for(timeout: float) -> int:
+    """Reconnect attempts for a command whose connect gives up after ``timeout`` seconds.
+
+    nats-py counts the first connect's attempts against the same bound: enough
+    of them that ``timeout``, not the count, ends a first connect that fails,
+    and a lost connection is retried for about as long."""
+    return max(CLI_RECONNECTS, math.ceil(timeout / RECONNECT_WAIT_S) + 2)
 
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
