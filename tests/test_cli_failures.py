@@ -61,6 +61,7 @@ CONNECTING: dict[str, list[str]] = {
         "b",
     ],
     "keys rotate": ["keys", "rotate", "--encryption-only"],
+    "agency respond": ["agency", "respond", "--documents", "{registry}"],
 }
 
 
@@ -108,6 +109,9 @@ def test_an_unreachable_server_is_one_line_within_the_timeout(
     args = [*CONNECTING[command], *timeout]
     if command in ("verify-doc", "query person"):
         args += ["--timeout", str(TIMEOUT_S)]
+    registry = deployment.base / "registry.json"
+    registry.write_text("[]\n")
+    args = [a.format(registry=registry) for a in args]
     result, took = timed_ixb(*args, IXB_PROFILE=profile)
     line = one_line(result)
     match = UNREACHABLE.match(line)
