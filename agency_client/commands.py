@@ -446,7 +446,8 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
         finally:
             state.close()
         text = format_message_id(msg_id)
-        _out(args, f"sent alert {text} to {', '.join(args.to)}", {"id": text})
+        if args.wait is None or not args.json:  # --json --wait: one object, with the outcome
+            _out(args, f"sent alert {text} to {', '.join(args.to)}", {"id": text})
         if args.wait is None:
             return 0
         return await _wait_outcome(args, client, msg_id, ReceiptStatus(args.wait))

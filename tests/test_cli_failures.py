@@ -213,7 +213,7 @@ async def test_refusals_show_at_once_and_are_kept(fed: Federation) -> None:
     )
     delivered, _ = await ixb_as(fed, "THA/DSI-ATHD", *alert, "--wait", "delivered", "--json")
     assert delivered.returncode == 0, delivered.stderr
-    outcome = json.loads(delivered.stdout.split("\n}\n", 1)[1])
+    outcome = json.loads(delivered.stdout)
     assert outcome["outcome"] == "delivered" and outcome["signed_by"] == "MYS/HUB", outcome
     rejected, _ = await ixb_as(fed, "MYS/REGISTRY", *alert, "--wait")
     assert rejected.returncode == 4, rejected
