@@ -140,7 +140,7 @@ async def _log_in(page: Page, browser: BrowserContext, base: str) -> None:
     await page.get_by_label("Password").fill(PASSWORDS["alice"])
     await page.get_by_role("button", name="Log in").click()
     await expect(page).to_have_url(base + "/audit")
-    await expect(page.get_by_role("heading", name="Exchange log")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Exchange register")).to_be_visible()
 
     cookies = {c["name"]: c for c in await browser.cookies()}
     assert cookies["ixb_session"]["httpOnly"] is True
