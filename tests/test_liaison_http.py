@@ -1000,6 +1000,40 @@ async def test_deadlines_overdue_first(client: Client, exchange: Exchange) -> No
     assert "due in 2 d 0 h" in body
 
 
+async def test_an_acknowledged_mla_request_is_not_answered(
+    client: Client, ctx: LiaisonContext, exchange: Exchange
+) -> None:
+    mla, answered = "0193a1b2-0000-7000-8000-0000000000a1", "0193a1b2-0000-7000-8000-0000000000a2"
+
+    def rows(now: int) -> list[DeadlineRow]:
+        return [
+            # Its owner sent an mla.status (perhaps "acknowledged"): the request is not done.
+            DeadlineRow(
+                mla, "mla.request", "THA/AGO", ("MYS/AGC",), "normal", now - 1, now + 1, True
+            ),
+            DeadlineRow(
+                answered,
+                "person.query",
+                "THA/DSI-ATHD",
+                ("MYS/RMP",),
+                "high",
+                now - 9,
+                now - 5,
+                True,
+            ),
+        ]
+
+    ctx.deadlines = rows
+    assert await _login(client) == 303
+    body = await (await client.get("/audit/deadlines")).text()
+    open_part = body[body.index("Open: 1") : body.index("<h2>Answered</h2>")]
+    assert mla in open_part
+    assert "status reported" in open_part
+    answered_part = body[body.index("<h2>Answered</h2>") :]
+    assert answered in answered_part
+    assert mla not in answered_part
+
+
 # --- the exchange register ------------------------------------------------------------
 
 _HEADS = re.compile(r'<tr class="[^"]*" data-head="(\d+)">')

@@ -24,7 +24,15 @@ from broker.web.view import DeadlineRow
 from protocols.checkpoint import log_origin, witness_name
 from protocols.errors import IxbError
 
-__all__ = ["DEFAULT_WINDOW", "RECONCILE_WINDOWS", "deadlines", "reconcile", "witness"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "RECONCILE_WINDOWS",
+    "STATUS_ONLY",
+    "deadlines",
+    "reconcile",
+    "request_state",
+    "witness",
+]
 
 _DAY_MS: Final = 86_400_000
 RECONCILE_WINDOWS: Final[Mapping[str, tuple[str, int | None]]] = {
@@ -114,28 +122,44 @@ async def reconcile(request: web.Request, site: Site, s: Session) -> Page:
     return Page(template, f"Reconcile with {report.peer}", read, context)
 
 
+STATUS_ONLY: Final = frozenset({"mla.request"})
+"""Requests whose reply reports a status, not an answer: the hub sees only that an
+``mla.status`` came back, never what it says (received, acknowledged … executed),
+so such a request stays open until its deadline, marked "status reported"."""
+
+
+def request_state(r: DeadlineRow) -> str:
+    """``open``, ``status reported`` (an MLA request with a status reply) or ``answered``."""
+    if not r.answered:
+        return "open"
+    return "status reported" if r.type in STATUS_ONLY else "answered"
+
+
 async def deadlines(request: web.Request, site: Site, s: Session) -> Page:
     now = site.view.now_ms()
     rows = site.view.deadlines(now)
+
+    def closed(r: DeadlineRow) -> bool:
+        return request_state(r) == "answered"
 
     def listed(
         keep: Callable[[DeadlineRow], bool],
         order: Callable[[DeadlineRow], int],
         when: Callable[[DeadlineRow], str],
-    ) -> Sequence[tuple[DeadlineRow, str]]:
-        return [(r, when(r)) for r in sorted(filter(keep, rows), key=order)]
+    ) -> Sequence[tuple[DeadlineRow, str, str]]:
+        return [(r, when(r), request_state(r)) for r in sorted(filter(keep, rows), key=order)]
 
     context = {
         "overdue": listed(
-            lambda r: not r.answered and r.due_ms < now,
+            lambda r: not closed(r) and r.due_ms < now,
             lambda r: r.due_ms,
             lambda r: "overdue by " + duration(now - r.due_ms),
         ),
         "open": listed(
-            lambda r: not r.answered and r.due_ms >= now,
+            lambda r: not closed(r) and r.due_ms >= now,
             lambda r: r.due_ms,
             lambda r: "due in " + duration(r.due_ms - now),
         ),
-        "answered": listed(lambda r: r.answered, lambda r: -r.due_ms, lambda _: "answered"),
+        "answered": listed(closed, lambda r: -r.due_ms, lambda _: "answered"),
     }
     return Page("deadlines.html", "Deadlines", "deadlines", context)
