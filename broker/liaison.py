@@ -34,6 +34,7 @@ class HubView:
         self.hub_id = str(config.hub_id)
         self.peers: Sequence[str] = sorted(config.links)
         self.secure_cookies = config.http.secure_cookies
+        self.trusted_proxies = frozenset(config.http.trusted_proxies)
         self.reconcile: ReconcileFn | None = self._reconcile
 
     @property

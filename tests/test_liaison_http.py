@@ -1305,3 +1305,39 @@ async def test_an_actor_is_shown_with_a_space_before_by(client: Client, exchange
     body = await (await client.get("/audit?all=1&event=audit_read")).text()
     assert "audit case_ref=TIP-2026-0117 by bob" in body
     assert "auditby" not in body
+
+
+async def _login_via(client: Client, forwarded: str, name: str, password: str) -> int:
+    token = await _csrf(client, "/login")
+    resp = await client.post(
+        "/login",
+        data={"csrf": token, "name": name, "password": password, "next": ""},
+        headers={"X-Forwarded-For": forwarded},
+        allow_redirects=False,
+    )
+    return resp.status
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled(
+    ctx: LiaisonContext,
+) -> None:
+    ctx.trusted_proxies = frozenset({"127.0.0.1"})
+    c = await _client(ctx)
+    try:
+        for _ in range(3):
+            assert await _login_via(c, "203.0.113.9", "alice", "guess") == 401
+        assert await _login_via(c, "203.0.113.9", "alice", PASSWORDS["alice"]) == 429
+        # A forged hop left of the real one changes nothing: the proxy appended the real one.
+        forged = "198.51.100.1, 203.0.113.9"
+        assert await _login_via(c, forged, "alice", PASSWORDS["alice"]) == 429
+        # The officer, behind the same proxy from another address, logs in.
+        assert await _login_via(c, "198.51.100.7", "alice", PASSWORDS["alice"]) == 303
+    finally:
+        await c.close()
+
+
+async def test_without_a_trusted_proxy_forwarded_headers_are_ignored(client: Client) -> None:
+    for i in range(3):
+        assert await _login_via(client, f"203.0.113.{i}", "alice", "guess") == 401
+    # The guesser cannot escape its back-off by claiming another address.
+    assert await _login_via(client, "198.51.100.7", "alice", PASSWORDS["alice"]) == 429

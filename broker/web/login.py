@@ -88,7 +88,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         site.view.users,
         form.get("name"),
         form.get("password"),
-        client=request.remote,
+        client=site.client(request),
         now_ms=site.view.now_ms(),
         replacing=request.cookies.get(SESSION_COOKIE),  # a new id at every login: no fixation
     )

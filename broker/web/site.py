@@ -11,6 +11,7 @@ alarm is on every such page.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,28 @@ class Site:
         return self.auth.sessions.get(
             request.cookies.get(SESSION_COOKIE), self.view.users, self.view.now_ms()
         )
+
+    def client(self, request: web.Request) -> str | None:
+        """The client's address: the peer's, or from a trusted proxy its ``X-Forwarded-For``.
+
+        The rightmost address not of a trusted proxy is the one the first
+        trusted proxy saw connect; anything left of it the client could forge.
+        """
+        remote = request.remote
+        trusted = self.view.trusted_proxies
+        if remote not in trusted:
+            return remote
+        hops = [
+            h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")
+        ]
+        for hop in reversed(hops):
+            try:
+                address = str(ipaddress.ip_address(hop))
+            except ValueError:
+                return remote  # a malformed header: the proxy itself is the client
+            if address not in trusted:
+                return address
+        return remote
 
     def set_cookie(self, response: web.StreamResponse, name: str, value: str) -> None:
         response.set_cookie(

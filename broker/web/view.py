@@ -137,6 +137,11 @@ class LiaisonView(Protocol):
         ...
 
     @property
+    def trusted_proxies(self) -> frozenset[str]:
+        """Reverse proxies whose ``X-Forwarded-For`` names the client (else: ignored)."""
+        ...
+
+    @property
     def reconcile(self) -> ReconcileFn | None:
         """Compare our log with a peer's; None: this hub cannot, and offers no such page."""
         ...
@@ -176,6 +181,7 @@ class LiaisonContext:
     reconcile: ReconcileFn | None
     peers: Sequence[str]
     secure_cookies: bool = False
+    trusted_proxies: frozenset[str] = frozenset()
     peer_steps: Callable[[Sequence[str]], Sequence[PeerStep]] = _no_peer_steps
 
     def now_ms(self) -> int:
