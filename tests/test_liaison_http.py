@@ -28,6 +28,7 @@ from broker.audit.records import AuditRecord
 from broker.audit.search import AuditQuery
 from broker.web.app import setup_liaison
 from broker.web.auth import check_password, hash_password
+from broker.web.limits import LIMITS
 from broker.web.site import LIAISON, SECURITY_HEADERS
 from broker.web.view import (
     DeadlineRow,
@@ -1341,3 +1342,38 @@ async def test_without_a_trusted_proxy_forwarded_headers_are_ignored(client: Cli
         assert await _login_via(client, f"203.0.113.{i}", "alice", "guess") == 401
     # The guesser cannot escape its back-off by claiming another address.
     assert await _login_via(client, "198.51.100.7", "alice", PASSWORDS["alice"]) == 429
+
+
+async def test_a_long_prefix_search_stops_at_its_bound_and_goes_on_older(
+    ctx: LiaisonContext, audit: AuditLog, exchange: Exchange
+) -> None:
+    app = web.Application()
+    setup_liaison(app, ctx, limits=replace(LIMITS, register_scan=40))
+    c = TestClient(TestServer(app))
+    await c.start_server()
+    try:
+        assert await _login(c) == 303
+        path: str | None = "/audit?q=TIP-2026"
+        found: list[str] = []
+        stops = 0
+        last = ""
+        while path:
+            last = path
+            body = await (await c.get(path)).text()
+            found += [m for m in (exchange.alert, exchange.query) if m in body]
+            stops += "This page stopped reading at entry" in body
+            m = _NEXT.search(body)
+            path = m.group(1).replace("&amp;", "&") if m else None
+        assert stops >= audit.size // 40 - 1  # each page read at most 40 entries
+        assert sorted(found) == sorted([exchange.alert, exchange.query])  # none lost, none twice
+        # And back towards the newest, in bounded steps too.
+        back: list[str] = []
+        path = last
+        while path:
+            body = await (await c.get(path)).text()
+            back += [m for m in (exchange.alert, exchange.query) if m in body]
+            m = _PREV.search(body)
+            path = m.group(1).replace("&amp;", "&") if m else None
+        assert sorted(back) == sorted(found)
+    finally:
+        await c.close()

@@ -166,7 +166,8 @@ def _older(
         if read >= scan_cap:
             scanned_to = cursor
             break
-        found = audit.search(dataclasses.replace(query, before_index=cursor), limit=_CHUNK)
+        chunk = min(_CHUNK, scan_cap)
+        found = audit.search(dataclasses.replace(query, before_index=cursor), limit=chunk)
         read += len(found)
         for e in found:
             cursor = e.index
@@ -178,12 +179,12 @@ def _older(
             heads[e.msg_id] = e.index
             if len(heads) > rows:
                 break
-        if len(found) < _CHUNK:
+        if len(found) < chunk:
             break
     ordered = sorted(heads.items(), key=lambda kv: -kv[1])
     more_older = len(ordered) > rows
     page = ordered[:rows]
-    older = page[-1][1] if more_older and page else None
+    older = page[-1][1] if more_older and page else scanned_to  # the scan goes on from there
     newer = page[0][1] if before is not None and page else None
     if before is not None and not page:
         newer = before - 1 if before > 0 else None
@@ -223,6 +224,8 @@ def _newer(
     page = sorted(ascending[:rows], key=lambda kv: -kv[1])
     top_is_newest = len(ascending) <= rows and hi >= size
     newer = page[0][1] if page and not top_is_newest else None
+    if scanned_to is not None:
+        newer = scanned_to - 1  # nothing more below it: the next newer page starts there
     older = page[-1][1] if page else (after + 1 if after + 1 < size else None)
     return page, older, newer, scanned_to
 
