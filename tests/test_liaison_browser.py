@@ -1,9 +1,12 @@
 """The liaison pages in a real headless Chromium (Debian's, driven by Playwright).
 
-What an officer does: log in, search by case reference, open a message's
-trail and its inclusion proof, see the tampering alarm. The app runs on a
-real socket (127.0.0.1, random port) over a real audit log. Screenshots for
-the README are written to ``docs/``.
+What an officer does: log in, read the exchange register (one row per
+message, with the peers' shared steps), toggle to every log entry, search by
+case reference and by prefix, page older and newer, export a search as CSV,
+open a message's trail and its inclusion proof (cosignatures shown, the
+proof downloaded), see the tampering alarm. The app runs on a real socket
+(127.0.0.1, random port) over a real audit log. Screenshots for the README
+and docs are written to ``docs/``.
 """
 
 from __future__ import annotations

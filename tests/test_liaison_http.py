@@ -1377,3 +1377,13 @@ async def test_a_long_prefix_search_stops_at_its_bound_and_goes_on_older(
         assert sorted(back) == sorted(found)
     finally:
         await c.close()
+
+
+async def test_the_trail_shows_what_the_peers_shared(register: Client, exchange: Exchange) -> None:
+    body = await (await register.get(f"/audit/message/{exchange.alert}")).text()
+    shared = body.split("What the peer hubs shared about it")[1].split("Other entries in case")[0]
+    rows = re.findall(r"<tr[^>]*><td>(\w+)</td>.*?class=\"ev ev-(\w+)\"", shared, re.S)
+    assert rows == [("MYS", "accepted"), ("MMR", "rejected"), ("MYS", "delivered")]
+    assert "ixb.E_UNAUTHORISED" in shared
+    body = await (await register.get(f"/audit/message/{exchange.doc_request}")).text()
+    assert "No peer has shared an entry about this message yet" in body

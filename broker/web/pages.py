@@ -32,6 +32,7 @@ from broker.web.auth import Session
 from broker.web.format import utc_iso
 from broker.web.register import Register, read_register
 from broker.web.site import Download, Page, Site
+from broker.web.view import PeerStep
 from protocols.audit import AuditEntry, AuditEvent, decode_entry
 from protocols.errors import IxbError
 from protocols.identifiers import format_message_id, parse_message_id
@@ -378,7 +379,7 @@ async def trail(request: web.Request, site: Site, s: Session) -> Page:
         raise web.HTTPNotFound(text="Not a message id.") from None
     limits = site.limits
 
-    def fetch() -> tuple[list[StoredEntry], list[StoredEntry]]:
+    def fetch() -> tuple[list[StoredEntry], list[StoredEntry], Sequence[PeerStep]]:
         audit = site.view.audit
         found = audit.search(AuditQuery(msg_id=msg_id), limit=limits.trail_entries)
         case_ref = found[-1].case_ref if found else None
@@ -388,15 +389,17 @@ async def trail(request: web.Request, site: Site, s: Session) -> Page:
             if case_ref
             else []
         )
-        return found, [e for e in related if e.msg_id != msg_id][: limits.page_size]
+        theirs = site.view.peer_steps([msg_id])
+        return found, [e for e in related if e.msg_id != msg_id][: limits.page_size], theirs
 
-    found, related = await asyncio.to_thread(fetch)
+    found, related, theirs = await asyncio.to_thread(fetch)
     steps = log_rows(found[::-1])  # oldest first: the order things happened
     context = {
         "msg_id": msg_id,
         "steps": steps,
         "decoded": next((x for x in map(decoded, found[::-1]) if x is not None), None),
         "related": log_rows(related),
+        "theirs": sorted(theirs, key=lambda p: (p.at_ms, p.hub, p.index)),
         "trail_cap": limits.trail_entries,
     }
     return Page("trail.html", "Message trail", f"trail {msg_id}", context)
