@@ -32,6 +32,7 @@ import nats.errors
 
 from agency_client import enrol
 from agency_client.docregistry import DocumentRegistry
+from agency_client.docview import document_line, document_summary, split_lines
 from agency_client.enckeys import open_key_file
 from agency_client.federation_state import state_path
 from agency_client.keystore import passphrase
@@ -46,6 +47,7 @@ from agency_client.sdk import (
 )
 from protocols.envelope import decode_envelope
 from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
+from protocols.fields import utc_iso, utc_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     Principal,
@@ -123,17 +125,47 @@ def _register_messaging(
     with_profile: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
 ) -> None:
     send = sub.add_parser("send", help="send a message").add_subparsers(dest="cmd", required=True)
-    alert = with_profile(send.add_parser("alert", help="send an alert"))
-    alert.add_argument("--to", action="append", required=True, help="recipient agency (repeat)")
-    alert.add_argument("--title", required=True)
-    alert.add_argument("--text", required=True)
+    alert = with_profile(
+        send.add_parser(
+            "alert",
+            help="send an alert",
+            description="Sign and encrypt an alert to each recipient; the hubs route it. "
+            "The category and the source/information grading are the sender's call: required, "
+            "and echoed in the 'sent' line.",
+            epilog="example: ixb send alert --to MYS/RMP-ATIPSOM --title 'Boat sighted' "
+            "--text '…' --category trafficking --source-grade B --info-grade 2 "
+            "--handling H2 --priority urgent\n\n" + GRADING_HELP + "\n\n" + HANDLING_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    alert.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        help="recipient agency, e.g. MYS/RMP-ATIPSOM (repeat)",
+    )
+    alert.add_argument("--title", required=True, help="one line the recipient sees first")
+    alert.add_argument("--text", required=True, help="the alert's text")
     alert.add_argument(
         "--category",
         choices=[c.value for c in AlertCategory],
-        default=AlertCategory.TRAFFICKING.value,
+        required=True,
+        help="what the alert is about (required)",
     )
-    alert.add_argument("--source-grade", choices=[g.value for g in SourceGrade], default="B")
-    alert.add_argument("--info-grade", choices=[g.value for g in InfoGrade], default="2")
+    alert.add_argument(
+        "--source-grade",
+        choices=[g.value for g in SourceGrade],
+        required=True,
+        help="how reliable the source is, A (no doubt) to C (mostly not reliable), "
+        "X (cannot be assessed) (required)",
+    )
+    alert.add_argument(
+        "--info-grade",
+        choices=[g.value for g in InfoGrade],
+        required=True,
+        help="how accurate the information is, 1 (not in doubt) to 4 (cannot be "
+        "corroborated) (required)",
+    )
     _header_options(alert)
     alert.add_argument(
         "--wait",
@@ -176,7 +208,21 @@ def _register_messaging(
             "verify-doc", help="ask the issuing state whether a travel document is valid"
         )
     )
-    verify.add_argument("--mrz", nargs="+", required=True, metavar="LINE")
+    verify.description = (
+        "Check the MRZ's digits here, echo the document (number, name, expiry; an expired one "
+        "is flagged), then ask the issuing state's document authority and print its answer."
+    )
+    verify.epilog = (
+        'example: ixb verify-doc --mrz LINE1 LINE2   (or --mrz "$(cat mrz.txt)": both lines '
+        "pasted as one argument)"
+    )
+    verify.add_argument(
+        "--mrz",
+        nargs="+",
+        required=True,
+        metavar="LINE",
+        help="the MRZ lines, or one argument holding them all (newline between)",
+    )
     verify.add_argument("--checkpoint", help="border crossing point")
     verify.add_argument(
         "--timeout",
@@ -228,11 +274,40 @@ def _register_messaging(
     receipts.set_defaults(func=cmd_receipts)
 
 
+SOURCE_MEANING = {
+    SourceGrade.A: "no doubt of the source's authenticity, trustworthiness and competence",
+    SourceGrade.B: "source mostly reliable",
+    SourceGrade.C: "source mostly not reliable",
+    SourceGrade.X: "source reliability cannot be assessed",
+}
+INFO_MEANING = {
+    InfoGrade.KNOWN_TRUE: "accuracy not in doubt",
+    InfoGrade.KNOWN_TO_SOURCE: "known personally to the source, not to the official passing it",
+    InfoGrade.CORROBORATED: "not known personally to the source, corroborated elsewhere",
+    InfoGrade.UNCORROBORATED: "not known personally to the source, cannot be corroborated",
+}
+GRADING_HELP = "grading (4x4):\n" + "\n".join(
+    [f"  source {g.value}  {SOURCE_MEANING[g]}" for g in SourceGrade]
+    + [f"  info {g.value}    {INFO_MEANING[g]}" for g in InfoGrade]
+)
+HANDLING_HELP = "handling codes (they travel with the information):\n" + "\n".join(
+    f"  {h.value}  {h.meaning}" for h in HandlingCode
+)
+
+
 def _header_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--handling", choices=[h.value for h in HandlingCode], default="H0")
+    p.add_argument(
+        "--handling",
+        choices=[h.value for h in HandlingCode],
+        default="H0",
+        help="handling code, default H0 (law-enforcement use only); H2 forbids onward "
+        "dissemination, H3 needs --restriction",
+    )
     p.add_argument("--restriction", help="H3 restriction text")
-    p.add_argument("--priority", choices=[x.value for x in Priority], default="normal")
-    p.add_argument("--case", help="case reference")
+    p.add_argument(
+        "--priority", choices=[x.value for x in Priority], default="normal", help="default normal"
+    )
+    p.add_argument("--case", help="case reference, e.g. THA-DSI-2026-0412")
 
 
 # --- plumbing -------------------------------------------------------------------------
@@ -411,7 +486,7 @@ class LocalState:
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(ms)
 
 
 def _header_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -446,8 +521,24 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
         finally:
             state.close()
         text = format_message_id(msg_id)
+        chosen = (
+            f"[{args.category}, graded {args.source_grade}{args.info_grade},"
+            f" {args.handling}, {args.priority}]"
+        )
         if args.wait is None or not args.json:  # --json --wait: one object, with the outcome
-            _out(args, f"sent alert {text} to {', '.join(args.to)}", {"id": text})
+            _out(
+                args,
+                f"sent alert {text} to {', '.join(args.to)} {chosen}",
+                {
+                    "id": text,
+                    "to": args.to,
+                    "category": args.category,
+                    "source_grade": args.source_grade,
+                    "info_grade": args.info_grade,
+                    "handling": args.handling,
+                    "priority": args.priority,
+                },
+            )
         if args.wait is None:
             return 0
         return await _wait_outcome(args, client, msg_id, ReceiptStatus(args.wait))
@@ -510,7 +601,7 @@ def _describe(item: Incoming) -> dict[str, Any]:
         "restriction": h.restriction,
         "priority": h.priority.value,
         "case_ref": h.case_ref,
-        "created": _when(h.created),
+        "created": utc_iso(h.created),
         "in_reply_to": None if h.in_reply_to is None else format_message_id(h.in_reply_to),
         "via": [str(x) for x in item.hubs],
         "body": msgspec.to_builtins(item.body),
@@ -583,7 +674,8 @@ ANSWERING: tuple[Callable[[argparse.Namespace], int], ...] = ()
 
 
 def cmd_verify_doc(args: argparse.Namespace) -> int:
-    mrz = parse_mrz(args.mrz, today=datetime.now(UTC).date())  # check digits before sending
+    today = datetime.now(UTC).date()
+    mrz = parse_mrz(split_lines(args.mrz), today=today)  # check digits before sending
     request = DocVerifyRequest(
         mrz=tuple(mrz.lines), purpose=DocPurpose.BORDER_CHECK, checkpoint=args.checkpoint
     )
@@ -598,7 +690,8 @@ def cmd_verify_doc(args: argparse.Namespace) -> int:
         human = f"{authority}: {body['status']}" + (f" ({fields})" if fields else "")
         if body.get("note"):
             human += f" — {body['note']}"
-        _out(args, human, {"authority": str(authority), **body})
+        human = f"{document_line(mrz, today)}\n{human}"
+        _out(args, human, {"authority": str(authority), **body, **document_summary(mrz, today)})
         return 0
 
     return _run(args, go)
@@ -670,7 +763,7 @@ def cmd_receipts(args: argparse.Namespace) -> int:
             )
             or f"no receipts for {msg_id} yet"
         )
-        _out(args, human, rows)
+        _out(args, human, [{**r, "at": utc_iso(r["at"])} for r in rows])
         return 0
 
     return _run(args, go)

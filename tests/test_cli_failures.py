@@ -37,7 +37,10 @@ SLACK_S = 2.0
 UNREACHABLE = re.compile(r"^error ixb\.E_IO: cannot reach (tls|nats)://127\.0\.0\.1:\d+: (.+)$")
 
 CONNECTING: dict[str, list[str]] = {
-    "send alert": ["send", "alert", "--to", "MYS/RMP-ATIPSOM", "--title", "t", "--text", "t"],
+    "send alert": [
+        *("send", "alert", "--to", "MYS/RMP-ATIPSOM", "--title", "t", "--text", "t"),
+        *("--category", "other", "--source-grade", "B", "--info-grade", "2"),
+    ],
     "inbox": ["inbox"],
     "receipts": ["receipts", ZERO_ID],
     "verify-doc": [
@@ -225,7 +228,9 @@ async def test_refusals_show_at_once_and_are_kept(fed: Federation) -> None:
 
     # an agency no directory lists
     unknown, _ = await ixb_as(
-        fed, "THA/DSI-ATHD", "send", "alert", "--to", "MYS/NOBODY", "--title", "t", "--text", "t"
+        fed,
+        "THA/DSI-ATHD",
+        *[("MYS/NOBODY" if a == "MYS/RMP-ATIPSOM" else a) for a in CONNECTING["send alert"]],
     )
     assert one_line(unknown).startswith("error ixb.E_UNKNOWN_RECIPIENT: MYS/NOBODY "), unknown
 
