@@ -327,9 +327,8 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
     secret = passphrase(confirm=False)
     key_file = open_key_file(profile, secret, wall_ms())
     previous = load_previous_for(profile, secret)
-    connect_timeout = (
-        min(args.timeout, DEFAULT_CONNECT_TIMEOUT_S) if args.func in ANSWERING else args.timeout
-    )
+    timeout = getattr(args, "timeout", DEFAULT_CONNECT_TIMEOUT_S)
+    connect_timeout = min(timeout, DEFAULT_CONNECT_TIMEOUT_S) if args.func in ANSWERING else timeout
 
     async def main() -> int:
         client = await AgencyClient.connect(

@@ -18,6 +18,7 @@ from agency_client.commands import _run  # the one connect-and-run path every co
 from agency_client.sdk import AgencyClient
 from protocols.directory import DirectoryEntry
 from protocols.fields import utc_iso, utc_text
+from transport.cliargs import add_connect_timeout, country
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +35,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ls.add_argument("--profile", type=Path, help="agency profile (default: $IXB_PROFILE)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.add_argument("--country", help="only this country (ISO 3166 alpha-3, e.g. MYS)")
+    ls.add_argument(
+        "--country", type=country, help="only this country (ISO 3166 alpha-3, e.g. MYS)"
+    )
+    add_connect_timeout(ls)
     ls.set_defaults(func=cmd_directory_ls)
 
 

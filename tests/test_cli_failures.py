@@ -65,6 +65,7 @@ CONNECTING: dict[str, list[str]] = {
     ],
     "keys rotate": ["keys", "rotate", "--encryption-only"],
     "agency respond": ["agency", "respond", "--documents", "{registry}"],
+    "directory ls": ["directory", "ls", "--country", "mys"],
 }
 
 
@@ -243,6 +244,7 @@ async def test_refusals_show_at_once_and_are_kept(fed: Federation) -> None:
         ["audit", "search", "--config", "x.toml", "--limit", "100001"],
         ["audit", "search", "--config", "x.toml", "--limit", "ten"],
         ["audit", "search", "--config", "x.toml", "--country", "Malaysia"],
+        ["directory", "ls", "--country", "MY"],
         ["audit", "reconcile", "--config", "x.toml", "--peer", "MY"],
         ["audit", "reconcile", "--config", "x.toml", "--peer", "MYS", "--grace", "-1"],
         ["inbox", "--max", "0"],

@@ -69,7 +69,7 @@ def seconds(*, allow_zero: bool = False, high: float = MAX_SECONDS) -> Callable[
 def country(text: str) -> str:
     """A 3-letter country code (ISO 3166-1 alpha-3, as in the identifiers), e.g. ``MYS``."""
     try:
-        return check_country(text)
+        return check_country(text.strip().upper())
     except IxbError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a 3-letter country code (e.g. MYS)"
