@@ -342,6 +342,7 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
             key_file=key_file,
             connect_timeout=connect_timeout,
             max_reconnect_attempts=reconnects_for(connect_timeout),
+            log_connection=False,
         )
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too

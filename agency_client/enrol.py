@@ -190,6 +190,7 @@ def _rotate_encryption(profile: Profile, connect_timeout: float) -> int:
             key_file=key_file,
             connect_timeout=connect_timeout,
             max_reconnect_attempts=reconnects_for(connect_timeout),
+            log_connection=False,
         )
         try:
             return await client.rotate_encryption_key()

@@ -306,6 +306,7 @@ class AgencyClient:
         key_file: KeyFile | None = None,
         connect_timeout: float = FIRST_CONNECT_S,
         max_reconnect_attempts: int = UNBOUNDED,
+        log_connection: bool = True,
     ) -> AgencyClient:
         """Connect to the agency's hub and fetch the directories.
 
@@ -313,7 +314,9 @@ class AgencyClient:
         :class:`~protocols.errors.IoError` ("cannot reach nats://…: connection
         refused", "…: authorization violation"), logging nothing meanwhile; a
         connection lost later is retried ``max_reconnect_attempts`` times
-        (:data:`~transport.connect.UNBOUNDED`: for ever).
+        (:data:`~transport.connect.UNBOUNDED`: for ever). ``log_connection=False``:
+        no log line about the connection's state (a command line reports a lost
+        connection in its one line).
 
         ``handled_path``: the SQLite file remembering which messages the
         application handled, so that none is handed over twice across
@@ -346,6 +349,7 @@ class AgencyClient:
                 connect_timeout=max(1, math.ceil(connect_timeout)),
                 give_up_after=connect_timeout,
                 quiet_first_connect=True,
+                quiet=not log_connection,
             )
         except (nats.errors.Error, OSError) as exc:  # OSError includes TimeoutError
             raise unreachable(profile.nats.url, exc) from None

@@ -8,6 +8,7 @@ arguments out of range, and a hub whose HTTP port is taken.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -303,3 +304,27 @@ def test_hub_run_on_a_busy_port_is_one_line(deployment: Deployment) -> None:
         == f"error ixb.E_IO: cannot listen for HTTP on 127.0.0.1:{port}: address already in use"
     ), line
     assert took < 10
+
+
+async def test_a_connection_lost_mid_command_ends_in_one_line(fed: Federation) -> None:
+    """The server goes away while ``ixb inbox`` waits: a few reconnects, then one line."""
+    profile = str(fed.deployment.profile("MYS/RMP-ATIPSOM"))
+    env = {**os.environ, "IXB_PASSPHRASE": PASSPHRASE, "IXB_PROFILE": profile}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "ixb", "inbox", "--wait", "60", "--timeout", str(TIMEOUT_S)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    await asyncio.sleep(3)  # connected, waiting for messages
+    assert process.returncode is None
+    await fed.servers["MYS"].kill()
+    lost = time.monotonic()
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    took = time.monotonic() - lost
+    result = subprocess.CompletedProcess([], process.returncode or 0, "", stderr.decode())
+    line = one_line(result)
+    assert line.startswith("error ixb.E_IO: lost the connection to "), line
+    assert took < 2 * TIMEOUT_S + SLACK_S + 2, f"{took:.2f} s"

@@ -180,6 +180,8 @@ class ConnectionLog:
     quiet_first_connect: bool = False
     """Log nothing while the first connect is under way: its caller reports the outcome
     (a command line prints one line, not a warning per refused attempt)."""
+    quiet: bool = False
+    """Log nothing at all: a command line reports a lost connection in its one line."""
     _errors: StateLog = field(init=False)
     _closed_in_handshake: int = 0
 
@@ -196,16 +198,18 @@ class ConnectionLog:
             self._closed_in_handshake += 1
             if self._closed_in_handshake < HANDSHAKE_CLOSED_UNLOGGED:
                 return  # perhaps a refused login: the next attempt reads the server's -ERR
-        if self.first_connect and self.quiet_first_connect:
+        if self.quiet or (self.first_connect and self.quiet_first_connect):
             return
         self._errors.failed(exc)
 
     async def on_disconnected(self) -> None:
-        if self.nc is not None and self.nc.is_closed:
+        if self.quiet or (self.nc is not None and self.nc.is_closed):
             return  # closed on purpose (nats-py calls this on close too)
         log.warning("nats_disconnected", connection=self.name)
 
     async def on_reconnected(self) -> None:
+        if self.quiet:
+            return
         log.info("nats_reconnected", connection=self.name, errors_not_logged=self._errors.repeats)
         self._errors = StateLog("nats_error", connection=self.name)
 
@@ -244,6 +248,7 @@ async def connect(
     connect_timeout: int = CONNECT_TIMEOUT_S,
     give_up_after: float | None = None,
     quiet_first_connect: bool = False,
+    quiet: bool = False,
 ) -> NatsClient:
     """A connected client.
 
@@ -253,11 +258,13 @@ async def connect(
     ``ca_file`` (or the system's CAs), ``IoError`` if the server refuses
     ``auth``, and nats-py's errors or ``OSError`` when it gives up by itself.
     ``quiet_first_connect``: no log line for the refused attempts of the first
-    connect (the caller reports its outcome, e.g. with :func:`unreachable`).
+    connect (the caller reports its outcome, e.g. with :func:`unreachable`);
+    ``quiet``: no log line at all, ever (a command line, which says what went
+    wrong in the one line it prints).
     """
     tls = tls_context(ca_file)
     nc = NatsClient()
-    states = ConnectionLog(name, nc=nc, quiet_first_connect=quiet_first_connect)
+    states = ConnectionLog(name, nc=nc, quiet_first_connect=quiet_first_connect, quiet=quiet)
     seen = states.seen
     try:
         async with asyncio.timeout(give_up_after):
