@@ -18,7 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
+import io
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -34,6 +37,7 @@ from agency_client.docregistry import DocumentRegistry
 from agency_client.enckeys import open_key_file
 from agency_client.federation_state import state_path
 from agency_client.keystore import passphrase
+from agency_client.msgstore import MessageStore, StoredMessage, store_path
 from agency_client.profile import Profile, load_profile
 from agency_client.sdk import (
     MAX_SENT_RECORDS,
@@ -41,10 +45,11 @@ from agency_client.sdk import (
     Incoming,
     Refused,
     SignedReceipt,
+    load_identity_for,
     load_previous_for,
 )
 from protocols.envelope import decode_envelope
-from protocols.errors import UnknownOutcomeError, UnknownRecipientError, UsageError
+from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     Principal,
@@ -53,6 +58,8 @@ from protocols.identifiers import (
     parse_message_id,
     parse_principal,
 )
+from protocols.keys import Identity
+from protocols.limits import MAX_TEXT
 from protocols.messages import (
     Alert,
     AlertCategory,
@@ -67,6 +74,7 @@ from protocols.messages import (
 from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
 from protocols.roles import Role
 from transport.clock import wall_ms
+from transport.files import read_bytes
 
 ICAO_TO_ISO = {"D": "DEU"}
 """MRZ issuer codes that name an ISO country differently (ICAO 9303 Part 3)."""
@@ -96,6 +104,49 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     respond.set_defaults(func=cmd_respond)
 
     _register_messaging(sub, with_profile)
+    _register_store(sub, with_profile)
+
+
+def _register_store(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_profile: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    inbox = with_profile(
+        sub.add_parser(
+            "inbox",
+            help="fetch what arrived into the local store and list what is new",
+            description="Fetches new messages into this agency's local store (then "
+            "acknowledges them on the hub) and lists those not listed before. Stored "
+            "messages stay: ixb show ID, ixb inbox --all, ixb export.",
+        )
+    )
+    inbox.add_argument("--wait", type=float, default=2.0, help="seconds to wait for messages")
+    inbox.add_argument("--max", type=int, default=50, help="new messages listed (default 50)")
+    inbox.add_argument(
+        "--no-read-receipt", action="store_true", help="do not tell the senders it was read"
+    )
+    inbox.add_argument("--all", action="store_true", help="list every stored message")
+    inbox.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="stored messages received since WHEN (ISO 8601, UTC: 2026-11-01 or "
+        "2026-11-01T08:00); implies --all",
+    )
+    inbox.set_defaults(func=cmd_inbox)
+
+    show = with_profile(
+        sub.add_parser("show", help="a stored message, its receipts and its thread")
+    )
+    show.add_argument("msg_id")
+    show.set_defaults(func=cmd_show)
+
+    export = with_profile(
+        sub.add_parser("export", help="stored messages as JSON (metadata and content) or CSV")
+    )
+    export.add_argument("--since", metavar="WHEN", help="received since WHEN (ISO 8601, UTC)")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("--out", type=Path, help="file to create (never overwritten)")
+    export.set_defaults(func=cmd_export)
 
 
 def _register_messaging(
@@ -106,7 +157,11 @@ def _register_messaging(
     alert = with_profile(send.add_parser("alert", help="send an alert"))
     alert.add_argument("--to", action="append", required=True, help="recipient agency (repeat)")
     alert.add_argument("--title", required=True)
-    alert.add_argument("--text", required=True)
+    text = alert.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text")
+    text.add_argument(
+        "--text-file", metavar="FILE", help="the text from FILE (UTF-8), or '-' for stdin"
+    )
     alert.add_argument(
         "--category",
         choices=[c.value for c in AlertCategory],
@@ -116,12 +171,6 @@ def _register_messaging(
     alert.add_argument("--info-grade", choices=[g.value for g in InfoGrade], default="2")
     _header_options(alert)
     alert.set_defaults(func=cmd_send_alert)
-
-    inbox = with_profile(sub.add_parser("inbox", help="read (and acknowledge) what arrived"))
-    inbox.add_argument("--wait", type=float, default=2.0, help="seconds to wait for messages")
-    inbox.add_argument("--max", type=int, default=50)
-    inbox.add_argument("--no-read-receipt", action="store_true")
-    inbox.set_defaults(func=cmd_inbox)
 
     verify = with_profile(
         sub.add_parser(
@@ -172,10 +221,18 @@ def _header_options(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]]) -> int:
     """Connect, run ``body``; a send of unknown outcome is kept for ``ixb send retry``."""
+    return _run_with_store(args, lambda client, _store: body(client))
+
+
+def _run_with_store(
+    args: argparse.Namespace, body: Callable[[AgencyClient, MessageStore], Awaitable[int]]
+) -> int:
+    """:func:`_run`, ``body`` also given the message store every received message goes to."""
     profile = load_profile(args.profile)
     secret = passphrase(confirm=False)
     key_file = open_key_file(profile, secret, wall_ms())
     previous = load_previous_for(profile, secret)
+    store = open_store(profile, [key_file.state.identity, *([previous] if previous else [])])
 
     async def main() -> int:
         client = await AgencyClient.connect(
@@ -188,9 +245,10 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
             ),
             key_file=key_file,
         )
+        client.keep = lambda item: _keep(store, item, client.clock())
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too
-            return await body(client)
+            return await body(client, store)
         finally:
             await client.close()
 
@@ -198,6 +256,19 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
         return asyncio.run(main())
     except UnknownOutcomeError as exc:
         raise _keep_for_retry(args, profile, exc) from None
+    finally:
+        store.close()
+
+
+def open_store(profile: Profile, identities: list[Identity]) -> MessageStore:
+    """The profile's message store, content older than ``[store] content_days`` dropped."""
+    return MessageStore(
+        store_path(profile), identities, content_days=profile.store.content_days, now=wall_ms()
+    )
+
+
+def _keep(store: MessageStore, item: Incoming, now: int) -> None:
+    store.keep(header=item.header, body=item.body, via=item.hubs, received_at=now)
 
 
 def _keep_for_retry(
@@ -331,11 +402,27 @@ def _header_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 # --- commands ---------------------------------------------------------------------------
 
 
+def _text(args: argparse.Namespace) -> str:
+    """``--text``, or the text of ``--text-file`` (``-``: stdin), at most MAX_TEXT bytes."""
+    if args.text_file is None:
+        return str(args.text)
+    if args.text_file == "-":
+        data = sys.stdin.buffer.read(MAX_TEXT + 1)
+        if len(data) > MAX_TEXT:
+            raise UsageError(f"--text-file -: more than {MAX_TEXT} bytes on stdin")
+    else:
+        data = read_bytes(Path(args.text_file), MAX_TEXT)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--text-file {args.text_file}: not UTF-8 text") from None
+
+
 def cmd_send_alert(args: argparse.Namespace) -> int:
     body = Alert(
         category=AlertCategory(args.category),
         title=args.title,
-        text=args.text,
+        text=_text(args),
         source_grade=SourceGrade(args.source_grade),
         info_grade=InfoGrade(args.info_grade),
     )
@@ -400,17 +487,73 @@ def _describe(item: Incoming) -> dict[str, Any]:
     }
 
 
+def _stored(m: StoredMessage) -> dict[str, Any]:
+    """A stored message as ``ixb inbox``/``show``/``export`` print it."""
+    return {
+        "id": m.id,
+        "type": m.type,
+        "from": m.sender,
+        "handling": m.handling,
+        "restriction": m.restriction,
+        "priority": m.priority,
+        "case_ref": m.case_ref,
+        "created": _when(m.created),
+        "received_at": _when(m.received_at),
+        "in_reply_to": m.in_reply_to,
+        "via": list(m.via),
+        "content": m.content,
+        "body": m.body,
+    }
+
+
+_CONTENT_NOTE = {
+    "expired": "content dropped (older than the profile's [store] content_days)",
+    "locked": "content sealed: it opens with this agency's key file only",
+}
+
+
+def _print_stored(d: dict[str, Any], indent: str = "") -> None:
+    restriction = f" ({d['restriction']})" if d["restriction"] else ""
+    case = f"  case {d['case_ref']}" if d["case_ref"] else ""
+    sys.stdout.write(
+        f"{indent}{d['created']}  {d['type']}  from {d['from']}  [{d['handling']}{restriction}"
+        f" {d['priority']}]  id {d['id']}{case}\n"
+    )
+    if d["body"] is None:
+        sys.stdout.write(f"{indent}    ({_CONTENT_NOTE[d['content']]})\n")
+        return
+    for key, value in d["body"].items():
+        sys.stdout.write(f"{indent}    {key}: {value}\n")
+
+
+def parse_since(text: str) -> int:
+    """An ISO 8601 date or date-time (UTC unless it names an offset), in ms."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: not an ISO 8601 date or time (2026-11-01, 2026-11-01T08:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
 def cmd_inbox(args: argparse.Namespace) -> int:
+    if args.max < 1:
+        raise UsageError(f"--max {args.max}: at least 1")
+    since = None if args.since is None else parse_since(args.since)
     profile = load_profile(args.profile)
 
-    async def go(client: AgencyClient) -> int:
+    async def go(client: AgencyClient, store: MessageStore) -> int:
         state = LocalState(profile)
         state.load_sent(client)
-        shown: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []
+        fetched = 0
         try:
             async for item in client.inbox(idle_timeout=args.wait):
                 if isinstance(item, Refused):
-                    shown.append(
+                    refused.append(
                         {
                             "refused": item.error.code,
                             "id": item.message_id,
@@ -421,33 +564,139 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                 if isinstance(item.body, Receipt):
                     state.record(SignedReceipt(item.body, item.sender, item.hubs))
                 else:
-                    shown.append(_describe(item))
+                    fetched += 1
                     if not args.no_read_receipt:
                         await client.send_read_receipt(item)
-                await item.ack()
-                if len(shown) >= args.max:
+                await item.ack()  # stored first (the client's keep), then acknowledged
+                if fetched >= args.max:
                     break
         finally:
             state.close()
+        if args.all or since is not None:
+            listed = store.since(since or 0)
+        else:
+            listed = store.unseen(args.max)
+        store.mark_seen(listed)
+        shown = [*refused, *(_stored(m) for m in listed)]
         if args.json:
             _out(args, "", shown)
             return 0
         if not shown:
-            sys.stdout.write("inbox empty\n")
+            sys.stdout.write("inbox empty\n" if not args.all else "no stored messages\n")
         for d in shown:
             if "refused" in d:
                 sys.stdout.write(f"REFUSED {d['id'] or '-'}: {d['refused']} {d['detail']}\n")
                 continue
-            restriction = f" ({d['restriction']})" if d["restriction"] else ""
-            sys.stdout.write(
-                f"{d['created']}  {d['type']}  from {d['from']}  [{d['handling']}{restriction}"
-                f" {d['priority']}]  id {d['id']}\n"
-            )
-            for key, value in d["body"].items():
-                sys.stdout.write(f"    {key}: {value}\n")
+            _print_stored(d)
         return 0
 
-    return _run(args, go)
+    return _run_with_store(args, go)
+
+
+def _local_store(profile: Profile) -> MessageStore:
+    """The store for reading without connecting: content opens if the key file is there."""
+    key_path = profile.path(profile.agency.key_file)
+    if not key_path.exists():
+        return open_store(profile, [])  # metadata only
+    secret = passphrase(confirm=False)
+    identities = [load_identity_for(profile, secret)]
+    previous = load_previous_for(profile, secret)
+    return open_store(profile, identities + ([previous] if previous else []))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    msg_id = format_message_id(parse_message_id(args.msg_id))
+    profile = load_profile(args.profile)
+    store = _local_store(profile)
+    try:
+        found = store.get(msg_id)
+        if not found:
+            raise UsageError(f"no stored message {msg_id} (ixb inbox fetches what arrived)")
+        message = found[0]
+        thread = store.thread(message)
+    finally:
+        store.close()
+    state = LocalState(profile)
+    try:
+        receipts = state.receipts(msg_id)
+    finally:
+        state.close()
+    shown = {
+        **_stored(message),
+        "receipts": [{**r, "at": _when(r["at"])} for r in receipts],
+        "thread": [_stored(m) for m in thread],
+    }
+    if args.json:
+        _out(args, "", shown)
+        return 0
+    _print_stored(shown)
+    sys.stdout.write(f"  received {shown['received_at']} via {', '.join(shown['via'])}\n")
+    if shown["in_reply_to"]:
+        sys.stdout.write(f"  in reply to {shown['in_reply_to']}\n")
+    for r in shown["receipts"]:
+        sys.stdout.write(f"  receipt {r['at']}  {r['status']} signed by {r['signer']}\n")
+    if thread:
+        sys.stdout.write(f"  thread ({len(thread)} more):\n")
+    for d in shown["thread"]:
+        _print_stored(d, indent="    ")
+    return 0
+
+
+EXPORT_CSV_COLUMNS = (
+    "id",
+    "type",
+    "from",
+    "created",
+    "received_at",
+    "case_ref",
+    "in_reply_to",
+    "handling",
+    "restriction",
+    "priority",
+    "via",
+    "content",
+    "text",
+)
+
+
+def _csv_text(body: dict[str, Any] | None) -> str:
+    if body is None:
+        return ""
+    text = body.get("text")
+    return text if isinstance(text, str) else json.dumps(body, ensure_ascii=False)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    since = 0 if args.since is None else parse_since(args.since)
+    profile = load_profile(args.profile)
+    store = _local_store(profile)
+    try:
+        rows = [_stored(m) for m in store.since(since)]
+    finally:
+        store.close()
+    if args.format == "json":
+        data = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(EXPORT_CSV_COLUMNS)
+        for r in rows:
+            flat = {**r, "via": " ".join(r["via"]), "text": _csv_text(r["body"])}
+            writer.writerow(["" if flat[c] is None else flat[c] for c in EXPORT_CSV_COLUMNS])
+        data = buf.getvalue()
+    if args.out is None:
+        sys.stdout.write(data)
+        return 0
+    try:  # never over an existing file; readable by its owner only
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"--out {args.out}: exists; not overwritten") from None
+    except OSError as exc:
+        raise IoError(f"cannot create {args.out}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        fh.write(data)
+    sys.stdout.write(f"exported {len(rows)} messages to {args.out}\n")
+    return 0
 
 
 def _document_authority(client: AgencyClient, issuing_state: str) -> Principal:
