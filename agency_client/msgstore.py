@@ -108,6 +108,7 @@ class MessageStore:
         try:
             self._db = sqlite3.connect(path)
             self._db.executescript(
+                "PRAGMA secure_delete = ON;"  # dropped content is overwritten in the file
                 "CREATE TABLE IF NOT EXISTS messages (sender TEXT NOT NULL, id TEXT NOT NULL,"
                 " type TEXT NOT NULL, created INTEGER NOT NULL, received_at INTEGER NOT NULL,"
                 " case_ref TEXT, in_reply_to TEXT, handling TEXT NOT NULL, restriction TEXT,"
