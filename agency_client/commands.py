@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -59,10 +60,16 @@ from protocols.identifiers import (
     parse_principal,
 )
 from protocols.keys import Identity
-from protocols.limits import MAX_TEXT
+from protocols.limits import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_ATTACHMENTS,
+    MAX_ATTACHMENTS_TOTAL,
+    MAX_TEXT,
+)
 from protocols.messages import (
     Alert,
     AlertCategory,
+    Attachment,
     DocPurpose,
     DocVerifyRequest,
     InfoGrade,
@@ -138,6 +145,12 @@ def _register_store(
         sub.add_parser("show", help="a stored message, its receipts and its thread")
     )
     show.add_argument("msg_id")
+    show.add_argument(
+        "--save-attachments",
+        type=Path,
+        metavar="DIR",
+        help="write its attachments into DIR (safe names; an existing file is never replaced)",
+    )
     show.set_defaults(func=cmd_show)
 
     export = with_profile(
@@ -166,6 +179,14 @@ def _register_messaging(
         "--category",
         choices=[c.value for c in AlertCategory],
         default=AlertCategory.TRAFFICKING.value,
+    )
+    alert.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=f"a file sealed with the alert (repeat; at most {MAX_ATTACHMENTS}, "
+        f"{MAX_ATTACHMENT_BYTES // 1024} KiB each, {MAX_ATTACHMENTS_TOTAL // 1024} KiB in all)",
     )
     alert.add_argument("--source-grade", choices=[g.value for g in SourceGrade], default="B")
     alert.add_argument("--info-grade", choices=[g.value for g in InfoGrade], default="2")
@@ -418,11 +439,37 @@ def _text(args: argparse.Namespace) -> str:
         raise UsageError(f"--text-file {args.text_file}: not UTF-8 text") from None
 
 
+def _attachments(paths: list[str]) -> tuple[Attachment, ...]:
+    """The ``--attach`` files, each within its limit and all within the total."""
+    if len(paths) > MAX_ATTACHMENTS:
+        raise UsageError(f"--attach: at most {MAX_ATTACHMENTS} files")
+    out: list[Attachment] = []
+    for name in paths:
+        path = Path(name)
+        try:
+            with path.open("rb") as fh:
+                data = fh.read(MAX_ATTACHMENT_BYTES + 1)
+        except OSError as exc:
+            raise IoError(f"--attach {name}: {exc.strerror or exc}") from None
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise UsageError(f"--attach {name}: larger than {MAX_ATTACHMENT_BYTES} bytes")
+        if not data:
+            raise UsageError(f"--attach {name}: empty")
+        out.append(Attachment.of(path.name, data))
+    total = sum(len(a.data) for a in out)
+    if total > MAX_ATTACHMENTS_TOTAL:
+        raise UsageError(
+            f"--attach: {total} bytes in all, more than {MAX_ATTACHMENTS_TOTAL} per alert"
+        )
+    return tuple(out)
+
+
 def cmd_send_alert(args: argparse.Namespace) -> int:
     body = Alert(
         category=AlertCategory(args.category),
         title=args.title,
         text=_text(args),
+        attachments=_attachments(args.attach),
         source_grade=SourceGrade(args.source_grade),
         info_grade=InfoGrade(args.info_grade),
     )
@@ -438,7 +485,11 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
         finally:
             state.close()
         text = format_message_id(msg_id)
-        _out(args, f"sent alert {text} to {', '.join(args.to)}", {"id": text})
+        files = "".join(
+            f"\n  attached {a.name} ({len(a.data)} bytes, sha256 {a.sha256.hex()})"
+            for a in body.attachments
+        )
+        _out(args, f"sent alert {text} to {', '.join(args.to)}{files}", {"id": text})
         return 0
 
     return _run(args, go)
@@ -502,8 +553,60 @@ def _stored(m: StoredMessage) -> dict[str, Any]:
         "in_reply_to": m.in_reply_to,
         "via": list(m.via),
         "content": m.content,
-        "body": m.body,
+        "body": _summarised(m.body),
     }
+
+
+def _summarised(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The body as printed: attachments by name, size and SHA-256 (``--save-attachments``
+    writes their bytes)."""
+    if body is None or not body.get("attachments"):
+        return body
+    files = [msgspec.convert(a, Attachment) for a in body["attachments"]]
+    listed = [{"name": a.name, "size": len(a.data), "sha256": a.sha256.hex()} for a in files]
+    return {**body, "attachments": listed}
+
+
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+MAX_SAVED_NAME = 100
+
+
+def safe_file_name(name: str) -> str:
+    """A sender's file name as a plain name in the chosen directory: its last component,
+    ``[A-Za-z0-9._-]`` only, no leading dot (never ``..``, never hidden)."""
+    last = re.split(r"[/\\]", name)[-1]
+    cleaned = SAFE_NAME.sub("_", last).lstrip(".")[:MAX_SAVED_NAME]
+    return cleaned or "attachment"
+
+
+def save_attachments(body: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+    """Write each attachment (its SHA-256 checked again) into ``directory``, never over
+    an existing file: ``name``, ``name-1``, … ; what was written where."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IoError(f"--save-attachments {directory}: {exc.strerror or exc}") from None
+    saved = []
+    for raw in body.get("attachments") or ():
+        attachment = msgspec.convert(raw, Attachment)  # checks data against sha256
+        stem, dot, ext = safe_file_name(attachment.name).partition(".")
+        for n in range(1000):
+            target = directory / (f"{stem}{'-' + str(n) if n else ''}{dot}{ext}")
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise IoError(f"cannot create {target}: {exc.strerror or exc}") from None
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(attachment.data)
+            break
+        else:
+            raise IoError(f"{directory}: too many files named like {attachment.name!r}")
+        saved.append(
+            {"name": attachment.name, "path": str(target), "sha256": attachment.sha256.hex()}
+        )
+    return saved
 
 
 _CONTENT_NOTE = {
@@ -626,6 +729,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         "receipts": [{**r, "at": _when(r["at"])} for r in receipts],
         "thread": [_stored(m) for m in thread],
     }
+    if args.save_attachments is not None:
+        if message.body is None:
+            raise UsageError(f"{msg_id}: its content is not readable here ({message.content})")
+        shown["saved"] = save_attachments(message.body, args.save_attachments)
     if args.json:
         _out(args, "", shown)
         return 0
@@ -635,6 +742,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         sys.stdout.write(f"  in reply to {shown['in_reply_to']}\n")
     for r in shown["receipts"]:
         sys.stdout.write(f"  receipt {r['at']}  {r['status']} signed by {r['signer']}\n")
+    for f in shown.get("saved", ()):
+        sys.stdout.write(f"  saved {f['name']} as {f['path']} (sha256 {f['sha256']}, checked)\n")
     if thread:
         sys.stdout.write(f"  thread ({len(thread)} more):\n")
     for d in shown["thread"]:

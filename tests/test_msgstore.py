@@ -10,7 +10,9 @@ from pathlib import Path
 import msgspec
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from agency_client.commands import safe_file_name
 from agency_client.msgstore import MessageStore
 from protocols.envelope import Header
 from protocols.handling import HandlingCode, Priority
@@ -192,3 +194,28 @@ def test_content_round_trips(tmp_path_factory: pytest.TempPathFactory, body: Ale
     (m,) = store.get(format_message_id(h.id))
     assert msgspec.convert(m.body, Alert) == body  # the typed body, back from the store
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "saved"),
+    [
+        ("../../x", "x"),
+        ("..\\..\\evil.exe", "evil.exe"),
+        ("..", "attachment"),
+        ("", "attachment"),
+        (".bashrc", "bashrc"),
+        ("/etc/passwd", "passwd"),
+        ("a b/c d.txt", "c_d.txt"),
+        ("rapport\u00e9.pdf", "rapport_.pdf"),
+    ],
+)
+def test_safe_file_names(name: str, saved: str) -> None:
+    assert safe_file_name(name) == saved
+
+
+@given(name=st.text(max_size=300))
+def test_a_saved_name_stays_in_its_directory(name: str) -> None:
+    saved = safe_file_name(name)
+    assert saved and "/" not in saved and "\\" not in saved and not saved.startswith(".")
+    base = Path("/srv/out")
+    assert (base / saved).resolve().parent == base

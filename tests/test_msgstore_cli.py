@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import json
 import os
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from protocols.identifiers import format_message_id
+from protocols.limits import MAX_ATTACHMENT_BYTES
+from protocols.messages import Alert, AlertCategory, Attachment, InfoGrade, SourceGrade
 from tests.federation import PASSPHRASE, Federation, running_federation
 
 SENDER = "THA/DSI-ATHD"
@@ -153,3 +157,94 @@ async def test_text_file_errors_are_one_line(fed: Federation, tmp_path: Path) ->
     assert huge.returncode == 2 and "more than 32768 bytes" in huge.stderr
     for result in (missing, not_text, huge):
         assert result.stderr.count("\n") == 1, result.stderr
+
+
+async def test_attachments_round_trip_and_are_saved_safely(fed: Federation, tmp_path: Path) -> None:
+    officer = fed.deployment.profile(OFFICER)
+    photo = tmp_path / "deck photo.jpg"
+    photo.write_bytes(os.urandom(200_000))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(b"name,age\nEXAMPLE,16\n")
+    sent = await ixb(
+        fed.deployment.profile(SENDER),
+        "send",
+        "alert",
+        "--to",
+        OFFICER,
+        "--title",
+        "EXAMPLE",
+        "--text",
+        "see attached",
+        "--attach",
+        str(photo),
+        "--attach",
+        str(manifest),
+    )
+    assert f"sha256 {hashlib.sha256(photo.read_bytes()).hexdigest()}" in ok(sent)
+    msg_id = ok(sent).split()[2]
+
+    # a sender-chosen name that tries to leave the directory (sent through the SDK)
+    client = await fed.client(SENDER)
+    evil = await client.send(
+        Alert(
+            category=AlertCategory.OTHER,
+            title="EXAMPLE",
+            text="EXAMPLE",
+            source_grade=SourceGrade.X,
+            info_grade=InfoGrade.UNCORROBORATED,
+            attachments=(Attachment.of("../../x", b"EXAMPLE payload"),),
+        ),
+        [OFFICER],
+    )
+    ids: list[str] = []
+    deadline = asyncio.get_running_loop().time() + 30
+    while len(ids) < 2:
+        assert asyncio.get_running_loop().time() < deadline, ids
+        ids += [m["id"] for m in json.loads(ok(await ixb(officer, "inbox", "--json")))]
+
+    shown = json.loads(ok(await ixb(officer, "show", msg_id, "--json")))
+    assert shown["body"]["attachments"] == [
+        {"name": "deck photo.jpg", "size": 200_000, "sha256": _sha(photo.read_bytes())},
+        {"name": "manifest.csv", "size": 20, "sha256": _sha(manifest.read_bytes())},
+    ]
+    out = tmp_path / "saved" / "inner"
+    saving = ok(await ixb(officer, "show", msg_id, "--save-attachments", str(out)))
+    assert "checked" in saving
+    assert (out / "deck_photo.jpg").read_bytes() == photo.read_bytes()
+    assert (out / "manifest.csv").read_bytes() == manifest.read_bytes()
+    again = json.loads(
+        ok(await ixb(officer, "show", msg_id, "--json", "--save-attachments", str(out)))
+    )
+    assert [Path(f["path"]).name for f in again["saved"]] == ["deck_photo-1.jpg", "manifest-1.csv"]
+    assert (out / "manifest.csv").read_bytes() == manifest.read_bytes()  # never overwritten
+
+    evil_id = format_message_id(evil)
+    ok(await ixb(officer, "show", evil_id, "--save-attachments", str(out)))
+    assert (out / "x").read_bytes() == b"EXAMPLE payload"
+    assert not (tmp_path / "x").exists() and not (tmp_path / "saved" / "x").exists()
+
+
+async def test_an_oversize_attachment_is_refused_in_one_line(
+    fed: Federation, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(MAX_ATTACHMENT_BYTES + 1))
+    refused = await ixb(
+        fed.deployment.profile(SENDER),
+        "send",
+        "alert",
+        "--to",
+        OFFICER,
+        "--title",
+        "EXAMPLE",
+        "--text",
+        "t",
+        "--attach",
+        str(big),
+    )
+    assert refused.returncode == 2
+    assert refused.stderr == f"error ixb.E_USAGE: --attach {big}: larger than 262144 bytes\n"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
