@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
+
 from agency_client.docregistry import DocumentRecord, DocumentRegistry
 from agency_client.sdk import Incoming
 from broker.natsd import start_federation
@@ -38,6 +40,7 @@ from protocols.messages import (
     DocVerifyRequest,
     DocVerifyResponse,
     FollowupDecision,
+    FollowupRequest,
     MlaStatus,
     MlaStatusCode,
     PersonResult,
@@ -48,6 +51,8 @@ from protocols.roles import Role
 from transport.clock import wall_ms
 
 PASSPHRASE = "ixb demo passphrase - not for real keys"  # noqa: S105 - demo key files only
+MMR_REF = "MMR-ATTU-2026-000112"
+"""The hit reference MMR's anti-trafficking unit answers the demo's person query with."""
 LIAISON_PASSWORD = "ixb demo liaison"  # noqa: S105 - demo web login only
 
 AGENCIES: dict[str, list[Role]] = {
@@ -189,7 +194,8 @@ async def person_query(s: Script, ex: dict[str, Body]) -> Incoming:
         "THA/DSI-ATHD", ex["person.query"], ["MMR/MOHA-ATTU"], case_ref="THA-DSI-2026-0412"
     )
     query = await s.next_message("MMR/MOHA-ATTU", "person.query")
-    await (await s.client("MMR/MOHA-ATTU")).reply(query, ex["person.result"])
+    # MMR answers with its own case reference: a hit, never personal data
+    await (await s.client("MMR/MOHA-ATTU")).reply(query, PersonResult(hit=True, reference=MMR_REF))
     result = await s.next_message("THA/DSI-ATHD", "person.result")
     hit = body_as(result, PersonResult)
     s.say(
@@ -200,11 +206,18 @@ async def person_query(s: Script, ex: dict[str, Body]) -> Incoming:
     return result
 
 
+def followup_for(ex: dict[str, Body], hit: PersonResult) -> FollowupRequest:
+    """The example follow-up request, citing the reference the owner answered with."""
+    example = ex["followup.request"]
+    assert isinstance(example, FollowupRequest)  # noqa: S101 - the examples' own type
+    return msgspec.structs.replace(example, reference=hit.reference or "")
+
+
 async def followup(s: Script, ex: dict[str, Body], result: Incoming) -> None:
     s.say("FOLLOW-UP  THA/DSI-ATHD → MMR/MOHA-ATTU; a named officer at MMR decides")
     await s.send(
         "THA/DSI-ATHD",
-        ex["followup.request"],
+        followup_for(ex, body_as(result, PersonResult)),
         ["MMR/MOHA-ATTU"],
         in_reply_to=result.header.id,
         case_ref="THA-DSI-2026-0412",

@@ -16,7 +16,14 @@ from agency_client.keystore import load_nats_public
 from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, load_identity_for
 from protocols import wire
-from protocols.enrolment import DS_ENROLMENT, Request, RequestKind, SignedRequest, sign_request
+from protocols.enrolment import (
+    DS_ENROLMENT,
+    Request,
+    RequestKind,
+    SignedRequest,
+    check_server,
+)
+from protocols.errors import SchemaError
 from protocols.examples import example_bodies
 from protocols.identifiers import parse_agency
 from protocols.keys import Identity, KdfProfile, read_public
@@ -146,7 +153,8 @@ async def test_bad_requests_are_refused_in_one_line(fed: Federation, tmp_path: P
     bad_server.write_bytes(
         wire.encode(SignedRequest(body=body, sig=ident.signing.sign(DS_ENROLMENT + body)))
     )
-    assert sign_request  # the regular path refuses such a request before signing
+    with pytest.raises(SchemaError):  # the regular path refuses such a request before signing
+        check_server("http://hub.example:4222")
 
     cases = [
         (forged, ("trafficking_unit",), "ixb.E_SIGNATURE", "not signed by the signing key"),
