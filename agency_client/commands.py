@@ -1,4 +1,5 @@
-"""Agency commands that talk to the hub: enroll, send, inbox, verify-doc, query, receipts, respond.
+"""Agency commands that talk to the hub: enroll, send, inbox, verify-doc, query, receipts, respond;
+and show and export, which read the local message store (:mod:`agency_client.msgstore`).
 
 Human output by default, ``--json`` for scripts; every failure is one line
 and exit 2 (the dispatcher prints typed errors). Receipts seen, with who
@@ -10,7 +11,10 @@ Beside it, ``<CC>-<NAME>.handled`` remembers the messages already handled
 (``ixb inbox`` shows each once, even when the hub's server redelivers it).
 A send the hub never confirmed keeps its sealed envelope in the state file
 and fails with one line naming the id and ``ixb send retry ID``, which
-publishes the same envelope again: never duplicated.
+publishes the same envelope again: never duplicated. Every message received
+is stored in the same file before it is acked (:func:`open_store`), so
+reading never destroys: ``ixb inbox`` lists what is new, ``ixb show`` and
+``ixb export`` read the store without connecting.
 """
 
 from __future__ import annotations
