@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agency_client import enrol
+from agency_client.docview import document_line, document_summary, split_lines
 from agency_client.keystore import (
     load_identity,
     load_nats_public,
@@ -29,6 +30,7 @@ from protocols.envelope import (
     verify_sender_signature,
 )
 from protocols.errors import IxbError, UsageError
+from protocols.fields import utc_iso
 from protocols.identifiers import (
     Principal,
     check_country,
@@ -94,8 +96,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mrz = sub.add_parser("mrz", help="travel-document MRZ tools").add_subparsers(
         dest="cmd", required=True
     )
-    check = mrz.add_parser("check", help="parse an MRZ and validate every check digit")
-    check.add_argument("lines", nargs="+", metavar="LINE")
+    check = mrz.add_parser(
+        "check",
+        help="parse an MRZ and validate every check digit (nothing is sent)",
+        description="Parse a machine-readable zone (ICAO 9303 TD1, TD2, TD3, visas), check "
+        "every check digit, and echo the document: number, name, expiry (flagged if expired).",
+        epilog="example: ixb mrz check 'P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<' "
+        "'L898902C36UTO7408122F1204159ZE184226B<<<<<10'  (or both lines pasted as one "
+        "argument)",
+    )
+    check.add_argument(
+        "lines", nargs="+", metavar="LINE", help="the MRZ lines, or one argument holding them all"
+    )
+    check.add_argument("--json", action="store_true", help="every field, as JSON")
     check.set_defaults(func=cmd_mrz_check)
 
     env = sub.add_parser("envelope", help="envelope tools").add_subparsers(
@@ -181,13 +194,17 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 
 def cmd_mrz_check(args: argparse.Namespace) -> int:
-    mrz = parse_mrz(args.lines, today=datetime.now(UTC).date())
-    _print_json(mrz.to_json_dict())
+    today = datetime.now(UTC).date()
+    mrz = parse_mrz(split_lines(args.lines), today=today)
+    if args.json:
+        _print_json({**mrz.to_json_dict(), **document_summary(mrz, today)})
+        return 0
+    sys.stdout.write(f"check digits valid ({mrz.format})\n{document_line(mrz, today)}\n")
     return 0
 
 
 def _ms_to_iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return utc_iso(ms)
 
 
 def envelope_summary(env: Envelope) -> dict[str, Any]:

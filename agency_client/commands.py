@@ -39,6 +39,7 @@ import msgspec
 
 from agency_client import enrol
 from agency_client.docregistry import DocumentRegistry
+from agency_client.docview import document_line, document_summary, split_lines
 from agency_client.enckeys import open_key_file
 from agency_client.federation_state import state_path
 from agency_client.keystore import passphrase
@@ -55,6 +56,7 @@ from agency_client.sdk import (
 )
 from protocols.envelope import decode_envelope
 from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
+from protocols.fields import utc_iso, utc_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     Principal,
@@ -171,18 +173,50 @@ def _register_messaging(
     with_profile: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
 ) -> None:
     send = sub.add_parser("send", help="send a message").add_subparsers(dest="cmd", required=True)
-    alert = with_profile(send.add_parser("alert", help="send an alert"))
-    alert.add_argument("--to", action="append", required=True, help="recipient agency (repeat)")
-    alert.add_argument("--title", required=True)
+    alert = with_profile(
+        send.add_parser(
+            "alert",
+            help="send an alert",
+            description="Sign and encrypt an alert to each recipient; the hubs route it. "
+            "The category and the source/information grading are the sender's call: required, "
+            "and echoed in the 'sent' line.",
+            epilog="example: ixb send alert --to MYS/RMP-ATIPSOM --title 'Boat sighted' "
+            "--text '…' --category trafficking --source-grade B --info-grade 2 "
+            "--handling H2 --priority urgent\n\n" + GRADING_HELP + "\n\n" + HANDLING_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    alert.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        help="recipient agency, e.g. MYS/RMP-ATIPSOM (repeat)",
+    )
+    alert.add_argument("--title", required=True, help="one line the recipient sees first")
     text = alert.add_mutually_exclusive_group(required=True)
-    text.add_argument("--text")
+    text.add_argument("--text", help="the alert's text")
     text.add_argument(
         "--text-file", metavar="FILE", help="the text from FILE (UTF-8), or '-' for stdin"
     )
     alert.add_argument(
         "--category",
         choices=[c.value for c in AlertCategory],
-        default=AlertCategory.TRAFFICKING.value,
+        required=True,
+        help="what the alert is about (required)",
+    )
+    alert.add_argument(
+        "--source-grade",
+        choices=[g.value for g in SourceGrade],
+        required=True,
+        help="how reliable the source is, A (no doubt) to C (mostly not reliable), "
+        "X (cannot be assessed) (required)",
+    )
+    alert.add_argument(
+        "--info-grade",
+        choices=[g.value for g in InfoGrade],
+        required=True,
+        help="how accurate the information is, 1 (not in doubt) to 4 (cannot be "
+        "corroborated) (required)",
     )
     alert.add_argument(
         "--attach",
@@ -192,8 +226,6 @@ def _register_messaging(
         help=f"a file sealed with the alert (repeat; at most {MAX_ATTACHMENTS}, "
         f"{MAX_ATTACHMENT_BYTES // 1024} KiB each, {MAX_ATTACHMENTS_TOTAL // 1024} KiB in all)",
     )
-    alert.add_argument("--source-grade", choices=[g.value for g in SourceGrade], default="B")
-    alert.add_argument("--info-grade", choices=[g.value for g in InfoGrade], default="2")
     _header_options(alert)
     alert.set_defaults(func=cmd_send_alert)
 
@@ -202,7 +234,21 @@ def _register_messaging(
             "verify-doc", help="ask the issuing state whether a travel document is valid"
         )
     )
-    verify.add_argument("--mrz", nargs="+", required=True, metavar="LINE")
+    verify.description = (
+        "Check the MRZ's digits here, echo the document (number, name, expiry; an expired one "
+        "is flagged), then ask the issuing state's document authority and print its answer."
+    )
+    verify.epilog = (
+        'example: ixb verify-doc --mrz LINE1 LINE2   (or --mrz "$(cat mrz.txt)": both lines '
+        "pasted as one argument)"
+    )
+    verify.add_argument(
+        "--mrz",
+        nargs="+",
+        required=True,
+        metavar="LINE",
+        help="the MRZ lines, or one argument holding them all (newline between)",
+    )
     verify.add_argument("--checkpoint", help="border crossing point")
     verify.add_argument("--timeout", type=float, default=10.0)
     verify.set_defaults(func=cmd_verify_doc)
@@ -234,11 +280,40 @@ def _register_messaging(
     receipts.set_defaults(func=cmd_receipts)
 
 
+SOURCE_MEANING = {
+    SourceGrade.A: "no doubt of the source's authenticity, trustworthiness and competence",
+    SourceGrade.B: "source mostly reliable",
+    SourceGrade.C: "source mostly not reliable",
+    SourceGrade.X: "source reliability cannot be assessed",
+}
+INFO_MEANING = {
+    InfoGrade.KNOWN_TRUE: "accuracy not in doubt",
+    InfoGrade.KNOWN_TO_SOURCE: "known personally to the source, not to the official passing it",
+    InfoGrade.CORROBORATED: "not known personally to the source, corroborated elsewhere",
+    InfoGrade.UNCORROBORATED: "not known personally to the source, cannot be corroborated",
+}
+GRADING_HELP = "grading (4x4):\n" + "\n".join(
+    [f"  source {g.value}  {SOURCE_MEANING[g]}" for g in SourceGrade]
+    + [f"  info {g.value}    {INFO_MEANING[g]}" for g in InfoGrade]
+)
+HANDLING_HELP = "handling codes (they travel with the information):\n" + "\n".join(
+    f"  {h.value}  {h.meaning}" for h in HandlingCode
+)
+
+
 def _header_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--handling", choices=[h.value for h in HandlingCode], default="H0")
+    p.add_argument(
+        "--handling",
+        choices=[h.value for h in HandlingCode],
+        default="H0",
+        help="handling code, default H0 (law-enforcement use only); H2 forbids onward "
+        "dissemination, H3 needs --restriction",
+    )
     p.add_argument("--restriction", help="H3 restriction text")
-    p.add_argument("--priority", choices=[x.value for x in Priority], default="normal")
-    p.add_argument("--case", help="case reference")
+    p.add_argument(
+        "--priority", choices=[x.value for x in Priority], default="normal", help="default normal"
+    )
+    p.add_argument("--case", help="case reference, e.g. THA-DSI-2026-0412")
 
 
 # --- plumbing -------------------------------------------------------------------------
@@ -412,7 +487,7 @@ class LocalState:
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(ms)
 
 
 def _header_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -493,7 +568,27 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
             f"\n  attached {a.name} ({len(a.data)} bytes, sha256 {a.sha256.hex()})"
             for a in body.attachments
         )
-        _out(args, f"sent alert {text} to {', '.join(args.to)}{files}", {"id": text})
+        chosen = (
+            f"[{args.category}, graded {args.source_grade}{args.info_grade},"
+            f" {args.handling}, {args.priority}]"
+        )
+        _out(
+            args,
+            f"sent alert {text} to {', '.join(args.to)} {chosen}{files}",
+            {
+                "id": text,
+                "to": args.to,
+                "category": args.category,
+                "source_grade": args.source_grade,
+                "info_grade": args.info_grade,
+                "handling": args.handling,
+                "priority": args.priority,
+                "attachments": [
+                    {"name": a.name, "size": len(a.data), "sha256": a.sha256.hex()}
+                    for a in body.attachments
+                ],
+            },
+        )
         return 0
 
     return _run(args, go)
@@ -525,23 +620,6 @@ def cmd_send_retry(args: argparse.Namespace) -> int:
     return _run(args, go)
 
 
-def _describe(item: Incoming) -> dict[str, Any]:
-    h = item.header
-    return {
-        "id": h.message_id,
-        "type": h.type,
-        "from": h.sender,
-        "handling": h.handling.value,
-        "restriction": h.restriction,
-        "priority": h.priority.value,
-        "case_ref": h.case_ref,
-        "created": _when(h.created),
-        "in_reply_to": None if h.in_reply_to is None else format_message_id(h.in_reply_to),
-        "via": [str(x) for x in item.hubs],
-        "body": msgspec.to_builtins(item.body),
-    }
-
-
 def _stored(m: StoredMessage) -> dict[str, Any]:
     """A stored message as ``ixb inbox``/``show``/``export`` print it."""
     return {
@@ -552,8 +630,8 @@ def _stored(m: StoredMessage) -> dict[str, Any]:
         "restriction": m.restriction,
         "priority": m.priority,
         "case_ref": m.case_ref,
-        "created": _when(m.created),
-        "received_at": _when(m.received_at),
+        "created": utc_iso(m.created),
+        "received_at": utc_iso(m.received_at),
         "in_reply_to": m.in_reply_to,
         "via": list(m.via),
         "content": m.content,
@@ -730,7 +808,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         state.close()
     shown = {
         **_stored(message),
-        "receipts": [{**r, "at": _when(r["at"])} for r in receipts],
+        "receipts": [{**r, "at": utc_iso(r["at"])} for r in receipts],
         "thread": [_stored(m) for m in thread],
     }
     if args.save_attachments is not None:
@@ -824,7 +902,8 @@ def _document_authority(client: AgencyClient, issuing_state: str) -> Principal:
 
 
 def cmd_verify_doc(args: argparse.Namespace) -> int:
-    mrz = parse_mrz(args.mrz, today=datetime.now(UTC).date())  # check digits before sending
+    today = datetime.now(UTC).date()
+    mrz = parse_mrz(split_lines(args.mrz), today=today)  # check digits before sending
     request = DocVerifyRequest(
         mrz=tuple(mrz.lines), purpose=DocPurpose.BORDER_CHECK, checkpoint=args.checkpoint
     )
@@ -839,7 +918,8 @@ def cmd_verify_doc(args: argparse.Namespace) -> int:
         human = f"{authority}: {body['status']}" + (f" ({fields})" if fields else "")
         if body.get("note"):
             human += f" — {body['note']}"
-        _out(args, human, {"authority": str(authority), **body})
+        human = f"{document_line(mrz, today)}\n{human}"
+        _out(args, human, {"authority": str(authority), **body, **document_summary(mrz, today)})
         return 0
 
     return _run(args, go)
@@ -908,7 +988,7 @@ def cmd_receipts(args: argparse.Namespace) -> int:
             )
             or f"no receipts for {msg_id} yet"
         )
-        _out(args, human, rows)
+        _out(args, human, [{**r, "at": utc_iso(r["at"])} for r in rows])
         return 0
 
     return _run(args, go)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import msgspec
 
+from agency_client.named_profiles import resolve
 from protocols.errors import ConfigError, IoError, IxbError
 from protocols.identifiers import Principal, parse_agency
 
@@ -66,12 +67,17 @@ class Profile(_Strict, frozen=True):
 
 
 def load_profile(path: Path | None) -> Profile:
-    """``path``, else ``$IXB_PROFILE``; a ConfigError naming what is wrong."""
+    """``path`` (a file or a profile name), else ``$IXB_PROFILE``, else the named profile
+    in use (``ixb profile use``); a ConfigError naming what is wrong."""
     if path is None:
         env = os.environ.get(PROFILE_ENV)
-        if not env:
-            raise ConfigError(f"no profile: pass --profile or set {PROFILE_ENV}")
-        path = Path(env)
+        path = Path(env) if env else resolve(None)
+        if path is None:
+            raise ConfigError(
+                f"no profile: pass --profile, set {PROFILE_ENV} or select one: ixb profile use NAME"
+            )
+    else:
+        path = resolve(path) or path
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

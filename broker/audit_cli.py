@@ -35,6 +35,7 @@ from protocols.export import (
     verify_export,
 )
 from protocols.federation import FederationFile, history, parse_federation_file
+from protocols.fields import utc_iso, utc_text
 from protocols.identifiers import check_country, format_message_id, parse_message_id
 from transport.clock import wall_ms
 
@@ -115,7 +116,13 @@ def _ms(text: str | None) -> int | None:
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """JSON output: ISO 8601 UTC (``2026-11-30T01:52:12.023Z``)."""
+    return utc_iso(ms)
+
+
+def _text(iso: str) -> str:
+    """Human output of a :func:`_when` time: ``2026-11-30 01:52:12.023Z``."""
+    return iso.replace("T", " ", 1)
 
 
 def _actor() -> str:
@@ -218,7 +225,7 @@ def _row(e: StoredEntry) -> dict[str, Any]:
 
 def _print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
-        parts = [f"{r['index']:>7}", r["at"], f"{r['event']:<20}"]
+        parts = [f"{r['index']:>7}", _text(r["at"]), f"{r['event']:<20}"]
         if r["msg_id"]:
             parts.append(r["msg_id"])
         if r["type"]:
@@ -312,7 +319,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         sys.stdout.write(f"no entries for {msg_id}\n")
     for r in trail:
         sys.stdout.write(
-            f"{r['at']}  {r['hub']:<20} {r['event']:<12} #{r['index']}"
+            f"{_text(r['at'])}  {r['hub']:<20} {r['event']:<12} #{r['index']}"
             + (f"  peer {r['peer']}" if r["peer"] else "")
             + (f"  {r['code']}" if r["code"] else "")
             + "\n"
@@ -457,11 +464,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         )
         for i in report.only_here:
             sys.stdout.write(
-                f"  only here:  {i.msg_id} {i.event} {i.type or ''} {_when(i.at_ms)}\n"
+                f"  only here:  {i.msg_id} {i.event} {i.type or ''} {utc_text(i.at_ms)}\n"
             )
         for i in report.only_there:
             sys.stdout.write(
-                f"  only there: {i.msg_id} {i.event} {i.type or ''} {_when(i.at_ms)}\n"
+                f"  only there: {i.msg_id} {i.event} {i.type or ''} {utc_text(i.at_ms)}\n"
             )
         for m, d in report.different:
             sys.stdout.write(f"  different:  {m} ({d})\n")

@@ -7,6 +7,7 @@ read a traceback to fix a deployment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -66,6 +67,9 @@ class HttpSection(_Strict, frozen=True):
     port: Port = 0
     secure_cookies: bool = False
     """Set when a TLS proxy serves the pages: session cookies then carry ``Secure``."""
+    trusted_proxies: tuple[str, ...] = ()
+    """IP addresses of the reverse proxies in front of the pages: from them alone the
+    client's address is taken from ``X-Forwarded-For`` (login throttling is per address)."""
 
 
 class UserSection(_Strict, frozen=True):
@@ -216,6 +220,13 @@ def _validate(cfg: HubConfig) -> None:
         for role in agency.roles:
             if role not in Role.__members__.values():
                 raise ConfigError(f"agency[{i}].roles: unknown role {role!r}")
+    for i, proxy in enumerate(cfg.http.trusted_proxies):
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ConfigError(
+                f"http.trusted_proxies[{i}]: {proxy!r} is not an IP address"
+            ) from None
     try:
         cfg.wire_limits()
     except ConfigError as exc:

@@ -14,12 +14,15 @@ from broker.web.view import (
     AuditReader,
     DeadlineRow,
     LiaisonView,
+    PeerStep,
     ReconcileFn,
     ReconcileReport,
     UserRecord,
     WitnessRow,
 )
+from protocols.audit import decode_entry
 from protocols.checkpoint import log_origin, witness_name
+from protocols.errors import IxbError
 
 
 class HubView:
@@ -31,6 +34,7 @@ class HubView:
         self.hub_id = str(config.hub_id)
         self.peers: Sequence[str] = sorted(config.links)
         self.secure_cookies = config.http.secure_cookies
+        self.trusted_proxies = frozenset(config.http.trusted_proxies)
         self.reconcile: ReconcileFn | None = self._reconcile
 
     @property
@@ -58,8 +62,15 @@ class HubView:
         del now_ms  # the store orders open requests by deadline; the page compares
         return self._hub.store.open_requests()
 
-    async def _reconcile(self, peer: str) -> ReconcileReport:
-        r = await asyncio.to_thread(self._hub.audit.reconcile, peer)
+    def peer_steps(self, msg_ids: Sequence[str], /) -> Sequence[PeerStep]:
+        return [
+            PeerStep(origin, e.index, e.msg_id, e.event, e.at_ms, _code(e.data))
+            for origin, e in self._hub.store.peer_entries_for(msg_ids)
+            if e.msg_id is not None
+        ]
+
+    async def _reconcile(self, peer: str, since_ms: int) -> ReconcileReport:
+        r = await asyncio.to_thread(self._hub.audit.reconcile, peer, since_ms)
         return ReconcileReport(
             peer=peer,
             since_ms=r.since_ms,
@@ -68,6 +79,13 @@ class HubView:
             different=[(m, f"{d} differs", "see their shared entry") for m, d in r.different],
             matched=r.matched,
         )
+
+
+def _code(data: bytes) -> str | None:
+    try:
+        return decode_entry(data).code
+    except IxbError:
+        return None
 
 
 def liaison_view(hub: Hub) -> LiaisonView:

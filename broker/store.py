@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS peer_entries (
     PRIMARY KEY (origin, idx)
 );
 CREATE INDEX IF NOT EXISTS peer_entries_at ON peer_entries(origin, at);
+CREATE INDEX IF NOT EXISTS peer_entries_msg ON peer_entries(msg_id) WHERE msg_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -384,6 +385,16 @@ class HubStore:
             (origin, since_ms),
         ).fetchall()
         return [PeerEntry(*r) for r in rows]
+
+    @_locked
+    def peer_entries_for(self, msg_ids: Sequence[str]) -> list[tuple[str, PeerEntry]]:
+        """What peers shared about these messages: (origin, entry), oldest first."""
+        rows = self._db.execute(
+            "SELECT origin, idx, msg_id, event, at, peer, data FROM peer_entries"
+            " WHERE msg_id IN (SELECT value FROM json_each(?)) ORDER BY at, idx",
+            (json.dumps(list(msg_ids)),),
+        ).fetchall()
+        return [(r[0], PeerEntry(*r[1:])) for r in rows]
 
     @_locked
     def meta(self, key: str) -> str | None:

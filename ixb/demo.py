@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from ixb.demo_lifecycle import lifecycle
 from ixb.demo_script import Script, body_as, expect_rejection, since_ms
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
+from protocols.errors import UsageError
 from protocols.examples import example_bodies
 from protocols.handling import HandlingCode, Priority
 from protocols.messages import (
@@ -54,6 +55,9 @@ PASSPHRASE = "ixb demo passphrase - not for real keys"  # noqa: S105 - demo key 
 MMR_REF = "MMR-ATTU-2026-000112"
 """The hit reference MMR's anti-trafficking unit answers the demo's person query with."""
 LIAISON_PASSWORD = "ixb demo liaison"  # noqa: S105 - demo web login only
+DEFAULT_DIR = "demo"
+MARKER = ".ixb-demo"
+"""Written into the demo's directory: only a directory holding it is cleared by a new run."""
 
 AGENCIES: dict[str, list[Role]] = {
     "THA/DSI-ATHD": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],  # DSI anti-trafficking
@@ -117,7 +121,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="stop after the script; exit non-zero unless every step went as expected",
     )
-    demo.add_argument("--dir", type=Path, help="where to put keys, configs and state")
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(DEFAULT_DIR),
+        help=f"where to put keys, configs and state (default: ./{DEFAULT_DIR}; a previous"
+        " demo's directory is cleared, any other non-empty directory refused)",
+    )
     demo.set_defaults(func=cmd_demo)
 
 
@@ -366,6 +376,14 @@ def report(script: Script, deployment: Deployment) -> None:
         )
     say(f"liaison login: user 'liaison', password '{LIAISON_PASSWORD}'\n")
     say(f"audit CLI: ixb audit search --config {deployment.hub_config('THA')}\n")
+    say(
+        f"\nagency profiles (IXB_PROFILE=…), key files sealed with IXB_PASSPHRASE='{PASSPHRASE}':\n"
+    )
+    for agency in AGENCIES:
+        say(f"  {agency:<16} {deployment.profile(agency)}\n")
+    say("specimen passports in MYS's registry (ixb verify-doc --mrz LINE1 LINE2):\n")
+    for label, mrz in (("valid", VALID_PASSPORT), ("reported stolen", STOLEN_PASSPORT)):
+        say(f"  {label}:\n" + "".join(f"    {line}\n" for line in mrz))
     if script.failures:
         say("\nFAILED:\n" + "".join(f"  {f}\n" for f in script.failures))
     else:
@@ -380,6 +398,30 @@ async def _wait_for_interrupt() -> None:
     await stop.wait()
 
 
+def prepare_dir(base: Path) -> str | None:
+    """An empty directory for this run; a previous demo's is cleared (the line saying so).
+
+    A non-empty directory without the demo's marker is someone else's: refused.
+    """
+    if base.exists() and not base.is_dir():
+        raise UsageError(f"--dir {base}: exists and is not a directory")
+    said = None
+    if base.is_dir() and any(base.iterdir()):
+        if not (base / MARKER).is_file():
+            raise UsageError(
+                f"--dir {base}: not empty and not a previous demo's directory; "
+                "pass an empty or new directory"
+            )
+        shutil.rmtree(base)
+        said = f"ixb demo: cleared the previous run's {base}"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / MARKER).write_text("made by ixb demo; the next ixb demo clears this directory\n")
+    return said
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    base = args.dir or Path(tempfile.mkdtemp(prefix="ixb-demo-"))
-    return asyncio.run(demo(base.resolve(), args.once))
+    base = args.dir.resolve()
+    said = prepare_dir(base)
+    if said:
+        sys.stdout.write(said + "\n")
+    return asyncio.run(demo(base, args.once))

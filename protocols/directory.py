@@ -35,7 +35,7 @@ from protocols.errors import (
     UnauthorisedError,
 )
 from protocols.federation import TrustAnchors
-from protocols.fields import ShortText, TimeMs, check_fields
+from protocols.fields import ShortText, TimeMs, check_fields, duration_text, utc_text
 from protocols.identifiers import (
     Principal,
     PrincipalStr,
@@ -277,7 +277,7 @@ def check_unexpired(directory: Directory, now_ms: int) -> None:
     if now_ms >= directory.expires:
         raise ExpiredError(
             f"{directory.hub} directory version {directory.version} expired at "
-            f"{directory.expires} ({now_ms - directory.expires} ms ago)"
+            f"{utc_text(directory.expires)} ({duration_text(now_ms - directory.expires)} ago)"
         )
 
 

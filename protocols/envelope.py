@@ -51,7 +51,7 @@ from protocols.errors import (
     TtlError,
     VersionError,
 )
-from protocols.fields import check_text
+from protocols.fields import check_text, duration_text, utc_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     MessageIdBytes,
@@ -297,11 +297,13 @@ def check_times(header: Header, now_ms: int, limits: Limits = DEFAULT_LIMITS) ->
     """Freshness: not from the future, not expired, not living longer than allowed."""
     if header.created > now_ms + limits.max_clock_skew_ms:
         raise ClockSkewError(
-            f"created {header.created - now_ms} ms in the future; "
-            f"allowed skew {limits.max_clock_skew_ms} ms"
+            f"created {duration_text(header.created - now_ms)} in the future; "
+            f"allowed skew {duration_text(limits.max_clock_skew_ms)}"
         )
     if now_ms >= header.expires:
-        raise ExpiredError(f"expired {now_ms - header.expires} ms ago")
+        raise ExpiredError(
+            f"expired {duration_text(now_ms - header.expires)} ago, at {utc_text(header.expires)}"
+        )
     if header.expires - header.created > limits.max_ttl_ms:
         raise TtlError(f"lifetime {header.expires - header.created} ms exceeds {limits.max_ttl_ms}")
 

@@ -51,6 +51,29 @@ def utc_text(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def utc_iso(ms: int) -> str:
+    """A wire time for JSON output, ISO 8601 UTC with milliseconds: ``2026-11-30T01:52:12.023Z``."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def duration_text(ms: int) -> str:
+    """A length of time as people read it, two units at most: ``10 d``, ``7 h 58 min``, ``3 s``.
+
+    The sign is ignored: callers say "ago" or "in".
+    """
+    seconds = abs(ms) // 1000
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d" + (f" {hours} h" if hours and days < 10 else "")
+    if hours:
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    if minutes:
+        return f"{minutes} min" + (f" {secs} s" if secs and minutes < 10 else "")
+    return f"{secs} s" if seconds else f"{abs(ms) % 1000} ms"
+
+
 DateStr = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", max_length=10)]
 """A calendar date ``YYYY-MM-DD`` (checked to exist)."""
 CountryStr = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", max_length=3)]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from protocols.keys import open_keyfile, read_nats_public
+from protocols.mrz import build_td3
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
 TD3 = [
@@ -42,12 +45,42 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: str) -
 
 
 def test_mrz_check_prints_the_document() -> None:
-    result = ixb("mrz", "check", *TD3)
+    result = ixb("mrz", "check", "--json", *TD3)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["document_number"] == "L898902C3"
     assert doc["issuing_state"] == "UTO"
     assert doc["surname"] == "ERIKSSON"
+    assert doc["name"] == "ERIKSSON, ANNA MARIA"
+    assert doc["expiry_date"] == "2012-04-15"
+    assert doc["expired"] is True
+
+
+def test_mrz_check_echoes_the_document_and_flags_expiry() -> None:
+    expired = ixb("mrz", "check", *TD3)
+    assert expired.returncode == 0, expired.stderr
+    lines = expired.stdout.splitlines()
+    assert lines[0] == "check digits valid (TD3)"
+    assert lines[1].startswith(
+        "passport L898902C3 (UTO) ERIKSSON, ANNA MARIA, EXPIRED 2012-04-15 ("
+    )
+    assert lines[1].endswith(" y ago)")
+    # one argument holding both lines, as pasted from a reader
+    valid = build_td3(
+        issuing_state="MYS",
+        surname="SAMPLE",
+        given_names="SITI",
+        document_number="A12345678",
+        nationality="MYS",
+        birth_date="900101",
+        sex="F",
+        expiry_date=(date.today() + timedelta(days=40)).strftime("%y%m%d"),
+    )
+    pasted = ixb("mrz", "check", "\n".join(valid) + "\n")
+    assert pasted.returncode == 0, pasted.stderr
+    assert "passport A12345678 (MYS) SAMPLE, SITI, expires " in pasted.stdout
+    assert "(in 40 d)" in pasted.stdout or "(in 39 d)" in pasted.stdout  # UTC vs local day
+    assert "EXPIRED" not in pasted.stdout
 
 
 @pytest.mark.parametrize(
@@ -148,6 +181,8 @@ def test_envelope_inspect_shows_metadata_and_verifies() -> None:
     assert doc["type"] == "alert"
     assert doc["sender"] == "THA/DSI-ATHD"
     assert doc["handling"] == "H2"
+    for time in (doc["created"], doc["expires"], *(hop["at"] for hop in doc["hops"])):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", time), time  # ISO 8601 UTC
     assert doc["signature"].startswith("valid") and "every hop" in doc["signature"]
     assert doc["freshness"].startswith("ixb.E_EXPIRED")  # a 2026 vector
     vectors = json.loads((VECTORS / "envelopes.json").read_text())

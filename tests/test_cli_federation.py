@@ -40,11 +40,18 @@ async def test_officer_checks_documents_from_the_command_line(fed: Federation) -
     try:
         ok = await ixb(fed, "THA/IMMIGRATION", "verify-doc", "--mrz", *VALID_PASSPORT)
         assert ok.returncode == 0, ok.stderr
-        assert ok.stdout.strip() == "MYS/IMMIGRATION: valid"
-        stolen = await ixb(
-            fed, "THA/IMMIGRATION", "verify-doc", "--json", "--mrz", *STOLEN_PASSPORT
+        echo, answer = ok.stdout.strip().splitlines()
+        assert echo.startswith("passport A12345678 (MYS) SAMPLE, SITI AMINAH, expires 2031-01-01")
+        assert answer == "MYS/IMMIGRATION: valid"
+        # pasted from a reader: both lines in one argument
+        pasted = await ixb(
+            fed, "THA/IMMIGRATION", "verify-doc", "--json", "--mrz", "\n".join(STOLEN_PASSPORT)
         )
-        assert json.loads(stolen.stdout)["status"] == "reported_stolen"
+        assert pasted.returncode == 0, pasted.stderr
+        stolen = json.loads(pasted.stdout)
+        assert stolen["status"] == "reported_stolen"
+        assert stolen["document_number"] == "A87654321" and stolen["expired"] is False
+        assert stolen["name"] == "EXAMPLE, AHMAD" and stolen["expiry_date"] == "2030-06-15"
         typo = list(VALID_PASSPORT)
         typo[1] = typo[1][:9] + "0" + typo[1][10:]  # wrong document number check digit
         bad = await ixb(fed, "THA/IMMIGRATION", "verify-doc", "--mrz", *typo)
@@ -69,6 +76,12 @@ async def test_send_inbox_and_receipts_from_the_command_line(fed: Federation) ->
         "EXAMPLE boat sighted",
         "--text",
         "EXAMPLE text",
+        "--category",
+        "vessel",
+        "--source-grade",
+        "A",
+        "--info-grade",
+        "3",
         "--handling",
         "H2",
         "--priority",
@@ -77,7 +90,13 @@ async def test_send_inbox_and_receipts_from_the_command_line(fed: Federation) ->
         "THA-1",
     )
     assert sent.returncode == 0, sent.stderr
-    msg_id = json.loads(sent.stdout)["id"]
+    chosen = json.loads(sent.stdout)
+    msg_id = chosen["id"]
+    assert (chosen["category"], chosen["source_grade"], chosen["info_grade"]) == (
+        "vessel",
+        "A",
+        "3",
+    )
     inbox = await ixb(fed, "MYS/RMP-ATIPSOM", "inbox", "--json", "--wait", "3")
     assert inbox.returncode == 0, inbox.stderr
     (item,) = json.loads(inbox.stdout)
@@ -103,8 +122,34 @@ async def test_send_inbox_and_receipts_from_the_command_line(fed: Federation) ->
     }
     human = await ixb(fed, "THA/DSI-ATHD", "receipts", msg_id, "--wait", "0.5")
     assert "read      signed by MYS/RMP-ATIPSOM" in human.stdout, human.stdout
+    grading = ("--category", "other", "--source-grade", "X", "--info-grade", "4")
+    human_sent = await ixb(
+        fed, "THA/DSI-ATHD", "send", "alert", "--to", "MYS/RMP-ATIPSOM", "--title", "t",
+        "--text", "t", *grading,
+    )  # fmt: skip
+    assert human_sent.returncode == 0, human_sent.stderr
+    assert human_sent.stdout.startswith("sent alert ")
+    assert human_sent.stdout.rstrip().endswith(
+        "to MYS/RMP-ATIPSOM [other, graded X4, H0, normal]"
+    ), human_sent.stdout
+    unchosen = await ixb(
+        fed, "THA/DSI-ATHD", "send", "alert", "--to", "MYS/RMP-ATIPSOM", "--title", "t",
+        "--text", "t",
+    )  # fmt: skip
+    assert unchosen.returncode == 2 and "Traceback" not in unchosen.stderr
+    assert unchosen.stderr.startswith("error ixb.E_USAGE: ") and "--category" in unchosen.stderr
+    assert len(unchosen.stderr.strip().splitlines()) == 1
+    directory = await ixb(fed, "THA/DSI-ATHD", "directory", "ls", "--json")
+    assert directory.returncode == 0, directory.stderr
+    countries = {row["country"]: row for row in json.loads(directory.stdout)}
+    mys = {a["agency"]: a for a in countries["MYS"]["agencies"]}
+    assert mys["MYS/RMP-ATIPSOM"]["addressable"] is True
+    assert "trafficking_unit" in mys["MYS/RMP-ATIPSOM"]["roles"]
+    assert set(mys["MYS/RMP-ATIPSOM"]["fingerprints"]) == {"signing", "encryption"}
+    assert countries["MYS"]["directory_expires"].endswith("Z")
     unauthorised = await ixb(
-        fed, "THA/DSI-ATHD", "send", "alert", "--to", "XXA/NOBODY", "--title", "t", "--text", "t"
-    )
+        fed, "THA/DSI-ATHD", "send", "alert", "--to", "XXA/NOBODY", "--title", "t", "--text", "t",
+        *grading,
+    )  # fmt: skip
     assert unauthorised.returncode == 2
     assert unauthorised.stderr.startswith("error ixb.E_IDENTIFIER")

@@ -71,6 +71,10 @@ def test_environment_overrides(tmp_path: Path) -> None:
         (('country = "THA"', 'country = "XXA"'), "hub.country"),
         (("port = 8701", 'port = "eighty"'), "http.port"),
         (("port = 8701", "port = 70000"), "http.port"),
+        (
+            ("port = 8701", 'port = 8701\ntrusted_proxies = ["proxy.example"]'),
+            "http.trusted_proxies[0]",
+        ),
         (("[nats]", "[nats]\nspeed = 1"), "speed"),
         (('MYS = ["alert", "receipt"]', 'MYS = ["alert", "gossip"]'), "policy.exchange.MYS"),
         (('id = "THA/DSI-ATHD"', 'id = "MYS/DSI-ATHD"'), "agency[0].id"),
@@ -85,6 +89,11 @@ def test_errors_name_the_key(tmp_path: Path, change: tuple[str, str], names: str
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), env={})
     assert names in info.value.detail, info.value.detail
+
+
+def test_trusted_proxies_are_ip_addresses(tmp_path: Path) -> None:
+    text = GOOD.replace("port = 8701", 'port = 8701\ntrusted_proxies = ["10.0.0.5", "::1"]', 1)
+    assert load_config(write(tmp_path, text), env={}).http.trusted_proxies == ("10.0.0.5", "::1")
 
 
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:

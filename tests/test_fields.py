@@ -154,3 +154,36 @@ def test_value_checks() -> None:
     check_unique([AlertCategory.OTHER, AlertCategory.VESSEL], "u")
     with pytest.raises(SchemaError, match="u: lists an item twice"):
         check_unique([AlertCategory.OTHER, AlertCategory.OTHER], "u")
+
+
+# --- times for people and for JSON ---------------------------------------------------
+
+
+def test_utc_iso_is_iso_8601_utc_with_milliseconds() -> None:
+    from protocols.fields import utc_iso, utc_text
+
+    ms = 1_796_003_532_023  # 2026-11-30 01:52:12.023 UTC
+    assert utc_iso(ms) == "2026-11-30T01:52:12.023Z"
+    assert utc_text(ms) == "2026-11-30 01:52:12.023Z"
+    assert utc_iso(0) == "1970-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [
+        (0, "0 ms"),
+        (450, "450 ms"),
+        (3_000, "3 s"),
+        (-3_000, "3 s"),
+        (90_000, "1 min 30 s"),
+        (15 * 60_000 + 5_000, "15 min"),
+        ((7 * 60 + 58) * 60_000, "7 h 58 min"),
+        (2 * 3_600_000, "2 h"),
+        (10 * 86_400_000, "10 d"),
+        (86_400_000 + 3 * 3_600_000, "1 d 3 h"),
+    ],
+)
+def test_duration_text_reads_like_a_person_writes(ms: int, text: str) -> None:
+    from protocols.fields import duration_text
+
+    assert duration_text(ms) == text

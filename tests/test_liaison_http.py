@@ -8,25 +8,32 @@ really signed and cosigned.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
-from collections.abc import AsyncIterator, Iterator
+import zipfile
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from broker.audit.log import AuditLog
 from broker.audit.records import AuditRecord
+from broker.audit.search import AuditQuery
 from broker.web.app import setup_liaison
 from broker.web.auth import check_password, hash_password
+from broker.web.limits import LIMITS
 from broker.web.site import LIAISON, SECURITY_HEADERS
 from broker.web.view import (
     DeadlineRow,
     LiaisonContext,
+    PeerStep,
     ReconcileReport,
     UserRecord,
     WitnessRow,
@@ -39,6 +46,8 @@ from protocols.checkpoint import (
     sign_checkpoint,
     witness_name,
 )
+from protocols.export import verify_export
+from protocols.federation import TrustAnchors
 from protocols.handling import HandlingCode
 from protocols.identifiers import format_message_id, new_message_id
 from tests.conftest import NOW_MS, Parties
@@ -331,10 +340,10 @@ def exchange(audit: AuditLog, parties: Parties) -> Exchange:
     return build_exchange(audit, parties, NOW_MS - 3 * 3600_000, filler=120)
 
 
-async def _reconcile(peer: str) -> ReconcileReport:
+async def _reconcile(peer: str, since_ms: int) -> ReconcileReport:
     return ReconcileReport(
         peer=peer,
-        since_ms=NOW_MS - 86_400_000,
+        since_ms=since_ms,
         only_here=[],
         only_there=[("0193a1b2-0000-7000-8000-000000000001", "relayed", NOW_MS - 7_200_000)],
         different=[("0193a1b2-0000-7000-8000-000000000002", "handling H2", "handling H0")],
@@ -474,7 +483,7 @@ async def test_every_page_after_login_and_every_read_is_recorded(
     assert [actor for actor, _ in reads.calls] == ["bob"] * len(paths)
     whats = [what for _, what in reads.calls]
     assert whats[0] == "audit"
-    assert "reconcile peer=MYS" in whats
+    assert "reconcile peer=MYS window=7d" in whats
     assert f"trail {exchange.alert}" in whats
     assert f"audit case_ref={CASE}" in whats
     assert "proof 3" in whats
@@ -644,28 +653,74 @@ async def test_a_user_removed_or_changed_loses_access(
     assert (await client.get("/audit", allow_redirects=False)).status == 302
 
 
-async def test_failed_logins_are_throttled(client: Client, ctx: LiaisonContext) -> None:
+async def _login_from(base: str, address: str, name: str, password: str) -> tuple[int, str | None]:
+    """A login from another local address (127.0.0.0/8): a different client to the hub."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies from an IP address host
+    async with aiohttp.ClientSession(base, connector=connector, cookie_jar=jar) as session:
+        async with session.get("/login") as resp:
+            m = _CSRF.search(await resp.text())
+            assert m is not None
+        async with session.post(
+            "/login",
+            data={"csrf": m.group(1), "name": name, "password": password, "next": ""},
+            allow_redirects=False,
+        ) as resp:
+            return resp.status, resp.headers.get("Retry-After")
+
+
+async def test_a_guesser_is_slowed_and_the_officer_still_logs_in_elsewhere(
+    client: Client, ctx: LiaisonContext
+) -> None:
     clock = ctx.clock
     assert isinstance(clock, Clock)
-    for _ in range(5):
-        assert await _login(client, "alice", "guess") == 401
-    # Locked before the password is even checked: the right one does not help.
-    assert await _login(client, "alice") == 429
-    # The same client is locked for other names too.
-    assert await _login(client, "bob") == 429
-    clock.now += 15 * MINUTE + 1
-    assert await _login(client, "alice") == 303
+    base = str(client.make_url("/")).rstrip("/")
+    attacker = "127.0.0.1"
+    for _ in range(2):  # the first failures cost nothing
+        assert (await _login_from(base, attacker, "alice", "guess"))[0] == 401
+    assert (await _login_from(base, attacker, "alice", "guess"))[0] == 401
+    # Now the guesser waits before the next try, and the password is not even checked.
+    status, retry = await _login_from(base, attacker, "alice", PASSWORDS["alice"])
+    assert (status, retry) == (429, "1")
+    clock.now += 1_000
+    assert (await _login_from(base, attacker, "alice", "guess"))[0] == 401
+    status, retry = await _login_from(base, attacker, "alice", "guess")
+    assert (status, retry) == (429, "2")  # doubled
+    # The officer, from another address, is not locked out by any of it.
+    assert (await _login_from(base, "127.0.0.2", "alice", PASSWORDS["alice"]))[0] == 303
+    # Nor are other names from the guesser's address, under its own limit.
+    assert (await _login_from(base, attacker, "bob", PASSWORDS["bob"]))[0] == 303
 
 
-async def test_throttling_counts_names_and_clients_apart(client: Client) -> None:
+async def test_one_address_is_limited_over_all_names(client: Client, ctx: LiaisonContext) -> None:
     assert client.app is not None
-    st = client.app[LIAISON].auth.throttle
-    for i in range(5):
-        st.failed(("name:alice", f"client:10.0.0.{i}"), NOW_MS)
-    assert st.throttled(("name:alice", "client:10.0.0.9"), NOW_MS)
-    assert not st.throttled(("name:bob", "client:10.0.0.1"), NOW_MS)
-    assert not st.throttled(("name:alice", "client:10.0.0.9"), NOW_MS + 15 * MINUTE)
-    assert "name:alice" not in st.failures  # expired entries are dropped, not kept forever
+    throttle = client.app[LIAISON].auth.throttle
+    for i in range(throttle.limits.max_client_failures):
+        throttle.failed(f"name{i}", "127.0.0.1", NOW_MS)
+    resp_status = await _login(client, "bob")
+    assert resp_status == 429
+    body_status = await _login_from(
+        str(client.make_url("/")).rstrip("/"), "127.0.0.3", "bob", PASSWORDS["bob"]
+    )
+    assert body_status[0] == 303
+    clock = ctx.clock
+    assert isinstance(clock, Clock)
+    clock.now += 15 * MINUTE
+    assert await _login(client, "bob") == 303
+
+
+async def test_a_throttled_login_says_how_long_to_wait(client: Client) -> None:
+    for _ in range(3):
+        assert await _login(client, "alice", "guess") == 401
+    token = await _csrf(client, "/login")
+    resp = await client.post(
+        "/login",
+        data={"csrf": token, "name": "alice", "password": PASSWORDS["alice"], "next": ""},
+        allow_redirects=False,
+    )
+    assert resp.status == 429
+    assert "Try again in 1 second." in await resp.text()
+    assert "15 minutes" not in await resp.text()
 
 
 async def test_security_headers_on_every_response(client: Client, exchange: Exchange) -> None:
@@ -704,7 +759,7 @@ async def test_exchange_log_pages_newest_first_with_keyset_links(
 ) -> None:
     assert await _login(client) == 303
     seen: list[int] = []
-    path = "/audit?agency=KHM/IMMIGRATION"
+    path = "/audit?agency=KHM/IMMIGRATION&all=1"
     pages = 0
     while path:
         body = await (await client.get(path)).text()
@@ -719,7 +774,7 @@ async def test_exchange_log_pages_newest_first_with_keyset_links(
     assert seen == sorted(seen, reverse=True)
     assert seen[0] == audit.size - 1
     # The unfiltered log starts at the newest entry, and shows the log size.
-    body = await (await client.get("/audit")).text()
+    body = await (await client.get("/audit?all=1")).text()
     assert _indexes(body)[0] == audit.size - 1
     assert f"{audit.size:,} entries" in body
 
@@ -728,7 +783,7 @@ async def test_search_filters(client: Client, exchange: Exchange) -> None:
     assert await _login(client) == 303
 
     async def rows(query: str) -> list[int]:
-        resp = await client.get("/audit?" + query)
+        resp = await client.get("/audit?all=1&" + query)
         assert resp.status == 200, query
         return _indexes(await resp.text())
 
@@ -744,7 +799,16 @@ async def test_search_filters(client: Client, exchange: Exchange) -> None:
     assert len(await rows("agency=THA/DSI-ATHD&event=relayed")) == 3
     assert await rows("from=2000-01-01&to=2000-01-02") == []
     assert len(await rows("from=2026-11-18&to=2026-11-18&type=alert")) == 4
-    for bad in ("from=yesterday", "msg_id=12345", "before=-1", "case_ref=" + "x" * 500):
+    for bad in (
+        "from=yesterday",
+        "msg_id=12345",
+        "before=-1",
+        "after=x",
+        "before=3&after=2",
+        "period=2d",
+        "all=yes",
+        "case_ref=" + "x" * 500,
+    ):
         assert (await client.get("/audit?" + bad)).status == 400, bad
 
 
@@ -909,7 +973,7 @@ async def test_reconcile_page(client: Client, ctx: LiaisonContext) -> None:
     assert "handling H2" in body
     assert (await client.get("/audit/reconcile?peer=FRA")).status == 400
 
-    async def broken(peer: str) -> ReconcileReport:
+    async def broken(peer: str, since_ms: int) -> ReconcileReport:
         raise TimeoutError
 
     ctx.reconcile = broken
@@ -935,3 +999,391 @@ async def test_deadlines_overdue_first(client: Client, exchange: Exchange) -> No
     assert body.index(exchange.doc_request) < body.index(exchange.query)
     assert "overdue by 1 h 0 min" in body
     assert "due in 2 d 0 h" in body
+
+
+async def test_an_acknowledged_mla_request_is_not_answered(
+    client: Client, ctx: LiaisonContext, exchange: Exchange
+) -> None:
+    mla, answered = "0193a1b2-0000-7000-8000-0000000000a1", "0193a1b2-0000-7000-8000-0000000000a2"
+
+    def rows(now: int) -> list[DeadlineRow]:
+        return [
+            # Its owner sent an mla.status (perhaps "acknowledged"): the request is not done.
+            DeadlineRow(
+                mla, "mla.request", "THA/AGO", ("MYS/AGC",), "normal", now - 1, now + 1, True
+            ),
+            DeadlineRow(
+                answered,
+                "person.query",
+                "THA/DSI-ATHD",
+                ("MYS/RMP",),
+                "high",
+                now - 9,
+                now - 5,
+                True,
+            ),
+        ]
+
+    ctx.deadlines = rows
+    assert await _login(client) == 303
+    body = await (await client.get("/audit/deadlines")).text()
+    open_part = body[body.index("Open: 1") : body.index("<h2>Answered</h2>")]
+    assert mla in open_part
+    assert "status reported" in open_part
+    answered_part = body[body.index("<h2>Answered</h2>") :]
+    assert answered in answered_part
+    assert mla not in answered_part
+
+
+# --- the exchange register ------------------------------------------------------------
+
+_HEADS = re.compile(r'<tr class="[^"]*" data-head="(\d+)">')
+_NEXT = re.compile(r'<a href="([^"]+)" rel="next">')
+_PREV = re.compile(r'<a href="([^"]+)" rel="prev">')
+
+
+def peer_steps_of(audit: AuditLog, x: Exchange) -> Callable[[Sequence[str]], list[PeerStep]]:
+    """What MYS and MMR shared about the afternoon's messages."""
+
+    def at(msg_id: str) -> int:
+        return audit.search(AuditQuery(msg_id=msg_id), limit=10)[-1].at_ms
+
+    def steps(ids: Sequence[str]) -> list[PeerStep]:
+        shared = [
+            PeerStep("MYS", 501, x.alert, "accepted", at(x.alert) + 900),
+            PeerStep("MYS", 502, x.alert, "delivered", at(x.alert) + 1_400),
+            PeerStep("MMR", 88, x.alert, "rejected", at(x.alert) + 1_100, "ixb.E_UNAUTHORISED"),
+            PeerStep("MYS", 530, x.query, "delivered", at(x.query) + 2_000),
+        ]
+        return [s for s in shared if s.msg_id in ids]
+
+    return steps
+
+
+@pytest.fixture
+async def register(
+    ctx: LiaisonContext, audit: AuditLog, exchange: Exchange
+) -> AsyncIterator[Client]:
+    ctx.peer_steps = peer_steps_of(audit, exchange)
+    c = await _client(ctx)
+    assert await _login(c) == 303
+    yield c
+    await c.close()
+
+
+async def test_the_register_is_one_row_per_message_across_both_hubs(
+    register: Client, exchange: Exchange, ctx: LiaisonContext
+) -> None:
+    body = await (await register.get(f"/audit?case_ref={CASE}")).text()
+    # The alert (3 entries here, 3 shared), the query; the receipt and the read are hidden.
+    assert body.count("data-head=") == 2
+    assert body.index(exchange.query) < body.index(exchange.alert)  # newest first
+    assert exchange.receipt not in body
+    assert "ev-audit_read" not in body
+    alert = body[body.index(f'data-head="{exchange.indexes["alert relayed MMR"]}"') :]
+    alert = alert[: alert.index("</tr>")]
+    assert "rejected by MMR (ixb.E_UNAUTHORISED)" in alert  # the peer's refusal shows first
+    for hub, event in (("THA", "accepted"), ("MYS", "delivered"), ("MMR", "rejected")):
+        assert re.search(rf'<span class="hub">{hub}</span> <span class="ev ev-{event}">', alert)
+    assert "to MYS" in alert
+    assert "to MMR" in alert
+    query = body[body.index(exchange.query) :]
+    assert "delivered at MYS" in query[: query.index("</tr>")]
+    # The toggle shows every entry, receipts and reads included, and back.
+    m = re.search(r'<a class="toggle" href="([^"]+)">Show every log entry</a>', body)
+    assert m is not None
+    every = await (await register.get(m.group(1).replace("&amp;", "&"))).text()
+    assert len(_indexes(every)) == 7
+    assert exchange.receipt in every
+    assert "Show the register (one row per message)" in every
+    # The rejection's reason is in the register's steps, escaped.
+    body = await (await register.get("/audit?country=MMR&event=rejected")).text()
+    assert "ixb.E_SIGNATURE: header signature does not verify" in body
+
+
+async def test_the_register_pages_older_then_newer_and_shows_each_message_once(
+    register: Client, exchange: Exchange
+) -> None:
+    path: str | None = "/audit?agency=KHM/IMMIGRATION"
+    pages: list[list[int]] = []
+    last = ""
+    while path:
+        last = path
+        body = await (await register.get(path)).text()
+        heads = [int(h) for h in _HEADS.findall(body)]
+        assert 0 < len(heads) <= 50
+        assert heads == sorted(heads, reverse=True)
+        pages.append(heads)
+        m = _NEXT.search(body)
+        path = m.group(1).replace("&amp;", "&") if m else None
+    assert [len(p) for p in pages] == [50, 50, 20]
+    seen = [h for p in pages for h in p]
+    assert len(seen) == len(set(seen)) == 120
+    # And back, newer page by newer page, to the same pages.
+    back: list[list[int]] = []
+    path = last
+    while path:
+        body = await (await register.get(path)).text()
+        back.append([int(h) for h in _HEADS.findall(body)])
+        m = _PREV.search(body)
+        path = m.group(1).replace("&amp;", "&") if m else None
+    assert back[::-1] == pages
+    assert 'rel="prev"' not in await (await register.get("/audit?agency=KHM/IMMIGRATION")).text()
+
+
+async def test_a_message_is_on_the_page_of_its_newest_entry(
+    register: Client, audit: AuditLog, exchange: Exchange
+) -> None:
+    """Its older entries, further down the log, do not list it again on an older page."""
+    w = _Writer(audit, NOW_MS)
+    for _ in range(3):
+        w.add(
+            AuditEvent.DELIVERED,
+            msg_id=exchange.alert,
+            type="alert",
+            sender="THA/DSI-ATHD",
+            recipients=("THA/IMMIGRATION",),
+        )
+    w.flush()
+    heads: list[int] = []
+    path: str | None = "/audit"
+    while path:
+        body = await (await register.get(path)).text()
+        heads += [int(h) for h in _HEADS.findall(body)]
+        m = _NEXT.search(body)
+        path = m.group(1).replace("&amp;", "&") if m else None
+    assert audit.size - 1 in heads
+    assert exchange.indexes["alert accepted"] not in heads
+    assert len(heads) == len(set(heads))
+
+
+async def test_prefix_search_and_the_last_7_days(
+    register: Client, exchange: Exchange, ctx: LiaisonContext
+) -> None:
+    async def heads(query: str) -> int:
+        resp = await register.get("/audit?" + query)
+        assert resp.status == 200, query
+        return (await resp.text()).count("data-head=")
+
+    assert await heads("q=TIP-2026") == 2  # case refs that start so
+    assert await heads("q=mmr-attu") == 1  # in any case
+    assert await heads("q=" + exchange.rejected[:28]) == 1  # a message id's first characters
+    assert await heads("q=" + exchange.alert.upper()) == 1  # a whole id: the indexed search
+    assert await heads("q=ZZZ") == 0
+    assert await heads("period=7d&q=TIP-2026") == 2
+    clock = ctx.clock
+    assert isinstance(clock, Clock)
+    clock.now += 8 * 86_400_000
+    assert await _login(register) == 303  # the session did not outlive 8 days
+    assert await heads("period=7d&q=TIP-2026") == 0
+    assert await heads("period=30d&q=TIP-2026") == 2
+
+
+async def test_a_search_exports_as_csv_and_the_export_is_recorded(
+    register: Client, exchange: Exchange, ctx: LiaisonContext, audit: AuditLog
+) -> None:
+    w = _Writer(audit, NOW_MS)
+    w.add(
+        AuditEvent.ACCEPTED,
+        msg_id=w.mid(),
+        type="alert",
+        sender="THA/DSI-ATHD",
+        recipients=("MYS/RMP-ATIPSOM",),
+        case_ref="=HYPERLINK(1)",
+    )
+    w.flush()
+    resp = await register.get(f"/audit/export.csv?case_ref={CASE}")
+    assert resp.status == 200
+    assert resp.content_type == "text/csv"
+    assert resp.headers["Content-Disposition"].startswith('attachment; filename="ixb-THA-register-')
+    rows = list(csv.reader(io.StringIO(await resp.text())))
+    assert rows[0][:3] == ["msg_id", "type", "sender"]
+    assert [r[0] for r in rows[1:]] == [exchange.query, exchange.alert]
+    assert rows[2][7] == "rejected by MMR (ixb.E_UNAUTHORISED)"
+    assert "MYS delivered" in rows[2][8]
+    reads = ctx.record_read
+    assert isinstance(reads, Reads)
+    assert reads.calls[-1] == ("alice", f"export csv rows=2 case_ref={CASE}")
+    every = await register.get(f"/audit/export.csv?case_ref={CASE}&all=1")
+    assert len(list(csv.reader(io.StringIO(await every.text())))) == 1 + 7
+    risky = await (await register.get("/audit/export.csv?q=%3DHYPER")).text()
+    assert "'=HYPERLINK(1)" in risky  # a spreadsheet shows it, never runs it
+    anonymous = await _client(ctx)
+    try:
+        resp = await anonymous.get("/audit/export.csv", allow_redirects=False)
+        assert resp.status == 302
+    finally:
+        await anonymous.close()
+
+
+async def test_the_proof_page_shows_cosignatures_and_its_download_verifies(
+    register: Client, parties: Parties, ctx: LiaisonContext
+) -> None:
+    body = await (await register.get("/audit/proof/3")).text()
+    cosig = body[body.index('<table class="log cosig">') :]
+    cosig = cosig[: cosig.index("</table>")]
+    assert re.search(r"<td>MYS</td><td>✔ cosigned</td>", cosig)
+    assert re.search(r"<td>MMR</td><td>not cosigned \(yet\)</td>", cosig)
+    assert "cosigned by MYS" in body
+    assert "ixb audit verify ixb-THA-leaf-3 --federation federation.toml" in body
+    resp = await register.get("/audit/proof/3/export.zip")
+    assert resp.status == 200
+    assert resp.content_type == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(await resp.read())) as z:
+        files = {n.split("/", 1)[1]: z.read(n) for n in z.namelist()}
+    trust = TrustAnchors(
+        "ixb-test",
+        {"THA": parties[HUB].signing.public, "MYS": parties["MYS/HUB"].signing.public},
+    )
+    got = verify_export(
+        files["manifest.json"], files["checkpoint.note"], files["entries.jsonl"], trust
+    )
+    assert [i for i, _ in got.entries] == [3]
+    assert list(got.witnesses) == ["MYS"]
+    reads = ctx.record_read
+    assert isinstance(reads, Reads)
+    assert reads.calls[-1] == ("alice", "proof export 3")
+    # A leaf no signed checkpoint covers yet has a proof page, but nothing to download.
+    newest = ctx.audit.size - 1
+    assert (await register.get(f"/audit/proof/{newest}")).status == 200
+    assert (await register.get(f"/audit/proof/{newest}/export.zip")).status == 404
+
+
+async def test_errors_are_pages_of_the_site(client: Client, ctx: LiaisonContext) -> None:
+    resp = await client.get("/no/such/page")
+    assert resp.status == 404
+    assert resp.content_type == "text/html"
+    body = await resp.text()
+    assert "<h1>Not found</h1>" in body
+    assert '<link rel="stylesheet" href="/static/liaison.css">' in body
+    assert '<a href="/login">Log in</a>' in body
+    assert resp.headers["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+    assert await _login(client) == 303
+    for path, status, text in (
+        ("/audit/message/not-an-id", 404, "Not a message id."),
+        ("/audit/proof/99999999", 404, "This hub&#39;s log has no leaf #99999999."),
+        ("/nothing", 404, "Not found"),
+    ):
+        resp = await client.get(path)
+        assert resp.status == status, path
+        body = await resp.text()
+        assert text in body, path
+        assert "Exchange register" in body  # the navigation of a logged-in reader
+        assert "Log out" in body
+    resp = await client.post("/audit")
+    assert resp.status == 405
+    assert "Method not allowed" in await resp.text()
+    assert "GET" in resp.headers["Allow"]
+
+
+async def test_the_reconcile_window_is_chosen(client: Client, ctx: LiaisonContext) -> None:
+    asked: list[int] = []
+
+    async def compare(peer: str, since_ms: int) -> ReconcileReport:
+        asked.append(since_ms)
+        return await _reconcile(peer, since_ms)
+
+    ctx.reconcile = compare
+    assert await _login(client) == 303
+    body = await (await client.get("/audit/reconcile?peer=MYS")).text()
+    assert asked[-1] == NOW_MS - 7 * 86_400_000  # by default the last 7 days, not since 1970
+    assert '<option value="7d" selected>' in body
+    body = await (await client.get("/audit/reconcile?peer=MYS&window=30d")).text()
+    assert asked[-1] == NOW_MS - 30 * 86_400_000
+    assert '<option value="30d" selected>' in body
+    body = await (await client.get("/audit/reconcile?peer=MYS&window=all")).text()
+    assert asked[-1] == 0
+    assert "over all time" in body
+    assert (await client.get("/audit/reconcile?peer=MYS&window=2y")).status == 400
+    assert len(asked) == 3
+    reads = ctx.record_read
+    assert isinstance(reads, Reads)
+    assert ("alice", "reconcile peer=MYS window=30d") in reads.calls
+
+
+async def test_an_actor_is_shown_with_a_space_before_by(client: Client, exchange: Exchange) -> None:
+    assert await _login(client) == 303
+    body = await (await client.get("/audit?all=1&event=audit_read")).text()
+    assert "audit case_ref=TIP-2026-0117 by bob" in body
+    assert "auditby" not in body
+
+
+async def _login_via(client: Client, forwarded: str, name: str, password: str) -> int:
+    token = await _csrf(client, "/login")
+    resp = await client.post(
+        "/login",
+        data={"csrf": token, "name": name, "password": password, "next": ""},
+        headers={"X-Forwarded-For": forwarded},
+        allow_redirects=False,
+    )
+    return resp.status
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled(
+    ctx: LiaisonContext,
+) -> None:
+    ctx.trusted_proxies = frozenset({"127.0.0.1"})
+    c = await _client(ctx)
+    try:
+        for _ in range(3):
+            assert await _login_via(c, "203.0.113.9", "alice", "guess") == 401
+        assert await _login_via(c, "203.0.113.9", "alice", PASSWORDS["alice"]) == 429
+        # A forged hop left of the real one changes nothing: the proxy appended the real one.
+        forged = "198.51.100.1, 203.0.113.9"
+        assert await _login_via(c, forged, "alice", PASSWORDS["alice"]) == 429
+        # The officer, behind the same proxy from another address, logs in.
+        assert await _login_via(c, "198.51.100.7", "alice", PASSWORDS["alice"]) == 303
+    finally:
+        await c.close()
+
+
+async def test_without_a_trusted_proxy_forwarded_headers_are_ignored(client: Client) -> None:
+    for i in range(3):
+        assert await _login_via(client, f"203.0.113.{i}", "alice", "guess") == 401
+    # The guesser cannot escape its back-off by claiming another address.
+    assert await _login_via(client, "198.51.100.7", "alice", PASSWORDS["alice"]) == 429
+
+
+async def test_a_long_prefix_search_stops_at_its_bound_and_goes_on_older(
+    ctx: LiaisonContext, audit: AuditLog, exchange: Exchange
+) -> None:
+    app = web.Application()
+    setup_liaison(app, ctx, limits=replace(LIMITS, register_scan=40))
+    c = TestClient(TestServer(app))
+    await c.start_server()
+    try:
+        assert await _login(c) == 303
+        path: str | None = "/audit?q=TIP-2026"
+        found: list[str] = []
+        stops = 0
+        last = ""
+        while path:
+            last = path
+            body = await (await c.get(path)).text()
+            found += [m for m in (exchange.alert, exchange.query) if m in body]
+            stops += "This page stopped reading at entry" in body
+            m = _NEXT.search(body)
+            path = m.group(1).replace("&amp;", "&") if m else None
+        assert stops >= audit.size // 40 - 1  # each page read at most 40 entries
+        assert sorted(found) == sorted([exchange.alert, exchange.query])  # none lost, none twice
+        # And back towards the newest, in bounded steps too.
+        back: list[str] = []
+        path = last
+        while path:
+            body = await (await c.get(path)).text()
+            back += [m for m in (exchange.alert, exchange.query) if m in body]
+            m = _PREV.search(body)
+            path = m.group(1).replace("&amp;", "&") if m else None
+        assert sorted(back) == sorted(found)
+    finally:
+        await c.close()
+
+
+async def test_the_trail_shows_what_the_peers_shared(register: Client, exchange: Exchange) -> None:
+    body = await (await register.get(f"/audit/message/{exchange.alert}")).text()
+    shared = body.split("What the peer hubs shared about it")[1].split("Other entries in case")[0]
+    rows = re.findall(r"<tr[^>]*><td>(\w+)</td>.*?class=\"ev ev-(\w+)\"", shared, re.S)
+    assert rows == [("MYS", "accepted"), ("MMR", "rejected"), ("MYS", "delivered")]
+    assert "ixb.E_UNAUTHORISED" in shared
+    body = await (await register.get(f"/audit/message/{exchange.doc_request}")).text()
+    assert "No peer has shared an entry about this message yet" in body

@@ -25,6 +25,7 @@ from tests.federation import PASSPHRASE, Federation, running_federation
 
 SENDER = "THA/DSI-ATHD"
 OFFICER = "MYS/RMP-ATIPSOM"
+GRADED = ("--category", "trafficking", "--source-grade", "B", "--info-grade", "2")
 
 
 @pytest.fixture
@@ -66,6 +67,7 @@ async def send(fed: Federation, *extra: str, stdin: str | None = None) -> str:
         OFFICER,
         "--title",
         "EXAMPLE boat sighted",
+        *GRADED,
         *extra,
         stdin=stdin,
     )
@@ -146,7 +148,7 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
 
 async def test_text_file_errors_are_one_line(fed: Federation, tmp_path: Path) -> None:
     sender = fed.deployment.profile(SENDER)
-    base = ("send", "alert", "--to", OFFICER, "--title", "EXAMPLE")
+    base = ("send", "alert", "--to", OFFICER, "--title", "EXAMPLE", *GRADED)
     missing = await ixb(sender, *base, "--text-file", str(tmp_path / "absent.txt"))
     assert missing.returncode == 2 and missing.stderr.startswith("error ixb.E_IO: ")
     binary = tmp_path / "bin.txt"
@@ -173,6 +175,7 @@ async def test_attachments_round_trip_and_are_saved_safely(fed: Federation, tmp_
         OFFICER,
         "--title",
         "EXAMPLE",
+        *GRADED,
         "--text",
         "see attached",
         "--attach",
@@ -237,6 +240,7 @@ async def test_an_oversize_attachment_is_refused_in_one_line(
         OFFICER,
         "--title",
         "EXAMPLE",
+        *GRADED,
         "--text",
         "t",
         "--attach",

@@ -42,7 +42,10 @@ SMALL = WebLimits(
     session_absolute_ms=10_000,
     session_idle_ms=1_000,
     max_sessions=3,
-    max_failures=3,
+    backoff_free_failures=2,
+    backoff_base_ms=1_000,
+    backoff_max_ms=4_000,
+    max_client_failures=5,
     failure_window_ms=5_000,
     max_throttle_keys=6,
     max_field_chars=8,
@@ -175,11 +178,13 @@ async def test_login_input_bounds_and_outcomes(
     assert (got.sid is not None) is (outcome is Outcome.OK)
     if outcome is Outcome.BAD_INPUT:
         assert checks.calls == []  # nothing checked, nothing counted
-        assert auth.throttle.failures == {}
+        assert auth.throttle.pairs == {}
+        assert auth.throttle.clients == {}
     else:
         assert len(checks.calls) == 1
     if outcome is Outcome.WRONG:
-        assert set(auth.throttle.failures) == {f"name:{name}", "client:c"}
+        assert set(auth.throttle.pairs) == {(name, "c")}
+        assert set(auth.throttle.clients) == {"c"}
 
 
 def test_outcomes_are_the_pages_status_codes() -> None:
@@ -433,89 +438,99 @@ def test_a_token_opens_only_its_own_cookie(a: str, b: str) -> None:
 
 # --- throttling -----------------------------------------------------------------------
 
-KEYS = Throttle.keys("alice", "10.0.0.1")
-
 
 @pytest.mark.parametrize(
-    ("failures", "at", "throttled"),
+    ("failures", "at", "wait"),
     [
-        ([], T0, False),
-        ([T0, T0 + 1], T0 + 2, False),  # under the limit
-        ([T0, T0 + 1, T0 + 2], T0 + 2, True),  # at the limit
-        ([T0, T0 + 1, T0 + 2], T0 + 4_999, True),  # the oldest is still in the window
-        ([T0, T0 + 1, T0 + 2], T0 + 5_000, False),  # ...and drops out exactly at its end
-        ([T0, T0 + 4_000, T0 + 4_500], T0 + 5_000, False),
-        ([T0, T0 + 4_000, T0 + 4_500], T0 + 4_999, True),
-        ([T0 + i for i in range(10)], T0 + 5_006, True),  # the newest three count
-        ([T0 + i for i in range(10)], T0 + 5_007, False),
+        ([], T0, 0),
+        ([T0, T0 + 1], T0 + 2, 0),  # the first failures cost nothing
+        ([T0, T0 + 1, T0 + 2], T0 + 2, 1_000),  # then a second,
+        ([T0, T0 + 1, T0 + 2], T0 + 1_002, 0),  # ...counted from the last failure
+        ([T0, T0 + 1, T0 + 2, T0 + 3], T0 + 3, 2_000),  # doubled at each failure
+        ([T0 + i for i in range(5)], T0 + 4, 4_000),
+        ([T0 + i for i in range(5)], T0 + 5_003, 0),  # the window forgives the pair
     ],
 )
-def test_throttle_window_and_limit(failures: list[int], at: int, throttled: bool) -> None:
-    throttle = Throttle(SMALL)
+def test_backoff_per_name_and_client(failures: list[int], at: int, wait: int) -> None:
+    throttle = Throttle(replace(SMALL, max_client_failures=100))
     for t in failures:
-        throttle.failed(KEYS, t)
-    assert throttle.throttled(KEYS, at) is throttled
+        throttle.failed("alice", "10.0.0.1", t)
+    assert throttle.retry_after_ms("alice", "10.0.0.1", at) == wait
 
 
-def test_names_and_clients_are_counted_apart() -> None:
+def test_backoff_is_capped() -> None:
+    throttle = Throttle(replace(SMALL, max_client_failures=100, failure_window_ms=60_000))
+    for i in range(20):
+        throttle.failed("alice", "10.0.0.1", T0 + i)
+    assert throttle.retry_after_ms("alice", "10.0.0.1", T0 + 19) == SMALL.backoff_max_ms
+
+
+def test_failures_from_one_address_do_not_lock_the_name_elsewhere() -> None:
     throttle = Throttle(replace(SMALL, max_throttle_keys=100))
-    for i in range(3):
-        throttle.failed(Throttle.keys("alice", f"10.0.0.{i}"), T0)
-    assert throttle.throttled(Throttle.keys("alice", "10.0.0.9"), T0)  # the name is locked
-    assert not throttle.throttled(Throttle.keys("bob", "10.0.0.1"), T0)  # each client once
-    for j in range(3):
-        throttle.failed(Throttle.keys(f"n{j}", "10.0.0.7"), T0)
-    assert throttle.throttled(Throttle.keys("bob", "10.0.0.7"), T0)  # the client is locked
-    assert not throttle.throttled(Throttle.keys("alice", "10.0.0.1"), T0 + 5_000)
-    assert "name:alice" not in throttle.failures  # expired entries are dropped, not kept
+    for i in range(50):
+        throttle.failed("alice", "10.6.6.6", T0 + i)
+    assert throttle.retry_after_ms("alice", "10.6.6.6", T0 + 50) > 0  # the guesser waits
+    assert throttle.retry_after_ms("alice", "10.0.0.1", T0 + 50) == 0  # the officer does not
+    assert not any(name == "alice" and c != "10.6.6.6" for name, c in throttle.pairs)
+
+
+def test_one_client_is_limited_over_all_names() -> None:
+    throttle = Throttle(replace(SMALL, max_throttle_keys=100))
+    for j in range(5):  # one failure each: no pair backs off
+        throttle.failed(f"n{j}", "10.0.0.7", T0)
+    assert throttle.retry_after_ms("bob", "10.0.0.7", T0 + 1) == 4_999  # until the window ends
+    assert throttle.retry_after_ms("bob", "10.0.0.8", T0 + 1) == 0
+    assert throttle.retry_after_ms("bob", "10.0.0.7", T0 + 5_000) == 0
+    assert "10.0.0.7" not in throttle.clients  # expired entries are dropped, not kept
 
 
 def test_at_most_max_throttle_keys_are_remembered() -> None:
     throttle = Throttle(SMALL)
     for i in range(100):
-        throttle.failed(Throttle.keys(f"name{i}", f"client{i}"), T0 + i)
-        assert len(throttle.failures) <= SMALL.max_throttle_keys
-        assert set(Throttle.keys(f"name{i}", f"client{i}")) <= set(throttle.failures)
-    assert all(len(q) <= SMALL.max_failures for q in throttle.failures.values())
-
-
-def test_expired_keys_make_room_before_live_ones_are_forgotten() -> None:
-    throttle = Throttle(SMALL)
-    throttle.failed(Throttle.keys("old", "old"), T0)
-    for i in range(2):
-        throttle.failed(Throttle.keys(f"live{i}", f"live{i}"), T0 + 4_000)
-    throttle.failed(Throttle.keys("new", "new"), T0 + 5_000)  # "old" has expired by now
-    assert set(throttle.failures) == {
-        "name:live0",
-        "client:live0",
-        "name:live1",
-        "client:live1",
-        "name:new",
-        "client:new",
-    }
+        throttle.failed(f"name{i}", f"client{i}", T0 + i)
+        assert len(throttle.pairs) + len(throttle.clients) <= SMALL.max_throttle_keys
+        assert (f"name{i}", f"client{i}") in throttle.pairs
+    assert all(len(q) <= SMALL.max_client_failures for q in throttle.clients.values())
 
 
 @settings(max_examples=150)
 @given(
     events=st.lists(
-        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3_000), st.booleans()),
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["c1", "c2"]),
+            st.integers(0, 3_000),
+            st.booleans(),
+        ),
         max_size=40,
     )
 )
-def test_throttle_matches_a_count_of_failures_in_the_window(
-    events: list[tuple[str, int, bool]],
-) -> None:
+def test_throttle_matches_a_model(events: list[tuple[str, str, int, bool]]) -> None:
     limits = replace(SMALL, max_throttle_keys=1_000)
     throttle = Throttle(limits)
-    seen: dict[str, list[int]] = {}
+    pair_fails: dict[tuple[str, str], list[int]] = {}
+    client_fails: dict[str, list[int]] = {}
     now = T0
-    for key, dt, fail in events:
+    for name, client, dt, fail in events:
         now += dt
-        recent = [t for t in seen.get(key, []) if t > now - limits.failure_window_ms]
-        assert throttle.throttled([key], now) is (len(recent) >= limits.max_failures)
+        window = limits.failure_window_ms
+        pf = pair_fails.get((name, client), [])
+        if pf and now - pf[-1] >= window:
+            pf = pair_fails[(name, client)] = []
+        wait = 0
+        extra = len(pf) - limits.backoff_free_failures
+        if extra > 0:
+            delay = min(limits.backoff_base_ms * 2 ** (extra - 1), limits.backoff_max_ms)
+            wait = max(0, pf[-1] + delay - now)
+        recent = [t for t in client_fails.get(client, []) if t > now - window]
+        if len(recent) >= limits.max_client_failures:
+            oldest = recent[-limits.max_client_failures]
+            wait = max(wait, oldest + window - now)
+        assert throttle.retry_after_ms(name, client, now) == wait
         if fail:
-            throttle.failed([key], now)
-            seen.setdefault(key, []).append(now)
+            throttle.failed(name, client, now)
+            pair_fails.setdefault((name, client), []).append(now)
+            client_fails.setdefault(client, []).append(now)
 
 
 # --- logging in, end to end -----------------------------------------------------------
@@ -530,22 +545,23 @@ async def test_a_throttled_login_is_refused_before_its_password_is_checked(
         got = await auth.log_in(users, "alice", f"guess {i}", client="c1", now_ms=T0 + i)
         assert got.outcome is Outcome.WRONG
     assert len(checks.calls) == 3
-    right = await auth.log_in(users, "alice", PASSWORD, client="c2", now_ms=T0 + 10)
-    assert right.outcome is Outcome.THROTTLED
-    other = await auth.log_in(users, "bob", "bob's own", client="c1", now_ms=T0 + 10)
-    assert other.outcome is Outcome.THROTTLED  # the client too
-    assert len(checks.calls) == 3  # neither password was checked
-    later = await auth.log_in(users, "alice", PASSWORD, client="c2", now_ms=T0 + 5_000)
+    right = await auth.log_in(users, "alice", PASSWORD, client="c1", now_ms=T0 + 10)
+    assert right.outcome is Outcome.THROTTLED  # backing off: the right password does not help
+    assert right.retry_after_ms == 1_000 - 8
+    assert len(checks.calls) == 3  # it was not checked
+    elsewhere = await auth.log_in(users, "alice", PASSWORD, client="c2", now_ms=T0 + 10)
+    assert elsewhere.outcome is Outcome.OK  # the officer, from another address
+    later = await auth.log_in(users, "alice", PASSWORD, client="c1", now_ms=T0 + 1_002)
     assert later.outcome is Outcome.OK
 
 
-async def test_success_forgives_the_name_but_not_the_client(users: dict[str, UserRecord]) -> None:
+async def test_success_forgives_the_pair_but_not_the_client(users: dict[str, UserRecord]) -> None:
     auth = Auth(SMALL)
     for i in range(2):
         await auth.log_in(users, "alice", "wrong", client="c", now_ms=T0 + i)
     assert (await auth.log_in(users, "alice", PASSWORD, client="c", now_ms=T0 + 2)).sid
-    assert "name:alice" not in auth.throttle.failures
-    assert len(auth.throttle.failures["client:c"]) == 2
+    assert ("alice", "c") not in auth.throttle.pairs
+    assert len(auth.throttle.clients["c"]) == 2
 
 
 async def test_password_checks_run_a_few_at_a_time(users: dict[str, UserRecord]) -> None:
@@ -561,7 +577,9 @@ async def test_password_checks_run_a_few_at_a_time(users: dict[str, UserRecord])
 def test_the_default_limits_are_the_documented_ones() -> None:
     assert LIMITS.session_absolute_ms == 8 * 3600_000
     assert LIMITS.session_idle_ms == 30 * 60_000
-    assert (LIMITS.max_failures, LIMITS.failure_window_ms) == (5, 15 * 60_000)
+    assert (LIMITS.backoff_free_failures, LIMITS.backoff_base_ms) == (2, 1_000)
+    assert (LIMITS.backoff_max_ms, LIMITS.failure_window_ms) == (5 * 60_000, 15 * 60_000)
+    assert LIMITS.max_client_failures == 30
     assert LIMITS.max_password_chars == 1024
 
 

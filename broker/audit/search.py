@@ -73,7 +73,8 @@ class AuditQuery:
     of the sender, of any recipient, or of the peer hub. Time is the
     half-open window ``since_ms <= at < until_ms``. ``before_index`` keeps
     leaves below it: for the next page, the last index of this one
-    (``dataclasses.replace(query, before_index=page[-1].index)``).
+    (``dataclasses.replace(query, before_index=page[-1].index)``);
+    ``after_index`` keeps leaves above it (a page towards the newest).
     """
 
     msg_id: str | None = None
@@ -86,18 +87,21 @@ class AuditQuery:
     since_ms: int | None = None
     until_ms: int | None = None
     before_index: int | None = None
+    after_index: int | None = None
 
     def __post_init__(self) -> None:
         for name in _TEXT:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"audit query {name} must be a string or None")
-        for name in ("since_ms", "until_ms", "before_index"):
+        for name in ("since_ms", "until_ms", "before_index", "after_index"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise TypeError(f"audit query {name} must be an integer or None")
         if self.before_index is not None and self.before_index < 0:
             raise ValueError(f"audit query before_index {self.before_index} is negative")
+        if self.after_index is not None and self.after_index < 0:
+            raise ValueError(f"audit query after_index {self.after_index} is negative")
 
     def tags(self, names: Sequence[str] = _TAGGED) -> list[str]:
         """The postings tags asked for among ``names``, in that order."""
@@ -140,6 +144,8 @@ class AuditSearch:
         lo, hi = 0, size
         if q.before_index is not None:
             hi = min(hi, q.before_index)
+        if q.after_index is not None:
+            lo = min(hi, q.after_index + 1)
         timed = q.since_ms is not None or q.until_ms is not None
         if timed and not self._index.unordered:
             if q.since_ms is not None:

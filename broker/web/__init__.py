@@ -16,6 +16,7 @@ import from the module):
 - :mod:`~broker.web.view`: what the hub supplies (a read-only Protocol);
 - :mod:`~broker.web.auth`: passwords, sessions, CSRF, throttling (no HTTP);
 - :mod:`~broker.web.login`, :mod:`~broker.web.site`: HTTP, headers, the frame;
-- :mod:`~broker.web.pages`, :mod:`~broker.web.oversight`: the pages;
+- :mod:`~broker.web.pages`, :mod:`~broker.web.register`, :mod:`~broker.web.proof`,
+  :mod:`~broker.web.oversight`: the pages;
 - ``templates/`` and ``static/``: package data.
 """

@@ -2,10 +2,11 @@
 
 In: the application and a :class:`~broker.web.view.LiaisonView`. Out: the
 routes ``/`` (→ ``/audit``), ``/login``, ``/logout``, ``/static/liaison.css``,
-``/audit``, ``/audit/message/{msg_id}``, ``/audit/proof/{index}``,
-``/audit/witness``, ``/audit/deadlines`` and, when the view can reconcile,
-``/audit/reconcile``; security headers on every response of the application;
-sessions dropped when it shuts down.
+``/audit``, ``/audit/export.csv``, ``/audit/message/{msg_id}``,
+``/audit/proof/{index}`` (and its ``export.zip``), ``/audit/witness``,
+``/audit/deadlines`` and, when the view can reconcile, ``/audit/reconcile``;
+security headers on every response of the application; every error as a
+page in the site's frame; sessions dropped when it shuts down.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from typing import Final
 
 from aiohttp import web
 
-from broker.web import login, oversight, pages
+from broker.web import login, oversight, pages, proof
 from broker.web.auth import Auth
 from broker.web.limits import LIMITS, WebLimits
-from broker.web.site import LIAISON, Site, new_environment, page, security_headers
+from broker.web.site import (
+    LIAISON,
+    Site,
+    download,
+    error_pages,
+    new_environment,
+    page,
+    security_headers,
+)
 from broker.web.view import LiaisonView
 
 __all__ = ["CSS", "setup_liaison"]
@@ -32,6 +41,7 @@ def setup_liaison(app: web.Application, view: LiaisonView, *, limits: WebLimits 
     app[LIAISON] = Site(view, limits, Auth(limits))
     new_environment(app)
     app.on_response_prepare.append(security_headers)
+    app.middlewares.append(error_pages)
     app.cleanup_ctx.append(_lifetime)
     r = app.router
     r.add_get("/", _root)
@@ -40,8 +50,10 @@ def setup_liaison(app: web.Application, view: LiaisonView, *, limits: WebLimits 
     r.add_post("/logout", login.logout)
     r.add_get("/static/liaison.css", _css)
     r.add_get("/audit", page(pages.exchange_log))
+    r.add_get("/audit/export.csv", download(pages.export_csv))
     r.add_get("/audit/message/{msg_id}", page(pages.trail))
-    r.add_get("/audit/proof/{index}", page(pages.proof))
+    r.add_get("/audit/proof/{index}", page(proof.proof))
+    r.add_get("/audit/proof/{index}/export.zip", download(proof.proof_bundle))
     r.add_get("/audit/witness", page(oversight.witness))
     r.add_get("/audit/deadlines", page(oversight.deadlines))
     if view.reconcile is not None:

@@ -13,9 +13,10 @@ into cookies and status codes. Guaranteed:
   every login makes a new one (no fixation); at most ``max_sessions``;
 - each session has its own CSRF token; the login form's token is an HMAC of
   a random pre-login cookie (no state kept for anonymous visitors);
-- after ``max_failures`` failures in ``failure_window_ms`` for a name or a
-  client, logins are refused *before* any password is checked; at most
-  ``max_throttle_keys`` names and clients are remembered.
+- failed logins slow the guesser, never the officer: an exponential
+  back-off per (name, client) and a limit per client, both checked *before*
+  any password; nothing is counted per name alone, so failures from one
+  address cannot lock a name out elsewhere (:class:`Throttle`).
 
 No clock is read here and nothing of aiohttp is imported.
 """
@@ -29,7 +30,7 @@ import hashlib
 import hmac
 import secrets
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import nacl.exceptions
@@ -204,50 +205,91 @@ class LoginTokens:
 
 
 class Throttle:
-    """Failed logins per key (``name:…``, ``client:…``) within a sliding window."""
+    """Failed logins: an exponential back-off per (name, client), a limit per client.
+
+    Nothing is kept per name alone: failures from one address never stop
+    the same name logging in from another, so knowing an officer's name is
+    not enough to lock them out. A guesser is slowed where they are: after
+    ``backoff_free_failures`` failures for a name from one client, each next
+    try waits ``backoff_base_ms`` doubled per failure (at most
+    ``backoff_max_ms``); and one client may fail at most
+    ``max_client_failures`` times in ``failure_window_ms`` over all names.
+    A pair is forgotten ``failure_window_ms`` after its last failure, or at a
+    successful login. At most ``max_throttle_keys`` keys are remembered.
+    """
 
     def __init__(self, limits: WebLimits = LIMITS) -> None:
         self.limits = limits
-        self.failures: dict[str, deque[int]] = {}
+        self.pairs: dict[tuple[str, str], tuple[int, int]] = {}  # → (failures, last failure ms)
+        self.clients: dict[str, deque[int]] = {}
 
-    @staticmethod
-    def keys(name: str, client: str | None) -> tuple[str, str]:
-        return f"name:{name}", f"client:{client}"
+    def _delay(self, failures: int) -> int:
+        extra = failures - self.limits.backoff_free_failures
+        if extra <= 0:
+            return 0
+        return min(self.limits.backoff_base_ms << min(extra - 1, 40), self.limits.backoff_max_ms)
 
-    def throttled(self, keys: Sequence[str], now_ms: int) -> bool:
-        """Whether any key is at the limit; forgets failures older than the window."""
+    def _forget_old(self, now_ms: int) -> None:
         window = now_ms - self.limits.failure_window_ms
-        for key in keys:
-            q = self.failures.get(key)
-            if q is None:
-                continue
+        for pair in [p for p, (_, last) in self.pairs.items() if last <= window]:
+            del self.pairs[pair]
+        for client in [c for c, q in self.clients.items() if not q or q[-1] <= window]:
+            del self.clients[client]
+
+    def retry_after_ms(self, name: str, client: str | None, now_ms: int) -> int:
+        """How long this name from this client must still wait before a try; 0: it may try."""
+        c = client or ""
+        wait = 0
+        got = self.pairs.get((name, c))
+        if got is not None:
+            failures, last = got
+            if now_ms - last >= self.limits.failure_window_ms:
+                del self.pairs[(name, c)]
+            else:
+                wait = max(0, last + self._delay(failures) - now_ms)
+        q = self.clients.get(c)
+        if q is not None:
+            window = now_ms - self.limits.failure_window_ms
             while q and q[0] <= window:
                 q.popleft()
             if not q:
-                del self.failures[key]
-            elif len(q) >= self.limits.max_failures:
-                return True
-        return False
+                del self.clients[c]
+            elif len(q) >= self.limits.max_client_failures:
+                wait = max(wait, q[0] + self.limits.failure_window_ms - now_ms)
+        return wait
 
-    def failed(self, keys: Sequence[str], now_ms: int) -> None:
-        """Count a failure against every key, remembering at most ``max_throttle_keys``."""
-        new = len({k for k in keys if k not in self.failures})
-        if len(self.failures) + new > self.limits.max_throttle_keys:
-            window = now_ms - self.limits.failure_window_ms
-            for k in [k for k, q in self.failures.items() if not q or q[-1] <= window]:
-                del self.failures[k]
-            for oldest in [k for k in self.failures if k not in keys]:  # oldest first
-                if len(self.failures) + new <= self.limits.max_throttle_keys:
-                    break
-                del self.failures[oldest]
-        for key in keys:
-            q = self.failures.setdefault(key, deque())
-            q.append(now_ms)
-            if len(q) > self.limits.max_failures:
-                q.popleft()  # the limit is all that is ever compared
+    def failed(self, name: str, client: str | None, now_ms: int) -> None:
+        """Count a failure for the pair and for the client."""
+        c = client or ""
+        new = ((name, c) not in self.pairs) + (c not in self.clients)
+        if len(self.pairs) + len(self.clients) + new > self.limits.max_throttle_keys:
+            self._forget_old(now_ms)
+            self._make_room(name, c, new)
+        failures, _ = self.pairs.pop((name, c), (0, now_ms))
+        self.pairs[(name, c)] = (failures + 1, now_ms)  # re-inserted: newest last
+        q = self.clients.setdefault(c, deque())
+        q.append(now_ms)
+        if len(q) > self.limits.max_client_failures:
+            q.popleft()  # the limit is all that is ever compared
 
-    def forgive(self, key: str) -> None:
-        self.failures.pop(key, None)
+    def _make_room(self, name: str, c: str, new: int) -> None:
+        """Forget the oldest live keys (pairs first) but this attempt's own."""
+
+        def full() -> bool:
+            return len(self.pairs) + len(self.clients) + new > self.limits.max_throttle_keys
+
+        for pair in [p for p in self.pairs if p != (name, c)]:  # oldest first
+            if not full():
+                return
+            del self.pairs[pair]
+        for client in [k for k in self.clients if k != c]:
+            if not full():
+                return
+            del self.clients[client]
+
+    def forgive(self, name: str, client: str | None) -> None:
+        """A successful login clears its pair (not its client's count)."""
+        self.pairs.pop((name, client or ""), None)
 
 
 # --- logging in -----------------------------------------------------------------------
@@ -266,6 +308,7 @@ class Outcome(enum.Enum):
 class LoginResult:
     outcome: Outcome
     sid: str | None = None  # the new session's id, when OK
+    retry_after_ms: int = 0  # when THROTTLED: how long until this name may try from here
 
 
 @dataclass
@@ -296,8 +339,9 @@ class Auth:
     ) -> LoginResult:
         """Check a login form's name and password; on success a new session replaces the old.
 
-        Refused without checking the password when the name or the client is
-        throttled; a failure counts against both.
+        Refused without checking the password while this name from this
+        client is backing off, or the client is over its limit (see
+        :class:`Throttle`).
         """
         if (
             not isinstance(name, str)
@@ -306,15 +350,15 @@ class Auth:
             or len(password) > self.limits.max_password_chars
         ):
             return LoginResult(Outcome.BAD_INPUT)
-        keys = self.throttle.keys(name, client)
-        if self.throttle.throttled(keys, now_ms):
-            return LoginResult(Outcome.THROTTLED)
+        wait = self.throttle.retry_after_ms(name, client, now_ms)
+        if wait > 0:
+            return LoginResult(Outcome.THROTTLED, retry_after_ms=wait)
         user = users.get(name)
         ok = await self._verify(user.password_hash if user else dummy_hash(), password)
         if not ok or user is None or user.role not in ROLES:
-            self.throttle.failed(keys, now_ms)
+            self.throttle.failed(name, client, now_ms)
             return LoginResult(Outcome.WRONG)
-        self.throttle.forgive(keys[0])
+        self.throttle.forgive(name, client)
         return LoginResult(Outcome.OK, self.sessions.start(user, now_ms, replacing=replacing))
 
     async def _verify(self, password_hash: str, password: str) -> bool:

@@ -14,7 +14,17 @@ from typing import Any, Final
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
 from protocols.errors import IxbError
 
-__all__ = ["FILTERS", "count", "duration", "log_name", "note_time", "short_hex", "urlpath", "utc"]
+__all__ = [
+    "FILTERS",
+    "count",
+    "duration",
+    "log_name",
+    "note_time",
+    "short_hex",
+    "urlpath",
+    "utc",
+    "utc_iso",
+]
 
 
 def utc(ms: int | None) -> str:
@@ -26,6 +36,11 @@ def utc(ms: int | None) -> str:
     except OverflowError:
         return str(ms)
     return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def utc_iso(ms: int) -> str:
+    """``2026-11-18T09:30:00Z``: ISO 8601 UTC, for files others read."""
+    return utc(ms).replace(" ", "T") + "Z"
 
 
 def duration(ms: int) -> str:

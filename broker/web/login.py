@@ -3,7 +3,7 @@
 In: the login form (``csrf``, ``name``, ``password``, ``next``) and the
 cookies. Out: 303 to ``next`` (only ever one of our own ``/audit`` pages) with
 a new session cookie; or the form again with 400 (malformed), 401 (wrong name
-or password), 429 (throttled, password not checked); 403 for a form without
+or password), 429 with Retry-After (backing off, password not checked); 403 for a form without
 its CSRF token. Passwords and cookies are never logged.
 """
 
@@ -16,12 +16,19 @@ from aiohttp import web
 from broker.web.auth import Outcome
 from broker.web.site import LIAISON, PRELOGIN_COOKIE, SESSION_COOKIE, Site, render
 
-__all__ = ["login", "login_form", "logout", "safe_next"]
+__all__ = ["duration_s", "login", "login_form", "logout", "safe_next"]
+
+
+def duration_s(seconds: int) -> str:
+    """``1 second``, ``45 seconds``, ``5 minutes``."""
+    if seconds < 120:
+        return f"{seconds} second" + ("" if seconds == 1 else "s")
+    return f"{-(-seconds // 60)} minutes"
+
 
 _REFUSED: Final = {
     Outcome.BAD_INPUT: "Enter a name and a password.",
     Outcome.WRONG: "Wrong name or password.",
-    Outcome.THROTTLED: "Too many failed attempts. Wait 15 minutes, then try again.",
 }
 
 
@@ -81,14 +88,22 @@ async def login(request: web.Request) -> web.StreamResponse:
         site.view.users,
         form.get("name"),
         form.get("password"),
-        client=request.remote,
+        client=site.client(request),
         now_ms=site.view.now_ms(),
         replacing=request.cookies.get(SESSION_COOKIE),  # a new id at every login: no fixation
     )
     if result.sid is None:
-        return _login_page(
-            request, site, nxt, error=_REFUSED[result.outcome], status=result.outcome.value
-        )
+        if result.outcome is Outcome.THROTTLED:
+            seconds = -(-result.retry_after_ms // 1000)
+            error = (
+                f"Too many failed attempts from this address. Try again in {duration_s(seconds)}."
+            )
+        else:
+            error = _REFUSED[result.outcome]
+        resp = _login_page(request, site, nxt, error=error, status=result.outcome.value)
+        if result.outcome is Outcome.THROTTLED:
+            resp.headers["Retry-After"] = str(-(-result.retry_after_ms // 1000))
+        return resp
     resp = web.HTTPSeeOther(nxt)
     site.set_cookie(resp, SESSION_COOKIE, result.sid)
     resp.del_cookie(PRELOGIN_COOKIE, path="/")

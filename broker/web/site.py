@@ -11,6 +11,7 @@ alarm is on every such page.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,11 @@ __all__ = [
     "PRELOGIN_COOKIE",
     "SECURITY_HEADERS",
     "SESSION_COOKIE",
+    "Download",
     "Page",
     "Site",
+    "download",
+    "error_pages",
     "new_environment",
     "page",
     "render",
@@ -65,6 +69,28 @@ class Site:
         return self.auth.sessions.get(
             request.cookies.get(SESSION_COOKIE), self.view.users, self.view.now_ms()
         )
+
+    def client(self, request: web.Request) -> str | None:
+        """The client's address: the peer's, or from a trusted proxy its ``X-Forwarded-For``.
+
+        The rightmost address not of a trusted proxy is the one the first
+        trusted proxy saw connect; anything left of it the client could forge.
+        """
+        remote = request.remote
+        trusted = self.view.trusted_proxies
+        if remote not in trusted:
+            return remote
+        hops = [
+            h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")
+        ]
+        for hop in reversed(hops):
+            try:
+                address = str(ipaddress.ip_address(hop))
+            except ValueError:
+                return remote  # a malformed header: the proxy itself is the client
+            if address not in trusted:
+                return address
+        return remote
 
     def set_cookie(self, response: web.StreamResponse, name: str, value: str) -> None:
         response.set_cookie(
@@ -113,6 +139,51 @@ async def security_headers(_: web.Request, response: web.StreamResponse) -> None
     response.headers.update(SECURITY_HEADERS)
 
 
+_ERROR_TITLES: Final[Mapping[int, str]] = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request too large",
+}
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as a page of the site: the common frame, its reason, a way back.
+
+    A logged-in reader gets the navigation too; the status is kept. Redirects
+    and responses pass through untouched.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        site = request.app[LIAISON]
+        s = site.session(request)
+        title = _ERROR_TITLES.get(exc.status, exc.reason)
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
+        context = {
+            "hub": site.view.hub_id,
+            "title": title,
+            "status": exc.status,
+            "detail": detail,
+            "logged_in": s is not None,
+            "user": s.user if s is not None else "",
+            "role": s.role if s is not None else "",
+            "csrf": s.csrf if s is not None else "",
+            "nav": _nav(request, site) if s is not None else [],
+            "alarms": [],
+            "alarm_rows": [],
+        }
+        resp = render(request, "error.html", context, exc.status)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                resp.headers[name] = exc.headers[name]
+        return resp
+
+
 # --- pages behind the login -----------------------------------------------------------
 
 
@@ -132,7 +203,7 @@ PageHandler = Callable[[web.Request, Site, Session], Awaitable[Page]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _NAV: Final = (
-    ("/audit", "Exchange log"),
+    ("/audit", "Exchange register"),
     ("/audit/witness", "Witnesses"),
     ("/audit/reconcile", "Reconcile"),
     ("/audit/deadlines", "Deadlines"),
@@ -168,6 +239,37 @@ def page(handler: PageHandler) -> Handler:
             "alarm_rows": [r for r in p.alarm_rows if r.alarm],
         }
         return render(request, p.template, {**p.context, **frame}, p.status)
+
+    return wrapped
+
+
+@dataclass(frozen=True)
+class Download:
+    """What a download handler returns: the bytes, their type and name, what was read."""
+
+    body: bytes
+    content_type: str
+    filename: str
+    read: str
+
+
+DownloadHandler = Callable[[web.Request, Site, Session], Awaitable[Download]]
+
+
+def download(handler: DownloadHandler) -> Handler:
+    """Like :func:`page`, for a file: a live session, the read recorded, then the bytes."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        site = request.app[LIAISON]
+        s = site.session(request)
+        if s is None:
+            target = "/login?" + urllib.parse.urlencode({"next": request.path_qs})
+            raise web.HTTPFound(target)
+        d = await handler(request, site, s)
+        site.view.record_read(s.user, d.read)
+        resp = web.Response(body=d.body, content_type=d.content_type)
+        resp.headers["Content-Disposition"] = f'attachment; filename="{d.filename}"'
+        return resp
 
     return wrapped
 

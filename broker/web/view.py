@@ -23,6 +23,7 @@ __all__ = [
     "DeadlineRow",
     "LiaisonContext",
     "LiaisonView",
+    "PeerStep",
     "ReconcileFn",
     "ReconcileReport",
     "Role",
@@ -68,7 +69,20 @@ class ReconcileReport:
     matched: int
 
 
-ReconcileFn = Callable[[str], Awaitable[ReconcileReport]]
+@dataclass(frozen=True)
+class PeerStep:
+    """An entry a peer hub shared about a message (verified against its checkpoint)."""
+
+    hub: str  # the peer country whose log holds it
+    index: int  # its leaf index in that log
+    msg_id: str
+    event: str
+    at_ms: int
+    code: str | None = None
+
+
+ReconcileFn = Callable[[str, int], Awaitable[ReconcileReport]]
+"""(peer, since_ms) → the report for exchanges with that peer since then."""
 
 
 class AuditReader(Protocol):
@@ -86,6 +100,8 @@ class AuditReader(Protocol):
     def inclusion_proof(self, index: int, size: int) -> list[bytes]: ...
 
     def latest_checkpoint(self) -> tuple[int, bytes, bytes] | None: ...
+
+    def checkpoint_for(self, size: int) -> bytes | None: ...
 
     def cosignatures(self, size: int | None = None) -> list[tuple[str, int, bytes, int]]: ...
 
@@ -121,6 +137,11 @@ class LiaisonView(Protocol):
         ...
 
     @property
+    def trusted_proxies(self) -> frozenset[str]:
+        """Reverse proxies whose ``X-Forwarded-For`` names the client (else: ignored)."""
+        ...
+
+    @property
     def reconcile(self) -> ReconcileFn | None:
         """Compare our log with a peer's; None: this hub cannot, and offers no such page."""
         ...
@@ -137,6 +158,14 @@ class LiaisonView(Protocol):
 
     def deadlines(self, now_ms: int, /) -> Sequence[DeadlineRow]: ...
 
+    def peer_steps(self, msg_ids: Sequence[str], /) -> Sequence[PeerStep]:
+        """What peers shared about these messages, oldest first (quick: an indexed read)."""
+        ...
+
+
+def _no_peer_steps(_: Sequence[str]) -> Sequence[PeerStep]:
+    return ()
+
 
 @dataclass
 class LiaisonContext:
@@ -152,6 +181,8 @@ class LiaisonContext:
     reconcile: ReconcileFn | None
     peers: Sequence[str]
     secure_cookies: bool = False
+    trusted_proxies: frozenset[str] = frozenset()
+    peer_steps: Callable[[Sequence[str]], Sequence[PeerStep]] = _no_peer_steps
 
     def now_ms(self) -> int:
         return self.clock()
