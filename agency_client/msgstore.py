@@ -17,6 +17,7 @@ key file and its passphrase shows metadata only. Content is dropped after
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,12 @@ class MessageStore:
         now: int,
     ) -> None:
         self._keys = [_ContentKey(i) for i in identities]
+        try:
+            # readable by its owner only: metadata is in the clear (as the hubs saw it)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            path.chmod(0o600)
+        except OSError as exc:
+            raise IoError(f"cannot open the message store {path}: {exc.strerror or exc}") from None
         try:
             self._db = sqlite3.connect(path)
             self._db.executescript(

@@ -71,6 +71,7 @@ def test_stored_once_and_read_back(tmp_path: Path, me: Identity) -> None:
     assert keep(store, h, NOW) is True
     assert keep(store, h, NOW + 5) is False  # a redelivery, recognised by (sender, id)
     store.close()
+    assert path.stat().st_mode & 0o777 == 0o600  # metadata is in the clear: owner only
     again = MessageStore(path, [me], content_days=90, now=NOW)
     (m,) = again.get(h.message_id)
     assert (m.sender, m.type, m.case_ref, m.handling, m.priority) == (
