@@ -1,4 +1,5 @@
-"""Agency commands that talk to the hub: enroll, send, inbox, verify-doc, query, receipts, respond.
+"""Agency commands that talk to the hub: enroll, send, inbox, verify-doc, query, receipts, respond;
+and show and export, which read the local message store (:mod:`agency_client.msgstore`).
 
 Human output by default, ``--json`` for scripts; every failure is one line
 and exit 2 (the dispatcher prints typed errors). Receipts seen, with who
@@ -10,7 +11,10 @@ Beside it, ``<CC>-<NAME>.handled`` remembers the messages already handled
 (``ixb inbox`` shows each once, even when the hub's server redelivers it).
 A send the hub never confirmed keeps its sealed envelope in the state file
 and fails with one line naming the id and ``ixb send retry ID``, which
-publishes the same envelope again: never duplicated.
+publishes the same envelope again: never duplicated. Every message received
+is stored in the same file before it is acked (:func:`open_store`), so
+reading never destroys: ``ixb inbox`` lists what is new, ``ixb show`` and
+``ixb export`` read the store without connecting.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
+import io
 import json
+import os
+import re
 import signal
 import sqlite3
 import sys
@@ -36,6 +44,7 @@ from agency_client.docview import document_line, document_summary, split_lines
 from agency_client.enckeys import open_key_file
 from agency_client.federation_state import state_path
 from agency_client.keystore import passphrase
+from agency_client.msgstore import MessageStore, StoredMessage, store_path
 from agency_client.profile import Profile, load_profile
 from agency_client.sdk import (
     MAX_SENT_RECORDS,
@@ -43,6 +52,7 @@ from agency_client.sdk import (
     Incoming,
     Refused,
     SignedReceipt,
+    load_identity_for,
     load_previous_for,
 )
 from protocols.envelope import decode_envelope
@@ -56,9 +66,17 @@ from protocols.identifiers import (
     parse_message_id,
     parse_principal,
 )
+from protocols.keys import Identity
+from protocols.limits import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_ATTACHMENTS,
+    MAX_ATTACHMENTS_TOTAL,
+    MAX_TEXT,
+)
 from protocols.messages import (
     Alert,
     AlertCategory,
+    Attachment,
     DocPurpose,
     DocVerifyRequest,
     InfoGrade,
@@ -78,6 +96,7 @@ from transport.cliargs import (
     seconds,
 )
 from transport.clock import wall_ms
+from transport.files import read_bytes
 
 ICAO_TO_ISO = {"D": "DEU"}
 MAX_CONCURRENCY = 1024
@@ -118,6 +137,67 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     respond.set_defaults(func=cmd_respond)
 
     _register_messaging(sub, with_profile)
+    _register_store(sub, with_profile)
+
+
+def _register_store(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_profile: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    inbox = with_profile(
+        sub.add_parser(
+            "inbox",
+            help="fetch what arrived into the local store and list what is new",
+            description="Fetches new messages into this agency's local store (then "
+            "acknowledges them on the hub) and lists those not listed before. Stored "
+            "messages stay: ixb show ID, ixb inbox --all, ixb export.",
+        )
+    )
+    inbox.add_argument(
+        "--wait",
+        type=seconds(allow_zero=True),
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds to wait for messages (default 2)",
+    )
+    inbox.add_argument(
+        "--max",
+        type=int_range(1, MAX_SHOWN),
+        default=50,
+        help=f"new messages listed, 1 to {MAX_SHOWN} (default 50)",
+    )
+    inbox.add_argument(
+        "--no-read-receipt", action="store_true", help="do not tell the senders it was read"
+    )
+    inbox.add_argument("--all", action="store_true", help="list every stored message")
+    inbox.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="stored messages received since WHEN (ISO 8601, UTC: 2026-11-01 or "
+        "2026-11-01T08:00); implies --all",
+    )
+    add_connect_timeout(inbox)
+    inbox.set_defaults(func=cmd_inbox)
+
+    show = with_profile(
+        sub.add_parser("show", help="a stored message, its receipts and its thread")
+    )
+    show.add_argument("msg_id")
+    show.add_argument(
+        "--save-attachments",
+        type=Path,
+        metavar="DIR",
+        help="write its attachments into DIR (safe names; an existing file is never replaced)",
+    )
+    show.set_defaults(func=cmd_show)
+
+    export = with_profile(
+        sub.add_parser("export", help="stored messages as JSON (metadata and content) or CSV")
+    )
+    export.add_argument("--since", metavar="WHEN", help="received since WHEN (ISO 8601, UTC)")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("--out", type=Path, help="file to create (never overwritten)")
+    export.set_defaults(func=cmd_export)
 
 
 def _register_messaging(
@@ -145,7 +225,11 @@ def _register_messaging(
         help="recipient agency, e.g. MYS/RMP-ATIPSOM (repeat)",
     )
     alert.add_argument("--title", required=True, help="one line the recipient sees first")
-    alert.add_argument("--text", required=True, help="the alert's text")
+    text = alert.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", help="the alert's text")
+    text.add_argument(
+        "--text-file", metavar="FILE", help="the text from FILE (UTF-8), or '-' for stdin"
+    )
     alert.add_argument(
         "--category",
         choices=[c.value for c in AlertCategory],
@@ -166,6 +250,14 @@ def _register_messaging(
         help="how accurate the information is, 1 (not in doubt) to 4 (cannot be "
         "corroborated) (required)",
     )
+    alert.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=f"a file sealed with the alert (repeat; at most {MAX_ATTACHMENTS}, "
+        f"{MAX_ATTACHMENT_BYTES // 1024} KiB each, {MAX_ATTACHMENTS_TOTAL // 1024} KiB in all)",
+    )
     _header_options(alert)
     alert.add_argument(
         "--wait",
@@ -184,24 +276,6 @@ def _register_messaging(
     )
     add_connect_timeout(alert)
     alert.set_defaults(func=cmd_send_alert)
-
-    inbox = with_profile(sub.add_parser("inbox", help="read (and acknowledge) what arrived"))
-    inbox.add_argument(
-        "--wait",
-        type=seconds(allow_zero=True),
-        default=2.0,
-        metavar="SECONDS",
-        help="seconds to wait for messages (default 2)",
-    )
-    inbox.add_argument(
-        "--max",
-        type=int_range(1, MAX_SHOWN),
-        default=50,
-        help=f"show at most this many, 1 to {MAX_SHOWN} (default 50)",
-    )
-    inbox.add_argument("--no-read-receipt", action="store_true")
-    add_connect_timeout(inbox)
-    inbox.set_defaults(func=cmd_inbox)
 
     verify = with_profile(
         sub.add_parser(
@@ -323,12 +397,20 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
     the client verified on the way (a request's rejection too) is kept in the
     local state, for ``ixb receipts ID``.
     """
+    return _run_with_store(args, lambda client, _store: body(client))
+
+
+def _run_with_store(
+    args: argparse.Namespace, body: Callable[[AgencyClient, MessageStore], Awaitable[int]]
+) -> int:
+    """:func:`_run`, ``body`` also given the message store every received message goes to."""
     profile = load_profile(args.profile)
     secret = passphrase(confirm=False)
     key_file = open_key_file(profile, secret, wall_ms())
     previous = load_previous_for(profile, secret)
     timeout = getattr(args, "timeout", DEFAULT_CONNECT_TIMEOUT_S)
     connect_timeout = min(timeout, DEFAULT_CONNECT_TIMEOUT_S) if args.func in ANSWERING else timeout
+    store = open_store(profile, [key_file.state.identity, *([previous] if previous else [])])
 
     async def main() -> int:
         client = await AgencyClient.connect(
@@ -344,9 +426,10 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
             max_reconnect_attempts=reconnects_for(connect_timeout),
             log_connection=False,
         )
+        client.keep = lambda item: _keep(store, item, client.clock())
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too
-            return await body(client)
+            return await body(client, store)
         finally:
             _keep_receipts(profile, client)
             await client.close()
@@ -358,6 +441,19 @@ def _run(args: argparse.Namespace, body: Callable[[AgencyClient], Awaitable[int]
     except (nats.errors.Error, OSError) as exc:  # the connection went away mid-command
         detail = str(exc) or type(exc).__name__
         raise IoError(f"lost the connection to {profile.nats.url}: {detail}") from None
+    finally:
+        store.close()
+
+
+def open_store(profile: Profile, identities: list[Identity]) -> MessageStore:
+    """The profile's message store, content older than ``[store] content_days`` dropped."""
+    return MessageStore(
+        store_path(profile), identities, content_days=profile.store.content_days, now=wall_ms()
+    )
+
+
+def _keep(store: MessageStore, item: Incoming, now: int) -> None:
+    store.keep(header=item.header, body=item.body, via=item.hubs, received_at=now)
 
 
 def _keep_receipts(profile: Profile, client: AgencyClient) -> None:
@@ -501,11 +597,53 @@ def _header_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 # --- commands ---------------------------------------------------------------------------
 
 
+def _text(args: argparse.Namespace) -> str:
+    """``--text``, or the text of ``--text-file`` (``-``: stdin), at most MAX_TEXT bytes."""
+    if args.text_file is None:
+        return str(args.text)
+    if args.text_file == "-":
+        data = sys.stdin.buffer.read(MAX_TEXT + 1)
+        if len(data) > MAX_TEXT:
+            raise UsageError(f"--text-file -: more than {MAX_TEXT} bytes on stdin")
+    else:
+        data = read_bytes(Path(args.text_file), MAX_TEXT)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--text-file {args.text_file}: not UTF-8 text") from None
+
+
+def _attachments(paths: list[str]) -> tuple[Attachment, ...]:
+    """The ``--attach`` files, each within its limit and all within the total."""
+    if len(paths) > MAX_ATTACHMENTS:
+        raise UsageError(f"--attach: at most {MAX_ATTACHMENTS} files")
+    out: list[Attachment] = []
+    for name in paths:
+        path = Path(name)
+        try:
+            with path.open("rb") as fh:
+                data = fh.read(MAX_ATTACHMENT_BYTES + 1)
+        except OSError as exc:
+            raise IoError(f"--attach {name}: {exc.strerror or exc}") from None
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise UsageError(f"--attach {name}: larger than {MAX_ATTACHMENT_BYTES} bytes")
+        if not data:
+            raise UsageError(f"--attach {name}: empty")
+        out.append(Attachment.of(path.name, data))
+    total = sum(len(a.data) for a in out)
+    if total > MAX_ATTACHMENTS_TOTAL:
+        raise UsageError(
+            f"--attach: {total} bytes in all, more than {MAX_ATTACHMENTS_TOTAL} per alert"
+        )
+    return tuple(out)
+
+
 def cmd_send_alert(args: argparse.Namespace) -> int:
     body = Alert(
         category=AlertCategory(args.category),
         title=args.title,
-        text=args.text,
+        text=_text(args),
+        attachments=_attachments(args.attach),
         source_grade=SourceGrade(args.source_grade),
         info_grade=InfoGrade(args.info_grade),
     )
@@ -521,6 +659,10 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
         finally:
             state.close()
         text = format_message_id(msg_id)
+        files = "".join(
+            f"\n  attached {a.name} ({len(a.data)} bytes, sha256 {a.sha256.hex()})"
+            for a in body.attachments
+        )
         chosen = (
             f"[{args.category}, graded {args.source_grade}{args.info_grade},"
             f" {args.handling}, {args.priority}]"
@@ -528,7 +670,7 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
         if args.wait is None or not args.json:  # --json --wait: one object, with the outcome
             _out(
                 args,
-                f"sent alert {text} to {', '.join(args.to)} {chosen}",
+                f"sent alert {text} to {', '.join(args.to)} {chosen}{files}",
                 {
                     "id": text,
                     "to": args.to,
@@ -537,6 +679,10 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
                     "info_grade": args.info_grade,
                     "handling": args.handling,
                     "priority": args.priority,
+                    "attachments": [
+                        {"name": a.name, "size": len(a.data), "sha256": a.sha256.hex()}
+                        for a in body.attachments
+                    ],
                 },
             )
         if args.wait is None:
@@ -591,34 +737,125 @@ def cmd_send_retry(args: argparse.Namespace) -> int:
     return _run(args, go)
 
 
-def _describe(item: Incoming) -> dict[str, Any]:
-    h = item.header
+def _stored(m: StoredMessage) -> dict[str, Any]:
+    """A stored message as ``ixb inbox``/``show``/``export`` print it."""
     return {
-        "id": h.message_id,
-        "type": h.type,
-        "from": h.sender,
-        "handling": h.handling.value,
-        "restriction": h.restriction,
-        "priority": h.priority.value,
-        "case_ref": h.case_ref,
-        "created": utc_iso(h.created),
-        "in_reply_to": None if h.in_reply_to is None else format_message_id(h.in_reply_to),
-        "via": [str(x) for x in item.hubs],
-        "body": msgspec.to_builtins(item.body),
+        "id": m.id,
+        "type": m.type,
+        "from": m.sender,
+        "handling": m.handling,
+        "restriction": m.restriction,
+        "priority": m.priority,
+        "case_ref": m.case_ref,
+        "created": utc_iso(m.created),
+        "received_at": utc_iso(m.received_at),
+        "in_reply_to": m.in_reply_to,
+        "via": list(m.via),
+        "content": m.content,
+        "body": _summarised(m.body),
     }
 
 
+def _summarised(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The body as printed: attachments by name, size and SHA-256 (``--save-attachments``
+    writes their bytes)."""
+    if body is None or not body.get("attachments"):
+        return body
+    files = [msgspec.convert(a, Attachment) for a in body["attachments"]]
+    listed = [{"name": a.name, "size": len(a.data), "sha256": a.sha256.hex()} for a in files]
+    return {**body, "attachments": listed}
+
+
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+MAX_SAVED_NAME = 100
+
+
+def safe_file_name(name: str) -> str:
+    """A sender's file name as a plain name in the chosen directory: its last component,
+    ``[A-Za-z0-9._-]`` only, no leading dot (never ``..``, never hidden)."""
+    last = re.split(r"[/\\]", name)[-1]
+    cleaned = SAFE_NAME.sub("_", last).lstrip(".")[:MAX_SAVED_NAME]
+    return cleaned or "attachment"
+
+
+def save_attachments(body: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+    """Write each attachment (its SHA-256 checked again) into ``directory``, never over
+    an existing file: ``name``, ``name-1``, … ; what was written where."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IoError(f"--save-attachments {directory}: {exc.strerror or exc}") from None
+    saved = []
+    for raw in body.get("attachments") or ():
+        attachment = msgspec.convert(raw, Attachment)  # checks data against sha256
+        stem, dot, ext = safe_file_name(attachment.name).partition(".")
+        for n in range(1000):
+            target = directory / (f"{stem}{'-' + str(n) if n else ''}{dot}{ext}")
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise IoError(f"cannot create {target}: {exc.strerror or exc}") from None
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(attachment.data)
+            break
+        else:
+            raise IoError(f"{directory}: too many files named like {attachment.name!r}")
+        saved.append(
+            {"name": attachment.name, "path": str(target), "sha256": attachment.sha256.hex()}
+        )
+    return saved
+
+
+_CONTENT_NOTE = {
+    "expired": "content dropped (older than the profile's [store] content_days)",
+    "locked": "content sealed: it opens with this agency's key file only",
+}
+
+
+def _print_stored(d: dict[str, Any], indent: str = "") -> None:
+    restriction = f" ({d['restriction']})" if d["restriction"] else ""
+    case = f"  case {d['case_ref']}" if d["case_ref"] else ""
+    sys.stdout.write(
+        f"{indent}{d['created']}  {d['type']}  from {d['from']}  [{d['handling']}{restriction}"
+        f" {d['priority']}]  id {d['id']}{case}\n"
+    )
+    if d["body"] is None:
+        sys.stdout.write(f"{indent}    ({_CONTENT_NOTE[d['content']]})\n")
+        return
+    for key, value in d["body"].items():
+        sys.stdout.write(f"{indent}    {key}: {value}\n")
+
+
+def parse_since(text: str) -> int:
+    """An ISO 8601 date or date-time (UTC unless it names an offset), in ms."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: not an ISO 8601 date or time (2026-11-01, 2026-11-01T08:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
 def cmd_inbox(args: argparse.Namespace) -> int:
+    if args.max < 1:
+        raise UsageError(f"--max {args.max}: at least 1")
+    since = None if args.since is None else parse_since(args.since)
     profile = load_profile(args.profile)
 
-    async def go(client: AgencyClient) -> int:
+    async def go(client: AgencyClient, store: MessageStore) -> int:
         state = LocalState(profile)
         state.load_sent(client)
-        shown: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []
+        fetched = 0
         try:
             async for item in client.inbox(idle_timeout=args.wait):
                 if isinstance(item, Refused):
-                    shown.append(
+                    refused.append(
                         {
                             "refused": item.error.code,
                             "id": item.message_id,
@@ -629,33 +866,145 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                 if isinstance(item.body, Receipt):
                     state.record(SignedReceipt(item.body, item.sender, item.hubs))
                 else:
-                    shown.append(_describe(item))
+                    fetched += 1
                     if not args.no_read_receipt:
                         await client.send_read_receipt(item)
-                await item.ack()
-                if len(shown) >= args.max:
+                await item.ack()  # stored first (the client's keep), then acknowledged
+                if fetched >= args.max:
                     break
         finally:
             state.close()
+        if args.all or since is not None:
+            listed = store.since(since or 0)
+        else:
+            listed = store.unseen(args.max)
+        store.mark_seen(listed)
+        shown = [*refused, *(_stored(m) for m in listed)]
         if args.json:
             _out(args, "", shown)
             return 0
         if not shown:
-            sys.stdout.write("inbox empty\n")
+            sys.stdout.write("inbox empty\n" if not args.all else "no stored messages\n")
         for d in shown:
             if "refused" in d:
                 sys.stdout.write(f"REFUSED {d['id'] or '-'}: {d['refused']} {d['detail']}\n")
                 continue
-            restriction = f" ({d['restriction']})" if d["restriction"] else ""
-            sys.stdout.write(
-                f"{d['created']}  {d['type']}  from {d['from']}  [{d['handling']}{restriction}"
-                f" {d['priority']}]  id {d['id']}\n"
-            )
-            for key, value in d["body"].items():
-                sys.stdout.write(f"    {key}: {value}\n")
+            _print_stored(d)
         return 0
 
-    return _run(args, go)
+    return _run_with_store(args, go)
+
+
+def _local_store(profile: Profile) -> MessageStore:
+    """The store for reading without connecting: content opens if the key file is there."""
+    key_path = profile.path(profile.agency.key_file)
+    if not key_path.exists():
+        return open_store(profile, [])  # metadata only
+    secret = passphrase(confirm=False)
+    identities = [load_identity_for(profile, secret)]
+    previous = load_previous_for(profile, secret)
+    return open_store(profile, identities + ([previous] if previous else []))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    msg_id = format_message_id(parse_message_id(args.msg_id))
+    profile = load_profile(args.profile)
+    store = _local_store(profile)
+    try:
+        found = store.get(msg_id)
+        if not found:
+            raise UsageError(f"no stored message {msg_id} (ixb inbox fetches what arrived)")
+        message = found[0]
+        thread = store.thread(message)
+    finally:
+        store.close()
+    state = LocalState(profile)
+    try:
+        receipts = state.receipts(msg_id)
+    finally:
+        state.close()
+    shown = {
+        **_stored(message),
+        "receipts": [{**r, "at": utc_iso(r["at"])} for r in receipts],
+        "thread": [_stored(m) for m in thread],
+    }
+    if args.save_attachments is not None:
+        if message.body is None:
+            raise UsageError(f"{msg_id}: its content is not readable here ({message.content})")
+        shown["saved"] = save_attachments(message.body, args.save_attachments)
+    if args.json:
+        _out(args, "", shown)
+        return 0
+    _print_stored(shown)
+    sys.stdout.write(f"  received {shown['received_at']} via {', '.join(shown['via'])}\n")
+    if shown["in_reply_to"]:
+        sys.stdout.write(f"  in reply to {shown['in_reply_to']}\n")
+    for r in shown["receipts"]:
+        sys.stdout.write(f"  receipt {r['at']}  {r['status']} signed by {r['signer']}\n")
+    for f in shown.get("saved", ()):
+        sys.stdout.write(f"  saved {f['name']} as {f['path']} (sha256 {f['sha256']}, checked)\n")
+    if thread:
+        sys.stdout.write(f"  thread ({len(thread)} more):\n")
+    for d in shown["thread"]:
+        _print_stored(d, indent="    ")
+    return 0
+
+
+EXPORT_CSV_COLUMNS = (
+    "id",
+    "type",
+    "from",
+    "created",
+    "received_at",
+    "case_ref",
+    "in_reply_to",
+    "handling",
+    "restriction",
+    "priority",
+    "via",
+    "content",
+    "text",
+)
+
+
+def _csv_text(body: dict[str, Any] | None) -> str:
+    if body is None:
+        return ""
+    text = body.get("text")
+    return text if isinstance(text, str) else json.dumps(body, ensure_ascii=False)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    since = 0 if args.since is None else parse_since(args.since)
+    profile = load_profile(args.profile)
+    store = _local_store(profile)
+    try:
+        rows = [_stored(m) for m in store.since(since)]
+    finally:
+        store.close()
+    if args.format == "json":
+        data = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(EXPORT_CSV_COLUMNS)
+        for r in rows:
+            flat = {**r, "via": " ".join(r["via"]), "text": _csv_text(r["body"])}
+            writer.writerow(["" if flat[c] is None else flat[c] for c in EXPORT_CSV_COLUMNS])
+        data = buf.getvalue()
+    if args.out is None:
+        sys.stdout.write(data)
+        return 0
+    try:  # never over an existing file; readable by its owner only
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"--out {args.out}: exists; not overwritten") from None
+    except OSError as exc:
+        raise IoError(f"cannot create {args.out}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        fh.write(data)
+    sys.stdout.write(f"exported {len(rows)} messages to {args.out}\n")
+    return 0
 
 
 def _document_authority(client: AgencyClient, issuing_state: str) -> Principal:

@@ -43,9 +43,15 @@ class NatsSection(_Strict, frozen=True):
     directory); unset: the system's CAs, if the server requires TLS."""
 
 
+class StoreSection(_Strict, frozen=True):
+    content_days: Annotated[int, msgspec.Meta(ge=0, le=36500)] = 90
+    """Days the content of a received message is kept (0: for ever); its metadata stays."""
+
+
 class Profile(_Strict, frozen=True):
     agency: AgencySection
     nats: NatsSection
+    store: StoreSection = StoreSection()
     base_dir: str = "."
 
     @property

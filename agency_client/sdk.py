@@ -284,6 +284,9 @@ class AgencyClient:
         self._psub: JetStreamContext.PullSubscription | None = None
         self._receipt_waiters: list[asyncio.Future[None]] = []
         self.handled = handled if handled is not None else HandledMessages()
+        self.keep: Callable[[Incoming], None] | None = None
+        """Called with each handled message before it is recorded and acked (receipts
+        excepted): the CLI's message store (:mod:`agency_client.msgstore`)."""
         self._held: dict[tuple[str, bytes], Msg] = {}
         """Messages handed to the application (or queued for it) and not yet acked or left."""
         self._keepalive: asyncio.Task[None] | None = None
@@ -814,6 +817,8 @@ class AgencyClient:
         return out
 
     def _handled_by_application(self, item: Incoming) -> None:
+        if self.keep is not None and not isinstance(item.body, Receipt):
+            self.keep(item)  # stored before the ack: a crash in between loses nothing
         self._held.pop(item._key, None)
         self.handled.add(item.header.sender, item.header.id, item.header.expires)
 

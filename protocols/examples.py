@@ -14,6 +14,7 @@ from protocols.messages import (
     Alert,
     AlertCategory,
     AnsweredBy,
+    Attachment,
     Body,
     Decision,
     DocPurpose,
@@ -109,6 +110,12 @@ def example_bodies(now_ms: int) -> dict[str, Body]:
             vessels=(vessel,),
             route=route,
             valid_until_ms=now_ms + 7 * MS_PER_DAY,
+            attachments=(
+                Attachment.of(
+                    "EXAMPLE-vessel-sighting.txt",
+                    b"EXAMPLE - fictional. EXAMPLE STAR 7 left Pattani pier at 04:10.\n",
+                ),
+            ),
         ),
         DocVerifyRequest.TYPE: DocVerifyRequest(
             mrz=SPECIMEN_TD3_MRZ,

@@ -123,6 +123,16 @@ class SigningKeyPair:
     def _seed(self) -> bytes:
         return nacl.bindings.crypto_sign_ed25519_sk_to_seed(self._sk)
 
+    def derive_secret(self, context: bytes) -> bytes:
+        """A 32-byte secret for ``context`` (keyed BLAKE2b over the seed; the seed stays inside).
+
+        For local use only, e.g. the key an agency's message store seals content with:
+        it lives as long as this signing key, and reveals nothing about the seed.
+        """
+        if not context:
+            raise ValueError("a derived secret needs a context")
+        return blake2b_256(context, key=self._seed())
+
     def __repr__(self) -> str:
         return f"SigningKeyPair({self.fingerprint})"
 

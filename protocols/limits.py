@@ -24,6 +24,9 @@ MAX_SHORT_TEXT = 256  # names, references, labels
 MAX_TEXT = 32 * 1024  # free-text narratives
 MAX_LIST = 256  # subjects, waypoints, measures …
 MAX_MRZ_LINES = 3
+MAX_ATTACHMENTS = 8  # files sealed with one alert
+MAX_ATTACHMENT_BYTES = 256 * 1024  # one file
+MAX_ATTACHMENTS_TOTAL = 512 * 1024  # all files of one alert: its envelope stays under 1 MiB
 
 MS_PER_SECOND = 1000
 MS_PER_HOUR = 3600 * MS_PER_SECOND

@@ -15,6 +15,7 @@ and errors end up in receipts and audit entries, which hold metadata only.
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date
@@ -38,7 +39,14 @@ from protocols.fields import (
     check_unique,
 )
 from protocols.identifiers import MessageIdBytes, PrincipalStr, parse_principal
-from protocols.limits import MAX_LIST, MAX_MRZ_LINES, MAX_SHORT_TEXT
+from protocols.limits import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_ATTACHMENTS,
+    MAX_ATTACHMENTS_TOTAL,
+    MAX_LIST,
+    MAX_MRZ_LINES,
+    MAX_SHORT_TEXT,
+)
 from protocols.mrz import Mrz, parse_mrz
 
 # --- field types of message bodies ----------------------------------------------
@@ -300,6 +308,23 @@ class Waypoint(CheckedStruct, frozen=True):
             raise SchemaError("Waypoint: departure_ms is before arrival_ms")
 
 
+class Attachment(CheckedStruct, frozen=True):
+    """A file sealed with the message. ``name`` is the sender's: a receiver never uses
+    it as a path as it stands. ``sha256`` names the bytes outside ixb too."""
+
+    name: ShortText
+    data: Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_ATTACHMENT_BYTES)]
+    sha256: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+
+    def _rules(self) -> None:
+        if hashlib.sha256(self.data).digest() != self.sha256:
+            raise SchemaError("Attachment: sha256 does not match data")
+
+    @classmethod
+    def of(cls, name: str, data: bytes) -> Attachment:
+        return cls(name=name, data=data, sha256=hashlib.sha256(data).digest())
+
+
 # --- bodies -----------------------------------------------------------------------
 
 
@@ -315,10 +340,13 @@ class Alert(CheckedStruct, frozen=True):
     vessels: Annotated[tuple[Vessel, ...], msgspec.Meta(max_length=MAX_LIST)] = ()
     route: Annotated[tuple[Waypoint, ...], msgspec.Meta(max_length=MAX_LIST)] = ()
     valid_until_ms: TimeMs | None = None
+    attachments: Annotated[tuple[Attachment, ...], msgspec.Meta(max_length=MAX_ATTACHMENTS)] = ()
 
     def _rules(self) -> None:
         if self.text is None and not (self.subjects or self.vessels or self.route):
             raise SchemaError("alert: needs text, subjects, vessels or a route")
+        if sum(len(a.data) for a in self.attachments) > MAX_ATTACHMENTS_TOTAL:
+            raise SchemaError(f"alert: attachments over {MAX_ATTACHMENTS_TOTAL} bytes in all")
 
 
 class DocVerifyRequest(CheckedStruct, frozen=True):

@@ -21,6 +21,7 @@ from protocols.messages import (
     Alert,
     AlertCategory,
     AnsweredBy,
+    Attachment,
     Body,
     Decision,
     DocField,
@@ -164,6 +165,12 @@ def alerts(draw: st.DrawFn) -> Alert:
         vessels=vessel_list,
         route=route,
         valid_until_ms=draw(optional(times)),
+        attachments=draw(
+            st.lists(
+                st.builds(Attachment.of, short_text, st.binary(min_size=1, max_size=64)),
+                max_size=3,
+            ).map(tuple)
+        ),
     )
 
 

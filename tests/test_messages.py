@@ -18,7 +18,13 @@ from protocols import mrz
 from protocols.errors import IxbError, MrzError, SchemaError, TransitionError
 from protocols.examples import SPECIMEN_TD3_MRZ, example_bodies
 from protocols.fields import check_date
-from protocols.limits import MAX_LIST, MAX_SHORT_TEXT, MAX_TEXT
+from protocols.limits import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_ATTACHMENTS,
+    MAX_LIST,
+    MAX_SHORT_TEXT,
+    MAX_TEXT,
+)
 from protocols.messages import (
     MESSAGE_TYPES,
     MLA_TRANSITIONS,
@@ -27,6 +33,7 @@ from protocols.messages import (
     STATELESS_CODES,
     Alert,
     AlertCategory,
+    Attachment,
     Body,
     DocPurpose,
     DocVerifyRequest,
@@ -287,6 +294,18 @@ REFUSED: dict[str, tuple[str, bytes, str]] = {
     "case summary empty": (MQ, put(MQ, case_summary=""), SCHEMA),
     # alert
     "alert with nothing to say": (A, drop(A, "text", "subjects", "vessels", "route"), SCHEMA),
+    "attachment hash wrong": (
+        A,
+        put_in(A, ("attachments", 0, "sha256"), bytes(32)),
+        SCHEMA,
+    ),
+    "attachment hash short": (A, put_in(A, ("attachments", 0, "sha256"), bytes(31)), SCHEMA),
+    "attachment empty": (A, put_in(A, ("attachments", 0, "data"), b""), SCHEMA),
+    "attachment name with newline": (
+        A,
+        put_in(A, ("attachments", 0, "name"), "a\nb"),
+        SCHEMA,
+    ),
     "subject birth date not a day": (
         A,
         put_in(A, ("subjects", 0, "birth_date"), "1981-02-30"),
@@ -459,6 +478,16 @@ CONSTRUCTION: dict[str, Callable[[], object]] = {
     "subjects as list": lambda: alert(subjects=[]),
     "subjects of wrong type": lambda: alert(subjects=("x",)),
     "too many vessels": lambda: alert(vessels=(Vessel(name="V"),) * (MAX_LIST + 1)),
+    "attachment over its limit": lambda: Attachment.of("big", bytes(MAX_ATTACHMENT_BYTES + 1)),
+    "attachments over the total": lambda: alert(
+        attachments=(Attachment.of("a", bytes(MAX_ATTACHMENT_BYTES)),) * 3
+    ),
+    "too many attachments": lambda: alert(
+        attachments=(Attachment.of("a", b"x"),) * (MAX_ATTACHMENTS + 1)
+    ),
+    "attachment hash of other data": lambda: Attachment(
+        name="a", data=b"x", sha256=Attachment.of("a", b"y").sha256
+    ),
     "subject without identity": lambda: Subject(role=SubjectRole.VICTIM),
     "imo check digit": lambda: Vessel(name="V", imo="1234560"),
     "reference with space": lambda: PersonResult(hit=True, reference="A B"),
