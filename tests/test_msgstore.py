@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -13,7 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agency_client.commands import safe_file_name
-from agency_client.msgstore import MessageStore
+from agency_client.keystore import load_identity
+from agency_client.msgstore import MessageStore, store_path
+from agency_client.profile import load_profile
+from agency_client.sdk import previous_key_file
 from protocols.envelope import Header
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import format_message_id, hub_of, new_message_id, parse_agency
@@ -220,3 +226,36 @@ def test_a_saved_name_stays_in_its_directory(name: str) -> None:
     assert saved and "/" not in saved and "\\" not in saved and not saved.startswith(".")
     base = Path("/srv/out")
     assert (base / saved).resolve().parent == base
+
+
+def test_keys_rotate_seals_the_store_again_before_the_old_key_can_go(tmp_path: Path) -> None:
+    """`ixb keys rotate` re-seals stored content under the new signing key itself, so the
+    content stays readable when the client later removes ``….key.previous``."""
+    out = tmp_path / "unit"
+    env = {**os.environ, "IXB_PASSPHRASE": "a long enough passphrase"}
+    ixb = [sys.executable, "-m", "ixb"]
+    enrol = [*ixb, "agency", "enroll", "--agency", str(ME), "--server", "nats://127.0.0.1:4222"]
+    made = subprocess.run(
+        [*enrol, "--out", str(out)],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    profile = load_profile(out / "MYS-RMP-ATIPSOM.toml")
+    key_file = out / "MYS-RMP-ATIPSOM.key"
+    before = load_identity(key_file, env["IXB_PASSPHRASE"])
+    store = MessageStore(store_path(profile), [before], content_days=90, now=NOW)
+    h = header(NOW)
+    keep(store, h, NOW, text="EXAMPLE kept across the rotation")
+    store.close()
+    rotated = subprocess.run(
+        [*ixb, "keys", "rotate", "--profile", str(out / "MYS-RMP-ATIPSOM.toml")],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert rotated.returncode == 0, rotated.stderr
+    after = load_identity(key_file, env["IXB_PASSPHRASE"])
+    assert after.signing.public != before.signing.public
+    previous_key_file(key_file).unlink()  # what the client does once the hub lists the keys
+    alone = MessageStore(store_path(profile), [after], content_days=90, now=NOW)
+    (message,) = alone.get(h.message_id)
+    assert message.content == "ok"
+    assert "EXAMPLE kept across the rotation" in json.dumps(msgspec.to_builtins(message.body))
