@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,13 +110,6 @@ class Deployment:
         return {**os.environ, "IXB_PASSPHRASE": self.passphrase}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _write_private(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode() if isinstance(text, str) else text
@@ -149,13 +141,16 @@ def create_deployment(
     """
     parsed = {parse_agency(a): tuple(roles) for a, roles in agencies.items()}
     countries = tuple(sorted({p.country for p in parsed}))
+    # one source for every port of the run: none is handed out twice (a hub's HTTP port
+    # once went to a nats-server that had not bound its own yet)
+    port_source = free_ports()
     plan = FederationPlan.create(
         countries,
         {c: [p.name for p in parsed if p.country == c] for c in countries},
         base / "nats",
         bind_host=layout.bind_host,
         hosts=layout.nats_hosts,
-        ports=layout.nats_ports or free_ports(),
+        ports=layout.nats_ports or port_source,
         store_dir=layout.nats_store_dir,
         tls_dir=layout.nats_tls_dir or base / "tls",
     )
@@ -168,7 +163,9 @@ def create_deployment(
             plan.system_credentials(country).password or "",
         )
     write_throwaway_tls(plan, base / "tls")
-    http_ports = {c: (layout.http_ports or {}).get(c) or free_port() for c in countries}
+    http_ports = {
+        c: (layout.http_ports or {}).get(c) or port_source("127.0.0.1") for c in countries
+    }
     deployment = Deployment(base, plan, countries, parsed, passphrase, http_ports)
     root = layout.mount or base
 
