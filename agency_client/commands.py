@@ -12,7 +12,7 @@ Beside it, ``<CC>-<NAME>.handled`` remembers the messages already handled
 A send the hub never confirmed keeps its sealed envelope in the state file
 and fails with one line naming the id and ``ixb send retry ID``, which
 publishes the same envelope again: never duplicated. Every message received
-is stored in the same file before it is acked (:func:`open_store`), so
+is stored in the same file before it is acked (:func:`agency_client.msgstore.open_store`), so
 reading never destroys: ``ixb inbox`` lists what is new, ``ixb show`` and
 ``ixb export`` read the store without connecting.
 """
@@ -44,7 +44,7 @@ from agency_client.docview import document_line, document_summary, split_lines
 from agency_client.enckeys import open_key_file
 from agency_client.federation_state import state_path
 from agency_client.keystore import passphrase
-from agency_client.msgstore import MessageStore, StoredMessage, store_path
+from agency_client.msgstore import MessageStore, StoredMessage, open_store
 from agency_client.profile import Profile, load_profile
 from agency_client.sdk import (
     MAX_SENT_RECORDS,
@@ -66,7 +66,6 @@ from protocols.identifiers import (
     parse_message_id,
     parse_principal,
 )
-from protocols.keys import Identity
 from protocols.limits import (
     MAX_ATTACHMENT_BYTES,
     MAX_ATTACHMENTS,
@@ -410,7 +409,8 @@ def _run_with_store(
     previous = load_previous_for(profile, secret)
     timeout = getattr(args, "timeout", DEFAULT_CONNECT_TIMEOUT_S)
     connect_timeout = min(timeout, DEFAULT_CONNECT_TIMEOUT_S) if args.func in ANSWERING else timeout
-    store = open_store(profile, [key_file.state.identity, *([previous] if previous else [])])
+    held = [key_file.state.identity, *([previous] if previous else [])]
+    store = open_store(profile, held, wall_ms())
 
     async def main() -> int:
         client = await AgencyClient.connect(
@@ -443,13 +443,6 @@ def _run_with_store(
         raise IoError(f"lost the connection to {profile.nats.url}: {detail}") from None
     finally:
         store.close()
-
-
-def open_store(profile: Profile, identities: list[Identity]) -> MessageStore:
-    """The profile's message store, content older than ``[store] content_days`` dropped."""
-    return MessageStore(
-        store_path(profile), identities, content_days=profile.store.content_days, now=wall_ms()
-    )
 
 
 def _keep(store: MessageStore, item: Incoming, now: int) -> None:
@@ -899,11 +892,11 @@ def _local_store(profile: Profile) -> MessageStore:
     """The store for reading without connecting: content opens if the key file is there."""
     key_path = profile.path(profile.agency.key_file)
     if not key_path.exists():
-        return open_store(profile, [])  # metadata only
+        return open_store(profile, [], wall_ms())  # metadata only
     secret = passphrase(confirm=False)
     identities = [load_identity_for(profile, secret)]
     previous = load_previous_for(profile, secret)
-    return open_store(profile, identities + ([previous] if previous else []))
+    return open_store(profile, identities + ([previous] if previous else []), wall_ms())
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from agency_client.keystore import (
     passphrase,
     save_identity,
 )
-from agency_client.msgstore import MessageStore, store_path
+from agency_client.msgstore import open_store, store_path
 from agency_client.profile import Profile, load_profile, render_profile
 from agency_client.sdk import AgencyClient, load_previous_for, previous_key_file
 from protocols.enrolment import Request, RequestKind, check_server, sign_request
@@ -172,9 +172,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     # seal it again under the new one now, while both are in hand
     # (``….key.previous`` goes once the hub lists the new keys)
     if store_path(profile).exists():
-        MessageStore(
-            store_path(profile), [new, old], content_days=profile.store.content_days, now=now
-        ).close()
+        open_store(profile, [new, old], now).close()
     sys.stdout.write(
         f"new keys for {old.principal} in {key_file} (old ones kept in {previous_file})\n"
         f"request {request_file}: the hub's operator runs `ixb hub agency rotate` with it\n"

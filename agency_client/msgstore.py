@@ -259,3 +259,10 @@ class MessageStore:
             " OR id = ? OR in_reply_to = ?)",
             (message.sender, message.id, message.case_ref, message.in_reply_to, message.id),
         )
+
+
+def open_store(profile: Profile, identities: Sequence[Identity], now: int) -> MessageStore:
+    """The profile's message store, content older than ``[store] content_days`` dropped."""
+    return MessageStore(
+        store_path(profile), identities, content_days=profile.store.content_days, now=now
+    )
