@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +37,7 @@ from protocols.federation import FederationFile, history, parse_federation_file
 from protocols.fields import utc_iso, utc_text
 from protocols.identifiers import check_country, format_message_id, parse_message_id
 from transport.cliargs import country, int_range, seconds
+from transport.cliout import add_json, emit
 from transport.clock import wall_ms
 
 MAX_EXPORT_FILE = 4 * 1024 * 1024 * 1024
@@ -54,8 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def hub_cmd(name: str, text: str) -> argparse.ArgumentParser:
         p = audit.add_parser(name, help=text)
         p.add_argument("--config", required=True, type=Path, help="the hub's config")
-        p.add_argument("--json", action="store_true")
-        return p
+        return add_json(p)
 
     search = hub_cmd("search", "find entries (newest first)")
     search.add_argument("--msg")
@@ -103,6 +102,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     repin.add_argument(
         "--operator", help="who decided it (default: cli:<login name>), kept in the audit log"
     )
+    add_json(repin)
     repin.set_defaults(func=cmd_witness_repin)
     verify = audit.add_parser("verify", help="verify an export (no hub needed)")
     verify.add_argument("dir", type=Path)
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         help="the federation file; again for each earlier version (a hub key changed since)",
     )
-    verify.add_argument("--json", action="store_true")
+    add_json(verify)
     verify.set_defaults(func=cmd_verify)
 
 
@@ -206,9 +206,11 @@ def cmd_witness_repin(args: argparse.Namespace) -> int:
             raise IoError(f"cannot write the witness pin: {exc.strerror or exc}") from None
     finally:
         log.close()
-    sys.stdout.write(
+    emit(
+        args,
         f"repinned {log_origin(peer)} by {operator}: {config.hub_id} cosigns {peer}'s next "
-        "checkpoint as a first one (recorded in the audit log)\n"
+        "checkpoint as a first one (recorded in the audit log)",
+        {"peer": peer, "origin": log_origin(peer), "operator": operator, "at": _when(entry.at)},
     )
     return 0
 
@@ -282,7 +284,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     finally:
         log.close()
     if args.json:
-        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        emit(args, "", {"entries": rows})
     else:
         _print_rows(rows)
     return 0
@@ -327,7 +329,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         log.close()
     trail = sorted(here + there, key=lambda r: (r["at"], r["index"]))
     if args.json:
-        sys.stdout.write(json.dumps(trail, indent=1) + "\n")
+        emit(args, "", {"msg_id": msg_id, "trail": trail})
         return 0
     if not trail:
         sys.stdout.write(f"no entries for {msg_id}\n")
@@ -383,9 +385,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         log.close()
     witnesses = len(cosigned)
-    sys.stdout.write(
+    emit(
+        args,
         f"exported {len(indexes)} entries of {size} to {args.out}"
-        f" (checkpoint cosigned by {witnesses} peer(s))\n"
+        f" (checkpoint cosigned by {witnesses} peer(s))",
+        {"dir": str(args.out), "entries": len(indexes), "size": size, "cosignatures": witnesses},
     )
     return 0
 
@@ -424,7 +428,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         "witnessed_by": list(result.witnesses),
     }
     if args.json:
-        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+        emit(args, "", summary)
     else:
         sys.stdout.write(
             f"valid: {summary['entries']} entries of {result.hub}'s log (size {summary['size']},"
@@ -469,7 +473,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         "different": [{"msg_id": m, "differs": d} for m, d in report.different],
     }
     if args.json:
-        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        emit(args, "", data)
     else:
         sys.stdout.write(
             f"{config.country} ↔ {args.peer}: {report.matched} exchanges match on both sides;"
