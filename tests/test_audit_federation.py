@@ -88,10 +88,10 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
         "audit", "search", "--config", config, "--event", "audit_export", "--json"
     )
     assert found.returncode == 0, found.stderr
-    assert [r["event"] for r in json.loads(found.stdout)] == ["audit_export"]
+    assert [r["event"] for r in json.loads(found.stdout)["entries"]] == ["audit_export"]
     shown = await run_ixb("audit", "show", msg_id, "--config", config, "--json")
     assert shown.returncode == 0, shown.stderr
-    trail = json.loads(shown.stdout)
+    trail = json.loads(shown.stdout)["trail"]
     assert "accepted" in {r["event"] for r in trail}
     assert {r["msg_id"] for r in trail} == {msg_id}
 

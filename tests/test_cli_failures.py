@@ -204,7 +204,7 @@ async def test_refusals_show_at_once_and_are_kept(fed: Federation) -> None:
         fed, "THA/IMMIGRATION", "receipts", "--json", match.group(2), "--wait", "0"
     )
     assert shown.returncode == 0, shown.stderr
-    rows = json.loads(shown.stdout)
+    rows = json.loads(shown.stdout)["receipts"]
     assert [(r["status"], r["signer"], r["code"]) for r in rows] == [
         ("rejected", "THA/HUB", "ixb.E_UNAUTHORISED")
     ], rows

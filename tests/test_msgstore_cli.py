@@ -86,13 +86,17 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     deadline = asyncio.get_running_loop().time() + 30
     while len(listed) < 2:
         assert asyncio.get_running_loop().time() < deadline, listed
-        listed += json.loads(ok(await ixb(officer, "inbox", "--json", "--wait", "2")))
+        fetched = json.loads(ok(await ixb(officer, "inbox", "--json", "--wait", "2")))
+        assert fetched["refused"] == []
+        listed += fetched["messages"]
     assert [m["id"] for m in listed] == [first, second]
     assert listed[0]["body"]["text"] == narrative  # type: ignore[index]
     assert ok(await ixb(officer, "inbox", "--wait", "0.5")).strip() == "inbox empty"
 
     # still there: --all, show (with its thread by case ref), export
-    stored = json.loads(ok(await ixb(officer, "inbox", "--all", "--json", "--wait", "0.5")))
+    stored = json.loads(ok(await ixb(officer, "inbox", "--all", "--json", "--wait", "0.5")))[
+        "messages"
+    ]
     assert [m["id"] for m in stored] == [first, second]
     shown = json.loads(ok(await ixb(officer, "show", first, "--json")))
     assert shown["body"]["text"] == narrative and shown["case_ref"] == "THA-1"
@@ -122,7 +126,7 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     future = json.loads(ok(await ixb(officer, "export", "--since", "2999-01-01")))
     assert future == []
     past = json.loads(ok(await ixb(officer, "inbox", "--since", "2020-01-01T00:00", "--json")))
-    assert len(past) == 2
+    assert len(past["messages"]) == 2
     bad = await ixb(officer, "inbox", "--since", "last tuesday")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("error ixb.E_USAGE: --since")
@@ -203,7 +207,7 @@ async def test_attachments_round_trip_and_are_saved_safely(fed: Federation, tmp_
     deadline = asyncio.get_running_loop().time() + 30
     while len(ids) < 2:
         assert asyncio.get_running_loop().time() < deadline, ids
-        ids += [m["id"] for m in json.loads(ok(await ixb(officer, "inbox", "--json")))]
+        ids += [m["id"] for m in json.loads(ok(await ixb(officer, "inbox", "--json")))["messages"]]
 
     shown = json.loads(ok(await ixb(officer, "show", msg_id, "--json")))
     assert shown["body"]["attachments"] == [
