@@ -22,6 +22,7 @@ from protocols.identifiers import format_message_id
 from protocols.limits import MAX_ATTACHMENT_BYTES
 from protocols.messages import Alert, AlertCategory, Attachment, InfoGrade, SourceGrade
 from tests.federation import PASSPHRASE, Federation, running_federation
+from tests.test_cli_json import assert_times_iso
 
 SENDER = "THA/DSI-ATHD"
 OFFICER = "MYS/RMP-ATIPSOM"
@@ -86,9 +87,7 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     deadline = asyncio.get_running_loop().time() + 30
     while len(listed) < 2:
         assert asyncio.get_running_loop().time() < deadline, listed
-        fetched = json.loads(ok(await ixb(officer, "inbox", "--json", "--wait", "2")))
-        assert fetched["refused"] == []
-        listed += fetched["messages"]
+        listed += json.loads(ok(await ixb(officer, "inbox", "--json", "--wait", "2")))["messages"]
     assert [m["id"] for m in listed] == [first, second]
     assert listed[0]["body"]["text"] == narrative  # type: ignore[index]
     assert ok(await ixb(officer, "inbox", "--wait", "0.5")).strip() == "inbox empty"
@@ -102,6 +101,7 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     assert shown["body"]["text"] == narrative and shown["case_ref"] == "THA-1"
     assert shown["via"] == ["THA/HUB", "MYS/HUB"]
     assert [t["id"] for t in shown["thread"]] == [second]
+    assert_times_iso(shown)
     human = ok(await ixb(officer, "show", second))
     assert "EXAMPLE follow-up from a file" in human and f"id {first}" in human
 
@@ -126,7 +126,8 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     future = json.loads(ok(await ixb(officer, "export", "--since", "2999-01-01")))
     assert future == []
     past = json.loads(ok(await ixb(officer, "inbox", "--since", "2020-01-01T00:00", "--json")))
-    assert len(past["messages"]) == 2
+    assert len(past["messages"]) == 2 and past["refused"] == []
+    assert_times_iso(past)  # created, received_at: ISO 8601 UTC
     bad = await ixb(officer, "inbox", "--since", "last tuesday")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("error ixb.E_USAGE: --since")
