@@ -115,7 +115,7 @@ def test_times_in_finds_nested_times_and_the_check_refuses_other_forms() -> None
 
 
 def test_emit_prints_one_object_or_the_text() -> None:
-    for as_json, expected in ((True, '{\n "a": "é"\n}\n'), (False, "text\n")):
+    for as_json, expected in ((True, '{\n "a": "\\u00e9"\n}\n'), (False, "text\n")):
         out = io.StringIO()
         with redirect_stdout(out):
             emit(argparse.Namespace(json=as_json), "text\n", {"a": "é"})

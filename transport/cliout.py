@@ -45,8 +45,11 @@ def wants_json(args: argparse.Namespace) -> bool:
 
 
 def json_text(data: Mapping[str, object]) -> str:
-    """``data`` as the one JSON document a command prints (non-ASCII kept as is)."""
-    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    """``data`` as the one JSON document a command prints.
+
+    ASCII only (``\\u`` escapes): a terminal or pipe in any locale can carry it.
+    """
+    return json.dumps(data, indent=1) + "\n"
 
 
 def emit(args: argparse.Namespace, human: str, data: Mapping[str, object]) -> None:
