@@ -1127,7 +1127,11 @@ def cmd_respond(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        sys.stdout.write(f"{client.principal}: answering document checks\n")
+        emit(
+            args,
+            f"{client.principal}: answering document checks",
+            {"agency": str(client.principal), "answering": ["doc.verify.request"]},
+        )
         sys.stdout.flush()
         with contextlib.suppress(asyncio.CancelledError):
             await client.serve({"doc.verify.request": answer}, stop, concurrency=args.concurrency)

@@ -28,10 +28,9 @@ JSON_HELP = "print one JSON object (times in ISO 8601 UTC) instead of text"
 JSON_EXEMPT: Mapping[str, str] = {
     "hub run": "a service: it runs until stopped and logs JSON lines on stderr",
     "demo": "an interactive walkthrough that runs until stopped; its parts have --json",
-    "agency respond": "a responder: it runs until stopped, answering requests",
 }
-"""Leaf commands without a one-object ``--json`` and why (``agency respond`` accepts
-``--json`` but, running until stopped, prints nothing then)."""
+"""Leaf commands without ``--json``, and why. (``agency respond`` also runs until
+stopped; its ``--json`` prints one object when it starts answering.)"""
 
 
 def add_json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
