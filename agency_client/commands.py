@@ -438,6 +438,8 @@ def _run_with_store(
         return asyncio.run(main())
     except UnknownOutcomeError as exc:
         raise _keep_for_retry(args, profile, exc) from None
+    except BrokenPipeError:
+        raise  # stdout closed (`ixb inbox | head`): not the connection
     except (nats.errors.Error, OSError) as exc:  # the connection went away mid-command
         detail = str(exc) or type(exc).__name__
         raise IoError(f"lost the connection to {profile.nats.url}: {detail}") from None

@@ -8,6 +8,7 @@ entry naming who ran it: reading the record leaves a trace in the record.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import sys
 from datetime import UTC, datetime
@@ -35,7 +36,12 @@ from protocols.export import (
 )
 from protocols.federation import FederationFile, history, parse_federation_file
 from protocols.fields import utc_iso, utc_text
-from protocols.identifiers import check_country, format_message_id, parse_message_id
+from protocols.identifiers import (
+    check_country,
+    format_message_id,
+    parse_message_id,
+    parse_principal,
+)
 from transport.cliargs import country, int_range, seconds
 from transport.cliout import add_json, emit
 from transport.clock import wall_ms
@@ -305,9 +311,26 @@ def cmd_show(args: argparse.Namespace) -> int:
             dict(_row(e), hub=str(config.hub_id))
             for e in log.search(AuditQuery(msg_id=msg_id), limit=500)
         ]
+        addressed = {r for row in here for r in row["recipients"]}
+        answers = _answers(log.search(AuditQuery(in_reply_to=msg_id), limit=500), addressed)
+        here += [
+            dict(_row(e), hub=str(config.hub_id), event=what, by=e.sender, answer=e.msg_id)
+            for e, what in answers.values()
+        ]
         there = []
         for peer in sorted(config.links):
             for p in store.peer_entries(peer):
+                if p.msg_id in answers and p.event != "rejected":
+                    e, what = answers[p.msg_id]
+                    there.append(
+                        dict(
+                            _row(dataclasses.replace(e, index=p.index, at_ms=p.at_ms)),
+                            hub=f"{peer}/HUB (shared)",
+                            event=what,
+                            by=e.sender,
+                            answer=e.msg_id,
+                        )
+                    )
                 if p.msg_id == msg_id:
                     stored = StoredEntry(
                         p.index,
@@ -338,9 +361,25 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"{_text(r['at'])}  {r['hub']:<20} {r['event']:<12} #{r['index']}"
             + (f"  peer {r['peer']}" if r["peer"] else "")
             + (f"  {r['code']}" if r["code"] else "")
+            + (f"  by {r['by']} ({r['type']} {r['answer']})" if r.get("by") else "")
             + "\n"
         )
     return 0
+
+
+def _answers(found: list[StoredEntry], addressed: set[str]) -> dict[str, tuple[StoredEntry, str]]:
+    """Each answer to a message (its first entry here): "read" for a recipient's receipt (an
+    agency states only read), "answered" for its reply; refused ones left out."""
+    out: dict[str, tuple[StoredEntry, str]] = {}
+    for e in found:  # newest first: the last kept is the first recorded
+        if e.msg_id is None or e.sender not in addressed or e.code is not None:
+            continue
+        if e.sender is None:
+            continue
+        if parse_principal(e.sender).is_hub:
+            continue
+        out[e.msg_id] = (e, "read" if e.type == "receipt" else "answered")
+    return out
 
 
 def cmd_export(args: argparse.Namespace) -> int:

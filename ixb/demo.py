@@ -316,8 +316,7 @@ async def demo(base: Path, once: bool) -> int:
             try:
                 await run_script(script)
             finally:
-                for client in script.clients.values():
-                    await client.close()
+                await script.disconnect_all()
             await audit_step(script, deployment)
             report(script, deployment)
             if not once:

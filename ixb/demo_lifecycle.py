@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from agency_client.profile import load_profile
-from agency_client.sdk import AgencyClient, Incoming, load_identity_for, load_previous_for
+from agency_client.sdk import Incoming
 from ixb.demo_script import Script, expect_rejection, since_ms
 from protocols.errors import IxbError
 from protocols.examples import example_bodies
@@ -60,9 +59,7 @@ async def enrol(s: Script, alert: Body) -> None:
     lines = approved.strip().splitlines()
     for line in lines[:1] + [x for x in lines if "NATS user added" in x]:
         s.say(f"       {line}")
-    profile = load_profile(out / "MYS-MMEA.toml")
-    client = await AgencyClient.connect(profile, load_identity_for(profile, d.passphrase))
-    s.clients[NEW_AGENCY] = client
+    await s.connect(NEW_AGENCY, out / "MYS-MMEA.toml")
     msg_id, start = await s.send(NEW_AGENCY, alert, ["THA/DSI-ATHD"], handling=HandlingCode.H1)
     got = await s.next_message("THA/DSI-ATHD", "alert")
     s.say(f"       its first alert delivered to THA/DSI-ATHD after {since_ms(start)}")
@@ -86,13 +83,8 @@ async def rotate(s: Script, alert: Body) -> None:
     for line in applied.strip().splitlines()[:1]:
         s.say(f"       {line}")
     # the agency's process restarts with both key sets, as after any key change
-    await s.clients.pop(ROTATING).close()
-    profile = load_profile(d.profile(ROTATING))
-    s.clients[ROTATING] = await AgencyClient.connect(
-        profile,
-        load_identity_for(profile, d.passphrase),
-        previous=load_previous_for(profile, d.passphrase),
-    )
+    await s.disconnect(ROTATING)
+    await s.connect(ROTATING, d.profile(ROTATING))
     new = s.clients[ROTATING].identity.public()
     s.say(
         f"       signing key {fingerprint(KeyAlg.ED25519, old.signing)} → "
@@ -157,4 +149,4 @@ async def revoke(s: Script, alert: Body) -> None:
         if isinstance(item, Incoming) and item.header.id == msg_id
     ]
     s.check(not received, "nothing from the revoked agency delivered")
-    await s.clients.pop(NEW_AGENCY).close()
+    await s.disconnect(NEW_AGENCY)

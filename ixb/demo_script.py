@@ -12,13 +12,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
+from agency_client.msgstore import MessageStore, open_store
 from agency_client.profile import load_profile
-from agency_client.sdk import AgencyClient, Incoming, load_identity_for
+from agency_client.sdk import AgencyClient, Incoming, load_identity_for, load_previous_for
 from ixb.deployment import Deployment
 from protocols.errors import IxbError
 from protocols.messages import Body, Receipt, ReceiptStatus
+from transport.clock import wall_ms
 
 COMMAND_TIMEOUT_S = 60.0
 """An ``ixb`` command the demo runs as an operator or an agency would."""
@@ -28,6 +31,8 @@ COMMAND_TIMEOUT_S = 60.0
 class Script:
     deployment: Deployment
     clients: dict[str, AgencyClient] = field(default_factory=dict)
+    stores: dict[str, MessageStore] = field(default_factory=dict)
+    """Each agency's message store: what it receives is kept, as by ``ixb inbox``."""
     failures: list[str] = field(default_factory=list)
     steps: int = 0
     """Each country's nats-server, reloaded when an agency's NATS user is added."""
@@ -47,10 +52,39 @@ class Script:
 
     async def client(self, agency: str) -> AgencyClient:
         if agency not in self.clients:
-            profile = load_profile(self.deployment.profile(agency))
-            identity = load_identity_for(profile, self.deployment.passphrase)
-            self.clients[agency] = await AgencyClient.connect(profile, identity)
+            await self.connect(agency, self.deployment.profile(agency))
         return self.clients[agency]
+
+    async def connect(self, agency: str, profile_path: Path) -> AgencyClient:
+        """Connect ``agency`` (with its previous keys, if any); what it receives is kept in its
+        profile's message store, so ``ixb inbox --all`` and ``ixb show`` find it afterwards."""
+        profile = load_profile(profile_path)
+        identity = load_identity_for(profile, self.deployment.passphrase)
+        previous = load_previous_for(profile, self.deployment.passphrase)
+        held = [identity, *([previous] if previous else [])]
+        store = self.stores[agency] = open_store(profile, held, wall_ms())
+        client = await AgencyClient.connect(profile, identity, previous=previous)
+
+        def keep(item: Incoming) -> None:
+            at = client.clock()
+            store.keep(header=item.header, body=item.body, via=item.hubs, received_at=at)
+
+        client.keep = keep
+        self.clients[agency] = client
+        return client
+
+    async def disconnect(self, agency: str) -> None:
+        """Close ``agency``'s client and its message store."""
+        client = self.clients.pop(agency, None)
+        if client is not None:
+            await client.close()
+        store = self.stores.pop(agency, None)
+        if store is not None:
+            store.close()
+
+    async def disconnect_all(self) -> None:
+        for agency in list(self.clients):
+            await self.disconnect(agency)
 
     async def next_message(self, agency: str, type_name: str, timeout: float = 15.0) -> Incoming:
         client = await self.client(agency)

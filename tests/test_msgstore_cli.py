@@ -52,6 +52,27 @@ async def ixb(
     )
 
 
+async def ixb_into_closed_pipe(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``ixb ARGS`` whose stdout is a pipe nobody reads any more (a shell's ``| head``)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "IXB_PASSPHRASE": PASSPHRASE, "IXB_PROFILE": str(profile)}
+    try:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ixb", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -121,6 +142,10 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     ]
     again = await ixb(officer, "export", "--format", "csv", "--out", str(out))
     assert again.returncode == 2 and again.stderr.startswith("error ixb.E_USAGE: ")
+
+    # a reader that goes away (`ixb inbox --all | head`): quiet, not "lost the connection"
+    closed = await ixb_into_closed_pipe(officer, "inbox", "--all", "--wait", "0.5")
+    assert (closed.returncode, closed.stderr) == (141, "")
 
     # --since filters (ISO 8601, UTC)
     future = json.loads(ok(await ixb(officer, "export", "--since", "2999-01-01")))

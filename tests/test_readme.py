@@ -143,6 +143,7 @@ def test_every_readme_command_runs_against_the_demo(tmp_path: Path) -> None:
     assert "document_authority" in out  # MYS/IMMIGRATION's roles
     assert "* tha-immigration" in out
     assert (tmp_path / "config" / "ixb" / "profiles.toml").is_file()
+    assert "mla.request  from THA/OAG" in out  # the demo's agencies keep what they receive
     assert "MYS/IMMIGRATION: valid" in out and "MYS/IMMIGRATION: reported_stolen" in out
 
 
