@@ -114,15 +114,12 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     assert ok(await ixb(officer, "inbox", "--wait", "0.5")).strip() == "inbox empty"
 
     # still there: --all, show (with its thread by case ref), export
-    stored = json.loads(ok(await ixb(officer, "inbox", "--all", "--json", "--wait", "0.5")))[
-        "messages"
-    ]
-    assert [m["id"] for m in stored] == [first, second]
+    stored = json.loads(ok(await ixb(officer, "inbox", "--all", "--json", "--wait", "0.5")))
+    assert [m["id"] for m in stored["messages"]] == [first, second]
     shown = json.loads(ok(await ixb(officer, "show", first, "--json")))
     assert shown["body"]["text"] == narrative and shown["case_ref"] == "THA-1"
     assert shown["via"] == ["THA/HUB", "MYS/HUB"]
     assert [t["id"] for t in shown["thread"]] == [second]
-    assert_times_iso(shown)
     human = ok(await ixb(officer, "show", second))
     assert "EXAMPLE follow-up from a file" in human and f"id {first}" in human
 
@@ -148,11 +145,10 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     assert (closed.returncode, closed.stderr) == (141, "")
 
     # --since filters (ISO 8601, UTC)
-    future = json.loads(ok(await ixb(officer, "export", "--since", "2999-01-01")))
-    assert future == []
+    assert json.loads(ok(await ixb(officer, "export", "--since", "2999-01-01"))) == []
     past = json.loads(ok(await ixb(officer, "inbox", "--since", "2020-01-01T00:00", "--json")))
     assert len(past["messages"]) == 2 and past["refused"] == []
-    assert_times_iso(past)  # created, received_at: ISO 8601 UTC
+    assert_times_iso([past, shown])  # created, received_at, receipts: ISO 8601 UTC
     bad = await ixb(officer, "inbox", "--since", "last tuesday")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("error ixb.E_USAGE: --since")
