@@ -332,9 +332,8 @@ def cmd_roles(args: argparse.Namespace) -> int:
     now = wall_ms()
     with registry.change(operator(), now, f"agency {agency} roles: {text}") as db:
         Registry.put_agency(db, _replace(rec, roles=roles), now)
-    return _report(
-        args, config, registry, f"{agency} roles: {text}", {"agency": str(agency), "roles": text}
-    )
+    data: dict[str, object] = {"agency": str(agency), "roles": [r.value for r in roles]}
+    return _report(args, config, registry, f"{agency} roles: {text}", data)
 
 
 def _replace(rec: AgencyRecord, **changes: object) -> AgencyRecord:

@@ -283,3 +283,74 @@ def test_hub_registry_and_audit_commands(dep: Deployment) -> None:
         log.close()
     found = one_object(ixb("audit", "search", "--config", config, "--json"))
     assert [e["at"] for e in found["entries"]] == ["2025-11-30T05:12:00.123Z"]
+
+
+def test_enrol_approve_and_rotate_offline(dep: Deployment, tmp_path: Path) -> None:
+    env = {"IXB_PASSPHRASE": PASSPHRASE}
+    config = str(dep.hub_config("THA"))
+    out = tmp_path / "unit"
+    enrolled = one_object(
+        ixb(
+            "agency",
+            "enroll",
+            "--agency",
+            "THA/NEW-UNIT",
+            "--server",
+            dep.plan.client_url("THA"),
+            "--out",
+            str(out),
+            "--federation",
+            str(dep.base / "federation.toml"),
+            "--json",
+            env=env,
+        )
+    )
+    assert enrolled["agency"] == "THA/NEW-UNIT" and enrolled["nats_nkey"].startswith("U")
+    approved = one_object(
+        ixb(
+            "hub",
+            "agency",
+            "approve",
+            enrolled["request"],
+            "--role",
+            "trafficking_unit",
+            "--config",
+            config,
+            "--json",
+        )
+    )
+    assert approved["fingerprints"] == enrolled["fingerprints"] and approved["applied"] is False
+    rotated = one_object(ixb("keys", "rotate", "--profile", enrolled["profile"], "--json", env=env))
+    assert rotated["fingerprints"]["signing"] != enrolled["fingerprints"]["signing"]
+    moved = one_object(
+        ixb(
+            "hub",
+            "agency",
+            "rotate",
+            "THA/NEW-UNIT",
+            "--request",
+            rotated["request"],
+            "--config",
+            config,
+            "--json",
+        )
+    )
+    assert moved["fingerprints"] == rotated["fingerprints"] and moved["previous_valid_until"]
+    roles = one_object(
+        ixb(
+            "hub",
+            "agency",
+            "roles",
+            "THA/NEW-UNIT",
+            "--role",
+            "investigator",
+            "--role",
+            "trafficking_unit",
+            "--config",
+            config,
+            "--json",
+        )
+    )
+    assert roles["roles"] == ["investigator", "trafficking_unit"]
+    shown = one_object(ixb("hub", "agency", "show", "THA/NEW-UNIT", "--config", config, "--json"))
+    assert [p["fingerprint"] for p in shown["previous"]] == [enrolled["fingerprints"]["signing"]]
