@@ -203,5 +203,5 @@ async def test_a_message_read_by_its_recipient_shows_read_by_in_the_register(
     assert any("MYS/HUB (shared)" in line for line in reads), shown.stdout
     assert all(f"by MYS/RMP-ATIPSOM (receipt {receipt_id})" in line for line in reads)
     as_json = await run_ixb("audit", "show", msg_id, "--config", config, "--json")
-    rows = json.loads(as_json.stdout)
+    rows = json.loads(as_json.stdout)["trail"]
     assert {r["by"] for r in rows if r["event"] == "read"} == {"MYS/RMP-ATIPSOM"}
