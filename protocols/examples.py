@@ -125,6 +125,7 @@ def example_bodies(now_ms: int) -> dict[str, Body]:
         DocVerifyResponse.TYPE: DocVerifyResponse(
             status=DocStatus.REPORTED_STOLEN,
             answered_by=AnsweredBy.AUTOMATED,
+            checked_ms=now_ms,
             note="EXAMPLE: reported stolen; seize the document",
         ),
         PersonQuery.TYPE: PersonQuery(

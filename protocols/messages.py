@@ -174,6 +174,7 @@ class DocStatus(enum.StrEnum):
     REVOKED = "revoked"
     REPORTED_LOST = "reported_lost"
     REPORTED_STOLEN = "reported_stolen"
+    EXPIRED = "expired"
     DATA_MISMATCH = "data_mismatch"
     UNKNOWN = "unknown"
 
@@ -388,6 +389,8 @@ class DocVerifyResponse(CheckedStruct, frozen=True):
 
     status: DocStatus
     answered_by: AnsweredBy
+    checked_ms: TimeMs
+    """When the issuing state's registry (or its officer) decided the answer."""
     mismatched_fields: Annotated[tuple[DocField, ...], msgspec.Meta(max_length=len(DocField))] = ()
     officer: ShortText | None = None
     note: ShortText | None = None

@@ -195,6 +195,7 @@ def doc_verify_responses(draw: st.DrawFn) -> DocVerifyResponse:
     return DocVerifyResponse(
         status=status,
         answered_by=answered_by,
+        checked_ms=draw(times),
         mismatched_fields=mismatched,
         officer=draw(short_text) if answered_by is AnsweredBy.HUMAN else None,
         note=draw(optional(short_text)),

@@ -122,7 +122,11 @@ async def test_document_check_answered_by_automated_responder(fed: Federation) -
     async def answer(client: AgencyClient, item: Incoming) -> None:
         await client.reply(
             item,
-            DocVerifyResponse(status=DocStatus.REPORTED_STOLEN, answered_by=AnsweredBy.AUTOMATED),
+            DocVerifyResponse(
+                status=DocStatus.REPORTED_STOLEN,
+                answered_by=AnsweredBy.AUTOMATED,
+                checked_ms=client.clock(),
+            ),
         )
 
     responder = asyncio.create_task(authority.serve({"doc.verify.request": answer}, stop))
