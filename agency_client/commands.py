@@ -37,15 +37,24 @@ from typing import Any
 
 import msgspec
 import nats.errors
+import structlog
 
 from agency_client import enrol
-from agency_client.docregistry import DocumentRegistry
+from agency_client.docregistry import (
+    DocumentRegistry,
+    DocumentSource,
+    SqliteRegistry,
+    answer_check,
+    default_registry_path,
+    open_source,
+)
 from agency_client.docview import document_line, document_summary, split_lines
 from agency_client.enckeys import open_key_file
 from agency_client.federation_state import state_path
+from agency_client.humanqueue import AUTOMATED, AnswerBook
 from agency_client.keystore import passphrase
-from agency_client.msgstore import MessageStore, StoredMessage, open_store
-from agency_client.profile import Profile, load_profile
+from agency_client.msgstore import MessageStore, StoredMessage, open_store, store_path
+from agency_client.profile import Profile, UnknownPolicy, load_profile
 from agency_client.sdk import (
     MAX_SENT_RECORDS,
     AgencyClient,
@@ -77,6 +86,7 @@ from protocols.messages import (
     AlertCategory,
     Attachment,
     DocPurpose,
+    DocStatus,
     DocVerifyRequest,
     InfoGrade,
     PersonQuery,
@@ -98,6 +108,7 @@ from transport.cliout import add_json, emit
 from transport.clock import wall_ms
 from transport.files import read_bytes
 
+log = structlog.get_logger("ixb.agency")
 ICAO_TO_ISO = {"D": "DEU"}
 MAX_CONCURRENCY = 1024
 MAX_SHOWN = 10_000
@@ -121,10 +132,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enrol.register_enroll(agency_sub)
     respond = with_profile(
         agency_sub.add_parser(
-            "respond", help="answer document checks automatically from a registry"
+            "respond",
+            help="answer document checks automatically from a registry",
+            description="Answer every document check the registry can decide; a check it "
+            "cannot (unknown, with --unknown ask_human) and every person query stay in the "
+            "human queue (ixb queue list). The registry: --registry, else the profile's "
+            "[registry] source, else the SQLite file ixb registry load fills.",
         )
     )
-    respond.add_argument("--documents", required=True, type=Path, help="registry (JSON)")
+    source = respond.add_mutually_exclusive_group()
+    source.add_argument(
+        "--registry",
+        metavar="SOURCE",
+        help="sqlite:PATH, json:PATH or python:MODULE:FACTORY (a country's own system)",
+    )
+    source.add_argument(
+        "--documents", type=Path, metavar="FILE", help="a JSON registry (as --registry json:FILE)"
+    )
+    respond.add_argument(
+        "--unknown",
+        choices=[p.value for p in UnknownPolicy],
+        help="when the registry cannot decide: answer unknown, or leave the check for a "
+        "person (default: the profile's [registry] unknown, else answer)",
+    )
     respond.add_argument(
         "--concurrency",
         type=int_range(1, MAX_CONCURRENCY),
@@ -1115,28 +1145,66 @@ def cmd_receipts(args: argparse.Namespace) -> int:
     return _run(args, go)
 
 
+def respond_source(args: argparse.Namespace, profile: Profile) -> DocumentSource:
+    """``--registry``/``--documents``, else the profile's source, else the embedded SQLite file."""
+    base = Path(profile.base_dir)
+    if args.documents is not None:
+        return DocumentRegistry.load(args.documents)
+    spec = args.registry or profile.registry.source
+    if spec is not None:
+        return open_source(spec, base)
+    p = profile.principal
+    return SqliteRegistry(default_registry_path(base, p.country, p.name))
+
+
 def cmd_respond(args: argparse.Namespace) -> int:
-    registry = DocumentRegistry.load(args.documents)
+    profile = load_profile(args.profile)
+    registry = respond_source(args, profile)
+    ask_human = UnknownPolicy(args.unknown or profile.registry.unknown) is UnknownPolicy.ASK_HUMAN
+    book = AnswerBook(store_path(profile))
 
     async def answer(client: AgencyClient, item: Incoming) -> None:
         if not isinstance(item.body, DocVerifyRequest):
             return
-        response = registry.answer(item.body, datetime.now(UTC).date())
-        await client.reply(item, response, priority=Priority.URGENT)
+        now = client.clock()
+        today = datetime.fromtimestamp(now / 1000, UTC).date()
+        response = answer_check(registry, item.body, today=today, now_ms=now)
+        if response.status is DocStatus.UNKNOWN and ask_human:
+            log.info("queued_for_person", msg_id=item.message_id, type=item.header.type)
+            return
+        answer_id = await client.reply(item, response, priority=Priority.URGENT)
+        book.record(
+            item.header.sender, item.message_id, AUTOMATED, format_message_id(answer_id), now
+        )
+
+    async def for_a_person(_client: AgencyClient, item: Incoming) -> None:
+        log.info("queued_for_person", msg_id=item.message_id, type=item.header.type)
 
     async def go(client: AgencyClient) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        queued = [PersonQuery.TYPE]
         emit(
             args,
-            f"{client.principal}: answering document checks",
-            {"agency": str(client.principal), "answering": ["doc.verify.request"]},
+            f"{client.principal}: answering document checks"
+            + ("; those the registry cannot decide" if ask_human else "")
+            + " and person queries wait for a person (ixb queue list)",
+            {
+                "agency": str(client.principal),
+                "answering": ["doc.verify.request"],
+                "queued_for_a_person": queued,
+                "unknown": "ask_human" if ask_human else "answer",
+            },
         )
         sys.stdout.flush()
+        handlers = dict.fromkeys(queued, for_a_person) | {"doc.verify.request": answer}
         with contextlib.suppress(asyncio.CancelledError):
-            await client.serve({"doc.verify.request": answer}, stop, concurrency=args.concurrency)
+            await client.serve(handlers, stop, concurrency=args.concurrency)
         return 0
 
-    return _run(args, go)
+    try:
+        return _run(args, go)
+    finally:
+        book.close()

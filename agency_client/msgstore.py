@@ -248,6 +248,11 @@ class MessageStore:
         """Messages received at or after ``since`` (ms), oldest first."""
         return self._select("received_at >= ?", (since,), limit)
 
+    def of_types(self, types: Sequence[str]) -> list[StoredMessage]:
+        """Messages of these header types, oldest first."""
+        places = ", ".join("?" * len(types))
+        return self._select(f"type IN ({places})", tuple(types))
+
     def get(self, msg_id: str) -> list[StoredMessage]:
         """The messages with this id (ids are unique per sender: almost always one)."""
         return self._select("id = ?", (msg_id,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import tomllib
@@ -48,10 +49,34 @@ class StoreSection(_Strict, frozen=True):
     """Days the content of a received message is kept (0: for ever); its metadata stays."""
 
 
+class UnknownPolicy(enum.StrEnum):
+    ANSWER = "answer"
+    """Answer ``unknown`` automatically."""
+    ASK_HUMAN = "ask_human"
+    """Leave the check in the human queue (``ixb queue list``)."""
+
+
+class RegistrySection(_Strict, frozen=True):
+    """The document authority's registry, for ``ixb agency respond`` and ``ixb registry``."""
+
+    source: str | None = None
+    """``sqlite:PATH``, ``json:PATH`` or ``python:MODULE:FACTORY``; unset: the embedded
+    SQLite registry ``<CC>-<NAME>.documents.sqlite`` beside the profile."""
+    unknown: UnknownPolicy = UnknownPolicy.ANSWER
+    """What the responder does when the registry cannot decide."""
+
+
+class QueueSection(_Strict, frozen=True):
+    officer: str | None = None
+    """Who answers from the human queue (``ixb queue answer``), unless ``--officer``."""
+
+
 class Profile(_Strict, frozen=True):
     agency: AgencySection
     nats: NatsSection
     store: StoreSection = StoreSection()
+    registry: RegistrySection = RegistrySection()
+    queue: QueueSection = QueueSection()
     base_dir: str = "."
 
     @property

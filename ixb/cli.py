@@ -20,7 +20,7 @@ import structlog
 
 from agency_client import cli as agency_cli
 from agency_client import commands as agency_commands
-from agency_client import directory_cli, profile_cli
+from agency_client import directory_cli, profile_cli, queue_cli, registry_cli
 from broker import audit_cli, federation_cli
 from broker import cli as broker_cli
 from ixb import compose, demo
@@ -38,6 +38,8 @@ GROUPS: tuple[Register, ...] = (
     agency_commands.register,
     directory_cli.register,
     profile_cli.register,
+    registry_cli.register,
+    queue_cli.register,
     broker_cli.register,
     audit_cli.register,
     federation_cli.register,
