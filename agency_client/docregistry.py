@@ -126,8 +126,14 @@ def answer_check(
         raise IoError(f"document source failed ({type(exc).__name__})") from None
     if record is None:
         return _automated(DocStatus.NOT_ISSUED, now_ms)
-    if record.status is not DocStatus.VALID:
-        return _automated(record.status, now_ms)
+    try:
+        status = DocStatus(record.status)  # a country's own source may hand over the text
+    except ValueError:
+        status = DocStatus.DATA_MISMATCH  # not a status a record may hold: refused below
+    if status not in RECORD_STATUSES:
+        raise IoError("document source: a record's status is not one a registry holds")
+    if status is not DocStatus.VALID:
+        return _automated(status, now_ms)
     mismatched = mismatches(record, mrz)
     if mismatched:
         return _automated(DocStatus.DATA_MISMATCH, now_ms, mismatched=tuple(mismatched))
@@ -429,7 +435,7 @@ class SqliteRegistry:
             raise IoError(f"cannot read the document registry {self.path}: {exc}") from None
         if row is None:
             return None
-        return DocumentRecord(**dict(zip(COLUMNS, row, strict=True)))
+        return _row(row)
 
     def find(self, number: str) -> list[DocumentRecord]:
         """Records with this number, whichever state issued them (``ixb registry show``)."""
@@ -438,7 +444,7 @@ class SqliteRegistry:
             " WHERE document_number = ? ORDER BY issuing_state",
             (number,),
         ).fetchall()
-        return [DocumentRecord(**dict(zip(COLUMNS, r, strict=True))) for r in rows]
+        return [_row(r) for r in rows]
 
     def stats(self, today: date) -> dict[str, Any]:
         """Counts by status (expired ones apart) and the last load: never a record."""
@@ -464,6 +470,10 @@ class SqliteRegistry:
             if last is None
             else {"at_ms": last[0], "file": last[1], "rows": last[2], "replaced": bool(last[3])},
         }
+
+
+def _row(row: tuple[Any, ...]) -> DocumentRecord:
+    return msgspec.convert(dict(zip(COLUMNS, row, strict=True)), DocumentRecord)
 
 
 def default_registry_path(base_dir: Path, country: str, name: str) -> Path:
