@@ -1066,6 +1066,11 @@ def cmd_verify_doc(args: argparse.Namespace) -> int:
         human = f"{authority}: {body['status']}" + (f" ({fields})" if fields else "")
         if body.get("note"):
             human += f" — {body['note']}"
+        if "checked_ms" in body:
+            body["checked"] = utc_iso(body.pop("checked_ms"))
+            human += f" (checked {body['checked']}" + (
+                f" by {body['officer']})" if body.get("officer") else ")"
+            )
         human = f"{document_line(mrz, today)}\n{human}"
         emit(args, human, {"authority": str(authority), **body, **document_summary(mrz, today)})
         return 0
