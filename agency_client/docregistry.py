@@ -207,7 +207,7 @@ def check_record(raw: dict[str, Any], where: str) -> DocumentRecord:
     fields = {c: raw[c].strip() for c in COLUMNS[:-1]}
     for name in ("issuing_state", "nationality"):
         if fields[name] not in MRZ_COUNTRY_CODES:
-            raise UsageError(f"{where}: {name} is not an ICAO 9303 code of three letters")
+            raise UsageError(f"{where}: {name} is not an ICAO 9303 state code")
     try:
         check_date(fields["birth_date"], "birth_date")
         check_date(fields["expiry_date"], "expiry_date")

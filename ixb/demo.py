@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from agency_client.docregistry import DocumentRecord, DocumentRegistry
+from agency_client.docregistry import DocumentRecord, write_csv
 from agency_client.sdk import Incoming
 from broker.natsd import start_federation
 from ixb.demo_lifecycle import lifecycle
@@ -302,16 +302,13 @@ async def demo(base: Path, once: bool) -> int:
                 )
             await wait_hubs(deployment, procs)
             script.say("hubs ready; signed agency directories exchanged across the links")
-            registry = base / "MYS-documents.json"
-            registry.write_text(DocumentRegistry.dump(REGISTRY))
+            await load_registry(script, deployment, base)
             procs.spawn(
                 "responder-MYS-IMMIGRATION",
                 "agency",
                 "respond",
                 "--profile",
                 str(deployment.profile("MYS/IMMIGRATION")),
-                "--documents",
-                str(registry),
             )
             try:
                 await run_script(script)
@@ -327,6 +324,24 @@ async def demo(base: Path, once: bool) -> int:
             for name in unclean:
                 script.check(False, f"{name} did not stop cleanly on SIGTERM")
     return 1 if script.failures else 0
+
+
+async def load_registry(s: Script, deployment: Deployment, base: Path) -> None:
+    """MYS's passport office exports its records; ``ixb registry load`` fills the registry."""
+    export = base / "MYS-passports.csv"
+    export.write_text(write_csv(REGISTRY), encoding="utf-8")
+    profile = str(deployment.profile("MYS/IMMIGRATION"))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ixb", "registry", "load", str(export), "--profile", profile],
+        capture_output=True,
+        text=True,
+        env=deployment.env(),
+        check=False,
+        timeout=60,
+    )
+    s.check(result.returncode == 0, f"MYS registry load: {result.stderr.strip() or 'loaded'}")
+    s.say(f"MYS  ixb registry load {export.name}: {result.stdout.strip()}")
 
 
 async def audit_step(s: Script, deployment: Deployment) -> None:
