@@ -115,7 +115,7 @@ def doc_check_figures(results: Mapping[str, Any]) -> dict[int, Figures]:
     Today these are checks over the durable path (``client.send`` and an inbox
     reader). The synchronous path's benchmark replaces this function.
     """
-    rows = [*(results.get("doc_verify_sweep") or []), *(results.get("doc_verify_extra") or [])]
+    rows = [*(results.get("doc_verify_sweep") or []), *(results.get("doc_verify_overload") or [])]
     return by_rate(rows)
 
 
