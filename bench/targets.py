@@ -113,14 +113,20 @@ def doc_check_figures(results: Mapping[str, Any]) -> dict[int, Figures]:
     """ixb's document checks by offered rate, from :mod:`bench.doc_verify`'s results.
 
     Today these are checks over the durable path (``client.send`` and an inbox
-    reader). The synchronous path's benchmark replaces this function.
+    reader). The synchronous path's benchmark replaces this function: rows of
+    ``offered_per_s``, ``sent``, ``completed``, ``p50_ms``, ``p99_ms`` and
+    ``refused_busy`` at 100, 500 and 1,000/s.
     """
     rows = [*(results.get("doc_verify_sweep") or []), *(results.get("doc_verify_overload") or [])]
     return by_rate(rows)
 
 
 def person_query_figures(results: Mapping[str, Any]) -> Figures | None:
-    """A person query to three countries at once, unloaded (not measured yet: None)."""
+    """A person query to three countries at once, unloaded; None until measured.
+
+    Its benchmark writes ``person_query_3_countries``: one row as above, at
+    the unloaded rate.
+    """
     row = results.get("person_query_3_countries")
     return Figures.from_row(row) if row else None
 
