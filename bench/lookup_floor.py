@@ -1,43 +1,28 @@
 """The lookup floor: the synchronous lookup path with nothing of ixb on it.
 
-Four processes of plain nats-py, each its own interpreter, across the two
-leaf-linked nats-servers a THA-MYS federation runs (configs rendered by
-:mod:`broker.natsd` from ``deploy/nats/``: the same accounts, link accounts,
-TLS, nkeys and ``sync_interval: always``)::
+Four processes of plain nats-py across the two leaf-linked nats-servers of a
+THA-MYS federation (configs rendered by :mod:`broker.natsd`: the same
+accounts, link accounts, TLS, nkeys and ``sync_interval: always``)::
 
     requester ──floor.THA.lookup.IMMIGRATION──▶ relay THA  (IXB account, THA)
     relay THA ──floor.THA.lookup.MYS──────────▶ relay MYS  (link accounts, over the leaf)
     relay MYS ──floor.MYS.serve.IMMIGRATION───▶ responder  (IXB account, MYS)
 
-and the answer back along the same request/reply chain. The relays stand
-where the hubs stand and connect as the hubs do (the hub's user in ``IXB``,
-its link user in the link account); the requester and the responder use the
-hub's user too. The listening server's leaf user may receive the floor's
-subject from its peer (:func:`floor_templates`: one line more); everything
-else is the federation's config. In ``full`` mode each relay, on each pass (request and
-answer), verifies the Ed25519 signature of what it got (PyNaCl, libsodium),
-countersigns it, appends a row to its own SQLite file (WAL,
-``synchronous=FULL``) through a group committer (every append waiting when a
-commit starts goes into that commit: one fsync for many) and awaits the
-commit before passing the message on. So a lookup waits for four commits in
-series, as a hub path that records each pass durably before it moves on must.
+and back along the same request/reply chain. The relays stand where the hubs
+stand. In ``full`` mode each relay, on each pass (request, then answer),
+verifies the Ed25519 signature of what it got, countersigns, appends a row
+to its SQLite file through a :class:`GroupCommitter` and awaits the commit
+before passing the message on; ``direct``, ``bare`` and ``crypto`` leave
+parts out. docs/performance.md ("Lookups against the floor") says what each
+mode measures and how the targets use it.
 
-Modes, to see where the time goes: ``direct`` (requester ↔ responder across
-the two servers' link accounts, no relays, no crypto), ``bare`` (relays that
-only forward), ``crypto`` (relays verify and countersign; the requester signs
-its request and verifies the answer, the responder the other way round),
-``full`` (``crypto`` plus the awaited group-committed appends).
-
-The requester is an open loop (:func:`bench.common.open_loop`): latency runs
-from each request's *scheduled* send time to the moment it holds the
-verified answer, so a path that cannot keep up shows its queue. Every level
-is bounded in time and count; a request not answered within
-:data:`REQUEST_TIMEOUT_S` counts as failed (``completed < sent``).
-
-Each role is ``python -m bench.lookup_floor --role ROLE``, reading its
-settings (throwaway keys included) as one JSON line on stdin, printing
-``ready`` once subscribed, and, when its stdin closes, its figures as one
-JSON line. Keys never touch the disk.
+Each role is ``python -m bench.lookup_floor --role ROLE``: it reads its
+:class:`RoleSpec` (throwaway keys included: they never touch the disk) as one
+JSON line on stdin, prints ``ready`` once subscribed, and when its stdin
+closes prints its figures as one JSON line. The requester is an open loop
+(:func:`bench.common.open_loop`), latency from each request's scheduled send
+time; a request not answered within :data:`REQUEST_TIMEOUT_S` counts as
+failed (``completed < sent``).
 """
 
 from __future__ import annotations
@@ -234,8 +219,12 @@ class GroupCommitter:
     def _commit(self, rows: list[tuple[object, ...]]) -> None:
         assert self._db is not None
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT INTO passes VALUES (?, ?, ?, ?, ?)", rows)
-        self._db.execute("COMMIT")
+        try:
+            self._db.executemany("INSERT INTO passes VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._open)
@@ -313,6 +302,7 @@ class Relay:
         self.signer = Signer(spec.sign_seed)
         self.bad = 0
         self.failed = 0
+        self.commit_failed = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def on_request(self, msg: Msg) -> None:
@@ -329,7 +319,11 @@ class Relay:
             return None
         signed = self.signer.countersign(data)
         if self.committer is not None:
-            await self.committer.append(_row(signed, which))
+            try:
+                await self.committer.append(_row(signed, which))
+            except sqlite3.Error:
+                self.commit_failed += 1  # not recorded: not passed on (the requester sees it)
+                return None
         return signed
 
     async def _handle(self, msg: Msg) -> None:
@@ -395,7 +389,11 @@ async def run_server_role(spec: RoleSpec) -> dict[str, object]:
         if spec.role == "relay":
             if relay.tasks:
                 await asyncio.wait(relay.tasks, timeout=REQUEST_TIMEOUT_S)
-            stats |= {"bad_signatures": relay.bad, "forward_failed": relay.failed}
+            stats |= {
+                "bad_signatures": relay.bad,
+                "forward_failed": relay.failed,
+                "commit_failed": relay.commit_failed,
+            }
         else:
             stats["bad_signatures"] = bad
         if committer is not None:
