@@ -1,4 +1,4 @@
-"""bench/lookup_floor.py and bench/targets.py: the floor runs, and the targets are judged honestly.
+"""The lookup floor (bench/lookup_floor.py, floor_roles.py) and the targets (bench/targets.py).
 
 The floor runs for real (two leaf-linked nats-servers, four role processes)
 at a tiny rate for a second; performance is not asserted, only that every
@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from bench import lookup_floor
-from bench.lookup_floor import SIG_BYTES, WARMUP_REQUESTS, GroupCommitter, Signer
+from bench.floor_roles import SIG_BYTES, WARMUP_REQUESTS, GroupCommitter, Signer
 from bench.targets import Figures, lookup_targets, lookup_verdicts
 
 RATE = 20.0
