@@ -1178,9 +1178,12 @@ def cmd_respond(args: argparse.Namespace) -> int:
             log.info("queued_for_person", msg_id=item.message_id, type=item.header.type)
             return
         answer_id = await client.reply(item, response, priority=Priority.URGENT)
-        book.record(
-            item.header.sender, item.message_id, AUTOMATED, format_message_id(answer_id), now
-        )
+        if item._msg is not None:
+            # from the inbox, so kept in the store: recorded as answered, or the queue would
+            # list it (a lookup answered on the synchronous path is never stored: no write)
+            book.record(
+                item.header.sender, item.message_id, AUTOMATED, format_message_id(answer_id), now
+            )
 
     async def for_a_person(_client: AgencyClient, item: Incoming) -> None:
         log.info("queued_for_person", msg_id=item.message_id, type=item.header.type)
@@ -1193,9 +1196,9 @@ def cmd_respond(args: argparse.Namespace) -> int:
         queued = [PersonQuery.TYPE]
         emit(
             args,
-            f"{client.principal}: answering document checks"
-            + ("; those the registry cannot decide" if ask_human else "")
-            + " and person queries wait for a person (ixb queue list)",
+            f"{client.principal}: answering document checks; person queries"
+            + (" and checks the registry cannot decide" if ask_human else "")
+            + " wait for a person (ixb queue list)",
             {
                 "agency": str(client.principal),
                 "answering": ["doc.verify.request"],
