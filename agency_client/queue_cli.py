@@ -76,9 +76,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         queue.add_parser(
             "answer",
             help="answer a queued request (once)",
-            epilog="examples: ixb queue answer ID --status revoked --note 'cancelled 2026-10-02'"
-            "   ixb queue answer ID --status data_mismatch --mismatch birth_date"
-            "   ixb queue answer ID --hit MYS-RMP-2024-000417   ixb queue answer ID --no-hit",
+            epilog="examples:\n"
+            "  ixb queue answer ID --status revoked --note 'cancelled 2026-10-02'\n"
+            "  ixb queue answer ID --status data_mismatch --mismatch birth_date sex\n"
+            "  ixb queue answer ID --hit MYS-RMP-2024-000417\n"
+            "  ixb queue answer ID --no-hit",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
     answer.add_argument("msg_id", metavar="ID")
