@@ -1068,9 +1068,8 @@ def cmd_verify_doc(args: argparse.Namespace) -> int:
             human += f" — {body['note']}"
         if "checked_ms" in body:
             body["checked"] = utc_iso(body.pop("checked_ms"))
-            human += f" (checked {body['checked']}" + (
-                f" by {body['officer']})" if body.get("officer") else ")"
-            )
+        if body.get("officer"):  # a person answered, maybe hours later: say who and when
+            human += f" (checked {body.get('checked', '-')} by {body['officer']})"
         human = f"{document_line(mrz, today)}\n{human}"
         emit(args, human, {"authority": str(authority), **body, **document_summary(mrz, today)})
         return 0

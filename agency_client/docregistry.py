@@ -40,6 +40,7 @@ from protocols.messages import (
     validate_doc_request,
 )
 from protocols.mrz import MRZ_COUNTRY_CODES, Mrz
+from transport.clock import wall_ms
 from transport.files import read_bytes
 
 MAX_REGISTRY_BYTES = 256 * 1024 * 1024
@@ -363,6 +364,13 @@ class DocumentRegistry:
 
     def lookup(self, issuing_state: str, number: str) -> DocumentRecord | None:
         return self.records.get((issuing_state, number))
+
+    def answer(
+        self, request: DocVerifyRequest, today: date, now_ms: int | None = None
+    ) -> DocVerifyResponse:
+        """:func:`answer_check` from this registry, decided now unless ``now_ms`` is given."""
+        when = wall_ms() if now_ms is None else now_ms
+        return answer_check(self, request, today=today, now_ms=when)
 
 
 @dataclass(frozen=True)
