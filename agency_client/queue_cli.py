@@ -18,7 +18,7 @@ from agency_client.humanqueue import AnswerBook, QueueEntry
 from agency_client.msgstore import MessageStore, StoredMessage, open_store, store_path
 from agency_client.profile import Profile, load_profile
 from agency_client.sdk import AgencyClient, Refused, SignedReceipt
-from protocols.errors import IxbError, UnknownOutcomeError, UsageError
+from protocols.errors import IxbError, SchemaError, UnknownOutcomeError, UsageError
 from protocols.fields import utc_iso, utc_text
 from protocols.handling import Priority
 from protocols.identifiers import format_message_id, parse_agency, parse_message_id
@@ -151,6 +151,13 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
 
 
 def _answer_body(args: argparse.Namespace, request: StoredMessage, officer: str | None) -> Body:
+    try:
+        return _build_answer(args, request, officer)
+    except SchemaError as exc:  # the arguments do not make a valid answer: the user's to fix
+        raise UsageError(exc.detail) from None
+
+
+def _build_answer(args: argparse.Namespace, request: StoredMessage, officer: str | None) -> Body:
     if request.type == DocVerifyRequest.TYPE:
         if args.hit is not None or args.no_hit:
             raise UsageError(f"{request.id} is a document check: answer it with --status")

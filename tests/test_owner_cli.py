@@ -243,6 +243,10 @@ async def test_responder_offline_then_a_person_answers_from_the_queue(fed: Feder
     human = ok(await ixb(fed, OWNER, "queue", "list", "--offline"))
     assert check_id in human and "due in 7 h" in human
 
+    unnamed = await ixb(
+        fed, OWNER, "queue", "answer", check_id, "--status", "data_mismatch", "--officer", "X"
+    )
+    assert "mismatched_fields is required" in one_line_error(unnamed, "ixb.E_USAGE")
     answered = json.loads(
         ok(
             await ixb(
@@ -292,6 +296,8 @@ async def test_responder_offline_then_a_person_answers_from_the_queue(fed: Feder
         assert asyncio.get_running_loop().time() < deadline, listed
     wrong = await ixb(fed, unit, "queue", "answer", query_id, "--status", "valid")
     assert "person query" in one_line_error(wrong, "ixb.E_USAGE")
+    prose = await ixb(fed, unit, "queue", "answer", query_id, "--hit", "Ahmad, born 1985")
+    one_line_error(prose, "ixb.E_USAGE")  # a reference, never personal data
     ok(await ixb(fed, unit, "queue", "answer", query_id, "--hit", "MYS-RMP-2026-000417"))
     result = await answer_in_inbox(fed, "THA/DSI-ATHD", query_id)
     assert result["body"] == {"hit": True, "reference": "MYS-RMP-2026-000417"}
