@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from agency_client import casework_cli, directory_cli, profile_cli
 from agency_client import cli as agency_cli
 from agency_client import commands as agency_commands
-from agency_client import directory_cli, profile_cli
 from broker import audit_cli, federation_cli
 from broker import cli as broker_cli
 from ixb import compose, demo
@@ -36,6 +36,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 GROUPS: tuple[Register, ...] = (
     agency_cli.register,
     agency_commands.register,
+    casework_cli.register,
     directory_cli.register,
     profile_cli.register,
     broker_cli.register,
