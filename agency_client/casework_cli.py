@@ -666,8 +666,10 @@ def cmd_mla_status(args: argparse.Namespace) -> int:
     if new is MlaStatusCode.REFUSED and not args.reason:
         raise UsageError("mla status refused: --reason is required")
     early = _metadata_only(profile)
-    try:  # refused before connecting: nothing is sent
-        _check_status(early.case(MLA, case_id), case_id, new)
+    try:  # refused before connecting when the state here says so (synced again before sending)
+        known = early.case(MLA, case_id)
+        if known is not None:
+            _check_status(known, case_id, new)
     finally:
         early.close()
 
