@@ -192,9 +192,10 @@ class Casework:
         return [self._case(r) for r in rows]
 
     def history(self, kind: str, case_id: str) -> list[Event]:
+        """The case's steps in the order they were recorded here (applied or flagged)."""
         rows = self._db.execute(
             "SELECT at, state, by, msg_key, flagged, details FROM case_events"
-            " WHERE kind = ? AND id = ? ORDER BY at, rowid",
+            " WHERE kind = ? AND id = ? ORDER BY rowid",
             (kind, case_id),
         ).fetchall()
         return [

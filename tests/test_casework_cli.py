@@ -127,9 +127,7 @@ async def test_followup_approved_refused_and_decided_once(fed: Federation) -> No
     )  # fmt: skip
 
     # the owner lists what waits: who, when, purpose, legal basis, due
-    await inbox_until(
-        fed, OWNER, lambda ms: sum(m["type"] == "followup.request" for m in ms) == 2
-    )
+    await inbox_until(fed, OWNER, lambda ms: sum(m["type"] == "followup.request" for m in ms) == 2)
     waiting = (await obj(fed, OWNER, "followup", "list"))["requests"]
     assert {r["id"] for r in waiting} == {approved["id"], to_refuse["id"]}
     first = next(r for r in waiting if r["id"] == approved["id"])
@@ -142,8 +140,10 @@ async def test_followup_approved_refused_and_decided_once(fed: Federation) -> No
     line = await refused(fed, OWNER, "followup", "decide", approved["id"], "approve",
                          "--officer", "Insp. Aziz")  # fmt: skip
     assert line.startswith("error ixb.E_USAGE:") and "--release-text" in line
-    line = await refused(fed, OWNER, "followup", "decide", to_refuse["id"], "refuse",
-                         "--officer", "Insp. Aziz", "--reason", "no", "--release-text", "x")  # fmt: skip
+    line = await refused(
+        fed, OWNER, "followup", "decide", to_refuse["id"], "refuse", "--officer", "Insp. Aziz",
+        "--reason", "no", "--release-text", "x",
+    )  # fmt: skip
     assert "releases nothing" in line
 
     decided = await obj(
@@ -229,9 +229,7 @@ async def test_mla_tracked_at_both_sides_and_illegal_transitions_refused(
     assert [h["state"] for h in owner_view["history"]] == steps
     assert owner_view["direction"] == "received" and owner_view["peer"] == THA_CA
 
-    await inbox_until(
-        fed, THA_CA, lambda ms: len(replies(ms, "mla.status", mla_id)) >= 4
-    )
+    await inbox_until(fed, THA_CA, lambda ms: len(replies(ms, "mla.status", mla_id)) >= 4)
     view = await obj(fed, THA_CA, "mla", "show", mla_id)
     assert [h["state"] for h in view["history"]] == steps  # the refused ones were never sent
     assert view["state"] == "executed" and view["flagged"] == 0 and not view["open"]
@@ -242,14 +240,16 @@ async def test_mla_tracked_at_both_sides_and_illegal_transitions_refused(
     human = (await ixb(fed, THA_CA, "mla", "show", mla_id)).stdout
     assert "executed" in human and "by MYS/AGC" in human
 
+    await out_of_order_kept_flagged_then_withdrawn(fed)
+
+
+async def out_of_order_kept_flagged_then_withdrawn(fed: Federation) -> None:
     # a status out of order from the other side is kept, flagged, not applied
-    second = (
-        await obj(
-            fed, THA_CA, "mla", "request", "--to", MYS_CA, "--legal-basis", "bilateral treaty",
-            "--measure", "identify_persons", "--summary", "who rents the boat",
-            "--contact", "OAG desk",
-        )  # fmt: skip
-    )["id"]
+    sent = await obj(
+        fed, THA_CA, "mla", "request", "--to", MYS_CA, "--legal-basis", "bilateral treaty",
+        "--measure", "identify_persons", "--summary", "who rents the boat", "--contact", "OAG desk",
+    )  # fmt: skip
+    second = sent["id"]
     agc = await fed.client(MYS_CA)
     await agc.send(
         MlaStatus(status=MlaStatusCode.EXECUTED), [THA_CA], in_reply_to=parse_message_id(second)
