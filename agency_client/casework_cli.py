@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,7 +90,7 @@ def _leaf(  # noqa: PLR0917 - each leaf's words, in the order they are read
     p = sub.add_parser(
         name,
         help=help_text,
-        description=description,
+        description=textwrap.fill(description, width=78),
         epilog="example: " + example,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -99,11 +100,17 @@ def _leaf(  # noqa: PLR0917 - each leaf's words, in the order they are read
     return p
 
 
-def _text_option(p: argparse.ArgumentParser, name: str, what: str, *, required: bool) -> None:
+def _text_option(
+    p: argparse.ArgumentParser, name: str, what: str, *, required: bool, file: str | None = None
+) -> None:
+    """``--NAME TEXT`` or ``--NAME-file FILE`` (or ``--FILE``), one of them."""
     group = p.add_mutually_exclusive_group(required=required)
     group.add_argument(f"--{name}", help=what)
     group.add_argument(
-        f"--{name}-file", metavar="FILE", help=f"{what}, from FILE (UTF-8), or '-' for stdin"
+        f"--{file or name + '-file'}",
+        dest=name.replace("-", "_") + "_file",
+        metavar="FILE",
+        help=f"{what}, from FILE (UTF-8), or '-' for stdin",
     )
 
 
@@ -174,7 +181,7 @@ def _register_followup(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     decide.add_argument("decision", choices=list(DECISIONS))
     decide.add_argument("--officer", required=True, help="who decides (required)")
     decide.add_argument("--reason", help="required to refuse or partially approve")
-    _text_option(decide, "release-text", "the data released", required=False)
+    _text_option(decide, "release-text", "the data released", required=False, file="release-file")
     decide.add_argument(
         "--handling",
         choices=[h.value for h in RELEASE_HANDLING],
@@ -273,7 +280,7 @@ def _register_mla(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _read_text(args: argparse.Namespace, name: str) -> str | None:
-    """``--NAME`` or the file of ``--NAME-file`` (``-``: stdin), at most MAX_TEXT bytes."""
+    """``--NAME`` or the file of its file option (``-``: stdin), at most MAX_TEXT bytes."""
     attr = name.replace("-", "_")
     text: str | None = getattr(args, attr)
     path: str | None = getattr(args, attr + "_file")
@@ -282,13 +289,13 @@ def _read_text(args: argparse.Namespace, name: str) -> str | None:
     if path == "-":
         data = sys.stdin.buffer.read(MAX_TEXT + 1)
         if len(data) > MAX_TEXT:
-            raise UsageError(f"--{name}-file -: more than {MAX_TEXT} bytes on stdin")
+            raise UsageError(f"--{name} from stdin: more than {MAX_TEXT} bytes")
     else:
         data = read_bytes(Path(path), MAX_TEXT)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"--{name}-file {path}: not UTF-8 text") from None
+        raise UsageError(f"{path}: not UTF-8 text") from None
 
 
 @contextmanager

@@ -104,7 +104,7 @@ async def answer_query_with_hit(fed: Federation, reference: str) -> None:
     raise AssertionError("no person query arrived")
 
 
-async def test_followup_approved_refused_and_decided_once(fed: Federation) -> None:
+async def test_followup_approved_refused_and_decided_once(fed: Federation, tmp_path: Path) -> None:
     # a hit first: the requester's query is answered by the owner's automated side
     query = asyncio.create_task(
         obj(fed, REQUESTER, "query", "person", "--to", OWNER, "--surname", "DOE",
@@ -146,10 +146,11 @@ async def test_followup_approved_refused_and_decided_once(fed: Federation) -> No
     )  # fmt: skip
     assert "releases nothing" in line
 
+    release = tmp_path / "release.txt"
+    release.write_text("DOE, JOHN; entered MYS 2026-10-02 via Bukit Kayu Hitam\n", "utf-8")
     decided = await obj(
         fed, OWNER, "followup", "decide", approved["id"], "approve", "--officer", "Insp. Aziz",
-        "--release-text", "DOE, JOHN; entered MYS 2026-10-02 via Bukit Kayu Hitam",
-        "--handling", "H2",
+        "--release-file", str(release), "--handling", "H2",
     )  # fmt: skip
     assert decided["decision"] == "approved" and decided["handling"] == "H2"
     await obj(
@@ -171,17 +172,17 @@ async def test_followup_approved_refused_and_decided_once(fed: Federation) -> No
         lambda ms: bool(replies(ms, "followup.decision", approved["id"])
                         and replies(ms, "followup.decision", to_refuse["id"])),
     )  # fmt: skip
-    release = replies(got, "followup.decision", approved["id"])
-    assert len(release) == 1 and release[0]["handling"] == "H2"
-    assert release[0]["body"]["decision"] == "approved"
-    assert release[0]["body"]["decided_by"] == "Insp. Aziz"
-    assert "Bukit Kayu Hitam" in release[0]["body"]["released"]
+    released = replies(got, "followup.decision", approved["id"])
+    assert len(released) == 1 and released[0]["handling"] == "H2"
+    assert released[0]["body"]["decision"] == "approved"
+    assert released[0]["body"]["decided_by"] == "Insp. Aziz"
+    assert "Bukit Kayu Hitam" in released[0]["body"]["released"]
     refusal = replies(got, "followup.decision", to_refuse["id"])
     assert len(refusal) == 1
     assert refusal[0]["body"]["decision"] == "refused"
     assert refusal[0]["body"]["reason"] == "no legal basis for this purpose"
     assert refusal[0]["body"].get("released") is None
-    shown = await obj(fed, REQUESTER, "show", release[0]["id"])
+    shown = await obj(fed, REQUESTER, "show", released[0]["id"])
     assert shown["in_reply_to"] == approved["id"]
 
     sent = {r["id"]: r for r in (await obj(fed, REQUESTER, "followup", "list", "--sent"))["sent"]}
