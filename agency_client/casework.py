@@ -356,19 +356,24 @@ class Casework:
     def sync(self, store: MessageStore) -> int:
         """Fold follow-up and MLA messages the store received since the last sync into their
         cases, in arrival order; each message applies once. Returns how many applied."""
-        row = self._db.execute("SELECT received_at FROM case_sync").fetchone()
-        since = 0 if row is None else max(0, row[0] - SYNC_SLACK_MS)
-        messages = store.since(since)
-        applied = self.apply_all(messages)
-        if messages:
-            with self._db:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO case_sync VALUES (1, ?)",
-                    (max(m.received_at for m in messages),),
-                )
+        try:
+            row = self._db.execute("SELECT received_at FROM case_sync").fetchone()
+            since = 0 if row is None else max(0, row[0] - SYNC_SLACK_MS)
+            messages = store.since(since)
+            applied = self.apply_all(messages)
+            if messages:
+                with self._db:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO case_sync VALUES (1, ?)",
+                        (max(m.received_at for m in messages),),
+                    )
+        except sqlite3.Error as exc:
+            raise IoError(f"cannot update the casework state: {exc}") from None
         return applied
 
     def apply_all(self, messages: Iterable[StoredMessage]) -> int:
+        """Apply each message not applied before; one that another process applied
+        meanwhile (its key is unique) is skipped, its transaction rolled back."""
         applied = 0
         for m in messages:
             if m.type not in CASE_TYPES:
@@ -376,7 +381,10 @@ class Casework:
             key = f"{m.sender} {m.id}"
             if self._db.execute("SELECT 1 FROM case_events WHERE msg_key = ?", (key,)).fetchone():
                 continue
-            applied += self._apply(m, key)
+            try:
+                applied += self._apply(m, key)
+            except sqlite3.IntegrityError:
+                continue  # applied by a concurrent sync
         return applied
 
     def _apply(self, m: StoredMessage, key: str) -> int:

@@ -323,3 +323,23 @@ def test_details_are_sealed_and_need_the_key(tmp_path: Path, desk: Desk) -> None
     assert case is not None and case.details == {}
     assert msgspec.json.encode(repr(other))  # the repr names no key
     assert "Sealer(1 keys)" in repr(other._sealer)
+
+
+def test_two_processes_apply_each_message_once(tmp_path: Path, desk: Desk, me: Identity) -> None:
+    case_id = desk.sent_mla()
+    desk.receive(MlaStatus(status=S.RECEIVED), reply_to=case_id)
+    desk.receive(MlaStatus(status=S.ACKNOWLEDGED, previous=S.RECEIVED), reply_to=case_id)
+    other = Casework(tmp_path / "THA-OAG.state", [me])
+    messages = desk.store.since(0)
+    assert other.apply_all(messages[:1]) == 1
+    assert desk.casework.apply_all(messages) == 1  # the one the other had not applied
+    # a process that checked before the other applied: the unique key refuses it whole
+    with pytest.raises(sqlite3.IntegrityError):
+        desk.casework._apply(messages[0], f"{messages[0].sender} {messages[0].id}")
+    assert desk.states(MLA, case_id) == [
+        ("new", False),
+        ("received", False),
+        ("acknowledged", False),
+    ]
+    case = desk.casework.case(MLA, case_id)
+    assert case is not None and case.state == "acknowledged"
