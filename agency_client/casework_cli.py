@@ -400,6 +400,13 @@ def cmd_followup_request(args: argparse.Namespace) -> int:
     if args.hit is None and (args.to is None or args.reference is None):
         raise UsageError("followup request: give --hit MSG_ID, or both --to and --reference")
     hit_id = None if args.hit is None else parse_message_id(args.hit)
+    if args.reference is not None:  # checked before connecting
+        FollowupRequest(
+            reference=args.reference,
+            legal_basis=args.legal_basis,
+            purpose=args.purpose,
+            requested=text,
+        )
 
     async def go(client: AgencyClient, store: MessageStore) -> int:
         to, reference, case_ref = args.to, args.reference, args.case
