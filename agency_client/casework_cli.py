@@ -595,7 +595,12 @@ def _mla_priority(args: argparse.Namespace, now: int) -> tuple[Priority, int]:
     if args.deadline is None:
         priority = Priority(args.urgency or Priority.NORMAL.value)
         return priority, answer_deadline_ms(now, priority)
-    deadline = parse_since(args.deadline)
+    try:
+        deadline = parse_since(args.deadline)
+    except UsageError:
+        raise UsageError(
+            f"--deadline {args.deadline!r}: not an ISO 8601 date or time (2026-12-24T18:00)"
+        ) from None
     if deadline <= now:
         raise UsageError(f"--deadline {args.deadline}: in the past")
     left = deadline - now

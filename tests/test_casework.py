@@ -3,6 +3,7 @@ through the state machine, anything else kept flagged, never applied (real SQLit
 
 from __future__ import annotations
 
+import argparse
 import os
 import sqlite3
 from pathlib import Path
@@ -22,9 +23,11 @@ from agency_client.casework import (
     Casework,
     check_mla_sender,
 )
+from agency_client.casework_cli import _decision, _mla_priority
 from agency_client.msgstore import MessageStore
+from ixb.cli import build_parser
 from protocols.envelope import Header
-from protocols.errors import TransitionError, UnauthorisedError
+from protocols.errors import TransitionError, UnauthorisedError, UsageError
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import format_message_id, new_message_id, parse_agency
 from protocols.keys import Identity
@@ -343,3 +346,67 @@ def test_two_processes_apply_each_message_once(tmp_path: Path, desk: Desk, me: I
     ]
     case = desk.casework.case(MLA, case_id)
     assert case is not None and case.state == "acknowledged"
+
+
+def decide_args(*words: str) -> tuple[FollowupDecision, HandlingCode, str | None]:
+    return _decision(build_parser().parse_args(["followup", "decide", str(US), *words]))
+
+
+@pytest.mark.parametrize(
+    ("words", "refusal"),
+    [
+        (("approve", "--officer", "X"), "--release-text or --release-file is required"),
+        (("partial", "--officer", "X", "--release-text", "R"), "--reason is required"),
+        (("refuse", "--officer", "X"), "--reason is required"),
+        (("refuse", "--officer", "X", "--reason", "Y", "--handling", "H1"), "releases nothing"),
+        (("approve", "--officer", "X", "--release-text", "R", "--handling", "H3"), "H3 needs it"),
+        (("approve", "--officer", "X", "--release-text", "R", "--restriction", "Z"), "H3"),
+    ],
+)
+def test_incomplete_decisions_are_refused(words: tuple[str, ...], refusal: str) -> None:
+    with pytest.raises(UsageError, match=refusal):
+        decide_args(*words)
+
+
+def test_complete_decisions() -> None:
+    body, handling, restriction = decide_args("approve", "--officer", "X", "--release-text", "R")
+    assert (body.decision, body.released, handling, restriction) == (
+        Decision.APPROVED,
+        "R",
+        HandlingCode.H2,
+        None,
+    )
+    body, handling, restriction = decide_args(
+        "partial", "--officer", "X", "--release-text", "R", "--reason", "Y",
+        "--handling", "H3", "--restriction", "court use only",
+    )  # fmt: skip
+    assert body.decision is Decision.PARTIALLY_APPROVED and handling is HandlingCode.H3
+    body, handling, _ = decide_args("refuse", "--officer", "X", "--reason", "Y")
+    assert body.released is None and handling is HandlingCode.H0
+
+
+def mla_args(*words: str) -> argparse.Namespace:
+    required = ("--legal-basis", "L", "--measure", "other", "--summary", "S", "--contact", "C")
+    return build_parser().parse_args(["mla", "request", "--to", PEER, *words, *required])
+
+
+@pytest.mark.parametrize(
+    ("words", "priority", "due"),
+    [
+        ((), Priority.NORMAL, NOW + 7 * MS_PER_DAY),
+        (("--urgency", "urgent"), Priority.URGENT, NOW + 8 * 3_600_000),
+        (("--deadline", "2027-01-15T10:00"), Priority.URGENT, 1_800_007_200_000),
+        (("--deadline", "2027-01-17"), Priority.HIGH, 1_800_144_000_000),
+        (("--deadline", "2027-02-01"), Priority.NORMAL, 1_801_440_000_000),
+    ],
+)
+def test_mla_urgency_and_deadline(words: tuple[str, ...], priority: Priority, due: int) -> None:
+    args = mla_args(*words)
+    assert _mla_priority(args, NOW) == (priority, due)
+
+
+@pytest.mark.parametrize(("deadline", "refusal"), [("2020-01-01", "in the past"), ("soon", "ISO")])
+def test_mla_deadline_refused(deadline: str, refusal: str) -> None:
+    args = mla_args("--deadline", deadline)
+    with pytest.raises(UsageError, match=refusal):
+        _mla_priority(args, NOW)
