@@ -491,7 +491,7 @@ def cmd_followup_list(args: argparse.Namespace) -> int:
         if decided and not decided[-1]["flagged"]:
             state += f" by {decided[-1]['by']}"
         due = _due_text(case.due, now, r["open"])
-        lines.append(f"{r['id']}  {who}  {r['created']}  [{state}]  {due}".rstrip())
+        lines.append(f"{r['id']}  {who}  {utc_text(case.created)}  [{state}]  {due}".rstrip())
         lines.append(
             f"    purpose: {r.get('purpose', '?')}; legal basis: {r.get('legal_basis', '?')};"
             f" reference: {r.get('reference', '?')}"
