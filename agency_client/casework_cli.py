@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -338,6 +338,18 @@ def _record_sent(profile: Profile, msg_id: bytes, to: str) -> None:
         state.close()
 
 
+async def _sent(send: Awaitable[bytes], record: Callable[[bytes], None]) -> bytes:
+    """Await ``send`` and ``record`` the message id. A send of unknown outcome is recorded
+    too: its sealed envelope is kept, and ``ixb send retry`` sends that very message."""
+    try:
+        msg_id = await send
+    except UnknownOutcomeError as exc:
+        record(exc.message_id)
+        raise
+    record(msg_id)
+    return msg_id
+
+
 def _case_id(text: str) -> str:
     return format_message_id(parse_message_id(text))
 
@@ -428,31 +440,35 @@ def cmd_followup_request(args: argparse.Namespace) -> int:
         )
         priority = Priority(args.priority)
         now = client.clock()
-        msg_id = await client.send(
-            body, [to], priority=priority, case_ref=case_ref, in_reply_to=hit_id
-        )
+        due = answer_deadline_ms(now, priority)
+        peer = str(parse_agency(to))
+
+        def opened(msg_id: bytes) -> None:
+            case_id = format_message_id(msg_id)
+            with _synced(client, store, profile) as casework:
+                casework.open_case(
+                    kind=FOLLOWUP,
+                    case_id=case_id,
+                    side=REQUESTER,
+                    peer=peer,
+                    created=now,
+                    due=due,
+                    state=PENDING,
+                    by=str(client.principal),
+                    case_ref=case_ref,
+                    priority=priority.value,
+                    details={
+                        "reference": reference,
+                        "legal_basis": args.legal_basis,
+                        "purpose": args.purpose,
+                    },
+                    msg_key=f"{client.principal} {case_id}",
+                )
+
+        send = client.send(body, [to], priority=priority, case_ref=case_ref, in_reply_to=hit_id)
+        msg_id = await _sent(send, opened)
         _record_sent(profile, msg_id, to)
         case_id = format_message_id(msg_id)
-        due = answer_deadline_ms(now, priority)
-        with _synced(client, store, profile) as casework:
-            casework.open_case(
-                kind=FOLLOWUP,
-                case_id=case_id,
-                side=REQUESTER,
-                peer=str(parse_agency(to)),
-                created=now,
-                due=due,
-                state=PENDING,
-                by=str(client.principal),
-                case_ref=case_ref,
-                priority=priority.value,
-                details={
-                    "reference": reference,
-                    "legal_basis": args.legal_basis,
-                    "purpose": args.purpose,
-                },
-                msg_key=f"{client.principal} {case_id}",
-            )
         emit(
             args,
             f"sent follow-up request {case_id} to {to} (reference {reference}, "
@@ -542,6 +558,20 @@ def cmd_followup_decide(args: argparse.Namespace) -> int:
     async def go(client: AgencyClient, store: MessageStore) -> int:
         with _synced(client, store, profile) as casework:
             case = casework.claim_decision(case_id)
+
+            def decided(msg_id: bytes) -> None:
+                casework.record(
+                    FOLLOWUP,
+                    case_id,
+                    at=client.clock(),
+                    state=body.decision.value,
+                    by=args.officer,
+                    msg_id=format_message_id(msg_id),
+                    sender=str(client.principal),
+                    expected=DECIDING,
+                    details={"reason": body.reason} if body.reason else {},
+                )
+
             try:
                 msg_id = await client.send(
                     body,
@@ -551,22 +581,14 @@ def cmd_followup_decide(args: argparse.Namespace) -> int:
                     handling=handling,
                     restriction=restriction,
                 )
-            except BaseException as exc:
-                if not isinstance(exc, UnknownOutcomeError):  # that one may have gone: kept
-                    casework.unclaim(case_id)
+            except UnknownOutcomeError as exc:  # sealed, kept for `ixb send retry`: decided
+                decided(exc.message_id)
+                raise
+            except BaseException:
+                casework.unclaim(case_id)  # nothing went: it can be decided again
                 raise
             _record_sent(profile, msg_id, case.peer)
-            casework.record(
-                FOLLOWUP,
-                case_id,
-                at=client.clock(),
-                state=body.decision.value,
-                by=args.officer,
-                msg_id=format_message_id(msg_id),
-                sender=str(client.principal),
-                expected=DECIDING,
-                details={"reason": body.reason} if body.reason else {},
-            )
+            decided(msg_id)
         released = "" if body.released is None else f", released under {handling.value}"
         emit(
             args,
@@ -625,29 +647,34 @@ def cmd_mla_request(args: argparse.Namespace) -> int:
 
     async def go(client: AgencyClient, store: MessageStore) -> int:
         now = client.clock()
-        msg_id = await client.send(body, [to], priority=priority, case_ref=args.case)
+
+        def opened(msg_id: bytes) -> None:
+            case_id = format_message_id(msg_id)
+            with _synced(client, store, profile) as casework:
+                casework.open_case(
+                    kind=MLA,
+                    case_id=case_id,
+                    side=REQUESTER,
+                    peer=to,
+                    created=now,
+                    due=deadline,
+                    state=NEW,
+                    by=str(client.principal),
+                    case_ref=args.case,
+                    priority=priority.value,
+                    details={
+                        "legal_basis": body.legal_basis,
+                        "requesting_authority": body.requesting_authority,
+                        "measures": [m.value for m in body.measures],
+                        "contact": body.contact,
+                    },
+                    msg_key=f"{client.principal} {case_id}",
+                )
+
+        send = client.send(body, [to], priority=priority, case_ref=args.case)
+        msg_id = await _sent(send, opened)
         _record_sent(profile, msg_id, to)
         case_id = format_message_id(msg_id)
-        with _synced(client, store, profile) as casework:
-            casework.open_case(
-                kind=MLA,
-                case_id=case_id,
-                side=REQUESTER,
-                peer=to,
-                created=now,
-                due=deadline,
-                state=NEW,
-                by=str(client.principal),
-                case_ref=args.case,
-                priority=priority.value,
-                details={
-                    "legal_basis": body.legal_basis,
-                    "requesting_authority": body.requesting_authority,
-                    "measures": [m.value for m in body.measures],
-                    "contact": body.contact,
-                },
-                msg_key=f"{client.principal} {case_id}",
-            )
         emit(
             args,
             f"sent MLA request {case_id} to {to} ({', '.join(args.measure)}; {priority.value},"
@@ -698,22 +725,26 @@ def cmd_mla_status(args: argparse.Namespace) -> int:
             current = _check_status(case, case_id, new)
             assert case is not None  # noqa: S101 - _check_status raised otherwise
             body = MlaStatus(status=new, previous=current, note=args.note, reason=args.reason)
-            msg_id = await client.send(
+            details = {k: v for k, v in (("note", args.note), ("reason", args.reason)) if v}
+
+            def moved(msg_id: bytes) -> None:
+                casework.record(
+                    MLA,
+                    case_id,
+                    at=client.clock(),
+                    state=new.value,
+                    by=str(client.principal),
+                    msg_id=format_message_id(msg_id),
+                    sender=str(client.principal),
+                    expected=case.state,
+                    details=details,
+                )
+
+            send = client.send(
                 body, [case.peer], in_reply_to=parse_message_id(case_id), case_ref=case.case_ref
             )
+            msg_id = await _sent(send, moved)
             _record_sent(profile, msg_id, case.peer)
-            details = {k: v for k, v in (("note", args.note), ("reason", args.reason)) if v}
-            casework.record(
-                MLA,
-                case_id,
-                at=client.clock(),
-                state=new.value,
-                by=str(client.principal),
-                msg_id=format_message_id(msg_id),
-                sender=str(client.principal),
-                expected=case.state,
-                details=details,
-            )
         was = current.value if current else NEW
         emit(
             args,
