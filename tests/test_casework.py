@@ -23,11 +23,16 @@ from agency_client.casework import (
     Casework,
     check_mla_sender,
 )
-from agency_client.casework_cli import _decision, _mla_priority
+from agency_client.casework_cli import _decision, _mla_priority, _sent
 from agency_client.msgstore import MessageStore
 from ixb.cli import build_parser
 from protocols.envelope import Header
-from protocols.errors import TransitionError, UnauthorisedError, UsageError
+from protocols.errors import (
+    TransitionError,
+    UnauthorisedError,
+    UnknownOutcomeError,
+    UsageError,
+)
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import format_message_id, new_message_id, parse_agency
 from protocols.keys import Identity
@@ -410,3 +415,24 @@ def test_mla_deadline_refused(deadline: str, refusal: str) -> None:
     args = mla_args("--deadline", deadline)
     with pytest.raises(UsageError, match=refusal):
         _mla_priority(args, NOW)
+
+
+async def test_a_send_of_unknown_outcome_is_recorded_a_refused_one_is_not() -> None:
+    recorded: list[bytes] = []
+    msg_id = new_message_id(NOW, os.urandom(10))
+
+    async def never_confirmed() -> bytes:
+        raise UnknownOutcomeError("never confirmed", message_id=msg_id, sealed=b"sealed")
+
+    async def refused() -> bytes:
+        raise UnauthorisedError("EXAMPLE refusal")
+
+    async def confirmed() -> bytes:
+        return msg_id
+
+    with pytest.raises(UnknownOutcomeError):
+        await _sent(never_confirmed(), recorded.append)
+    with pytest.raises(UnauthorisedError):
+        await _sent(refused(), recorded.append)
+    assert await _sent(confirmed(), recorded.append) == msg_id
+    assert recorded == [msg_id, msg_id]
