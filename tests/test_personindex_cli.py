@@ -167,3 +167,21 @@ async def test_hit_no_hit_and_the_owners_record(fed: Federation, tmp_path: Path)
     stored = json.loads(ok(await run_ixb("inbox", "--all", "--json", "--wait", "0.5",
                                          "--profile", owner)))  # fmt: skip
     assert [m for m in stored["messages"] if m["type"] == "person.query"] == []
+
+
+async def test_offline_mistakes_are_one_line(tmp_path: Path) -> None:
+    neither = await run_ixb("agency", "respond")  # refused before any profile or connection
+    assert neither.returncode == 2, neither.stderr
+    assert (
+        neither.stderr == "error ixb.E_USAGE: agency respond: give --documents, --index or both\n"
+    )
+    absent = await run_ixb("index", "stats", "--index", str(tmp_path / "absent.index"), "--json")
+    assert absent.returncode == 2 and absent.stderr.startswith(
+        "error ixb.E_CONFIG: no person index"
+    )
+    assert json.loads(absent.stdout)["error"]["code"] == "ixb.E_CONFIG"
+    assert not (tmp_path / "absent.index").exists()
+    odd = tmp_path / "persons.txt"
+    odd.write_text("reference,surname\nR-1,A\n", encoding="utf-8")
+    unknown = await run_ixb("index", "load", str(odd), "--index", str(tmp_path / "x.index"))
+    assert unknown.returncode == 2 and "say --format csv or json" in unknown.stderr
