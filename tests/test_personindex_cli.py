@@ -87,16 +87,6 @@ async def test_hit_no_hit_and_the_owners_record(fed: Federation, tmp_path: Path)
     export = tmp_path / "persons.csv"
     export.write_text(EXPORT, encoding="utf-8")
 
-    # a bad export: one line naming the row, nothing loaded (no index file made)
-    bad = tmp_path / "bad.csv"
-    bad.write_text(EXPORT + "MMR-ATTU-2026-000114,,X,1990,VNM,\n", encoding="utf-8")
-    refused = await run_ixb("index", "load", str(bad), "--profile", owner, "--index", str(index))
-    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-    assert refused.stderr.startswith("error ixb.E_CONFIG: ") and "line 4: no surname" in (
-        refused.stderr
-    )
-    assert not index.exists()
-
     loaded = json.loads(
         ok(await run_ixb("index", "load", str(export), "--profile", owner, "--index", str(index),
                          "--json"))
@@ -167,9 +157,31 @@ async def test_hit_no_hit_and_the_owners_record(fed: Federation, tmp_path: Path)
     stored = json.loads(ok(await run_ixb("inbox", "--all", "--json", "--wait", "0.5",
                                          "--profile", owner)))  # fmt: skip
     assert [m for m in stored["messages"] if m["type"] == "person.query"] == []
+    assert_no_term_in_files(tmp_path, export, index)
+
+
+def assert_no_term_in_files(base: Path, export: Path, index: Path) -> None:
+    """No file the federation wrote holds a term in clear: the hubs' audit logs and
+    state, JetStream's stores, the agencies' state files, the index, the responder's log."""
+    written = [p for p in base.rglob("*") if p.is_file() and p != export]
+    assert index in written and any(p.suffix == ".state" for p in written)
+    for path in written:
+        data = path.read_bytes()
+        for term in ("NGUYEN", "Nguyễn", "Narong", "NARONG", "1990-04-02", "1981-03-14"):
+            assert term.encode() not in data, (term, path)
 
 
 async def test_offline_mistakes_are_one_line(tmp_path: Path) -> None:
+    # a bad export: one line naming the row, nothing loaded (no index file made)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(EXPORT + "MMR-ATTU-2026-000114,,X,1990,VNM,\n", encoding="utf-8")
+    index = tmp_path / "persons.index"
+    refused = await run_ixb("index", "load", str(bad), "--index", str(index))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("error ixb.E_CONFIG: ") and "line 4: no surname" in (
+        refused.stderr
+    )
+    assert not index.exists()
     neither = await run_ixb("agency", "respond")  # refused before any profile or connection
     assert neither.returncode == 2, neither.stderr
     assert (
