@@ -363,7 +363,7 @@ class PersonIndex:
             try:
                 keys = _Keys(_seal_box(identity).decrypt(sealed))
             except nacl.exceptions.CryptoError:
-                break
+                raise KeyFileError(f"{self.path}: its sealed index key is damaged") from None
             if identity is not identities[0]:
                 self._seal_under(keys, identities[0])  # after a key rotation
             return keys
