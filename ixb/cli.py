@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from agency_client import casework_cli, directory_cli, profile_cli
+from agency_client import casework_cli, directory_cli, index_cli, profile_cli
 from agency_client import cli as agency_cli
 from agency_client import commands as agency_commands
 from broker import audit_cli, federation_cli
@@ -38,6 +38,7 @@ GROUPS: tuple[Register, ...] = (
     agency_commands.register,
     casework_cli.register,
     directory_cli.register,
+    index_cli.register,
     profile_cli.register,
     broker_cli.register,
     audit_cli.register,
