@@ -54,6 +54,7 @@ from agency_client.federation_state import state_path
 from agency_client.humanqueue import AUTOMATED, AnswerBook
 from agency_client.keystore import passphrase
 from agency_client.msgstore import MessageStore, StoredMessage, open_store, store_path
+from agency_client.personindex import PersonResponder
 from agency_client.profile import Profile, UnknownPolicy, load_profile
 from agency_client.sdk import (
     MAX_SENT_RECORDS,
@@ -133,11 +134,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     respond = with_profile(
         agency_sub.add_parser(
             "respond",
-            help="answer document checks automatically from a registry",
-            description="Answer every document check the registry can decide; a check it "
-            "cannot (unknown, with --unknown ask_human) and every person query stay in the "
-            "human queue (ixb queue list). The registry: --registry, else the profile's "
-            "[registry] source, else the SQLite file ixb registry load fills.",
+            help="answer document checks (from a registry) and person queries (from an "
+            "index) automatically",
+            description="Answer every document check the registry can decide and, with "
+            "--index, every person query; the rest stay in the human queue (ixb queue list): "
+            "person queries without --index, and with --unknown ask_human the checks the "
+            "registry cannot decide. The registry: --registry, else the profile's [registry] "
+            "source, else the SQLite file ixb registry load fills (if there is one).",
         )
     )
     source = respond.add_mutually_exclusive_group()
@@ -154,6 +157,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=[p.value for p in UnknownPolicy],
         help="when the registry cannot decide: answer unknown, or leave the check for a "
         "person (default: the profile's [registry] unknown, else answer)",
+    )
+    respond.add_argument(
+        "--index",
+        type=Path,
+        metavar="PATH",
+        help="person index (ixb index load) answering person.query with hit or no hit",
     )
     respond.add_argument(
         "--concurrency",
@@ -1149,8 +1158,9 @@ def cmd_receipts(args: argparse.Namespace) -> int:
     return _run(args, go)
 
 
-def respond_source(args: argparse.Namespace, profile: Profile) -> DocumentSource:
-    """``--registry``/``--documents``, else the profile's source, else the embedded SQLite file."""
+def respond_source(args: argparse.Namespace, profile: Profile) -> DocumentSource | None:
+    """``--registry``/``--documents``, else the profile's source, else the embedded SQLite
+    file if ``ixb registry load`` made one (None: this responder answers no document check)."""
     base = Path(profile.base_dir)
     if args.documents is not None:
         return DocumentRegistry.load(args.documents)
@@ -1158,17 +1168,22 @@ def respond_source(args: argparse.Namespace, profile: Profile) -> DocumentSource
     if spec is not None:
         return open_source(spec, base)
     p = profile.principal
-    return SqliteRegistry(default_registry_path(base, p.country, p.name))
+    default = default_registry_path(base, p.country, p.name)
+    return SqliteRegistry(default) if default.exists() else None
 
 
 def cmd_respond(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     registry = respond_source(args, profile)
+    if registry is None and args.index is None:
+        raise UsageError(
+            "agency respond: give --registry (or load one: ixb registry load FILE), --index or both"
+        )
     ask_human = UnknownPolicy(args.unknown or profile.registry.unknown) is UnknownPolicy.ASK_HUMAN
     book = AnswerBook(store_path(profile))
 
     async def answer(client: AgencyClient, item: Incoming) -> None:
-        if not isinstance(item.body, DocVerifyRequest):
+        if not isinstance(item.body, DocVerifyRequest) or registry is None:
             return
         now = client.clock()
         today = datetime.fromtimestamp(now / 1000, UTC).date()
@@ -1187,28 +1202,41 @@ def cmd_respond(args: argparse.Namespace) -> int:
     async def for_a_person(_client: AgencyClient, item: Incoming) -> None:
         log.info("queued_for_person", msg_id=item.message_id, type=item.header.type)
 
+    handlers: dict[str, Callable[[AgencyClient, Incoming], Awaitable[None]]] = {
+        DocVerifyRequest.TYPE: for_a_person if registry is None else answer,
+        PersonQuery.TYPE: for_a_person,
+    }
+
     async def go(client: AgencyClient) -> int:
+        responder = None if args.index is None else PersonResponder(client, args.index)
+        if responder is not None:
+            handlers[PersonQuery.TYPE] = responder
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        queued = [PersonQuery.TYPE]
+        answering = [t for t, h in handlers.items() if h is not for_a_person]
+        queued = [t for t, h in handlers.items() if h is for_a_person]
+        if ask_human and registry is not None:
+            queued.append(f"{DocVerifyRequest.TYPE} (unknown)")
+        what = {"doc.verify.request": "document checks", "person.query": "person queries"}
         emit(
             args,
-            f"{client.principal}: answering document checks; person queries"
-            + (" and checks the registry cannot decide" if ask_human else "")
-            + " wait for a person (ixb queue list)",
+            f"{client.principal}: answering {' and '.join(what[t] for t in answering)}"
+            + (f"; waiting for a person (ixb queue list): {', '.join(queued)}" if queued else ""),
             {
                 "agency": str(client.principal),
-                "answering": ["doc.verify.request"],
+                "answering": answering,
                 "queued_for_a_person": queued,
-                "unknown": "ask_human" if ask_human else "answer",
             },
         )
         sys.stdout.flush()
-        handlers = dict.fromkeys(queued, for_a_person) | {"doc.verify.request": answer}
-        with contextlib.suppress(asyncio.CancelledError):
-            await client.serve(handlers, stop, concurrency=args.concurrency)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await client.serve(handlers, stop, concurrency=args.concurrency)
+        finally:
+            if responder is not None:
+                responder.close()
         return 0
 
     try:
