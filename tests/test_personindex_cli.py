@@ -99,7 +99,7 @@ async def test_hit_no_hit_and_the_owners_record(fed: Federation, tmp_path: Path)
     )
     try:
         started = json.loads(await asyncio.to_thread(responder.started))
-        assert started == {"agency": OWNER, "answering": ["person.query"]}
+        assert (started["agency"], started["answering"]) == (OWNER, ["person.query"])
 
         def query(*terms: str) -> list[str]:
             return [
@@ -182,10 +182,17 @@ async def test_offline_mistakes_are_one_line(tmp_path: Path) -> None:
         refused.stderr
     )
     assert not index.exists()
-    neither = await run_ixb("agency", "respond")  # refused before any profile or connection
+    profile = tmp_path / "MMR-MOHA-ATTU.toml"  # no registry beside it: nothing to answer with
+    profile.write_text(
+        '[agency]\nid = "MMR/MOHA-ATTU"\nkey_file = "k.key"\nfederation_file = "f.toml"\n'
+        '[nats]\nurl = "nats://127.0.0.1:1"\n',
+        encoding="utf-8",
+    )
+    neither = await run_ixb("agency", "respond", "--profile", str(profile))  # before connecting
     assert neither.returncode == 2, neither.stderr
-    assert (
-        neither.stderr == "error ixb.E_USAGE: agency respond: give --documents, --index or both\n"
+    assert neither.stderr == (
+        "error ixb.E_USAGE: agency respond: give --registry (or load one: ixb registry load"
+        " FILE), --index or both\n"
     )
     absent = await run_ixb("index", "stats", "--index", str(tmp_path / "absent.index"), "--json")
     assert absent.returncode == 2 and absent.stderr.startswith(
