@@ -33,7 +33,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import nats.errors
@@ -58,7 +58,7 @@ from agency_client.sdk import (
 )
 from protocols.envelope import decode_envelope
 from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
-from protocols.fields import utc_iso, utc_text
+from protocols.fields import iso_times, utc_iso, utc_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
     Principal,
@@ -755,12 +755,14 @@ def _stored(m: StoredMessage) -> dict[str, Any]:
 
 def _summarised(body: dict[str, Any] | None) -> dict[str, Any] | None:
     """The body as printed: attachments by name, size and SHA-256 (``--save-attachments``
-    writes their bytes)."""
-    if body is None or not body.get("attachments"):
-        return body
-    files = [msgspec.convert(a, Attachment) for a in body["attachments"]]
-    listed = [{"name": a.name, "size": len(a.data), "sha256": a.sha256.hex()} for a in files]
-    return {**body, "attachments": listed}
+    writes their bytes), times as ISO 8601 UTC (:func:`~protocols.fields.iso_times`)."""
+    if body is None:
+        return None
+    if body.get("attachments"):
+        files = [msgspec.convert(a, Attachment) for a in body["attachments"]]
+        listed = [{"name": a.name, "size": len(a.data), "sha256": a.sha256.hex()} for a in files]
+        body = {**body, "attachments": listed}
+    return cast("dict[str, Any]", iso_times(body))
 
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
