@@ -55,7 +55,7 @@ from agency_client.sdk import (
     load_identity_for,
     load_previous_for,
 )
-from protocols.envelope import decode_envelope
+from protocols.envelope import Header, decode_envelope
 from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
 from protocols.fields import utc_iso, utc_text
 from protocols.handling import HandlingCode, Priority
@@ -73,6 +73,8 @@ from protocols.limits import (
     MAX_TEXT,
 )
 from protocols.messages import (
+    REPLY_TO,
+    REQUEST_TYPES,
     Alert,
     AlertCategory,
     Attachment,
@@ -427,6 +429,7 @@ def _run_with_store(
             log_connection=False,
         )
         client.keep = lambda item: _keep(store, item, client.clock())
+        client.on_sent = lambda header: _keep_sent(profile, header)
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too
             return await body(client, store)
@@ -449,6 +452,14 @@ def _run_with_store(
 
 def _keep(store: MessageStore, item: Incoming, now: int) -> None:
     store.keep(header=item.header, body=item.body, via=item.hubs, received_at=now)
+
+
+def _keep_sent(profile: Profile, header: Header) -> None:
+    state = LocalState(profile)
+    try:
+        state.record_header(header)
+    finally:
+        state.close()
 
 
 def _keep_receipts(profile: Profile, client: AgencyClient) -> None:
@@ -497,6 +508,13 @@ class LocalState:
             " at INTEGER, code TEXT, detail TEXT, UNIQUE(for_id, status, signer));"
             "CREATE TABLE IF NOT EXISTS sent (id BLOB PRIMARY KEY, recipients TEXT NOT NULL);"
             "CREATE TABLE IF NOT EXISTS unconfirmed (id BLOB PRIMARY KEY, sealed BLOB NOT NULL);"
+            # requests sent and answers given (metadata), and reminders, for `ixb overdue`
+            "CREATE TABLE IF NOT EXISTS sent_headers (id BLOB PRIMARY KEY, type TEXT NOT NULL,"
+            " recipients TEXT NOT NULL, created INTEGER NOT NULL, priority TEXT NOT NULL,"
+            " in_reply_to BLOB);"
+            "CREATE INDEX IF NOT EXISTS sent_headers_reply ON sent_headers (in_reply_to);"
+            "CREATE TABLE IF NOT EXISTS reminders (for_id TEXT NOT NULL, signer TEXT NOT NULL,"
+            " at INTEGER NOT NULL, due INTEGER NOT NULL, PRIMARY KEY (for_id, signer));"
         )
 
     @staticmethod
@@ -526,6 +544,11 @@ class LocalState:
     def record(self, signed: SignedReceipt) -> None:
         r = signed.receipt
         with self._db:
+            if r.status is ReceiptStatus.OVERDUE and r.due_ms is not None:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO reminders VALUES (?, ?, ?, ?)",
+                    (format_message_id(r.for_id), str(signed.signer), r.at_ms, r.due_ms),
+                )
             self._db.executemany(
                 "INSERT OR IGNORE INTO signed_receipts VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -556,6 +579,42 @@ class LocalState:
                 "INSERT OR IGNORE INTO sent VALUES (?, ?)",
                 (msg_id, json.dumps([str(p) for p in recipients])),
             )
+
+    def record_header(self, header: Header) -> None:
+        """A request this agency sent or an answer it gave (what ``ixb overdue`` reads)."""
+        if header.type not in REQUEST_TYPES and header.type not in REPLY_TO:
+            return
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO sent_headers VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    header.id,
+                    header.type,
+                    json.dumps(list(header.recipients)),
+                    header.created,
+                    header.priority.value,
+                    header.in_reply_to,
+                ),
+            )
+
+    def sent_requests(self) -> list[tuple[bytes, str, list[str], int, str]]:
+        """(id, type, recipients, created, priority) of requests this agency sent."""
+        rows = self._db.execute(
+            "SELECT id, type, recipients, created, priority FROM sent_headers ORDER BY created"
+        ).fetchall()
+        return [(bytes(i), t, json.loads(r), c, p) for i, t, r, c, p in rows if t in REQUEST_TYPES]
+
+    def answers_given(self, request_id: bytes) -> list[tuple[str, list[str]]]:
+        """(type, recipients) of what this agency sent naming ``request_id`` in ``in_reply_to``."""
+        rows = self._db.execute(
+            "SELECT type, recipients FROM sent_headers WHERE in_reply_to = ?", (request_id,)
+        ).fetchall()
+        return [(t, json.loads(r)) for t, r in rows]
+
+    def reminders(self) -> dict[str, tuple[str, int, int]]:
+        """Request id → (signer, reminded at, due) of each overdue reminder received."""
+        rows = self._db.execute("SELECT for_id, signer, at, due FROM reminders").fetchall()
+        return {f: (s, a, d) for f, s, a, d in rows}
 
     def load_sent(self, client: AgencyClient) -> None:
         """Hand the client the recipients of what this agency sent, to check receipts against."""

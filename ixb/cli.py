@@ -23,7 +23,7 @@ from agency_client import commands as agency_commands
 from agency_client import directory_cli, profile_cli
 from broker import audit_cli, federation_cli
 from broker import cli as broker_cli
-from ixb import compose, demo
+from ixb import compose, demo, overdue
 from protocols.errors import IxbError, UsageError
 from transport.cliout import error_document, json_text, wants_json
 
@@ -43,6 +43,7 @@ GROUPS: tuple[Register, ...] = (
     federation_cli.register,
     demo.register,
     compose.register,
+    overdue.register,
 )
 
 
