@@ -122,7 +122,13 @@ def overdue_requests(
             for kind, to in state.answers_given(parse_message_id(m.id))
         )
         item = _item(
-            m.id, m.type, "asked_of_me", [m.sender], m.priority, m.created, reminders.get(m.id)
+            m.id,
+            m.type,
+            direction="asked_of_me",
+            counterpart=[m.sender],
+            priority=m.priority,
+            created=m.created,
+            reminder=reminders.get(m.id),
         )
         if not answered and item.due_ms <= now:
             found.append(item)
