@@ -10,8 +10,8 @@ hub to the requester, the owner's hub to the owner. Nothing crosses a border.
 A reminder is sealed and kept (``sealed_receipts``) before it is published, so
 one planned again after a crash is the same bytes (stored once by JetStream),
 recorded once in the audit log (the ``delivered`` entry of the receipt, whose
-``in_reply_to`` names the request), and marked in ``reminders``: a restarted
-hub does not remind twice.
+``in_reply_to`` names the request and whose detail says "overdue reminder"), and
+marked in ``reminders``: a restarted hub does not remind twice.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 import structlog
 
 from broker.auditing import HubAudit
@@ -162,7 +163,9 @@ class Reminders:
         p = receipt_publish(self.identity.principal, dedup, data, now)
         await self.publish(p)
         if p.entry is not None:
-            await asyncio.to_thread(self.audit.record, [p.entry])
+            detail = f"overdue reminder: {request.type} due {utc_iso(request.due_ms)}"
+            entry = msgspec.structs.replace(p.entry, detail=detail)
+            await asyncio.to_thread(self.audit.record, [entry])
         await asyncio.to_thread(
             self.store.record_reminder,
             request.sender,
