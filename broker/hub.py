@@ -192,6 +192,7 @@ class Hub:
             store=self.store,
             audit=self.audit,
             storage=self.storage,
+            metrics=self.metrics,
             encryption_key=self._encryption_key,
             publish=self._publish,
             clock=clock,

@@ -25,6 +25,7 @@ import msgspec
 import structlog
 
 from broker.auditing import HubAudit
+from broker.metrics import Metrics
 from broker.plan import RECEIPT_TTL_MS, Publish, receipt_publish
 from broker.pull import sleep_or_stop
 from broker.settle import TRANSPORT_ERRORS
@@ -95,6 +96,7 @@ class Reminders:
     store: HubStore
     audit: HubAudit
     storage: StorageHealth
+    metrics: Metrics
     encryption_key: Callable[[Principal, int], PublicIdentity]
     publish: Callable[[Publish], Awaitable[None]]
     clock: Callable[[], int]
@@ -174,5 +176,6 @@ class Reminders:
             now,
             request.due_ms,
         )
+        self.metrics.inc("ixb_receipts_total", status=ReceiptStatus.OVERDUE.value)
         log.info("overdue_reminded", msg_id=request.msg_id, to=str(party), type=request.type)
         return True

@@ -101,6 +101,7 @@ async def test_an_overdue_request_reminds_both_sides_once(tmp_path: Path) -> Non
                 assert entry.type == "receipt"
                 assert decode_entry(entry.data).reply_to_id == r.msg_id
                 assert "overdue reminder" in (decode_entry(entry.data).detail or "")
+            assert 'ixb_receipts_total{status="overdue"} 2.0' in hub.metrics.render()
             hub_view = await _ixb_json("overdue", "--config", str(deployment.hub_config(country)))
             assert {o["id"] for o in hub_view["overdue"]} == reminded  # type: ignore[union-attr]
 
