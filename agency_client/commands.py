@@ -30,7 +30,7 @@ import re
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -429,11 +429,13 @@ def _run_with_store(
             log_connection=False,
         )
         client.keep = lambda item: _keep(store, item, client.clock())
-        client.on_sent = lambda header: _keep_sent(profile, header)
+        sent = SentLog(profile)
+        client.on_sent = sent.add
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too
             return await body(client, store)
         finally:
+            sent.flush()
             _keep_receipts(profile, client)
             await client.close()
 
@@ -454,12 +456,32 @@ def _keep(store: MessageStore, item: Incoming, now: int) -> None:
     store.keep(header=item.header, body=item.body, via=item.hubs, received_at=now)
 
 
-def _keep_sent(profile: Profile, header: Header) -> None:
-    state = LocalState(profile)
-    try:
-        state.record_header(header)
-    finally:
-        state.close()
+SENT_LOG_BATCH = 256
+
+
+class SentLog:
+    """Requests sent and answers given in this run, into the local state in batches
+    (a responder answering hundreds a second does not commit once per answer)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self._profile = profile
+        self._headers: list[Header] = []
+
+    def add(self, header: Header) -> None:
+        if header.type in REQUEST_TYPES or header.type in REPLY_TO:
+            self._headers.append(header)
+            if len(self._headers) >= SENT_LOG_BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._headers:
+            return
+        state = LocalState(self._profile)
+        try:
+            state.record_headers(self._headers)
+        finally:
+            state.close()
+        self._headers.clear()
 
 
 def _keep_receipts(profile: Profile, client: AgencyClient) -> None:
@@ -580,21 +602,23 @@ class LocalState:
                 (msg_id, json.dumps([str(p) for p in recipients])),
             )
 
-    def record_header(self, header: Header) -> None:
-        """A request this agency sent or an answer it gave (what ``ixb overdue`` reads)."""
-        if header.type not in REQUEST_TYPES and header.type not in REPLY_TO:
-            return
+    def record_headers(self, headers: Sequence[Header]) -> None:
+        """Requests this agency sent and answers it gave (what ``ixb overdue`` reads)."""
         with self._db:
-            self._db.execute(
+            self._db.executemany(
                 "INSERT OR IGNORE INTO sent_headers VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    header.id,
-                    header.type,
-                    json.dumps(list(header.recipients)),
-                    header.created,
-                    header.priority.value,
-                    header.in_reply_to,
-                ),
+                [
+                    (
+                        h.id,
+                        h.type,
+                        json.dumps(list(h.recipients)),
+                        h.created,
+                        h.priority.value,
+                        h.in_reply_to,
+                    )
+                    for h in headers
+                    if h.type in REQUEST_TYPES or h.type in REPLY_TO
+                ],
             )
 
     def sent_requests(self) -> list[tuple[bytes, str, list[str], int, str]]:

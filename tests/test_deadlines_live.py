@@ -14,7 +14,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from agency_client.commands import _keep_sent
+from agency_client.commands import SentLog
 from agency_client.profile import load_profile
 from broker.audit.search import AuditQuery
 from broker.reminders import reminder_dedup
@@ -59,6 +59,28 @@ async def _ixb_json(*args: str) -> dict[str, object]:
     return out
 
 
+async def _check_hub(federation: Federation, country: str, party: str, reminded: set[str]) -> None:
+    """``country``'s hub reminded ``party`` of exactly ``reminded``, audited, counted, listed."""
+    hub = federation.hubs[country].hub
+    sent = hub.store.reminders()
+    assert {r.msg_id for r in sent} == reminded
+    assert {r.party for r in sent} == {party}
+    for r in sent:  # each reminder is an audit entry naming the request
+        request = next(o for o in hub.store.open_requests() if o.msg_id == r.msg_id)
+        sealed = hub.store.sealed_receipt(reminder_dedup(request, parse_agency(party)))
+        assert sealed is not None
+        reminder = decode_envelope(sealed).header
+        (entry,) = hub.audit_log.search(AuditQuery(msg_id=reminder.message_id, event="delivered"))
+        assert (entry.sender, entry.recipients) == (f"{country}/HUB", (party,))
+        assert entry.type == "receipt"
+        assert decode_entry(entry.data).reply_to_id == r.msg_id
+        assert "overdue reminder" in (decode_entry(entry.data).detail or "")
+    assert 'ixb_receipts_total{status="overdue"} 2.0' in hub.metrics.render()
+    config = str(federation.deployment.hub_config(country))
+    hub_view = await _ixb_json("overdue", "--config", config)
+    assert {o["id"] for o in hub_view["overdue"]} == reminded  # type: ignore[union-attr]
+
+
 async def test_an_overdue_request_reminds_both_sides_once(tmp_path: Path) -> None:
     async with running_federation(tmp_path) as federation:
         await _agree_on_seconds(federation)
@@ -67,8 +89,9 @@ async def test_an_overdue_request_reminds_both_sides_once(tmp_path: Path) -> Non
         owner = await federation.client(OWNER)
         third = await federation.client(THIRD)
         # what the CLI does for every send: keep requests sent and answers given
-        asker.on_sent = lambda h: _keep_sent(load_profile(deployment.profile(ASKER)), h)
-        owner.on_sent = lambda h: _keep_sent(load_profile(deployment.profile(OWNER)), h)
+        asker_log = SentLog(load_profile(deployment.profile(ASKER)))
+        owner_log = SentLog(load_profile(deployment.profile(OWNER)))
+        asker.on_sent, owner.on_sent = asker_log.add, owner_log.add
         query = example_bodies(asker.clock())["person.query"]
         ids = {
             name: await asker.send(query, [OWNER], priority=Priority.URGENT)
@@ -77,6 +100,8 @@ async def test_an_overdue_request_reminds_both_sides_once(tmp_path: Path) -> Non
         answer = PersonResult(hit=False)
         await owner.send(answer, [ASKER], in_reply_to=ids["answered"], priority=Priority.URGENT)
         await third.send(answer, [ASKER], in_reply_to=ids["third_party"])
+        asker_log.flush()
+        owner_log.flush()
         # the owner takes its requests into its store; the asker its answers
         for agency in (OWNER, ASKER):
             done = await run_ixb("inbox", "--profile", str(deployment.profile(agency)), "--json")
@@ -85,25 +110,7 @@ async def test_an_overdue_request_reminds_both_sides_once(tmp_path: Path) -> Non
         await _reminded(federation, 2)
         reminded = {format_message_id(ids[n]) for n in ("unanswered", "third_party")}
         for country, party in (("THA", ASKER), ("MYS", OWNER)):
-            hub = federation.hubs[country].hub
-            sent = hub.store.reminders()
-            assert {r.msg_id for r in sent} == reminded
-            assert {r.party for r in sent} == {party}
-            for r in sent:  # each reminder is an audit entry naming the request
-                request = next(o for o in hub.store.open_requests() if o.msg_id == r.msg_id)
-                sealed = hub.store.sealed_receipt(reminder_dedup(request, parse_agency(party)))
-                assert sealed is not None
-                reminder = decode_envelope(sealed).header
-                (entry,) = hub.audit_log.search(
-                    AuditQuery(msg_id=reminder.message_id, event="delivered")
-                )
-                assert (entry.sender, entry.recipients) == (f"{country}/HUB", (party,))
-                assert entry.type == "receipt"
-                assert decode_entry(entry.data).reply_to_id == r.msg_id
-                assert "overdue reminder" in (decode_entry(entry.data).detail or "")
-            assert 'ixb_receipts_total{status="overdue"} 2.0' in hub.metrics.render()
-            hub_view = await _ixb_json("overdue", "--config", str(deployment.hub_config(country)))
-            assert {o["id"] for o in hub_view["overdue"]} == reminded  # type: ignore[union-attr]
+            await _check_hub(federation, country, party, reminded)
 
         # both agencies hold the signed reminders, and list the requests both ways
         asked = await _ixb_json("overdue", "--profile", str(deployment.profile(ASKER)))
