@@ -41,6 +41,8 @@ from transport.connect import StateLog
 
 log = structlog.get_logger("ixb.hub.reminders")
 
+REMINDERS_SINCE = "reminders_since"
+"""Store meta key: when this hub began reminding (requests due earlier are not reminded)."""
 MAX_PERIOD_S = 30.0
 MIN_PERIOD_S = 0.25
 
@@ -121,8 +123,9 @@ class Reminders:
         """Remind our parties of every request past due and unanswered; how many were sent."""
         now = self.clock()
         country = self.identity.principal.country
+        since = await asyncio.to_thread(self._since, now)
         sent = 0
-        for request in await asyncio.to_thread(self.store.past_due, now):
+        for request in await asyncio.to_thread(self.store.past_due, now, since):
             msg_id = parse_message_id(request.msg_id)
             if request.answered:
                 await asyncio.to_thread(
@@ -143,6 +146,15 @@ class Reminders:
                     self.store.deadline_done, request.sender, msg_id, "reminded"
                 )
         return sent
+
+    def _since(self, now: int) -> int:
+        """Requests due before the hub first reminded are left alone: a hub upgraded with a
+        month of requests in its store does not remind of all of them at once."""
+        since = self.store.meta(REMINDERS_SINCE)
+        if since is None:
+            self.store.set_meta(REMINDERS_SINCE, str(now))
+            return now
+        return int(since)
 
     async def _remind(self, request: OpenRequest, party: Principal, now: int) -> bool:
         """One reminder, sealed (or the one sealed before), published, recorded; False if

@@ -309,16 +309,16 @@ class HubStore:
         ]
 
     @_locked
-    def past_due(self, now_ms: int, limit: int = 500) -> list[OpenRequest]:
-        """Requests due by ``now_ms`` that still need deadline work (not in ``deadlines_done``),
-        earliest first, with whether the addressed owner answered them."""
+    def past_due(self, now_ms: int, since_ms: int = 0, limit: int = 500) -> list[OpenRequest]:
+        """Requests due in ``[since_ms, now_ms]`` that still need deadline work (not in
+        ``deadlines_done``), earliest first, with whether the addressed owner answered them."""
         rows = self._db.execute(
             "SELECT m.id, m.type, m.sender, m.recipients, m.priority, m.created, m.due"
-            " FROM messages m WHERE m.due IS NOT NULL AND m.due <= ?"
+            " FROM messages m WHERE m.due IS NOT NULL AND m.due BETWEEN ? AND ?"
             " AND NOT EXISTS (SELECT 1 FROM deadlines_done d"
             "  WHERE d.sender = m.sender AND d.id = m.id)"
             " ORDER BY m.due LIMIT ?",
-            (now_ms, limit),
+            (since_ms, now_ms, limit),
         ).fetchall()
         return [
             OpenRequest(

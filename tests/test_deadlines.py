@@ -248,6 +248,7 @@ def test_reminders_are_remembered_across_a_restart(tmp_path: Path) -> None:
     request = _header("person.query", THA_ASKER, [MYS_OWNER])
     store.remember(request, b"d" * 32)
     assert store.past_due(NOW + 999) == []
+    assert store.past_due(NOW + 5000, since_ms=NOW + 1001) == []  # due before reminding began
     (due,) = store.past_due(NOW + 1000)
     store.record_reminder(request.sender, request.id, THA_ASKER, NOW + 1000, due.due_ms)
     store.deadline_done(request.sender, request.id, "reminded")
