@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "agency_client.commands": (
         "agency", "send", "verify-doc", "query", "receipts", "inbox", "show", "export",
     ),
+    "agency_client.casework_cli": ("followup", "mla"),
     "agency_client.directory_cli": ("directory",),
     "agency_client.index_cli": ("index",),
     "agency_client.profile_cli": ("profile",),
