@@ -30,7 +30,7 @@ import re
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -56,7 +56,7 @@ from agency_client.sdk import (
     load_identity_for,
     load_previous_for,
 )
-from protocols.envelope import decode_envelope
+from protocols.envelope import Header, decode_envelope
 from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
 from protocols.fields import iso_times, utc_iso, utc_text
 from protocols.handling import HandlingCode, Priority
@@ -74,6 +74,8 @@ from protocols.limits import (
     MAX_TEXT,
 )
 from protocols.messages import (
+    REPLY_TO,
+    REQUEST_TYPES,
     Alert,
     AlertCategory,
     Attachment,
@@ -436,10 +438,13 @@ def _run_with_store(
             log_connection=False,
         )
         client.keep = lambda item: _keep(store, item, client.clock())
+        sent = SentLog(profile)
+        client.on_sent = sent.add
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too
             return await body(client, store)
         finally:
+            sent.flush()
             _keep_receipts(profile, client)
             await client.close()
 
@@ -458,6 +463,34 @@ def _run_with_store(
 
 def _keep(store: MessageStore, item: Incoming, now: int) -> None:
     store.keep(header=item.header, body=item.body, via=item.hubs, received_at=now)
+
+
+SENT_LOG_BATCH = 256
+
+
+class SentLog:
+    """Requests sent and answers given in this run, into the local state in batches
+    (a responder answering hundreds a second does not commit once per answer)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self._profile = profile
+        self._headers: list[Header] = []
+
+    def add(self, header: Header) -> None:
+        if header.type in REQUEST_TYPES or header.type in REPLY_TO:
+            self._headers.append(header)
+            if len(self._headers) >= SENT_LOG_BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._headers:
+            return
+        state = LocalState(self._profile)
+        try:
+            state.record_headers(self._headers)
+        finally:
+            state.close()
+        self._headers.clear()
 
 
 def _keep_receipts(profile: Profile, client: AgencyClient) -> None:
@@ -506,6 +539,13 @@ class LocalState:
             " at INTEGER, code TEXT, detail TEXT, UNIQUE(for_id, status, signer));"
             "CREATE TABLE IF NOT EXISTS sent (id BLOB PRIMARY KEY, recipients TEXT NOT NULL);"
             "CREATE TABLE IF NOT EXISTS unconfirmed (id BLOB PRIMARY KEY, sealed BLOB NOT NULL);"
+            # requests sent and answers given (metadata), and reminders, for `ixb overdue`
+            "CREATE TABLE IF NOT EXISTS sent_headers (id BLOB PRIMARY KEY, type TEXT NOT NULL,"
+            " recipients TEXT NOT NULL, created INTEGER NOT NULL, priority TEXT NOT NULL,"
+            " in_reply_to BLOB);"
+            "CREATE INDEX IF NOT EXISTS sent_headers_reply ON sent_headers (in_reply_to);"
+            "CREATE TABLE IF NOT EXISTS reminders (for_id TEXT NOT NULL, signer TEXT NOT NULL,"
+            " at INTEGER NOT NULL, due INTEGER NOT NULL, PRIMARY KEY (for_id, signer));"
         )
 
     @staticmethod
@@ -535,6 +575,11 @@ class LocalState:
     def record(self, signed: SignedReceipt) -> None:
         r = signed.receipt
         with self._db:
+            if r.status is ReceiptStatus.OVERDUE and r.due_ms is not None:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO reminders VALUES (?, ?, ?, ?)",
+                    (format_message_id(r.for_id), str(signed.signer), r.at_ms, r.due_ms),
+                )
             self._db.executemany(
                 "INSERT OR IGNORE INTO signed_receipts VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -565,6 +610,44 @@ class LocalState:
                 "INSERT OR IGNORE INTO sent VALUES (?, ?)",
                 (msg_id, json.dumps([str(p) for p in recipients])),
             )
+
+    def record_headers(self, headers: Sequence[Header]) -> None:
+        """Requests this agency sent and answers it gave (what ``ixb overdue`` reads)."""
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sent_headers VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        h.id,
+                        h.type,
+                        json.dumps(list(h.recipients)),
+                        h.created,
+                        h.priority.value,
+                        h.in_reply_to,
+                    )
+                    for h in headers
+                    if h.type in REQUEST_TYPES or h.type in REPLY_TO
+                ],
+            )
+
+    def sent_requests(self) -> list[tuple[bytes, str, list[str], int, str]]:
+        """(id, type, recipients, created, priority) of requests this agency sent."""
+        rows = self._db.execute(
+            "SELECT id, type, recipients, created, priority FROM sent_headers ORDER BY created"
+        ).fetchall()
+        return [(bytes(i), t, json.loads(r), c, p) for i, t, r, c, p in rows if t in REQUEST_TYPES]
+
+    def answers_given(self, request_id: bytes) -> list[tuple[str, list[str]]]:
+        """(type, recipients) of what this agency sent naming ``request_id`` in ``in_reply_to``."""
+        rows = self._db.execute(
+            "SELECT type, recipients FROM sent_headers WHERE in_reply_to = ?", (request_id,)
+        ).fetchall()
+        return [(t, json.loads(r)) for t, r in rows]
+
+    def reminders(self) -> dict[str, tuple[str, int, int]]:
+        """Request id → (signer, reminded at, due) of each overdue reminder received."""
+        rows = self._db.execute("SELECT for_id, signer, at, due FROM reminders").fetchall()
+        return {f: (s, a, d) for f, s, a, d in rows}
 
     def load_sent(self, client: AgencyClient) -> None:
         """Hand the client the recipients of what this agency sent, to check receipts against."""

@@ -99,7 +99,12 @@ from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import NATS_AGENCY, Identity, KeyAlg, key_id
 from protocols.limits import MS_PER_DAY
 from protocols.messages import Body, Receipt, ReceiptStatus
-from protocols.receipts import check_receipt_signer, check_receipt_statement, closes_request
+from protocols.receipts import (
+    check_receipt_signer,
+    check_receipt_statement,
+    check_reminder,
+    closes_request,
+)
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
@@ -287,6 +292,9 @@ class AgencyClient:
         self.keep: Callable[[Incoming], None] | None = None
         """Called with each handled message before it is recorded and acked (receipts
         excepted): the CLI's message store (:mod:`agency_client.msgstore`)."""
+        self.on_sent: Callable[[Header], None] | None = None
+        """Called with the header of each message once the hub stored it: the CLI keeps
+        the requests it sent and the answers it gave, for ``ixb overdue``."""
         self._held: dict[tuple[str, bytes], Msg] = {}
         """Messages handed to the application (or queued for it) and not yet acked or left."""
         self._keepalive: asyncio.Task[None] | None = None
@@ -682,6 +690,8 @@ class AgencyClient:
         self.remember_sent(header.id, recipients)
         await self._publish(data, env)
         log.info("sent", msg_id=header.message_id, type=header.type, to=len(recipients))
+        if self.on_sent is not None:
+            self.on_sent(header)
         return header.id
 
     async def resend(self, sealed: bytes) -> bool:
@@ -902,6 +912,7 @@ class AgencyClient:
         """
         signer = header.sender_principal
         check_receipt_signer(receipt, signer, in_reply_to=header.in_reply_to)
+        check_reminder(receipt, signer, self.principal)
         for for_id in receipt.ids:
             recipients = self._sent.get(for_id)
             if recipients is not None:

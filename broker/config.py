@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from protocols.deadlines import Tiers
 from protocols.errors import ConfigError, IxbError
 from protocols.identifiers import Principal, check_country, hub_of, parse_agency
-from protocols.limits import Limits
+from protocols.limits import MS_PER_DAY, MS_PER_HOUR, MS_PER_SECOND, Limits
 from protocols.messages import MESSAGE_TYPES
 from protocols.roles import Role
 
@@ -101,6 +102,35 @@ class AgencySection(_Strict, frozen=True):
     registry answers every border desk of a region, so 600 a minute is far too few."""
 
 
+class DeadlineSection(_Strict, frozen=True):
+    """The answer times agreed with one peer country (SPEC §6); unset tiers keep the
+    defaults. ``*_seconds`` replaces a tier with seconds, for drills and tests."""
+
+    urgent_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 31)] | None = None
+    high_days: Annotated[int, msgspec.Meta(ge=1, le=366)] | None = None
+    normal_days: Annotated[int, msgspec.Meta(ge=1, le=366)] | None = None
+    urgent_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    high_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    normal_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+    def tiers(self, where: str) -> Tiers:
+        """The tiers, or a ConfigError naming ``where`` when a tier is given twice."""
+        chosen: dict[str, int] = {}
+        for tier, unit, value in (
+            ("urgent", "hours", self.urgent_hours),
+            ("high", "days", self.high_days),
+            ("normal", "days", self.normal_days),
+        ):
+            seconds = getattr(self, f"{tier}_seconds")
+            if value is not None and seconds is not None:
+                raise ConfigError(f"{where}: {tier}_{unit} and {tier}_seconds: give one")
+            if seconds is not None:
+                chosen[f"{tier}_ms"] = seconds * MS_PER_SECOND
+            elif value is not None:
+                chosen[f"{tier}_ms"] = value * (MS_PER_HOUR if unit == "hours" else MS_PER_DAY)
+        return Tiers(**chosen)
+
+
 class LimitsSection(_Strict, frozen=True):
     max_envelope_bytes: int = Limits().max_envelope_bytes
     max_recipients: int = Limits().max_recipients
@@ -117,6 +147,8 @@ class HubConfig(_Strict, frozen=True):
     agency: list[AgencySection] = msgspec.field(default_factory=list)
     user: list[UserSection] = msgspec.field(default_factory=list)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    deadlines: dict[str, DeadlineSection] = msgspec.field(default_factory=dict)
+    """Per peer country, the answer times of the agreement with it (both directions)."""
     base_dir: str = "."
     """Directory that relative paths are resolved against (the config file's)."""
 
@@ -150,6 +182,10 @@ class HubConfig(_Strict, frozen=True):
             max_clock_skew_ms=self.limits.max_clock_skew_ms,
             max_ttl_ms=self.limits.max_ttl_ms,
         )
+
+    def deadline_tiers(self) -> dict[str, Tiers]:
+        """Peer country → the answer times agreed with it (validated at load)."""
+        return {peer: d.tiers(f"deadlines.{peer}") for peer, d in self.deadlines.items()}
 
     def exchanged_types(self, peer: str) -> frozenset[str]:
         return frozenset(self.policy.exchange.get(peer, ()))
@@ -206,6 +242,14 @@ def _validate(cfg: HubConfig) -> None:
             raise ConfigError(f"links/policy: {peer!r} is not a country code") from None
         if peer == cfg.hub.country:
             raise ConfigError(f"links.{peer}: a hub does not link to itself")
+    for peer in cfg.deadlines:
+        try:
+            check_country(peer)
+        except IxbError:
+            raise ConfigError(f"deadlines.{peer}: not a country code") from None
+        if peer == cfg.hub.country:
+            raise ConfigError(f"deadlines.{peer}: agreements are with peer countries")
+    cfg.deadline_tiers()
     for peer, types in cfg.policy.exchange.items():
         unknown = sorted(set(types) - set(MESSAGE_TYPES))
         if unknown:

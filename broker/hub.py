@@ -56,6 +56,7 @@ from broker.registry import (
     merged_agencies,
     merged_users,
 )
+from broker.reminders import Reminders, check_period_s
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
@@ -63,6 +64,7 @@ from broker.trust import WitnessPins, anchors_in_force, held_federation, read_in
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
+from protocols.deadlines import DEFAULT_TIERS
 from protocols.enckey import MIN_INTERVAL_MS, KeyUpdateAnswer, LastUpdate, encode_answer
 from protocols.errors import ConfigError, IoError, IxbError, LocalError
 from protocols.federation import (
@@ -133,7 +135,8 @@ class Hub:
         }
         self.keys = TrustedDirectories(trust)
         state = config.path(config.hub.state_dir)
-        self.store = HubStore(state / "hub.sqlite")
+        agreements = config.deadline_tiers()
+        self.store = HubStore(state / "hub.sqlite", country=config.country, agreements=agreements)
         self.metrics = Metrics()
         self.storage = StorageHealth(self.metrics)
         self.audit_log = AuditLog(state / "audit.sqlite")
@@ -183,6 +186,19 @@ class Hub:
             clock=clock,
             publish=self._publish,
             storage=self.storage,
+        )
+        self.reminders = Reminders(
+            identity=identity,
+            store=self.store,
+            audit=self.audit,
+            storage=self.storage,
+            metrics=self.metrics,
+            encryption_key=self._encryption_key,
+            publish=self._publish,
+            clock=clock,
+            period_s=check_period_s(
+                min(t.shortest_ms for t in [DEFAULT_TIERS, *agreements.values()])
+            ),
         )
         self.state = HubState()
         self.prune_period_s = PRUNE_PERIOD_S
@@ -258,6 +274,7 @@ class Hub:
                 tg.create_task(self._checkpointer(stop))
                 tg.create_task(self.pruner(stop))
                 tg.create_task(self._receipt_sweeper(stop))
+                tg.create_task(self.reminders.loop(stop))
                 tg.create_task(
                     gauges(
                         self.country,
@@ -283,7 +300,12 @@ class Hub:
         False if told to stop while the disk refused these writes.
         """
         policy = msgspec.json.encode(
-            [self.config.policy, self.config.agency, [(u.name, u.role) for u in self.config.user]]
+            [
+                self.config.policy,
+                self.config.agency,
+                [(u.name, u.role) for u in self.config.user],
+                *([self.config.deadlines] if self.config.deadlines else []),
+            ]
         )
         digest = hashlib.sha256(policy).hexdigest()[:16]
         previous = self.store.meta("policy")
