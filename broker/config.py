@@ -101,6 +101,19 @@ class AgencySection(_Strict, frozen=True):
     registry answers every border desk of a region, so 600 a minute is far too few."""
 
 
+class LookupSection(_Strict, frozen=True):
+    """The synchronous path of document checks and person queries (SPEC §14)."""
+
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
+    """Lookups this hub handles at once (its agencies' and its peers'); beyond, it refuses
+    at once with ``ixb.E_BUSY`` rather than queueing."""
+    responder_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2_000
+    """How long the owner's hub waits for a responder before it queues the lookup in the
+    owner's inbox (no responder at all: at once)."""
+    peer_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=120_000)] = 5_000
+    """How long a hub waits for a peer hub's reply; longer than the peer's responder wait."""
+
+
 class LimitsSection(_Strict, frozen=True):
     max_envelope_bytes: int = Limits().max_envelope_bytes
     max_recipients: int = Limits().max_recipients
@@ -117,6 +130,7 @@ class HubConfig(_Strict, frozen=True):
     agency: list[AgencySection] = msgspec.field(default_factory=list)
     user: list[UserSection] = msgspec.field(default_factory=list)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    lookup: LookupSection = msgspec.field(default_factory=LookupSection)
     base_dir: str = "."
     """Directory that relative paths are resolved against (the config file's)."""
 
@@ -227,6 +241,11 @@ def _validate(cfg: HubConfig) -> None:
             raise ConfigError(
                 f"http.trusted_proxies[{i}]: {proxy!r} is not an IP address"
             ) from None
+    if cfg.lookup.peer_timeout_ms <= cfg.lookup.responder_timeout_ms:
+        raise ConfigError(
+            "lookup.peer_timeout_ms: must exceed lookup.responder_timeout_ms (a peer hub waits"
+            " that long for its responder before it answers)"
+        )
     try:
         cfg.wire_limits()
     except ConfigError as exc:

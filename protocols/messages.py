@@ -227,6 +227,9 @@ class ReceiptStatus(enum.StrEnum):
     DELIVERED = "delivered"
     READ = "read"
     REJECTED = "rejected"
+    QUEUED = "queued"
+    """A lookup no automated responder answered in time: delivered to the owner's inbox,
+    to be answered by a person by ``due_ms`` (SPEC §14)."""
 
 
 # --- parts ------------------------------------------------------------------------
@@ -557,11 +560,15 @@ class Receipt(CheckedStruct, frozen=True):
     code: ErrorCodeStr | None = None
     detail: ShortText | None = None
     also: Annotated[tuple[MessageIdBytes, ...], msgspec.Meta(max_length=MAX_LIST - 1)] = ()
+    due_ms: TimeMs | None = None
+    """When the answer to a queued lookup is due (its priority's deadline, SPEC §14)."""
 
     def _rules(self) -> None:
         parse_principal(self.by)
         if (self.status is ReceiptStatus.REJECTED) != (self.code is not None):
             raise SchemaError("receipt: code is required when rejected and forbidden otherwise")
+        if (self.status is ReceiptStatus.QUEUED) != (self.due_ms is not None):
+            raise SchemaError("receipt: due_ms is required when queued and forbidden otherwise")
         if len(set(self.ids)) != len(self.ids):
             raise SchemaError("receipt: a message id appears twice in for_id and also")
 
