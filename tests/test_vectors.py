@@ -50,7 +50,7 @@ from protocols.keys import (
     open_keyfile,
     read_public,
 )
-from protocols.messages import MESSAGE_TYPES, decode_body, encode_body
+from protocols.messages import MESSAGE_TYPES, Receipt, ReceiptStatus, decode_body, encode_body
 from tests.gen_vectors import bytes_fields, countries_doc, from_hex_json, hex_json
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
@@ -303,3 +303,24 @@ def test_federation_key_validity_across_versions() -> None:
     for country, keys in vec["keys_ever"].items():
         assert [k.hex() for k in trust.hub_keys_ever(country)] == keys
     assert len(vec["keys_ever"]["MYS"]) == 2
+
+
+LOOKUP: dict[str, Any] = json.loads((VECTORS / "lookup.json").read_text())
+
+
+@pytest.mark.parametrize("case", LOOKUP["receipts"], ids=lambda c: c["name"])
+def test_lookup_receipts_both_directions(case: dict[str, Any]) -> None:
+    raw = case["body"]
+    body = Receipt(
+        **{**raw, "for_id": bytes.fromhex(raw["for_id"]), "status": ReceiptStatus(raw["status"])}
+    )
+    encoding = bytes.fromhex(case["encoding"])
+    assert encode_body(body) == encoding
+    assert decode_body(Receipt.TYPE, encoding) == body
+
+
+@pytest.mark.parametrize("case", LOOKUP["invalid"], ids=lambda c: c["name"])
+def test_invalid_lookup_receipts(case: dict[str, Any]) -> None:
+    with pytest.raises(IxbError) as err:
+        decode_body(Receipt.TYPE, bytes.fromhex(case["encoding"]))
+    assert err.value.code == case["error"]
