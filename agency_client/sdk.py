@@ -96,6 +96,7 @@ from protocols.federation import (
     FederationFile,
     TrustAnchors,
 )
+from protocols.fields import duration_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import NATS_AGENCY, Identity, KeyAlg, key_id
@@ -244,15 +245,8 @@ class Queued:
 
 
 def due_phrase(due_ms: int, now_ms: int) -> str:
-    """``due in 7 h 58 min`` (or ``overdue by …``), to the minute."""
-    minutes = abs(due_ms - now_ms) // 60_000
-    days, rest = divmod(minutes, 24 * 60)
-    hours, mins = divmod(rest, 60)
-    parts = [f"{days} d"] if days else []
-    if hours or days:
-        parts.append(f"{hours} h")
-    parts.append(f"{mins} min")
-    span = " ".join(parts)
+    """``due in 7 h 58 min`` (or ``overdue by …``)."""
+    span = duration_text(due_ms - now_ms)
     return f"due in {span}" if due_ms >= now_ms else f"overdue by {span}"
 
 

@@ -280,6 +280,7 @@ def receipts(draw: st.DrawFn) -> Receipt:
         at_ms=draw(times),
         code=draw(error_codes) if status is ReceiptStatus.REJECTED else None,
         detail=draw(optional(short_text)),
+        due_ms=draw(times) if status is ReceiptStatus.QUEUED else None,
     )
 
 
