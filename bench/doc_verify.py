@@ -1,13 +1,19 @@
 """Document checks across two hubs, open loop: THA/IMMIGRATION asks, MYS/IMMIGRATION answers.
 
 MYS's automated responder is ``ixb agency respond`` (``AgencyClient.serve``
-with a :class:`DocumentRegistry`), its own process, as in ``ixb demo``. One
-requester client sends ``doc.verify.request``s at fixed times with
-``client.send`` (never waiting for an answer or for earlier sends) and one
-reader task fetches its inbox, acking everything and matching answers by
-``in_reply_to``. Latency runs from the *scheduled* send time to the moment
-the reader holds the verified, decrypted answer, so a system that cannot keep
-up shows its queue instead of slowing the offered load down.
+with a :class:`DocumentRegistry`), its own process, as in ``ixb demo``.
+
+By default (``PATH = "sync"``) each check is a lookup on the synchronous path
+(SPEC §14): ``client.lookup`` started at its scheduled time, never waiting for
+earlier ones; latency runs from the *scheduled* time to the moment the
+requester holds the verified, decrypted answer. A check a hub refuses at once
+with ``ixb.E_BUSY`` is counted as ``busy``, not as answered.
+
+With ``PATH = "durable"`` the requester sends ``doc.verify.request``s with
+``client.send`` and one reader task fetches its inbox, acking everything and
+matching answers by ``in_reply_to`` (the path before lookups). Either way a
+system that cannot keep up shows its queue instead of slowing the offered
+load down.
 
 Each rate runs on a fresh federation (no rate inherits another's backlog)
 for a bounded time, then waits a bounded drain for late answers; what never
@@ -34,6 +40,7 @@ from bench.common import (
 )
 from bench.federation import running
 from ixb.demo import REGISTRY, VALID_PASSPORT
+from protocols.errors import BusyError
 from protocols.handling import Priority
 from protocols.messages import DocPurpose, DocVerifyRequest, DocVerifyResponse
 
@@ -45,6 +52,8 @@ SWEEP = ((5.0, 5.0), (20.0, 5.0), (50.0, 5.0), (100.0, 5.0), (200.0, 5.0))
 WARMUP_RATE = 2.0
 WARMUP_SECONDS = 1.0
 DRAIN_SECONDS = 8.0
+PATH = "sync"
+"""``sync``: lookups (SPEC §14); ``durable``: send and read the inbox."""
 
 
 @dataclass
@@ -57,6 +66,7 @@ class Run:
     answered: set[bytes] = field(default_factory=set)
     send_errors: int = 0
     wrong_answers: int = 0
+    busy: int = 0
 
     def answer(self, request_id: bytes, at: float, ok: bool) -> None:
         if request_id in self.answered:
@@ -92,6 +102,9 @@ async def one_rate(client: AgencyClient, runs: list[Run], rate: float, seconds: 
     request = DocVerifyRequest(mrz=VALID_PASSPORT, purpose=DocPurpose.BORDER_CHECK)
 
     async def fire(_i: int, scheduled: float) -> None:
+        if PATH == "sync":
+            await _lookup(client, run, request, scheduled)
+            return
         try:
             msg_id = await client.send(request, [RESPONDER], priority=Priority.URGENT)
         except Exception:  # noqa: BLE001 - counted and reported, the load goes on
@@ -112,6 +125,28 @@ async def one_rate(client: AgencyClient, runs: list[Run], rate: float, seconds: 
     return run
 
 
+async def _lookup(
+    client: AgencyClient, run: Run, request: DocVerifyRequest, scheduled: float
+) -> None:
+    request_id = len(run.scheduled).to_bytes(16, "big")
+    run.scheduled[request_id] = scheduled
+    try:
+        answer = await client.lookup(request, RESPONDER, priority=Priority.URGENT)
+    except BusyError:
+        run.busy += 1
+        return
+    except Exception:  # noqa: BLE001 - counted and reported, the load goes on
+        run.send_errors += 1
+        return
+    at = time.perf_counter()
+    ok = (
+        isinstance(answer, Incoming)
+        and isinstance(answer.body, DocVerifyResponse)
+        and answer.body.status.value == "valid"
+    )
+    run.answer(request_id, at, ok)
+
+
 def _write_registry(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(DocumentRegistry.dump(REGISTRY))
@@ -123,6 +158,7 @@ def summary(run: Run, sent: int | None = None) -> dict[str, object]:
         "send_window_s": round(run.seconds, 2),
         "sent": len(run.scheduled) if sent is None else sent,
         "send_errors": run.send_errors,
+        "busy": run.busy,
         "completed": len(run.answered),
         "achieved_sent_per_s": round(len(run.scheduled) / run.seconds, 1),
         "wrong_answers": run.wrong_answers,
