@@ -90,7 +90,7 @@ async def _reader(client: AgencyClient, runs: list[Run], stop: asyncio.Event) ->
                 continue
             await item.ack()
             reply_to = item.header.in_reply_to
-            if item.header.type == "doc.verify.response" and reply_to is not None:
+            if item.header.type == "doc.verify.response" and reply_to is not None and runs:
                 body = item.body
                 ok = isinstance(body, DocVerifyResponse) and body.status.value == "valid"
                 runs[-1].answer(reply_to, at, ok)
@@ -147,6 +147,18 @@ async def _lookup(
     run.answer(request_id, at, ok)
 
 
+async def _responder_up(client: AgencyClient, timeout: float = 60.0) -> None:
+    """Until a lookup is answered: the responder process subscribed (before, its hub queues
+    every lookup in the inbox, which the durable path would have buffered unnoticed)."""
+    request = DocVerifyRequest(mrz=VALID_PASSPORT, purpose=DocPurpose.BORDER_CHECK)
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if isinstance(await client.lookup(request, RESPONDER), Incoming):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{RESPONDER}'s responder answered no lookup within {timeout:g} s")
+
+
 def _write_registry(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(DocumentRegistry.dump(REGISTRY))
@@ -176,6 +188,8 @@ async def fresh_rate(base: Path, registry: Path, rate: float, seconds: float) ->
         runs: list[Run] = []
         stop = asyncio.Event()
         reader = asyncio.create_task(_reader(client, runs, stop))
+        if PATH == "sync":
+            await _responder_up(client)
         # a few answered checks first: the responder is up and every cache is warm
         await one_rate(client, runs, WARMUP_RATE, WARMUP_SECONDS)
         before = hub_batch_counters(bench.deployment)

@@ -200,6 +200,7 @@ class Hub:
             store=self.store,
             committer=self.committer,
             metrics=self.metrics,
+            storage=self.storage,
             refusals=self.settler.refusals,
             encryption_key=self._encryption_key,
             clock=clock,
@@ -272,7 +273,6 @@ class Hub:
                     tg.create_task(link_keeper(link, stop))
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._key_update_responder(stop))
-                tg.create_task(self.committer.run(stop))
                 tg.create_task(self.lookups.serve(stop))
                 tg.create_task(self._directory_refresher(stop))
                 tg.create_task(self._registry_watcher(stop))

@@ -48,6 +48,7 @@ from broker.metrics import Metrics
 from broker.pipeline import Pipeline, Rejected, rejection_recipient
 from broker.plan import NO_ID, RECEIPT_TTL_MS, REJECTION_DETAIL_CHARS, message_dedup
 from broker.refusals import RefusalWindows
+from broker.storage_health import STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEntry, AuditEvent, make_entry
@@ -91,6 +92,7 @@ class LookupService:
     store: HubStore
     committer: GroupCommitter
     metrics: Metrics
+    storage: StorageHealth
     refusals: RefusalWindows
     encryption_key: Callable[[Principal, int], PublicIdentity]
     clock: Callable[[], int]
@@ -113,9 +115,19 @@ class LookupService:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Answer lookups from local agencies and from every peer until ``stop``; then finish
-        the lookups in flight (each bounded by its timeouts)."""
+        the lookups in flight (each bounded by its timeouts), their commits last."""
         if self.nc is None:
             raise IoError("the hub is not connected")
+        finished = asyncio.Event()
+        async with asyncio.TaskGroup() as writer:
+            writer.create_task(self.committer.run(finished))
+            try:
+                await self._serve(stop)
+            finally:
+                finished.set()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        assert self.nc is not None  # noqa: S101 - checked by serve
         async with asyncio.TaskGroup() as tasks:
 
             async def from_agency(msg: Msg) -> None:
@@ -166,6 +178,10 @@ class LookupService:
             self.in_flight += 1
             try:
                 held = await self._lookup(data, now, publisher=publisher, peer=peer)
+            except STORAGE_ERRORS as exc:  # the store refused a decision's rows
+                self.storage.failed("lookup", exc)
+                error = IoError(f"{self.hub} could not record the lookup; try again")
+                held = self._busy(data, now, publisher=publisher, peer=peer, error=error)
             finally:
                 self.in_flight -= 1
         self.metrics.inc("ixb_lookups_total", source=source, outcome=held.outcome)
@@ -202,6 +218,7 @@ class LookupService:
         try:
             # the request's entries are written while it moves on; only the answer waits
             request_durable = self.committer.submit(entries, [key])
+            request_durable.add_done_callback(_retrieve)  # awaited below, unless a write raises
             if owner.country != self.country:
                 held = await self._ask_peer(owner.country, env)
             else:
@@ -339,8 +356,8 @@ class LookupService:
                 env.to_bytes(),
                 timeout=self.config.responder_timeout_ms / 1000,
             )
-        except TRANSPORT_ERRORS:  # no responders (at once), or none answered in time
-            return await self._queue(owner, env, via=via)
+        except TRANSPORT_ERRORS as exc:  # no responders (at once), or none answered in time
+            return await self._queue(owner, env, via=via, why=type(exc).__name__)
         now = self.clock()
         delivered = make_entry(
             self.hub, now, AuditEvent.DELIVERED, envelope=env, peer=via, recipients=[str(owner)]
@@ -392,7 +409,7 @@ class LookupService:
         )
         return Held(answer.to_bytes(), entries, ((answer.header.sender, answer.header.id),))
 
-    async def _queue(self, owner: Principal, env: Envelope, *, via: str | None) -> Held:
+    async def _queue(self, owner: Principal, env: Envelope, *, via: str | None, why: str) -> Held:
         """No responder answered: into the owner's durable inbox, and a signed ``queued``."""
         header = env.header
         try:
@@ -428,14 +445,22 @@ class LookupService:
         except IxbError as exc:
             log.warning("receipt_unroutable", to=header.sender, code=exc.code)
             return Held(b"", (delivered,), outcome="queued")
-        log.info("lookup_queued", msg_id=header.message_id, owner=str(owner), due_ms=due)
+        log.info("lookup_queued", msg_id=header.message_id, owner=str(owner), due_ms=due, why=why)
         return Held(data, (delivered, entry), outcome="queued")
 
     # --- refusals -----------------------------------------------------------------------
 
-    def _busy(self, data: bytes, now: int, *, publisher: str | None, peer: str | None) -> Held:
-        """``ixb.E_BUSY`` at once: only the work a signed refusal needs (decode; over a link,
-        the sender's signature, since only a verified sender is answered)."""
+    def _busy(
+        self,
+        data: bytes,
+        now: int,
+        *,
+        publisher: str | None,
+        peer: str | None,
+        error: IxbError | None = None,
+    ) -> Held:
+        """``ixb.E_BUSY`` (or ``error``) at once: only the work a signed refusal needs (decode;
+        over a link, the sender's signature, since only a verified sender is answered)."""
         header: Header | None = None
         verified = False
         with contextlib.suppress(IxbError):
@@ -444,10 +469,13 @@ class LookupService:
             if peer is not None:
                 verify_envelope(env, self.pipeline.keys, now, self.pipeline.limits)
                 verified = header.sender_principal.country == peer
-        error = BusyError(f"{self.hub} has {self.config.max_in_flight} lookups in flight; retry")
+        if error is None:
+            error = BusyError(
+                f"{self.hub} has {self.config.max_in_flight} lookups in flight; retry"
+            )
         held = self._refusal(Rejected(error, header, verified), now, publisher=publisher, peer=peer)
         self.committer.submit(held.entries).add_done_callback(_retrieve)
-        return Held(held.data, (), outcome="busy", hold=False)
+        return Held(held.data, (), outcome=held.outcome, hold=False)
 
     def _refusal(
         self, outcome: Rejected, now: int, *, publisher: str | None, peer: str | None
