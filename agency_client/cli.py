@@ -7,7 +7,6 @@ as typed :class:`~protocols.errors.IxbError` and become one line, exit 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +48,7 @@ from protocols.keys import (
 )
 from protocols.limits import MAX_ENVELOPE_BYTES
 from protocols.mrz import parse_mrz
+from transport.cliout import add_json, emit
 from transport.clock import wall_ms
 from transport.files import read_bytes
 
@@ -86,11 +86,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="(hubs) also an nkey for the link to PEER's country (repeat per peer); "
         "a hub key file always gets its own NATS nkey 'hub'",
     )
+    add_json(new)
     new.set_defaults(func=cmd_keys_new)
     enrol.register_rotate(keys)
     show = keys.add_parser("show", help="public keys and fingerprints of a key file")
     show.add_argument("file", type=Path)
-    show.add_argument("--json", action="store_true")
+    add_json(show)
     show.set_defaults(func=cmd_keys_show)
 
     mrz = sub.add_parser("mrz", help="travel-document MRZ tools").add_subparsers(
@@ -108,7 +109,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check.add_argument(
         "lines", nargs="+", metavar="LINE", help="the MRZ lines, or one argument holding them all"
     )
-    check.add_argument("--json", action="store_true", help="every field, as JSON")
+    add_json(check)
     check.set_defaults(func=cmd_mrz_check)
 
     env = sub.add_parser("envelope", help="envelope tools").add_subparsers(
@@ -126,12 +127,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="KEYFILE",
         help="key file of the sender or a hop's hub (public part only; repeatable)",
     )
-    inspect.add_argument("--json", action="store_true")
+    add_json(inspect)
     inspect.set_defaults(func=cmd_envelope_inspect)
-
-
-def _print_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
@@ -156,50 +153,48 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
             raise UsageError(f"--nats-from: {args.nats_from} seals no NATS nkey")
         identity = Identity(principal, identity.signing, identity.encryption, old.nats)
     save_identity(args.out, identity, secret, KdfProfile(args.kdf))
-    sys.stdout.write(f"created {args.out} for {principal}\n")
-    _print_fingerprints(identity.public())
-    _print_nats({label: seed.public for label, seed in identity.nats})
+    pub = identity.public()
+    nkeys = {label: seed.public for label, seed in identity.nats}
+    human = f"created {args.out} for {principal}\n{_fingerprints(pub)}{_nats(nkeys)}"
+    emit(args, human, {"file": str(args.out), **_public_json(pub, nkeys)})
     return 0
 
 
-def _print_nats(nkeys: dict[str, str]) -> None:
+def _public_json(pub: PublicIdentity, nkeys: dict[str, str]) -> dict[str, object]:
+    return {
+        "principal": str(pub.principal),
+        "signing_public": pub.signing.hex(),
+        "encryption_public": None if pub.encryption is None else pub.encryption.hex(),
+        "fingerprints": pub.fingerprints(),
+        "nats_nkeys": nkeys,
+    }
+
+
+def _nats(nkeys: dict[str, str]) -> str:
     """The public NATS nkeys the file seals (what a server config may hold)."""
-    for label, public in sorted(nkeys.items()):
-        sys.stdout.write(f"  {'nats ' + label:<10} {public}\n")
+    return "".join(f"  {'nats ' + label:<10} {public}\n" for label, public in sorted(nkeys.items()))
 
 
-def _print_fingerprints(pub: PublicIdentity) -> None:
-    for role, fpr in pub.fingerprints().items():
-        sys.stdout.write(f"  {role:<10} {fpr}\n")
+def _fingerprints(pub: PublicIdentity) -> str:
+    return "".join(f"  {role:<10} {fpr}\n" for role, fpr in pub.fingerprints().items())
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
     pub = load_public(args.file)
     nkeys = load_nats_public(args.file)
-    if args.json:
-        _print_json(
-            {
-                "principal": str(pub.principal),
-                "signing_public": pub.signing.hex(),
-                "encryption_public": None if pub.encryption is None else pub.encryption.hex(),
-                "fingerprints": pub.fingerprints(),
-                "nats_nkeys": nkeys,
-            }
-        )
-        return 0
-    sys.stdout.write(f"{pub.principal}\n")
-    _print_fingerprints(pub)
-    _print_nats(nkeys)
+    human = f"{pub.principal}\n{_fingerprints(pub)}{_nats(nkeys)}"
+    emit(args, human, _public_json(pub, nkeys))
     return 0
 
 
 def cmd_mrz_check(args: argparse.Namespace) -> int:
     today = datetime.now(UTC).date()
     mrz = parse_mrz(split_lines(args.lines), today=today)
-    if args.json:
-        _print_json({**mrz.to_json_dict(), **document_summary(mrz, today)})
-        return 0
-    sys.stdout.write(f"check digits valid ({mrz.format})\n{document_line(mrz, today)}\n")
+    emit(
+        args,
+        f"check digits valid ({mrz.format})\n{document_line(mrz, today)}",
+        {**mrz.to_json_dict(), **document_summary(mrz, today)},
+    )
     return 0
 
 
@@ -257,7 +252,7 @@ def cmd_envelope_inspect(args: argparse.Namespace) -> int:
     except IxbError as exc:
         summary["freshness"] = f"{exc.code}: {exc.detail}"
     if args.json:
-        _print_json(summary)
+        emit(args, "", summary)
         return status
     summary["hops"] = [f"{h['hub']} at {h['at']}" for h in summary["hops"]]
     width = max(len(k) for k in summary)

@@ -101,6 +101,7 @@ from transport.cliargs import (
     reconnects_for,
     seconds,
 )
+from transport.cliout import add_json, emit
 from transport.clock import wall_ms
 from transport.files import read_bytes
 
@@ -120,8 +121,7 @@ ANSWER_TIMEOUT_HELP = (
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def with_profile(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--profile", type=Path, help="agency profile (default: $IXB_PROFILE)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+        return add_json(p)
 
     agency = sub.add_parser("agency", help="agency setup and automated responders")
     agency_sub = agency.add_subparsers(dest="cmd", required=True)
@@ -487,13 +487,6 @@ def _keep_for_retry(
     )
 
 
-def _out(args: argparse.Namespace, human: str, data: object) -> None:
-    if args.json:
-        sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
-    else:
-        sys.stdout.write(human + "\n")
-
-
 class LocalState:
     """Receipts this agency has seen and whom it sent what, beside the profile (metadata only).
 
@@ -670,7 +663,7 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
             f" {args.handling}, {args.priority}]"
         )
         if args.wait is None or not args.json:  # --json --wait: one object, with the outcome
-            _out(
+            emit(
                 args,
                 f"sent alert {text} to {', '.join(args.to)} {chosen}{files}",
                 {
@@ -709,7 +702,7 @@ async def _wait_outcome(
         r = receipts[0].receipt
         data |= {"code": r.code, "detail": r.detail}
         human = f"rejected {text}: {r.code} {r.detail or ''} (signed by {signers})".rstrip()
-    _out(args, human, data)
+    emit(args, human, data)
     return EXIT_REJECTED if rejected else 0
 
 
@@ -733,7 +726,7 @@ def cmd_send_retry(args: argparse.Namespace) -> int:
         finally:
             state.close()
         human = f"{text} {'was already stored' if already else 'sent'}: the hub has it once"
-        _out(args, human, {"id": text, "already_stored": already})
+        emit(args, human, {"id": text, "already_stored": already})
         return 0
 
     return _run(args, go)
@@ -881,10 +874,10 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         else:
             listed = store.unseen(args.max)
         store.mark_seen(listed)
-        shown = [*refused, *(_stored(m) for m in listed)]
         if args.json:
-            _out(args, "", shown)
+            emit(args, "", {"messages": [_stored(m) for m in listed], "refused": refused})
             return 0
+        shown = [*refused, *(_stored(m) for m in listed)]
         if not shown:
             sys.stdout.write("inbox empty\n" if not args.all else "no stored messages\n")
         for d in shown:
@@ -935,7 +928,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise UsageError(f"{msg_id}: its content is not readable here ({message.content})")
         shown["saved"] = save_attachments(message.body, args.save_attachments)
     if args.json:
-        _out(args, "", shown)
+        emit(args, "", shown)
         return 0
     _print_stored(shown)
     sys.stdout.write(f"  received {shown['received_at']} via {', '.join(shown['via'])}\n")
@@ -984,6 +977,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         rows = [_stored(m) for m in store.since(since)]
     finally:
         store.close()
+    if args.out is None and args.json:  # the rows are the one JSON object
+        if args.format != "json":
+            raise UsageError("--json with --format csv: give --out FILE for the CSV")
+        emit(args, "", {"messages": rows})
+        return 0
     if args.format == "json":
         data = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
     else:
@@ -1005,7 +1003,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise IoError(f"cannot create {args.out}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
         fh.write(data)
-    sys.stdout.write(f"exported {len(rows)} messages to {args.out}\n")
+    emit(
+        args,
+        f"exported {len(rows)} messages to {args.out}",
+        {"file": str(args.out), "format": args.format, "messages": len(rows)},
+    )
     return 0
 
 
@@ -1040,7 +1042,7 @@ def cmd_verify_doc(args: argparse.Namespace) -> int:
         summary = document_summary(mrz, today)
         if isinstance(answer, Queued):
             human = f"{document_line(mrz, today)}\n{authority}: {answer.describe(client.clock())}"
-            _out(args, human, {"authority": str(authority), **_queued(answer), **summary})
+            emit(args, human, {"authority": str(authority), **_queued(answer), **summary})
             return 0
         body = msgspec.to_builtins(answer.body)
         fields = ", ".join(body.get("mismatched_fields", []))
@@ -1048,7 +1050,7 @@ def cmd_verify_doc(args: argparse.Namespace) -> int:
         if body.get("note"):
             human += f" — {body['note']}"
         human = f"{document_line(mrz, today)}\n{human}"
-        _out(args, human, {"authority": str(authority), **body, **summary})
+        emit(args, human, {"authority": str(authority), **body, **summary})
         return 0
 
     return _run(args, go)
@@ -1101,7 +1103,7 @@ def cmd_query_person(args: argparse.Namespace) -> int:
                 lines.append(f"{to}: {'HIT, reference ' + str(ref) if hit else 'no hit'}")
             else:
                 raise UnknownRecipientError(f"{to} answered with {answer.header.type}")
-        _out(args, "\n".join(lines), results)
+        emit(args, "\n".join(lines), {"results": results})
         failed = [a for a in answers.values() if isinstance(a, IxbError)]
         if failed and len(failed) == len(answers):
             raise failed[0]
@@ -1141,7 +1143,7 @@ def cmd_receipts(args: argparse.Namespace) -> int:
             )
             or f"no receipts for {msg_id} yet"
         )
-        _out(args, human, [{**r, "at": utc_iso(r["at"])} for r in rows])
+        emit(args, human, {"id": msg_id, "receipts": [{**r, "at": utc_iso(r["at"])} for r in rows]})
         return 0
 
     return _run(args, go)
@@ -1161,7 +1163,11 @@ def cmd_respond(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        sys.stdout.write(f"{client.principal}: answering document checks\n")
+        emit(
+            args,
+            f"{client.principal}: answering document checks",
+            {"agency": str(client.principal), "answering": ["doc.verify.request"]},
+        )
         sys.stdout.flush()
         with contextlib.suppress(asyncio.CancelledError):
             await client.serve({"doc.verify.request": answer}, stop, concurrency=args.concurrency)

@@ -9,7 +9,6 @@ country, each agency with its roles, whether it can be addressed now
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from agency_client.sdk import AgencyClient
 from protocols.directory import DirectoryEntry
 from protocols.fields import utc_iso, utc_text
 from transport.cliargs import add_connect_timeout, country
+from transport.cliout import add_json, emit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--country MYS",
     )
     ls.add_argument("--profile", type=Path, help="agency profile (default: $IXB_PROFILE)")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(ls)
     ls.add_argument(
         "--country", type=country, help="only this country (ISO 3166 alpha-3, e.g. MYS)"
     )
@@ -91,7 +91,7 @@ def cmd_directory_ls(args: argparse.Namespace) -> int:
     async def go(client: AgencyClient) -> int:
         rows = listing(client, country)
         if args.json:
-            sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+            emit(args, "", {"countries": rows})
             return 0
         for row in rows:
             if row["directory_version"] is None:

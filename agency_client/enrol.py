@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
 from agency_client.enckeys import KeyState, open_key_file
@@ -27,6 +26,7 @@ from agency_client.profile import Profile, load_profile, render_profile
 from agency_client.sdk import AgencyClient, load_previous_for, previous_key_file
 from protocols.enrolment import Request, RequestKind, check_server, sign_request
 from protocols.errors import IxbError, UsageError
+from protocols.fields import utc_iso
 from protocols.identifiers import parse_agency
 from protocols.keys import (
     MAX_RETIRED_KEYS,
@@ -40,6 +40,7 @@ from protocols.keys import (
     seal_keyfile,
 )
 from transport.cliargs import add_connect_timeout, reconnects_for
+from transport.cliout import add_json, emit
 from transport.clock import wall_ms
 from transport.files import read_bytes
 
@@ -97,12 +98,22 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         nats_nkey=nkey.public,
     )
     create_private(request_file, sign_request(request, identity), "request")
-    sys.stdout.write(
+    emit(
+        args,
         f"keys for {agency} in {key_file} (sealed with your passphrase)\n"
         f"profile {profile_file}\n"
         f"request {request_file}: give it to your hub's operator, and read them these "
         f"fingerprints to compare:\n{_fingerprints(identity.public())}"
-        f"  {'nats':<10} {nkey.public}\n"
+        f"  {'nats':<10} {nkey.public}\n",
+        {
+            "agency": str(agency),
+            "key_file": str(key_file),
+            "profile": str(profile_file),
+            "request": str(request_file),
+            "created": utc_iso(request.created),
+            "fingerprints": identity.public().fingerprints(),
+            "nats_nkey": nkey.public,
+        },
     )
     return 0
 
@@ -117,7 +128,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     """New signing and encryption keys; the old key file is kept beside (``.key.previous``)."""
     profile = load_profile(args.profile)
     if args.encryption_only:
-        return _rotate_encryption(profile, args.timeout)
+        return _rotate_encryption(args, profile)
     key_file = profile.path(profile.agency.key_file)
     previous_file = previous_key_file(key_file)
     if previous_file.exists():
@@ -173,16 +184,26 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     # (``….key.previous`` goes once the hub lists the new keys)
     if store_path(profile).exists():
         open_store(profile, [new, old], now).close()
-    sys.stdout.write(
+    emit(
+        args,
         f"new keys for {old.principal} in {key_file} (old ones kept in {previous_file})\n"
         f"request {request_file}: the hub's operator runs `ixb hub agency rotate` with it\n"
-        f"{_fingerprints(new.public())}"
+        f"{_fingerprints(new.public())}",
+        {
+            "agency": str(old.principal),
+            "key_file": str(key_file),
+            "previous_key_file": str(previous_file),
+            "request": str(request_file),
+            "created": utc_iso(now),
+            "fingerprints": new.public().fingerprints(),
+        },
     )
     return 0
 
 
-def _rotate_encryption(profile: Profile, connect_timeout: float) -> int:
+def _rotate_encryption(args: argparse.Namespace, profile: Profile) -> int:
     """A new encryption key, listed by the hub at once (SPEC §12.1): no operator needed."""
+    connect_timeout: float = args.timeout
     secret = passphrase(confirm=False)
     key_file = open_key_file(profile, secret, wall_ms())
     agency = profile.principal
@@ -205,10 +226,12 @@ def _rotate_encryption(profile: Profile, connect_timeout: float) -> int:
 
     state = asyncio.run(main())
     retired = len(state.history.retired)
-    sys.stdout.write(
-        f"new encryption key for {agency}, listed by the hub: "
-        f"{state.identity.public().fingerprints()['encryption']}\n"
-        f"{retired} retired encryption key(s) kept until drained and past their grace\n"
+    fingerprint = state.identity.public().fingerprints()["encryption"]
+    emit(
+        args,
+        f"new encryption key for {agency}, listed by the hub: {fingerprint}\n"
+        f"{retired} retired encryption key(s) kept until drained and past their grace",
+        {"agency": str(agency), "encryption": fingerprint, "retired_encryption_keys": retired},
     )
     return 0
 
@@ -232,6 +255,7 @@ def register_enroll(agency_sub: argparse._SubParsersAction[argparse.ArgumentPars
         choices=[p.value for p in KdfProfile if p is not KdfProfile.INTERACTIVE],
         default=KdfProfile.MODERATE.value,
     )
+    add_json(enroll)
     enroll.set_defaults(func=cmd_enroll)
 
 
@@ -252,4 +276,5 @@ def register_rotate(keys: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=KdfProfile.MODERATE.value,
     )
     add_connect_timeout(rotate)
+    add_json(rotate)
     rotate.set_defaults(func=cmd_rotate)

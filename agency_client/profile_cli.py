@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from agency_client.named_profiles import NamedProfiles, check_name
 from agency_client.profile import PROFILE_ENV, load_profile
 from protocols.errors import ConfigError
+from transport.cliout import add_json, emit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,16 +27,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add.add_argument("name")
     add.add_argument("file", type=Path)
+    add_json(add)
     add.set_defaults(func=cmd_add)
     ls = profile.add_parser("ls", help="the named profiles; * marks the one in use")
-    ls.add_argument("--json", action="store_true")
+    add_json(ls)
     ls.set_defaults(func=cmd_ls)
     use = profile.add_parser("use", help="use this profile from now on (unless overridden)")
     use.add_argument("name")
+    add_json(use)
     use.set_defaults(func=cmd_use)
     show = profile.add_parser("show", help="which profile a command would use now, and why")
     show.add_argument("name", nargs="?", help="a named profile (default: the one in effect)")
-    show.add_argument("--json", action="store_true")
+    add_json(show)
     show.set_defaults(func=cmd_show)
 
 
@@ -46,7 +48,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     named = NamedProfiles.load()
     named.profiles[name] = str(args.file.resolve())
     named.save()
-    sys.stdout.write(f"profile {name}: {args.file.resolve()}\n")
+    path = str(args.file.resolve())
+    emit(args, f"profile {name}: {path}", {"name": name, "file": path})
     return 0
 
 
@@ -57,7 +60,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             {"name": n, "file": p, "current": n == named.current}
             for n, p in sorted(named.profiles.items())
         ]
-        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        emit(args, "", {"current": named.current, "profiles": rows})
         return 0
     if not named.profiles:
         sys.stdout.write("no named profiles (ixb profile add NAME FILE)\n")
@@ -76,7 +79,11 @@ def cmd_use(args: argparse.Namespace) -> int:
         if os.environ.get("IXB_PROFILE")
         else ""
     )
-    sys.stdout.write(f"using profile {args.name}{note}\n")
+    emit(
+        args,
+        f"using profile {args.name}{note}",
+        {"current": args.name, "overridden_by_env": bool(note)},
+    )
     return 0
 
 
@@ -99,9 +106,6 @@ def cmd_show(args: argparse.Namespace) -> int:
         "federation_file": str(profile.path(profile.agency.federation_file)),
         "nats_url": profile.nats.url,
     }
-    if args.json:
-        sys.stdout.write(json.dumps(data, indent=1) + "\n")
-        return 0
     width = max(len(k) for k in data)
-    sys.stdout.write("".join(f"{k:<{width}}  {v}\n" for k, v in data.items()))
+    emit(args, "".join(f"{k:<{width}}  {v}\n" for k, v in data.items()), data)
     return 0

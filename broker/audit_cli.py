@@ -8,8 +8,8 @@ entry naming who ran it: reading the record leaves a trace in the record.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +36,14 @@ from protocols.export import (
 )
 from protocols.federation import FederationFile, history, parse_federation_file
 from protocols.fields import utc_iso, utc_text
-from protocols.identifiers import check_country, format_message_id, parse_message_id
+from protocols.identifiers import (
+    check_country,
+    format_message_id,
+    parse_message_id,
+    parse_principal,
+)
 from transport.cliargs import country, int_range, seconds
+from transport.cliout import add_json, emit
 from transport.clock import wall_ms
 
 MAX_EXPORT_FILE = 4 * 1024 * 1024 * 1024
@@ -54,8 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def hub_cmd(name: str, text: str) -> argparse.ArgumentParser:
         p = audit.add_parser(name, help=text)
         p.add_argument("--config", required=True, type=Path, help="the hub's config")
-        p.add_argument("--json", action="store_true")
-        return p
+        return add_json(p)
 
     search = hub_cmd("search", "find entries (newest first)")
     search.add_argument("--msg")
@@ -103,6 +108,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     repin.add_argument(
         "--operator", help="who decided it (default: cli:<login name>), kept in the audit log"
     )
+    add_json(repin)
     repin.set_defaults(func=cmd_witness_repin)
     verify = audit.add_parser("verify", help="verify an export (no hub needed)")
     verify.add_argument("dir", type=Path)
@@ -113,7 +119,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         help="the federation file; again for each earlier version (a hub key changed since)",
     )
-    verify.add_argument("--json", action="store_true")
+    add_json(verify)
     verify.set_defaults(func=cmd_verify)
 
 
@@ -206,9 +212,11 @@ def cmd_witness_repin(args: argparse.Namespace) -> int:
             raise IoError(f"cannot write the witness pin: {exc.strerror or exc}") from None
     finally:
         log.close()
-    sys.stdout.write(
+    emit(
+        args,
         f"repinned {log_origin(peer)} by {operator}: {config.hub_id} cosigns {peer}'s next "
-        "checkpoint as a first one (recorded in the audit log)\n"
+        "checkpoint as a first one (recorded in the audit log)",
+        {"peer": peer, "origin": log_origin(peer), "operator": operator, "at": _when(entry.at)},
     )
     return 0
 
@@ -282,7 +290,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     finally:
         log.close()
     if args.json:
-        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        emit(args, "", {"entries": rows})
     else:
         _print_rows(rows)
     return 0
@@ -303,9 +311,26 @@ def cmd_show(args: argparse.Namespace) -> int:
             dict(_row(e), hub=str(config.hub_id))
             for e in log.search(AuditQuery(msg_id=msg_id), limit=500)
         ]
+        addressed = {r for row in here for r in row["recipients"]}
+        answers = _answers(log.search(AuditQuery(in_reply_to=msg_id), limit=500), addressed)
+        here += [
+            dict(_row(e), hub=str(config.hub_id), event=what, by=e.sender, answer=e.msg_id)
+            for e, what in answers.values()
+        ]
         there = []
         for peer in sorted(config.links):
             for p in store.peer_entries(peer):
+                if p.msg_id in answers and p.event != "rejected":
+                    e, what = answers[p.msg_id]
+                    there.append(
+                        dict(
+                            _row(dataclasses.replace(e, index=p.index, at_ms=p.at_ms)),
+                            hub=f"{peer}/HUB (shared)",
+                            event=what,
+                            by=e.sender,
+                            answer=e.msg_id,
+                        )
+                    )
                 if p.msg_id == msg_id:
                     stored = StoredEntry(
                         p.index,
@@ -327,7 +352,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         log.close()
     trail = sorted(here + there, key=lambda r: (r["at"], r["index"]))
     if args.json:
-        sys.stdout.write(json.dumps(trail, indent=1) + "\n")
+        emit(args, "", {"msg_id": msg_id, "trail": trail})
         return 0
     if not trail:
         sys.stdout.write(f"no entries for {msg_id}\n")
@@ -336,9 +361,25 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"{_text(r['at'])}  {r['hub']:<20} {r['event']:<12} #{r['index']}"
             + (f"  peer {r['peer']}" if r["peer"] else "")
             + (f"  {r['code']}" if r["code"] else "")
+            + (f"  by {r['by']} ({r['type']} {r['answer']})" if r.get("by") else "")
             + "\n"
         )
     return 0
+
+
+def _answers(found: list[StoredEntry], addressed: set[str]) -> dict[str, tuple[StoredEntry, str]]:
+    """Each answer to a message (its first entry here): "read" for a recipient's receipt (an
+    agency states only read), "answered" for its reply; refused ones left out."""
+    out: dict[str, tuple[StoredEntry, str]] = {}
+    for e in found:  # newest first: the last kept is the first recorded
+        if e.msg_id is None or e.sender not in addressed or e.code is not None:
+            continue
+        if e.sender is None:
+            continue
+        if parse_principal(e.sender).is_hub:
+            continue
+        out[e.msg_id] = (e, "read" if e.type == "receipt" else "answered")
+    return out
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -383,9 +424,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         log.close()
     witnesses = len(cosigned)
-    sys.stdout.write(
+    emit(
+        args,
         f"exported {len(indexes)} entries of {size} to {args.out}"
-        f" (checkpoint cosigned by {witnesses} peer(s))\n"
+        f" (checkpoint cosigned by {witnesses} peer(s))",
+        {"dir": str(args.out), "entries": len(indexes), "size": size, "cosignatures": witnesses},
     )
     return 0
 
@@ -424,7 +467,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         "witnessed_by": list(result.witnesses),
     }
     if args.json:
-        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+        emit(args, "", summary)
     else:
         sys.stdout.write(
             f"valid: {summary['entries']} entries of {result.hub}'s log (size {summary['size']},"
@@ -469,7 +512,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         "different": [{"msg_id": m, "differs": d} for m, d in report.different],
     }
     if args.json:
-        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        emit(args, "", data)
     else:
         sys.stdout.write(
             f"{config.country} ↔ {args.peer}: {report.matched} exchanges match on both sides;"

@@ -648,6 +648,7 @@ def to_record(e: AuditEntry) -> AuditRecord:
         case_ref=e.case_ref,
         code=e.code,
         peer=e.peer,
+        in_reply_to=e.reply_to_id,
     )
 
 

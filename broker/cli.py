@@ -23,6 +23,7 @@ from protocols.errors import ConfigError, IoError
 from protocols.federation import TrustAnchors
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity, open_keyfile
+from transport.cliout import add_json, emit
 
 MAX_SMALL_FILE = 64 * 1024
 
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     passwd.add_argument("--name", required=True)
     passwd.add_argument("--role", choices=["liaison", "auditor"], required=True)
+    add_json(passwd)
     passwd.set_defaults(func=cmd_passwd)
     lifecycle_cli.register(hub)
 
@@ -112,9 +114,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_passwd(args: argparse.Namespace) -> int:
     """Print a ``[[user]]`` block; the password comes from $IXB_NEW_PASSWORD or a prompt."""
-    secret = new_password()
-    sys.stdout.write(
-        f'[[user]]\nname = "{args.name}"\nrole = "{args.role}"\n'
-        f'password_hash = "{hash_password(secret)}"\n'
+    password_hash = hash_password(new_password())
+    emit(
+        args,
+        f'[[user]]\nname = "{args.name}"\nrole = "{args.role}"\npassword_hash = "{password_hash}"',
+        {"name": args.name, "role": args.role, "password_hash": password_hash},
     )
     return 0

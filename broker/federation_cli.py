@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import re
 import sys
@@ -34,6 +33,7 @@ from protocols.federation import (
 from protocols.identifiers import check_country, hub_of
 from protocols.keys import KeyAlg, fingerprint, open_keyfile, read_public
 from transport.cliargs import int_range
+from transport.cliout import add_json, emit
 from transport.clock import wall_ms
 from transport.files import read_bytes, write_atomic
 
@@ -49,13 +49,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ).add_subparsers(dest="cmd", required=True)
     show = fed.add_parser("show", help="version, threshold, hubs, fingerprints, signatures")
     show.add_argument("file", type=Path)
-    show.add_argument("--json", action="store_true")
+    add_json(show)
     show.set_defaults(func=cmd_show)
     verify = fed.add_parser(
         "verify", help="may a hub holding --previous accept FILE? (threshold of signatures)"
     )
     verify.add_argument("file", type=Path)
     verify.add_argument("--previous", type=Path, help="the version FILE replaces")
+    add_json(verify)
     verify.set_defaults(func=cmd_verify)
     prop = fed.add_parser("propose", help="the next version: the current one plus changes")
     prop.add_argument("--current", required=True, type=Path, help="the version in force")
@@ -72,10 +73,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int_range(1, 1000),
         help="signatures a later version needs (at least 1, at most the members)",
     )
+    add_json(prop)
     prop.set_defaults(func=cmd_propose)
     sign = fed.add_parser("sign", help="add this hub's signature to FILE")
     sign.add_argument("file", type=Path)
     sign.add_argument("--key", required=True, type=Path, help="this hub's key file")
+    add_json(sign)
     sign.set_defaults(func=cmd_sign)
     install = fed.add_parser(
         "install", help="take FILE into use at a running hub (checked against the held version)"
@@ -88,6 +91,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=KEY_GRACE_MS / 3_600_000,
         help="how long a hub key it replaces still verifies (0: the old key was stolen)",
     )
+    add_json(install)
     install.set_defaults(func=cmd_install)
 
 
@@ -117,7 +121,7 @@ def _describe(fed: FederationFile) -> dict[str, object]:
 def cmd_show(args: argparse.Namespace) -> int:
     fed = load(args.file)
     if args.json:
-        sys.stdout.write(json.dumps(_describe(fed), indent=1) + "\n")
+        emit(args, "", _describe(fed))
         return 0
     out = [
         f"federation {fed.name}  version {fed.version}  threshold {fed.threshold} "
@@ -142,9 +146,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"{args.file} is version {fed.version}: it counts only against the version "
                 "it replaces; give --previous OLD"
             )
-        sys.stdout.write(
+        emit(
+            args,
             f"{args.file}: version 1 of {fed.name}, a trust root: compare its digest "
-            f"{fed.digest()} or every hub's fingerprint out of band\n"
+            f"{fed.digest()} or every hub's fingerprint out of band",
+            {**_verdict(fed, "trust root"), "signers": [], "not_counted": [], "changes": []},
         )
         return 0
     previous = load(args.previous)
@@ -152,8 +158,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         succession = check_successor(previous, fed)
     except IxbError as exc:
         raise type(exc)(f"{args.file}: {exc.detail}") from None
+    verdict = {
+        **_verdict(fed, "same version" if succession.redelivery else "successor"),
+        "previous_version": previous.version,
+        "required": previous.threshold,
+        "signers": list(succession.signers),
+        "not_counted": list(succession.not_counted),
+        "changes": list(succession.changes),
+    }
     if succession.redelivery:
-        sys.stdout.write(f"{args.file}: the same version {fed.version} as {args.previous}\n")
+        emit(args, f"{args.file}: the same version {fed.version} as {args.previous}", verdict)
         return 0
     lines = [
         f"{args.file}: version {fed.version} of {fed.name} follows version {previous.version}, "
@@ -162,8 +176,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
         *(f"  {change}" for change in succession.changes),
         f"  digest {fed.digest()}",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    emit(args, "\n".join(lines), verdict)
     return 0
+
+
+def _verdict(fed: FederationFile, verdict: str) -> dict[str, object]:
+    """What ``verify --json`` says of ``fed`` (signers and changes added by the caller)."""
+    return {
+        "valid": True,
+        "verdict": verdict,
+        "name": fed.name,
+        "version": fed.version,
+        "digest": fed.digest(),
+    }
 
 
 def _public_key(country: str, value: str) -> bytes:
@@ -214,7 +239,16 @@ def cmd_propose(args: argparse.Namespace) -> int:
         f"it needs the signatures of {current.threshold} hubs of version {current.version} "
         f"({', '.join(sorted(current.trust.hubs))}): ixb federation sign {args.out} --key HUBKEY",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    data = {
+        "file": str(args.out),
+        "name": new.name,
+        "version": new.version,
+        "digest": new.digest(),
+        "changes": list(what),
+        "signatures_needed": current.threshold,
+        "signers_of": sorted(current.trust.hubs),
+    }
+    emit(args, "\n".join(lines), data)
     return 0
 
 
@@ -235,10 +269,20 @@ def cmd_sign(args: argparse.Namespace) -> int:
         write_atomic(args.file, render_federation_file(signed))
     except OSError as exc:
         raise IoError(f"cannot write {args.file}: {exc.strerror or exc}") from None
-    signers = ", ".join(s.country for s in signed.signatures)
-    sys.stdout.write(
+    signers = [s.country for s in signed.signatures]
+    emit(
+        args,
         f"signed version {fed.version} of {fed.name} (digest {fed.digest()}) as "
-        f"{identity.principal} {identity.signing.fingerprint}; signatures: {signers}\n"
+        f"{identity.principal} {identity.signing.fingerprint}; signatures: {', '.join(signers)}",
+        {
+            "file": str(args.file),
+            "name": fed.name,
+            "version": fed.version,
+            "digest": fed.digest(),
+            "signed_as": str(identity.principal),
+            "fingerprint": identity.signing.fingerprint,
+            "signatures": signers,
+        },
     )
     return 0
 
@@ -256,8 +300,18 @@ def cmd_install(args: argparse.Namespace) -> int:
     fed, succession = install_federation(
         config.trust_path, text, args.file, actor=operator(), at_ms=wall_ms(), grace_ms=grace_ms
     )
+    data = {
+        "hub": str(config.hub_id),
+        "name": fed.name,
+        "version": fed.version,
+        "digest": fed.digest(),
+        "installed": not succession.redelivery,
+        "signers": list(succession.signers),
+        "changes": list(succession.changes),
+        "replaced_key_grace_hours": grace_ms / 3_600_000,
+    }
     if succession.redelivery:
-        sys.stdout.write(f"{config.hub_id} holds version {fed.version} already: nothing changes\n")
+        emit(args, f"{config.hub_id} holds version {fed.version} already: nothing changes", data)
         return 0
     lines = [
         f"installed version {fed.version} of {fed.name} at {config.hub_id} "
@@ -266,5 +320,5 @@ def cmd_install(args: argparse.Namespace) -> int:
         f"the running hub takes it into use within a second; a replaced hub key stays valid "
         f"for {grace_ms / 3_600_000:g} h",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    emit(args, "\n".join(lines), data)
     return 0

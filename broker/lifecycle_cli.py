@@ -36,11 +36,12 @@ from broker.web.auth import hash_password
 from protocols.directory import MAX_PREVIOUS_KEYS, PreviousKey, RevocationInfo
 from protocols.enrolment import MAX_REQUEST_BYTES, Request, RequestKind, verify_request
 from protocols.errors import ConfigError, IoError, IxbError, UsageError
-from protocols.fields import utc_text
+from protocols.fields import utc_iso, utc_text
 from protocols.identifiers import Principal, parse_agency
 from protocols.keys import KeyAlg, PublicIdentity, fingerprint
 from protocols.limits import MS_PER_HOUR
 from protocols.roles import Role
+from transport.cliout import add_json, emit, wants_json
 from transport.clock import wall_ms
 
 MIN_PASSWORD_CHARS = 12
@@ -61,7 +62,7 @@ def register(hub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=text, description=text)
         p.add_argument("--config", required=True, type=Path, help="the hub's TOML config")
-        return p
+        return add_json(p)
 
     p = cmd(agency, "list", "every agency of this hub: roles, state, keys")
     p.set_defaults(func=cmd_list)
@@ -198,16 +199,31 @@ def applied(config: HubConfig, seq: int) -> bool:
     return False
 
 
-def _report(config: HubConfig, registry: Registry, what: str) -> int:
+def _settle(config: HubConfig, registry: Registry, what: str) -> tuple[str, dict[str, object]]:
+    """Close ``registry`` and wait for the running hub to apply its last change: the line
+    saying so, and the same facts for JSON."""
     seq = registry.last_seq()
     registry.close()
-    if applied(config, seq):
-        sys.stdout.write(f"{what}; applied by the running hub {config.hub_id} (change {seq})\n")
+    done = applied(config, seq)
+    if done:
+        human = f"{what}; applied by the running hub {config.hub_id} (change {seq})"
     else:
-        sys.stdout.write(
+        human = (
             f"{what}; recorded as change {seq}: the hub applies it when it runs "
-            f"(not applied within {APPLY_WAIT_S:.0f} s)\n"
+            f"(not applied within {APPLY_WAIT_S:.0f} s)"
         )
+    return human, {"hub": str(config.hub_id), "change": seq, "applied": done}
+
+
+def _report(
+    args: argparse.Namespace,
+    config: HubConfig,
+    registry: Registry,
+    what: str,
+    data: dict[str, object],
+) -> int:
+    human, applied_as = _settle(config, registry, what)
+    emit(args, human, {**data, **applied_as})
     return 0
 
 
@@ -221,6 +237,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = agencies_of(config, registry)
     finally:
         registry.close()
+    lines = []
     for agency, rec in rows.items():
         state = (
             f"revoked {when(rec.revoked.at)}"
@@ -229,8 +246,28 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         roles = ",".join(r.value for r in rec.roles)
         fp = rec.public.fingerprints()["signing"]
-        sys.stdout.write(f"{agency!s:28} {state:32} {roles:40} {fp}\n")
+        lines.append(f"{agency!s:28} {state:32} {roles:40} {fp}")
+    emit(args, "\n".join(lines), {"agencies": [_agency_json(a, r) for a, r in rows.items()]})
     return 0
+
+
+def _agency_json(agency: Principal, rec: AgencyRecord) -> dict[str, object]:
+    revoked: dict[str, object] | None = None
+    if rec.revoked is not None:
+        revoked = {"at": utc_iso(rec.revoked.at), "reason": rec.revoked.reason}
+    elif rec.config_revoked:
+        revoked = {"at": None, "reason": rec.config_revoked, "by_config": True}
+    return {
+        "agency": str(agency),
+        "state": "active" if revoked is None else "revoked",
+        "roles": [r.value for r in rec.roles],
+        "fingerprints": rec.public.fingerprints(),
+        "previous": [
+            {"fingerprint": _fp(p.key), "valid_until": utc_iso(p.valid_until)} for p in rec.previous
+        ],
+        "revoked": revoked,
+        "nats_user": rec.nats_user,
+    }
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -252,7 +289,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.append(f"revoked     (config): {rec.config_revoked}")
     if rec.nats_user:
         out.append(f"nats user   {rec.nats_user}")
-    sys.stdout.write("\n".join(out) + "\n")
+    emit(args, "\n".join(out), _agency_json(agency, rec))
     return 0
 
 
@@ -273,12 +310,17 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         raise UsageError(f"--reason: {exc.detail}") from None
     with registry.change(operator(), now, f"agency {agency} revoked: {args.reason}") as db:
         Registry.put_agency(db, _replace(rec, revoked=revoked), now)
-    status = _report(config, registry, f"{agency} revoked at {when(now)}")
+    human, applied_as = _settle(config, registry, f"{agency} revoked at {when(now)}")
+    data: dict[str, object] = {"agency": str(agency), "revoked_at": utc_iso(now), **applied_as}
     if args.nats_plan is not None:  # after the revocation is in force: the hub refuses first
+        if not wants_json(args):  # the revocation stands even if the next step fails
+            sys.stdout.write(human + "\n")
         _, pid = remove_agency_user(args.nats_plan, agency, args.nats_pid)
         closed = "; its connections are closed" if pid is not None else ""
-        sys.stdout.write(f"{agency}'s NATS user removed; {_reloaded(pid)}{closed}\n")
-    return status
+        human = f"{agency}'s NATS user removed; {_reloaded(pid)}{closed}"
+        data |= {"nats_user_removed": True, "nats_server_pid": pid}
+    emit(args, human, data)
+    return 0
 
 
 def cmd_roles(args: argparse.Namespace) -> int:
@@ -290,7 +332,8 @@ def cmd_roles(args: argparse.Namespace) -> int:
     now = wall_ms()
     with registry.change(operator(), now, f"agency {agency} roles: {text}") as db:
         Registry.put_agency(db, _replace(rec, roles=roles), now)
-    return _report(config, registry, f"{agency} roles: {text}")
+    data: dict[str, object] = {"agency": str(agency), "roles": [r.value for r in roles]}
+    return _report(args, config, registry, f"{agency} roles: {text}", data)
 
 
 def _replace(rec: AgencyRecord, **changes: object) -> AgencyRecord:
@@ -304,7 +347,7 @@ def add_agency(
     *,
     nats_user: str | None = None,
     what: str,
-) -> int:
+) -> tuple[str, dict[str, object]]:
     """Enrol a new agency (``approve``): refused if its id is already enrolled."""
     registry = Registry.of(config)
     agency = public.principal
@@ -314,7 +357,7 @@ def add_agency(
     now = wall_ms()
     with registry.change(operator(), now, what) as db:
         Registry.put_agency(db, AgencyRecord(public=public, roles=roles, nats_user=nats_user), now)
-    return _report(config, registry, what)
+    return _settle(config, registry, what)
 
 
 def _read_request(path: Path) -> Request:
@@ -355,17 +398,26 @@ def cmd_approve(args: argparse.Namespace) -> int:
             pid=args.nats_pid,
         )
     text = ",".join(r.value for r in roles)
-    status = add_agency(
+    human, applied_as = add_agency(
         config,
         request.public,
         roles,
         nats_user=request.nats_user,
         what=f"agency {agency} enrolled ({text}), signing key {_fp(request.signing_key)}",
     )
+    data: dict[str, object] = {
+        "agency": str(agency),
+        "roles": [r.value for r in roles],
+        "fingerprints": request.public.fingerprints(),
+        "nats_user": request.nats_user,
+        **applied_as,
+    }
     if args.nats_plan is not None:
         how = f"nkey {request.nats_nkey}" if request.nats_nkey else "password (bcrypt)"
-        sys.stdout.write(f"{agency}'s NATS user added ({how}); {_reloaded(pid)}\n")
-    return status
+        human += f"\n{agency}'s NATS user added ({how}); {_reloaded(pid)}"
+        data |= {"nats_user_added": True, "nats_server_pid": pid}
+    emit(args, human, data)
+    return 0
 
 
 def _reloaded(pid: int | None) -> str:
@@ -412,7 +464,15 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     with registry.change(operator(), now, what) as db:
         Registry.put_agency(db, rotated, now)
     return _report(
-        config, registry, f"{agency}: new keys; the old signing key valid until {when(until)}"
+        args,
+        config,
+        registry,
+        f"{agency}: new keys; the old signing key valid until {when(until)}",
+        {
+            "agency": str(agency),
+            "fingerprints": request.public.fingerprints(),
+            "previous_valid_until": utc_iso(until),
+        },
     )
 
 
@@ -439,7 +499,13 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     password_hash = hash_password(new_password())
     with registry.change(operator(), wall_ms(), f"user {name} added ({args.role})") as db:
         Registry.put_user(db, UserRow(name, args.role, password_hash))
-    return _report(config, registry, f"user {name} added ({args.role})")
+    return _report(
+        args,
+        config,
+        registry,
+        f"user {name} added ({args.role})",
+        {"user": name, "role": args.role},
+    )
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
@@ -449,7 +515,9 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     password_hash = hash_password(new_password())
     with registry.change(operator(), wall_ms(), f"user {user.name} password changed") as db:
         Registry.put_user(db, UserRow(user.name, user.role, password_hash))
-    return _report(config, registry, f"user {user.name}: password changed")
+    return _report(
+        args, config, registry, f"user {user.name}: password changed", {"user": user.name}
+    )
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
@@ -458,7 +526,9 @@ def cmd_user_remove(args: argparse.Namespace) -> int:
     user = _existing_user(config, registry, args.name)
     with registry.change(operator(), wall_ms(), f"user {user.name} removed") as db:
         Registry.put_user(db, UserRow(user.name, user.role, "-", removed=True))
-    return _report(config, registry, f"user {user.name} removed")
+    return _report(
+        args, config, registry, f"user {user.name} removed", {"user": user.name, "removed": True}
+    )
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
@@ -468,6 +538,9 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         users = _users(config, registry)
     finally:
         registry.close()
-    for user in users.values():
-        sys.stdout.write(f"{user.name:24} {user.role}\n")
+    emit(
+        args,
+        "\n".join(f"{user.name:24} {user.role}" for user in users.values()),
+        {"users": [{"name": user.name, "role": user.role} for user in users.values()]},
+    )
     return 0

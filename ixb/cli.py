@@ -3,7 +3,8 @@
 Each command group lives in the package that owns it (``agency_client.cli``
 for keys, MRZ and envelopes; ``broker`` for hub commands once they exist).
 This module only maps group names to their ``register`` functions and turns
-every typed error into one readable line and exit status 2.
+every typed error into one readable line and exit status 2 (with ``--json``,
+also ``{"error": {"code", "detail"}}`` on stdout: :mod:`transport.cliout`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from broker import audit_cli, federation_cli
 from broker import cli as broker_cli
 from ixb import compose, demo
 from protocols.errors import IxbError, UsageError
+from transport.cliout import error_document, json_text, wants_json
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -100,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.func(args)
     except IxbError as exc:
         sys.stderr.write(exc.one_line() + "\n")
+        if wants_json(args):  # a script reading stdout gets one object either way
+            sys.stdout.write(json_text(error_document(exc)))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from agency_client.docregistry import DocumentRegistry
@@ -34,6 +33,7 @@ from ixb.deployment import Layout, _write_private, create_deployment
 from protocols.errors import ConfigError, UsageError
 from protocols.identifiers import parse_agency
 from protocols.keys import KdfProfile
+from transport.cliout import add_json, emit
 
 DEFAULT_OUT = Path("deploy/compose")
 """What ``docker-compose.yml`` mounts, relative to the repository root."""
@@ -110,6 +110,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     prepare.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"where (default: {DEFAULT_OUT})"
     )
+    add_json(prepare)
     prepare.set_defaults(func=cmd_prepare)
 
 
@@ -122,7 +123,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             "(docker compose passes the same variable to the hubs)"
         )
     write_compose_deployment(out, passphrase=passphrase)
-    sys.stdout.write(
-        f"prepared {out} (keys sealed with ${PASSPHRASE_ENV})\nnext: docker compose up\n"
+    emit(
+        args,
+        f"prepared {out} (keys sealed with ${PASSPHRASE_ENV})\nnext: docker compose up",
+        {"dir": str(out), "next": "docker compose up"},
     )
     return 0

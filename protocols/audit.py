@@ -38,6 +38,11 @@ from protocols.identifiers import (
 from protocols.limits import MAX_RECIPIENTS, MAX_SHORT_TEXT
 
 AUDIT_VERSION: Final = 1
+"""The version of an entry that answers no message (no ``in_reply_to``): every entry
+written before version 2 existed, and most entries still, so their leaves are unchanged."""
+AUDIT_REPLY_VERSION: Final = 2
+"""The version of an entry that carries ``in_reply_to`` (SPEC §13.1): the only key it adds."""
+AUDIT_VERSIONS: Final = frozenset({AUDIT_VERSION, AUDIT_REPLY_VERSION})
 MAX_AUDIT_ENTRY_BYTES: Final = 16 * 1024
 """Above the largest entry the schema allows (256 recipients, every text field full: ~14 KiB)."""
 MAX_SIZE_BYTES: Final = (1 << 53) - 1
@@ -83,7 +88,9 @@ class AuditEntry(wire.WireStruct, frozen=True):
     Cross-field rules: message events (accepted, relayed, delivered,
     duplicate) name the message; refusals (rejected, directory_rejected,
     witness_alarm) carry the error code and successes carry none; reads
-    and exports of the audit log name the actor.
+    and exports of the audit log name the actor. The version follows from
+    ``in_reply_to``: 2 exactly when it is present (so an entry has one
+    encoding), and a message never answers itself.
     """
 
     v: int
@@ -102,11 +109,16 @@ class AuditEntry(wire.WireStruct, frozen=True):
     detail: ShortText | None = None
     peer: CountryStr | None = None
     actor: ShortText | None = None
+    in_reply_to: MessageIdBytes | None = None
 
     def __post_init__(self) -> None:
-        if self.v != AUDIT_VERSION:
-            raise VersionError(f"audit entry version {self.v!r} is not {AUDIT_VERSION}")
+        if self.v not in AUDIT_VERSIONS:
+            raise VersionError(f"audit entry version {self.v!r} is not 1 or 2")
         check_fields(self)
+        if (self.v == AUDIT_REPLY_VERSION) != (self.in_reply_to is not None):
+            raise SchemaError("audit entry: in_reply_to exactly in version 2 entries")
+        if self.in_reply_to is not None and self.in_reply_to == self.msg_id:
+            raise SchemaError("audit entry: a message does not answer itself (in_reply_to)")
         parse_hub(self.hub)
         if self.sender is not None:
             parse_principal(self.sender)
@@ -131,6 +143,11 @@ class AuditEntry(wire.WireStruct, frozen=True):
         """The message id as text (lower-case UUID), or None."""
         return None if self.msg_id is None else format_message_id(self.msg_id)
 
+    @property
+    def reply_to_id(self) -> str | None:
+        """The id of the message this one answers, as text, or None."""
+        return None if self.in_reply_to is None else format_message_id(self.in_reply_to)
+
 
 def make_entry(
     hub: str,
@@ -149,11 +166,14 @@ def make_entry(
     """The entry ``hub`` records at ``at`` for ``event``, with ``header``/``envelope`` metadata.
 
     Free text (the case reference, ``detail``, ``actor``) goes through
-    :func:`audit_text`; ``recipients`` defaults to the header's.
+    :func:`audit_text`; ``recipients`` defaults to the header's. The header's
+    ``in_reply_to`` links a reply or receipt to the message it answers, in a
+    version 2 entry; an entry without it stays version 1.
     """
     h = envelope.header if envelope is not None else header
+    reply_to = h.in_reply_to if h is not None and h.in_reply_to != h.id else None
     return AuditEntry(
-        v=AUDIT_VERSION,
+        v=AUDIT_VERSION if reply_to is None else AUDIT_REPLY_VERSION,
         hub=hub,
         at=at,
         event=event,
@@ -169,6 +189,7 @@ def make_entry(
         detail=audit_text(detail),
         peer=peer,
         actor=audit_text(actor),
+        in_reply_to=reply_to,
     )
 
 

@@ -92,7 +92,42 @@ ENTRIES: list[tuple[str, dict[str, Any]]] = [
     ),
     ("audit read", {"at": T0 + 90000, "event": "audit_read", "actor": "THA/OAG auditor 7"}),
 ]
-BYTES_FIELDS = ("msg_id", "payload_hash")
+REPLY_ENTRIES: list[tuple[str, dict[str, Any]]] = [
+    (
+        "read receipt accepted (version 2)",
+        {
+            "v": 2,
+            "at": T0 + 7000,
+            "event": "accepted",
+            "msg_id": "0195f3a0c6d27c4a8e51b0a3d2c4e6f8",
+            "type": "receipt",
+            "sender": "MYS/RMP-ATIPSOM",
+            "recipients": ["THA/DSI-ATHD"],
+            "handling": "H1",
+            "payload_hash": PAYLOAD[::-1],
+            "size": 812,
+            "peer": "MYS",
+            "in_reply_to": MSG_ALERT,
+        },
+    ),
+    (
+        "query answer delivered (version 2)",
+        {
+            "v": 2,
+            "at": T0 + 8000,
+            "event": "delivered",
+            "msg_id": "0195f3a0c6d27c4a8e51b0a3d2c4e6f9",
+            "type": "person.result",
+            "sender": "THA/IMMIGRATION",
+            "recipients": ["MYS/IMMIGRATION"],
+            "handling": "H2",
+            "case_ref": "MYS-Q-2026-17",
+            "in_reply_to": MSG_QUERY,
+        },
+    ),
+]
+"""Entries that answer a message: version 2 (SPEC §13.1), outside the log of ENTRIES."""
+BYTES_FIELDS = ("msg_id", "payload_hash", "in_reply_to")
 CHECKPOINT_TIMES = {4: T0 + 10_000, 6: T0 + 100_000}
 COSIGNERS = (("MYS", T0 // 1000 + 101), ("MMR", T0 // 1000 + 102))
 
@@ -350,7 +385,9 @@ def build_ixb() -> dict[str, Any]:
             "ixb's own vectors, made by tests/gen_checkpoint.py. Hub signing seeds are "
             "SHA-256('ixb checkpoint vector <CC>/HUB'); entries are the listed fields "
             "(absent fields omitted, SPEC §1.1: the shortest map header). Ed25519 is "
-            "deterministic, so every byte here is reproducible from the seeds and fields."
+            "deterministic, so every byte here is reproducible from the seeds and fields. "
+            "'audit_entries' (version 1) are the log; 'reply_entries' are version 2 entries "
+            "carrying in_reply_to, outside the log."
         ),
         "parties": {f"{cc}/HUB": _party(cc) for cc in ("THA", "MYS", "MMR")},
         "audit_entries": [
@@ -361,6 +398,15 @@ def build_ixb() -> dict[str, Any]:
                 "leaf_hash": merkle.leaf_hash(leaf).hex(),
             }
             for (name, f), leaf in zip(fields, leaves, strict=True)
+        ],
+        "reply_entries": [
+            {
+                "name": name,
+                "fields": entry_fields(f),
+                "encoding": encode_entry(entry_from_json(entry_fields(f))).hex(),
+                "leaf_hash": merkle.leaf_hash(encode_entry(entry_from_json(entry_fields(f)))).hex(),
+            }
+            for name, f in REPLY_ENTRIES
         ],
         "log": {
             "country": "THA",

@@ -20,18 +20,20 @@ from protocols.audit import (
     audit_text,
     decode_entry,
     encode_entry,
+    make_entry,
 )
+from protocols.envelope import Header
 from protocols.errors import IxbError
 from protocols.fields import MAX_TIME_MS
-from protocols.handling import HandlingCode
+from protocols.handling import HandlingCode, Priority
+from protocols.identifiers import format_message_id
 from protocols.limits import MAX_RECIPIENTS, MAX_SHORT_TEXT
 from tests.gen_checkpoint import entry_from_json
 from tests.strategies import countries, error_codes, principals, short_text, times
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
-CASES: list[dict[str, Any]] = json.loads((VECTORS / "checkpoint.json").read_text())["ixb"][
-    "audit_entries"
-]
+_IXB: dict[str, Any] = json.loads((VECTORS / "checkpoint.json").read_text())["ixb"]
+CASES: list[dict[str, Any]] = _IXB["audit_entries"] + _IXB["reply_entries"]
 FAST = settings(max_examples=200, deadline=None, database=None)
 MSG_ID = bytes(range(16))
 HASH = bytes(range(32))
@@ -52,6 +54,15 @@ def test_entry_vectors_both_directions(case: dict[str, Any]) -> None:
 def test_vectors_cover_refusals_reads_and_message_events() -> None:
     events = {c["fields"]["event"] for c in CASES}
     assert {"accepted", "relayed", "rejected", "audit_read"} <= events
+
+
+def test_vectors_cover_both_versions() -> None:
+    """The log's entries are version 1; the reply entries version 2, with in_reply_to."""
+    assert {c["fields"]["v"] for c in _IXB["audit_entries"]} == {1}
+    assert all(
+        c["fields"]["v"] == 2 and "in_reply_to" in c["fields"] for c in _IXB["reply_entries"]
+    )
+    assert {c["fields"]["type"] for c in _IXB["reply_entries"]} >= {"receipt"}
 
 
 # --- the schema is the spec ------------------------------------------------------------
@@ -75,6 +86,7 @@ def test_fields_in_wire_order() -> None:
         "detail",
         "peer",
         "actor",
+        "in_reply_to",
     )
 
 
@@ -107,7 +119,7 @@ def test_message_id_as_text() -> None:
 def test_the_largest_entry_fits_the_limit() -> None:
     wide = "\U0001f600" * MAX_SHORT_TEXT  # 4 UTF-8 bytes a character
     e = AuditEntry(
-        v=1,
+        v=2,
         hub="THA/HUB",
         at=MAX_TIME_MS,
         event=AuditEvent.REJECTED,
@@ -123,6 +135,7 @@ def test_the_largest_entry_fits_the_limit() -> None:
         detail=wide,
         peer="MYS",
         actor=wide,
+        in_reply_to=bytes(16),
     )
     size = len(encode_entry(e))
     assert size <= MAX_AUDIT_ENTRY_BYTES
@@ -152,12 +165,14 @@ def entries(draw: st.DrawFn) -> AuditEntry:
     def maybe(strategy: st.SearchStrategy[Any], required: bool = False) -> Any:
         return draw(strategy if required else st.none() | strategy)
 
+    msg_id = maybe(st.binary(min_size=16, max_size=16), needs_id)
+    reply_to = maybe(st.binary(min_size=16, max_size=16).filter(lambda b: b != msg_id))
     return AuditEntry(
-        v=1,
+        v=1 if reply_to is None else 2,
         hub=draw(countries) + "/HUB",
         at=draw(times),
         event=event,
-        msg_id=maybe(st.binary(min_size=16, max_size=16), needs_id),
+        msg_id=msg_id,
         type=maybe(st.from_regex(r"[a-z]{1,10}(\.[a-z]{1,10}){0,2}", fullmatch=True)),
         sender=maybe(principals),
         recipients=tuple(draw(st.lists(principals, max_size=4, unique=True))),
@@ -169,6 +184,7 @@ def entries(draw: st.DrawFn) -> AuditEntry:
         detail=maybe(short_text),
         peer=maybe(countries),
         actor=maybe(short_text, needs_actor),
+        in_reply_to=reply_to,
     )
 
 
@@ -207,6 +223,7 @@ def test_bit_flips_give_only_typed_errors_or_another_valid_entry(
 
 BASE: dict[str, Any] = {"v": 1, "hub": "THA/HUB", "at": 1, "event": "hub_started"}
 MSG: dict[str, Any] = {**BASE, "event": "accepted", "msg_id": MSG_ID}
+REPLY: dict[str, Any] = {**MSG, "v": 2, "type": "receipt", "in_reply_to": HASH[:16]}
 
 
 def _raw(fields: dict[str, Any]) -> bytes:
@@ -214,7 +231,20 @@ def _raw(fields: dict[str, Any]) -> bytes:
 
 
 REFUSALS: dict[str, tuple[bytes, str]] = {
-    "version 2": (_raw({**BASE, "v": 2}), "ixb.E_VERSION"),
+    "version 3": (_raw({**BASE, "v": 3}), "ixb.E_VERSION"),
+    "version 3 with in_reply_to": (_raw({**REPLY, "v": 3}), "ixb.E_VERSION"),
+    "version 2 without in_reply_to": (_raw({**BASE, "v": 2}), "ixb.E_SCHEMA"),
+    "version 1 with in_reply_to": (_raw({**REPLY, "v": 1}), "ixb.E_SCHEMA"),
+    "in_reply_to of 15 bytes": (_raw({**REPLY, "in_reply_to": MSG_ID[:15]}), "ixb.E_SCHEMA"),
+    "in_reply_to as text": (_raw({**REPLY, "in_reply_to": MSG_ID.hex()}), "ixb.E_SCHEMA"),
+    "in_reply_to is the message itself": (
+        _raw({**REPLY, "in_reply_to": MSG_ID}),
+        "ixb.E_SCHEMA",
+    ),
+    "in_reply_to before actor": (
+        _raw({**BASE, "v": 2, "event": "audit_read", "in_reply_to": MSG_ID, "actor": "a"}),
+        "ixb.E_NONCANONICAL",
+    ),
     "version 0": (_raw({**BASE, "v": 0}), "ixb.E_VERSION"),
     "no version": (_raw({k: v for k, v in BASE.items() if k != "v"}), "ixb.E_SCHEMA"),
     "unknown field": (_raw({**BASE, "body": "x"}), "ixb.E_SCHEMA"),
@@ -291,7 +321,9 @@ def test_decoding_something_else_than_bytes_is_malformed() -> None:
         ({"detail": "x" * 257}, "ixb.E_SCHEMA"),
         ({"detail": "a\tb"}, "ixb.E_SCHEMA"),
         ({"hub": "THA/IMMIGRATION"}, "ixb.E_IDENTIFIER"),
-        ({"v": 2}, "ixb.E_VERSION"),
+        ({"v": 3}, "ixb.E_VERSION"),
+        ({"v": 2}, "ixb.E_SCHEMA"),  # version 2 carries in_reply_to
+        ({"in_reply_to": MSG_ID}, "ixb.E_SCHEMA"),  # and version 1 does not
         ({"recipients": ["MYS/A"]}, "ixb.E_SCHEMA"),  # a list, not a tuple
         ({"size": True}, "ixb.E_SCHEMA"),
         ({"event": "accepted"}, "ixb.E_SCHEMA"),  # a str, not an AuditEvent
@@ -330,3 +362,53 @@ def test_audit_text_always_fits(text: str) -> None:
     fitted = audit_text(text)
     e = AuditEntry(v=1, hub="THA/HUB", at=0, event=AuditEvent.HUB_STOPPED, detail=fitted)
     assert decode_entry(encode_entry(e)) == e
+
+
+# --- version 2: the message a reply or receipt answers -----------------------------------
+
+
+def _header(in_reply_to: bytes | None, type_: str = "receipt") -> Header:
+    return Header(
+        id=MSG_ID,
+        type=type_,
+        sender="MYS/IMMIGRATION",
+        sender_key=bytes(8),
+        recipients=["THA/DSI-ATHD"],
+        created=1,
+        expires=2,
+        handling=HandlingCode.H1,
+        priority=Priority.NORMAL,
+        in_reply_to=in_reply_to,
+    )
+
+
+def test_make_entry_links_a_receipt_to_the_message_it_answers() -> None:
+    original = bytes(range(16, 32))
+    e = make_entry("THA/HUB", 5, AuditEvent.ACCEPTED, header=_header(original), peer="MYS")
+    assert (e.v, e.in_reply_to, e.reply_to_id) == (2, original, format_message_id(original))
+    assert decode_entry(encode_entry(e)) == e
+    assert encode_entry(e).endswith(b"\xabin_reply_to\xc4\x10" + original)  # the last key
+
+
+def test_make_entry_without_in_reply_to_writes_version_1() -> None:
+    e = make_entry("THA/HUB", 5, AuditEvent.ACCEPTED, header=_header(None, "alert"))
+    assert (e.v, e.in_reply_to) == (1, None)
+    assert b"in_reply_to" not in encode_entry(e)
+
+
+def test_version_1_leaves_are_unchanged() -> None:
+    """Old logs keep verifying: every version 1 vector (the log of checkpoint.json, written
+    before version 2 existed) decodes and re-encodes to the same bytes and leaf hash."""
+    for case in _IXB["audit_entries"]:
+        leaf = bytes.fromhex(case["encoding"])
+        entry = decode_entry(leaf)
+        assert entry.v == 1
+        assert encode_entry(entry) == leaf
+        assert merkle.leaf_hash(encode_entry(entry)).hex() == case["leaf_hash"]
+
+
+@FAST
+@given(entries())
+def test_version_follows_in_reply_to(entry: AuditEntry) -> None:
+    assert (entry.v == 2) == (entry.in_reply_to is not None)
+    assert (b"in_reply_to" in encode_entry(entry)) == (entry.v == 2)

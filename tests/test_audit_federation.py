@@ -16,6 +16,7 @@ from protocols.examples import example_bodies
 from protocols.identifiers import format_message_id
 from protocols.messages import ReceiptStatus
 from tests.federation import Federation, run_ixb, running_federation
+from tests.test_cli_json import assert_times_iso
 
 
 @pytest.fixture
@@ -81,6 +82,11 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
     ok = await run_ixb("audit", "verify", str(export), "--federation", federation)
     assert ok.returncode == 0, ok.stderr
     assert "valid" in ok.stdout and "cosigned by" in ok.stdout and "MYS" in ok.stdout
+    verified = await run_ixb("audit", "verify", str(export), "--federation", federation, "--json")
+    assert verified.returncode == 0, verified.stderr
+    summary = json.loads(verified.stdout)
+    assert summary["valid"] is True and summary["witnessed_by"] and summary["time"]
+    assert_times_iso(summary)
     # the export was itself recorded in the log
     assert tha.audit_log.search(AuditQuery(event="audit_export"), limit=5)
     # and ``ixb audit search`` / ``show`` find entries by the same kind of query
@@ -88,10 +94,12 @@ async def test_checkpoints_are_cosigned_and_logs_reconcile(fed: Federation, tmp_
         "audit", "search", "--config", config, "--event", "audit_export", "--json"
     )
     assert found.returncode == 0, found.stderr
-    assert [r["event"] for r in json.loads(found.stdout)] == ["audit_export"]
+    assert [r["event"] for r in json.loads(found.stdout)["entries"]] == ["audit_export"]
     shown = await run_ixb("audit", "show", msg_id, "--config", config, "--json")
     assert shown.returncode == 0, shown.stderr
-    trail = json.loads(shown.stdout)
+    assert_times_iso(json.loads(found.stdout))
+    trail = json.loads(shown.stdout)["trail"]
+    assert_times_iso(json.loads(shown.stdout))
     assert "accepted" in {r["event"] for r in trail}
     assert {r["msg_id"] for r in trail} == {msg_id}
 

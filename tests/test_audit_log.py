@@ -646,6 +646,7 @@ def make_records(ordered: bool) -> list[AuditRecord]:
                 case_ref=f"C{rng.randrange(15)}" if rng.random() < 0.5 else None,
                 code=rng.choice(("ixb.E_REPLAY", "ixb.E_EXPIRED")) if event == "rejected" else None,
                 peer=rng.choice(("LAO/HUB", "MYS/HUB", "VNM", None)),
+                in_reply_to=f"m{i % 41}" if i % 5 == 0 else None,  # a reply or receipt
             )
         )
     return out
@@ -662,6 +663,7 @@ def matches(i: int, r: AuditRecord, f: dict[str, Any]) -> bool:
         "type": lambda v: r.type == v,
         "event": lambda v: r.event == v,
         "code": lambda v: r.code == v,
+        "in_reply_to": lambda v: r.in_reply_to == v,
         "agency": lambda v: v in (r.sender, *r.recipients),
         "country": lambda v: v in {country_of(p) for p in (r.sender, r.peer, *r.recipients)},
         "since_ms": lambda v: r.at_ms >= v,
@@ -705,6 +707,12 @@ FILTERS: list[dict[str, Any]] = [
     {"before_index": 100, "country": "THA"},
     {"before_index": 0},
     {"msg_id": "m3", "case_ref": "C2", "agency": "THA/DSI", "country": "THA", "type": "alert"},
+    {"in_reply_to": "m7"},
+    {"in_reply_to": "nope"},
+    {"in_reply_to": "m7", "event": "accepted"},
+    {"in_reply_to": "m3", "case_ref": "C2"},
+    {"in_reply_to": "m3", "msg_id": "m12"},
+    {"in_reply_to": "m9", "since_ms": 10_100, "agency": "THA/DSI"},
 ]
 
 
@@ -740,6 +748,7 @@ def test_search_agrees_with_brute_force(
         "type": st.sampled_from(("alert", "request")),
         "event": st.sampled_from(EVENTS),
         "code": st.sampled_from(("ixb.E_REPLAY", "ixb.E_EXPIRED")),
+        "in_reply_to": st.sampled_from([f"m{i}" for i in range(0, 50, 2)]),
         "since_ms": st.integers(9_000, 10_000 + N_SEARCH * 5 + 100),
         "until_ms": st.integers(9_000, 10_000 + N_SEARCH * 5 + 100),
         "before_index": st.integers(0, N_SEARCH + 5),

@@ -123,7 +123,7 @@ def _check(data: bytes) -> None:
 @FAST
 @given(entries())
 def test_audit_entries(entry_: AuditEntry) -> None:
-    """The leaf: 4 to 16 fields present, so a fixmap up to 15 and map16 only at 16."""
+    """The leaf: 4 to 17 fields present, so a fixmap up to 15 and map16 from 16."""
     leaf = encode_entry(entry_)
     _check(leaf)
     present = len(msgspec.msgpack.decode(leaf))

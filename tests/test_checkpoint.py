@@ -192,7 +192,7 @@ def test_ixb_vectors_are_what_the_generator_makes() -> None:
 
 
 def test_ixb_leaves_use_the_shortest_map_header() -> None:
-    for case in IXB["audit_entries"]:
+    for case in IXB["audit_entries"] + IXB["reply_entries"]:
         leaf = bytes.fromhex(case["encoding"])
         assert leaf[0] == 0x80 | len(case["fields"]), case["name"]  # fixmap: under 16 fields
 

@@ -123,6 +123,12 @@ def test_an_unreachable_server_is_one_line_within_the_timeout(
     assert match is not None, line
     assert match.group(2) == "connection refused", line
     assert took < TIMEOUT_S + SLACK_S, f"{command}: {took:.2f} s"
+    # --json: the same line, and the same error as one object on stdout
+    as_json, _ = timed_ixb(*args, "--json", IXB_PROFILE=profile)
+    json_line = one_line(as_json)
+    assert UNREACHABLE.match(json_line) is not None, json_line
+    code, _, detail = json_line.removeprefix("error ").partition(": ")
+    assert json.loads(as_json.stdout) == {"error": {"code": code, "detail": detail}}
 
 
 @pytest.fixture
@@ -204,7 +210,7 @@ async def test_refusals_show_at_once_and_are_kept(fed: Federation) -> None:
         fed, "THA/IMMIGRATION", "receipts", "--json", match.group(2), "--wait", "0"
     )
     assert shown.returncode == 0, shown.stderr
-    rows = json.loads(shown.stdout)
+    rows = json.loads(shown.stdout)["receipts"]
     assert [(r["status"], r["signer"], r["code"]) for r in rows] == [
         ("rejected", "THA/HUB", "ixb.E_UNAUTHORISED")
     ], rows

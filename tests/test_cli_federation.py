@@ -15,6 +15,7 @@ from agency_client.sdk import AgencyClient, Incoming
 from ixb.demo import REGISTRY, STOLEN_PASSPORT, VALID_PASSPORT
 from protocols.messages import DocVerifyRequest
 from tests.federation import Federation, run_ixb, running_federation
+from tests.test_cli_json import assert_times_iso
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ async def test_send_inbox_and_receipts_from_the_command_line(fed: Federation) ->
     )
     inbox = await ixb(fed, "MYS/RMP-ATIPSOM", "inbox", "--json", "--wait", "3")
     assert inbox.returncode == 0, inbox.stderr
-    (item,) = json.loads(inbox.stdout)
+    (item,) = json.loads(inbox.stdout)["messages"]
     assert item["id"] == msg_id and item["handling"] == "H2"
     assert item["body"]["title"] == "EXAMPLE boat sighted"
     assert item["via"] == ["THA/HUB", "MYS/HUB"]
@@ -111,7 +112,10 @@ async def test_send_inbox_and_receipts_from_the_command_line(fed: Federation) ->
         assert asyncio.get_running_loop().time() < deadline, statuses
         receipts = await ixb(fed, "THA/DSI-ATHD", "receipts", "--json", msg_id)
         assert receipts.returncode == 0, receipts.stderr
-        rows = json.loads(receipts.stdout)
+        receipts_doc = json.loads(receipts.stdout)
+        assert receipts_doc["id"] == msg_id
+        assert_times_iso(receipts_doc)
+        rows = receipts_doc["receipts"]
         statuses = {r["status"] for r in rows}
     # each receipt with its verified signer
     assert {(r["status"], r["signer"]) for r in rows} == {
@@ -141,7 +145,9 @@ async def test_send_inbox_and_receipts_from_the_command_line(fed: Federation) ->
     assert len(unchosen.stderr.strip().splitlines()) == 1
     directory = await ixb(fed, "THA/DSI-ATHD", "directory", "ls", "--json")
     assert directory.returncode == 0, directory.stderr
-    countries = {row["country"]: row for row in json.loads(directory.stdout)}
+    listing = json.loads(directory.stdout)
+    assert_times_iso(listing)  # directory_expires, valid_until
+    countries = {row["country"]: row for row in listing["countries"]}
     mys = {a["agency"]: a for a in countries["MYS"]["agencies"]}
     assert mys["MYS/RMP-ATIPSOM"]["addressable"] is True
     assert "trafficking_unit" in mys["MYS/RMP-ATIPSOM"]["roles"]

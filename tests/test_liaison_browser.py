@@ -244,10 +244,22 @@ async def test_the_register_shows_each_message_once_with_both_hubs_and_a_toggle(
     alert = register.filter(has_text=exchange.alert)
     await expect(alert).to_have_count(1)
     await expect(alert.locator("td.status")).to_have_text("rejected by MMR (ixb.E_UNAUTHORISED)")
-    await expect(alert.locator("ol.steps li")).to_have_count(6)  # 3 here, 3 shared by peers
+    # 3 here, 3 shared by peers, and the recipient's read receipt as each hub recorded it
+    await expect(alert.locator("ol.steps li")).to_have_count(8)
     await expect(alert.locator("ol.steps")).to_contain_text("MYS delivered")
+    await expect(alert.locator("ol.steps")).to_contain_text("THA read by MYS/RMP-ATIPSOM")
+    await expect(alert.locator("ol.steps")).to_contain_text("MYS read by MYS/RMP-ATIPSOM")
     query = register.filter(has_text=exchange.query)
     await expect(query.locator("td.status")).to_have_text("delivered at MYS")
+    # Read beats delivered: who read the document check, and who answered it, when.
+    doc = register.filter(has_text=exchange.doc_request)
+    await expect(doc.locator("td.status")).to_have_text(
+        re.compile(
+            r"^read by THA/IMMIGRATION at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; "
+            r"answered by THA/IMMIGRATION \(doc\.verify\.response\) at .* UTC$"
+        )
+    )
+    await expect(doc).not_to_contain_text("MMR/MOHA-ATTU")  # a stranger's receipt
     # The traffic with one peer, as the README shows it.
     await page.get_by_label("Country").fill("MYS")
     await page.get_by_role("button", name="Search").click()

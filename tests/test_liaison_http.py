@@ -28,6 +28,7 @@ from broker.audit.records import AuditRecord
 from broker.audit.search import AuditQuery
 from broker.web.app import setup_liaison
 from broker.web.auth import check_password, hash_password
+from broker.web.format import utc
 from broker.web.limits import LIMITS
 from broker.web.site import LIAISON, SECURITY_HEADERS
 from broker.web.view import (
@@ -38,7 +39,13 @@ from broker.web.view import (
     UserRecord,
     WitnessRow,
 )
-from protocols.audit import AUDIT_VERSION, AuditEntry, AuditEvent, encode_entry
+from protocols.audit import (
+    AUDIT_REPLY_VERSION,
+    AUDIT_VERSION,
+    AuditEntry,
+    AuditEvent,
+    encode_entry,
+)
 from protocols.checkpoint import (
     cosign,
     log_origin,
@@ -69,6 +76,7 @@ class Exchange:
     receipt: str = ""
     doc_request: str = ""
     doc_response: str = ""
+    doc_read: str = ""
     rejected: str = ""
     query: str = ""
     checkpoint_size: int = 0
@@ -89,12 +97,14 @@ class _Writer:
     def add(self, event: AuditEvent, *, step_ms: int = 7_000, **fields: Any) -> int:
         self.t += step_ms
         msg_id = fields.pop("msg_id", None)
+        reply_to = fields.pop("in_reply_to", None)
         entry = AuditEntry(
-            v=AUDIT_VERSION,
+            v=AUDIT_VERSION if reply_to is None else AUDIT_REPLY_VERSION,
             hub=HUB,
             at=self.t,
             event=event,
             msg_id=bytes.fromhex(msg_id.replace("-", "")) if msg_id else None,
+            in_reply_to=bytes.fromhex(reply_to.replace("-", "")) if reply_to else None,
             **fields,
         )
         record = AuditRecord(
@@ -108,6 +118,7 @@ class _Writer:
             case_ref=entry.case_ref,
             code=entry.code,
             peer=entry.peer,
+            in_reply_to=entry.reply_to_id,
         )
         self.pending.append(record)
         return self.audit.size + len(self.pending) - 1
@@ -149,6 +160,7 @@ def build_exchange(audit: AuditLog, parties: Parties, t0: int, *, filler: int = 
         "recipients": ("THA/DSI-ATHD",),
         "handling": HandlingCode.H0,
         "case_ref": CASE,
+        "in_reply_to": x.alert,
         **_payload(2),
     }
     w.add(AuditEvent.ACCEPTED, peer="MYS", step_ms=41_000, **receipt)
@@ -171,10 +183,36 @@ def build_exchange(audit: AuditLog, parties: Parties, t0: int, *, filler: int = 
         "sender": "THA/IMMIGRATION",
         "recipients": ("MYS/IMMIGRATION",),
         "handling": HandlingCode.H0,
+        "in_reply_to": x.doc_request,
         **_payload(4),
     }
-    w.add(AuditEvent.ACCEPTED, step_ms=180, **answer)
+    x.doc_read = w.mid()
+    read = {
+        "msg_id": x.doc_read,
+        "type": "receipt",
+        "sender": "THA/IMMIGRATION",
+        "recipients": ("MYS/IMMIGRATION",),
+        "handling": HandlingCode.H0,
+        "in_reply_to": x.doc_request,
+        **_payload(7),
+    }
+    x.indexes["doc read"] = w.add(AuditEvent.ACCEPTED, step_ms=90, **read)
+    w.add(AuditEvent.RELAYED, peer="MYS", step_ms=10, **read)
+    w.add(AuditEvent.ACCEPTED, step_ms=80, **answer)
     w.add(AuditEvent.RELAYED, peer="MYS", step_ms=20, **answer)
+    # a stranger's receipt for it: accepted (the hub no longer knew the message), never "read"
+    w.add(
+        AuditEvent.ACCEPTED,
+        step_ms=500,
+        msg_id=w.mid(),
+        type="receipt",
+        sender="MMR/MOHA-ATTU",
+        recipients=("MYS/IMMIGRATION",),
+        handling=HandlingCode.H0,
+        in_reply_to=x.doc_request,
+        peer="MMR",
+        **_payload(8),
+    )
     x.rejected = w.mid()
     x.indexes["rejected"] = w.add(
         AuditEvent.REJECTED,
@@ -882,9 +920,14 @@ async def test_trail_and_inclusion_proof(
 ) -> None:
     assert await _login(client) == 303
     body = await (await client.get(f"/audit/message/{exchange.alert}")).text()
-    trail = body.split("What this hub did with it")[1].split("Other entries in case")[0]
+    trail = body.split("What this hub did with it")[1].split("Read and answered")[0]
     events = re.findall(r'class="ev ev-(\w+)"', trail)
     assert events == ["accepted", "relayed", "relayed"]
+    answers = body.split("Read and answered")[1].split("What the peer hubs shared")[0]
+    assert re.findall(r'class="ev ev-(\w+)">\w+</span></td><td>([A-Z/-]+)<', answers) == [
+        ("read", "MYS/RMP-ATIPSOM")
+    ]
+    assert exchange.receipt in answers
     assert "H2" in body
     assert "MYS/RMP-ATIPSOM, MMR/MOHA-ATTU" in re.sub(r"<[^>]+>", "", body)
     assert "no onward dissemination" in body  # what H2 means, spelled out
@@ -1054,6 +1097,7 @@ def peer_steps_of(audit: AuditLog, x: Exchange) -> Callable[[Sequence[str]], lis
             PeerStep("MYS", 502, x.alert, "delivered", at(x.alert) + 1_400),
             PeerStep("MMR", 88, x.alert, "rejected", at(x.alert) + 1_100, "ixb.E_UNAUTHORISED"),
             PeerStep("MYS", 530, x.query, "delivered", at(x.query) + 2_000),
+            PeerStep("MYS", 511, x.receipt, "accepted", at(x.receipt) - 600),  # the read, sent
         ]
         return [s for s in shared if s.msg_id in ids]
 
@@ -1387,3 +1431,39 @@ async def test_the_trail_shows_what_the_peers_shared(register: Client, exchange:
     assert "ixb.E_UNAUTHORISED" in shared
     body = await (await register.get(f"/audit/message/{exchange.doc_request}")).text()
     assert "No peer has shared an entry about this message yet" in body
+
+
+async def test_the_register_shows_who_read_and_answered_a_message(
+    register: Client, exchange: Exchange, audit: AuditLog
+) -> None:
+    """Receipts and replies are linked by their entries' in_reply_to (SPEC §13.1)."""
+    body = await (await register.get(f"/audit?msg_id={exchange.doc_request}")).text()
+    assert body.count("data-head=") == 1
+    doc = body[body.index(f'<a class="mid" href="/audit/message/{exchange.doc_request}"') :]
+    doc = doc[: doc.index("</tr>")]
+    read_at = utc(
+        audit.entries(exchange.indexes["doc read"], exchange.indexes["doc read"] + 1)[0].at_ms
+    )
+    status = re.search(r'<td class="status"><strong>([^<]*)</strong>', doc)
+    assert status is not None
+    assert status.group(1) == (
+        f"read by THA/IMMIGRATION at {read_at} UTC; "
+        f"answered by THA/IMMIGRATION (doc.verify.response) at {status.group(1)[-23:-4]} UTC"
+    )
+    assert re.search(
+        r'<span class="ev ev-read">read</span> <span class="extra">by THA/IMMIGRATION', doc
+    )
+    assert "MMR/MOHA-ATTU" not in doc  # a stranger's receipt is no read
+    # Refusals rank above reads; the alert's read shows in its steps, here and at MYS.
+    body = await (await register.get(f"/audit?case_ref={CASE}")).text()
+    alert = body[body.index(f'data-head="{exchange.indexes["alert relayed MMR"]}"') :]
+    alert = alert[: alert.index("</tr>")]
+    assert "<strong>rejected by MMR (ixb.E_UNAUTHORISED)</strong>" in alert
+    for hub in ("THA", "MYS"):
+        assert re.search(
+            rf'<span class="hub">{hub}</span> <span class="ev ev-read">read</span> '
+            r'<span class="extra">by MYS/RMP-ATIPSOM</span>',
+            alert,
+        ), hub
+    csv = await (await register.get(f"/audit/export.csv?msg_id={exchange.doc_request}")).text()
+    assert f"read by THA/IMMIGRATION at {read_at} UTC" in csv

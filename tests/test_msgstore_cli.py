@@ -22,6 +22,7 @@ from protocols.identifiers import format_message_id
 from protocols.limits import MAX_ATTACHMENT_BYTES
 from protocols.messages import Alert, AlertCategory, Attachment, InfoGrade, SourceGrade
 from tests.federation import PASSPHRASE, Federation, running_federation
+from tests.test_cli_json import assert_times_iso
 
 SENDER = "THA/DSI-ATHD"
 OFFICER = "MYS/RMP-ATIPSOM"
@@ -107,14 +108,14 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     deadline = asyncio.get_running_loop().time() + 30
     while len(listed) < 2:
         assert asyncio.get_running_loop().time() < deadline, listed
-        listed += json.loads(ok(await ixb(officer, "inbox", "--json", "--wait", "2")))
+        listed += json.loads(ok(await ixb(officer, "inbox", "--json", "--wait", "2")))["messages"]
     assert [m["id"] for m in listed] == [first, second]
     assert listed[0]["body"]["text"] == narrative  # type: ignore[index]
     assert ok(await ixb(officer, "inbox", "--wait", "0.5")).strip() == "inbox empty"
 
     # still there: --all, show (with its thread by case ref), export
     stored = json.loads(ok(await ixb(officer, "inbox", "--all", "--json", "--wait", "0.5")))
-    assert [m["id"] for m in stored] == [first, second]
+    assert [m["id"] for m in stored["messages"]] == [first, second]
     shown = json.loads(ok(await ixb(officer, "show", first, "--json")))
     assert shown["body"]["text"] == narrative and shown["case_ref"] == "THA-1"
     assert shown["via"] == ["THA/HUB", "MYS/HUB"]
@@ -144,10 +145,10 @@ async def test_received_messages_survive_the_inbox(fed: Federation, tmp_path: Pa
     assert (closed.returncode, closed.stderr) == (141, "")
 
     # --since filters (ISO 8601, UTC)
-    future = json.loads(ok(await ixb(officer, "export", "--since", "2999-01-01")))
-    assert future == []
+    assert json.loads(ok(await ixb(officer, "export", "--since", "2999-01-01"))) == []
     past = json.loads(ok(await ixb(officer, "inbox", "--since", "2020-01-01T00:00", "--json")))
-    assert len(past) == 2
+    assert len(past["messages"]) == 2 and past["refused"] == []
+    assert_times_iso([past, shown])  # created, received_at, receipts: ISO 8601 UTC
     bad = await ixb(officer, "inbox", "--since", "last tuesday")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("error ixb.E_USAGE: --since")
@@ -228,7 +229,7 @@ async def test_attachments_round_trip_and_are_saved_safely(fed: Federation, tmp_
     deadline = asyncio.get_running_loop().time() + 30
     while len(ids) < 2:
         assert asyncio.get_running_loop().time() < deadline, ids
-        ids += [m["id"] for m in json.loads(ok(await ixb(officer, "inbox", "--json")))]
+        ids += [m["id"] for m in json.loads(ok(await ixb(officer, "inbox", "--json")))["messages"]]
 
     shown = json.loads(ok(await ixb(officer, "show", msg_id, "--json")))
     assert shown["body"]["attachments"] == [

@@ -58,7 +58,9 @@ def test_add_use_ls_show(tmp_path: Path) -> None:
         f"  dsi                  {dsi.resolve()}",
         f"* imm                  {imm.resolve()}",
     ]
-    rows = json.loads(ixb(config, "profile", "ls", "--json").stdout)
+    listing = json.loads(ixb(config, "profile", "ls", "--json").stdout)
+    rows, current = listing["profiles"], listing["current"]
+    assert current == "imm"
     assert [(r["name"], r["current"]) for r in rows] == [("dsi", False), ("imm", True)]
     shown = json.loads(ixb(config, "profile", "show", "--json").stdout)
     assert (shown["agency"], shown["why"]) == ("THA/IMMIGRATION", "selected: imm")

@@ -5,7 +5,9 @@
   carry the tag; ``tags(tag, first, last)``: the first and last block of each.
   An entry's tags are :func:`entry_tags`: its event, type and code, the
   sender and every recipient as ``agency=``, and the country of each and of
-  the peer hub as ``country=``.
+  the peer hub as ``country=``; an entry answering a message (a version 2
+  entry's ``in_reply_to``) also ``reply=<message id>``, so a message's
+  replies and read receipts are found without reading other entries.
 - ``cases(span, case_ref, idx)``: the leaves of each case reference, grouped
   by spans of 2^:data:`SPAN_BITS` leaves.
 - ``meta``: :data:`UNORDERED`, the first leaf whose time is earlier than an
@@ -187,6 +189,8 @@ def entry_tags(r: AuditRecord | StoredEntry) -> set[str]:
     country = _country(r.peer)
     if country is not None:
         tags.add("country=" + country)
+    if isinstance(r, AuditRecord) and r.in_reply_to is not None:
+        tags.add("reply=" + r.in_reply_to)
     return tags
 
 

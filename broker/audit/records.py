@@ -148,6 +148,7 @@ class AuditRecord:
     case_ref: str | None = None
     code: str | None = None
     peer: str | None = None
+    in_reply_to: str | None = None  # indexed (``reply=`` postings), not a column
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, bytes):
@@ -156,7 +157,7 @@ class AuditRecord:
             raise ValueError("audit record at_ms must be a non-negative integer")
         if not isinstance(self.event, str) or not self.event:
             raise ValueError("audit record event must be a non-empty string")
-        for name in ("msg_id", "type", "sender", "case_ref", "code", "peer"):
+        for name in ("msg_id", "type", "sender", "case_ref", "code", "peer", "in_reply_to"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"audit record {name} must be a string or None")

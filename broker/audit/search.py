@@ -6,8 +6,9 @@ What drives a search, most selective first:
 
 - ``msg_id``: the ``entries_msg_id`` index, other filters checked on its rows;
 - ``case_ref``: the ``cases`` of the case, span by span, newest first;
-- ``agency``, ``country``, ``type``, ``event``, ``code``: their ``postings``
-  bitmaps and-ed block by block, so no entry is read that is not returned;
+- ``agency``, ``country``, ``type``, ``event``, ``code``, ``in_reply_to``:
+  their ``postings`` bitmaps and-ed block by block, so no entry is read that
+  is not returned;
 - else the leaf range.
 
 Time: while clocks never stepped back, a window is a leaf index range found
@@ -55,7 +56,8 @@ _ROWS_BY_INDEX = (
 
 # Filters found through ``postings`` (intersected block by block); msg_id has an
 # index on ``entries`` and case_ref the ``cases`` table.
-_TAGGED = ("agency", "country", "type", "event", "code")
+_TAGGED = ("agency", "country", "type", "event", "code", "in_reply_to")
+_TAG_NAMES = {"in_reply_to": "reply"}  # the postings tag of a query field, where it differs
 _TEXT = ("msg_id", "case_ref", *_TAGGED)
 _CHUNK = 256
 """Rows a search reads at a time when some of them may be filtered out."""
@@ -71,7 +73,9 @@ class AuditQuery:
 
     ``agency`` matches the sender or any recipient; ``country`` the country
     of the sender, of any recipient, or of the peer hub. Time is the
-    half-open window ``since_ms <= at < until_ms``. ``before_index`` keeps
+    half-open window ``since_ms <= at < until_ms``. ``in_reply_to`` finds the
+    entries of the replies and receipts answering that message (version 2
+    entries, SPEC §13.1). ``before_index`` keeps
     leaves below it: for the next page, the last index of this one
     (``dataclasses.replace(query, before_index=page[-1].index)``);
     ``after_index`` keeps leaves above it (a page towards the newest).
@@ -84,6 +88,7 @@ class AuditQuery:
     type: str | None = None
     event: str | None = None
     code: str | None = None
+    in_reply_to: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
     before_index: int | None = None
@@ -106,7 +111,9 @@ class AuditQuery:
     def tags(self, names: Sequence[str] = _TAGGED) -> list[str]:
         """The postings tags asked for among ``names``, in that order."""
         return [
-            f"{name}={getattr(self, name)}" for name in names if getattr(self, name) is not None
+            f"{_TAG_NAMES.get(name, name)}={getattr(self, name)}"
+            for name in names
+            if getattr(self, name) is not None
         ]
 
 
@@ -126,7 +133,7 @@ class AuditSearch:
     def count(self, query: AuditQuery, size: int) -> int:
         """Exact number of matches, in time proportional to the matches.
 
-        Tags alone (agency, country, type, event, code), with or without a time
+        Tags alone (agency, country, type, event, code, in_reply_to), with or without a time
         window, are counted from their postings without reading an entry; a
         pure time window is one range; a message or a case reads its entries.
         """
@@ -164,16 +171,18 @@ class AuditSearch:
         other filters are checked on the rows found.
         """
         tags = q.tags()
-        if q.msg_id is not None or (q.case_ref is None and not tags):
+        replies = q.in_reply_to is not None  # its postings are more selective than anything
+        if not replies and (q.msg_id is not None or (q.case_ref is None and not tags)):
             sql, args = self._column_query(q, ENTRY_COLUMNS, timed)
             keep = _carries(q.tags(("agency", "country")))
             return self._walk(sql + " ORDER BY e.idx DESC", args, lo, hi, keep=keep, want=want)
         columns: tuple[str, ...] = ()
-        if q.case_ref is not None:
+        if q.case_ref is not None and not replies:
             leaves = self._case_leaves(q.case_ref, lo, hi, want)
             columns, keep = ("type", "event", "code"), _carries(q.tags(("agency", "country")))
         else:
             leaves, keep = (_leaves(b, bits) for b, bits in self._tagged(tags, lo, hi)), None
+            columns = ("msg_id", "case_ref")
         sql, args = _ROWS_BY_INDEX, []
         for name in columns:
             if getattr(q, name) is not None:

@@ -30,7 +30,7 @@ from broker.audit.records import StoredEntry
 from broker.audit.search import AuditQuery
 from broker.web.auth import Session
 from broker.web.format import utc_iso
-from broker.web.register import Register, read_register
+from broker.web.register import Answer, Register, answers_to, read_register
 from broker.web.site import Download, Page, Site
 from broker.web.view import PeerStep
 from protocols.audit import AuditEntry, AuditEvent, decode_entry
@@ -379,7 +379,7 @@ async def trail(request: web.Request, site: Site, s: Session) -> Page:
         raise web.HTTPNotFound(text="Not a message id.") from None
     limits = site.limits
 
-    def fetch() -> tuple[list[StoredEntry], list[StoredEntry], Sequence[PeerStep]]:
+    def fetch() -> tuple[list[StoredEntry], list[StoredEntry], Sequence[PeerStep], list[Answer]]:
         audit = site.view.audit
         found = audit.search(AuditQuery(msg_id=msg_id), limit=limits.trail_entries)
         case_ref = found[-1].case_ref if found else None
@@ -390,9 +390,12 @@ async def trail(request: web.Request, site: Site, s: Session) -> Page:
             else []
         )
         theirs = site.view.peer_steps([msg_id])
-        return found, [e for e in related if e.msg_id != msg_id][: limits.page_size], theirs
+        addressed = {r for e in found for r in e.recipients}
+        answers = answers_to(site.view, {msg_id: addressed}, limits.trail_entries)[msg_id]
+        others = [e for e in related if e.msg_id != msg_id][: limits.page_size]
+        return found, others, theirs, answers
 
-    found, related, theirs = await asyncio.to_thread(fetch)
+    found, related, theirs, answers = await asyncio.to_thread(fetch)
     steps = log_rows(found[::-1])  # oldest first: the order things happened
     context = {
         "msg_id": msg_id,
@@ -400,6 +403,7 @@ async def trail(request: web.Request, site: Site, s: Session) -> Page:
         "decoded": next((x for x in map(decoded, found[::-1]) if x is not None), None),
         "related": log_rows(related),
         "theirs": sorted(theirs, key=lambda p: (p.at_ms, p.hub, p.index)),
+        "answers": answers,
         "trail_cap": limits.trail_entries,
     }
     return Page("trail.html", "Message trail", f"trail {msg_id}", context)

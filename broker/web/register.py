@@ -7,24 +7,37 @@ first, and the anchors of the older and newer pages). Guaranteed: a message
 is placed on the page holding its newest matching entry (its *head*), so
 paging either way shows each message once; audit reads, exports, entries
 without a message and receipts are left out (the "every entry" view shows
-them); at most ``scan_cap`` entries are read per page, and the page says so
-when it stopped there. Runs in a worker thread (SQLite reads).
+them), but a message's read receipts and replies, linked to it by their
+entries' ``in_reply_to`` (SPEC §13.1), show in its status and steps; at most
+``scan_cap`` entries are read per page, and the page says so when it stopped
+there. Runs in a worker thread (SQLite reads).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from broker.audit.records import StoredEntry
 from broker.audit.search import AuditQuery
+from broker.web.format import utc
 from broker.web.view import AuditReader, LiaisonView, PeerStep
 from protocols.audit import decode_entry
 from protocols.errors import IxbError
+from protocols.identifiers import parse_principal
 
-__all__ = ["HIDDEN_EVENTS", "HIDDEN_TYPES", "Register", "RegisterRow", "read_register", "shown"]
+__all__ = [
+    "HIDDEN_EVENTS",
+    "HIDDEN_TYPES",
+    "Answer",
+    "Register",
+    "RegisterRow",
+    "answers_to",
+    "read_register",
+    "shown",
+]
 
 HIDDEN_EVENTS: Final = frozenset({"audit_read", "audit_export"})
 HIDDEN_TYPES: Final = frozenset({"receipt"})
@@ -39,6 +52,80 @@ def shown(e: StoredEntry) -> bool:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """A read receipt or reply to a message, where a hub first recorded it.
+
+    ``read`` is an agency's receipt: an agency may state nothing but ``read``
+    (SPEC §5, ``receipt``), so its type and signer say it without its body.
+    """
+
+    msg_id: str  # the answer's own id
+    type: str
+    sender: str
+    hub: str  # "here", or the peer country that shared its entry
+    at_ms: int
+
+    @property
+    def read(self) -> bool:
+        return self.type == "receipt"
+
+    @property
+    def what(self) -> str:
+        return "read" if self.read else "answered"
+
+    @property
+    def extra(self) -> str:
+        return f"by {self.sender}" + ("" if self.read else f" ({self.type})")
+
+
+def _answer(e: StoredEntry) -> Answer | None:
+    """The answer an entry records: one an agency sent and no hub refused, else None."""
+    if e.msg_id is None or e.sender is None or e.type is None or e.code is not None:
+        return None  # a refused answer says nothing about the message
+    try:
+        if parse_principal(e.sender).is_hub:
+            return None
+    except IxbError:
+        return None
+    return Answer(e.msg_id, e.type, e.sender, "here", e.at_ms)
+
+
+def answers_to(
+    view: LiaisonView, recipients: Mapping[str, Collection[str]], cap: int
+) -> dict[str, list[Answer]]:
+    """The read receipts and replies to each message, oldest first: one per answer and hub.
+
+    ``recipients`` maps each message id to its recipients: only their answers
+    count (a hub that no longer knows a message cannot refuse a stranger's
+    receipt for it). Found through this hub's entries of each answer (their
+    ``in_reply_to``); the peers' shared entries of those answers add where a
+    peer recorded them.
+    """
+    audit = view.audit
+    out: dict[str, list[Answer]] = {}
+    known: dict[str, tuple[str, str, str]] = {}  # answer id → (original, type, sender)
+    for m, allowed in recipients.items():
+        first: dict[str, Answer] = {}
+        for e in audit.search(AuditQuery(in_reply_to=m), limit=cap):  # newest first
+            a = _answer(e)
+            if a is not None and a.sender in allowed:
+                first[a.msg_id] = a  # the oldest entry is the last one written here
+                known[a.msg_id] = (m, a.type, a.sender)
+        out[m] = list(first.values())
+    if known:
+        theirs: dict[tuple[str, str], PeerStep] = {}
+        for p in view.peer_steps(sorted(known)):  # oldest first: keep each hub's first
+            if p.code is None:
+                theirs.setdefault((p.msg_id, p.hub), p)
+        for (answer, hub), p in theirs.items():
+            original, type_, sender = known[answer]
+            out[original].append(Answer(answer, type_, sender, hub, p.at_ms))
+    for found in out.values():
+        found.sort(key=lambda a: (a.at_ms, a.hub != "here", a.hub))
+    return out
+
+
+@dataclass(frozen=True)
 class RegisterRow:
     """One message: what it is, and every step at this hub and at its peers, oldest first."""
 
@@ -50,6 +137,7 @@ class RegisterRow:
     head: int  # leaf index of its newest matching entry here
     here: Sequence[StoredEntry]
     there: Sequence[PeerStep]
+    answers: Sequence[Answer] = ()
 
     @property
     def first_ms(self) -> int:
@@ -72,6 +160,12 @@ class RegisterRow:
         for p in self.there:
             if p.event == "rejected":
                 return f"rejected by {p.hub} ({p.code})"
+        read = _first_by_sender(a for a in self.answers if a.read)
+        answered = _first_by_sender(a for a in self.answers if not a.read)
+        if read or answered:
+            said = [f"read by {a.sender} at {utc(a.at_ms)} UTC" for a in read]
+            said += [f"answered by {a.sender} ({a.type}) at {utc(a.at_ms)} UTC" for a in answered]
+            return "; ".join(said)
         delivered = [p.hub for p in self.there if p.event == "delivered"]
         if any(e.event == "delivered" for e in self.here):
             delivered.insert(0, "here")
@@ -93,7 +187,16 @@ class RegisterRow:
         """Every step of both hubs, oldest first: (at_ms, hub, event, code and why, or peer)."""
         out = [(e.at_ms, "here", e.event, _extra(e)) for e in self.here]
         out += [(p.at_ms, p.hub, p.event, p.code) for p in self.there]
+        out += [(a.at_ms, a.hub, a.what, a.extra) for a in self.answers]
         return sorted(out, key=lambda s: s[0])
+
+
+def _first_by_sender(answers: Iterable[Answer]) -> list[Answer]:
+    """Each sender's earliest answer, in time order (several hubs record the same one)."""
+    first: dict[str, Answer] = {}
+    for a in sorted(answers, key=lambda a: a.at_ms):
+        first.setdefault(a.sender, a)
+    return list(first.values())
 
 
 def _extra(e: StoredEntry) -> str | None:
@@ -237,10 +340,16 @@ def _rows(view: LiaisonView, page: Sequence[tuple[str, int]], trail_cap: int) ->
     there: dict[str, list[PeerStep]] = {}
     for step in view.peer_steps([m for m, _ in page]):
         there.setdefault(step.msg_id, []).append(step)
+    trails = {}
+    for msg_id, _ in page:
+        trail = audit.search(AuditQuery(msg_id=msg_id), limit=trail_cap)[::-1]
+        trails[msg_id] = [e for e in trail if shown(e)]
+    answers = answers_to(
+        view, {m: {r for e in here for r in e.recipients} for m, here in trails.items()}, trail_cap
+    )
     out = []
     for msg_id, head in page:
-        trail = audit.search(AuditQuery(msg_id=msg_id), limit=trail_cap)[::-1]
-        here = [e for e in trail if shown(e)]
+        here = trails[msg_id]
         first = next((e for e in here if e.type), here[0] if here else None)
         out.append(
             RegisterRow(
@@ -252,6 +361,7 @@ def _rows(view: LiaisonView, page: Sequence[tuple[str, int]], trail_cap: int) ->
                 head=head,
                 here=here,
                 there=there.get(msg_id, []),
+                answers=answers.get(msg_id, []),
             )
         )
     return out
