@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import date
@@ -28,7 +30,7 @@ from protocols.messages import (
     Receipt,
     ReceiptStatus,
 )
-from tests.federation import Federation, running_federation
+from tests.federation import Federation, run_ixb, running_federation
 
 
 @pytest.fixture
@@ -241,6 +243,21 @@ async def test_beyond_capacity_every_lookup_is_answered_or_refused_busy_at_once(
         assert all("THA/HUB rejected" in b.detail for b in busy)
         assert asyncio.get_running_loop().time() - started < 10
         assert tha.lookups.in_flight == 0
+        # the owner's hub sheds load the same way: its signed refusal comes back through ours
+        tha.lookups.config = LookupSection()
+        mys = fed.hubs["MYS"].hub
+        mys.lookups.config = LookupSection(max_in_flight=2)
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(desk.lookup(_request(VALID_PASSPORT), "MYS/IMMIGRATION") for _ in range(12)),
+                return_exceptions=True,
+            ),
+            timeout=30,
+        )
+        busy = [r for r in results if isinstance(r, BusyError)]
+        assert busy and all("MYS/HUB rejected" in b.detail for b in busy)
+        assert all(isinstance(r, (Incoming, BusyError)) for r in results), results
+        assert mys.lookups.in_flight == 0
     finally:
         stop.set()
         await task
@@ -279,3 +296,18 @@ async def test_a_person_query_goes_to_two_countries_at_once(fed: Federation) -> 
         stop.set()
         for t in tasks:
             await t
+
+
+async def test_the_officer_sees_where_a_queued_check_waits_and_until_when(
+    fed: Federation,
+) -> None:
+    profile = str(fed.deployment.profile("THA/IMMIGRATION"))
+    out = await run_ixb("verify-doc", "--mrz", *VALID_PASSPORT, IXB_PROFILE=profile)
+    assert out.returncode == 0, out.stderr
+    _echo, state = out.stdout.strip().splitlines()
+    assert re.fullmatch(r"MYS/IMMIGRATION: queued at MYS/IMMIGRATION, due in 7 h 5\d min", state)
+    as_json = await run_ixb("verify-doc", "--json", "--mrz", *VALID_PASSPORT, IXB_PROFILE=profile)
+    assert as_json.returncode == 0, as_json.stderr
+    queued = json.loads(as_json.stdout)
+    assert queued["state"] == "queued" and queued["queued_at"] == "MYS/IMMIGRATION"
+    assert queued["by"] == "MYS/HUB" and queued["due"].endswith("Z")
