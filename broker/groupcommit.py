@@ -6,7 +6,9 @@ everything submitted since its last commit, records it with one
 :meth:`~broker.auditing.HubAudit.record` (one SQLite transaction, one fsync)
 while the store's write-ahead log is synced beside it (the replay rows the
 pipeline wrote for these lookups), resolves every future of the group, and
-then marks the ids routed in the store. While a commit runs the next group
+then marks the ids routed in the store (without waiting for the disk: the
+next group's sync makes the marks durable, and a mark a crash loses is found
+again in the audit log, which holds the acceptance). While a commit runs the next group
 gathers, so under load one fsync serves as many lookups as arrive during the
 previous one; unloaded, a lookup waits for one commit.
 
@@ -52,7 +54,7 @@ class GroupCommitter:
     sync: Callable[[], object]
     """Make the store's commits so far durable (the hub store's ``sync``)."""
     mark: Mark
-    """Mark (sender, id) routed, durably (the hub store's ``mark_routed``)."""
+    """Mark (sender, id) routed (the hub store's ``mark_routed``, not waiting for the disk)."""
     storage: StorageHealth
     metrics: Metrics
     _queue: list[_Waiting] = field(default_factory=list)

@@ -189,7 +189,7 @@ class Hub:
         self.committer = GroupCommitter(
             record=self.audit.record,
             sync=self.store.sync,
-            mark=lambda marks: self.store.mark_routed(*marks),
+            mark=lambda marks: self.store.mark_routed(*marks, durable=False),
             storage=self.storage,
             metrics=self.metrics,
         )
