@@ -1083,6 +1083,8 @@ class AgencyClient:
             if signed.status is ReceiptStatus.REJECTED:
                 self.raise_if_rejected(header.id)
             raise UnauthorisedError(f"a {signed.status} receipt does not answer a lookup")
+        if self.keep is not None:
+            self.keep(answer)  # the agency's store keeps answers as it keeps its inbox
         return answer
 
     async def lookup_each(

@@ -116,6 +116,16 @@ async def test_a_document_check_is_answered_over_the_sync_path_and_audited_at_bo
         assert stolen.body.status == "reported_stolen"
         # nothing of it went through the durable inbox
         assert await desk.fetch(timeout=0.3) == []
+        # a liaison officer at either hub reconciles both exchanges: each side's relayed
+        # entries (question, answer) match the other's accepted ones, once shared
+        for here, there in (("THA", "MYS"), ("MYS", "THA")):
+            audit = fed.hubs[here].hub.audit
+            for _ in range(200):
+                seen = audit.reconcile(there, grace_ms=0)
+                if seen.matched >= 4:
+                    break
+                await asyncio.sleep(0.1)
+            assert seen.matched == 4 and seen.clean, seen
     finally:
         stop.set()
         await task
