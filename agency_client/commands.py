@@ -45,6 +45,7 @@ from agency_client.enckeys import open_key_file
 from agency_client.federation_state import state_path
 from agency_client.keystore import passphrase
 from agency_client.msgstore import MessageStore, StoredMessage, open_store
+from agency_client.personindex import PersonResponder
 from agency_client.profile import Profile, load_profile
 from agency_client.sdk import (
     MAX_SENT_RECORDS,
@@ -128,10 +129,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enrol.register_enroll(agency_sub)
     respond = with_profile(
         agency_sub.add_parser(
-            "respond", help="answer document checks automatically from a registry"
+            "respond",
+            help="answer document checks (from a registry) and person queries (from an "
+            "index) automatically",
         )
     )
-    respond.add_argument("--documents", required=True, type=Path, help="registry (JSON)")
+    respond.add_argument("--documents", type=Path, help="registry (JSON)")
+    respond.add_argument(
+        "--index",
+        type=Path,
+        metavar="PATH",
+        help="person index (ixb index load) answering person.query with hit or no hit",
+    )
     respond.add_argument(
         "--concurrency",
         type=int_range(1, MAX_CONCURRENCY),
@@ -1150,27 +1159,41 @@ def cmd_receipts(args: argparse.Namespace) -> int:
 
 
 def cmd_respond(args: argparse.Namespace) -> int:
-    registry = DocumentRegistry.load(args.documents)
+    if args.documents is None and args.index is None:
+        raise UsageError("agency respond: give --documents, --index or both")
+    registry = None if args.documents is None else DocumentRegistry.load(args.documents)
+    handlers: dict[str, Callable[[AgencyClient, Incoming], Awaitable[None]]] = {}
 
     async def answer(client: AgencyClient, item: Incoming) -> None:
-        if not isinstance(item.body, DocVerifyRequest):
+        if not isinstance(item.body, DocVerifyRequest) or registry is None:
             return
         response = registry.answer(item.body, datetime.now(UTC).date())
         await client.reply(item, response, priority=Priority.URGENT)
 
+    if registry is not None:
+        handlers["doc.verify.request"] = answer
+
     async def go(client: AgencyClient) -> int:
+        responder = None if args.index is None else PersonResponder(client, args.index)
+        if responder is not None:
+            handlers["person.query"] = responder
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        what = {"doc.verify.request": "document checks", "person.query": "person queries"}
         emit(
             args,
-            f"{client.principal}: answering document checks",
-            {"agency": str(client.principal), "answering": ["doc.verify.request"]},
+            f"{client.principal}: answering {' and '.join(what[t] for t in handlers)}",
+            {"agency": str(client.principal), "answering": list(handlers)},
         )
         sys.stdout.flush()
-        with contextlib.suppress(asyncio.CancelledError):
-            await client.serve({"doc.verify.request": answer}, stop, concurrency=args.concurrency)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await client.serve(handlers, stop, concurrency=args.concurrency)
+        finally:
+            if responder is not None:
+                responder.close()
         return 0
 
     return _run(args, go)

@@ -5,9 +5,12 @@ envelope crypto against bare libsodium (below), one hub worker against the
 Ed25519 verify + sign it must do (:mod:`bench.hub_core`), end to end and
 document checks across two hubs against plain nats-py on the same kind of
 server (:mod:`bench.raw_nats`, :mod:`bench.e2e`, :mod:`bench.doc_verify`),
-and the audit log at a million entries (:mod:`bench.audit_bench`, run by the
-same make target; its results are merged in when present). Writes
-``bench/results.json`` and prints a table with each target's pass or fail.
+the audit log at a million entries (:mod:`bench.audit_bench`, run by the
+same make target; its results are merged in when present), and lookups
+against the lookup floor (:mod:`bench.lookup_floor`, judged by
+:mod:`bench.targets`). Writes ``bench/results.json`` and prints a table with
+each target's pass or fail. ``--only lookup`` runs the floor and the
+document checks alone and merges them into the last ``bench/results.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import nacl.bindings
 import nacl.utils
 from nacl.public import PublicKey, SealedBox
 
-from bench import audit_bench, doc_verify, e2e, hub_core, plot, raw_nats
+from bench import audit_bench, doc_verify, e2e, hub_core, lookup_floor, plot, raw_nats, targets
 from bench.common import machine, quiet_client_logs
 from protocols.envelope import (
     decode_envelope,
@@ -181,12 +184,35 @@ def table(results: dict[str, object]) -> None:
             f"{r['offered_per_s']:>9} {r['sent']:>6} {r['completed']:>6}"
             f" {r['achieved_sent_per_s']:>8} {r['p50_ms']!s:>10} {r['p99_ms']!s:>10}\n"
         )
+    for r in cast(list[dict[str, object]], results.get("doc_verify_overload", [])):
+        out(
+            f"{r['offered_per_s']:>9} {r['sent']:>6} {r['completed']:>6}"
+            f" {r['achieved_sent_per_s']:>8} {r['p50_ms']!s:>10} {r['p99_ms']!s:>10}  (overload)\n"
+        )
+    floor_table(results)
     out("\ntargets:\n")
-    for key, verdict in cast(dict[str, str], results["targets"]).items():
+    for key, verdict in cast(dict[str, str], results.get("targets", {})).items():
         out(f"  {key:<22} {verdict}\n")
+    targets.print_targets(results)
 
 
-def main(argv: list[str] | None = None) -> int:
+def floor_table(results: dict[str, object]) -> None:
+    out = sys.stdout.write
+    out("\nlookup floor by mode and offered load (open loop):\n")
+    out(
+        f"{'mode':<7} {'offered/s':>9} {'sent':>6} {'done':>6} {'p50 ms':>9} {'p99 ms':>9}"
+        "  appends per commit THA / MYS\n"
+    )
+    for r in cast(list[dict[str, object]], results.get("lookup_floor_runs", [])):
+        relays = cast(dict[str, dict[str, object]], r.get("relays") or {})
+        per_commit = " / ".join(str(s.get("rows_per_commit", "-")) for s in relays.values())
+        out(
+            f"{r['mode']!s:<7} {r['offered_per_s']!s:>9} {r['sent']!s:>6} {r['completed']!s:>6}"
+            f" {r['p50_ms']!s:>9} {r['p99_ms']!s:>9}  {per_commit}\n"
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="ixb benchmarks (make bench)")
     parser.add_argument(
         "--audit-entries",
@@ -200,7 +226,81 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse bench/audit_results.json instead of re-running the audit-log bench",
     )
     parser.add_argument("--doc-rate", type=float, default=doc_verify.MAIN_RATE)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--doc-seconds",
+        type=float,
+        default=doc_verify.MAIN_SECONDS,
+        help="send window of the main document-check rate",
+    )
+    parser.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=lookup_floor.SECONDS,
+        help="send window of each lookup-floor level",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("lookup",),
+        help="lookup: the lookup floor and the document checks alone (a few minutes),"
+        " merged into the last bench/results.json, with the lookup targets",
+    )
+    return parser.parse_args(argv)
+
+
+Step = Callable[[str], Callable[[], None]]
+
+
+def lookups(results: dict[str, object], args: argparse.Namespace, step: Step, tmp: Path) -> None:
+    """The lookup floor, then ixb's document checks: the two sides of the lookup targets."""
+    done = step("lookup floor: requester, two relays, responder (plain nats-py)")
+    results.update(asyncio.run(lookup_floor.run(seconds=args.floor_seconds)))
+    done()
+    sweep = doc_verify.LOOKUP_SWEEP if args.only == "lookup" else doc_verify.SWEEP
+    done = step(f"document checks, open loop, {args.doc_rate:g}/s main run")
+    results.update(
+        asyncio.run(
+            doc_verify.run(
+                tmp / "doc", main_rate=args.doc_rate, main_seconds=args.doc_seconds, sweep=sweep
+            )
+        )
+    )
+    done()
+
+
+def everything(results: dict[str, object], args: argparse.Namespace, step: Step) -> None:
+    done = step("crypto ratios")
+    results |= crypto_ratios()
+    done()
+    done = step("hub worker on one core (no NATS)")
+    hub = hub_core.run()
+    results["hub_profile_top"] = hub.pop("hub_profile_top")
+    results |= hub
+    done()
+    done = step("raw nats-py: JetStream publish, request/reply")
+    results |= asyncio.run(raw_nats.run(args.doc_rate))
+    done()
+    with tempfile.TemporaryDirectory(prefix="ixb-bench-") as tmp:
+        done = step("end to end, 1/4/16/64 senders")
+        results |= asyncio.run(e2e.run(Path(tmp) / "e2e"))
+        done()
+        lookups(results, args, step, Path(tmp))
+    done = step("audit log")
+    results |= audit(args.audit_entries, rerun=not args.skip_audit)
+    done()
+    raw = results["raw_jetstream_msgs_per_s"]
+    assert isinstance(raw, float)
+    results["e2e_ratio"] = round(float(results["e2e_msgs_per_s"]) / raw, 4)  # type: ignore[arg-type]
+    results["hub_rss_note"] = (
+        "VmRSS of each hub process (ixb hub run) after the 64-sender e2e level; max of THA, MYS"
+    )
+    results["rate_limit_note"] = (
+        "hubs run with policy.max_per_minute and burst raised to 1e9 (default 600/min, burst"
+        " 120 per agency would cap one sender at 10 msg/s)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     quiet_client_logs()
     started = time.perf_counter()
     results: dict[str, object] = {}
@@ -212,44 +312,25 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return lambda: timings.__setitem__(name, round(time.perf_counter() - t, 1))
 
-    done = step("crypto ratios")
-    results |= crypto_ratios()
-    done()
-    done = step("hub worker on one core (no NATS)")
-    hub = hub_core.run()
-    profile = hub.pop("hub_profile_top")
-    results |= hub
-    done()
-    done = step("raw nats-py: JetStream publish, request/reply")
-    results |= asyncio.run(raw_nats.run(args.doc_rate))
-    done()
-    with tempfile.TemporaryDirectory(prefix="ixb-bench-") as tmp:
-        done = step("end to end, 1/4/16/64 senders")
-        results |= asyncio.run(e2e.run(Path(tmp) / "e2e"))
-        done()
-        done = step(f"document checks, open loop, {args.doc_rate:g}/s main run")
-        results |= asyncio.run(doc_verify.run(Path(tmp) / "doc", main_rate=args.doc_rate))
-        done()
-    done = step("audit log")
-    results |= audit(args.audit_entries, rerun=not args.skip_audit)
-    done()
-    raw = results["raw_jetstream_msgs_per_s"]
-    assert isinstance(raw, float)
-    results["e2e_ratio"] = round(float(results["e2e_msgs_per_s"]) / raw, 4)  # type: ignore[arg-type]
+    if args.only == "lookup":
+        if RESULTS.exists():
+            results |= json.loads(RESULTS.read_text())
+        with tempfile.TemporaryDirectory(prefix="ixb-bench-") as tmp:
+            lookups(results, args, step, Path(tmp))
+        results["last_run"] = "--only lookup (the other figures are from an earlier run)"
+    else:
+        results["last_run"] = "all"
+        everything(results, args, step)
     results["targets"] = verdicts(results)
-    results["hub_profile_top"] = profile
-    results["hub_rss_note"] = (
-        "VmRSS of each hub process (ixb hub run) after the 64-sender e2e level; max of THA, MYS"
-    )
-    results["rate_limit_note"] = (
-        "hubs run with policy.max_per_minute and burst raised to 1e9 (default 600/min, burst"
-        " 120 per agency would cap one sender at 10 msg/s)"
-    )
+    results |= targets.lookup_targets(results)
     results["step_seconds"] = timings
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     results["machine"] = machine()
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    plotted = plot.doc_verify_latency(results, HERE / "doc_verify_latency.png")
+    # the plot shows the whole sweep: only a full run has it
+    plotted = (
+        None if args.only else plot.doc_verify_latency(results, HERE / "doc_verify_latency.png")
+    )
     table(results)
     sys.stdout.write(f"\nwrote {RESULTS}" + (f" and {plotted}" if plotted else "") + "\n")
     return 0

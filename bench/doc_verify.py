@@ -18,12 +18,16 @@ load down.
 Each rate runs on a fresh federation (no rate inherits another's backlog)
 for a bounded time, then waits a bounded drain for late answers; what never
 came is ``completed < sent``, reported as such.
+
+The rates: a sweep (5 to 200/s), the main rate (500/s, 30 s) and an overload
+rate (1,000/s) for the lookup targets (:mod:`bench.targets`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +53,10 @@ RESPONDER = "MYS/IMMIGRATION"
 MAIN_RATE = 500.0
 MAIN_SECONDS = 30.0
 SWEEP = ((5.0, 5.0), (20.0, 5.0), (50.0, 5.0), (100.0, 5.0), (200.0, 5.0))
+LOOKUP_SWEEP = ((100.0, 5.0),)
+"""The sweep of ``make bench BENCH_ARGS='--only lookup'``: the unloaded rate the targets use."""
+OVERLOAD = ((1000.0, 10.0),)
+"""Beyond the main rate, for the overload target (every check answered or refused at once)."""
 WARMUP_RATE = 2.0
 WARMUP_SECONDS = 1.0
 DRAIN_SECONDS = 8.0
@@ -204,24 +212,33 @@ async def fresh_rate(base: Path, registry: Path, rate: float, seconds: float) ->
     return result
 
 
-async def run(base: Path, *, main_rate: float = MAIN_RATE) -> dict[str, object]:
+async def run(
+    base: Path,
+    *,
+    main_rate: float = MAIN_RATE,
+    main_seconds: float = MAIN_SECONDS,
+    sweep: Sequence[tuple[float, float]] = SWEEP,
+    overload: Sequence[tuple[float, float]] = OVERLOAD,
+) -> dict[str, object]:
     quiet_client_logs()
     registry = base / "MYS-documents.json"
     await asyncio.to_thread(_write_registry, registry)
-    sweep = [
+    levels = (*sweep, (main_rate, main_seconds), *overload)
+    rows = [
         await fresh_rate(base / f"fed-{i}", registry, rate, seconds)
-        for i, (rate, seconds) in enumerate((*SWEEP, (main_rate, MAIN_SECONDS)))
+        for i, (rate, seconds) in enumerate(levels)
     ]
-    main = sweep[-1]
+    main = rows[len(sweep)]
     return {
         "doc_verify_offered_per_s": main["offered_per_s"],
-        "doc_verify_seconds": MAIN_SECONDS,
+        "doc_verify_seconds": main_seconds,
         "doc_verify_sent": main["sent"],
         "doc_verify_completed": main["completed"],
         "doc_verify_achieved_sent_per_s": main["achieved_sent_per_s"],
         "doc_verify_p50_ms": main["p50_ms"],
         "doc_verify_p99_ms": main["p99_ms"],
-        "doc_verify_sweep": sweep,
+        "doc_verify_sweep": rows[: len(sweep) + 1],
+        "doc_verify_overload": rows[len(sweep) + 1 :],
         "doc_verify_hub_rss_mib": main["hub_rss_mib"],
     }
 

@@ -27,7 +27,7 @@ from bench.common import PAYLOAD_BYTES, ms, open_loop, percentile
 from broker.natsd import NatsServer, free_ports
 from broker.natsplan import FederationPlan
 from broker.natstls import write_throwaway_tls
-from transport.connect import tls_context
+from transport.connect import NatsAuth, tls_context
 
 IN_FLIGHT = 64
 JS_MAX_MESSAGES = 30_000
@@ -38,9 +38,9 @@ REQUEST_TIMEOUT_S = 5.0
 
 
 async def jetstream_publish(
-    url: str, user: str, password: str, tls: ssl.SSLContext | None
+    url: str, auth: NatsAuth, tls: ssl.SSLContext | None
 ) -> dict[str, object]:
-    nc = await nats.connect(url, user=user, password=password, tls=tls)
+    nc = await nats.connect(url, **auth.connect_options(), tls=tls)
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="BENCH", subjects=["bench.js"], storage=StorageType.FILE))
     payload = b"x" * PAYLOAD_BYTES
@@ -81,10 +81,10 @@ async def jetstream_publish(
 
 
 async def request_reply(
-    url: str, user: str, password: str, rate: float, tls: ssl.SSLContext | None
+    url: str, auth: NatsAuth, rate: float, tls: ssl.SSLContext | None
 ) -> dict[str, object]:
-    responder = await nats.connect(url, user=user, password=password, tls=tls)
-    requester = await nats.connect(url, user=user, password=password, tls=tls)
+    responder = await nats.connect(url, **auth.connect_options(), tls=tls)
+    requester = await nats.connect(url, **auth.connect_options(), tls=tls)
 
     async def echo(msg: Msg) -> None:
         await msg.respond(b"ok")
@@ -126,8 +126,8 @@ async def run(rate: float = REQUEST_RATE) -> dict[str, object]:
         tls = tls_context(plan.client_ca_file("THA"))
         async with NatsServer(plan, "THA") as server:
             url = server.client_url
-            results = await jetstream_publish(url, creds.user, creds.password, tls)
-            results |= await request_reply(url, creds.user, creds.password, rate, tls)
+            results = await jetstream_publish(url, creds, tls)
+            results |= await request_reply(url, creds, rate, tls)
     return results
 
 

@@ -20,7 +20,7 @@ import structlog
 
 from agency_client import cli as agency_cli
 from agency_client import commands as agency_commands
-from agency_client import directory_cli, profile_cli
+from agency_client import directory_cli, index_cli, profile_cli
 from broker import audit_cli, federation_cli
 from broker import cli as broker_cli
 from ixb import compose, demo
@@ -37,6 +37,7 @@ GROUPS: tuple[Register, ...] = (
     agency_cli.register,
     agency_commands.register,
     directory_cli.register,
+    index_cli.register,
     profile_cli.register,
     broker_cli.register,
     audit_cli.register,

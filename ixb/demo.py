@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from pathlib import Path
 import msgspec
 
 from agency_client.docregistry import DocumentRecord, DocumentRegistry
+from agency_client.personindex import PersonResponder, index_path
+from agency_client.profile import load_profile
 from agency_client.sdk import Incoming
 from broker.natsd import start_federation
 from ixb.demo_lifecycle import lifecycle
@@ -44,6 +47,7 @@ from protocols.messages import (
     FollowupRequest,
     MlaStatus,
     MlaStatusCode,
+    PersonQuery,
     PersonResult,
     ReceiptStatus,
 )
@@ -54,6 +58,12 @@ from transport.clock import wall_ms
 PASSPHRASE = "ixb demo passphrase - not for real keys"  # noqa: S105 - demo key files only
 MMR_REF = "MMR-ATTU-2026-000112"
 """The hit reference MMR's anti-trafficking unit answers the demo's person query with."""
+PERSONS_EXPORT = f"""reference,surname,given_names,birth_date,nationality,document_number
+{MMR_REF},Sample,Narong,1981-03-14,THA,
+MMR-ATTU-2026-000113,Nguyễn,Văn An,1990-04,VNM,C1234567
+MMR-ATTU-2026-000114,EXAMPLE,Aung Aung,1985,MMR,MA123456
+"""
+"""MMR's person index (invented persons): the demo's query hits the first row."""
 LIAISON_PASSWORD = "ixb demo liaison"  # noqa: S105 - demo web login only
 DEFAULT_DIR = "demo"
 MARKER = ".ixb-demo"
@@ -200,20 +210,47 @@ async def document_checks(s: Script) -> None:
 
 async def person_query(s: Script, ex: dict[str, Body]) -> Incoming:
     s.say("PERSON QUERY  THA/DSI-ATHD → MMR/MOHA-ATTU (hit/no-hit, no personal data back)")
-    query_id, start = await s.send(
-        "THA/DSI-ATHD", ex["person.query"], ["MMR/MOHA-ATTU"], case_ref="THA-DSI-2026-0412"
+    mmr = await s.client("MMR/MOHA-ATTU")
+    # MMR answers from its person index, as `ixb agency respond --index` does (in the
+    # scripted client here: it also decides the follow-up below)
+    responder = PersonResponder(
+        mmr, index_path(load_profile(s.deployment.profile("MMR/MOHA-ATTU")))
     )
-    query = await s.next_message("MMR/MOHA-ATTU", "person.query")
-    # MMR answers with its own case reference: a hit, never personal data
-    await (await s.client("MMR/MOHA-ATTU")).reply(query, PersonResult(hit=True, reference=MMR_REF))
-    result = await s.next_message("THA/DSI-ATHD", "person.result")
-    hit = body_as(result, PersonResult)
+    try:
+        example = ex["person.query"]
+        assert isinstance(example, PersonQuery)  # noqa: S101 - the examples' own type
+        unknown = msgspec.structs.replace(example, surname="NOBODY", given_names="KNOWN")
+        answers: list[Incoming] = []
+        for query_body in (example, unknown):
+            query_id, start = await s.send(
+                "THA/DSI-ATHD", query_body, ["MMR/MOHA-ATTU"], case_ref="THA-DSI-2026-0412"
+            )
+            await responder(mmr, await s.next_message("MMR/MOHA-ATTU", "person.query"))
+            result = await s.next_message("THA/DSI-ATHD", "person.result")
+            hit = body_as(result, PersonResult)
+            who = "a person MMR holds" if query_body is example else "a person it does not"
+            answer = f"HIT, reference {hit.reference}" if hit.hit else "no hit"
+            s.say(f"       {who}: {answer} after {since_ms(start)}")
+            s.check(
+                hit.hit == (query_body is example) and result.header.in_reply_to == query_id,
+                "person.result",
+            )
+            answers.append(result)
+    finally:
+        responder.close()
+    listed = await s.ixb_ok(
+        "ixb index queries at MMR",
+        *("index", "queries", "--json"),
+        *("--profile", str(s.deployment.profile("MMR/MOHA-ATTU"))),
+    )
+    queries = json.loads(listed)["queries"] if listed else []
     s.say(
-        f"       result: {'HIT' if hit.hit else 'no hit'}, reference {hit.reference}"
-        f" after {since_ms(start)}"
+        f"       MMR's record (ixb index queries): {len(queries)} queries by "
+        f"{', '.join(sorted({q['requester'] for q in queries}))}, each with its time, purpose"
+        " and legal basis; the terms only as keyed hashes"
     )
-    s.check(hit.hit and result.header.in_reply_to == query_id, "person.result")
-    return result
+    s.check([q["hit"] for q in queries] == [True, False], "MMR's record of the queries")
+    return answers[0]
 
 
 def followup_for(ex: dict[str, Body], hit: PersonResult) -> FollowupRequest:
@@ -313,6 +350,13 @@ async def demo(base: Path, once: bool) -> int:
                 "--documents",
                 str(registry),
             )
+            persons = base / "MMR-persons.csv"
+            persons.write_text(PERSONS_EXPORT, encoding="utf-8")
+            mmr_profile = str(deployment.profile("MMR/MOHA-ATTU"))
+            await script.ixb_ok(
+                "ixb index load at MMR", "index", "load", str(persons), "--profile", mmr_profile
+            )
+            script.say(f"MMR/MOHA-ATTU loaded its person index from {persons.name} (hashed)")
             try:
                 await run_script(script)
             finally:
@@ -320,6 +364,16 @@ async def demo(base: Path, once: bool) -> int:
             await audit_step(script, deployment)
             report(script, deployment)
             if not once:
+                # from now on MMR's person queries are answered by the command, its own process
+                index = str(index_path(load_profile(Path(mmr_profile))))
+                procs.spawn(
+                    "responder-MMR-MOHA-ATTU",
+                    *("agency", "respond", "--profile", mmr_profile, "--index", index),
+                )
+                say(
+                    "MMR/MOHA-ATTU answers person queries from its index (ixb agency respond "
+                    f"--index {index}); ixb index queries shows who asked\n"
+                )
                 say("running until Ctrl-C\n")
                 await _wait_for_interrupt()
         finally:

@@ -145,6 +145,9 @@ def test_every_readme_command_runs_against_the_demo(tmp_path: Path) -> None:
     assert (tmp_path / "config" / "ixb" / "profiles.toml").is_file()
     assert "mla.request  from THA/OAG" in out  # the demo's agencies keep what they receive
     assert "MYS/IMMIGRATION: valid" in out and "MYS/IMMIGRATION: reported_stolen" in out
+    assert "MMR/MOHA-ATTU: HIT, reference MMR-ATTU-2026-000112" in out  # MMR's person index
+    assert "THA/DSI-ATHD  HIT MMR-ATTU-2026-000112" in out  # its record of who asked
+    assert "purpose: EXAMPLE: investigation" in out
 
 
 def test_a_second_demo_clears_its_own_directory_and_refuses_anyone_elses(tmp_path: Path) -> None:
