@@ -178,7 +178,7 @@ def summary(run: Run, sent: int | None = None) -> dict[str, object]:
         "send_window_s": round(run.seconds, 2),
         "sent": len(run.scheduled) if sent is None else sent,
         "send_errors": run.send_errors,
-        "busy": run.busy,
+        "refused_busy": run.busy,
         "completed": len(run.answered),
         "achieved_sent_per_s": round(len(run.scheduled) / run.seconds, 1),
         "wrong_answers": run.wrong_answers,
