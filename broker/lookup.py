@@ -59,6 +59,7 @@ from protocols.errors import (
     IxbError,
     PeerError,
     ReplayError,
+    UnauthorisedError,
 )
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
@@ -162,6 +163,8 @@ class LookupService:
     async def _answer(
         self, msg: Msg, *, publisher: str | None = None, peer: str | None = None
     ) -> None:
+        if not msg.reply:
+            return  # a publish, not a request: nobody would hear the answer
         data = await self.handle(msg.data, publisher=publisher, peer=peer)
         if msg.reply:
             with contextlib.suppress(nats.errors.Error):
@@ -205,6 +208,9 @@ class LookupService:
             if outcome.duplicate or outcome.unmarked or key in self._pending:
                 raise ReplayError(f"lookup {header.message_id} was already received")
             check_lookup_request(header)
+            if peer is not None and header.recipient_principals[0].country != self.country:
+                # as on the durable path, a peer's hub hands us only what is for our agencies
+                raise UnauthorisedError(f"a lookup from {peer} for another country than ours")
         except IxbError as exc:
             refused = Rejected(exc, header, verified=True)
             return await self._finish(self._refusal(refused, now, publisher=publisher, peer=peer))
@@ -508,6 +514,10 @@ class LookupService:
                 via=peer or f"lookup:{publisher}",
             )
         target = rejection_recipient(outcome, country=self.country, publisher=publisher)
+        if peer is not None and (
+            header is None or all(r.country != self.country for r in header.recipient_principals)
+        ):
+            target = None  # a hub of neither the sender's nor a recipient's country states nothing
         data = b""
         if target is not None:
             for_id = header.id if header is not None else NO_ID

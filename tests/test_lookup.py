@@ -17,6 +17,7 @@ from agency_client.sdk import AgencyClient, Incoming, Queued
 from broker.config import LookupSection
 from ixb.demo import REGISTRY, STOLEN_PASSPORT, VALID_PASSPORT
 from protocols import subjects
+from protocols.envelope import add_hop
 from protocols.errors import BusyError, ReplayError, SignatureError, UnauthorisedError
 from protocols.examples import example_bodies
 from protocols.handling import Priority
@@ -321,3 +322,28 @@ async def test_the_officer_sees_where_a_queued_check_waits_and_until_when(
     queued = json.loads(as_json.stdout)
     assert queued["state"] == "queued" and queued["queued_at"] == "MYS/IMMIGRATION"
     assert queued["by"] == "MYS/HUB" and queued["due"].endswith("Z")
+
+
+async def test_a_peer_cannot_route_a_lookup_through_us_to_a_third_country(
+    fed: Federation,
+) -> None:
+    """MYS's hub answers lookups for MYS's agencies only, as it delivers only to them."""
+    tha = fed.hubs["THA"].hub
+    unit = await fed.client("THA/DSI-ATHD")
+    query = PersonQuery(
+        surname="EXAMPLE", birth_date="1990-01-01", purpose="EXAMPLE", legal_basis="EXAMPLE"
+    )
+    _data, env = await unit._seal(query, ["MMR/MOHA-ATTU"])
+    through_mys = add_hop(env, tha.identity, tha.clock()).to_bytes()
+    reply = await tha.links["MYS"].nc.request(
+        subjects.link_lookup("THA", "MYS"), through_mys, timeout=5
+    )
+    # refused, recorded, and answered with no statement: MYS's hub may state nothing about
+    # a message for neither its country nor from it (SPEC §5); THA's hub would refuse it then
+    assert reply.data == b""
+    refused = ("rejected", env.header.message_id, "THA/DSI-ATHD")
+    for _ in range(50):  # recorded beside the reply, not before it
+        if refused in _entries(fed, "MYS"):
+            break
+        await asyncio.sleep(0.1)
+    assert refused in _entries(fed, "MYS")
