@@ -10,6 +10,7 @@ also ``{"error": {"code", "detail"}}`` on stdout: :mod:`transport.cliout`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -18,12 +19,6 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from agency_client import cli as agency_cli
-from agency_client import commands as agency_commands
-from agency_client import directory_cli, index_cli, profile_cli
-from broker import audit_cli, federation_cli
-from broker import cli as broker_cli
-from ixb import compose, demo
 from protocols.errors import IxbError, UsageError
 from transport.cliout import error_document, json_text, wants_json
 
@@ -33,18 +28,38 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cat big | hea
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-GROUPS: tuple[Register, ...] = (
-    agency_cli.register,
-    agency_commands.register,
-    directory_cli.register,
-    index_cli.register,
-    profile_cli.register,
-    broker_cli.register,
-    audit_cli.register,
-    federation_cli.register,
-    demo.register,
-    compose.register,
-)
+GROUPS: dict[str, tuple[str, ...]] = {
+    "agency_client.cli": ("keys", "mrz", "envelope"),
+    "agency_client.commands": (
+        "agency", "send", "verify-doc", "query", "receipts", "inbox", "show", "export",
+    ),
+    "agency_client.directory_cli": ("directory",),
+    "agency_client.index_cli": ("index",),
+    "agency_client.profile_cli": ("profile",),
+    "broker.cli": ("hub",),
+    "broker.audit_cli": ("audit",),
+    "broker.federation_cli": ("federation",),
+    "ixb.demo": ("demo",),
+    "ixb.compose": ("compose",),
+}  # fmt: skip
+"""Each module with a ``register`` function → the commands it adds, in the order of ``ixb --help``.
+
+A command line imports only the module of its command (a connecting command
+need not load the hub's web server): start-up time is part of every
+command's time to fail. ``tests/test_cli_json.py`` checks this table against
+what each ``register`` really adds."""
+
+
+def _register(module: str) -> Register:
+    register: Register = importlib.import_module(module).register
+    return register
+
+
+def _modules_for(argv: Sequence[str]) -> list[str]:
+    """The modules ``argv`` needs: its command's alone, or all (help, unknown commands)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    owners = [m for m, commands in GROUPS.items() if first in commands]
+    return owners or list(GROUPS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,15 +70,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USER_ERROR)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ixb`` parser: every command, or (given ``argv``) only what ``argv`` needs."""
     parser: argparse.ArgumentParser = _Parser(
         prog="ixb",
         description="Secure cross-border intelligence exchange (signed, end-to-end encrypted).",
     )
     parser.add_argument("--version", action="version", version=f"ixb {version()}")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND")
-    for register in GROUPS:
-        register(sub)
+    for module in list(GROUPS) if argv is None else _modules_for(argv):
+        _register(module)(sub)
     return parser
 
 
@@ -94,7 +110,8 @@ def version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_cli_logging()
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.group is None:  # `ixb` alone: what it can do
         parser.print_help()

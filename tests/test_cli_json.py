@@ -11,10 +11,12 @@ test_msgstore_cli, test_audit_federation).
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ from broker.audit.log import AuditLog
 from broker.auditing import to_record
 from broker.cli import load_hub_parts
 from broker.config import load_config
-from ixb.cli import build_parser
+from ixb.cli import GROUPS, build_parser
 from ixb.deployment import Deployment, create_deployment
 from protocols.audit import AuditEvent, make_entry
 from protocols.errors import IoError
@@ -64,6 +66,33 @@ def test_every_leaf_command_takes_json() -> None:
     ]
     assert missing == []
     assert set(JSON_EXEMPT) <= set(leaves)  # no stale exemption
+
+
+def test_the_command_table_is_what_each_module_registers() -> None:
+    """``ixb`` loads only its command's module: the table it chooses by must be true."""
+    for module, commands in GROUPS.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert tuple(sub.choices) == commands, module
+    top = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(top.choices) == [c for commands in GROUPS.values() for c in commands]
+
+
+def test_a_command_line_loads_only_its_own_commands() -> None:
+    probe = (
+        "import sys; from ixb.cli import build_parser; build_parser(sys.argv[1:]); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(('broker', 'aiohttp.web')))))"
+    )
+
+    def loaded(*argv: str) -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True
+        )
+        return set(done.stdout.split())
+
+    assert loaded("inbox") == set()  # an officer's command loads no hub and no web server
+    assert {"broker.service", "aiohttp.web"} <= loaded("hub", "run")
+    assert {"broker.service", "aiohttp.web"} <= loaded()  # help: everything
 
 
 def times_in(doc: object, key: str = "") -> Iterator[tuple[str, object]]:
