@@ -51,13 +51,20 @@ from agency_client.sdk import (
     MAX_SENT_RECORDS,
     AgencyClient,
     Incoming,
+    Queued,
     Refused,
     SignedReceipt,
     load_identity_for,
     load_previous_for,
 )
 from protocols.envelope import Header, decode_envelope
-from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
+from protocols.errors import (
+    IoError,
+    IxbError,
+    UnknownOutcomeError,
+    UnknownRecipientError,
+    UsageError,
+)
 from protocols.fields import iso_times, utc_iso, utc_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
@@ -1122,19 +1129,35 @@ def cmd_verify_doc(args: argparse.Namespace) -> int:
 
     async def go(client: AgencyClient) -> int:
         authority = _document_authority(client, mrz.issuing_state)
-        answer = await client.request(
-            request, [authority], timeout=args.timeout, priority=Priority.URGENT
+        # the synchronous path (SPEC §14): answered in milliseconds, or queued for a person
+        answer = await client.lookup(
+            request, authority, timeout=args.timeout, priority=Priority.URGENT
         )
+        summary = document_summary(mrz, today)
+        if isinstance(answer, Queued):
+            human = f"{document_line(mrz, today)}\n{authority}: {answer.describe(client.clock())}"
+            emit(args, human, {"authority": str(authority), **_queued(answer), **summary})
+            return 0
         body = msgspec.to_builtins(answer.body)
         fields = ", ".join(body.get("mismatched_fields", []))
         human = f"{authority}: {body['status']}" + (f" ({fields})" if fields else "")
         if body.get("note"):
             human += f" — {body['note']}"
         human = f"{document_line(mrz, today)}\n{human}"
-        emit(args, human, {"authority": str(authority), **body, **document_summary(mrz, today)})
+        emit(args, human, {"authority": str(authority), **body, **summary})
         return 0
 
     return _run(args, go)
+
+
+def _queued(q: Queued) -> dict[str, object]:
+    return {
+        "state": "queued",
+        "request_id": format_message_id(q.message_id),
+        "queued_at": str(q.owner),
+        "by": str(q.by),
+        "due": utc_iso(q.due_ms),
+    }
 
 
 def cmd_query_person(args: argparse.Namespace) -> int:
@@ -1149,24 +1172,35 @@ def cmd_query_person(args: argparse.Namespace) -> int:
     )
 
     async def go(client: AgencyClient) -> int:
-        results = []
-        for to in args.to:
-            answer = await client.request(query, [to], timeout=args.timeout)
-            if not isinstance(answer.body, PersonResult):
+        # every country at once, each over the synchronous path (SPEC §14)
+        answers = await client.lookup_each(query, args.to, timeout=args.timeout)
+        results: list[dict[str, object]] = []
+        lines: list[str] = []
+        for to, answer in answers.items():
+            if isinstance(answer, IxbError):
+                results.append({"agency": str(to), "error": answer.code, "detail": answer.detail})
+                lines.append(f"{to}: {answer.one_line()}")
+            elif isinstance(answer, Queued):
+                results.append({"agency": str(to), **_queued(answer)})
+                lines.append(f"{to}: {answer.describe(client.clock())}")
+            elif isinstance(answer.body, PersonResult):
+                hit = answer.body.hit
+                results.append(
+                    {
+                        "agency": str(to),
+                        "hit": hit,
+                        "reference": answer.body.reference,
+                        "answer_id": answer.message_id,
+                    }
+                )
+                ref = answer.body.reference
+                lines.append(f"{to}: {'HIT, reference ' + str(ref) if hit else 'no hit'}")
+            else:
                 raise UnknownRecipientError(f"{to} answered with {answer.header.type}")
-            results.append(
-                {
-                    "agency": to,
-                    "hit": answer.body.hit,
-                    "reference": answer.body.reference,
-                    "answer_id": answer.message_id,
-                }
-            )
-        human = "\n".join(
-            f"{r['agency']}: {'HIT, reference ' + str(r['reference']) if r['hit'] else 'no hit'}"
-            for r in results
-        )
-        emit(args, human, {"results": results})
+        emit(args, "\n".join(lines), {"results": results})
+        failed = [a for a in answers.values() if isinstance(a, IxbError)]
+        if failed and len(failed) == len(answers):
+            raise failed[0]
         return 0
 
     return _run(args, go)

@@ -131,6 +131,20 @@ class DeadlineSection(_Strict, frozen=True):
         return Tiers(**chosen)
 
 
+class LookupSection(_Strict, frozen=True):
+    """The synchronous path of document checks and person queries (SPEC §14)."""
+
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
+    """Lookups this hub handles at once (its agencies' and its peers'); beyond, it refuses
+    at once with ``ixb.E_BUSY`` rather than queueing. It bounds latency under overload
+    to about ``max_in_flight`` / throughput (Little's law): 64 at 150 checks/s is 0.4 s."""
+    responder_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2_000
+    """How long the owner's hub waits for a responder before it queues the lookup in the
+    owner's inbox (no responder at all: at once)."""
+    peer_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=120_000)] = 5_000
+    """How long a hub waits for a peer hub's reply; longer than the peer's responder wait."""
+
+
 class LimitsSection(_Strict, frozen=True):
     max_envelope_bytes: int = Limits().max_envelope_bytes
     max_recipients: int = Limits().max_recipients
@@ -149,6 +163,7 @@ class HubConfig(_Strict, frozen=True):
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     deadlines: dict[str, DeadlineSection] = msgspec.field(default_factory=dict)
     """Per peer country, the answer times of the agreement with it (both directions)."""
+    lookup: LookupSection = msgspec.field(default_factory=LookupSection)
     base_dir: str = "."
     """Directory that relative paths are resolved against (the config file's)."""
 
@@ -271,6 +286,11 @@ def _validate(cfg: HubConfig) -> None:
             raise ConfigError(
                 f"http.trusted_proxies[{i}]: {proxy!r} is not an IP address"
             ) from None
+    if cfg.lookup.peer_timeout_ms <= cfg.lookup.responder_timeout_ms:
+        raise ConfigError(
+            "lookup.peer_timeout_ms: must exceed lookup.responder_timeout_ms (a peer hub waits"
+            " that long for its responder before it answers)"
+        )
     try:
         cfg.wire_limits()
     except ConfigError as exc:

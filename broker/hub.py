@@ -40,8 +40,10 @@ from broker.audit.log import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlPlane, Writes
+from broker.groupcommit import GroupCommitter
 from broker.keyupdates import actor, claimed_agency, decide_key_update
 from broker.links import LinkState, gauges, link_keeper
+from broker.lookup import LookupService
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
 from broker.plan import Publish, link_item, receipt_publish
@@ -200,6 +202,25 @@ class Hub:
                 min(t.shortest_ms for t in [DEFAULT_TIERS, *agreements.values()])
             ),
         )
+        self.committer = GroupCommitter(
+            record=self.audit.record,
+            sync=self.store.sync,
+            mark=lambda marks: self.store.mark_routed(*marks, durable=False),
+            storage=self.storage,
+            metrics=self.metrics,
+        )
+        self.lookups = LookupService(
+            config=config.lookup,
+            identity=identity,
+            pipeline=self.pipeline,
+            store=self.store,
+            committer=self.committer,
+            metrics=self.metrics,
+            storage=self.storage,
+            refusals=self.settler.refusals,
+            encryption_key=self._encryption_key,
+            clock=clock,
+        )
         self.state = HubState()
         self.prune_period_s = PRUNE_PERIOD_S
         self.links: dict[str, LinkState] = {}
@@ -268,6 +289,7 @@ class Hub:
                     tg.create_task(link_keeper(link, stop))
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._key_update_responder(stop))
+                tg.create_task(self.lookups.serve(stop))
                 tg.create_task(self._directory_refresher(stop))
                 tg.create_task(self._registry_watcher(stop))
                 tg.create_task(self._federation_watcher(stop))
@@ -377,10 +399,13 @@ class Hub:
                 ca_file=cfg.nats_ca_file(),
                 name=f"ixb-hub-{self.country}-link-{peer}",
                 max_reconnect_attempts=UNBOUNDED,
+                inbox_prefix=subjects.link_reply_prefix(self.country, peer),
             )
             js = nc.jetstream()
             await streams.ensure_link_streams(js, self.country, peer)
             self.links[peer] = LinkState(peer, nc, js)
+        self.lookups.nc, self.lookups.js = self.nc, self.js
+        self.lookups.links = {peer: link.nc for peer, link in self.links.items()}
 
     async def _close(self) -> None:
         for link in self.links.values():

@@ -390,12 +390,15 @@ class HubStore:
             for kind, by, to in answers
         )
 
-    def mark_routed(self, *messages: tuple[str, bytes]) -> None:
+    def mark_routed(self, *messages: tuple[str, bytes], durable: bool = True) -> None:
         """Routing of these (sender, id) is finished; durable, with every earlier commit, on return.
 
         The commit itself does not wait for the disk (the lock is held only
         for the write); :meth:`sync` then makes it durable without the lock,
         so the hub's next decisions never queue behind an fsync.
+        ``durable=False``: the next :meth:`sync` makes it durable (lookups: a
+        mark lost in a crash is found again in the audit log, which holds the
+        acceptance; see :class:`broker.pipeline.RecordedDecisions`).
         """
         if not messages:
             return  # a batch of refusals and duplicates wrote nothing to make durable
@@ -403,7 +406,8 @@ class HubStore:
             self._db.executemany(
                 "UPDATE messages SET routed = 1 WHERE sender = ? AND id = ?", messages
             )
-        self.sync()
+        if durable:
+            self.sync()
 
     def sync(self) -> None:
         """Make every commit so far durable: fsync the write-ahead log.

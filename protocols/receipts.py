@@ -6,7 +6,8 @@ and what it states depends on who that is:
 - ``accepted``, ``relayed`` — the hub of the original sender's country;
 - ``rejected`` — the hub of the original sender's country or of a recipient's
   country (a destination hub refuses what it will not deliver);
-- ``delivered`` — the hub of a recipient's country;
+- ``delivered``, ``queued`` — the hub of a recipient's country (``queued``:
+  a lookup its responder did not answer in time waits for a person, SPEC §14);
 - ``read`` — an agency that is a recipient of the original, about that one
   message;
 - ``overdue`` — a reminder that a request's answer is past due: the hub of
@@ -38,7 +39,7 @@ SENDER_HUB_STATUSES: Final = frozenset({ReceiptStatus.ACCEPTED, ReceiptStatus.RE
 """Stated only by the hub of the original sender's country."""
 EITHER_HUB_STATUSES: Final = frozenset({ReceiptStatus.REJECTED})
 """Stated by the hub of the original sender's country or of a recipient's country."""
-RECIPIENT_HUB_STATUSES: Final = frozenset({ReceiptStatus.DELIVERED})
+RECIPIENT_HUB_STATUSES: Final = frozenset({ReceiptStatus.DELIVERED, ReceiptStatus.QUEUED})
 """Stated only by the hub of a recipient's country."""
 AGENCY_STATUSES: Final = frozenset({ReceiptStatus.READ})
 """Stated only by an agency that is a recipient of the original."""

@@ -650,6 +650,67 @@ def write_federation() -> None:
     (VECTORS / "federation.json").write_text(json.dumps(build_federation(), indent=1) + "\n")
 
 
+def build_lookup() -> dict[str, Any]:
+    """Receipt bodies of the synchronous path (SPEC §14): what a requester may receive."""
+    request_id = new_message_id(NOW_MS - 1000, derive("lookup/id", 10))
+    valid = {
+        "queued": Receipt(
+            for_id=request_id,
+            status=ReceiptStatus.QUEUED,
+            by="MYS/HUB",
+            at_ms=NOW_MS,
+            detail="queued at MYS/IMMIGRATION",
+            due_ms=NOW_MS - 1000 + 8 * 3600 * 1000,
+        ),
+        "busy": Receipt(
+            for_id=request_id,
+            status=ReceiptStatus.REJECTED,
+            by="THA/HUB",
+            at_ms=NOW_MS,
+            code="ixb.E_BUSY",
+            detail="THA/HUB has 512 lookups in flight; retry",
+        ),
+    }
+    fields = {
+        "for_id": request_id,
+        "status": "queued",
+        "by": "MYS/HUB",
+        "at_ms": NOW_MS,
+    }
+    invalid = [
+        ("queued without due_ms", fields, "ixb.E_SCHEMA"),
+        (
+            "due_ms on a delivered receipt",
+            {**fields, "status": "delivered", "due_ms": NOW_MS},
+            "ixb.E_SCHEMA",
+        ),
+    ]
+    return {
+        "about": "receipt bodies of the synchronous path; see protocols/SPEC.md §5 and §14",
+        "now_ms": NOW_MS,
+        "receipts": [
+            {"name": name, "body": _hex_ids(body), "encoding": encode_body(body).hex()}
+            for name, body in valid.items()
+        ],
+        "invalid": [
+            {"name": name, "encoding": wire.encode(raw).hex(), "error": code}
+            for name, raw, code in invalid
+        ],
+    }
+
+
+def _hex_ids(body: Receipt) -> dict[str, Any]:
+    """The body's fields as JSON: message ids as lower-case hex, absent fields left out."""
+    out: dict[str, Any] = msgspec.to_builtins(body)
+    out["for_id"] = body.for_id.hex()
+    out.pop("also", None)
+    return out
+
+
+def write_lookup() -> None:
+    (VECTORS / "lookup.json").write_text(json.dumps(build_lookup(), indent=1) + "\n")
+
+
 PARTS: dict[str, Callable[[], None]] = {
     "envelopes": write_envelopes,
     "keyfiles": write_keyfiles,
@@ -657,6 +718,7 @@ PARTS: dict[str, Callable[[], None]] = {
     "witness": write_witness,  # from checkpoint.json's log: after it
     "countries": write_countries,
     "federation": write_federation,
+    "lookup": write_lookup,
 }
 
 

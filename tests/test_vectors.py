@@ -320,3 +320,24 @@ def test_the_overdue_reminder_vector_follows_the_reminder_rule() -> None:
     check_reminder(opened.body, signer, addressee)
     with pytest.raises(IxbError, match="addressee's country"):
         check_reminder(opened.body, signer, parse_agency("MYS/RMP-ATIPSOM"))
+
+
+LOOKUP: dict[str, Any] = json.loads((VECTORS / "lookup.json").read_text())
+
+
+@pytest.mark.parametrize("case", LOOKUP["receipts"], ids=lambda c: c["name"])
+def test_lookup_receipts_both_directions(case: dict[str, Any]) -> None:
+    raw = case["body"]
+    body = Receipt(
+        **{**raw, "for_id": bytes.fromhex(raw["for_id"]), "status": ReceiptStatus(raw["status"])}
+    )
+    encoding = bytes.fromhex(case["encoding"])
+    assert encode_body(body) == encoding
+    assert decode_body(Receipt.TYPE, encoding) == body
+
+
+@pytest.mark.parametrize("case", LOOKUP["invalid"], ids=lambda c: c["name"])
+def test_invalid_lookup_receipts(case: dict[str, Any]) -> None:
+    with pytest.raises(IxbError) as err:
+        decode_body(Receipt.TYPE, bytes.fromhex(case["encoding"]))
+    assert err.value.code == case["error"]
