@@ -44,6 +44,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "broker.federation_cli": ("federation",),
     "ixb.demo": ("demo",),
     "ixb.compose": ("compose",),
+    "ixb.overdue": ("overdue",),
 }  # fmt: skip
 """Each module with a ``register`` function → the commands it adds, in the order of ``ixb --help``.
 

@@ -56,6 +56,23 @@ def utc_iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def iso_times(value: object) -> object:
+    """``value`` (a body as builtins) with every ``…_ms`` time as ISO 8601 UTC under its name
+    without the suffix (``deadline_ms`` → ``deadline``), at any depth: what people and
+    ``--json`` readers see, never raw milliseconds."""
+    if isinstance(value, dict):
+        out: dict[object, object] = {}
+        for k, v in value.items():
+            if isinstance(k, str) and k.endswith("_ms") and type(v) is int:
+                out[k.removesuffix("_ms")] = utc_iso(v)
+            else:
+                out[k] = iso_times(v)
+        return out
+    if isinstance(value, list | tuple):
+        return [iso_times(v) for v in value]
+    return value
+
+
 def duration_text(ms: int) -> str:
     """A length of time as people read it, two units at most: ``10 d``, ``7 h 58 min``, ``3 s``.
 

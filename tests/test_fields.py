@@ -23,6 +23,7 @@ from protocols.fields import (
     check_fields,
     check_text,
     check_unique,
+    iso_times,
 )
 from protocols.messages import AlertCategory
 
@@ -187,3 +188,21 @@ def test_duration_text_reads_like_a_person_writes(ms: int, text: str) -> None:
     from protocols.fields import duration_text
 
     assert duration_text(ms) == text
+
+
+def test_iso_times_renames_every_millisecond_time_at_any_depth() -> None:
+    body = {
+        "deadline_ms": 0,
+        "route": [{"port": "Satun", "arrival_ms": 1_764_467_532_023}],
+        "count_ms_like": 5,
+        "flag_ms": True,  # not a time: bool is not int here
+        "text": "EXAMPLE",
+    }
+    assert iso_times(body) == {
+        "deadline": "1970-01-01T00:00:00.000Z",
+        "route": [{"port": "Satun", "arrival": "2025-11-30T01:52:12.023Z"}],
+        "count_ms_like": 5,
+        "flag_ms": True,
+        "text": "EXAMPLE",
+    }
+    assert iso_times(["x", 3]) == ["x", 3]

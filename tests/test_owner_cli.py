@@ -151,7 +151,7 @@ async def queued_ids(fed: Federation, want: set[str], seconds: float = 40) -> li
 async def answer_in_inbox(fed: Federation, agency: str, request_id: str) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + 40
     while True:
-        got = json.loads(ok(await ixb(fed, agency, "inbox", "--json", "--wait", "1")))
+        got = json.loads(ok(await ixb(fed, agency, "inbox", "--all", "--json", "--wait", "1")))
         for m in got["messages"]:
             if m["in_reply_to"] == request_id:
                 return dict(m)
@@ -225,17 +225,19 @@ async def test_a_bad_check_digit_is_refused_before_anything_leaves(fed: Federati
 
 async def test_responder_offline_then_a_person_answers_from_the_queue(fed: Federation) -> None:
     asker = await fed.client(ASKER)
-    investigator = await fed.client("THA/DSI-ATHD")
     check = DocVerifyRequest(mrz=STOLEN, purpose=DocPurpose.BORDER_CHECK, checkpoint="EXAMPLE")
     check_id = format_message_id(
         await asker.send(check, [OWNER], priority=Priority.URGENT, case_ref="THA-IMM-1")
     )
-    query = PersonQuery(
-        surname="EXAMPLE", birth_date="1985-06-15", purpose="EXAMPLE", legal_basis="EXAMPLE"
-    )
-    query_id = format_message_id(await investigator.send(query, ["MYS/RMP-ATIPSOM"]))
 
-    rows = await queued_ids(fed, {check_id})
+    # the officer's own command, on the synchronous path: nobody answers, so it is queued
+    waiting = await ixb(fed, ASKER, "verify-doc", "--mrz", *VALID)
+    assert f"{OWNER}: queued at {OWNER}, due in 7 h" in ok(waiting)
+    waiting_json = json.loads(ok(await ixb(fed, ASKER, "verify-doc", "--json", "--mrz", *VALID)))
+    assert waiting_json["state"] == "queued" and waiting_json["queued_at"] == OWNER
+    sync_id = waiting_json["request_id"]
+
+    rows = await queued_ids(fed, {check_id, sync_id})
     (row,) = [r for r in rows if r["id"] == check_id]
     assert (row["from"], row["type"], row["priority"]) == (ASKER, "doc.verify.request", "urgent")
     hours = row["due_in_ms"] / 3_600_000
@@ -270,6 +272,10 @@ async def test_responder_offline_then_a_person_answers_from_the_queue(fed: Feder
         fed, OWNER, "queue", "answer", check_id, "--status", "valid", "--officer", "X"
     )
     assert "answered already" in one_line_error(again, "ixb.E_USAGE")
+    left = json.loads(ok(await ixb(fed, OWNER, "queue", "list", "--offline", "--json")))["queue"]
+    assert len(left) == 2 and sync_id in {r["id"] for r in left}  # both verify-doc runs
+    for r in left:
+        ok(await ixb(fed, OWNER, "queue", "answer", r["id"], "--status", "valid", "--officer", "Y"))
     assert (
         json.loads(ok(await ixb(fed, OWNER, "queue", "list", "--offline", "--json")))["queue"] == []
     )
@@ -285,8 +291,19 @@ async def test_responder_offline_then_a_person_answers_from_the_queue(fed: Feder
     )
     shown = json.loads(ok(await ixb(fed, ASKER, "show", got["id"], "--json")))
     assert shown["in_reply_to"] == check_id
+    later = await answer_in_inbox(fed, ASKER, sync_id)
+    assert (later["body"]["status"], later["body"]["officer"]) == ("valid", "Y")
 
-    # a person query: hit or no hit, from the trafficking unit's queue
+
+async def test_a_person_query_waits_for_a_person_who_answers_hit_or_no_hit(
+    fed: Federation,
+) -> None:
+    investigator = await fed.client("THA/DSI-ATHD")
+    query = PersonQuery(
+        surname="EXAMPLE", birth_date="1985-06-15", purpose="EXAMPLE", legal_basis="EXAMPLE"
+    )
+    query_id = format_message_id(await investigator.send(query, ["MYS/RMP-ATIPSOM"]))
+    # no responder at the trafficking unit: its queue holds the query
     unit = "MYS/RMP-ATIPSOM"
     deadline = asyncio.get_running_loop().time() + 40
     while True:
