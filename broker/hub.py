@@ -56,6 +56,7 @@ from broker.registry import (
     merged_agencies,
     merged_users,
 )
+from broker.retention import retention_loop, sweep_streams
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
@@ -84,6 +85,7 @@ from protocols.trusted import TrustedDirectories
 from transport import streams
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, NatsAuth, StateLog, connect
+from transport.retention import StreamSweep
 
 log = structlog.get_logger("ixb.hub")
 
@@ -258,6 +260,7 @@ class Hub:
                 tg.create_task(self._checkpointer(stop))
                 tg.create_task(self.pruner(stop))
                 tg.create_task(self._receipt_sweeper(stop))
+                tg.create_task(self._retention(stop))
                 tg.create_task(
                     gauges(
                         self.country,
@@ -677,6 +680,30 @@ class Hub:
             if forgotten:
                 log.info("messages_pruned", count=forgotten)
             await sleep_or_stop(stop, self.prune_period_s)
+
+    # --- retention of delivered content (broker.retention) ----------------------------
+
+    async def _retention(self, stop: asyncio.Event) -> None:
+        section = self.config.retention
+        await retention_loop(
+            self.country,
+            self._js,
+            self.links,
+            section.policy(),
+            period_s=section.period_minutes * 60,
+            clock=self.clock,
+            stop=stop,
+        )
+
+    async def retention_once(self) -> list[StreamSweep]:
+        """One retention pass now, for ``ixb retention run``: connect, sweep, close."""
+        await self._connect()
+        try:
+            return await sweep_streams(
+                self.country, self._js, self.links, self.config.retention.policy(), self.clock()
+            )
+        finally:
+            await self._close()
 
     # --- receipts whose publish was never confirmed -----------------------------------
 
