@@ -30,7 +30,7 @@ import re
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -51,13 +51,20 @@ from agency_client.sdk import (
     MAX_SENT_RECORDS,
     AgencyClient,
     Incoming,
+    Queued,
     Refused,
     SignedReceipt,
     load_identity_for,
     load_previous_for,
 )
-from protocols.envelope import decode_envelope
-from protocols.errors import IoError, UnknownOutcomeError, UnknownRecipientError, UsageError
+from protocols.envelope import Header, decode_envelope
+from protocols.errors import (
+    IoError,
+    IxbError,
+    UnknownOutcomeError,
+    UnknownRecipientError,
+    UsageError,
+)
 from protocols.fields import iso_times, utc_iso, utc_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import (
@@ -74,6 +81,8 @@ from protocols.limits import (
     MAX_TEXT,
 )
 from protocols.messages import (
+    REPLY_TO,
+    REQUEST_TYPES,
     Alert,
     AlertCategory,
     Attachment,
@@ -436,10 +445,13 @@ def _run_with_store(
             log_connection=False,
         )
         client.keep = lambda item: _keep(store, item, client.clock())
+        sent = SentLog(profile)
+        client.on_sent = sent.add
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too
             return await body(client, store)
         finally:
+            sent.flush()
             _keep_receipts(profile, client)
             await client.close()
 
@@ -458,6 +470,34 @@ def _run_with_store(
 
 def _keep(store: MessageStore, item: Incoming, now: int) -> None:
     store.keep(header=item.header, body=item.body, via=item.hubs, received_at=now)
+
+
+SENT_LOG_BATCH = 256
+
+
+class SentLog:
+    """Requests sent and answers given in this run, into the local state in batches
+    (a responder answering hundreds a second does not commit once per answer)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self._profile = profile
+        self._headers: list[Header] = []
+
+    def add(self, header: Header) -> None:
+        if header.type in REQUEST_TYPES or header.type in REPLY_TO:
+            self._headers.append(header)
+            if len(self._headers) >= SENT_LOG_BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._headers:
+            return
+        state = LocalState(self._profile)
+        try:
+            state.record_headers(self._headers)
+        finally:
+            state.close()
+        self._headers.clear()
 
 
 def _keep_receipts(profile: Profile, client: AgencyClient) -> None:
@@ -506,6 +546,13 @@ class LocalState:
             " at INTEGER, code TEXT, detail TEXT, UNIQUE(for_id, status, signer));"
             "CREATE TABLE IF NOT EXISTS sent (id BLOB PRIMARY KEY, recipients TEXT NOT NULL);"
             "CREATE TABLE IF NOT EXISTS unconfirmed (id BLOB PRIMARY KEY, sealed BLOB NOT NULL);"
+            # requests sent and answers given (metadata), and reminders, for `ixb overdue`
+            "CREATE TABLE IF NOT EXISTS sent_headers (id BLOB PRIMARY KEY, type TEXT NOT NULL,"
+            " recipients TEXT NOT NULL, created INTEGER NOT NULL, priority TEXT NOT NULL,"
+            " in_reply_to BLOB);"
+            "CREATE INDEX IF NOT EXISTS sent_headers_reply ON sent_headers (in_reply_to);"
+            "CREATE TABLE IF NOT EXISTS reminders (for_id TEXT NOT NULL, signer TEXT NOT NULL,"
+            " at INTEGER NOT NULL, due INTEGER NOT NULL, PRIMARY KEY (for_id, signer));"
         )
 
     @staticmethod
@@ -535,6 +582,11 @@ class LocalState:
     def record(self, signed: SignedReceipt) -> None:
         r = signed.receipt
         with self._db:
+            if r.status is ReceiptStatus.OVERDUE and r.due_ms is not None:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO reminders VALUES (?, ?, ?, ?)",
+                    (format_message_id(r.for_id), str(signed.signer), r.at_ms, r.due_ms),
+                )
             self._db.executemany(
                 "INSERT OR IGNORE INTO signed_receipts VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -565,6 +617,44 @@ class LocalState:
                 "INSERT OR IGNORE INTO sent VALUES (?, ?)",
                 (msg_id, json.dumps([str(p) for p in recipients])),
             )
+
+    def record_headers(self, headers: Sequence[Header]) -> None:
+        """Requests this agency sent and answers it gave (what ``ixb overdue`` reads)."""
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sent_headers VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        h.id,
+                        h.type,
+                        json.dumps(list(h.recipients)),
+                        h.created,
+                        h.priority.value,
+                        h.in_reply_to,
+                    )
+                    for h in headers
+                    if h.type in REQUEST_TYPES or h.type in REPLY_TO
+                ],
+            )
+
+    def sent_requests(self) -> list[tuple[bytes, str, list[str], int, str]]:
+        """(id, type, recipients, created, priority) of requests this agency sent."""
+        rows = self._db.execute(
+            "SELECT id, type, recipients, created, priority FROM sent_headers ORDER BY created"
+        ).fetchall()
+        return [(bytes(i), t, json.loads(r), c, p) for i, t, r, c, p in rows if t in REQUEST_TYPES]
+
+    def answers_given(self, request_id: bytes) -> list[tuple[str, list[str]]]:
+        """(type, recipients) of what this agency sent naming ``request_id`` in ``in_reply_to``."""
+        rows = self._db.execute(
+            "SELECT type, recipients FROM sent_headers WHERE in_reply_to = ?", (request_id,)
+        ).fetchall()
+        return [(t, json.loads(r)) for t, r in rows]
+
+    def reminders(self) -> dict[str, tuple[str, int, int]]:
+        """Request id → (signer, reminded at, due) of each overdue reminder received."""
+        rows = self._db.execute("SELECT for_id, signer, at, due FROM reminders").fetchall()
+        return {f: (s, a, d) for f, s, a, d in rows}
 
     def load_sent(self, client: AgencyClient) -> None:
         """Hand the client the recipients of what this agency sent, to check receipts against."""
@@ -1039,19 +1129,35 @@ def cmd_verify_doc(args: argparse.Namespace) -> int:
 
     async def go(client: AgencyClient) -> int:
         authority = _document_authority(client, mrz.issuing_state)
-        answer = await client.request(
-            request, [authority], timeout=args.timeout, priority=Priority.URGENT
+        # the synchronous path (SPEC §14): answered in milliseconds, or queued for a person
+        answer = await client.lookup(
+            request, authority, timeout=args.timeout, priority=Priority.URGENT
         )
+        summary = document_summary(mrz, today)
+        if isinstance(answer, Queued):
+            human = f"{document_line(mrz, today)}\n{authority}: {answer.describe(client.clock())}"
+            emit(args, human, {"authority": str(authority), **_queued(answer), **summary})
+            return 0
         body = msgspec.to_builtins(answer.body)
         fields = ", ".join(body.get("mismatched_fields", []))
         human = f"{authority}: {body['status']}" + (f" ({fields})" if fields else "")
         if body.get("note"):
             human += f" — {body['note']}"
         human = f"{document_line(mrz, today)}\n{human}"
-        emit(args, human, {"authority": str(authority), **body, **document_summary(mrz, today)})
+        emit(args, human, {"authority": str(authority), **body, **summary})
         return 0
 
     return _run(args, go)
+
+
+def _queued(q: Queued) -> dict[str, object]:
+    return {
+        "state": "queued",
+        "request_id": format_message_id(q.message_id),
+        "queued_at": str(q.owner),
+        "by": str(q.by),
+        "due": utc_iso(q.due_ms),
+    }
 
 
 def cmd_query_person(args: argparse.Namespace) -> int:
@@ -1066,24 +1172,35 @@ def cmd_query_person(args: argparse.Namespace) -> int:
     )
 
     async def go(client: AgencyClient) -> int:
-        results = []
-        for to in args.to:
-            answer = await client.request(query, [to], timeout=args.timeout)
-            if not isinstance(answer.body, PersonResult):
+        # every country at once, each over the synchronous path (SPEC §14)
+        answers = await client.lookup_each(query, args.to, timeout=args.timeout)
+        results: list[dict[str, object]] = []
+        lines: list[str] = []
+        for to, answer in answers.items():
+            if isinstance(answer, IxbError):
+                results.append({"agency": str(to), "error": answer.code, "detail": answer.detail})
+                lines.append(f"{to}: {answer.one_line()}")
+            elif isinstance(answer, Queued):
+                results.append({"agency": str(to), **_queued(answer)})
+                lines.append(f"{to}: {answer.describe(client.clock())}")
+            elif isinstance(answer.body, PersonResult):
+                hit = answer.body.hit
+                results.append(
+                    {
+                        "agency": str(to),
+                        "hit": hit,
+                        "reference": answer.body.reference,
+                        "answer_id": answer.message_id,
+                    }
+                )
+                ref = answer.body.reference
+                lines.append(f"{to}: {'HIT, reference ' + str(ref) if hit else 'no hit'}")
+            else:
                 raise UnknownRecipientError(f"{to} answered with {answer.header.type}")
-            results.append(
-                {
-                    "agency": to,
-                    "hit": answer.body.hit,
-                    "reference": answer.body.reference,
-                    "answer_id": answer.message_id,
-                }
-            )
-        human = "\n".join(
-            f"{r['agency']}: {'HIT, reference ' + str(r['reference']) if r['hit'] else 'no hit'}"
-            for r in results
-        )
-        emit(args, human, {"results": results})
+        emit(args, "\n".join(lines), {"results": results})
+        failed = [a for a in answers.values() if isinstance(a, IxbError)]
+        if failed and len(failed) == len(answers):
+            raise failed[0]
         return 0
 
     return _run(args, go)

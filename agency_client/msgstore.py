@@ -280,6 +280,16 @@ class MessageStore:
         """Messages received at or after ``since`` (ms), oldest first."""
         return self._select("received_at >= ?", (since,), limit)
 
+    def of_types(self, types: Iterable[str]) -> list[StoredMessage]:
+        """Messages of these types (e.g. the requests this agency was sent), oldest first."""
+        return self._select(
+            "type IN (SELECT value FROM json_each(?))", (json.dumps(sorted(types)),)
+        )
+
+    def replies_to(self, msg_id: str) -> list[StoredMessage]:
+        """Messages naming ``msg_id`` in ``in_reply_to`` (answers this agency received)."""
+        return self._select("in_reply_to = ?", (msg_id,))
+
     def get(self, msg_id: str) -> list[StoredMessage]:
         """The messages with this id (ids are unique per sender: almost always one)."""
         return self._select("id = ?", (msg_id,))

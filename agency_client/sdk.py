@@ -42,10 +42,11 @@ import contextlib
 import math
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import msgspec
 import nats
@@ -82,6 +83,7 @@ from protocols.errors import (
     IxbError,
     LocalError,
     SignatureError,
+    UnauthorisedError,
     UnknownOutcomeError,
     UnknownRecipientError,
     UnknownSenderError,
@@ -94,12 +96,19 @@ from protocols.federation import (
     FederationFile,
     TrustAnchors,
 )
+from protocols.fields import duration_text
 from protocols.handling import HandlingCode, Priority
 from protocols.identifiers import Principal, format_message_id, parse_agency
 from protocols.keys import NATS_AGENCY, Identity, KeyAlg, key_id
 from protocols.limits import MS_PER_DAY
+from protocols.lookups import check_lookup_answer
 from protocols.messages import Body, Receipt, ReceiptStatus
-from protocols.receipts import check_receipt_signer, check_receipt_statement, closes_request
+from protocols.receipts import (
+    check_receipt_signer,
+    check_receipt_statement,
+    check_reminder,
+    closes_request,
+)
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
 from transport.clock import wall_ms
@@ -117,6 +126,9 @@ MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
 MAX_SENT_RECORDS = 100_000
 """Messages whose recipients the client remembers, to check the receipts about them."""
+LOOKUP_TIMEOUT_S = 10.0
+"""How long a lookup waits for its hub's reply by default: longer than the hubs' own waits
+(a peer hub 5 s, a responder 2 s), so the requester hears the hubs' verdict, not silence."""
 PUBLISH_TIMEOUT_S = 5.0
 """How long one publish waits for JetStream's acknowledgement."""
 PUBLISH_ATTEMPTS = 5
@@ -151,6 +163,9 @@ class Incoming:
     hubs: tuple[Principal, ...]
     _msg: Msg | None = field(repr=False, default=None)
     _client: AgencyClient | None = field(repr=False, default=None)
+    _lookup: Msg | None = field(repr=False, default=None)
+    """A lookup handed over on the serve subject (SPEC §14): :meth:`AgencyClient.reply`
+    answers on its reply subject instead of the durable path."""
 
     @property
     def message_id(self) -> str:
@@ -211,6 +226,36 @@ class Refused:
 
 
 Item = Incoming | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """No responder answered a lookup in time: the owner's hub queued it for a person.
+
+    The answer comes later, over the durable path, into the requester's inbox.
+    """
+
+    message_id: bytes
+    """The lookup's id (the answer names it in ``in_reply_to``)."""
+    owner: Principal
+    """The agency whose people will answer."""
+    by: Principal
+    """The owner's hub, which signed the ``queued`` receipt."""
+    due_ms: int
+    receipt: SignedReceipt
+
+    def describe(self, now_ms: int) -> str:
+        """``queued at MYS/IMMIGRATION, due in 7 h 58 min``."""
+        return f"queued at {self.owner}, {due_phrase(self.due_ms, now_ms)}"
+
+
+def due_phrase(due_ms: int, now_ms: int) -> str:
+    """``due in 7 h 58 min`` (or ``overdue by …``)."""
+    span = duration_text(due_ms - now_ms)
+    return f"due in {span}" if due_ms >= now_ms else f"overdue by {span}"
+
+
+LookupResult = Incoming | Queued
 
 
 def nats_auth(profile: Profile, identity: Identity) -> NatsAuth:
@@ -277,6 +322,8 @@ class AgencyClient:
         self.keys = keys
         self.clock = clock
         self.replay = ReplayGuard()
+        self._served = ReplayGuard()
+        """Lookups handed over on the serve subject (see :meth:`_verify_reply`)."""
         self._stream_seq: dict[tuple[str, bytes], int] = {}
         self.receipts: dict[str, list[SignedReceipt]] = defaultdict(list)
         self._sent: dict[bytes, tuple[Principal, ...]] = {}
@@ -287,6 +334,9 @@ class AgencyClient:
         self.keep: Callable[[Incoming], None] | None = None
         """Called with each handled message before it is recorded and acked (receipts
         excepted): the CLI's message store (:mod:`agency_client.msgstore`)."""
+        self.on_sent: Callable[[Header], None] | None = None
+        """Called with the header of each message once the hub stored it: the CLI keeps
+        the requests it sent and the answers it gave, for ``ixb overdue``."""
         self._held: dict[tuple[str, bytes], Msg] = {}
         """Messages handed to the application (or queued for it) and not yet acked or left."""
         self._keepalive: asyncio.Task[None] | None = None
@@ -653,6 +703,38 @@ class AgencyClient:
         :data:`PUBLISH_ATTEMPTS`: retry with :meth:`resend`, never by sending
         the body again.
         """
+        data, env = await self._seal(
+            body,
+            to,
+            handling=handling,
+            priority=priority,
+            ttl_ms=ttl_ms,
+            restriction=restriction,
+            case_ref=case_ref,
+            in_reply_to=in_reply_to,
+            forward_of=forward_of,
+        )
+        header = env.header
+        await self._publish(data, env)
+        log.info("sent", msg_id=header.message_id, type=header.type, to=len(header.recipients))
+        if self.on_sent is not None:
+            self.on_sent(header)
+        return header.id
+
+    async def _seal(
+        self,
+        body: Body,
+        to: Sequence[str | Principal],
+        *,
+        handling: HandlingCode = HandlingCode.H0,
+        priority: Priority = Priority.NORMAL,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        restriction: str | None = None,
+        case_ref: str | None = None,
+        in_reply_to: bytes | None = None,
+        forward_of: bytes | None = None,
+    ) -> tuple[bytes, Envelope]:
+        """Sign and encrypt ``body`` to ``to``, remembered as sent (for its receipts)."""
         recipients = [p if isinstance(p, Principal) else parse_agency(p) for p in to]
         await self._check_directories()
         await self.maintain_keys()
@@ -678,11 +760,8 @@ class AgencyClient:
             forward_of=forward_of,
         )
         env = decode_envelope(data)
-        header = env.header
-        self.remember_sent(header.id, recipients)
-        await self._publish(data, env)
-        log.info("sent", msg_id=header.message_id, type=header.type, to=len(recipients))
-        return header.id
+        self.remember_sent(env.header.id, recipients)
+        return data, env
 
     async def resend(self, sealed: bytes) -> bool:
         """Publish a sealed envelope of ours again, same bytes, same ``Nats-Msg-Id``.
@@ -759,9 +838,24 @@ class AgencyClient:
         )
 
     async def reply(self, to: Incoming, body: Body, **kw: object) -> bytes:
-        """Answer ``to``: same case reference, ``in_reply_to`` set, sent to its sender."""
+        """Answer ``to``: same case reference, ``in_reply_to`` set, sent to its sender.
+
+        A lookup handed over on the serve subject is answered on its reply
+        subject (SPEC §14): the hub records and countersigns it on its way back;
+        anything else over the durable path.
+        """
         kw.setdefault("case_ref", to.header.case_ref)
-        return await self.send(body, [to.sender], in_reply_to=to.header.id, **kw)  # type: ignore[arg-type]
+        lookup = to._lookup
+        if lookup is None:
+            return await self.send(body, [to.sender], in_reply_to=to.header.id, **kw)  # type: ignore[arg-type]
+        to._lookup = None  # one answer
+        data, env = await self._seal(body, [to.sender], in_reply_to=to.header.id, **kw)  # type: ignore[arg-type]
+        try:
+            await lookup.respond(data)
+        except nats.errors.Error as exc:
+            raise IoError(f"could not answer lookup {to.message_id}: {exc}") from None
+        log.info("lookup_answered", msg_id=env.header.message_id, request=to.message_id)
+        return env.header.id
 
     async def send_read_receipt(self, item: Incoming) -> None:
         """Tell the sender a human read it (never for receipts, never to hubs)."""
@@ -902,6 +996,7 @@ class AgencyClient:
         """
         signer = header.sender_principal
         check_receipt_signer(receipt, signer, in_reply_to=header.in_reply_to)
+        check_reminder(receipt, signer, self.principal)
         for for_id in receipt.ids:
             recipients = self._sent.get(for_id)
             if recipients is not None:
@@ -957,6 +1052,93 @@ class AgencyClient:
             self._pending.extend(psub_items)
             self.raise_if_rejected(msg_id)
         raise IoError(f"no answer to {format_message_id(msg_id)} within {timeout:g} s")
+
+    async def lookup(
+        self,
+        body: Body,
+        to: str | Principal,
+        *,
+        timeout: float = LOOKUP_TIMEOUT_S,
+        **kw: object,
+    ) -> LookupResult:
+        """A document check or person query over the synchronous path (SPEC §14).
+
+        Returns the verified, decrypted answer (an :class:`Incoming` with nothing
+        to ack), or :class:`Queued` when no responder answered in time (the answer
+        comes later to the inbox). A hub's refusal is raised at once as the typed
+        error of its code, naming the hub that signed it. The hub not answering
+        within ``timeout``: ``IoError`` (the outcome is unknown: the lookup may
+        still have reached the owner).
+        """
+        data, env = await self._seal(body, [to], **kw)  # type: ignore[arg-type]
+        header = env.header
+        try:
+            reply = await self.nc.request(subjects.lookup(self.principal), data, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise IoError(f"{self.principal.country}'s hub does not answer lookups") from None
+        except (TimeoutError, nats.errors.TimeoutError):
+            raise IoError(f"no reply to lookup {header.message_id} within {timeout:g} s") from None
+        except nats.errors.Error as exc:
+            raise IoError(f"lookup {header.message_id}: {exc}") from None
+        if not reply.data:
+            raise IoError(f"the hub refused lookup {header.message_id} without a statement")
+        answer = await self._verify_reply(reply.data, self.replay)
+        check_lookup_answer(answer.header, header)
+        if isinstance(answer.body, Receipt):
+            signed = SignedReceipt(answer.body, answer.sender, answer.hubs)
+            self.receipts[header.message_id].append(signed)
+            if signed.status is ReceiptStatus.QUEUED and signed.receipt.due_ms is not None:
+                (owner,) = header.recipient_principals
+                log.info("lookup_queued", msg_id=header.message_id, by=str(signed.signer))
+                if self.on_sent is not None:  # a request now waiting for a person's answer
+                    self.on_sent(header)
+                return Queued(header.id, owner, signed.signer, signed.receipt.due_ms, signed)
+            if signed.status is ReceiptStatus.REJECTED:
+                self.raise_if_rejected(header.id)
+            raise UnauthorisedError(f"a {signed.status} receipt does not answer a lookup")
+        if self.keep is not None:
+            self.keep(answer)  # the agency's store keeps answers as it keeps its inbox
+        return answer
+
+    async def lookup_each(
+        self, body: Body, to: Sequence[str | Principal], **kw: object
+    ) -> dict[Principal, LookupResult | IxbError]:
+        """The same lookup to several agencies at once (a person query to several countries):
+        one result, or the typed error, per agency."""
+        owners = [p if isinstance(p, Principal) else parse_agency(p) for p in to]
+        results = await asyncio.gather(
+            *(self.lookup(body, owner, **kw) for owner in owners),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        out: dict[Principal, LookupResult | IxbError] = {}
+        for owner, result in zip(owners, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, IxbError):
+                raise result
+            out[owner] = result
+        return out
+
+    async def _verify_reply(self, data: bytes, replay: ReplayGuard) -> Incoming:
+        """A lookup or its reply, verified like an inbox message (§4.7 at the recipient).
+
+        Lookups served have a replay guard of their own: one the hub queued in
+        the inbox after its wait ended is the same (sender, id), and is served again.
+        """
+        now = self.clock()
+        try:
+            env = verify_envelope(data, self.keys, now)
+        except (UnknownSenderError, DirectoryError):
+            await self.refresh_directories()
+            env = verify_envelope(data, self.keys, now)
+        replay.check_and_record(env.header.sender, env.header.id, env.header.expires, now)
+        try:
+            hubs = verify_hops(env.envelope, self.keys, now)
+        except SignatureError:
+            await self.refresh_directories()
+            hubs = verify_hops(env.envelope, self.keys, now)
+        opened = self._open(env)
+        if isinstance(opened.body, Receipt):
+            self._check_receipt(opened.header, opened.body)
+        return Incoming(opened.header, opened.body, env.envelope, hubs)
 
     def rejection(self, msg_id: bytes) -> SignedReceipt | None:
         """The first rejection receipt seen for ``msg_id``, if any."""
@@ -1054,6 +1236,19 @@ class AgencyClient:
         """
         slots = asyncio.Semaphore(max(1, concurrency))
 
+        async def lookup(
+            handler: Callable[[AgencyClient, Incoming], Awaitable[None]], msg: Msg
+        ) -> None:
+            try:
+                item = await self._verify_reply(msg.data, self._served)
+                item._lookup = msg
+                await handler(self, item)
+            except IxbError as exc:
+                # unanswered: the hub queues it in our inbox when its wait ends
+                log.warning("lookup_handler_failed", code=exc.code, detail=exc.detail)
+            finally:
+                slots.release()
+
         async def one(
             handler: Callable[[AgencyClient, Incoming], Awaitable[None]], item: Incoming
         ) -> None:
@@ -1069,15 +1264,52 @@ class AgencyClient:
             await item.ack()
 
         async with asyncio.TaskGroup() as handling:
-            async for item in self.inbox(stop=stop):
-                if isinstance(item, Refused):
-                    continue
-                handler = handlers.get(item.header.type)
+
+            async def on_lookup(msg: Msg) -> None:
+                handler = handlers.get(_type_of(msg.data))
                 if handler is None:
-                    await item.ack()
-                    continue
+                    return  # not ours to answer here: the hub queues it when its wait ends
                 await slots.acquire()
-                handling.create_task(one(handler, item))
+                handling.create_task(lookup(handler, msg))
+
+            sub = await self.nc.subscribe(
+                subjects.serve(self.principal), queue=subjects.SERVE_QUEUE, cb=on_lookup
+            )
+            try:
+                await self._serve_inbox(handlers, stop, slots, handling, one)
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+
+    async def _serve_inbox(
+        self,
+        handlers: Mapping[str, Callable[[AgencyClient, Incoming], Awaitable[None]]],
+        stop: asyncio.Event,
+        slots: asyncio.Semaphore,
+        handling: asyncio.TaskGroup,
+        one: Callable[
+            [Callable[[AgencyClient, Incoming], Awaitable[None]], Incoming],
+            Coroutine[Any, Any, None],
+        ],
+    ) -> None:
+        """The durable half of :meth:`serve`: requests that came (or were queued) to the inbox."""
+        async for item in self.inbox(stop=stop):
+            if isinstance(item, Refused):
+                continue
+            handler = handlers.get(item.header.type)
+            if handler is None:
+                await item.ack()
+                continue
+            await slots.acquire()
+            handling.create_task(one(handler, item))
+
+
+def _type_of(data: bytes) -> str:
+    """The type an envelope's header claims (verified before anything is handled)."""
+    try:
+        return decode_envelope(data).header.type
+    except IxbError:
+        return ""
 
 
 def _same_statement(a: SignedReceipt, b: SignedReceipt) -> bool:

@@ -1,13 +1,19 @@
 """Document checks across two hubs, open loop: THA/IMMIGRATION asks, MYS/IMMIGRATION answers.
 
 MYS's automated responder is ``ixb agency respond`` (``AgencyClient.serve``
-with a :class:`DocumentRegistry`), its own process, as in ``ixb demo``. One
-requester client sends ``doc.verify.request``s at fixed times with
-``client.send`` (never waiting for an answer or for earlier sends) and one
-reader task fetches its inbox, acking everything and matching answers by
-``in_reply_to``. Latency runs from the *scheduled* send time to the moment
-the reader holds the verified, decrypted answer, so a system that cannot keep
-up shows its queue instead of slowing the offered load down.
+with a :class:`DocumentRegistry`), its own process, as in ``ixb demo``.
+
+By default (``PATH = "sync"``) each check is a lookup on the synchronous path
+(SPEC §14): ``client.lookup`` started at its scheduled time, never waiting for
+earlier ones; latency runs from the *scheduled* time to the moment the
+requester holds the verified, decrypted answer. A check a hub refuses at once
+with ``ixb.E_BUSY`` is counted as ``busy``, not as answered.
+
+With ``PATH = "durable"`` the requester sends ``doc.verify.request``s with
+``client.send`` and one reader task fetches its inbox, acking everything and
+matching answers by ``in_reply_to`` (the path before lookups). Either way a
+system that cannot keep up shows its queue instead of slowing the offered
+load down.
 
 Each rate runs on a fresh federation (no rate inherits another's backlog)
 for a bounded time, then waits a bounded drain for late answers; what never
@@ -38,6 +44,7 @@ from bench.common import (
 )
 from bench.federation import running
 from ixb.demo import REGISTRY, VALID_PASSPORT
+from protocols.errors import BusyError
 from protocols.handling import Priority
 from protocols.messages import DocPurpose, DocVerifyRequest, DocVerifyResponse
 
@@ -53,6 +60,8 @@ OVERLOAD = ((1000.0, 10.0),)
 WARMUP_RATE = 2.0
 WARMUP_SECONDS = 1.0
 DRAIN_SECONDS = 8.0
+PATH = "sync"
+"""``sync``: lookups (SPEC §14); ``durable``: send and read the inbox."""
 
 
 @dataclass
@@ -65,6 +74,7 @@ class Run:
     answered: set[bytes] = field(default_factory=set)
     send_errors: int = 0
     wrong_answers: int = 0
+    busy: int = 0
 
     def answer(self, request_id: bytes, at: float, ok: bool) -> None:
         if request_id in self.answered:
@@ -88,7 +98,7 @@ async def _reader(client: AgencyClient, runs: list[Run], stop: asyncio.Event) ->
                 continue
             await item.ack()
             reply_to = item.header.in_reply_to
-            if item.header.type == "doc.verify.response" and reply_to is not None:
+            if item.header.type == "doc.verify.response" and reply_to is not None and runs:
                 body = item.body
                 ok = isinstance(body, DocVerifyResponse) and body.status.value == "valid"
                 runs[-1].answer(reply_to, at, ok)
@@ -100,6 +110,9 @@ async def one_rate(client: AgencyClient, runs: list[Run], rate: float, seconds: 
     request = DocVerifyRequest(mrz=VALID_PASSPORT, purpose=DocPurpose.BORDER_CHECK)
 
     async def fire(_i: int, scheduled: float) -> None:
+        if PATH == "sync":
+            await _lookup(client, run, request, scheduled)
+            return
         try:
             msg_id = await client.send(request, [RESPONDER], priority=Priority.URGENT)
         except Exception:  # noqa: BLE001 - counted and reported, the load goes on
@@ -120,6 +133,40 @@ async def one_rate(client: AgencyClient, runs: list[Run], rate: float, seconds: 
     return run
 
 
+async def _lookup(
+    client: AgencyClient, run: Run, request: DocVerifyRequest, scheduled: float
+) -> None:
+    request_id = len(run.scheduled).to_bytes(16, "big")
+    run.scheduled[request_id] = scheduled
+    try:
+        answer = await client.lookup(request, RESPONDER, priority=Priority.URGENT)
+    except BusyError:
+        run.busy += 1
+        return
+    except Exception:  # noqa: BLE001 - counted and reported, the load goes on
+        run.send_errors += 1
+        return
+    at = time.perf_counter()
+    ok = (
+        isinstance(answer, Incoming)
+        and isinstance(answer.body, DocVerifyResponse)
+        and answer.body.status.value == "valid"
+    )
+    run.answer(request_id, at, ok)
+
+
+async def _responder_up(client: AgencyClient, timeout: float = 60.0) -> None:
+    """Until a lookup is answered: the responder process subscribed (before, its hub queues
+    every lookup in the inbox, which the durable path would have buffered unnoticed)."""
+    request = DocVerifyRequest(mrz=VALID_PASSPORT, purpose=DocPurpose.BORDER_CHECK)
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if isinstance(await client.lookup(request, RESPONDER), Incoming):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{RESPONDER}'s responder answered no lookup within {timeout:g} s")
+
+
 def _write_registry(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(DocumentRegistry.dump(REGISTRY))
@@ -131,6 +178,7 @@ def summary(run: Run, sent: int | None = None) -> dict[str, object]:
         "send_window_s": round(run.seconds, 2),
         "sent": len(run.scheduled) if sent is None else sent,
         "send_errors": run.send_errors,
+        "refused_busy": run.busy,
         "completed": len(run.answered),
         "achieved_sent_per_s": round(len(run.scheduled) / run.seconds, 1),
         "wrong_answers": run.wrong_answers,
@@ -148,6 +196,8 @@ async def fresh_rate(base: Path, registry: Path, rate: float, seconds: float) ->
         runs: list[Run] = []
         stop = asyncio.Event()
         reader = asyncio.create_task(_reader(client, runs, stop))
+        if PATH == "sync":
+            await _responder_up(client)
         # a few answered checks first: the responder is up and every cache is warm
         await one_rate(client, runs, WARMUP_RATE, WARMUP_SECONDS)
         before = hub_batch_counters(bench.deployment)

@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from protocols.deadlines import Tiers
 from protocols.errors import ConfigError, IxbError
 from protocols.identifiers import Principal, check_country, hub_of, parse_agency
-from protocols.limits import Limits
+from protocols.limits import MS_PER_DAY, MS_PER_HOUR, MS_PER_SECOND, Limits
 from protocols.messages import MESSAGE_TYPES
 from protocols.retention import Retention, make_retention
 from protocols.roles import Role
@@ -102,6 +103,49 @@ class AgencySection(_Strict, frozen=True):
     registry answers every border desk of a region, so 600 a minute is far too few."""
 
 
+class DeadlineSection(_Strict, frozen=True):
+    """The answer times agreed with one peer country (SPEC §6); unset tiers keep the
+    defaults. ``*_seconds`` replaces a tier with seconds, for drills and tests."""
+
+    urgent_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 31)] | None = None
+    high_days: Annotated[int, msgspec.Meta(ge=1, le=366)] | None = None
+    normal_days: Annotated[int, msgspec.Meta(ge=1, le=366)] | None = None
+    urgent_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    high_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    normal_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+    def tiers(self, where: str) -> Tiers:
+        """The tiers, or a ConfigError naming ``where`` when a tier is given twice."""
+        chosen: dict[str, int] = {}
+        for tier, unit, value in (
+            ("urgent", "hours", self.urgent_hours),
+            ("high", "days", self.high_days),
+            ("normal", "days", self.normal_days),
+        ):
+            seconds = getattr(self, f"{tier}_seconds")
+            if value is not None and seconds is not None:
+                raise ConfigError(f"{where}: {tier}_{unit} and {tier}_seconds: give one")
+            if seconds is not None:
+                chosen[f"{tier}_ms"] = seconds * MS_PER_SECOND
+            elif value is not None:
+                chosen[f"{tier}_ms"] = value * (MS_PER_HOUR if unit == "hours" else MS_PER_DAY)
+        return Tiers(**chosen)
+
+
+class LookupSection(_Strict, frozen=True):
+    """The synchronous path of document checks and person queries (SPEC §14)."""
+
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
+    """Lookups this hub handles at once (its agencies' and its peers'); beyond, it refuses
+    at once with ``ixb.E_BUSY`` rather than queueing. It bounds latency under overload
+    to about ``max_in_flight`` / throughput (Little's law): 64 at 150 checks/s is 0.4 s."""
+    responder_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2_000
+    """How long the owner's hub waits for a responder before it queues the lookup in the
+    owner's inbox (no responder at all: at once)."""
+    peer_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=120_000)] = 5_000
+    """How long a hub waits for a peer hub's reply; longer than the peer's responder wait."""
+
+
 class LimitsSection(_Strict, frozen=True):
     max_envelope_bytes: int = Limits().max_envelope_bytes
     max_recipients: int = Limits().max_recipients
@@ -133,6 +177,9 @@ class HubConfig(_Strict, frozen=True):
     user: list[UserSection] = msgspec.field(default_factory=list)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
+    deadlines: dict[str, DeadlineSection] = msgspec.field(default_factory=dict)
+    """Per peer country, the answer times of the agreement with it (both directions)."""
+    lookup: LookupSection = msgspec.field(default_factory=LookupSection)
     base_dir: str = "."
     """Directory that relative paths are resolved against (the config file's)."""
 
@@ -166,6 +213,10 @@ class HubConfig(_Strict, frozen=True):
             max_clock_skew_ms=self.limits.max_clock_skew_ms,
             max_ttl_ms=self.limits.max_ttl_ms,
         )
+
+    def deadline_tiers(self) -> dict[str, Tiers]:
+        """Peer country → the answer times agreed with it (validated at load)."""
+        return {peer: d.tiers(f"deadlines.{peer}") for peer, d in self.deadlines.items()}
 
     def exchanged_types(self, peer: str) -> frozenset[str]:
         return frozenset(self.policy.exchange.get(peer, ()))
@@ -223,6 +274,14 @@ def _validate(cfg: HubConfig) -> None:
             raise ConfigError(f"links/policy: {peer!r} is not a country code") from None
         if peer == cfg.hub.country:
             raise ConfigError(f"links.{peer}: a hub does not link to itself")
+    for peer in cfg.deadlines:
+        try:
+            check_country(peer)
+        except IxbError:
+            raise ConfigError(f"deadlines.{peer}: not a country code") from None
+        if peer == cfg.hub.country:
+            raise ConfigError(f"deadlines.{peer}: agreements are with peer countries")
+    cfg.deadline_tiers()
     for peer, types in cfg.policy.exchange.items():
         unknown = sorted(set(types) - set(MESSAGE_TYPES))
         if unknown:
@@ -244,6 +303,11 @@ def _validate(cfg: HubConfig) -> None:
             raise ConfigError(
                 f"http.trusted_proxies[{i}]: {proxy!r} is not an IP address"
             ) from None
+    if cfg.lookup.peer_timeout_ms <= cfg.lookup.responder_timeout_ms:
+        raise ConfigError(
+            "lookup.peer_timeout_ms: must exceed lookup.responder_timeout_ms (a peer hub waits"
+            " that long for its responder before it answers)"
+        )
     try:
         cfg.wire_limits()
     except ConfigError as exc:

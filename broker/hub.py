@@ -40,8 +40,10 @@ from broker.audit.log import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlPlane, Writes
+from broker.groupcommit import GroupCommitter
 from broker.keyupdates import actor, claimed_agency, decide_key_update
 from broker.links import LinkState, gauges, link_keeper
+from broker.lookup import LookupService
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
 from broker.plan import Publish, link_item, receipt_publish
@@ -56,6 +58,7 @@ from broker.registry import (
     merged_agencies,
     merged_users,
 )
+from broker.reminders import Reminders, check_period_s
 from broker.retention import retention_loop, sweep_streams
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
@@ -64,6 +67,7 @@ from broker.trust import WitnessPins, anchors_in_force, held_federation, read_in
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
+from protocols.deadlines import DEFAULT_TIERS
 from protocols.enckey import MIN_INTERVAL_MS, KeyUpdateAnswer, LastUpdate, encode_answer
 from protocols.errors import ConfigError, IoError, IxbError, LocalError
 from protocols.federation import (
@@ -135,7 +139,8 @@ class Hub:
         }
         self.keys = TrustedDirectories(trust)
         state = config.path(config.hub.state_dir)
-        self.store = HubStore(state / "hub.sqlite")
+        agreements = config.deadline_tiers()
+        self.store = HubStore(state / "hub.sqlite", country=config.country, agreements=agreements)
         self.metrics = Metrics()
         self.storage = StorageHealth(self.metrics)
         self.audit_log = AuditLog(state / "audit.sqlite")
@@ -185,6 +190,38 @@ class Hub:
             clock=clock,
             publish=self._publish,
             storage=self.storage,
+        )
+        self.reminders = Reminders(
+            identity=identity,
+            store=self.store,
+            audit=self.audit,
+            storage=self.storage,
+            metrics=self.metrics,
+            encryption_key=self._encryption_key,
+            publish=self._publish,
+            clock=clock,
+            period_s=check_period_s(
+                min(t.shortest_ms for t in [DEFAULT_TIERS, *agreements.values()])
+            ),
+        )
+        self.committer = GroupCommitter(
+            record=self.audit.record,
+            sync=self.store.sync,
+            mark=lambda marks: self.store.mark_routed(*marks, durable=False),
+            storage=self.storage,
+            metrics=self.metrics,
+        )
+        self.lookups = LookupService(
+            config=config.lookup,
+            identity=identity,
+            pipeline=self.pipeline,
+            store=self.store,
+            committer=self.committer,
+            metrics=self.metrics,
+            storage=self.storage,
+            refusals=self.settler.refusals,
+            encryption_key=self._encryption_key,
+            clock=clock,
         )
         self.state = HubState()
         self.prune_period_s = PRUNE_PERIOD_S
@@ -254,6 +291,7 @@ class Hub:
                     tg.create_task(link_keeper(link, stop))
                 tg.create_task(self._directory_responder(stop))
                 tg.create_task(self._key_update_responder(stop))
+                tg.create_task(self.lookups.serve(stop))
                 tg.create_task(self._directory_refresher(stop))
                 tg.create_task(self._registry_watcher(stop))
                 tg.create_task(self._federation_watcher(stop))
@@ -261,6 +299,7 @@ class Hub:
                 tg.create_task(self.pruner(stop))
                 tg.create_task(self._receipt_sweeper(stop))
                 tg.create_task(self._retention(stop))
+                tg.create_task(self.reminders.loop(stop))
                 tg.create_task(
                     gauges(
                         self.country,
@@ -286,7 +325,12 @@ class Hub:
         False if told to stop while the disk refused these writes.
         """
         policy = msgspec.json.encode(
-            [self.config.policy, self.config.agency, [(u.name, u.role) for u in self.config.user]]
+            [
+                self.config.policy,
+                self.config.agency,
+                [(u.name, u.role) for u in self.config.user],
+                *([self.config.deadlines] if self.config.deadlines else []),
+            ]
         )
         digest = hashlib.sha256(policy).hexdigest()[:16]
         previous = self.store.meta("policy")
@@ -358,10 +402,13 @@ class Hub:
                 ca_file=cfg.nats_ca_file(),
                 name=f"ixb-hub-{self.country}-link-{peer}",
                 max_reconnect_attempts=UNBOUNDED,
+                inbox_prefix=subjects.link_reply_prefix(self.country, peer),
             )
             js = nc.jetstream()
             await streams.ensure_link_streams(js, self.country, peer)
             self.links[peer] = LinkState(peer, nc, js)
+        self.lookups.nc, self.lookups.js = self.nc, self.js
+        self.lookups.links = {peer: link.nc for peer, link in self.links.items()}
 
     async def _close(self) -> None:
         for link in self.links.values():

@@ -17,6 +17,7 @@ from broker.web.view import (
     PeerStep,
     ReconcileFn,
     ReconcileReport,
+    ReminderRow,
     UserRecord,
     WitnessRow,
 )
@@ -61,6 +62,9 @@ class HubView:
     def deadlines(self, now_ms: int, /) -> Sequence[DeadlineRow]:
         del now_ms  # the store orders open requests by deadline; the page compares
         return self._hub.store.open_requests()
+
+    def reminders(self) -> Sequence[ReminderRow]:
+        return self._hub.store.reminders()
 
     def peer_steps(self, msg_ids: Sequence[str], /) -> Sequence[PeerStep]:
         return [

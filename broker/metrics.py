@@ -107,6 +107,18 @@ METRICS: Final[Mapping[str, Spec]] = {
         "counter", "Agencies' encryption-key updates, by result or refusal code.", ("result",)
     ),
     "ixb_in_flight": Spec("gauge", "Messages being settled now.", mode="livesum"),
+    "ixb_lookups_total": Spec(
+        "counter",
+        "Lookups on the synchronous path, by where they came from (agency, link) and outcome"
+        " (answered, queued, rejected, busy).",
+        ("source", "outcome"),
+    ),
+    "ixb_lookup_commits_total": Spec(
+        "counter", "Group commits of lookup audit entries (many lookups per fsync)."
+    ),
+    "ixb_lookup_committed_entries_total": Spec(
+        "counter", "Audit entries of lookups committed in group commits."
+    ),
     "ixb_backlog": Spec("gauge", "Messages waiting in a peer's inbound stream.", ("source",)),
     "ixb_backlog_out": Spec(
         "gauge", "Messages waiting in our outbound stream to a peer.", ("destination",)

@@ -6,11 +6,12 @@ the config templates of ``deploy/nats/``. Per user of country ``CC``'s server:
 - ``hub`` (account ``IXB``) and ``hub-link-<PEER>`` (account ``<PEER>_LINK``):
   no restriction inside their account; the hub is the only bridge between
   the two, and an account sees nothing of another;
-- ``agency-<NAME>`` (``IXB``): publishes only its own ingress and the
-  directory request and its own encryption-key update, pulls and acks only its
-  own inbox consumer, and
-  receives only on its own reply prefix (:func:`agency_publish_allow`,
-  :func:`agency_subscribe_allow`);
+- ``agency-<NAME>`` (``IXB``): publishes only its own ingress, its own
+  lookup subject, the directory request and its own encryption-key update,
+  pulls and acks only its own inbox consumer, receives only on its own reply
+  prefix and its own serve subject (:func:`agency_publish_allow`,
+  :func:`agency_subscribe_allow`), and answers a lookup it received on the
+  request's reply subject once (``allow_responses``);
 - ``leaf-<PEER>`` (``<PEER>_LINK``, leaf connections only): what the peer
   may send into us over the leaf (:func:`leaf_publish_allow`) minus
   :func:`leaf_deny_subjects`, which the dialing side also uses as its
@@ -51,11 +52,12 @@ def link_account(peer: str) -> str:
 
 
 def agency_publish_allow(agency: Principal) -> list[str]:
-    """Its own ingress, the directory request, its own encryption-key update (SPEC §12.1),
-    and the pull API of its own inbox consumer."""
+    """Its own ingress and lookup subject, the directory request, its own encryption-key
+    update (SPEC §12.1), and the pull API of its own inbox consumer."""
     consumer = f"{INBOX_STREAM}.{agency.name}"
     return [
         subjects.ingress(agency),
+        subjects.lookup(agency),
         subjects.directory_request(agency.country),
         subjects.key_update(agency),
         f"$JS.API.CONSUMER.MSG.NEXT.{consumer}",
@@ -65,18 +67,28 @@ def agency_publish_allow(agency: Principal) -> list[str]:
 
 
 def agency_subscribe_allow(agency: Principal) -> list[str]:
-    """Only its own reply prefix (replies, publish acks and pulled inbox messages)."""
-    return [f"{subjects.reply_prefix(agency.name)}.>"]
+    """Its own reply prefix (replies, publish acks and pulled inbox messages) and its own
+    serve subject (the lookups its hub hands it, SPEC §14)."""
+    return [f"{subjects.reply_prefix(agency.name)}.>", subjects.serve(agency)]
+
+
+AGENCY_RESPONSES = '{ max: 1, expires: "1m" }'
+"""``allow_responses`` of an agency: one answer to each lookup it received, within a minute
+(the hub stops waiting long before); no other publish right on anyone's reply subjects."""
 
 
 def leaf_publish_allow(country: str, peer: str) -> list[str]:
     """What ``peer`` may send into ``country``'s link account over the leaf connection.
 
     Our JetStream API (its source of ``OUT_<peer>`` reads through it), flow
-    control, acks and replies, and the delivery subject of that source.
+    control, acks and replies, the delivery subject of that source, the
+    peer's lookups to us (``ixb.<peer>.lookup.<country>``) and its answers to
+    ours (our link reply prefix, SPEC §14).
     """
     deliver = subjects.deliver(peer, country)
     return [
+        subjects.link_lookup(peer, country),
+        f"{subjects.link_reply_prefix(country, peer)}.>",
         f"{subjects.js_api(country)}.>",
         "$JS.FC.>",
         "$JS.ACK.>",

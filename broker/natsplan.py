@@ -623,5 +623,6 @@ def _agency_user(plan: FederationPlan, template: Template, agency: Principal) ->
         ),
         publish_allow=_quoted_list(perms.agency_publish_allow(agency), 14),
         subscribe_allow=subscribe,
+        allow_responses=perms.AGENCY_RESPONSES,
         reply_prefix=subjects.reply_prefix(agency.name),
     ).rstrip("\n")

@@ -12,6 +12,10 @@ times. Never content (the hub cannot read it) and never personal data.
 - ``sealed_receipts``: the bytes of each receipt the hub sealed, by its
   de-duplication id, kept before it is published: a batch planned again
   after a crash sends (and audits) the very receipt JetStream stored.
+- ``reminders``: the overdue reminders this hub sent, one row per request and
+  local party reminded; ``deadlines_done``: requests past due that need no
+  more work (answered in time, or every local party reminded), so a restarted
+  hub never reminds twice.
 
 WAL with ``synchronous=FULL``: a decision is on disk before the hub acks the
 message it describes.
@@ -24,14 +28,15 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from broker.pipeline import KnownMessage
+from protocols.deadlines import DEFAULT_TIERS, Tiers, agreed_tiers, due_ms
 from protocols.envelope import Header
-from protocols.handling import HandlingCode, answer_deadline_ms
+from protocols.handling import HandlingCode
 from protocols.identifiers import format_message_id, parse_principal
 from protocols.messages import REQUEST_TYPES
 from protocols.receipts import closes_request
@@ -84,6 +89,21 @@ CREATE TABLE IF NOT EXISTS sealed_receipts (
     data  BLOB NOT NULL,
     at    INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reminders (
+    sender  TEXT NOT NULL,
+    id      BLOB NOT NULL,
+    party   TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    due     INTEGER NOT NULL,
+    PRIMARY KEY (sender, id, party)
+);
+CREATE INDEX IF NOT EXISTS reminders_at ON reminders(at);
+CREATE TABLE IF NOT EXISTS deadlines_done (
+    sender  TEXT NOT NULL,
+    id      BLOB NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (sender, id)
+);
 CREATE TABLE IF NOT EXISTS directories (
     country TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
@@ -112,6 +132,17 @@ class OpenRequest:
     created_ms: int
     due_ms: int
     answered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    """An overdue reminder this hub sent: about request ``msg_id`` of ``sender``, to ``party``."""
+
+    msg_id: str
+    sender: str
+    party: str
+    at_ms: int
+    due_ms: int
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -154,7 +185,18 @@ def _locked(method: Callable[Concatenate[HubStore, P], R]) -> Callable[Concatena
 class HubStore:
     """Synchronous, small, and owned by one hub process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        country: str | None = None,
+        agreements: Mapping[str, Tiers] | None = None,
+    ) -> None:
+        """``country`` and ``agreements``: the answer times a request's due time is
+        computed with (:func:`~protocols.deadlines.agreed_tiers`); without a country,
+        the defaults."""
+        self._country = country
+        self._agreements = dict(agreements or {})
         path.parent.mkdir(parents=True, exist_ok=True)
         self._wal = f"{path}-wal"
         self._lock = threading.RLock()
@@ -202,7 +244,7 @@ class HubStore:
     @_locked
     def remember(self, header: Header, digest: bytes) -> None:
         due = (
-            answer_deadline_ms(header.created, header.priority)
+            due_ms(header.created, header.priority, self.tiers_for(header))
             if header.type in REQUEST_TYPES
             else None
         )
@@ -225,6 +267,17 @@ class HubStore:
                 header.in_reply_to,
                 due,
             ),
+        )
+
+    def tiers_for(self, header: Header) -> Tiers:
+        """The answer times that apply to a request with this header, at this hub."""
+        if self._country is None:
+            return DEFAULT_TIERS
+        return agreed_tiers(
+            self._country,
+            header.sender_principal.country,
+            [r.country for r in header.recipient_principals],
+            self._agreements,
         )
 
     @_locked
@@ -255,6 +308,66 @@ class HubStore:
             for r in rows
         ]
 
+    @_locked
+    def past_due(self, now_ms: int, since_ms: int = 0, limit: int = 500) -> list[OpenRequest]:
+        """Requests due in ``[since_ms, now_ms]`` that still need deadline work (not in
+        ``deadlines_done``), earliest first, with whether the addressed owner answered them."""
+        rows = self._db.execute(
+            "SELECT m.id, m.type, m.sender, m.recipients, m.priority, m.created, m.due"
+            " FROM messages m WHERE m.due IS NOT NULL AND m.due BETWEEN ? AND ?"
+            " AND NOT EXISTS (SELECT 1 FROM deadlines_done d"
+            "  WHERE d.sender = m.sender AND d.id = m.id)"
+            " ORDER BY m.due LIMIT ?",
+            (since_ms, now_ms, limit),
+        ).fetchall()
+        return [
+            OpenRequest(
+                msg_id=format_message_id(r[0]),
+                type=r[1],
+                sender=r[2],
+                recipients=tuple(json.loads(r[3])),
+                priority=r[4],
+                created_ms=r[5],
+                due_ms=r[6],
+                answered=self._answered(r[0], r[1], r[2], json.loads(r[3])),
+            )
+            for r in rows
+        ]
+
+    @_locked
+    def reminded_parties(self, sender: str, msg_id: bytes) -> frozenset[str]:
+        rows = self._db.execute(
+            "SELECT party FROM reminders WHERE sender = ? AND id = ?", (sender, msg_id)
+        ).fetchall()
+        return frozenset(str(r[0]) for r in rows)
+
+    @_locked
+    def record_reminder(self, sender: str, msg_id: bytes, party: str, at_ms: int, due: int) -> None:
+        """``party`` was reminded of request (``sender``, ``msg_id``): durable on return."""
+        with self._transaction(durable=True):
+            self._db.execute(
+                "INSERT OR IGNORE INTO reminders (sender, id, party, at, due)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (sender, msg_id, party, at_ms, due),
+            )
+
+    @_locked
+    def deadline_done(self, sender: str, msg_id: bytes, outcome: str) -> None:
+        """Request (``sender``, ``msg_id``) needs no more deadline work: ``answered`` or
+        ``reminded``."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO deadlines_done (sender, id, outcome) VALUES (?, ?, ?)",
+            (sender, msg_id, outcome),
+        )
+
+    @_locked
+    def reminders(self, limit: int = 500) -> list[Reminder]:
+        """Reminders sent, newest first."""
+        rows = self._db.execute(
+            "SELECT id, sender, party, at, due FROM reminders ORDER BY at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [Reminder(format_message_id(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
     def _answered(
         self, request_id: bytes, request_type: str, sender: str, recipients: list[str]
     ) -> bool:
@@ -277,12 +390,15 @@ class HubStore:
             for kind, by, to in answers
         )
 
-    def mark_routed(self, *messages: tuple[str, bytes]) -> None:
+    def mark_routed(self, *messages: tuple[str, bytes], durable: bool = True) -> None:
         """Routing of these (sender, id) is finished; durable, with every earlier commit, on return.
 
         The commit itself does not wait for the disk (the lock is held only
         for the write); :meth:`sync` then makes it durable without the lock,
         so the hub's next decisions never queue behind an fsync.
+        ``durable=False``: the next :meth:`sync` makes it durable (lookups: a
+        mark lost in a crash is found again in the audit log, which holds the
+        acceptance; see :class:`broker.pipeline.RecordedDecisions`).
         """
         if not messages:
             return  # a batch of refusals and duplicates wrote nothing to make durable
@@ -290,7 +406,8 @@ class HubStore:
             self._db.executemany(
                 "UPDATE messages SET routed = 1 WHERE sender = ? AND id = ?", messages
             )
-        self.sync()
+        if durable:
+            self.sync()
 
     def sync(self) -> None:
         """Make every commit so far durable: fsync the write-ahead log.
@@ -315,6 +432,11 @@ class HubStore:
         and receipts sealed longer ago than that."""
         cur = self._db.execute("DELETE FROM messages WHERE expires < ?", (now_ms - keep_ms,))
         self._db.execute("DELETE FROM sealed_receipts WHERE at < ?", (now_ms - keep_ms,))
+        self._db.execute("DELETE FROM reminders WHERE at < ?", (now_ms - keep_ms,))
+        self._db.execute(
+            "DELETE FROM deadlines_done WHERE NOT EXISTS (SELECT 1 FROM messages m"
+            " WHERE m.sender = deadlines_done.sender AND m.id = deadlines_done.id)"
+        )
         return cur.rowcount
 
     # --- sealed receipts ------------------------------------------------------------

@@ -43,6 +43,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "ixb.retention_cli": ("retention",),
     "ixb.demo": ("demo",),
     "ixb.compose": ("compose",),
+    "ixb.overdue": ("overdue",),
 }  # fmt: skip
 """Each module with a ``register`` function → the commands it adds, in the order of ``ixb --help``.
 

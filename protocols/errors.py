@@ -234,6 +234,13 @@ class IoError(LocalError):
     code = "ixb.E_IO"
 
 
+class BusyError(LocalError):
+    """A hub at its capacity of lookups in flight refused one at once (SPEC §14): retry later,
+    or send it over the durable path."""
+
+    code = "ixb.E_BUSY"
+
+
 class UnknownOutcomeError(IoError):
     """A publish the hub's JetStream never confirmed: it may or may not have been stored.
 

@@ -227,6 +227,14 @@ class ReceiptStatus(enum.StrEnum):
     DELIVERED = "delivered"
     READ = "read"
     REJECTED = "rejected"
+    OVERDUE = "overdue"  # a reminder: the request's answer is past due (SPEC §5, §6)
+    QUEUED = "queued"
+    """A lookup no automated responder answered in time: delivered to the owner's inbox,
+    to be answered by a person by ``due_ms`` (SPEC §14)."""
+
+
+DUE_STATUSES: Final = frozenset({ReceiptStatus.OVERDUE, ReceiptStatus.QUEUED})
+"""The receipt statuses that carry ``due_ms``."""
 
 
 # --- parts ------------------------------------------------------------------------
@@ -540,9 +548,11 @@ class MlaStatus(CheckedStruct, frozen=True):
 
 
 class Receipt(CheckedStruct, frozen=True):
-    """Signed proof that a hub or agency accepted, relayed, delivered, read or rejected a message.
+    """Signed proof that a hub or agency accepted, relayed, delivered, read or rejected a message,
+    or a hub's reminder that a request is overdue.
 
-    ``code`` is the stable error code of a rejection (:mod:`protocols.errors`).
+    ``code`` is the stable error code of a rejection (:mod:`protocols.errors`);
+    ``due_ms`` the due time an ``overdue`` reminder or a ``queued`` lookup states (only they).
     ``also`` names further messages the same statement holds for: a hub
     acknowledges every message of a sender it handled in one batch with one
     signed receipt per status (SPEC §5), instead of one envelope per message.
@@ -557,11 +567,18 @@ class Receipt(CheckedStruct, frozen=True):
     code: ErrorCodeStr | None = None
     detail: ShortText | None = None
     also: Annotated[tuple[MessageIdBytes, ...], msgspec.Meta(max_length=MAX_LIST - 1)] = ()
+    due_ms: TimeMs | None = None
+    """When the answer is due: a queued lookup's deadline (SPEC §14), or the due time an
+    overdue reminder used (SPEC §5, §6). Present with these two statuses only."""
 
     def _rules(self) -> None:
         parse_principal(self.by)
         if (self.status is ReceiptStatus.REJECTED) != (self.code is not None):
             raise SchemaError("receipt: code is required when rejected and forbidden otherwise")
+        if (self.status in DUE_STATUSES) != (self.due_ms is not None):
+            raise SchemaError(
+                "receipt: due_ms is required when overdue or queued and forbidden otherwise"
+            )
         if len(set(self.ids)) != len(self.ids):
             raise SchemaError("receipt: a message id appears twice in for_id and also")
 

@@ -6,9 +6,13 @@ and what it states depends on who that is:
 - ``accepted``, ``relayed`` — the hub of the original sender's country;
 - ``rejected`` — the hub of the original sender's country or of a recipient's
   country (a destination hub refuses what it will not deliver);
-- ``delivered`` — the hub of a recipient's country;
+- ``delivered``, ``queued`` — the hub of a recipient's country (``queued``:
+  a lookup its responder did not answer in time waits for a person, SPEC §14);
 - ``read`` — an agency that is a recipient of the original, about that one
-  message.
+  message;
+- ``overdue`` — a reminder that a request's answer is past due: the hub of
+  the addressee's own country (the requester's hub to the requester, the
+  owner's hub to the owner; never across a border), about that one request.
 
 :func:`check_receipt_signer` is the part a receiver checks with the receipt
 alone; :func:`check_receipt_statement` the whole rule for one original whose
@@ -35,10 +39,13 @@ SENDER_HUB_STATUSES: Final = frozenset({ReceiptStatus.ACCEPTED, ReceiptStatus.RE
 """Stated only by the hub of the original sender's country."""
 EITHER_HUB_STATUSES: Final = frozenset({ReceiptStatus.REJECTED})
 """Stated by the hub of the original sender's country or of a recipient's country."""
-RECIPIENT_HUB_STATUSES: Final = frozenset({ReceiptStatus.DELIVERED})
+RECIPIENT_HUB_STATUSES: Final = frozenset({ReceiptStatus.DELIVERED, ReceiptStatus.QUEUED})
 """Stated only by the hub of a recipient's country."""
 AGENCY_STATUSES: Final = frozenset({ReceiptStatus.READ})
 """Stated only by an agency that is a recipient of the original."""
+REMINDER_STATUSES: Final = frozenset({ReceiptStatus.OVERDUE})
+"""Stated only by the hub of the addressee's own country, about one request that the
+addressee sent or was sent (:func:`check_reminder`)."""
 
 
 def check_receipt_signer(receipt: Receipt, signer: Principal, *, in_reply_to: bytes | None) -> None:
@@ -54,6 +61,8 @@ def check_receipt_signer(receipt: Receipt, signer: Principal, *, in_reply_to: by
     if signer.is_hub:
         if receipt.status in AGENCY_STATUSES:
             raise UnauthorisedError(f"receipt: a hub may not state {receipt.status}")
+        if receipt.status in REMINDER_STATUSES and receipt.also:
+            raise UnauthorisedError("receipt: a reminder names one request (also is set)")
         return
     if receipt.status not in AGENCY_STATUSES:
         raise UnauthorisedError(f"receipt: an agency may not state {receipt.status}")
@@ -93,6 +102,22 @@ def check_receipt_statement(
         who = "the hub of the sender's or a recipient's country"
     if signer.country not in allowed:
         raise UnauthorisedError(f"receipt: {status} is stated only by {who}")
+
+
+def check_reminder(receipt: Receipt, signer: Principal, addressee: Principal) -> None:
+    """A reminder (``overdue``) is stated only by the hub of ``addressee``'s own country.
+
+    Each hub reminds its own agencies of requests it carried; a peer hub never
+    reminds them (it would be a claim about another country's deadlines). Other
+    statuses pass: :func:`check_receipt_signer` and :func:`check_receipt_statement`
+    rule them.
+    """
+    if receipt.status in REMINDER_STATUSES and (
+        not signer.is_hub or signer.country != addressee.country
+    ):
+        raise UnauthorisedError(
+            f"receipt: {receipt.status} is stated only by the hub of the addressee's country"
+        )
 
 
 def check_receipt_envelope(

@@ -66,6 +66,48 @@ def key_update_all(country: str) -> str:
     return f"{PREFIX}.{check_country(country)}.keys.update.*"
 
 
+LOOKUP_QUEUE = "ixb-lookup"
+"""Queue group of the hub workers answering lookups (agencies' and peers')."""
+SERVE_QUEUE = "ixb-serve"
+"""Queue group of an agency's responders: several processes share its lookups."""
+
+
+def lookup(agency: Principal) -> str:
+    """Where an agency asks its own hub a lookup (NATS request/reply, SPEC §14)."""
+    return f"{PREFIX}.{agency.country}.lookup.{agency.name}"
+
+
+def lookup_all(country: str) -> str:
+    """The hub's subscription over every local agency's lookups."""
+    return f"{PREFIX}.{check_country(country)}.lookup.*"
+
+
+def link_lookup(origin: str, destination: str) -> str:
+    """A lookup ``origin``'s hub hands to ``destination``'s hub, in the pair's link account.
+
+    Not under ``ixb.<origin>.``: a dialing server's leaf remote denies the
+    listener everything under its own ``ixb.<CC>.`` (``deny_imports``), and
+    nats-server applies that to the listener's subscription interest too, so
+    a lookup from the dialer would find no responders (like
+    :func:`deliver`, which sits beside the country prefixes for the same reason).
+    """
+    return f"{PREFIX}.lookup.{check_country(origin)}.{check_country(destination)}"
+
+
+def serve(agency: Principal) -> str:
+    """Where the hub hands a lookup to the agency that answers it (its responders' queue)."""
+    return f"{PREFIX}.{agency.country}.serve.{agency.name}"
+
+
+def link_reply_prefix(country: str, peer: str) -> str:
+    """The NATS inbox prefix of ``country``'s hub on its link to ``peer``.
+
+    A peer answers our lookups under it, so the leaf permissions can let it
+    publish exactly there; no agency and no other link shares it.
+    """
+    return f"_IXBL_{check_country(country)}_{check_country(peer)}"
+
+
 def js_api(domain: str) -> str:
     """The JetStream API prefix of a country's domain, as peers address it over a leaf."""
     return f"$JS.{check_country(domain)}.API"

@@ -60,8 +60,8 @@ from protocols.keys import (
     SigningKeyPair,
     seal_keyfile,
 )
-from protocols.limits import MS_PER_DAY
-from protocols.messages import REPLY_TO, encode_body
+from protocols.limits import MS_PER_DAY, MS_PER_HOUR
+from protocols.messages import REPLY_TO, Receipt, ReceiptStatus, encode_body
 from tests.gen_checkpoint import build_ixb
 
 T = TypeVar("T")
@@ -106,7 +106,10 @@ SCENARIO: list[tuple[str, str, list[str], dict[str, Any]]] = [
     ),
     ("mla.status", "MYS/AGC", ["THA/OAG"], {}),
     ("receipt", "MYS/RMP-ATIPSOM", ["THA/DSI-ATHD"], {}),
+    # THA's hub reminds its requester that the person query is overdue (SPEC §5, §6)
+    ("receipt", "THA/HUB", ["THA/DSI-ATHD"], {"name": "receipt.overdue"}),
 ]
+"""Each case is named for its type, unless ``name`` in its extras says otherwise."""
 
 
 def derive(label: str, size: int = 32) -> bytes:
@@ -230,17 +233,17 @@ def _stored_sealed_keys() -> dict[tuple[str, str], bytes]:
     if not path.exists():
         return {}
     return {
-        (e["type"], s["recipient"]): bytes.fromhex(s["sealed"])
+        (e["name"], s["recipient"]): bytes.fromhex(s["sealed"])
         for e in json.loads(path.read_text())["envelopes"]
         for s in e["sealed_keys"]
     }
 
 
-def _sealed(type_name: str, content_key: bytes, recipient: Identity) -> SealedKey:
+def _sealed(name: str, content_key: bytes, recipient: Identity) -> SealedKey:
     """The stored sealed box if it still opens to ``content_key`` (libsodium draws a new
     ephemeral key per box, so re-sealing would change every vector), else a new one."""
     fresh = seal_content_key(content_key, recipient.public())
-    stored = _stored_sealed_keys().get((type_name, str(recipient.principal)))
+    stored = _stored_sealed_keys().get((name, str(recipient.principal)))
     assert recipient.encryption is not None
     box = SealedBox(PrivateKey(bytes(recipient.encryption.private_key)))
     if stored is None or box.decrypt(stored) != content_key:
@@ -254,11 +257,23 @@ def build() -> dict[str, Any]:
     envelopes: list[dict[str, Any]] = []
     previous: dict[str, bytes] = {}
     for type_name, sender, to, scenario_extras in SCENARIO:
-        body = bodies[type_name]
-        mid = new_message_id(NOW_MS, derive(f"{type_name}/id", 10))
         extras = dict(scenario_extras)
+        name = extras.pop("name", type_name)
+        body = bodies[type_name]
+        mid = new_message_id(NOW_MS, derive(f"{name}/id", 10))
         if type_name in REPLY_TO:
             extras["in_reply_to"] = previous[REPLY_TO[type_name]]
+        elif name == "receipt.overdue":
+            request = previous["person.query"]
+            extras["in_reply_to"] = request
+            body = Receipt(
+                for_id=request,
+                status=ReceiptStatus.OVERDUE,
+                by=sender,
+                at_ms=NOW_MS,
+                due_ms=NOW_MS - MS_PER_HOUR,
+                detail="person.query was due an hour before",
+            )
         elif type_name == "receipt":
             extras["in_reply_to"] = previous["alert"]
         header = Header(
@@ -273,17 +288,15 @@ def build() -> dict[str, Any]:
             priority=extras.pop("priority", Priority.NORMAL),
             **extras,
         )
-        previous[type_name] = mid
-        content_key, nonce = derive(f"{type_name}/key"), derive(f"{type_name}/nonce", 24)
+        previous[name] = mid
+        content_key, nonce = derive(f"{name}/key"), derive(f"{name}/nonce", 24)
         ct = encrypt_body(body, content_key, nonce, wire.encode(header))
-        sealed = [_sealed(type_name, content_key, ids[r]) for r in to]
+        sealed = [_sealed(name, content_key, ids[r]) for r in to]
         env = decode_envelope(assemble(header, sealed, ct, ids[sender].signing))
         if type_name == "alert":
             env = add_hop(env, ids["THA/HUB"], NOW_MS + 3)
             env = add_hop(env, ids["MYS/HUB"], NOW_MS + 9)
-        envelopes.append(
-            envelope_json(type_name, env, content_key=content_key, nonce=nonce, body=body)
-        )
+        envelopes.append(envelope_json(name, env, content_key=content_key, nonce=nonce, body=body))
     return {
         "about": "ixb envelope test vectors; see protocols/SPEC.md §11",
         "now_ms": NOW_MS,
@@ -637,6 +650,67 @@ def write_federation() -> None:
     (VECTORS / "federation.json").write_text(json.dumps(build_federation(), indent=1) + "\n")
 
 
+def build_lookup() -> dict[str, Any]:
+    """Receipt bodies of the synchronous path (SPEC §14): what a requester may receive."""
+    request_id = new_message_id(NOW_MS - 1000, derive("lookup/id", 10))
+    valid = {
+        "queued": Receipt(
+            for_id=request_id,
+            status=ReceiptStatus.QUEUED,
+            by="MYS/HUB",
+            at_ms=NOW_MS,
+            detail="queued at MYS/IMMIGRATION",
+            due_ms=NOW_MS - 1000 + 8 * 3600 * 1000,
+        ),
+        "busy": Receipt(
+            for_id=request_id,
+            status=ReceiptStatus.REJECTED,
+            by="THA/HUB",
+            at_ms=NOW_MS,
+            code="ixb.E_BUSY",
+            detail="THA/HUB has 512 lookups in flight; retry",
+        ),
+    }
+    fields = {
+        "for_id": request_id,
+        "status": "queued",
+        "by": "MYS/HUB",
+        "at_ms": NOW_MS,
+    }
+    invalid = [
+        ("queued without due_ms", fields, "ixb.E_SCHEMA"),
+        (
+            "due_ms on a delivered receipt",
+            {**fields, "status": "delivered", "due_ms": NOW_MS},
+            "ixb.E_SCHEMA",
+        ),
+    ]
+    return {
+        "about": "receipt bodies of the synchronous path; see protocols/SPEC.md §5 and §14",
+        "now_ms": NOW_MS,
+        "receipts": [
+            {"name": name, "body": _hex_ids(body), "encoding": encode_body(body).hex()}
+            for name, body in valid.items()
+        ],
+        "invalid": [
+            {"name": name, "encoding": wire.encode(raw).hex(), "error": code}
+            for name, raw, code in invalid
+        ],
+    }
+
+
+def _hex_ids(body: Receipt) -> dict[str, Any]:
+    """The body's fields as JSON: message ids as lower-case hex, absent fields left out."""
+    out: dict[str, Any] = msgspec.to_builtins(body)
+    out["for_id"] = body.for_id.hex()
+    out.pop("also", None)
+    return out
+
+
+def write_lookup() -> None:
+    (VECTORS / "lookup.json").write_text(json.dumps(build_lookup(), indent=1) + "\n")
+
+
 PARTS: dict[str, Callable[[], None]] = {
     "envelopes": write_envelopes,
     "keyfiles": write_keyfiles,
@@ -644,6 +718,7 @@ PARTS: dict[str, Callable[[], None]] = {
     "witness": write_witness,  # from checkpoint.json's log: after it
     "countries": write_countries,
     "federation": write_federation,
+    "lookup": write_lookup,
 }
 
 

@@ -14,6 +14,7 @@ from protocols.errors import ERRORS_BY_CODE
 from protocols.fields import MAX_TIME_MS
 from protocols.limits import MAX_SHORT_TEXT
 from protocols.messages import (
+    DUE_STATUSES,
     MESSAGE_TYPES,
     MLA_TRANSITIONS,
     MRZ_SHAPES,
@@ -280,6 +281,7 @@ def receipts(draw: st.DrawFn) -> Receipt:
         at_ms=draw(times),
         code=draw(error_codes) if status is ReceiptStatus.REJECTED else None,
         detail=draw(optional(short_text)),
+        due_ms=draw(times) if status in DUE_STATUSES else None,
     )
 
 

@@ -36,6 +36,7 @@ from broker.web.view import (
     LiaisonContext,
     PeerStep,
     ReconcileReport,
+    ReminderRow,
     UserRecord,
     WitnessRow,
 )
@@ -1042,6 +1043,21 @@ async def test_deadlines_overdue_first(client: Client, exchange: Exchange) -> No
     assert body.index(exchange.doc_request) < body.index(exchange.query)
     assert "overdue by 1 h 0 min" in body
     assert "due in 2 d 0 h" in body
+
+
+async def test_deadlines_list_the_reminders_sent(
+    client: Client, ctx: LiaisonContext, exchange: Exchange
+) -> None:
+    assert await _login(client) == 303
+    assert "Reminders sent: 0" in await (await client.get("/audit/deadlines")).text()
+    reminder = ReminderRow(
+        exchange.doc_request, "THA/IMMIGRATION", "THA/IMMIGRATION", NOW_MS, NOW_MS - 1
+    )
+    ctx.reminders = lambda: [reminder]
+    body = await (await client.get("/audit/deadlines")).text()
+    part = body[body.index("Reminders sent: 1") :]
+    assert exchange.doc_request in part
+    assert utc(NOW_MS) in part
 
 
 async def test_an_acknowledged_mla_request_is_not_answered(

@@ -611,3 +611,79 @@ async def test_a_version_1_plan_still_serves_its_password_users(tmp_path: Path) 
             )
             assert nc.is_connected
             await nc.close()
+
+
+async def test_agency_asks_only_its_own_lookups_and_serves_only_its_own(
+    federation: Federation,
+) -> None:
+    """SPEC §14: an agency cannot ask as another nor take another's lookups."""
+    hub = await federation.hub("THA")
+
+    async def answer(msg: object) -> None:
+        await msg.respond(b"hub: " + msg.subject.encode())  # type: ignore[attr-defined]
+
+    await hub.nc.subscribe(subjects.lookup_all("THA"), queue=subjects.LOOKUP_QUEUE, cb=answer)
+    await hub.nc.flush()
+    dsi = await federation.agency("THA", DSI.name)
+    reply = await dsi.nc.request(subjects.lookup(DSI), b"lookup", timeout=2)
+    assert reply.data == b"hub: " + subjects.lookup(DSI).encode()
+    with pytest.raises(DENIED):
+        await dsi.nc.request(subjects.lookup(IMM), b"as IMMIGRATION", timeout=0.5)
+    await dsi.wait_error(f'permissions violation for publish to "{subjects.lookup(IMM).lower()}"')
+
+    # another agency's serve subject: refused, and nothing arrives
+    spy = await dsi.nc.subscribe(subjects.serve(IMM))
+    await dsi.wait_error(
+        f'permissions violation for subscription to "{subjects.serve(IMM).lower()}"'
+    )
+    with pytest.raises(DENIED):
+        await hub.nc.request(subjects.serve(IMM), b"for IMMIGRATION only", timeout=0.5)
+    assert await drain(spy) == []
+
+    # its own: it receives the hub's lookup and may answer it once, on its reply subject
+    async def serve(msg: object) -> None:
+        await msg.respond(b"answer")  # type: ignore[attr-defined]
+
+    await dsi.nc.subscribe(subjects.serve(DSI), queue=subjects.SERVE_QUEUE, cb=serve)
+    await dsi.nc.flush()
+    got = await hub.nc.request(subjects.serve(DSI), b"lookup for DSI", timeout=2)
+    assert got.data == b"answer"
+    # but no other reply subject of the hub's
+    stray = await hub.nc.subscribe("_INBOX.stray")
+    await dsi.nc.publish("_INBOX.stray", b"unasked")
+    await dsi.wait_error('permissions violation for publish to "_inbox.stray"')
+    assert await drain(stray) == []
+
+
+async def test_a_peer_hands_over_only_its_own_lookups_to_us(federation: Federation) -> None:
+    """Both link roles carry the pair's lookup subject; the listener refuses another's."""
+    tha = await federation.link("THA", "MYS")
+    mys = await federation.link("MYS", "THA")
+    for asker, answerer, origin, destination in (
+        (tha, mys, "THA", "MYS"),
+        (mys, tha, "MYS", "THA"),
+    ):
+
+        async def answer(msg: object) -> None:
+            await msg.respond(b"ok")  # type: ignore[attr-defined]
+
+        await answerer.nc.subscribe(
+            subjects.link_lookup(origin, destination), queue=subjects.LOOKUP_QUEUE, cb=answer
+        )
+        await answerer.nc.flush()
+
+        async def answered(a: Conn = asker, o: str = origin, d: str = destination) -> bool:
+            try:
+                return (
+                    await a.nc.request(subjects.link_lookup(o, d), b"?", timeout=0.5)
+                ).data == b"ok"
+            except DENIED:
+                return False
+
+        await eventually(answered, 10, f"{origin}->{destination} lookup")
+    # THA (dialing) may not hand MYS lookups in MMR's name
+    spy = await mys.nc.subscribe(subjects.link_lookup("MMR", "MYS"))
+    await mys.nc.flush()
+    await tha.nc.publish(subjects.link_lookup("MMR", "MYS"), b"as MMR")
+    await tha.nc.flush()
+    assert await drain(spy) == []

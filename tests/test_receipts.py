@@ -138,3 +138,22 @@ def test_only_the_addressed_owners_answer_of_the_right_type_closes_a_request() -
     assert not closes("alert", MYS_OWNER, "person.query")
     # another sender's request under the same id: not answered by this reply
     assert not closes("person.result", MYS_OWNER, "person.query", to=MMR_AGENCY)
+
+
+def test_only_the_owners_hub_states_queued() -> None:
+    """SPEC §14.5: a lookup waits for a person at the owner's country only."""
+    queued = Receipt(
+        for_id=FOR_ID, status=ReceiptStatus.QUEUED, by="MYS/HUB", at_ms=NOW, due_ms=NOW + 1
+    )
+    full(queued, "MYS/HUB")
+    for signer in ("THA/HUB", "MMR/HUB"):
+        forged = Receipt(
+            for_id=FOR_ID, status=ReceiptStatus.QUEUED, by=signer, at_ms=NOW, due_ms=NOW + 1
+        )
+        with pytest.raises(UnauthorisedError, match="recipient's country"):
+            full(forged, signer)
+    agency = Receipt(
+        for_id=FOR_ID, status=ReceiptStatus.QUEUED, by="MYS/RMP-ATIPSOM", at_ms=NOW, due_ms=NOW
+    )
+    with pytest.raises(UnauthorisedError, match="agency may not"):
+        check_receipt_signer(agency, MYS_OWNER, in_reply_to=FOR_ID)

@@ -50,7 +50,8 @@ from protocols.keys import (
     open_keyfile,
     read_public,
 )
-from protocols.messages import MESSAGE_TYPES, decode_body, encode_body
+from protocols.messages import MESSAGE_TYPES, Receipt, ReceiptStatus, decode_body, encode_body
+from protocols.receipts import check_receipt_signer, check_reminder
 from tests.gen_vectors import bytes_fields, countries_doc, from_hex_json, hex_json
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
@@ -303,3 +304,40 @@ def test_federation_key_validity_across_versions() -> None:
     for country, keys in vec["keys_ever"].items():
         assert [k.hex() for k in trust.hub_keys_ever(country)] == keys
     assert len(vec["keys_ever"]["MYS"]) == 2
+
+
+def test_the_overdue_reminder_vector_follows_the_reminder_rule() -> None:
+    """SPEC §5 rule 5: the reminder is signed by the hub of its addressee's own country."""
+    v = CASES["receipt.overdue"]
+    verified = verify_envelope(bytes.fromhex(v["envelope"]), RING, NOW)
+    (addressee,) = verified.header.recipient_principals
+    opened = open_envelope(verified, IDS[str(addressee)])
+    assert isinstance(opened.body, Receipt)
+    assert opened.body.status is ReceiptStatus.OVERDUE
+    assert opened.body.for_id == bytes.fromhex(CASES["person.query"]["header"]["id"])
+    signer = verified.header.sender_principal
+    check_receipt_signer(opened.body, signer, in_reply_to=verified.header.in_reply_to)
+    check_reminder(opened.body, signer, addressee)
+    with pytest.raises(IxbError, match="addressee's country"):
+        check_reminder(opened.body, signer, parse_agency("MYS/RMP-ATIPSOM"))
+
+
+LOOKUP: dict[str, Any] = json.loads((VECTORS / "lookup.json").read_text())
+
+
+@pytest.mark.parametrize("case", LOOKUP["receipts"], ids=lambda c: c["name"])
+def test_lookup_receipts_both_directions(case: dict[str, Any]) -> None:
+    raw = case["body"]
+    body = Receipt(
+        **{**raw, "for_id": bytes.fromhex(raw["for_id"]), "status": ReceiptStatus(raw["status"])}
+    )
+    encoding = bytes.fromhex(case["encoding"])
+    assert encode_body(body) == encoding
+    assert decode_body(Receipt.TYPE, encoding) == body
+
+
+@pytest.mark.parametrize("case", LOOKUP["invalid"], ids=lambda c: c["name"])
+def test_invalid_lookup_receipts(case: dict[str, Any]) -> None:
+    with pytest.raises(IxbError) as err:
+        decode_body(Receipt.TYPE, bytes.fromhex(case["encoding"]))
+    assert err.value.code == case["error"]

@@ -161,5 +161,6 @@ async def deadlines(request: web.Request, site: Site, s: Session) -> Page:
             lambda r: "due in " + duration(r.due_ms - now),
         ),
         "answered": listed(closed, lambda r: -r.due_ms, lambda _: "answered"),
+        "reminders": site.view.reminders(),
     }
     return Page("deadlines.html", "Deadlines", "deadlines", context)

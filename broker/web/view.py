@@ -16,6 +16,7 @@ from typing import Final, Literal, Protocol
 from broker.audit.records import StoredEntry
 from broker.audit.search import AuditQuery
 from broker.store import OpenRequest as DeadlineRow
+from broker.store import Reminder as ReminderRow
 
 __all__ = [
     "ROLES",
@@ -26,6 +27,7 @@ __all__ = [
     "PeerStep",
     "ReconcileFn",
     "ReconcileReport",
+    "ReminderRow",
     "Role",
     "UserRecord",
     "WitnessRow",
@@ -158,12 +160,20 @@ class LiaisonView(Protocol):
 
     def deadlines(self, now_ms: int, /) -> Sequence[DeadlineRow]: ...
 
+    def reminders(self) -> Sequence[ReminderRow]:
+        """Overdue reminders this hub sent to its agencies, newest first."""
+        ...
+
     def peer_steps(self, msg_ids: Sequence[str], /) -> Sequence[PeerStep]:
         """What peers shared about these messages, oldest first (quick: an indexed read)."""
         ...
 
 
 def _no_peer_steps(_: Sequence[str]) -> Sequence[PeerStep]:
+    return ()
+
+
+def _no_reminders() -> Sequence[ReminderRow]:
     return ()
 
 
@@ -183,6 +193,7 @@ class LiaisonContext:
     secure_cookies: bool = False
     trusted_proxies: frozenset[str] = frozenset()
     peer_steps: Callable[[Sequence[str]], Sequence[PeerStep]] = _no_peer_steps
+    reminders: Callable[[], Sequence[ReminderRow]] = _no_reminders
 
     def now_ms(self) -> int:
         return self.clock()
