@@ -88,7 +88,7 @@ from protocols.keys import (
 from protocols.trusted import TrustedDirectories
 from transport import streams
 from transport.clock import wall_ms
-from transport.connect import UNBOUNDED, NatsAuth, StateLog, connect
+from transport.connect import UNBOUNDED, NatsAuth, StateLog, connect, unreachable
 from transport.retention import StreamSweep
 
 log = structlog.get_logger("ixb.hub")
@@ -107,6 +107,8 @@ PRUNE_KEEP_MS = 30 * 24 * 3600 * 1000
 """Messages are remembered this long after they expire: replays of an expired envelope are
 refused by freshness anyway, and the deadline register keeps a month of past requests."""
 CHECKPOINT_PUBLISH_TIMEOUT_S = 2.0
+CLI_CONNECT_TIMEOUT_S = 10.0
+"""How long a one-off command (``ixb retention run``) waits for the hub's NATS server."""
 
 
 @dataclass
@@ -743,8 +745,20 @@ class Hub:
         )
 
     async def retention_once(self) -> list[StreamSweep]:
-        """One retention pass now, for ``ixb retention run``: connect, sweep, close."""
-        await self._connect()
+        """One retention pass now, for ``ixb retention run``: connect, sweep, close.
+
+        A server that does not answer within :data:`CLI_CONNECT_TIMEOUT_S` is an
+        :class:`IoError` (``cannot reach …``), not a wait for ever."""
+        try:
+            async with asyncio.timeout(CLI_CONNECT_TIMEOUT_S):
+                await self._connect()
+        except TimeoutError:
+            await self._close()
+            url = self.config.nats.url
+            raise IoError(f"cannot reach {url}: no answer in {CLI_CONNECT_TIMEOUT_S:g} s") from None
+        except (nats.errors.Error, OSError) as exc:
+            await self._close()
+            raise unreachable(self.config.nats.url, exc) from None
         try:
             return await sweep_streams(
                 self.country, self._js, self.links, self.config.retention.policy(), self.clock()

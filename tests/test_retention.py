@@ -3,7 +3,11 @@ included) and the configs that set it."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -129,3 +133,36 @@ def test_profile_and_hub_config_take_days_per_type(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as bad:
         load_profile(profile)
     assert "unknown message type 'mla'" in bad.value.detail
+
+
+def test_cli_failures_are_one_line(tmp_path: Path) -> None:
+    dep = create_deployment(
+        tmp_path,
+        {"THA/DSI-ATHD": [], "MYS/IMMIGRATION": []},
+        passphrase="x" * 12,
+        kdf=KdfProfile.INTERACTIVE,
+    )
+    hub = str(dep.hub_config("THA"))
+    profile = str(dep.profile(Principal("THA", "DSI-ATHD")))
+    env = {**os.environ, "IXB_PASSPHRASE": "x" * 12}
+
+    def ixb(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ixb", "retention", "run", *args],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+
+    for args, start in [
+        (("--config", hub, "--as-of", "tomorrow"), "error ixb.E_USAGE: --as-of"),
+        (("--config", hub, "--as-of", "2030-01-01T00:00:00+07:00"), "error ixb.E_USAGE"),
+        (("--config", hub, "--profile", profile), "error ixb.E_USAGE"),
+        (("--config", hub), "error ixb.E_IO: cannot reach"),  # no server running
+    ]:
+        done = ixb(*args)
+        lines = [x for x in done.stderr.splitlines() if "nats_error" not in x]
+        assert (done.returncode, len(lines)) == (2, 1), done.stderr
+        assert lines[0].startswith(start), lines
+    # an agency's store needs no server and no passphrase: nothing stored, nothing removed
+    fresh = ixb("--profile", profile, "--json")
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads(fresh.stdout)["removed"] == {}
