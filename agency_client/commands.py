@@ -928,7 +928,7 @@ def save_attachments(body: dict[str, Any], directory: Path) -> list[dict[str, An
 
 
 _CONTENT_NOTE = {
-    "expired": "content dropped (older than the profile's [store] content_days)",
+    "expired": "content dropped (past its type's retention, profile [store])",
     "locked": "content sealed: it opens with this agency's key file only",
 }
 

@@ -10,8 +10,10 @@ hubs it came through) is kept in the clear, as every hub on its path saw it.
 The content (the decrypted body) is sealed with libsodium's ``secretbox``
 under a key derived from the agency's signing key
 (:meth:`protocols.keys.SigningKeyPair.derive_secret`): the store without the
-key file and its passphrase shows metadata only. Content is dropped after
-``content_days`` (profile ``[store]``; 0 keeps it); metadata stays.
+key file and its passphrase shows metadata only. Content is dropped after its
+type's retention (profile ``[store]``, :mod:`protocols.retention`; 0 keeps it)
+with SQLite's ``secure_delete`` (the freed bytes are overwritten) and the
+write-ahead log truncated; metadata stays.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from protocols.envelope import Header
 from protocols.errors import IoError
 from protocols.identifiers import format_message_id
 from protocols.keys import Identity
-from protocols.limits import MS_PER_DAY
+from protocols.retention import Retention
 
 STORE_KEY_CONTEXT = b"ixb agency message store v1"
 """What the content key is derived for (a change makes stored content unreadable)."""
@@ -81,6 +83,14 @@ class StoredMessage:
     body: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a retention pass dropped: message count per type, and the oldest kept (ms)."""
+
+    removed: dict[str, int]
+    oldest_kept: int | None
+
+
 class _ContentKey:
     """A secretbox key and the id of the signing key it was derived from (public)."""
 
@@ -102,9 +112,12 @@ class MessageStore:
         path: Path,
         identities: Sequence[Identity],
         *,
-        content_days: int,
         now: int,
+        content_days: int | None = None,
+        retention: Retention | None = None,
     ) -> None:
+        """Content past its retention is dropped here, at every open: ``retention``,
+        or ``content_days`` for every type (0 keeps it), or the built-in days per type."""
         self._keys = [_ContentKey(i) for i in identities]
         try:
             # readable by its owner only: metadata is in the clear (as the hubs saw it)
@@ -125,8 +138,10 @@ class MessageStore:
                 "CREATE INDEX IF NOT EXISTS messages_case ON messages (case_ref);"
                 "CREATE INDEX IF NOT EXISTS messages_reply ON messages (in_reply_to);"
             )
-            if content_days > 0:
-                self.prune(now - content_days * MS_PER_DAY)
+            if retention is None:
+                retention = Retention() if content_days is None else Retention({}, content_days)
+            self.retention = retention
+            self.last_prune = self.prune(now)
             self._reseal_previous()
         except sqlite3.Error as exc:
             raise IoError(f"cannot open the message store {path}: {exc}") from None
@@ -134,15 +149,32 @@ class MessageStore:
     def close(self) -> None:
         self._db.close()
 
-    def prune(self, before: int) -> int:
-        """Drop the content of messages received before ``before`` (ms); metadata stays."""
+    def prune(self, now: int) -> Pruned:
+        """Drop the content of messages past their type's retention at ``now`` (ms).
+
+        Metadata stays. The freed bytes are overwritten (``secure_delete``) and the
+        write-ahead log, if any, is emptied, so the content is in no file of the store.
+        """
+        removed: dict[str, int] = {}
+        types = [r[0] for r in self._db.execute("SELECT DISTINCT type FROM messages")]
         with self._db:
-            cur = self._db.execute(
-                "UPDATE messages SET content = NULL, content_kid = NULL"
-                " WHERE received_at < ? AND content IS NOT NULL",
-                (before,),
-            )
-        return cur.rowcount
+            for type_name in types:
+                cutoff = self.retention.cutoff(type_name, now)
+                if cutoff is None:
+                    continue
+                cur = self._db.execute(
+                    "UPDATE messages SET content = NULL, content_kid = NULL"
+                    " WHERE type = ? AND received_at < ? AND content IS NOT NULL",
+                    (type_name, cutoff),
+                )
+                if cur.rowcount:
+                    removed[type_name] = cur.rowcount
+        if removed:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        oldest = self._db.execute(
+            "SELECT MIN(received_at) FROM messages WHERE content IS NOT NULL"
+        ).fetchone()[0]
+        return Pruned(removed, oldest)
 
     def _reseal_previous(self) -> None:
         if not self._keys:
@@ -272,7 +304,7 @@ class MessageStore:
 
 
 def open_store(profile: Profile, identities: Sequence[Identity], now: int) -> MessageStore:
-    """The profile's message store, content older than ``[store] content_days`` dropped."""
+    """The profile's message store, content past its ``[store]`` retention dropped."""
     return MessageStore(
-        store_path(profile), identities, content_days=profile.store.content_days, now=now
+        store_path(profile), identities, retention=profile.store.retention(), now=now
     )

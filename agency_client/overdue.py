@@ -21,8 +21,7 @@ from agency_client.msgstore import MessageStore, open_store
 from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, SignedReceipt
 from protocols.deadlines import due_ms as default_due_ms
-from protocols.deadlines import human_duration
-from protocols.fields import utc_iso
+from protocols.fields import duration_text, utc_iso
 from protocols.handling import Priority
 from protocols.identifiers import (
     Principal,
@@ -58,7 +57,7 @@ class OverdueRequest:
             "created": utc_iso(self.created_ms),
             "due": utc_iso(self.due_ms),
             "due_from": self.due_from,
-            "overdue_by": human_duration(now - self.due_ms),
+            "overdue_by": duration_text(now - self.due_ms),
             "overdue_ms": now - self.due_ms,
             "reminded": None if self.reminded_ms is None else utc_iso(self.reminded_ms),
         }
@@ -69,7 +68,7 @@ class OverdueRequest:
         return (
             f"  {self.msg_id}  {self.type} {towards} {', '.join(self.counterpart)}"
             f" [{self.priority}] due {utc_iso(self.due_ms)}:"
-            f" overdue by {human_duration(now - self.due_ms)}{reminded}"
+            f" overdue by {duration_text(now - self.due_ms)}{reminded}"
         )
 
 
@@ -195,7 +194,7 @@ def cmd_overdue(args: argparse.Namespace) -> int:
     if others:
         lines += [f"reminders about other requests ({len(others)}):"]
         lines += [
-            f"  {i}  due {utc_iso(d)}: overdue by {human_duration(now - d)}, reminded by {s}"
+            f"  {i}  due {utc_iso(d)}: overdue by {duration_text(now - d)}, reminded by {s}"
             for i, s, _a, d in others
         ]
     emit(
@@ -212,7 +211,7 @@ def cmd_overdue(args: argparse.Namespace) -> int:
                     "signer": s,
                     "reminded": utc_iso(a),
                     "due": utc_iso(d),
-                    "overdue_by": human_duration(now - d),
+                    "overdue_by": duration_text(now - d),
                 }
                 for i, s, a, d in others
             ],

@@ -14,6 +14,7 @@ import msgspec
 from agency_client.named_profiles import resolve
 from protocols.errors import ConfigError, IoError, IxbError
 from protocols.identifiers import Principal, parse_agency
+from protocols.retention import Retention, make_retention
 
 PROFILE_ENV = "IXB_PROFILE"
 
@@ -45,8 +46,15 @@ class NatsSection(_Strict, frozen=True):
 
 
 class StoreSection(_Strict, frozen=True):
-    content_days: Annotated[int, msgspec.Meta(ge=0, le=36500)] = 90
-    """Days the content of a received message is kept (0: for ever); its metadata stays."""
+    content_days: Annotated[int, msgspec.Meta(ge=0, le=36500)] | None = None
+    """Days the content of a received message is kept (0: for ever) for every type not in
+    ``days``; its metadata stays. Unset: the built-in days per type
+    (:data:`protocols.retention.DEFAULT_DAYS`)."""
+    days: dict[str, int] = msgspec.field(default_factory=dict)
+    """Days per message type (``alert = 30``), over the default."""
+
+    def retention(self) -> Retention:
+        return make_retention(self.days, self.content_days, "[store] days")
 
 
 class UnknownPolicy(enum.StrEnum):
@@ -118,6 +126,10 @@ def load_profile(path: Path | None) -> Profile:
         profile.principal  # noqa: B018 - validates the id
     except IxbError as exc:
         raise ConfigError(f"{path}: agency.id: {exc.detail}") from None
+    try:
+        profile.store.retention()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.detail}") from None
     return profile
 
 

@@ -21,6 +21,7 @@ from protocols.errors import ConfigError, IxbError
 from protocols.identifiers import Principal, check_country, hub_of, parse_agency
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR, MS_PER_SECOND, Limits
 from protocols.messages import MESSAGE_TYPES
+from protocols.retention import Retention, make_retention
 from protocols.roles import Role
 
 ENV_PREFIX = "IXB_HUB__"
@@ -152,6 +153,20 @@ class LimitsSection(_Strict, frozen=True):
     max_ttl_ms: int = Limits().max_ttl_ms
 
 
+class RetentionSection(_Strict, frozen=True):
+    """How long delivered envelopes stay in this hub's streams (``INBOX``, links)."""
+
+    default_days: Annotated[int, msgspec.Meta(ge=0, le=36500)] | None = None
+    """Days for every type not in ``days``; unset: the built-in days per type."""
+    days: dict[str, int] = msgspec.field(default_factory=dict)
+    """Days per message type (``alert = 30``)."""
+    period_minutes: Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 60)] = 60.0
+    """How often the hub runs it (``ixb retention run`` runs it at once)."""
+
+    def policy(self) -> Retention:
+        return make_retention(self.days, self.default_days, "[retention] days")
+
+
 class HubConfig(_Strict, frozen=True):
     hub: HubSection
     nats: NatsSection
@@ -161,6 +176,7 @@ class HubConfig(_Strict, frozen=True):
     agency: list[AgencySection] = msgspec.field(default_factory=list)
     user: list[UserSection] = msgspec.field(default_factory=list)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
     deadlines: dict[str, DeadlineSection] = msgspec.field(default_factory=dict)
     """Per peer country, the answer times of the agreement with it (both directions)."""
     lookup: LookupSection = msgspec.field(default_factory=LookupSection)
@@ -246,6 +262,7 @@ def _existing_key(table: dict[str, Any], part: str) -> str:
 
 
 def _validate(cfg: HubConfig) -> None:
+    cfg.retention.policy()  # unknown types, days out of range: named at start
     try:
         check_country(cfg.hub.country)
     except IxbError:

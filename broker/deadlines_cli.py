@@ -13,8 +13,7 @@ from typing import Any
 
 from broker.config import load_config
 from broker.store import HubStore, OpenRequest, Reminder
-from protocols.deadlines import human_duration
-from protocols.fields import utc_iso
+from protocols.fields import duration_text, utc_iso
 from transport.cliout import emit
 from transport.clock import wall_ms
 
@@ -49,7 +48,7 @@ def cmd_hub_overdue(args: argparse.Namespace) -> int:
             "priority": r.priority,
             "created": utc_iso(r.created_ms),
             "due": utc_iso(r.due_ms),
-            "overdue_by": human_duration(now - r.due_ms),
+            "overdue_by": duration_text(now - r.due_ms),
             "overdue_ms": now - r.due_ms,
             "reminded": [{"party": x.party, "at": utc_iso(x.at_ms)} for x in sent],
         }

@@ -59,6 +59,7 @@ from broker.registry import (
     merged_users,
 )
 from broker.reminders import Reminders, check_period_s
+from broker.retention import retention_loop, sweep_streams
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
@@ -87,7 +88,8 @@ from protocols.keys import (
 from protocols.trusted import TrustedDirectories
 from transport import streams
 from transport.clock import wall_ms
-from transport.connect import UNBOUNDED, NatsAuth, StateLog, connect
+from transport.connect import UNBOUNDED, NatsAuth, StateLog, connect, unreachable
+from transport.retention import StreamSweep
 
 log = structlog.get_logger("ixb.hub")
 
@@ -105,6 +107,8 @@ PRUNE_KEEP_MS = 30 * 24 * 3600 * 1000
 """Messages are remembered this long after they expire: replays of an expired envelope are
 refused by freshness anyway, and the deadline register keeps a month of past requests."""
 CHECKPOINT_PUBLISH_TIMEOUT_S = 2.0
+CLI_CONNECT_TIMEOUT_S = 10.0
+"""How long a one-off command (``ixb retention run``) waits for the hub's NATS server."""
 
 
 @dataclass
@@ -296,6 +300,7 @@ class Hub:
                 tg.create_task(self._checkpointer(stop))
                 tg.create_task(self.pruner(stop))
                 tg.create_task(self._receipt_sweeper(stop))
+                tg.create_task(self._retention(stop))
                 tg.create_task(self.reminders.loop(stop))
                 tg.create_task(
                     gauges(
@@ -724,6 +729,42 @@ class Hub:
             if forgotten:
                 log.info("messages_pruned", count=forgotten)
             await sleep_or_stop(stop, self.prune_period_s)
+
+    # --- retention of delivered content (broker.retention) ----------------------------
+
+    async def _retention(self, stop: asyncio.Event) -> None:
+        section = self.config.retention
+        await retention_loop(
+            self.country,
+            self._js,
+            self.links,
+            section.policy(),
+            period_s=section.period_minutes * 60,
+            clock=self.clock,
+            stop=stop,
+        )
+
+    async def retention_once(self) -> list[StreamSweep]:
+        """One retention pass now, for ``ixb retention run``: connect, sweep, close.
+
+        A server that does not answer within :data:`CLI_CONNECT_TIMEOUT_S` is an
+        :class:`IoError` (``cannot reach …``), not a wait for ever."""
+        try:
+            async with asyncio.timeout(CLI_CONNECT_TIMEOUT_S):
+                await self._connect()
+        except TimeoutError:
+            await self._close()
+            url = self.config.nats.url
+            raise IoError(f"cannot reach {url}: no answer in {CLI_CONNECT_TIMEOUT_S:g} s") from None
+        except (nats.errors.Error, OSError) as exc:
+            await self._close()
+            raise unreachable(self.config.nats.url, exc) from None
+        try:
+            return await sweep_streams(
+                self.country, self._js, self.links, self.config.retention.policy(), self.clock()
+            )
+        finally:
+            await self._close()
 
     # --- receipts whose publish was never confirmed -----------------------------------
 

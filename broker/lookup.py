@@ -52,6 +52,7 @@ from broker.storage_health import STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEntry, AuditEvent, make_entry
+from protocols.deadlines import due_ms
 from protocols.envelope import Envelope, Header, decode_envelope, seal_envelope, verify_envelope
 from protocols.errors import (
     BusyError,
@@ -63,7 +64,7 @@ from protocols.errors import (
 )
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
-from protocols.lookups import check_lookup_answer, check_lookup_request, due_ms
+from protocols.lookups import check_lookup_answer, check_lookup_request
 from protocols.messages import Receipt, ReceiptStatus
 
 log = structlog.get_logger("ixb.hub")
@@ -438,7 +439,7 @@ class LookupService:
         delivered = make_entry(
             self.hub, now, AuditEvent.DELIVERED, envelope=env, peer=via, recipients=[str(owner)]
         )
-        due = due_ms(header)
+        due = due_ms(header.created, header.priority, self.store.tiers_for(header))
         try:
             data, entry = self._seal_receipt(
                 header.sender_principal,

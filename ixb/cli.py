@@ -42,6 +42,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "broker.cli": ("hub",),
     "broker.audit_cli": ("audit",),
     "broker.federation_cli": ("federation",),
+    "ixb.retention_cli": ("retention",),
     "ixb.demo": ("demo",),
     "ixb.compose": ("compose",),
     "ixb.overdue": ("overdue",),

@@ -80,18 +80,3 @@ def agreed_tiers(
 def due_ms(created_ms: int, priority: Priority, tiers: Tiers = DEFAULT_TIERS) -> int:
     """When the answer to a request created at ``created_ms`` is due."""
     return created_ms + tiers.within_ms(priority)
-
-
-def human_duration(ms: int) -> str:
-    """``2 d 3 h``, ``2 h 5 min``, ``5 min``, ``12 s``: how long overdue or until due."""
-    seconds = max(ms, 0) // MS_PER_SECOND
-    minutes, secs = divmod(seconds, 60)
-    days, rest = divmod(minutes, 1440)
-    hours, mins = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {mins} min"
-    if mins:
-        return f"{mins} min"
-    return f"{secs} s"

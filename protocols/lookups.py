@@ -13,7 +13,6 @@ from typing import Final
 
 from protocols.envelope import Header
 from protocols.errors import UnauthorisedError
-from protocols.handling import answer_deadline_ms
 from protocols.messages import DocVerifyRequest, PersonQuery
 from protocols.receipts import closes_request
 
@@ -54,8 +53,3 @@ def check_lookup_answer(answer: Header, request: Header) -> None:
         or len(answer.recipients) != 1
     ):
         raise UnauthorisedError(f"{answer.type} from {sender} does not answer the lookup")
-
-
-def due_ms(request: Header) -> int:
-    """When the answer to a queued lookup is due: its priority's deadline (SPEC §6)."""
-    return answer_deadline_ms(request.created, request.priority)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from broker.config import load_config
 from broker.reminders import check_period_s, local_parties, reminder_dedup
 from broker.store import HubStore
-from protocols.deadlines import DEFAULT_TIERS, Tiers, agreed_tiers, due_ms, human_duration
+from protocols.deadlines import DEFAULT_TIERS, Tiers, agreed_tiers, due_ms
 from protocols.envelope import Header
 from protocols.errors import ConfigError, SchemaError, UnauthorisedError
 from protocols.examples import example_bodies
@@ -61,21 +61,6 @@ def test_both_hubs_of_a_pair_take_the_same_agreement() -> None:
     assert both == Tiers(
         urgent_ms=4 * MS_PER_HOUR, high_ms=3 * MS_PER_DAY, normal_ms=2 * MS_PER_DAY
     )
-
-
-@pytest.mark.parametrize(
-    ("ms", "text"),
-    [
-        (0, "0 s"),
-        (-5, "0 s"),
-        (12_345, "12 s"),
-        (5 * 60_000, "5 min"),
-        (2 * MS_PER_HOUR + 5 * 60_000 + 59_000, "2 h 5 min"),
-        (2 * MS_PER_DAY + 3 * MS_PER_HOUR, "2 d 3 h"),
-    ],
-)
-def test_human_duration(ms: int, text: str) -> None:
-    assert human_duration(ms) == text
 
 
 def _config(tmp_path: Path, extra: str) -> Path:

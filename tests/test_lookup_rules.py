@@ -7,8 +7,7 @@ import pytest
 from protocols.envelope import Header, decode_envelope, seal_envelope
 from protocols.errors import UnauthorisedError
 from protocols.examples import example_bodies
-from protocols.handling import Priority
-from protocols.lookups import check_lookup_answer, check_lookup_request, due_ms
+from protocols.lookups import check_lookup_answer, check_lookup_request
 from protocols.messages import Receipt, ReceiptStatus
 from tests.conftest import NOW_MS, Parties
 
@@ -104,16 +103,3 @@ def test_only_the_owners_answer_or_a_hubs_receipt_answers_a_lookup(parties: Part
         with pytest.raises(UnauthorisedError):
             check_lookup_answer(h, request)
             pytest.fail(f"a reply that {what} was let through")
-
-
-def test_a_queued_lookup_is_due_at_its_prioritys_answer_time(parties: Parties) -> None:
-    urgent = header(
-        parties,
-        "doc.verify.request",
-        "THA/IMMIGRATION",
-        ["MYS/IMMIGRATION"],
-        priority=Priority.URGENT,
-    )
-    assert due_ms(urgent) == NOW_MS + 8 * 3_600_000
-    normal = header(parties, "person.query", "THA/DSI-ATHD", ["MMR/MOHA-ATTU"])
-    assert due_ms(normal) == NOW_MS + 7 * 24 * 3_600_000
