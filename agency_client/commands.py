@@ -1188,7 +1188,7 @@ def _queued(q: Queued) -> dict[str, object]:
     return {
         "state": "queued",
         "request_id": format_message_id(q.message_id),
-        "queued_at": str(q.owner),
+        "owner": str(q.owner),  # where it waits for a person
         "by": str(q.by),
         "due": utc_iso(q.due_ms),
     }

@@ -320,7 +320,7 @@ async def test_the_officer_sees_where_a_queued_check_waits_and_until_when(
     as_json = await run_ixb("verify-doc", "--json", "--mrz", *VALID_PASSPORT, IXB_PROFILE=profile)
     assert as_json.returncode == 0, as_json.stderr
     queued = json.loads(as_json.stdout)
-    assert queued["state"] == "queued" and queued["queued_at"] == "MYS/IMMIGRATION"
+    assert queued["state"] == "queued" and queued["owner"] == "MYS/IMMIGRATION"
     assert queued["by"] == "MYS/HUB" and queued["due"].endswith("Z")
 
 

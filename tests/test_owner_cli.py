@@ -234,7 +234,7 @@ async def test_responder_offline_then_a_person_answers_from_the_queue(fed: Feder
     waiting = await ixb(fed, ASKER, "verify-doc", "--mrz", *VALID)
     assert f"{OWNER}: queued at {OWNER}, due in 7 h" in ok(waiting)
     waiting_json = json.loads(ok(await ixb(fed, ASKER, "verify-doc", "--json", "--mrz", *VALID)))
-    assert waiting_json["state"] == "queued" and waiting_json["queued_at"] == OWNER
+    assert waiting_json["state"] == "queued" and waiting_json["owner"] == OWNER
     sync_id = waiting_json["request_id"]
 
     rows = await queued_ids(fed, {check_id, sync_id})
