@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from broker.pipeline import KnownMessage
 from protocols.deadlines import DEFAULT_TIERS, Tiers, agreed_tiers, due_ms
@@ -294,19 +294,7 @@ class HubStore:
             " FROM messages WHERE due IS NOT NULL ORDER BY due LIMIT ?",
             (limit,),
         ).fetchall()
-        return [
-            OpenRequest(
-                msg_id=format_message_id(r[0]),
-                type=r[1],
-                sender=r[2],
-                recipients=tuple(json.loads(r[3])),
-                priority=r[4],
-                created_ms=r[5],
-                due_ms=r[6],
-                answered=self._answered(r[0], r[1], r[2], json.loads(r[3])),
-            )
-            for r in rows
-        ]
+        return [self._open_request(r) for r in rows]
 
     @_locked
     def past_due(self, now_ms: int, since_ms: int = 0, limit: int = 500) -> list[OpenRequest]:
@@ -320,19 +308,21 @@ class HubStore:
             " ORDER BY m.due LIMIT ?",
             (since_ms, now_ms, limit),
         ).fetchall()
-        return [
-            OpenRequest(
-                msg_id=format_message_id(r[0]),
-                type=r[1],
-                sender=r[2],
-                recipients=tuple(json.loads(r[3])),
-                priority=r[4],
-                created_ms=r[5],
-                due_ms=r[6],
-                answered=self._answered(r[0], r[1], r[2], json.loads(r[3])),
-            )
-            for r in rows
-        ]
+        return [self._open_request(r) for r in rows]
+
+    def _open_request(self, r: tuple[Any, ...]) -> OpenRequest:
+        """A ``messages`` row (id, type, sender, recipients, priority, created, due)."""
+        recipients = json.loads(r[3])
+        return OpenRequest(
+            msg_id=format_message_id(r[0]),
+            type=r[1],
+            sender=r[2],
+            recipients=tuple(recipients),
+            priority=r[4],
+            created_ms=r[5],
+            due_ms=r[6],
+            answered=self._answered(r[0], r[1], r[2], recipients),
+        )
 
     @_locked
     def reminded_parties(self, sender: str, msg_id: bytes) -> frozenset[str]:
