@@ -357,15 +357,42 @@ def _register_messaging(
     query = sub.add_parser("query", help="hit/no-hit queries").add_subparsers(
         dest="cmd", required=True
     )
-    person = with_profile(query.add_parser("person", help="does an agency hold anything?"))
-    person.add_argument("--to", action="append", required=True)
-    person.add_argument("--surname", required=True)
-    person.add_argument("--given-names")
+    person = with_profile(
+        query.add_parser(
+            "person",
+            help="does an agency hold anything? (hit with a reference, or no hit)",
+            description=(
+                "Ask one or more agencies at once whether they hold a record of a person."
+                " Each answers hit (with its own reference, for a follow-up request) or no"
+                " hit, never personal data; a query nobody answers in time waits for a"
+                " person there and says when it is due. Needs a birth date or a document"
+                " number besides the surname."
+            ),
+            epilog=(
+                "example: ixb query person --to MMR/MOHA-ATTU --to MYS/RMP-ATIPSOM"
+                " --surname EXAMPLE --birth-date 1990-01-31 --purpose 'trafficking"
+                " investigation' --legal-basis 'ASEAN MLAT art. 1'"
+            ),
+        )
+    )
+    person.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        metavar="CC/AGENCY",
+        help="the agency asked; repeat to ask several countries at once",
+    )
+    person.add_argument("--surname", required=True, help="family name, any script")
+    person.add_argument("--given-names", help="given names, any order")
     person.add_argument("--birth-date", help="YYYY-MM-DD")
-    person.add_argument("--nationality")
-    person.add_argument("--document-number")
-    person.add_argument("--purpose", required=True)
-    person.add_argument("--legal-basis", required=True)
+    person.add_argument("--nationality", metavar="CCC", help="ISO 3166-1 alpha-3, e.g. MMR")
+    person.add_argument("--document-number", help="travel document number")
+    person.add_argument(
+        "--purpose", required=True, help="why you ask (recorded by the owner with the query)"
+    )
+    person.add_argument(
+        "--legal-basis", required=True, help="the law or agreement the query rests on"
+    )
     person.add_argument(
         "--timeout",
         type=seconds(),
