@@ -107,6 +107,7 @@ from protocols.messages import (
 )
 from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
 from protocols.roles import Role
+from transport import eventloop
 from transport.cliargs import (
     DEFAULT_CONNECT_TIMEOUT_S,
     add_connect_timeout,
@@ -513,7 +514,7 @@ def _run_with_store(
             await client.close()
 
     try:
-        return asyncio.run(main())
+        return eventloop.run(main())
     except UnknownOutcomeError as exc:
         raise _keep_for_retry(args, profile, exc) from None
     except BrokenPipeError:

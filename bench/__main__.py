@@ -41,6 +41,7 @@ from protocols.examples import example_bodies
 from protocols.identifiers import parse_agency
 from protocols.keys import Identity, KeyRing
 from protocols.limits import MS_PER_DAY
+from transport import eventloop
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
@@ -257,13 +258,15 @@ def lookups(results: dict[str, object], args: argparse.Namespace, step: Step, tm
     done()
     sweep = doc_verify.LOOKUP_SWEEP if args.only == "lookup" else doc_verify.SWEEP
     done = step(f"document checks, open loop, {args.doc_rate:g}/s main run")
+    # the requester runs on the loop the agency's commands run on (transport/eventloop.py)
     results.update(
-        asyncio.run(
+        eventloop.run(
             doc_verify.run(
                 tmp / "doc", main_rate=args.doc_rate, main_seconds=args.doc_seconds, sweep=sweep
             )
         )
     )
+    results["doc_verify_event_loop"] = eventloop.loop_name()
     done()
 
 

@@ -195,7 +195,9 @@ async def fresh_rate(base: Path, registry: Path, rate: float, seconds: float) ->
         client = await bench.client(REQUESTER)
         runs: list[Run] = []
         stop = asyncio.Event()
-        reader = asyncio.create_task(_reader(client, runs, stop))
+        # the durable path's answers come to the inbox; lookups' come back on the request
+        # (no inbox poll beside them: the load generator shares the box with the hubs)
+        reader = asyncio.create_task(_reader(client, runs, stop)) if PATH == "durable" else None
         if PATH == "sync":
             await _responder_up(client)
         # a few answered checks first: the responder is up and every cache is warm
@@ -204,7 +206,8 @@ async def fresh_rate(base: Path, registry: Path, rate: float, seconds: float) ->
         result = summary(await one_rate(client, runs, rate, seconds))
         result["hub_batches"] = batch_profiles(bench.deployment, before)
         stop.set()
-        await reader
+        if reader is not None:
+            await reader
         result["hub_rss_mib"] = {
             c: rss_mib(bench.pid(f"hub-{c}")) for c in bench.deployment.countries
         }

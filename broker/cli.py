@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -23,6 +22,7 @@ from protocols.errors import ConfigError, IoError
 from protocols.federation import TrustAnchors
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity, open_keyfile
+from transport import eventloop
 from transport.cliout import add_json, emit
 
 MAX_SMALL_FILE = 64 * 1024
@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         install_signal_handlers(hub)
         await HubService(hub).run()
 
-    asyncio.run(main())
+    eventloop.run(main())
     return 0
 
 
