@@ -30,7 +30,7 @@ import re
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -1318,6 +1318,26 @@ def respond_source(args: argparse.Namespace, profile: Profile) -> DocumentSource
     return SqliteRegistry(default) if default.exists() else None
 
 
+async def start_serving(
+    client: AgencyClient,
+    handlers: Mapping[str, Callable[[AgencyClient, Incoming], Awaitable[None]]],
+    stop: asyncio.Event,
+    concurrency: int,
+) -> asyncio.Task[None]:
+    """``client.serve`` started; returns once the hub can reach it (a lookup from then on
+    is answered, not queued), or raises what ended it before that."""
+    ready = asyncio.Event()
+    serving = asyncio.create_task(
+        client.serve(handlers, stop, concurrency=concurrency, ready=ready)
+    )
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if serving.done():
+        serving.result()  # its error, if it failed before it was ready
+    return serving
+
+
 def cmd_respond(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     registry = respond_source(args, profile)
@@ -1366,6 +1386,7 @@ def cmd_respond(args: argparse.Namespace) -> int:
         if ask_human and registry is not None:
             queued.append(f"{DocVerifyRequest.TYPE} (unknown)")
         what = {"doc.verify.request": "document checks", "person.query": "person queries"}
+        serving = await start_serving(client, handlers, stop, args.concurrency)
         emit(
             args,
             f"{client.principal}: answering {' and '.join(what[t] for t in answering)}"
@@ -1376,10 +1397,10 @@ def cmd_respond(args: argparse.Namespace) -> int:
                 "queued_for_a_person": queued,
             },
         )
-        sys.stdout.flush()
+        sys.stdout.flush()  # said once the hub can reach us: a lookup from now on is answered
         try:
             with contextlib.suppress(asyncio.CancelledError):
-                await client.serve(handlers, stop, concurrency=args.concurrency)
+                await serving
         finally:
             if responder is not None:
                 responder.close()
