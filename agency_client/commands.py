@@ -449,7 +449,7 @@ def _header_options(p: argparse.ArgumentParser) -> None:
         choices=[h.value for h in HandlingCode],
         default="H0",
         help="handling code, default H0 (law-enforcement use only); H2 forbids onward "
-        "dissemination, H3 needs --restriction",
+        "dissemination (required for an alert about a victim at risk), H3 needs --restriction",
     )
     p.add_argument("--restriction", help="H3 restriction text")
     p.add_argument(
