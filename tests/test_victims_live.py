@@ -126,6 +126,26 @@ async def test_a_victim_alert_reaches_its_named_recipient_and_goes_no_further(
     assert await _collect(third, 1, timeout=2.0) == []
 
 
+async def test_the_officers_cli_sends_a_victim_alert_under_h2_and_refuses_h0(
+    fed: Federation,
+) -> None:
+    env = {"IXB_PROFILE": str(fed.deployment.profile("THA/DSI-ATHD"))}
+    alert = ("send", "alert", "--to", OFFICER, "--title", "EXAMPLE girl at Pattani pier")
+    alert += ("--text", "EXAMPLE", "--category", "victim_at_risk")
+    alert += ("--source-grade", "B", "--info-grade", "2")
+    sent = await run_ixb(*alert, "--json", **env)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["handling"] == "H2"  # the default for a victim at risk
+    refused = await run_ixb(*alert, "--handling", "H0", **env)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error ixb.E_HANDLING: a body naming a victim travels only under H2")
+    officer = await fed.client(OFFICER)
+    (received,) = await _collect(officer, 1)
+    assert received.header.handling is HandlingCode.H2
+    assert await _collect(officer, 1, timeout=2.0) == []
+
+
 async def test_a_receiver_refuses_a_victim_alert_sealed_under_h0(fed: Federation) -> None:
     """A sender that skips the rule (not through the SDK) is caught at the other end."""
     sender = await fed.client("THA/DSI-ATHD")
