@@ -27,7 +27,7 @@ import msgspec
 from agency_client.docregistry import DocumentRecord, write_csv
 from agency_client.personindex import PersonResponder, index_path
 from agency_client.profile import load_profile
-from agency_client.sdk import Incoming
+from agency_client.sdk import Incoming, Queued
 from broker.natsd import start_federation
 from ixb.demo_lifecycle import lifecycle
 from ixb.demo_script import Script, body_as, expect_rejection, since_ms
@@ -195,12 +195,16 @@ async def document_checks(s: Script) -> None:
     ):
         s.say(f"DOC CHECK  THA/IMMIGRATION → MYS/IMMIGRATION (automated)  {label}")
         start = time.perf_counter()
-        answer = await officer.request(
+        # the synchronous path (SPEC §14): both hubs audit it before the answer moves on
+        answer = await officer.lookup(
             DocVerifyRequest(mrz=mrz, purpose=DocPurpose.BORDER_CHECK, checkpoint="SADAO"),
-            ["MYS/IMMIGRATION"],
+            "MYS/IMMIGRATION",
             timeout=15,
             priority=Priority.URGENT,
         )
+        if isinstance(answer, Queued):  # MYS's responder did not answer in time
+            s.check(False, f"doc check {label}: {answer.describe(officer.clock())}")
+            continue
         reply = body_as(answer, DocVerifyResponse)
         s.say(
             f"       answer: {reply.status.value} ({reply.answered_by.value}) in {since_ms(start)}"
