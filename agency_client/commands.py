@@ -107,6 +107,7 @@ from protocols.messages import (
 )
 from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
 from protocols.roles import Role
+from protocols.victims import VICTIM_HANDLING, names_victim
 from transport.cliargs import (
     DEFAULT_CONNECT_TIMEOUT_S,
     add_connect_timeout,
@@ -447,8 +448,8 @@ def _header_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--handling",
         choices=[h.value for h in HandlingCode],
-        default="H0",
-        help="handling code, default H0 (law-enforcement use only); H2 forbids onward "
+        help="handling code, default H0 (law-enforcement use only), or H2 for an alert about "
+        "a victim at risk, the only code it may travel under; H2 forbids onward "
         "dissemination, H3 needs --restriction",
     )
     p.add_argument("--restriction", help="H3 restriction text")
@@ -791,6 +792,8 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
         source_grade=SourceGrade(args.source_grade),
         info_grade=InfoGrade(args.info_grade),
     )
+    if args.handling is None:  # a victim's data goes only under H2 (SPEC §6)
+        args.handling = VICTIM_HANDLING.value if names_victim(body) else HandlingCode.H0.value
 
     profile = load_profile(args.profile)
 

@@ -111,6 +111,7 @@ from protocols.receipts import (
 )
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
+from protocols.victims import check_victim_handling
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, NatsAuth, connect, unreachable
 from transport.fetch import fetch_ready, keep_in_progress
@@ -737,6 +738,7 @@ class AgencyClient:
         forward_of: bytes | None = None,
     ) -> tuple[bytes, Envelope]:
         """Sign and encrypt ``body`` to ``to``, remembered as sent (for its receipts)."""
+        check_victim_handling(body, handling)  # before any network call: SPEC §6
         recipients = [p if isinstance(p, Principal) else parse_agency(p) for p in to]
         await self._check_directories()
         await self.maintain_keys()

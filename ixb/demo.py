@@ -33,8 +33,8 @@ from ixb.demo_lifecycle import lifecycle
 from ixb.demo_script import Script, body_as, expect_rejection, since_ms
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
-from protocols.errors import UsageError
-from protocols.examples import example_bodies
+from protocols.errors import HandlingError, UsageError
+from protocols.examples import example_bodies, example_victim_alert
 from protocols.handling import HandlingCode, Priority
 from protocols.messages import (
     Body,
@@ -321,6 +321,14 @@ async def refusals(s: Script, ex: dict[str, Body]) -> None:
     await expect_rejection(
         s, "THA/IMMIGRATION", bad, "ixb.E_UNAUTHORISED", "person query from an immigration desk"
     )
+    sender = await s.client("THA/DSI-ATHD")
+    try:
+        await sender.send(example_victim_alert(0), ["MYS/RMP-ATIPSOM"], handling=HandlingCode.H0)
+    except HandlingError as exc:
+        s.say(f"       alert naming a victim under H0: {exc.code}, never sealed by THA/DSI-ATHD")
+        s.check(True, "victim alert under H0 refused by the sender")
+    else:
+        s.check(False, "victim alert under H0 refused by the sender")
 
 
 async def demo(base: Path, once: bool) -> int:
