@@ -30,7 +30,7 @@ import re
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -107,6 +107,7 @@ from protocols.messages import (
 )
 from protocols.mrz import ICAO_EXTRA_CODES, parse_mrz
 from protocols.roles import Role
+from protocols.victims import VICTIM_HANDLING, names_victim
 from transport import eventloop
 from transport.cliargs import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -448,8 +449,8 @@ def _header_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--handling",
         choices=[h.value for h in HandlingCode],
-        default="H0",
-        help="handling code, default H0 (law-enforcement use only); H2 forbids onward "
+        help="handling code, default H0 (law-enforcement use only), or H2 for an alert about "
+        "a victim at risk, the only code it may travel under; H2 forbids onward "
         "dissemination, H3 needs --restriction",
     )
     p.add_argument("--restriction", help="H3 restriction text")
@@ -792,6 +793,8 @@ def cmd_send_alert(args: argparse.Namespace) -> int:
         source_grade=SourceGrade(args.source_grade),
         info_grade=InfoGrade(args.info_grade),
     )
+    if args.handling is None:  # a victim's data goes only under H2 (SPEC §6)
+        args.handling = VICTIM_HANDLING.value if names_victim(body) else HandlingCode.H0.value
 
     profile = load_profile(args.profile)
 
@@ -1319,6 +1322,26 @@ def respond_source(args: argparse.Namespace, profile: Profile) -> DocumentSource
     return SqliteRegistry(default) if default.exists() else None
 
 
+async def start_serving(
+    client: AgencyClient,
+    handlers: Mapping[str, Callable[[AgencyClient, Incoming], Awaitable[None]]],
+    stop: asyncio.Event,
+    concurrency: int,
+) -> asyncio.Task[None]:
+    """``client.serve`` started; returns once the hub can reach it (a lookup from then on
+    is answered, not queued), or raises what ended it before that."""
+    ready = asyncio.Event()
+    serving = asyncio.create_task(
+        client.serve(handlers, stop, concurrency=concurrency, ready=ready)
+    )
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if serving.done():
+        serving.result()  # its error, if it failed before it was ready
+    return serving
+
+
 def cmd_respond(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     registry = respond_source(args, profile)
@@ -1367,6 +1390,7 @@ def cmd_respond(args: argparse.Namespace) -> int:
         if ask_human and registry is not None:
             queued.append(f"{DocVerifyRequest.TYPE} (unknown)")
         what = {"doc.verify.request": "document checks", "person.query": "person queries"}
+        serving = await start_serving(client, handlers, stop, args.concurrency)
         emit(
             args,
             f"{client.principal}: answering {' and '.join(what[t] for t in answering)}"
@@ -1377,10 +1401,10 @@ def cmd_respond(args: argparse.Namespace) -> int:
                 "queued_for_a_person": queued,
             },
         )
-        sys.stdout.flush()
+        sys.stdout.flush()  # said once the hub can reach us: a lookup from now on is answered
         try:
             with contextlib.suppress(asyncio.CancelledError):
-                await client.serve(handlers, stop, concurrency=args.concurrency)
+                await serving
         finally:
             if responder is not None:
                 responder.close()

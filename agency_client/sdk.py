@@ -111,6 +111,7 @@ from protocols.receipts import (
 )
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
+from protocols.victims import check_victim_handling
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, NatsAuth, connect, unreachable
 from transport.fetch import fetch_ready, keep_in_progress
@@ -134,6 +135,8 @@ PUBLISH_TIMEOUT_S = 5.0
 PUBLISH_ATTEMPTS = 5
 """Publishes (same ``Nats-Msg-Id``) before the outcome is reported as unknown."""
 HANDLER_RETRY_S = 1.0
+SERVE_READY_S = 5
+"""How long :meth:`AgencyClient.serve` waits for the server to confirm its lookup subscription."""
 """Delay before a message whose handler failed in :meth:`AgencyClient.serve` comes back."""
 ROTATION_CHECK_S = 5.0
 """After ``ixb keys rotate``, how often a sender looks whether the hub lists the new keys."""
@@ -735,6 +738,7 @@ class AgencyClient:
         forward_of: bytes | None = None,
     ) -> tuple[bytes, Envelope]:
         """Sign and encrypt ``body`` to ``to``, remembered as sent (for its receipts)."""
+        check_victim_handling(body, handling)  # before any network call: SPEC §6
         recipients = [p if isinstance(p, Principal) else parse_agency(p) for p in to]
         await self._check_directories()
         await self.maintain_keys()
@@ -1222,8 +1226,12 @@ class AgencyClient:
         stop: asyncio.Event,
         *,
         concurrency: int = 1,
+        ready: asyncio.Event | None = None,
     ) -> None:
         """Automated responder: call the handler of each arriving type, then ack.
+
+        ``ready`` is set once the server holds the lookup subscription (SPEC §14):
+        from then on a lookup finds this responder instead of being queued.
 
         Types without a handler are acked (receipts, mostly); a handler that
         fails with a typed error puts the message back for redelivery after
@@ -1276,6 +1284,9 @@ class AgencyClient:
                 subjects.serve(self.principal), queue=subjects.SERVE_QUEUE, cb=on_lookup
             )
             try:
+                if ready is not None:
+                    await self.nc.flush(timeout=SERVE_READY_S)  # the server has the subscription
+                    ready.set()
                 await self._serve_inbox(handlers, stop, slots, handling, one)
             finally:
                 with contextlib.suppress(nats.errors.Error):

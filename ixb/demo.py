@@ -27,14 +27,14 @@ import msgspec
 from agency_client.docregistry import DocumentRecord, write_csv
 from agency_client.personindex import PersonResponder, index_path
 from agency_client.profile import load_profile
-from agency_client.sdk import Incoming
+from agency_client.sdk import Incoming, Queued
 from broker.natsd import start_federation
 from ixb.demo_lifecycle import lifecycle
 from ixb.demo_script import Script, body_as, expect_rejection, since_ms
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
-from protocols.errors import UsageError
-from protocols.examples import example_bodies
+from protocols.errors import HandlingError, UsageError
+from protocols.examples import example_bodies, example_victim_alert
 from protocols.handling import HandlingCode, Priority
 from protocols.messages import (
     Body,
@@ -195,12 +195,16 @@ async def document_checks(s: Script) -> None:
     ):
         s.say(f"DOC CHECK  THA/IMMIGRATION → MYS/IMMIGRATION (automated)  {label}")
         start = time.perf_counter()
-        answer = await officer.request(
+        # the synchronous path (SPEC §14): both hubs audit it before the answer moves on
+        answer = await officer.lookup(
             DocVerifyRequest(mrz=mrz, purpose=DocPurpose.BORDER_CHECK, checkpoint="SADAO"),
-            ["MYS/IMMIGRATION"],
+            "MYS/IMMIGRATION",
             timeout=15,
             priority=Priority.URGENT,
         )
+        if isinstance(answer, Queued):  # MYS's responder did not answer in time
+            s.check(False, f"doc check {label}: {answer.describe(officer.clock())}")
+            continue
         reply = body_as(answer, DocVerifyResponse)
         s.say(
             f"       answer: {reply.status.value} ({reply.answered_by.value}) in {since_ms(start)}"
@@ -317,6 +321,14 @@ async def refusals(s: Script, ex: dict[str, Body]) -> None:
     await expect_rejection(
         s, "THA/IMMIGRATION", bad, "ixb.E_UNAUTHORISED", "person query from an immigration desk"
     )
+    sender = await s.client("THA/DSI-ATHD")
+    try:
+        await sender.send(example_victim_alert(0), ["MYS/RMP-ATIPSOM"], handling=HandlingCode.H0)
+    except HandlingError as exc:
+        s.say(f"       alert naming a victim under H0: {exc.code}, never sealed by THA/DSI-ATHD")
+        s.check(True, "victim alert under H0 refused by the sender")
+    else:
+        s.check(False, "victim alert under H0 refused by the sender")
 
 
 async def demo(base: Path, once: bool) -> int:

@@ -79,6 +79,7 @@ from protocols.limits import (
 )
 from protocols.messages import MESSAGE_TYPES, REPLY_TO, Body, decode_body, encode_body
 from protocols.replay import ReplayGuard
+from protocols.victims import check_victim_handling
 
 ENVELOPE_VERSION = 1
 NONCE_BYTES = 24
@@ -422,7 +423,9 @@ def open_envelope(verified: VerifiedEnvelope, recipient: Identity) -> Opened:
     except nacl.exceptions.CryptoError:
         raise DecryptError("cannot unseal the content key") from None
     body_bytes = _decrypt_body(env.ct, content_key, env.hdr)
-    return Opened(env, decode_body(env.header.type, body_bytes))
+    body = decode_body(env.header.type, body_bytes)
+    check_victim_handling(body, env.header.handling)  # §6: a sender that broke the rule shows
+    return Opened(env, body)
 
 
 def _decrypt_body(ct: bytes, content_key: bytes, hdr: bytes) -> bytes:
@@ -536,6 +539,7 @@ def seal_envelope(
 ) -> bytes:
     """Build, encrypt to every recipient, and sign a message: the one call senders need."""
     type_name = _type_name(body)
+    check_victim_handling(body, handling)
     header = Header(
         id=new_message_id(now_ms, nacl.utils.random(10)),
         type=type_name,

@@ -8,6 +8,8 @@ passport (Utopia, ``ERIKSSON ANNA MARIA``) from Doc 9303 Part 4.
 
 from __future__ import annotations
 
+import msgspec
+
 from protocols.identifiers import new_message_id
 from protocols.limits import MS_PER_DAY, MS_PER_HOUR
 from protocols.messages import (
@@ -53,6 +55,25 @@ EXAMPLE_REFERENCE = "MYS-RMP-2024-000417"
 """An invented hit reference, shared by the person.result and followup examples."""
 
 
+EXAMPLE_VICTIM = Subject(
+    role=SubjectRole.VICTIM,
+    given_names="AYE AYE",
+    sex=Sex.FEMALE,
+    nationality="XXA",
+    description="About 16 years old; seen boarding the vessel without documents.",
+)
+"""An invented victim. A body naming one travels only under H2 (SPEC §6), so the example
+alert, sent under every handling code by the demo and the tests, names none; add this
+subject to it (:func:`example_victim_alert`) to exercise the victims' rule."""
+
+
+def example_victim_alert(now_ms: int) -> Alert:
+    """The example alert with :data:`EXAMPLE_VICTIM` among its subjects."""
+    alert = example_bodies(now_ms)[Alert.TYPE]
+    assert isinstance(alert, Alert)  # noqa: S101 - example_bodies maps each type to its class
+    return msgspec.structs.replace(alert, subjects=(*alert.subjects, EXAMPLE_VICTIM))
+
+
 def example_bodies(now_ms: int) -> dict[str, Body]:
     """Header type → a valid example body, with times relative to ``now_ms``."""
     suspect = Subject(
@@ -66,13 +87,6 @@ def example_bodies(now_ms: int) -> dict[str, Body]:
             DocumentRef(doc_type=DocType.PASSPORT, number="AA0000001", issuing_state="THA"),
         ),
         description="Recruiter; offers fishing-crew jobs at Pattani pier.\nUses two phones.",
-    )
-    victim = Subject(
-        role=SubjectRole.VICTIM,
-        given_names="AYE AYE",
-        sex=Sex.FEMALE,
-        nationality="XXA",
-        description="About 16 years old; seen boarding the vessel without documents.",
     )
     vessel = Vessel(
         name="EXAMPLE STAR 7",
@@ -106,7 +120,7 @@ def example_bodies(now_ms: int) -> dict[str, Body]:
                 "A witness saw a girl of about 16 board EXAMPLE STAR 7 with the recruiter.\n"
                 "Please check the vessel on arrival and inform DSI-ATHD."
             ),
-            subjects=(suspect, victim),
+            subjects=(suspect,),
             vessels=(vessel,),
             route=route,
             valid_until_ms=now_ms + 7 * MS_PER_DAY,

@@ -41,7 +41,7 @@ from protocols.envelope import (
     key_commitment,
     seal_content_key,
 )
-from protocols.examples import example_bodies
+from protocols.examples import example_bodies, example_victim_alert
 from protocols.federation import (
     KEY_GRACE_MS,
     FederationFile,
@@ -303,7 +303,32 @@ def build() -> dict[str, Any]:
         "parties": {n: party_json(i) for n, i in ids.items()},
         "envelopes": envelopes,
         "invalid": invalid_vectors(bytes.fromhex(envelopes[0]["envelope"])),
+        "victim_refused": victim_refused(ids),
     }
+
+
+def victim_refused(ids: dict[str, Identity]) -> dict[str, Any]:
+    """An H0 alert naming a victim, validly signed: its recipient must refuse to open it
+    with ``ixb.E_HANDLING`` (SPEC §6). Built below :func:`seal_envelope`, which refuses it."""
+    name, sender, to = "alert.victim.H0", "THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"]
+    body = example_victim_alert(NOW_MS)
+    header = Header(
+        id=new_message_id(NOW_MS, derive(f"{name}/id", 10)),
+        type=body.TYPE,
+        sender=sender,
+        sender_key=ids[sender].signing.key_id,
+        recipients=to,
+        created=NOW_MS,
+        expires=NOW_MS + MS_PER_DAY,
+        handling=HandlingCode.H0,
+        priority=Priority.URGENT,
+    )
+    content_key, nonce = derive(f"{name}/key"), derive(f"{name}/nonce", 24)
+    ct = encrypt_body(body, content_key, nonce, wire.encode(header))
+    sealed = [_sealed(name, content_key, ids[r]) for r in to]
+    env = decode_envelope(assemble(header, sealed, ct, ids[sender].signing))
+    doc = envelope_json(name, env, content_key=content_key, nonce=nonce, body=body)
+    return {**doc, "error": "ixb.E_HANDLING"}
 
 
 def _flip(data: bytes, index: int) -> bytes:

@@ -4,6 +4,7 @@ separate processes, across two countries over real nats-servers and hubs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from agency_client.sdk import Incoming
+from agency_client.commands import start_serving
+from agency_client.sdk import AgencyClient, Incoming
 from protocols.identifiers import parse_message_id
 from protocols.messages import MlaStatus, MlaStatusCode, PersonQuery, PersonResult
 from protocols.roles import Role
@@ -90,29 +92,33 @@ def replies(messages: list[dict[str, Any]], type_name: str, to: str) -> list[dic
     return [m for m in messages if m["type"] == type_name and m["in_reply_to"] == to]
 
 
-async def answer_query_with_hit(fed: Federation, reference: str) -> None:
-    """The owner's automated side: answer the next person query with a hit (no personal data)."""
+@contextlib.asynccontextmanager
+async def answering_with_hit(fed: Federation, reference: str) -> AsyncIterator[None]:
+    """The owner's automated side, as ``ixb agency respond`` runs it: person queries are
+    answered with a hit (no personal data), over the synchronous path (SPEC §14)."""
     client = await fed.client(OWNER)
-    for _ in range(60):
-        for item in await client.fetch(timeout=0.5):
-            if isinstance(item, Incoming) and isinstance(item.body, PersonQuery):
-                await client.reply(item, PersonResult(hit=True, reference=reference))
-                await item.ack()
-                return
-            if isinstance(item, Incoming):
-                await item.leave(delay=0.1)
-    raise AssertionError("no person query arrived")
+
+    async def hit(c: AgencyClient, item: Incoming) -> None:
+        await c.reply(item, PersonResult(hit=True, reference=reference))
+
+    stop = asyncio.Event()
+    serving = await start_serving(client, {PersonQuery.TYPE: hit}, stop, 1)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, timeout=30)
 
 
 async def test_followup_approved_refused_and_decided_once(fed: Federation, tmp_path: Path) -> None:
     # a hit first: the requester's query is answered by the owner's automated side
-    query = asyncio.create_task(
-        obj(fed, REQUESTER, "query", "person", "--to", OWNER, "--surname", "DOE",
+    async with answering_with_hit(fed, "MYS-RMP-REF-0042"):
+        asked = await obj(
+            fed, REQUESTER, "query", "person", "--to", OWNER, "--surname", "DOE",
             "--birth-date", "1990-01-01", "--purpose", "trafficking investigation",
-            "--legal-basis", "ASEAN MLAT art. 1")
-    )  # fmt: skip
-    await answer_query_with_hit(fed, "MYS-RMP-REF-0042")
-    hit = (await query)["results"][0]
+            "--legal-basis", "ASEAN MLAT art. 1",
+        )  # fmt: skip
+    hit = asked["results"][0]
     assert hit["hit"] and hit["reference"] == "MYS-RMP-REF-0042"
 
     approved = await obj(

@@ -225,6 +225,7 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
     # the lifecycle on the running federation: a rotated key in use, a revocation everywhere
     assert "a person MMR holds: HIT, reference MMR-" in result.stdout  # the queried country's own
     assert "a person it does not: no hit" in result.stdout
+    assert "alert naming a victim under H0: ixb.E_HANDLING, never sealed" in result.stdout
     assert "alert signed with the new key, verified at MYS" in result.stdout
     for country in ("THA", "MYS", "MMR"):
         assert f"in force at the {country} hub" in result.stdout

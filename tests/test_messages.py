@@ -286,7 +286,7 @@ REFUSED: dict[str, tuple[str, bytes, str]] = {
     "text with NUL": (A, put(A, text="a\x00b"), SCHEMA),
     "too many subjects": (
         A,
-        put(A, subjects=[fields_of(A)["subjects"][1]] * (MAX_LIST + 1)),
+        put(A, subjects=[fields_of(A)["subjects"][0]] * (MAX_LIST + 1)),
         SCHEMA,
     ),
     "checkpoint with tab": (R, put(R, checkpoint="lane\t4"), SCHEMA),

@@ -30,6 +30,7 @@ from protocols.envelope import (
     header_ad,
     key_commitment,
     open_envelope,
+    seal_envelope,
     verify_envelope,
     verify_hops,
 )
@@ -41,6 +42,7 @@ from protocols.federation import (
     render_federation_file,
     sign_version,
 )
+from protocols.handling import HandlingCode
 from protocols.identifiers import check_country, hub_of, parse_agency, parse_principal
 from protocols.keys import (
     EncryptionKeyPair,
@@ -52,6 +54,7 @@ from protocols.keys import (
 )
 from protocols.messages import MESSAGE_TYPES, Receipt, ReceiptStatus, decode_body, encode_body
 from protocols.receipts import check_receipt_signer, check_reminder
+from protocols.victims import names_victim
 from tests.gen_vectors import bytes_fields, countries_doc, from_hex_json, hex_json
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "vectors"
@@ -105,7 +108,10 @@ def test_decode_direction(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_encode_direction(name: str) -> None:
-    v = CASES[name]
+    _check_encode(CASES[name])
+
+
+def _check_encode(v: dict[str, Any]) -> None:
     fields = dict(v["header"])
     for key in ("id", "sender_key", "in_reply_to"):
         if key in fields:
@@ -139,6 +145,42 @@ def test_encode_direction(name: str) -> None:
     for hop in v["hops"]:
         env = add_hop(env, IDS[hop["hub"]], hop["at"])
     assert env.to_bytes().hex() == v["envelope"]
+
+
+VICTIM = DOC["victim_refused"]
+
+
+def test_an_h0_alert_naming_a_victim_verifies_but_its_recipient_refuses_to_open_it() -> None:
+    verified = verify_envelope(bytes.fromhex(VICTIM["envelope"]), RING, NOW)
+    assert verified.header.handling is HandlingCode.H0
+    body = decode_body(VICTIM["type"], bytes.fromhex(VICTIM["body_msgpack"]))
+    assert names_victim(body)
+    for recipient in VICTIM["header"]["recipients"]:
+        with pytest.raises(IxbError) as info:
+            open_envelope(verified, IDS[recipient])
+        assert info.value.code == VICTIM["error"] == "ixb.E_HANDLING"
+
+
+def test_the_victim_vector_rebuilds_from_its_inputs_and_no_sender_would_seal_it() -> None:
+    _check_encode(VICTIM)
+    body = decode_body(VICTIM["type"], bytes.fromhex(VICTIM["body_msgpack"]))
+    sender = IDS[VICTIM["header"]["sender"]]
+    to = [IDS[r].public() for r in VICTIM["header"]["recipients"]]
+    with pytest.raises(IxbError) as info:
+        seal_envelope(sender=sender, recipients=to, body=body, now_ms=NOW, ttl_ms=60_000)
+    assert info.value.code == "ixb.E_HANDLING"
+    sealed = seal_envelope(
+        sender=sender,
+        recipients=to,
+        body=body,
+        now_ms=NOW,
+        ttl_ms=60_000,
+        handling=HandlingCode.H2,
+    )
+    opened = open_envelope(
+        verify_envelope(sealed, RING, NOW), IDS[VICTIM["header"]["recipients"][0]]
+    )
+    assert opened.body == body
 
 
 @pytest.mark.parametrize("case", DOC["invalid"], ids=[c["name"] for c in DOC["invalid"]])
