@@ -1274,6 +1274,18 @@ def cmd_query_person(args: argparse.Namespace) -> int:
 ANSWERING = (cmd_verify_doc, cmd_query_person)
 
 
+async def take_receipts(client: AgencyClient, state: LocalState, wait: float) -> None:
+    """Record the receipts waiting in the inbox; anything else stays there for ``ixb inbox``.
+
+    A receipt its signer may not make is refused by the client, never recorded."""
+    for item in await client.fetch(timeout=wait):
+        if isinstance(item, Incoming) and isinstance(item.body, Receipt):
+            state.record(SignedReceipt(item.body, item.sender, item.hubs))
+            await item.ack()
+        elif isinstance(item, Incoming):
+            await item.leave()
+
+
 def cmd_receipts(args: argparse.Namespace) -> int:
     msg_id = format_message_id(parse_message_id(args.msg_id))
     profile = load_profile(args.profile)
@@ -1282,14 +1294,7 @@ def cmd_receipts(args: argparse.Namespace) -> int:
         state = LocalState(profile)
         state.load_sent(client)
         try:
-            # take receipts from the inbox; anything else stays there for `ixb inbox`
-            # (a receipt its signer may not make is refused by the client, never recorded)
-            for item in await client.fetch(timeout=args.wait):
-                if isinstance(item, Incoming) and isinstance(item.body, Receipt):
-                    state.record(SignedReceipt(item.body, item.sender, item.hubs))
-                    await item.ack()
-                elif isinstance(item, Incoming):
-                    await item.leave()
+            await take_receipts(client, state, args.wait)
             rows = state.receipts(msg_id)
         finally:
             state.close()

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agency_client.commands import LocalState, _run
+from agency_client.commands import LocalState, _run, take_receipts
 from agency_client.msgstore import MessageStore, open_store
 from agency_client.profile import load_profile
-from agency_client.sdk import AgencyClient, Incoming, SignedReceipt
+from agency_client.sdk import AgencyClient
 from protocols.deadlines import due_ms as default_due_ms
 from protocols.fields import duration_text, utc_iso
 from protocols.handling import Priority
@@ -29,7 +29,7 @@ from protocols.identifiers import (
     parse_message_id,
     parse_principal,
 )
-from protocols.messages import REQUEST_TYPES, Receipt
+from protocols.messages import REQUEST_TYPES
 from protocols.receipts import closes_request
 from transport.cliout import emit
 from transport.clock import wall_ms
@@ -164,13 +164,7 @@ def cmd_overdue(args: argparse.Namespace) -> int:
             state = LocalState(profile)
             state.load_sent(client)
             try:
-                # receipts only; anything else stays in the inbox for `ixb inbox`
-                for item in await client.fetch(timeout=args.wait):
-                    if isinstance(item, Incoming) and isinstance(item.body, Receipt):
-                        state.record(SignedReceipt(item.body, item.sender, item.hubs))
-                        await item.ack()
-                    elif isinstance(item, Incoming):
-                        await item.leave()
+                await take_receipts(client, state, args.wait)
             finally:
                 state.close()
             return 0
