@@ -45,7 +45,7 @@ from nats.js import JetStreamContext
 from broker.config import LookupSection
 from broker.groupcommit import GroupCommitter
 from broker.metrics import Metrics
-from broker.pipeline import Pipeline, Rejected, rejection_recipient
+from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.plan import NO_ID, RECEIPT_TTL_MS, REJECTION_DETAIL_CHARS, message_dedup
 from broker.refusals import RefusalWindows
 from broker.storage_health import STORAGE_ERRORS, StorageHealth
@@ -318,21 +318,10 @@ class LookupService:
             )
             return self._refused_after(error, env, extra=(extra,))
         answer = outcome.envelope
-        try:
-            if outcome.duplicate or outcome.unmarked:
-                raise ReplayError(f"{answer.header.message_id} was already received")
-            check_lookup_answer(answer.header, header)
-        except IxbError as exc:
-            extra = make_entry(
-                self.hub,
-                now,
-                AuditEvent.REJECTED,
-                envelope=answer,
-                code=exc.code,
-                detail=exc.detail,
-                peer=peer,
-            )
-            return self._refused_after(exc, env, extra=(extra,))
+        refused = self._refused_answer(outcome, header, now, peer=peer)
+        if refused is not None:
+            why, extra = refused
+            return self._refused_after(why, env, extra=(extra,))
         entries = (
             make_entry(self.hub, now, AuditEvent.ACCEPTED, envelope=answer, peer=peer),
             make_entry(
@@ -383,22 +372,10 @@ class LookupService:
             error = type(outcome.error)(f"the answer of {owner}: {outcome.error.detail}")
             return self._refused_after(error, env, extra=(delivered, extra), via=via)
         answer = outcome.envelope
-        try:
-            if outcome.duplicate or outcome.unmarked:
-                raise ReplayError(f"{answer.header.message_id} was already received")
-            check_lookup_answer(answer.header, header)
-            if answer.header.type == "receipt":
-                raise PeerError("an agency answers a lookup with its answer, not a receipt")
-        except IxbError as exc:
-            extra = make_entry(
-                self.hub,
-                now,
-                AuditEvent.REJECTED,
-                envelope=answer,
-                code=exc.code,
-                detail=exc.detail,
-            )
-            return self._refused_after(exc, env, extra=(delivered, extra), via=via)
+        refused = self._refused_answer(outcome, header, now, peer=None, from_agency=True)
+        if refused is not None:
+            why, extra = refused
+            return self._refused_after(why, env, extra=(delivered, extra), via=via)
         requester = header.sender_principal
         onward = (
             make_entry(
@@ -542,6 +519,38 @@ class LookupService:
             outcome="busy" if isinstance(err, BusyError) else "rejected",
             hold=False,
         )
+
+    def _refused_answer(
+        self,
+        outcome: Accepted,
+        request: Header,
+        now: int,
+        *,
+        peer: str | None,
+        from_agency: bool = False,
+    ) -> tuple[IxbError, AuditEntry] | None:
+        """Why a reply that passed the pipeline still does not answer ``request`` (a replay,
+        not the answering type from its recipient, or an agency's receipt), with its
+        ``rejected`` entry; None when it answers it."""
+        answer = outcome.envelope
+        try:
+            if outcome.duplicate or outcome.unmarked:
+                raise ReplayError(f"{answer.header.message_id} was already received")
+            check_lookup_answer(answer.header, request)
+            if from_agency and answer.header.type == "receipt":
+                raise PeerError("an agency answers a lookup with its answer, not a receipt")
+        except IxbError as exc:
+            entry = make_entry(
+                self.hub,
+                now,
+                AuditEvent.REJECTED,
+                envelope=answer,
+                code=exc.code,
+                detail=exc.detail,
+                peer=peer,
+            )
+            return exc, entry
+        return None
 
     def _refused_after(
         self,
