@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from broker.metrics import Metrics
+from broker.seen import Row, SeenRows
 from broker.storage_health import STORAGE_ERRORS, StorageHealth
 from protocols.audit import AuditEntry
 
@@ -57,6 +58,9 @@ class GroupCommitter:
     """Mark (sender, id) routed (the hub store's ``mark_routed``, not waiting for the disk)."""
     storage: StorageHealth
     metrics: Metrics
+    rows: SeenRows | None = None
+    """The replay rows the lookup path decided: each group writes those remembered before it
+    (in its thread, synced with the store), so none is on the event loop (:mod:`broker.seen`)."""
     _queue: list[_Waiting] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: bool = False
@@ -84,6 +88,8 @@ class GroupCommitter:
         while True:
             if not self._queue:
                 if stop.is_set():
+                    if self.rows is not None and self.rows.unwritten():
+                        await self.commit_once()  # rows of lookups refused unrecorded, once
                     return
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
@@ -106,9 +112,11 @@ class GroupCommitter:
             size += len(item.entries)
         entries = [e for w in group for e in w.entries]
         marks = [m for w in group for m in w.marks]
+        # every row the group's lookups remembered was remembered before they submitted
+        rows = self.rows.unwritten() if self.rows is not None else []
         recorded, synced = await asyncio.gather(
             asyncio.to_thread(self.record, entries),
-            asyncio.to_thread(self.sync),
+            asyncio.to_thread(self._write_and_sync, rows),
             return_exceptions=True,
         )
         for result in (recorded, synced):
@@ -123,6 +131,8 @@ class GroupCommitter:
                 if not w.done.done():
                     w.done.set_exception(failure)
             return
+        if self.rows is not None:
+            self.rows.written(rows)
         self.metrics.inc("ixb_lookup_commits_total")
         self.metrics.inc("ixb_lookup_committed_entries_total", len(entries))
         for w in group:
@@ -135,3 +145,8 @@ class GroupCommitter:
                 self.storage.failed("lookup", exc)
                 return
         self.storage.ok("lookup")
+
+    def _write_and_sync(self, rows: list[Row]) -> None:
+        if rows and self.rows is not None:
+            self.rows.write(rows)
+        self.sync()

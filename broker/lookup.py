@@ -182,7 +182,7 @@ class LookupService:
             self.in_flight += 1
             try:
                 held = await self._lookup(data, now, publisher=publisher, peer=peer)
-            except STORAGE_ERRORS as exc:  # the store refused a decision's rows
+            except STORAGE_ERRORS as exc:  # the store failed a replay lookup
                 self.storage.failed("lookup", exc)
                 error = IoError(f"{self.hub} could not record the lookup; try again")
                 held = self._busy(data, now, publisher=publisher, peer=peer, error=error)
@@ -194,12 +194,12 @@ class LookupService:
     async def _lookup(
         self, data: bytes, now: int, *, publisher: str | None, peer: str | None
     ) -> Held:
-        with self.store.transaction(durable=False):
-            outcome = (
-                self.pipeline.from_local(data, publisher, now)
-                if publisher is not None
-                else self.pipeline.from_peer(data, peer or "", now)
-            )
+        # the pipeline's replay row waits in memory for the group commit (broker/seen.py)
+        outcome = (
+            self.pipeline.from_local(data, publisher, now)
+            if publisher is not None
+            else self.pipeline.from_peer(data, peer or "", now)
+        )
         if isinstance(outcome, Rejected):
             return await self._finish(self._refusal(outcome, now, publisher=publisher, peer=peer))
         env = outcome.envelope
@@ -303,8 +303,7 @@ class LookupService:
                 PeerError(f"the hub of {peer} refused the lookup without a statement"), env
             )
         now = self.clock()
-        with self.store.transaction(durable=False):
-            outcome = self.pipeline.from_peer(reply.data, peer, now)
+        outcome = self.pipeline.from_peer(reply.data, peer, now)
         if isinstance(outcome, Rejected):
             error = type(outcome.error)(f"the reply of {peer}'s hub: {outcome.error.detail}")
             extra = make_entry(
@@ -358,8 +357,7 @@ class LookupService:
         delivered = make_entry(
             self.hub, now, AuditEvent.DELIVERED, envelope=env, peer=via, recipients=[str(owner)]
         )
-        with self.store.transaction(durable=False):
-            outcome = self.pipeline.from_local(reply.data, owner.name, now)
+        outcome = self.pipeline.from_local(reply.data, owner.name, now)
         if isinstance(outcome, Rejected):
             extra = make_entry(
                 self.hub,
