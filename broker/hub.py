@@ -420,7 +420,7 @@ class Hub:
             await streams.ensure_link_streams(js, self.country, peer)
             self.links[peer] = LinkState(peer, nc, js)
         self.lookups.nc, self.lookups.js = self.nc, self.js
-        self.lookups.links = {peer: link.nc for peer, link in self.links.items()}
+        self.lookups.links = dict(self.links)
 
     async def _close(self) -> None:
         for link in self.links.values():
