@@ -141,7 +141,7 @@ def test_only_the_addressed_owners_answer_of_the_right_type_closes_a_request() -
 
 
 def test_the_hubs_of_both_countries_state_queued_and_no_third() -> None:
-    """SPEC §14.4–14.5: the owner's hub queues for a person; the requester's hub queues
+    """SPEC §14.4 and §14.5: the owner's hub queues for a person; the requester's hub queues
     when the owner's hub did not answer; a third country's hub says nothing about it."""
     for signer in ("MYS/HUB", "THA/HUB"):
         full(
