@@ -22,7 +22,7 @@ MAX_ROWS = 10_000
 
 def hub_overdue(store: HubStore, now: int) -> tuple[list[OpenRequest], list[Reminder]]:
     """Unanswered requests past due, earliest first, and the reminders sent, newest first."""
-    rows = [r for r in store.open_requests(MAX_ROWS) if not r.answered and r.due_ms <= now]
+    rows = [r for r in store.open_requests(MAX_ROWS) if not r.closed and r.due_ms <= now]
     return rows, store.reminders(MAX_ROWS)
 
 

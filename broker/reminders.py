@@ -127,10 +127,9 @@ class Reminders:
         sent = 0
         for request in await asyncio.to_thread(self.store.past_due, now, since):
             msg_id = parse_message_id(request.msg_id)
-            if request.answered:
-                await asyncio.to_thread(
-                    self.store.deadline_done, request.sender, msg_id, "answered"
-                )
+            if request.closed:
+                outcome = "answered" if request.answered else "refused"
+                await asyncio.to_thread(self.store.deadline_done, request.sender, msg_id, outcome)
                 continue
             done = await asyncio.to_thread(self.store.reminded_parties, request.sender, msg_id)
             missing = False

@@ -132,6 +132,13 @@ class OpenRequest:
     created_ms: int
     due_ms: int
     answered: bool
+    refused: bool = False
+    """A recipient's country's hub refused it (its shared ``rejected`` entry, SPEC §13):
+    nobody there will answer, so no deadline runs."""
+
+    @property
+    def closed(self) -> bool:
+        return self.answered or self.refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,8 +333,9 @@ class HubStore:
     def _open_request(self, r: tuple[Any, ...]) -> OpenRequest:
         """A ``messages`` row (id, type, sender, recipients, priority, created, due)."""
         recipients = json.loads(r[3])
+        msg_id = format_message_id(r[0])
         return OpenRequest(
-            msg_id=format_message_id(r[0]),
+            msg_id=msg_id,
             type=r[1],
             sender=r[2],
             recipients=tuple(recipients),
@@ -335,7 +343,18 @@ class HubStore:
             created_ms=r[5],
             due_ms=r[6],
             answered=self._answered(r[0], r[1], r[2], recipients),
+            refused=self._refused_there(msg_id, recipients),
         )
+
+    def _refused_there(self, msg_id: str, recipients: list[str]) -> bool:
+        """Whether the hub of a recipient's country shared its refusal of ``msg_id`` (what a
+        witness verified in that hub's log; the receipt it sent says so only sealed)."""
+        countries = sorted({parse_principal(r).country for r in recipients})
+        marks = ", ".join("?" for _ in countries)
+        where = f"origin IN ({marks})"
+        query = "SELECT 1 FROM peer_entries WHERE msg_id = ? AND event = 'rejected' AND " + where  # noqa: S608 - only "?" placeholders are joined in
+        row = self._db.execute(query, (msg_id, *countries)).fetchone()
+        return row is not None
 
     @_locked
     def reminded_parties(self, sender: str, msg_id: bytes) -> frozenset[str]:
@@ -356,8 +375,8 @@ class HubStore:
 
     @_locked
     def deadline_done(self, sender: str, msg_id: bytes, outcome: str) -> None:
-        """Request (``sender``, ``msg_id``) needs no more deadline work: ``answered`` or
-        ``reminded``."""
+        """Request (``sender``, ``msg_id``) needs no more deadline work: ``answered``,
+        ``refused`` (by the hub of its addressee's country) or ``reminded``."""
         self._db.execute(
             "INSERT OR IGNORE INTO deadlines_done (sender, id, outcome) VALUES (?, ?, ?)",
             (sender, msg_id, outcome),

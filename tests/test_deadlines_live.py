@@ -23,7 +23,7 @@ from protocols.envelope import decode_envelope
 from protocols.examples import example_bodies
 from protocols.handling import Priority
 from protocols.identifiers import format_message_id, parse_agency
-from protocols.messages import PersonResult
+from protocols.messages import PersonResult, ReceiptStatus
 from tests.federation import Federation, run_ixb, running_federation
 
 URGENT_S = 6
@@ -136,3 +136,41 @@ async def test_an_overdue_request_reminds_both_sides_once(tmp_path: Path) -> Non
         hub = await federation.start_hub("THA")
         assert await hub.reminders.remind() == 0
         assert len(hub.store.reminders()) == 2
+
+
+async def test_a_request_the_owners_hub_refused_is_not_reminded(tmp_path: Path) -> None:
+    """MYS's hub no longer takes person queries from THA: it refuses one THA's hub accepted.
+    Its refusal reaches THA's witness with MYS's checkpoint, so THA closes the request as
+    refused there and reminds nobody when its due time passes."""
+    async with running_federation(tmp_path) as federation:
+        await _agree_on_seconds(federation)
+        await federation.stop_hub("MYS")
+        path = federation.deployment.hub_config("MYS")
+        text = path.read_text(encoding="utf-8")
+        line = next(x for x in text.splitlines() if x.startswith("THA = ["))
+        allowed = [t for t in json.loads(line.split("=", 1)[1]) if t != "person.query"]
+        path.write_text(text.replace(line, f"THA = {json.dumps(allowed)}"), encoding="utf-8")
+        await federation.start_hub("MYS")
+        await federation.wait_directories()
+        asker = await federation.client(ASKER)
+        query = example_bodies(asker.clock())["person.query"]
+        msg_id = await asker.send(query, [OWNER], priority=Priority.URGENT)
+        refusal = await asker.wait_receipt(msg_id, ReceiptStatus.REJECTED, timeout=20)
+        assert refusal.receipt.code == "ixb.E_UNAUTHORISED"
+        assert str(refusal.signer) == "MYS/HUB"
+        tha = federation.hubs["THA"].hub
+        text_id = format_message_id(msg_id)
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # MYS's next checkpoint carries its rejected entry to THA's witness
+            (request,) = [r for r in tha.store.open_requests() if r.msg_id == text_id]
+            if request.refused:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "no refusal shared"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(URGENT_S + 2)  # past due, and past a reminder round
+        assert await tha.reminders.remind() == 0
+        assert tha.store.reminders() == []
+        hub_view = await _ixb_json(
+            "overdue", "--config", str(federation.deployment.hub_config("THA"))
+        )
+        assert hub_view["overdue"] == []

@@ -1086,10 +1086,10 @@ async def test_an_acknowledged_mla_request_is_not_answered(
     ctx.deadlines = rows
     assert await _login(client) == 303
     body = await (await client.get("/audit/deadlines")).text()
-    open_part = body[body.index("Open: 1") : body.index("<h2>Answered</h2>")]
+    open_part = body[body.index("Open: 1") : body.index("<h2>Answered or refused</h2>")]
     assert mla in open_part
     assert "status reported" in open_part
-    answered_part = body[body.index("<h2>Answered</h2>") :]
+    answered_part = body[body.index("<h2>Answered or refused</h2>") :]
     assert answered in answered_part
     assert mla not in answered_part
 

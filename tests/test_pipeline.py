@@ -275,6 +275,34 @@ def test_open_requests_track_deadlines_and_answers(tmp_path: Path) -> None:
     assert list(rows) == [urgent.msg_id, normal.msg_id]  # earliest deadline first
 
 
+def test_a_request_the_destination_refused_is_closed_for_deadlines(tmp_path: Path) -> None:
+    """MMR's hub refused it: its shared ``rejected`` entry closes the request here; a third
+    country's entry about it does not."""
+    from broker.store import PeerEntry
+    from protocols.handling import Priority
+
+    tha = make_pipeline(tmp_path, exchange={"MMR": ["person.query", "person.result", "receipt"]})
+    query = example_bodies(0)["person.query"]
+    asked = tha.from_local(
+        seal("THA/DSI-ATHD", ["MMR/MOHA-ATTU"], query, priority=Priority.URGENT), "DSI-ATHD", NOW
+    )
+    assert isinstance(asked, Accepted)
+    msg_id = asked.envelope.header.message_id
+    store = store_of(tha)
+
+    def row() -> tuple[bool, bool]:
+        (r,) = [r for r in store.open_requests() if r.msg_id == msg_id]
+        return r.refused, r.closed
+
+    assert row() == (False, False)
+    store.save_peer_entries("MYS", [PeerEntry(7, msg_id, "rejected", NOW, "THA", b"x")])
+    assert row() == (False, False)  # MYS is not the addressee's country
+    store.save_peer_entries("MMR", [PeerEntry(3, msg_id, "accepted", NOW, "THA", b"y")])
+    assert row() == (False, False)
+    store.save_peer_entries("MMR", [PeerEntry(4, msg_id, "rejected", NOW, "THA", b"z")])
+    assert row() == (True, True)
+
+
 def test_rate_limit_per_agency_override() -> None:
     """An automated registry gets its own bucket size; everyone else keeps the policy's."""
     limiter = RateLimiter(1, 2, overrides={"MYS/IMMIGRATION": (60_000, 5)})

@@ -129,7 +129,10 @@ so such a request stays open until its deadline, marked "status reported"."""
 
 
 def request_state(r: DeadlineRow) -> str:
-    """``open``, ``status reported`` (an MLA request with a status reply) or ``answered``."""
+    """``open``, ``status reported`` (an MLA request with a status reply), ``answered`` or
+    ``refused there`` (the recipient's country's hub refused it)."""
+    if r.refused and not r.answered:
+        return "refused there"
     if not r.answered:
         return "open"
     return "status reported" if r.type in STATUS_ONLY else "answered"
@@ -140,7 +143,7 @@ async def deadlines(request: web.Request, site: Site, s: Session) -> Page:
     rows = site.view.deadlines(now)
 
     def closed(r: DeadlineRow) -> bool:
-        return request_state(r) == "answered"
+        return request_state(r) in {"answered", "refused there"}
 
     def listed(
         keep: Callable[[DeadlineRow], bool],
@@ -160,7 +163,7 @@ async def deadlines(request: web.Request, site: Site, s: Session) -> Page:
             lambda r: r.due_ms,
             lambda r: "due in " + duration(r.due_ms - now),
         ),
-        "answered": listed(closed, lambda r: -r.due_ms, lambda _: "answered"),
+        "answered": listed(closed, lambda r: -r.due_ms, request_state),
         "reminders": site.view.reminders(),
     }
     return Page("deadlines.html", "Deadlines", "deadlines", context)
