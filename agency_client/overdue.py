@@ -4,7 +4,8 @@ From the agency's own records only: the requests it sent and the answers it
 gave (the state file, :class:`~agency_client.commands.LocalState`), the
 requests and answers it received (the message store), and the ``overdue``
 reminders its hub sent (receipts). A request is closed only by its addressed
-owner's answer (:func:`~protocols.receipts.closes_request`). Its due time is
+owner's answer (:func:`~protocols.receipts.closes_request`), or by a hub's
+refusal of it (a signed ``rejected`` receipt: nobody will answer it). Its due time is
 the one its hub's reminder states (the agreement with the other country);
 before a reminder, the default answer times (SPEC §6).
 """
@@ -104,7 +105,9 @@ def overdue_requests(
             created=created,
             reminder=reminders.get(text),
         )
-        if not answered and item.due_ms <= now:
+        # a hub refused it (ours, or the owner's): nobody will answer it, it is not overdue
+        refused = any(r["status"] == "rejected" for r in state.receipts(text))
+        if not answered and not refused and item.due_ms <= now:
             found.append(item)
     for m in store.of_types(REQUEST_TYPES):
         known.add(m.id)

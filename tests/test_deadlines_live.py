@@ -14,7 +14,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from agency_client.commands import SentLog
+from agency_client.commands import LocalState, SentLog
+from agency_client.msgstore import open_store
+from agency_client.overdue import overdue_requests
 from agency_client.profile import load_profile
 from broker.audit.search import AuditQuery
 from broker.reminders import reminder_dedup
@@ -23,7 +25,7 @@ from protocols.envelope import decode_envelope
 from protocols.examples import example_bodies
 from protocols.handling import Priority
 from protocols.identifiers import format_message_id, parse_agency
-from protocols.messages import PersonResult, ReceiptStatus
+from protocols.messages import PersonResult
 from tests.federation import Federation, run_ixb, running_federation
 
 URGENT_S = 6
@@ -153,17 +155,16 @@ async def test_a_request_the_owners_hub_refused_is_not_reminded(tmp_path: Path) 
         await federation.start_hub("MYS")
         await federation.wait_directories()
         asker = await federation.client(ASKER)
+        asker_log = SentLog(load_profile(federation.deployment.profile(ASKER)))
+        asker.on_sent = asker_log.add  # as the CLI keeps what it sent, for ixb overdue
         query = example_bodies(asker.clock())["person.query"]
         msg_id = await asker.send(query, [OWNER], priority=Priority.URGENT)
-        refusal = await asker.wait_receipt(msg_id, ReceiptStatus.REJECTED, timeout=20)
-        assert refusal.receipt.code == "ixb.E_UNAUTHORISED"
-        assert str(refusal.signer) == "MYS/HUB"
+        asker_log.flush()
         tha = federation.hubs["THA"].hub
         text_id = format_message_id(msg_id)
         deadline = asyncio.get_running_loop().time() + 30
         while True:  # MYS's next checkpoint carries its rejected entry to THA's witness
-            (request,) = [r for r in tha.store.open_requests() if r.msg_id == text_id]
-            if request.refused:
+            if any(r.refused for r in tha.store.open_requests() if r.msg_id == text_id):
                 break
             assert asyncio.get_running_loop().time() < deadline, "no refusal shared"
             await asyncio.sleep(0.2)
@@ -174,3 +175,22 @@ async def test_a_request_the_owners_hub_refused_is_not_reminded(tmp_path: Path) 
             "overdue", "--config", str(federation.deployment.hub_config("THA"))
         )
         assert hub_view["overdue"] == []
+        # and the asker's own ixb overdue, which takes MYS's signed refusal from its inbox
+        profile = str(federation.deployment.profile(ASKER))
+        receipts = await _ixb_json("receipts", "--profile", profile, text_id)
+        refusals = [r for r in receipts["receipts"] if r["status"] == "rejected"]  # type: ignore[union-attr]
+        assert [(r["signer"], r["code"]) for r in refusals] == [("MYS/HUB", "ixb.E_UNAUTHORISED")]
+        mine = await _ixb_json("overdue", "--profile", profile)
+        assert mine["asked"] == []
+        # its own records say it asked, and nine hours on (past the default 8 h urgent answer
+        # time its side knows without a reminder) it is still not overdue: it was refused
+        agency = load_profile(federation.deployment.profile(ASKER))
+        state, store = LocalState(agency), open_store(agency, [], asker.clock())
+        try:
+            assert msg_id in [r[0] for r in state.sent_requests()]
+            later = asker.clock() + 9 * 3600_000
+            found, _others = overdue_requests(agency.principal, state, store, later)
+            assert found == []
+        finally:
+            state.close()
+            store.close()
