@@ -12,12 +12,14 @@ The rule is CoDel's standing-queue test with an AIMD limit: each interval
 (:data:`INTERVAL_MS`) keeps the least time any lookup took; a queue *stands*
 when even that least time exceeds twice the best of the recent intervals
 (:data:`BASELINE_MS`) plus :data:`SLACK_MS`. A burst that drains within
-the interval does not count; a queue that persists does. A standing queue
-multiplies the limit by :data:`DECREASE`; an interval that reached the limit
-without one adds 1. The best recent interval is the baseline, so a hub that
-became slower for good (a slower responder) settles on the new normal
-within :data:`BASELINE_MS`. docs/design-decisions.md ("Lookups") says why
-not a fixed limit.
+the interval does not count; a queue that persists does. A queue standing
+for :data:`STANDING_INTERVALS` intervals in a row while the hub held at least
+half its limit multiplies the limit by :data:`DECREASE` (slow while holding
+few means the wait is elsewhere: a machine busy with other work, a slow
+peer); an interval that reached the limit without one adds 1. The best
+recent interval is the baseline, so a hub that became slower for good (a
+slower responder) settles on the new normal within :data:`BASELINE_MS`.
+docs/design-decisions.md ("Lookups") says why not a fixed limit.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ INTERVAL_MS = 100
 BASELINE_MS = 10_000
 SLACK_MS = 2.0
 DECREASE = 0.9
+STANDING_INTERVALS = 2
 FLOOR = 4
 
 
@@ -40,6 +43,8 @@ class AdaptiveLimit:
     _start: int | None = None
     _least: float | None = None
     _fullest: int = 0
+    _standing: int = 0
+    """Intervals in a row with a standing queue while the hub held at least half its limit."""
     _best: deque[tuple[int, float]] = field(default_factory=deque)
     """(end of interval, its least time) of the last :data:`BASELINE_MS`."""
 
@@ -71,7 +76,12 @@ class AdaptiveLimit:
             self._best.popleft()
         baseline = min((b for _, b in self._best), default=least)
         self._best.append((now_ms, least))
-        if least > 2 * baseline + SLACK_MS:
+        standing = least > 2 * baseline + SLACK_MS
+        # slow while we hold few: the wait is elsewhere (a busy machine, a slow peer), and
+        # taking fewer would not shorten it
+        ours = fullest >= self.current / 2
+        self._standing = self._standing + 1 if standing and ours else 0
+        if self._standing >= STANDING_INTERVALS:
             self.limit = max(float(self.floor), self.limit * DECREASE)
-        elif fullest >= self.current:
+        elif not standing and fullest >= self.current:
             self.limit = min(float(self.ceiling), self.limit + 1)

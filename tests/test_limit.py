@@ -14,11 +14,18 @@ from broker.limit import AdaptiveLimit
 
 
 def simulate(
-    offered_per_s: float, capacity_per_s: float, base_ms: float, seconds: float, ceiling: int = 64
+    offered_per_s: float,
+    capacity_per_s: float,
+    base_ms: float,
+    seconds: float,
+    *,
+    ceiling: int = 64,
+    slower: tuple[float, float] | None = None,
 ) -> tuple[AdaptiveLimit, list[float], int]:
     """A hub whose CPU serves ``capacity_per_s`` lookups a second, one at a time, each also
-    waiting ``base_ms`` elsewhere (network, responder). Returns the limit, the times the
-    admitted lookups took in the last second, and how many were refused."""
+    waiting ``base_ms`` elsewhere (network, responder; ``slower``: from that time on, the
+    second value instead). Returns the limit, the times the admitted lookups took in the last
+    second, and how many were refused."""
     limit = AdaptiveLimit(ceiling)
     service = 1000 / capacity_per_s
     gap = 1000 / offered_per_s
@@ -37,7 +44,8 @@ def simulate(
         else:
             in_flight += 1
             cpu_free = max(cpu_free, t) + service
-            heapq.heappush(ends, (cpu_free + base_ms, t, in_flight))
+            elsewhere = slower[1] if slower is not None and t >= slower[0] else base_ms
+            heapq.heappush(ends, (cpu_free + elsewhere, t, in_flight))
         t += gap
     last = [d for end, d in took if end > (seconds - 1) * 1000]
     return limit, last, refused
@@ -84,3 +92,12 @@ def test_the_limit_stays_between_its_bounds(
 def test_a_tiny_ceiling_is_kept(ceiling: int) -> None:
     limit, _took, _refused = simulate(500, 200, base_ms=10, seconds=3, ceiling=ceiling)
     assert limit.current <= ceiling
+
+
+def test_a_slower_peer_is_not_a_queue_here_and_costs_no_refusals() -> None:
+    """The wait grew elsewhere (a peer or responder now takes 60 ms, not 10) while this hub
+    holds few lookups: taking fewer would not help, so nothing is refused."""
+    limit, took, refused = simulate(100, 200, base_ms=10, seconds=10, slower=(3000, 60))
+    assert refused == 0
+    assert limit.current == 64
+    assert statistics.median(took) >= 60
