@@ -38,7 +38,7 @@ from ixb.demo_exchange import (
     exchange,
 )
 from ixb.demo_lifecycle import lifecycle
-from ixb.demo_script import INDENT, Script, shown_line
+from ixb.demo_script import INDENT, Script, shown_line, shown_path
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
 from protocols.errors import UsageError
@@ -222,7 +222,16 @@ def report(script: Script, deployment: Deployment) -> None:
         say(f"  {agency:<16} {deployment.profile(agency)}\n")
     say("specimen passports in MYS's registry (ixb verify-doc --mrz LINE1 LINE2):\n")
     for label, specimen in SPECIMENS.items():
-        say(f"  {label}:\n" + "".join(f"    {line}\n" for line in specimen.mrz()))
+        said = f"{label} (status unknown: a person answers)" if specimen.undecided else label
+        say(f"  {said}:\n" + "".join(f"    {line}\n" for line in specimen.mrz()))
+    profile = {agency: shown_path(str(deployment.profile(agency))) for agency in AGENCIES}
+    say(
+        "the demo's cases, as the commands left them:\n"
+        f"  ixb mla list --profile {profile['MYS/AGC']}\n"
+        f"  ixb followup list --all --profile {profile['MMR/MOHA-ATTU']}\n"
+        f"  ixb queue list --profile {profile['MYS/IMMIGRATION']}\n"
+        f"  ixb overdue --open --profile {profile['THA/DSI-ATHD']}\n"
+    )
     if script.failures:
         say("\nFAILED:\n" + "".join(f"  {f}\n" for f in script.failures))
     else:

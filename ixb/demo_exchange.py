@@ -55,6 +55,11 @@ class Specimen:
     expiry_date: str
     status: DocStatus = DocStatus.VALID
 
+    @property
+    def undecided(self) -> bool:
+        """What MYS's responder leaves to a person (``--unknown ask_human``)."""
+        return self.status is DocStatus.UNKNOWN
+
     def record(self) -> DocumentRecord:
         return DocumentRecord(
             document_number=self.number,
