@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from agency_client.docregistry import write_csv
@@ -112,7 +110,7 @@ async def demo(base: Path, once: bool) -> int:
                 await run_script(script)
             finally:
                 await script.disconnect_all()
-            await audit_step(script, deployment)
+            await audit_step(script)
             report(script, deployment)
             if not once:
                 say("running until Ctrl-C\n")
@@ -169,40 +167,24 @@ async def start_responders(s: Script, procs: Processes) -> None:
         sys.stdout.write(f"{INDENT}{line}\n")
 
 
-async def audit_step(s: Script, deployment: Deployment) -> None:
+async def audit_step(s: Script) -> None:
     """Reconcile THA's and MYS's logs, as a liaison officer would, once checkpoints passed."""
     s.say("AUDIT  THA and MYS reconcile their witnessed logs")
-    config = str(deployment.hub_config("THA"))
-    deadline = time.monotonic() + 20
-    while True:
-        result = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "ixb",
-                "audit",
-                "reconcile",
-                "--config",
-                config,
-                "--peer",
-                "MYS",
-                "--grace",
-                "0",
-            ],
-            capture_output=True,
-            text=True,
-            env=deployment.env(),
-            check=False,
-            timeout=60,
-        )
-        clean = result.returncode == 0 and " 0 only in" in result.stdout
-        if clean or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1.0)
-    for line in result.stdout.strip().splitlines():
-        s.say(f"       {line}")
-    s.check(clean, "THA and MYS audit logs reconcile")
+    config = str(s.deployment.hub_config("THA"))
+
+    def clean(d: dict[str, object]) -> bool:  # nothing one side logged and the other did not
+        return "matched" in d and not (d.get("only_here") or d.get("only_there"))
+
+    args = ("audit", "reconcile", "--config", config, "--peer", "MYS", "--grace", "0")
+    ran = await s.cmd_until(None, args, clean, timeout=20)
+    d = ran.json()
+    s.show(
+        ran,
+        f"THA ↔ MYS: {d.get('matched', ran.error)} exchanges match on both sides;"
+        f" {len(d.get('only_here') or [])} only in THA's log,"
+        f" {len(d.get('only_there') or [])} only in MYS's, {len(d.get('different') or [])} differ",
+    )
+    s.check(ran.ok and clean(d), "THA and MYS audit logs reconcile")
 
 
 def report(script: Script, deployment: Deployment) -> None:
