@@ -233,7 +233,9 @@ Item = Incoming | Refused
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """No responder answered a lookup in time: the owner's hub queued it for a person.
+    """No answer in time: the owner's hub queued the lookup for a person (no responder
+    answered), or our own hub sent it on over the durable path (the owner's hub did not
+    answer; SPEC §14.4).
 
     The answer comes later, over the durable path, into the requester's inbox.
     """
@@ -243,13 +245,19 @@ class Queued:
     owner: Principal
     """The agency whose people will answer."""
     by: Principal
-    """The owner's hub, which signed the ``queued`` receipt."""
+    """The hub that signed the ``queued`` receipt: the owner's, or the requester's own."""
     due_ms: int
     receipt: SignedReceipt
 
     def describe(self, now_ms: int) -> str:
-        """``queued at MYS/IMMIGRATION, due in 7 h 58 min``."""
-        return f"queued at {self.owner}, {due_phrase(self.due_ms, now_ms)}"
+        """``queued at MYS/IMMIGRATION, due in 7 h 58 min``; queued by our own hub:
+        ``queued for MYS/IMMIGRATION by THA/HUB (the hub of MYS …), due in …``."""
+        due = due_phrase(self.due_ms, now_ms)
+        if self.by.country == self.owner.country:
+            return f"queued at {self.owner}, {due}"
+        why = self.receipt.receipt.detail or ""
+        reason = why.split(": ", 1)[1] if ": " in why else why
+        return f"queued for {self.owner} by {self.by} ({reason}), {due}"
 
 
 def due_phrase(due_ms: int, now_ms: int) -> str:

@@ -275,14 +275,18 @@ class HubAudit:
         if old >= size:
             return None
         start = self._shared_upto.get(peer, old)
-        shared: list[SharedEntry] = []
+        theirs: list[StoredEntry] = []
         for stored in self._entries(start, size):
             if stored.peer != peer:
                 continue
-            proof = self.log.inclusion_proof(stored.index, size)
-            shared.append(SharedEntry(index=stored.index, entry=stored.data, proof=tuple(proof)))
-            if len(shared) >= MAX_SHARED_ENTRIES:
+            theirs.append(stored)
+            if len(theirs) >= MAX_SHARED_ENTRIES:
                 break
+        proofs = self.log.inclusion_proofs([s.index for s in theirs], size) if theirs else []
+        shared = [
+            SharedEntry(index=s.index, entry=s.data, proof=tuple(proof))
+            for s, proof in zip(theirs, proofs, strict=True)
+        ]
         return CheckpointPublication(
             note=note,
             old_size=old,

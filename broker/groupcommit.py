@@ -2,15 +2,16 @@
 
 Each lookup hands its entries (and the ids to mark routed) to
 :meth:`GroupCommitter.submit` and gets a future; one writer task takes
-everything submitted since its last commit, records it with one
-:meth:`~broker.auditing.HubAudit.record` (one SQLite transaction, one fsync)
-while the store's write-ahead log is synced beside it (the replay rows the
-pipeline wrote for these lookups), resolves every future of the group, and
-then marks the ids routed in the store (without waiting for the disk: the
-next group's sync makes the marks durable, and a mark a crash loses is found
-again in the audit log, which holds the acceptance). While a commit runs the next group
-gathers, so under load one fsync serves as many lookups as arrive during the
-previous one; unloaded, a lookup waits for one commit.
+everything submitted since its last commit and, on two commit threads of its
+own, records it with one :meth:`~broker.auditing.HubAudit.record` (one
+SQLite transaction, one fsync) while the store writes the replay rows these
+lookups' decisions left in memory (:mod:`broker.seen`) and syncs its
+write-ahead log; then it resolves every future of the group. The routed
+marks of a group are written with the next group's rows, or when the
+lookups pause (not waiting for them costs nothing: a mark a crash loses is
+found again in the audit log, which holds the acceptance). While a commit
+runs the next group gathers, so under load one fsync serves as many lookups
+as arrive during the previous one; unloaded, a lookup waits for one commit.
 
 The writer is the only one of the lookup path; the durable path's
 :class:`~broker.settle.Settler` appends beside it, and the audit log's own
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
 
 from broker.metrics import Metrics
+from broker.seen import Row, SeenRows
 from broker.storage_health import STORAGE_ERRORS, StorageHealth
 from protocols.audit import AuditEntry
 
@@ -57,9 +60,18 @@ class GroupCommitter:
     """Mark (sender, id) routed (the hub store's ``mark_routed``, not waiting for the disk)."""
     storage: StorageHealth
     metrics: Metrics
+    rows: SeenRows | None = None
+    """The replay rows the lookup path decided: each group writes those remembered before it
+    (in its thread, synced with the store), so none is on the event loop (:mod:`broker.seen`)."""
     _queue: list[_Waiting] = field(default_factory=list)
+    _marks: list[tuple[str, bytes]] = field(default_factory=list)
+    """Routed marks of committed groups, written with the next group (or when idle)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _running: bool = False
+    _threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="ixb-commit")
+    )
+    """The audit commit and the store's, side by side, on threads of their own (warm, and
+    not queued behind the hub's other blocking work)."""
 
     def submit(
         self, entries: Sequence[AuditEntry], marks: Sequence[tuple[str, bytes]] = ()
@@ -84,7 +96,14 @@ class GroupCommitter:
         while True:
             if not self._queue:
                 if stop.is_set():
+                    if self.rows is not None and self.rows.unwritten():
+                        await self.commit_once()  # rows of lookups refused unrecorded, once
+                    await self.flush_marks()
+                    self._threads.shutdown(wait=False)
                     return
+                await self.flush_marks()
+                if self._queue:
+                    continue
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
@@ -105,10 +124,14 @@ class GroupCommitter:
             group.append(item)
             size += len(item.entries)
         entries = [e for w in group for e in w.entries]
-        marks = [m for w in group for m in w.marks]
+        # every row the group's lookups remembered was remembered before they submitted;
+        # the routed marks of earlier groups go with them (their rows are written by now)
+        rows = self.rows.unwritten() if self.rows is not None else []
+        marks, self._marks = self._marks, []
+        loop = asyncio.get_running_loop()
         recorded, synced = await asyncio.gather(
-            asyncio.to_thread(self.record, entries),
-            asyncio.to_thread(self.sync),
+            loop.run_in_executor(self._threads, self.record, entries),
+            loop.run_in_executor(self._threads, self._write_and_sync, rows, marks),
             return_exceptions=True,
         )
         for result in (recorded, synced):
@@ -119,19 +142,49 @@ class GroupCommitter:
             # entries recorded without their replay rows would let a replay through
             # after a crash: the group fails as a whole (its answers are withheld)
             self.storage.failed("lookup", failure)
+            self._marks[:0] = marks  # tried again with the next group
             for w in group:
                 if not w.done.done():
                     w.done.set_exception(failure)
             return
+        refused_marks = synced if isinstance(synced, list) else []
+        for exc in refused_marks:
+            # a mark lost is found again in the audit log, which holds the acceptance
+            self.storage.failed("lookup", exc)
+        if self.rows is not None:
+            self.rows.written(rows)
+        self._marks.extend(m for w in group for m in w.marks)
         self.metrics.inc("ixb_lookup_commits_total")
         self.metrics.inc("ixb_lookup_committed_entries_total", len(entries))
         for w in group:
             if not w.done.done():
                 w.done.set_result(None)
+        if not refused_marks:
+            self.storage.ok("lookup")
+
+    async def flush_marks(self) -> None:
+        """Write the routed marks no group took yet (when the lookups pause, and at the end)."""
+        marks, self._marks = self._marks, []
+        if not marks:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._threads, self.mark, marks)
+        except STORAGE_ERRORS as exc:
+            self.storage.failed("lookup", exc)
+            self._marks[:0] = marks
+
+    def _write_and_sync(
+        self, rows: list[Row], marks: list[tuple[str, bytes]]
+    ) -> list[BaseException]:
+        """The store's part of a group (a commit thread): earlier groups' marks, this group's
+        replay rows, one fsync. A refused mark is returned, not raised: it fails no group."""
+        refused: list[BaseException] = []
         if marks:
             try:
-                await asyncio.to_thread(self.mark, marks)
+                self.mark(marks)
             except STORAGE_ERRORS as exc:
-                self.storage.failed("lookup", exc)
-                return
-        self.storage.ok("lookup")
+                refused.append(exc)
+        if rows and self.rows is not None:
+            self.rows.write(rows)
+        self.sync()
+        return refused

@@ -60,6 +60,7 @@ from broker.registry import (
 )
 from broker.reminders import Reminders, check_period_s
 from broker.retention import retention_loop, sweep_streams
+from broker.seen import SeenRows
 from broker.settle import TRANSPORT_ERRORS, Settler
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
@@ -155,7 +156,8 @@ class Hub:
             clock,
             pins=WitnessPins(config.trust_path),
         )
-        self.pipeline = Pipeline(config, identity, self.keys, self.store, recorded=self.audit)
+        self.seen = SeenRows(self.store)
+        self.pipeline = Pipeline(config, identity, self.keys, self.seen, recorded=self.audit)
         self.agency_keys = agency_keys
         self.registry = Registry(state / REGISTRY_FILE)
         self.config_agencies = config_agencies(config, dict(agency_keys))
@@ -212,11 +214,19 @@ class Hub:
             mark=lambda marks: self.store.mark_routed(*marks, durable=False),
             storage=self.storage,
             metrics=self.metrics,
+            rows=self.seen,
         )
         self.lookups = LookupService(
             config=config.lookup,
             identity=identity,
-            pipeline=self.pipeline,
+            pipeline=Pipeline(
+                config,
+                identity,
+                self.keys,
+                self.seen.deferred(),
+                self.pipeline.limiter,
+                recorded=self.audit,
+            ),
             store=self.store,
             committer=self.committer,
             metrics=self.metrics,
@@ -410,7 +420,7 @@ class Hub:
             await streams.ensure_link_streams(js, self.country, peer)
             self.links[peer] = LinkState(peer, nc, js)
         self.lookups.nc, self.lookups.js = self.nc, self.js
-        self.lookups.links = {peer: link.nc for peer, link in self.links.items()}
+        self.lookups.links = dict(self.links)
 
     async def _close(self) -> None:
         for link in self.links.values():

@@ -27,6 +27,10 @@ Beyond ``[lookup] max_in_flight`` lookups at once the hub refuses with
 the owner's responders do not answer within ``responder_timeout_ms`` (none
 subscribed: at once), the owner's hub delivers the request into the owner's
 durable inbox and answers with a signed ``queued`` receipt and the due time.
+When the owner's country's hub does not answer (none subscribed over the link,
+or nothing within ``peer_timeout_ms``), the requester's hub sends the lookup
+on over the link's durable path and answers ``queued`` itself: the link's
+stream holds it until the peer is back.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from nats.js import JetStreamContext
 
 from broker.config import LookupSection
 from broker.groupcommit import GroupCommitter
+from broker.links import LinkState
 from broker.metrics import Metrics
 from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
 from broker.plan import NO_ID, RECEIPT_TTL_MS, REJECTION_DETAIL_CHARS, message_dedup
@@ -100,7 +105,7 @@ class LookupService:
     clock: Callable[[], int]
     nc: NatsClient | None = None
     js: JetStreamContext | None = None
-    links: Mapping[str, NatsClient] = field(default_factory=dict)
+    links: Mapping[str, LinkState] = field(default_factory=dict)
     in_flight: int = 0
     _pending: set[tuple[str, bytes]] = field(default_factory=set)
     """(sender, id) of lookups being answered: the same envelope again meanwhile is a replay."""
@@ -146,9 +151,9 @@ class LookupService:
                     subjects.lookup_all(self.country), queue=subjects.LOOKUP_QUEUE, cb=from_agency
                 )
             ]
-            for peer, nc in self.links.items():
+            for peer, link in self.links.items():
                 subs.append(
-                    await nc.subscribe(
+                    await link.nc.subscribe(
                         subjects.link_lookup(peer, self.country),
                         queue=subjects.LOOKUP_QUEUE,
                         cb=from_peer(peer),  # type: ignore[arg-type]
@@ -182,7 +187,7 @@ class LookupService:
             self.in_flight += 1
             try:
                 held = await self._lookup(data, now, publisher=publisher, peer=peer)
-            except STORAGE_ERRORS as exc:  # the store refused a decision's rows
+            except STORAGE_ERRORS as exc:  # the store failed a replay lookup
                 self.storage.failed("lookup", exc)
                 error = IoError(f"{self.hub} could not record the lookup; try again")
                 held = self._busy(data, now, publisher=publisher, peer=peer, error=error)
@@ -194,12 +199,12 @@ class LookupService:
     async def _lookup(
         self, data: bytes, now: int, *, publisher: str | None, peer: str | None
     ) -> Held:
-        with self.store.transaction(durable=False):
-            outcome = (
-                self.pipeline.from_local(data, publisher, now)
-                if publisher is not None
-                else self.pipeline.from_peer(data, peer or "", now)
-            )
+        # the pipeline's replay row waits in memory for the group commit (broker/seen.py)
+        outcome = (
+            self.pipeline.from_local(data, publisher, now)
+            if publisher is not None
+            else self.pipeline.from_peer(data, peer or "", now)
+        )
         if isinstance(outcome, Rejected):
             return await self._finish(self._refusal(outcome, now, publisher=publisher, peer=peer))
         env = outcome.envelope
@@ -279,32 +284,28 @@ class LookupService:
     async def _ask_peer(self, peer: str, env: Envelope) -> Held:
         """The owner's country's hub answers (an answer, or its signed receipt about it)."""
         header = env.header
-        nc = self.links.get(peer)
-        if nc is None:
+        link = self.links.get(peer)
+        if link is None:
             return self._refused_after(IoError(f"no link to {peer}"), env)
         try:
-            reply = await nc.request(
+            reply = await link.nc.request(
                 subjects.link_lookup(self.country, peer),
                 env.to_bytes(),
                 timeout=self.config.peer_timeout_ms / 1000,
             )
         except nats.errors.NoRespondersError:
-            return self._refused_after(IoError(f"the hub of {peer} does not answer lookups"), env)
+            return await self._relay_durably(link, env, f"the hub of {peer} does not answer")
         except TRANSPORT_ERRORS:
-            return self._refused_after(
-                IoError(
-                    f"no answer from the hub of {peer} within "
-                    f"{self.config.peer_timeout_ms / 1000:g} s"
-                ),
-                env,
+            wait = f"{self.config.peer_timeout_ms / 1000:g} s"
+            return await self._relay_durably(
+                link, env, f"the hub of {peer} did not answer within {wait}"
             )
         if not reply.data:
             return self._refused_after(
                 PeerError(f"the hub of {peer} refused the lookup without a statement"), env
             )
         now = self.clock()
-        with self.store.transaction(durable=False):
-            outcome = self.pipeline.from_peer(reply.data, peer, now)
+        outcome = self.pipeline.from_peer(reply.data, peer, now)
         if isinstance(outcome, Rejected):
             error = type(outcome.error)(f"the reply of {peer}'s hub: {outcome.error.detail}")
             extra = make_entry(
@@ -341,6 +342,40 @@ class LookupService:
             outcome=outcome_name,
         )
 
+    async def _relay_durably(self, link: LinkState, env: Envelope, why: str) -> Held:
+        """The owner's country's hub did not answer: the lookup goes on over the link's durable
+        path (its stream holds it until the link is back; ``relayed`` is recorded already), and
+        the requester is told it is queued, with its due time (SPEC §14.4)."""
+        header = env.header
+        (owner,) = header.recipient_principals
+        try:
+            await link.js.publish(
+                subjects.cross_border(self.country, link.peer),
+                env.to_bytes(),
+                headers={"Nats-Msg-Id": message_dedup(header.message_id, header.sender)},
+                timeout=QUEUE_PUBLISH_TIMEOUT_S,
+            )
+        except TRANSPORT_ERRORS:
+            return self._refused_after(
+                IoError(f"{why}, and the link's stream could not take the lookup"), env
+            )
+        now = self.clock()
+        due = due_ms(header.created, header.priority, self.store.tiers_for(header))
+        try:
+            data, entry = self._seal_receipt(
+                header.sender_principal,
+                ReceiptStatus.QUEUED,
+                header.id,
+                now,
+                detail=f"queued for {owner}: {why}; sent on over the durable path",
+                due=due,
+            )
+        except IxbError as exc:
+            log.warning("receipt_unroutable", to=header.sender, code=exc.code)
+            return Held(b"", (), outcome="queued")
+        log.info("lookup_queued", msg_id=header.message_id, owner=str(owner), due_ms=due, why=why)
+        return Held(data, (entry,), outcome="queued")
+
     async def _ask_owner(self, owner: Principal, env: Envelope, *, via: str | None) -> Held:
         """The owning agency's responders answer; none in time: the lookup is queued."""
         header = env.header
@@ -358,8 +393,7 @@ class LookupService:
         delivered = make_entry(
             self.hub, now, AuditEvent.DELIVERED, envelope=env, peer=via, recipients=[str(owner)]
         )
-        with self.store.transaction(durable=False):
-            outcome = self.pipeline.from_local(reply.data, owner.name, now)
+        outcome = self.pipeline.from_local(reply.data, owner.name, now)
         if isinstance(outcome, Rejected):
             extra = make_entry(
                 self.hub,

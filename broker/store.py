@@ -173,6 +173,14 @@ def _migrate(db: sqlite3.Connection) -> None:
     db.execute("COMMIT")
 
 
+_REMEMBER = (
+    "INSERT OR IGNORE INTO messages"
+    " (id, digest, type, sender, recipients, handling, restriction, created, expires,"
+    " priority, in_reply_to, due)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _locked(method: Callable[Concatenate[HubStore, P], R]) -> Callable[Concatenate[HubStore, P], R]:
     def locked(self: HubStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with self._lock:
@@ -243,30 +251,35 @@ class HubStore:
 
     @_locked
     def remember(self, header: Header, digest: bytes) -> None:
+        """Record an accepted message, not yet routed; part of the caller's transaction."""
+        self._db.execute(_REMEMBER, self._row(header, digest))
+
+    def remember_many(self, rows: Sequence[tuple[Header, bytes]]) -> None:
+        """Record these accepted messages in one commit, durable at the next :meth:`sync`."""
+        if not rows:
+            return
+        with self.transaction(durable=False):
+            self._db.executemany(_REMEMBER, [self._row(h, d) for h, d in rows])
+
+    def _row(self, header: Header, digest: bytes) -> tuple[object, ...]:
         due = (
             due_ms(header.created, header.priority, self.tiers_for(header))
             if header.type in REQUEST_TYPES
             else None
         )
-        self._db.execute(
-            "INSERT OR IGNORE INTO messages"
-            " (id, digest, type, sender, recipients, handling, restriction, created, expires,"
-            " priority, in_reply_to, due)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                header.id,
-                digest,
-                header.type,
-                header.sender,
-                json.dumps(list(header.recipients)),
-                header.handling.value,
-                header.restriction,
-                header.created,
-                header.expires,
-                header.priority.value,
-                header.in_reply_to,
-                due,
-            ),
+        return (
+            header.id,
+            digest,
+            header.type,
+            header.sender,
+            json.dumps(list(header.recipients)),
+            header.handling.value,
+            header.restriction,
+            header.created,
+            header.expires,
+            header.priority.value,
+            header.in_reply_to,
+            due,
         )
 
     def tiers_for(self, header: Header) -> Tiers:

@@ -6,8 +6,10 @@ and what it states depends on who that is:
 - ``accepted``, ``relayed`` — the hub of the original sender's country;
 - ``rejected`` — the hub of the original sender's country or of a recipient's
   country (a destination hub refuses what it will not deliver);
-- ``delivered``, ``queued`` — the hub of a recipient's country (``queued``:
-  a lookup its responder did not answer in time waits for a person, SPEC §14);
+- ``queued`` — a lookup waits, with its due time (SPEC §14): the hub of a
+  recipient's country (no responder answered in time: a person will) or of
+  the sender's country (the owner's hub did not answer: sent on durably);
+- ``delivered`` — the hub of a recipient's country;
 - ``read`` — an agency that is a recipient of the original, about that one
   message;
 - ``overdue`` — a reminder that a request's answer is past due: the hub of
@@ -37,9 +39,9 @@ from protocols.messages import REPLY_TO, Receipt, ReceiptStatus
 
 SENDER_HUB_STATUSES: Final = frozenset({ReceiptStatus.ACCEPTED, ReceiptStatus.RELAYED})
 """Stated only by the hub of the original sender's country."""
-EITHER_HUB_STATUSES: Final = frozenset({ReceiptStatus.REJECTED})
+EITHER_HUB_STATUSES: Final = frozenset({ReceiptStatus.REJECTED, ReceiptStatus.QUEUED})
 """Stated by the hub of the original sender's country or of a recipient's country."""
-RECIPIENT_HUB_STATUSES: Final = frozenset({ReceiptStatus.DELIVERED, ReceiptStatus.QUEUED})
+RECIPIENT_HUB_STATUSES: Final = frozenset({ReceiptStatus.DELIVERED})
 """Stated only by the hub of a recipient's country."""
 AGENCY_STATUSES: Final = frozenset({ReceiptStatus.READ})
 """Stated only by an agency that is a recipient of the original."""

@@ -254,6 +254,26 @@ def prove_record(t: int, n: int, reader: HashReader) -> list[bytes]:
     return proof
 
 
+def prove_records(t: int, ns: Sequence[int], reader: HashReader) -> list[list[bytes]]:
+    """:func:`prove_record` for each leaf of ``ns`` in the tree of size ``t``, with one
+    :meth:`~HashReader.read_hashes` call for all of them (their paths share most nodes)."""
+    _check_natural("tree size", t)
+    needs = []
+    for n in ns:
+        _check_natural("leaf index", n)
+        if n >= t:
+            raise ValueError(f"leaf index {n} is outside a tree of size {t}")
+        needs.append(_record_proof_indexes(0, t, n, []))
+    wanted = sorted({i for need in needs for i in need})
+    held = dict(zip(wanted, _read(reader, wanted), strict=True)) if wanted else {}
+    proofs = []
+    for n, need in zip(ns, needs, strict=True):
+        hashes = iter([held[i] for i in need])
+        proofs.append(_record_proof(0, t, n, hashes))
+        _check_consumed(hashes, "prove_records")
+    return proofs
+
+
 def prove_tree(t: int, n: int, reader: HashReader) -> list[bytes]:
     """PROOF(n, D[t]): the consistency proof from the tree of size ``n`` to the one
     of size ``t`` (RFC 6962 §2.1.2), as

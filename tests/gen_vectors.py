@@ -721,6 +721,21 @@ def build_lookup() -> dict[str, Any]:
             {"name": name, "encoding": wire.encode(raw).hex(), "error": code}
             for name, raw, code in invalid
         ],
+        "signers": [
+            {
+                "status": "queued",
+                "signer": signer,
+                "original_sender": "THA/IMMIGRATION",
+                "original_recipients": ["MYS/IMMIGRATION"],
+                "error": error,
+            }
+            for signer, error in (
+                ("MYS/HUB", None),
+                ("THA/HUB", None),
+                ("MMR/HUB", "ixb.E_UNAUTHORISED"),
+                ("MYS/IMMIGRATION", "ixb.E_UNAUTHORISED"),
+            )
+        ],
     }
 
 

@@ -14,7 +14,9 @@ from broker.metrics import Metrics
 from broker.storage_health import StorageHealth
 from broker.store import HubStore
 from protocols.audit import AuditEntry, AuditEvent, make_entry
+from protocols.envelope import decode_envelope
 from tests.conftest import NOW_MS
+from tests.test_pipeline import seal
 
 
 def _entry(n: int) -> AuditEntry:
@@ -75,3 +77,34 @@ async def test_the_writer_stops_only_after_committing_what_was_submitted(tmp_pat
     await asyncio.wait_for(committer.run(stop), timeout=5)
     assert last.done() and last.exception() is None
     assert log.size == 1
+
+
+async def test_routed_marks_are_written_with_a_later_commit_or_when_the_writer_stops(
+    tmp_path: Path,
+) -> None:
+    log = AuditLog(tmp_path / "audit.sqlite")
+    store = HubStore(tmp_path / "hub.sqlite")
+    metrics = Metrics()
+    committer = GroupCommitter(
+        record=lambda entries: log.append([to_record(e) for e in entries]),
+        sync=store.sync,
+        mark=lambda marks: store.mark_routed(*marks, durable=False),
+        storage=StorageHealth(metrics),
+        metrics=metrics,
+    )
+    headers = [decode_envelope(seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])).header for _ in range(2)]
+    for h in headers:
+        store.remember(h, b"\0" * 32)
+    first = committer.submit([_entry(1)], [(headers[0].sender, headers[0].id)])
+    await committer.commit_once()
+    assert first.exception() is None
+    second = committer.submit([_entry(2)], [(headers[1].sender, headers[1].id)])
+    await committer.commit_once()  # carries the first group's mark
+    assert second.exception() is None
+    routed = [store.known(h.sender, h.id) for h in headers]
+    assert [k is not None and k.routed for k in routed] == [True, False]
+    stop = asyncio.Event()
+    stop.set()
+    await asyncio.wait_for(committer.run(stop), timeout=5)  # the last mark, at the end
+    last = store.known(headers[1].sender, headers[1].id)
+    assert last is not None and last.routed

@@ -172,6 +172,48 @@ async def test_a_lookup_nobody_answers_is_queued_with_its_due_time_and_answered_
         await task
 
 
+async def test_a_lookup_the_owners_hub_does_not_answer_goes_on_durably_and_is_answered(
+    fed: Federation,
+) -> None:
+    """MYS's hub is down: THA's hub queues the check on the link's stream and says so; when
+    MYS is back, the check reaches its inbox and the answer comes to THA's over the durable
+    path."""
+    await fed.stop_hub("MYS")
+    desk = await fed.client("THA/IMMIGRATION")
+    queued = await desk.lookup(
+        _request(VALID_PASSPORT), "MYS/IMMIGRATION", priority=Priority.URGENT, timeout=15
+    )
+    assert isinstance(queued, Queued)
+    assert str(queued.by) == "THA/HUB" and str(queued.owner) == "MYS/IMMIGRATION"
+    created = desk.clock()
+    assert created - 60_000 < queued.due_ms - 8 * 3600_000 <= created  # urgent: 8 h
+    assert queued.describe(created).startswith(
+        "queued for MYS/IMMIGRATION by THA/HUB (the hub of MYS does not answer; "
+    ), queued.describe(created)
+    request_id = format_message_id(queued.message_id)
+    assert ("relayed", request_id, "THA/IMMIGRATION") in _entries(fed, "THA")
+    await fed.start_hub("MYS")
+    stop = asyncio.Event()
+    task = await _authority(fed, stop)
+    try:
+        answers: list[Incoming] = []
+        for _ in range(200):
+            for i in await desk.fetch(timeout=0.3):
+                if isinstance(i, Incoming):
+                    await i.ack()
+                    if not isinstance(i.body, Receipt):
+                        answers.append(i)
+            if answers:
+                break
+        [answer] = answers
+        assert answer.header.in_reply_to == queued.message_id
+        assert isinstance(answer.body, DocVerifyResponse) and answer.body.status == "valid"
+        assert ("delivered", request_id, "THA/IMMIGRATION") in _entries(fed, "MYS")
+    finally:
+        stop.set()
+        await task
+
+
 async def _forged(desk: AgencyClient) -> bytes:
     data, _env = await desk._seal(_request(VALID_PASSPORT), ["MYS/IMMIGRATION"])
     out = bytearray(data)

@@ -140,18 +140,21 @@ def test_only_the_addressed_owners_answer_of_the_right_type_closes_a_request() -
     assert not closes("person.result", MYS_OWNER, "person.query", to=MMR_AGENCY)
 
 
-def test_only_the_owners_hub_states_queued() -> None:
-    """SPEC §14.5: a lookup waits for a person at the owner's country only."""
-    queued = Receipt(
-        for_id=FOR_ID, status=ReceiptStatus.QUEUED, by="MYS/HUB", at_ms=NOW, due_ms=NOW + 1
-    )
-    full(queued, "MYS/HUB")
-    for signer in ("THA/HUB", "MMR/HUB"):
-        forged = Receipt(
-            for_id=FOR_ID, status=ReceiptStatus.QUEUED, by=signer, at_ms=NOW, due_ms=NOW + 1
+def test_the_hubs_of_both_countries_state_queued_and_no_third() -> None:
+    """SPEC §14.4 and §14.5: the owner's hub queues for a person; the requester's hub queues
+    when the owner's hub did not answer; a third country's hub says nothing about it."""
+    for signer in ("MYS/HUB", "THA/HUB"):
+        full(
+            Receipt(
+                for_id=FOR_ID, status=ReceiptStatus.QUEUED, by=signer, at_ms=NOW, due_ms=NOW + 1
+            ),
+            signer,
         )
-        with pytest.raises(UnauthorisedError, match="recipient's country"):
-            full(forged, signer)
+    forged = Receipt(
+        for_id=FOR_ID, status=ReceiptStatus.QUEUED, by="MMR/HUB", at_ms=NOW, due_ms=NOW + 1
+    )
+    with pytest.raises(UnauthorisedError, match="sender's or a recipient's country"):
+        full(forged, "MMR/HUB")
     agency = Receipt(
         for_id=FOR_ID, status=ReceiptStatus.QUEUED, by="MYS/RMP-ATIPSOM", at_ms=NOW, due_ms=NOW
     )

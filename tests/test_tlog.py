@@ -98,6 +98,18 @@ def test_record_proofs_equal_and_verify_as_the_reference(t: int, data: st.DataOb
 
 @FAST
 @given(t=st.integers(1, 300), data=st.data())
+def test_many_record_proofs_in_one_read_equal_the_reference(t: int, data: st.DataObject) -> None:
+    ns = data.draw(st.lists(st.integers(0, t - 1), max_size=20))
+    s = _prefix(t)
+    proofs = tlog.prove_records(t, ns, s)
+    assert proofs == [merkle.inclusion_proof_from_hashes(LEAF_HASHES[:t], n) for n in ns]
+    assert len(s.calls) == (1 if any(proofs) else 0)
+    if s.calls:
+        assert s.calls[0] == sorted(set(s.calls[0]))  # ascending, each hash once
+
+
+@FAST
+@given(t=st.integers(1, 300), data=st.data())
 def test_tree_proofs_equal_and_verify_as_the_reference(t: int, data: st.DataObject) -> None:
     n = data.draw(st.integers(0, t))
     s = _prefix(t)

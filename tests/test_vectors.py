@@ -53,7 +53,7 @@ from protocols.keys import (
     read_public,
 )
 from protocols.messages import MESSAGE_TYPES, Receipt, ReceiptStatus, decode_body, encode_body
-from protocols.receipts import check_receipt_signer, check_reminder
+from protocols.receipts import check_receipt_signer, check_receipt_statement, check_reminder
 from protocols.victims import names_victim
 from tests.gen_vectors import bytes_fields, countries_doc, from_hex_json, hex_json
 
@@ -382,4 +382,24 @@ def test_lookup_receipts_both_directions(case: dict[str, Any]) -> None:
 def test_invalid_lookup_receipts(case: dict[str, Any]) -> None:
     with pytest.raises(IxbError) as err:
         decode_body(Receipt.TYPE, bytes.fromhex(case["encoding"]))
+    assert err.value.code == case["error"]
+
+
+@pytest.mark.parametrize("case", LOOKUP["signers"], ids=lambda c: f"{c['status']}-{c['signer']}")
+def test_who_may_state_a_lookups_receipt(case: dict[str, Any]) -> None:
+    signer = parse_principal(case["signer"])
+    receipt = Receipt(
+        for_id=bytes(16),
+        status=ReceiptStatus(case["status"]),
+        by=case["signer"],
+        at_ms=LOOKUP["now_ms"],
+        due_ms=LOOKUP["now_ms"] + 1,
+    )
+    sender = parse_principal(case["original_sender"])
+    recipients = [parse_principal(r) for r in case["original_recipients"]]
+    if case["error"] is None:
+        check_receipt_statement(receipt, signer, sender, recipients)
+        return
+    with pytest.raises(IxbError) as err:
+        check_receipt_statement(receipt, signer, sender, recipients)
     assert err.value.code == case["error"]

@@ -162,6 +162,12 @@ class AuditLog:
             self._fresh()
             return self._tree.inclusion_proof(index, size)
 
+    def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        """:meth:`inclusion_proof` of each of ``indexes`` in one read of the tree."""
+        with self._lock:
+            self._fresh()
+            return self._tree.inclusion_proofs(indexes, size)
+
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 PROOF(old_size, D[new_size]), equal to the reference's."""
         with self._lock:

@@ -131,6 +131,13 @@ class TreeStorage:
         check_range("leaf index", index, 0, size - 1)
         return tlog.prove_record(size, index, self._reader)
 
+    def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        """:meth:`inclusion_proof` of each of ``indexes``, reading the tree once."""
+        check_range("tree size", size, 1, self.size)
+        for index in indexes:
+            check_range("leaf index", index, 0, size - 1)
+        return tlog.prove_records(size, indexes, self._reader)
+
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 PROOF(old_size, D[new_size]), equal to the reference's."""
         check_range("new size", new_size, 0, self.size)
