@@ -24,7 +24,7 @@ from protocols.examples import example_bodies
 from protocols.fields import duration_text
 from protocols.handling import HandlingCode
 from protocols.identifiers import parse_message_id
-from protocols.messages import DocStatus
+from protocols.messages import Alert, DocStatus
 from protocols.mrz import build_td3
 from transport.clock import wall_ms
 
@@ -141,12 +141,13 @@ def _of(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 async def alert(s: Script) -> None:
     example = example_bodies(wall_ms())["alert"]
-    title, text = getattr(example, "title", ""), getattr(example, "text", "")
+    assert isinstance(example, Alert)  # noqa: S101 - the examples' own type
+    title = example.title
     s.say(f"ALERT  THA/DSI-ATHD → {', '.join(ALERT_TO)}  [H2, urgent]")
     sent = await s.cmd(
         "THA/DSI-ATHD",
         "send", "alert", *(x for a in ALERT_TO for x in ("--to", a)),
-        "--title", title, "--text", text,
+        "--title", title, "--text", example.text or title,
         "--category", "trafficking", "--source-grade", "B", "--info-grade", "2",
         "--handling", "H2", "--priority", "urgent", "--case", CASE,
         "--wait", "delivered",
@@ -164,8 +165,13 @@ async def alert(s: Script) -> None:
     )
     for agency, (ran, got) in zip(ALERT_TO, reads, strict=True):
         body = (got[0].get("body") or {}) if got else {}
-        via = " → ".join(got[0]["via"]) if got else "-"
-        s.show(ran, f"alert from THA/DSI-ATHD via {via}: verified, decrypted; read receipt sent")
+        via = " → ".join(got[0]["via"]) if got else ""
+        s.show(
+            ran,
+            f"alert from THA/DSI-ATHD via {via}: verified, decrypted; read receipt sent"
+            if got
+            else f"no alert: {s.missing(ran)}",
+        )
         s.check(bool(got) and body.get("title") == title, f"alert read at {agency}")
 
     def all_read(d: dict[str, Any]) -> bool:
@@ -254,8 +260,10 @@ async def document_checks(s: Script) -> None:
     body = (got[0].get("body") or {}) if got else {}
     s.show(
         ran,
-        f"THA/IMMIGRATION reads MYS's answer: {body.get('status', 'none')} "
-        f"({body.get('answered_by')}, by {body.get('officer')})",
+        f"THA/IMMIGRATION reads MYS's answer: {body.get('status')} "
+        f"({body.get('answered_by')}, by {body.get('officer')})"
+        if got
+        else f"no answer: {s.missing(ran)}",
         f"the other check waits in MYS/IMMIGRATION's queue: {queued[1]}",
     )
     s.check(body.get("status") == "valid" and body.get("officer") == MYS_OFFICER, "person's answer")
@@ -403,7 +411,7 @@ async def followup(s: Script, hit_id: str) -> None:
         b = m.get("body") or {}
         why = f": {b.get('reason')}" if b.get("reason") else f", released under {m.get('handling')}"
         lines.append(f"decision: {b.get('decision')} by {b.get('decided_by')}{why}")
-    s.show(ran, *lines)
+    s.show(ran, *(lines or [f"no decision: {s.missing(ran)}"]))
     sent = await s.cmd("THA/DSI-ATHD", "followup", "list", "--sent")
     states = {r["id"]: r["state"] for r in _of(sent.json(), "sent")}
     s.show(sent, ", ".join(f"{i} {states.get(i)}" for i in ids))
@@ -434,7 +442,9 @@ async def mla(s: Script) -> None:
     ran, got = await s.inbox_until("MYS/AGC", lambda m: m.get("id") == case)
     s.show(
         ran,
-        f"mla.request from {got[0]['from'] if got else '-'} [{got[0]['priority'] if got else '-'}]",
+        f"mla.request from {got[0]['from']} [{got[0]['priority']}]"
+        if got
+        else f"no request: {s.missing(ran)}",
     )
     s.check(bool(got), "MYS/AGC received the MLA request")
 
@@ -460,9 +470,8 @@ async def mla(s: Script) -> None:
     ran, got = await s.inbox_until(
         "THA/OAG", lambda m: m.get("type") == "mla.status" and m.get("in_reply_to") == case, count=3
     )
-    s.show(
-        ran, *(f"mla.status {(m.get('body') or {}).get('status')} from {m['from']}" for m in got)
-    )
+    statuses = [f"mla.status {(m.get('body') or {}).get('status')} from {m['from']}" for m in got]
+    s.show(ran, *statuses, *([] if len(got) == 3 else [f"not all three: {s.missing(ran)}"]))
     s.check(len(got) == 3, "THA/OAG received the three statuses")
     lists = await asyncio.gather(*(s.cmd(a, "mla", "list") for a in ("THA/OAG", "MYS/AGC")))
     for ran in lists:

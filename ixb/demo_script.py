@@ -53,13 +53,12 @@ INDENT = " " * 15
 
 @dataclass(frozen=True)
 class Ran:
-    """One ``ixb`` command the demo ran: its line as shown, exit status, output, wall time."""
+    """One ``ixb`` command the demo ran: its line as shown, exit status, output."""
 
     shown: str
     returncode: int
     stdout: str
     stderr: str
-    seconds: float
 
     @property
     def ok(self) -> bool:
@@ -133,10 +132,8 @@ class Script:
         argv = [*args, "--json"]
         if agency is not None:
             argv += ["--profile", str(self.deployment.profile(agency))]
-        start = time.perf_counter()
         done = await self.ixb(*argv)
-        took = time.perf_counter() - start
-        return Ran(shown_line(argv), done.returncode, done.stdout, done.stderr, took)
+        return Ran(shown_line(argv), done.returncode, done.stdout, done.stderr)
 
     async def cmd_until(
         self,
@@ -165,6 +162,11 @@ class Script:
             found += [m for m in ran.json().get("messages", []) if wanted(m)]
             if len(found) >= count or not ran.ok or time.monotonic() > deadline:
                 return ran, found
+
+    @staticmethod
+    def missing(ran: Ran) -> str:
+        """Why a step's ``…_until`` found nothing: the command's error, or the wait."""
+        return ran.error if not ran.ok else f"nothing arrived within {UNTIL_S:g} s"
 
     def show(self, ran: Ran, *outcome: str) -> None:
         """The command line as run, then its outcome (one line, or a few)."""
