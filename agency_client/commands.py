@@ -1049,7 +1049,9 @@ async def _read_receipts(client: AgencyClient, shown: Sequence[StoredMessage]) -
     """Tell each sender its message was read: once, when ``ixb inbox`` first lists it.
 
     Listing, not fetching, is the read: another process of this agency (``ixb agency
-    respond``, ``ixb queue list``) may have fetched it into the store first.
+    respond``, ``ixb queue list``) may have fetched it into the store first. A receipt
+    that cannot be sent (its sender revoked since) is logged, not an error: the listing
+    stands.
     """
     for m in shown:
         sender = parse_principal(m.sender)
@@ -1059,7 +1061,10 @@ async def _read_receipts(client: AgencyClient, shown: Sequence[StoredMessage]) -
         body = Receipt(
             for_id=msg_id, status=ReceiptStatus.READ, by=str(client.principal), at_ms=client.clock()
         )
-        await client.send(body, [sender], in_reply_to=msg_id)
+        try:
+            await client.send(body, [sender], in_reply_to=msg_id)
+        except IxbError as exc:
+            log.warning("read_receipt_not_sent", msg_id=m.id, code=exc.code)
 
 
 def _local_store(profile: Profile) -> MessageStore:

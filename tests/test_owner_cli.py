@@ -427,3 +427,24 @@ async def test_overdue_open_lists_what_is_open_on_both_sides_until_answered(
     assert after["open"] == []
     hub = await run_ixb("overdue", "--open", "--config", str(fed.deployment.hub_config("THA")))
     assert "--open is for agencies" in one_line_error(hub, "ixb.E_USAGE")
+
+
+async def test_inbox_lists_a_message_whose_sender_was_revoked_since(fed: Federation) -> None:
+    """Its read receipt cannot go (the sender is revoked): logged, and the listing stands."""
+    asker = await fed.client(ASKER)
+    request = DocVerifyRequest(mrz=UNDER_REVIEW, purpose=DocPurpose.BORDER_CHECK)
+    review_id = format_message_id(await asker.send(request, [OWNER], priority=Priority.URGENT))
+    await queued_ids(fed, {review_id})  # stored at the owner, not yet listed by ixb inbox
+    config = str(fed.deployment.hub_config("THA"))
+    ok(await run_ixb("hub", "agency", "revoke", ASKER, "--reason", "EXAMPLE", "--config", config))
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:  # MYS's hub holds the revocation
+        now = asyncio.get_running_loop().time()
+        if fed.hubs["MYS"].hub.keys.entry(fed.principal(ASKER)).revoked is not None:
+            break
+        assert now < deadline
+        await asyncio.sleep(0.1)
+    listed = await ixb(fed, OWNER, "inbox", "--json", "--wait", "0.5")
+    assert review_id in {m["id"] for m in json.loads(ok(listed))["messages"]}
+    assert "read_receipt_not_sent" in listed.stderr and review_id in listed.stderr
+    assert "Traceback" not in listed.stderr
