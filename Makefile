@@ -44,7 +44,8 @@ test: lint pytest
 
 # Not part of `make test`: about 10 minutes, 150 s of it the 1M-entry audit-log bench
 # (BENCH_ARGS=--skip-audit reuses bench/audit_results.json; BENCH_ARGS="--only lookup" runs
-# only the lookup floor and the document checks, about 3.5 minutes). Writes bench/results.json.
+# only the lookup floor, the document checks and the person query, about 4 minutes).
+# Writes bench/results.json.
 BENCH_STAMP := $(VENV)/.ixb-bench
 
 $(BENCH_STAMP): pyproject.toml $(DEV_STAMP)

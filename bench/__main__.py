@@ -7,10 +7,12 @@ document checks across two hubs against plain nats-py on the same kind of
 server (:mod:`bench.raw_nats`, :mod:`bench.e2e`, :mod:`bench.doc_verify`),
 the audit log at a million entries (:mod:`bench.audit_bench`, run by the
 same make target; its results are merged in when present), and lookups
-against the lookup floor (:mod:`bench.lookup_floor`, judged by
-:mod:`bench.targets`). Writes ``bench/results.json`` and prints a table with
-each target's pass or fail. ``--only lookup`` runs the floor and the
-document checks alone and merges them into the last ``bench/results.json``.
+(document checks, and a person query to three countries at once:
+:mod:`bench.person_query`) against the lookup floor
+(:mod:`bench.lookup_floor`, judged by :mod:`bench.targets`). Writes
+``bench/results.json`` and prints a table with each target's pass or fail.
+``--only lookup`` runs the floor, the document checks and the person query
+alone and merges them into the last ``bench/results.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ import nacl.bindings
 import nacl.utils
 from nacl.public import PublicKey, SealedBox
 
-from bench import audit_bench, doc_verify, e2e, hub_core, lookup_floor, plot, raw_nats, targets
+from bench import (
+    audit_bench,
+    doc_verify,
+    e2e,
+    hub_core,
+    lookup_floor,
+    person_query,
+    plot,
+    raw_nats,
+    targets,
+)
 from bench.common import machine, quiet_client_logs
 from protocols.envelope import (
     decode_envelope,
@@ -190,6 +202,15 @@ def table(results: dict[str, object]) -> None:
             f"{r['offered_per_s']:>9} {r['sent']:>6} {r['completed']:>6}"
             f" {r['achieved_sent_per_s']:>8} {r['p50_ms']!s:>10} {r['p99_ms']!s:>10}  (overload)\n"
         )
+    person = cast(dict[str, object] | None, results.get("person_query_3_countries"))
+    if person:
+        out(
+            f"\nperson query to {', '.join(cast(list[str], person['countries']))} at once,"
+            f" {person['offered_per_s']}/s: {person['completed']} of {person['sent']} answered"
+            f" ({person['refused_busy']} E_BUSY, {person['queued']} queued,"
+            f" {person['send_errors']} errors), p50 {person['p50_ms']} ms,"
+            f" p99 {person['p99_ms']} ms\n"
+        )
     floor_table(results)
     out("\ntargets:\n")
     for key, verdict in cast(dict[str, str], results.get("targets", {})).items():
@@ -242,8 +263,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         choices=("lookup",),
-        help="lookup: the lookup floor and the document checks alone (a few minutes),"
-        " merged into the last bench/results.json, with the lookup targets",
+        help="lookup: the lookup floor, the document checks and the person query alone"
+        " (a few minutes), merged into the last bench/results.json, with the lookup targets",
     )
     return parser.parse_args(argv)
 
@@ -252,7 +273,8 @@ Step = Callable[[str], Callable[[], None]]
 
 
 def lookups(results: dict[str, object], args: argparse.Namespace, step: Step, tmp: Path) -> None:
-    """The lookup floor, then ixb's document checks: the two sides of the lookup targets."""
+    """The lookup floor, then ixb's document checks and person query: the two sides of
+    the lookup targets."""
     done = step("lookup floor: requester, two relays, responder (plain nats-py)")
     results.update(asyncio.run(lookup_floor.run(seconds=args.floor_seconds)))
     done()
@@ -267,6 +289,12 @@ def lookups(results: dict[str, object], args: argparse.Namespace, step: Step, tm
         )
     )
     results["doc_verify_event_loop"] = eventloop.loop_name()
+    done()
+    done = step(
+        f"person query to three countries at once, open loop, {person_query.RATE:g}/s"
+        f" for {person_query.SECONDS:g} s"
+    )
+    results.update(eventloop.run(person_query.run(tmp / "person")))
     done()
 
 

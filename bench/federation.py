@@ -24,6 +24,7 @@ from agency_client.sdk import AgencyClient, load_identity_for
 from broker.natsd import start_federation
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
+from protocols.keys import KdfProfile
 from protocols.roles import Role
 
 PASSPHRASE = "ixb bench passphrase - not for real keys"  # noqa: S105 - throwaway keys
@@ -42,8 +43,13 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
 
-def make_deployment(base: Path) -> Deployment:
-    return create_deployment(base, AGENCIES, passphrase=PASSPHRASE)
+def make_deployment(
+    base: Path,
+    agencies: Mapping[str, Sequence[Role]] = AGENCIES,
+    kdf: KdfProfile = KdfProfile.MODERATE,
+) -> Deployment:
+    """The benchmark's countries and agencies (``kdf``: a test may seal key files faster)."""
+    return create_deployment(base, agencies, passphrase=PASSPHRASE, kdf=kdf)
 
 
 @dataclass
@@ -65,10 +71,16 @@ class Bench:
 
 
 @contextlib.asynccontextmanager
-async def running(base: Path, responders: Mapping[str, Path] | None = None) -> AsyncIterator[Bench]:
+async def running(
+    base: Path,
+    responders: Mapping[str, Path] | None = None,
+    *,
+    agencies: Mapping[str, Sequence[Role]] = AGENCIES,
+    kdf: KdfProfile = KdfProfile.MODERATE,
+) -> AsyncIterator[Bench]:
     """nats-servers, hub processes and (``agency`` → registry file) document responders."""
     os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
-    deployment = make_deployment(base)
+    deployment = make_deployment(base, agencies, kdf)
     async with start_federation(deployment.plan):
         bench = Bench(deployment, Processes(deployment, base / "logs", POLICY_ENV))
         try:

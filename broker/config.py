@@ -136,9 +136,13 @@ class LookupSection(_Strict, frozen=True):
     """The synchronous path of document checks and person queries (SPEC §14)."""
 
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
-    """Lookups this hub handles at once (its agencies' and its peers'); beyond, it refuses
-    at once with ``ixb.E_BUSY`` rather than queueing. It bounds latency under overload
-    to about ``max_in_flight`` / throughput (Little's law): 64 at 150 checks/s is 0.4 s."""
+    """Lookups this hub handles at once at most (its agencies' and its peers'); beyond, it
+    refuses at once with ``ixb.E_BUSY`` rather than queueing."""
+    adaptive_limit: bool = True
+    """Take fewer than ``max_in_flight`` while a queue stands (broker/limit.py), so an
+    overloaded hub answers about as fast as an idle one and refuses the rest; off: always
+    ``max_in_flight``, and overload latency ≈ ``max_in_flight`` ÷ throughput (64 at 150
+    checks/s is 0.4 s)."""
     responder_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2_000
     """How long the owner's hub waits for a responder before it queues the lookup in the
     owner's inbox (no responder at all: at once)."""

@@ -22,8 +22,9 @@ What each hub records, and when (docs/design-decisions.md, "Lookups"):
   allowance of :class:`~broker.refusals.RefusalWindows` they are counted and
   summed up in one entry.
 
-Beyond ``[lookup] max_in_flight`` lookups at once the hub refuses with
-``ixb.E_BUSY`` before any other work but what the signed refusal needs. When
+Beyond the lookups it takes at once (an adaptive limit under ``[lookup]
+max_in_flight``, :mod:`broker.limit`) the hub refuses with ``ixb.E_BUSY``
+before any other work but what the signed refusal needs. When
 the owner's responders do not answer within ``responder_timeout_ms`` (none
 subscribed: at once), the owner's hub delivers the request into the owner's
 durable inbox and answers with a signed ``queued`` receipt and the due time.
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +50,7 @@ from nats.js import JetStreamContext
 
 from broker.config import LookupSection
 from broker.groupcommit import GroupCommitter
+from broker.limit import AdaptiveLimit
 from broker.links import LinkState
 from broker.metrics import Metrics
 from broker.pipeline import Accepted, Pipeline, Rejected, rejection_recipient
@@ -107,6 +110,7 @@ class LookupService:
     js: JetStreamContext | None = None
     links: Mapping[str, LinkState] = field(default_factory=dict)
     in_flight: int = 0
+    _adaptive: AdaptiveLimit | None = None
     _pending: set[tuple[str, bytes]] = field(default_factory=set)
     """(sender, id) of lookups being answered: the same envelope again meanwhile is a replay."""
 
@@ -181,10 +185,11 @@ class LookupService:
         can be made to anybody, e.g. an unverified sender over a link)."""
         source = "agency" if peer is None else "link"
         now = self.clock()
-        if self.in_flight >= self.config.max_in_flight:
+        if self.in_flight >= self.admitted():
             held = self._busy(data, now, publisher=publisher, peer=peer)
         else:
             self.in_flight += 1
+            arrived = (time.monotonic(), self.in_flight)
             try:
                 held = await self._lookup(data, now, publisher=publisher, peer=peer)
             except STORAGE_ERRORS as exc:  # the store failed a replay lookup
@@ -193,8 +198,24 @@ class LookupService:
                 held = self._busy(data, now, publisher=publisher, peer=peer, error=error)
             finally:
                 self.in_flight -= 1
+            if held.outcome == "answered":  # a queued or refused lookup says nothing of queues
+                took_ms = (time.monotonic() - arrived[0]) * 1000
+                self._limit().sample(took_ms, arrived[1], self.clock())
+                self.metrics.set("ixb_lookup_limit", self.admitted())
         self.metrics.inc("ixb_lookups_total", source=source, outcome=held.outcome)
         return held.data
+
+    def admitted(self) -> int:
+        """How many lookups this hub takes at once now: the adaptive limit (``[lookup]
+        adaptive_limit``, broker/limit.py) under ``max_in_flight``, or that alone."""
+        if not self.config.adaptive_limit:
+            return self.config.max_in_flight
+        return self._limit().current
+
+    def _limit(self) -> AdaptiveLimit:
+        if self._adaptive is None or self._adaptive.ceiling != self.config.max_in_flight:
+            self._adaptive = AdaptiveLimit(self.config.max_in_flight)  # the config was changed
+        return self._adaptive
 
     async def _lookup(
         self, data: bytes, now: int, *, publisher: str | None, peer: str | None
@@ -488,9 +509,7 @@ class LookupService:
                 verify_envelope(env, self.pipeline.keys, now, self.pipeline.limits)
                 verified = header.sender_principal.country == peer
         if error is None:
-            error = BusyError(
-                f"{self.hub} has {self.config.max_in_flight} lookups in flight; retry"
-            )
+            error = BusyError(f"{self.hub} has {self.in_flight} lookups in flight; retry")
         held = self._refusal(Rejected(error, header, verified), now, publisher=publisher, peer=peer)
         self.committer.submit(held.entries).add_done_callback(_retrieve)
         return Held(held.data, (), outcome=held.outcome, hold=False)

@@ -140,3 +140,12 @@ def test_the_targets_read_doc_verify_and_the_floor_from_one_results_dict() -> No
     assert isinstance(lines, dict)
     assert lines["doc_100_p50"].startswith("FAIL")
     assert lines["doc_500_p50"].startswith("not measured")
+
+
+def test_a_fast_p50_bought_by_refusing_part_of_the_load_is_not_a_pass() -> None:
+    doc = {500: _figs(500, 20.0, 30.0, sent=1000, completed=450, refused_busy=550)}
+    verdicts = {v.name: v for v in lookup_verdicts(doc, None, FLOOR)}
+    for name in ("doc_500_p50", "doc_500_p99"):
+        assert verdicts[name].ratio is not None and verdicts[name].ratio <= 1.3
+        assert verdicts[name].outcome == "FAIL"
+        assert "450 of 1000 answered" in verdicts[name].line()
