@@ -1017,8 +1017,6 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                     state.record(SignedReceipt(item.body, item.sender, item.hubs))
                 else:
                     fetched += 1
-                    if not args.no_read_receipt:
-                        await client.send_read_receipt(item)
                 await item.ack()  # stored first (the client's keep), then acknowledged
                 if fetched >= args.max:
                     break
@@ -1028,6 +1026,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             listed = store.since(since or 0)
         else:
             listed = store.unseen(args.max)
+        if not args.no_read_receipt:
+            await _read_receipts(client, [m for m in listed if not m.seen])
         store.mark_seen(listed)
         if args.json:
             emit(args, "", {"messages": [_stored(m) for m in listed], "refused": refused})
@@ -1043,6 +1043,28 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         return 0
 
     return _run_with_store(args, go)
+
+
+async def _read_receipts(client: AgencyClient, shown: Sequence[StoredMessage]) -> None:
+    """Tell each sender its message was read: once, when ``ixb inbox`` first lists it.
+
+    Listing, not fetching, is the read: another process of this agency (``ixb agency
+    respond``, ``ixb queue list``) may have fetched it into the store first. A receipt
+    that cannot be sent (its sender revoked since) is logged, not an error: the listing
+    stands.
+    """
+    for m in shown:
+        sender = parse_principal(m.sender)
+        if sender.is_hub:
+            continue
+        msg_id = parse_message_id(m.id)
+        body = Receipt(
+            for_id=msg_id, status=ReceiptStatus.READ, by=str(client.principal), at_ms=client.clock()
+        )
+        try:
+            await client.send(body, [sender], in_reply_to=msg_id)
+        except IxbError as exc:
+            log.warning("read_receipt_not_sent", msg_id=m.id, code=exc.code)
 
 
 def _local_store(profile: Profile) -> MessageStore:
@@ -1262,10 +1284,12 @@ def cmd_query_person(args: argparse.Namespace) -> int:
                 lines.append(f"{to}: {'HIT, reference ' + str(ref) if hit else 'no hit'}")
             else:
                 raise UnknownRecipientError(f"{to} answered with {answer.header.type}")
-        emit(args, "\n".join(lines), {"results": results})
         failed = [a for a in answers.values() if isinstance(a, IxbError)]
         if failed and len(failed) == len(answers):
+            if not args.json:  # each agency's line; with --json the error is the one object
+                sys.stdout.write("\n".join(lines) + "\n")
             raise failed[0]
+        emit(args, "\n".join(lines), {"results": results})
         return 0
 
     return _run(args, go)

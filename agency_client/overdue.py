@@ -63,21 +63,31 @@ class OverdueRequest:
             "reminded": None if self.reminded_ms is None else utc_iso(self.reminded_ms),
         }
 
+    def open_json(self, now: int) -> dict[str, Any]:
+        """A request still open and not yet due (``--open``)."""
+        data = self.as_json(now)
+        del data["overdue_by"], data["overdue_ms"]
+        return {**data, "due_in": duration_text(self.due_ms - now), "due_in_ms": self.due_ms - now}
+
     def line(self, now: int) -> str:
         towards = "to" if self.direction == "asked" else "from"
         reminded = "" if self.reminded_ms is None else f", reminded {utc_iso(self.reminded_ms)}"
+        when = (
+            f"overdue by {duration_text(now - self.due_ms)}"
+            if self.due_ms <= now
+            else f"due in {duration_text(self.due_ms - now)}"
+        )
         return (
             f"  {self.msg_id}  {self.type} {towards} {', '.join(self.counterpart)}"
-            f" [{self.priority}] due {utc_iso(self.due_ms)}:"
-            f" overdue by {duration_text(now - self.due_ms)}{reminded}"
+            f" [{self.priority}] due {utc_iso(self.due_ms)}: {when}{reminded}"
         )
 
 
-def overdue_requests(
-    me: Principal, state: LocalState, store: MessageStore, now: int
+def open_requests(
+    me: Principal, state: LocalState, store: MessageStore
 ) -> tuple[list[OverdueRequest], list[tuple[str, str, int, int]]]:
-    """Overdue requests both ways, earliest due first, and the reminders about
-    requests this agency has no record of: (id, signer, reminded at, due)."""
+    """Unanswered requests both ways (due or not), earliest due first, and the reminders
+    about requests this agency has no record of."""
     reminders = state.reminders()
     found: list[OverdueRequest] = []
     known: set[str] = set()
@@ -105,9 +115,9 @@ def overdue_requests(
             created=created,
             reminder=reminders.get(text),
         )
-        # a hub refused it (ours, or the owner's): nobody will answer it, it is not overdue
+        # a hub refused it (ours, or the owner's): nobody will answer it, it is not open
         refused = any(r["status"] == "rejected" for r in state.receipts(text))
-        if not answered and not refused and item.due_ms <= now:
+        if not answered and not refused:
             found.append(item)
     for m in store.of_types(REQUEST_TYPES):
         known.add(m.id)
@@ -132,7 +142,7 @@ def overdue_requests(
             created=m.created,
             reminder=reminders.get(m.id),
         )
-        if not answered and item.due_ms <= now:
+        if not answered:
             found.append(item)
     others = [(i, s, a, d) for i, (s, a, d) in sorted(reminders.items()) if i not in known]
     return sorted(found, key=lambda r: r.due_ms), others
@@ -158,7 +168,8 @@ def _item(
 
 
 def cmd_overdue(args: argparse.Namespace) -> int:
-    """Take new reminders from the inbox (unless ``--offline``), then list from local records."""
+    """Take new reminders from the inbox (unless ``--offline``), then list from local records
+    (with ``--open``, also the requests still open and not yet due)."""
     profile = load_profile(args.profile)
 
     if not args.offline:
@@ -177,10 +188,12 @@ def cmd_overdue(args: argparse.Namespace) -> int:
     state = LocalState(profile)
     store = open_store(profile, [], now)  # metadata only: no passphrase needed
     try:
-        found, others = overdue_requests(profile.principal, state, store, now)
+        unanswered, others = open_requests(profile.principal, state, store)
     finally:
         state.close()
         store.close()
+    found = [r for r in unanswered if r.due_ms <= now]
+    not_due = [r for r in unanswered if r.due_ms > now] if args.open else []
     asked = [r for r in found if r.direction == "asked"]
     of_me = [r for r in found if r.direction == "asked_of_me"]
     lines = []
@@ -188,12 +201,17 @@ def cmd_overdue(args: argparse.Namespace) -> int:
         lines += [f"asked, overdue ({len(asked)}):", *(r.line(now) for r in asked)]
     if of_me:
         lines += [f"asked of me, overdue ({len(of_me)}):", *(r.line(now) for r in of_me)]
+    if not_due:
+        lines += [f"open, not yet due ({len(not_due)}):", *(r.line(now) for r in not_due)]
+    open_data = {"open": [r.open_json(now) for r in not_due]} if args.open else {}
     if others:
         lines += [f"reminders about other requests ({len(others)}):"]
         lines += [
             f"  {i}  due {utc_iso(d)}: overdue by {duration_text(now - d)}, reminded by {s}"
             for i, s, _a, d in others
         ]
+    if args.open and not found and not others:
+        lines.insert(0, "nothing overdue")
     emit(
         args,
         "\n".join(lines) or "nothing overdue",
@@ -212,6 +230,7 @@ def cmd_overdue(args: argparse.Namespace) -> int:
                 }
                 for i, s, a, d in others
             ],
+            **open_data,
         },
     )
     return 0

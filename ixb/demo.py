@@ -2,10 +2,13 @@
 
 Everything runs as in production, on 127.0.0.1: three nats-servers (leaf-node
 links over mutual TLS, JetStream; clients over TLS, all certificates from a
-throwaway CA made for the run), three hub processes, MYS's automated document responder as
-its own process; the scripted agencies below connect with their own
-credentials and keys. The demo prints a timeline (who sent what to whom, hub
-decisions, receipts, latencies), then leaves everything running until Ctrl-C.
+throwaway CA made for the run), three hub processes, and the agencies' automated
+services (MYS's document responder, MMR's person-index responder) as ``ixb agency
+respond`` processes. Every step a person takes is the ``ixb`` command they would
+type, in its own process with their agency's profile (:mod:`ixb.demo_exchange`,
+:mod:`ixb.demo_lifecycle`); the timeline shows each command line and its
+outcome, and everything stays running until Ctrl-C, the cases the commands made
+still there for ``ixb mla list``, ``ixb followup list``, ``ixb queue list``.
 ``--once`` stops after the script and exits 0 only if every step had the
 expected outcome.
 """
@@ -14,60 +17,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import msgspec
-
-from agency_client.docregistry import DocumentRecord, write_csv
-from agency_client.personindex import PersonResponder, index_path
+from agency_client.docregistry import write_csv
+from agency_client.personindex import index_path
 from agency_client.profile import load_profile
-from agency_client.sdk import Incoming, Queued
 from broker.natsd import start_federation
+from ixb.demo_exchange import (
+    MMR_REF,
+    PERSONS_EXPORT,
+    REGISTRY,
+    SPECIMENS,
+    STOLEN_PASSPORT,
+    VALID_PASSPORT,
+    exchange,
+)
 from ixb.demo_lifecycle import lifecycle
-from ixb.demo_script import Script, body_as, expect_rejection, since_ms
+from ixb.demo_script import INDENT, Script, shown_line, shown_path
 from ixb.deployment import Deployment, create_deployment
 from ixb.processes import Processes, wait_hubs
-from protocols.errors import HandlingError, UsageError
-from protocols.examples import example_bodies, example_victim_alert
-from protocols.handling import HandlingCode, Priority
-from protocols.messages import (
-    Body,
-    Decision,
-    DocPurpose,
-    DocStatus,
-    DocVerifyRequest,
-    DocVerifyResponse,
-    FollowupDecision,
-    FollowupRequest,
-    MlaStatus,
-    MlaStatusCode,
-    PersonQuery,
-    PersonResult,
-    ReceiptStatus,
-)
-from protocols.mrz import build_td3
+from protocols.errors import UsageError
 from protocols.roles import Role
-from transport.clock import wall_ms
+
+__all__ = ["MMR_REF", "REGISTRY", "STOLEN_PASSPORT", "VALID_PASSPORT", "cmd_demo", "register"]
 
 PASSPHRASE = "ixb demo passphrase - not for real keys"  # noqa: S105 - demo key files only
-MMR_REF = "MMR-ATTU-2026-000112"
-"""The hit reference MMR's anti-trafficking unit answers the demo's person query with."""
-PERSONS_EXPORT = f"""reference,surname,given_names,birth_date,nationality,document_number
-{MMR_REF},Sample,Narong,1981-03-14,THA,
-MMR-ATTU-2026-000113,Nguyễn,Văn An,1990-04,VNM,C1234567
-MMR-ATTU-2026-000114,EXAMPLE,Aung Aung,1985,MMR,MA123456
-"""
-"""MMR's person index (invented persons): the demo's query hits the first row."""
 LIAISON_PASSWORD = "ixb demo liaison"  # noqa: S105 - demo web login only
 DEFAULT_DIR = "demo"
 MARKER = ".ixb-demo"
 """Written into the demo's directory: only a directory holding it is cleared by a new run."""
+RESPONDER_READY_S = 30.0
 
 AGENCIES: dict[str, list[Role]] = {
     "THA/DSI-ATHD": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],  # DSI anti-trafficking
@@ -78,50 +60,6 @@ AGENCIES: dict[str, list[Role]] = {
     "MYS/AGC": [Role.CENTRAL_AUTHORITY],
     "MMR/MOHA-ATTU": [Role.TRAFFICKING_UNIT, Role.INVESTIGATOR],
 }
-
-VALID_PASSPORT = build_td3(
-    issuing_state="MYS",
-    surname="SAMPLE",
-    given_names="SITI AMINAH",
-    document_number="A12345678",
-    nationality="MYS",
-    birth_date="900101",
-    sex="F",
-    expiry_date="310101",
-)
-STOLEN_PASSPORT = build_td3(
-    issuing_state="MYS",
-    surname="EXAMPLE",
-    given_names="AHMAD",
-    document_number="A87654321",
-    nationality="MYS",
-    birth_date="850615",
-    sex="M",
-    expiry_date="300615",
-)
-REGISTRY = [
-    DocumentRecord(
-        document_number="A12345678",
-        issuing_state="MYS",
-        surname="SAMPLE",
-        given_names="SITI AMINAH",
-        birth_date="1990-01-01",
-        expiry_date="2031-01-01",
-        nationality="MYS",
-        sex="F",
-    ),
-    DocumentRecord(
-        document_number="A87654321",
-        issuing_state="MYS",
-        surname="EXAMPLE",
-        given_names="AHMAD",
-        birth_date="1985-06-15",
-        expiry_date="2030-06-15",
-        nationality="MYS",
-        sex="M",
-        status=DocStatus.REPORTED_STOLEN,
-    ),
-]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -142,193 +80,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run_script(s: Script) -> None:
-    ex = example_bodies(wall_ms())
-    # every officer's client connects first, so latencies below are the exchange's own
-    # (MYS/IMMIGRATION is the automated responder, a process of its own)
-    for agency in AGENCIES:
-        if agency != "MYS/IMMIGRATION":
-            await s.client(agency)
-    await alert(s, ex)
-    await document_checks(s)
-    result = await person_query(s, ex)
-    await followup(s, ex, result)
-    await mla(s, ex)
-    await refusals(s, ex)
+    await exchange(s)
     await lifecycle(s)
-
-
-async def alert(s: Script, ex: dict[str, Body]) -> None:
-    s.say("ALERT  THA/DSI-ATHD → MYS/RMP-ATIPSOM, MMR/MOHA-ATTU  [H2, urgent]")
-    s.alert_id, start = await s.send(
-        "THA/DSI-ATHD",
-        ex["alert"],
-        ["MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU"],
-        handling=HandlingCode.H2,
-        priority=Priority.URGENT,
-        case_ref="THA-DSI-2026-0412",
-    )
-    for agency in ("MYS/RMP-ATIPSOM", "MMR/MOHA-ATTU"):
-        got = await s.next_message(agency, "alert")
-        via = " → ".join(str(h) for h in got.hubs)
-        s.say(
-            f"       delivered to {agency} after {since_ms(start)} via {via}; verified, decrypted"
-        )
-        s.check(got.body == ex["alert"] and got.header.id == s.alert_id, f"alert to {agency}")
-        await (await s.client(agency)).send_read_receipt(got)
-    for status in (
-        ReceiptStatus.ACCEPTED,
-        ReceiptStatus.RELAYED,
-        ReceiptStatus.DELIVERED,
-        ReceiptStatus.READ,
-    ):
-        r = await s.receipt("THA/DSI-ATHD", s.alert_id, status)
-        s.check(r is not None, f"alert {status.value} receipt")
-        if r is not None:
-            s.say(f"       receipt {status.value:<9} signed by {r.by}")
-
-
-async def document_checks(s: Script) -> None:
-    officer = await s.client("THA/IMMIGRATION")
-    for label, mrz, expected in (
-        ("valid passport", VALID_PASSPORT, DocStatus.VALID),
-        ("stolen passport", STOLEN_PASSPORT, DocStatus.REPORTED_STOLEN),
-    ):
-        s.say(f"DOC CHECK  THA/IMMIGRATION → MYS/IMMIGRATION (automated)  {label}")
-        start = time.perf_counter()
-        # the synchronous path (SPEC §14): both hubs audit it before the answer moves on
-        answer = await officer.lookup(
-            DocVerifyRequest(mrz=mrz, purpose=DocPurpose.BORDER_CHECK, checkpoint="SADAO"),
-            "MYS/IMMIGRATION",
-            timeout=15,
-            priority=Priority.URGENT,
-        )
-        if isinstance(answer, Queued):  # MYS's responder did not answer in time
-            s.check(False, f"doc check {label}: {answer.describe(officer.clock())}")
-            continue
-        reply = body_as(answer, DocVerifyResponse)
-        s.say(
-            f"       answer: {reply.status.value} ({reply.answered_by.value}) in {since_ms(start)}"
-        )
-        s.check(reply.status is expected, f"doc check {label}")
-
-
-async def person_query(s: Script, ex: dict[str, Body]) -> Incoming:
-    s.say("PERSON QUERY  THA/DSI-ATHD → MMR/MOHA-ATTU (hit/no-hit, no personal data back)")
-    mmr = await s.client("MMR/MOHA-ATTU")
-    # MMR answers from its person index, as `ixb agency respond --index` does (in the
-    # scripted client here: it also decides the follow-up below)
-    responder = PersonResponder(
-        mmr, index_path(load_profile(s.deployment.profile("MMR/MOHA-ATTU")))
-    )
-    try:
-        example = ex["person.query"]
-        assert isinstance(example, PersonQuery)  # noqa: S101 - the examples' own type
-        unknown = msgspec.structs.replace(example, surname="NOBODY", given_names="KNOWN")
-        answers: list[Incoming] = []
-        for query_body in (example, unknown):
-            query_id, start = await s.send(
-                "THA/DSI-ATHD", query_body, ["MMR/MOHA-ATTU"], case_ref="THA-DSI-2026-0412"
-            )
-            await responder(mmr, await s.next_message("MMR/MOHA-ATTU", "person.query"))
-            result = await s.next_message("THA/DSI-ATHD", "person.result")
-            hit = body_as(result, PersonResult)
-            who = "a person MMR holds" if query_body is example else "a person it does not"
-            answer = f"HIT, reference {hit.reference}" if hit.hit else "no hit"
-            s.say(f"       {who}: {answer} after {since_ms(start)}")
-            s.check(
-                hit.hit == (query_body is example) and result.header.in_reply_to == query_id,
-                "person.result",
-            )
-            answers.append(result)
-    finally:
-        responder.close()
-    listed = await s.ixb_ok(
-        "ixb index queries at MMR",
-        *("index", "queries", "--json"),
-        *("--profile", str(s.deployment.profile("MMR/MOHA-ATTU"))),
-    )
-    queries = json.loads(listed)["queries"] if listed else []
-    s.say(
-        f"       MMR's record (ixb index queries): {len(queries)} queries by "
-        f"{', '.join(sorted({q['requester'] for q in queries}))}, each with its time, purpose"
-        " and legal basis; the terms only as keyed hashes"
-    )
-    s.check([q["hit"] for q in queries] == [True, False], "MMR's record of the queries")
-    return answers[0]
-
-
-def followup_for(ex: dict[str, Body], hit: PersonResult) -> FollowupRequest:
-    """The example follow-up request, citing the reference the owner answered with."""
-    example = ex["followup.request"]
-    assert isinstance(example, FollowupRequest)  # noqa: S101 - the examples' own type
-    return msgspec.structs.replace(example, reference=hit.reference or "")
-
-
-async def followup(s: Script, ex: dict[str, Body], result: Incoming) -> None:
-    s.say("FOLLOW-UP  THA/DSI-ATHD → MMR/MOHA-ATTU; a named officer at MMR decides")
-    await s.send(
-        "THA/DSI-ATHD",
-        followup_for(ex, body_as(result, PersonResult)),
-        ["MMR/MOHA-ATTU"],
-        in_reply_to=result.header.id,
-        case_ref="THA-DSI-2026-0412",
-    )
-    request = await s.next_message("MMR/MOHA-ATTU", "followup.request")
-    mmr = await s.client("MMR/MOHA-ATTU")
-    await mmr.reply(request, ex["followup.decision"], handling=HandlingCode.H1)
-    decision = body_as(await s.next_message("THA/DSI-ATHD", "followup.decision"), FollowupDecision)
-    s.say(f"       decision: {decision.decision.value} by {decision.decided_by} [H1]")
-    s.check(
-        decision.decision in (Decision.APPROVED, Decision.PARTIALLY_APPROVED), "followup.decision"
-    )
-
-
-async def mla(s: Script, ex: dict[str, Body]) -> None:
-    s.say("MLA REQUEST  THA/OAG → MYS/AGC, then status updates")
-    mla_id, _ = await s.send(
-        "THA/OAG",
-        ex["mla.request"],
-        ["MYS/AGC"],
-        priority=Priority.HIGH,
-        case_ref="THA-OAG-MLA-2026-031",
-    )
-    request = await s.next_message("MYS/AGC", "mla.request")
-    agc = await s.client("MYS/AGC")
-    previous: MlaStatusCode | None = None
-    for code in (MlaStatusCode.RECEIVED, MlaStatusCode.ACKNOWLEDGED, MlaStatusCode.IN_EXECUTION):
-        await agc.reply(request, MlaStatus(status=code, previous=previous))
-        update = await s.next_message("THA/OAG", "mla.status")
-        status = body_as(update, MlaStatus)
-        s.say(f"       status: {status.status.value}")
-        s.check(
-            status.status is code and update.header.in_reply_to == mla_id,
-            f"mla.status {code.value}",
-        )
-        previous = code
-
-
-async def refusals(s: Script, ex: dict[str, Body]) -> None:
-    s.say("REFUSALS (each answered with a signed rejection receipt, nothing delivered)")
-    mys = await s.client("MYS/RMP-ATIPSOM")
-    bad = await mys.send(
-        ex["alert"], ["MYS/IMMIGRATION"], handling=HandlingCode.H2, forward_of=s.alert_id
-    )
-    await expect_rejection(
-        s, "MYS/RMP-ATIPSOM", bad, "ixb.E_HANDLING", "H2 alert forwarded to MYS/IMMIGRATION"
-    )
-    officer = await s.client("THA/IMMIGRATION")
-    bad = await officer.send(ex["person.query"], ["MMR/MOHA-ATTU"])
-    await expect_rejection(
-        s, "THA/IMMIGRATION", bad, "ixb.E_UNAUTHORISED", "person query from an immigration desk"
-    )
-    sender = await s.client("THA/DSI-ATHD")
-    try:
-        await sender.send(example_victim_alert(0), ["MYS/RMP-ATIPSOM"], handling=HandlingCode.H0)
-    except HandlingError as exc:
-        s.say(f"       alert naming a victim under H0: {exc.code}, never sealed by THA/DSI-ATHD")
-        s.check(True, "victim alert under H0 refused by the sender")
-    else:
-        s.check(False, "victim alert under H0 refused by the sender")
 
 
 async def demo(base: Path, once: bool) -> int:
@@ -351,38 +104,15 @@ async def demo(base: Path, once: bool) -> int:
                 )
             await wait_hubs(deployment, procs)
             script.say("hubs ready; signed agency directories exchanged across the links")
-            await load_registry(script, base, str(deployment.profile("MYS/IMMIGRATION")))
-            procs.spawn(
-                "responder-MYS-IMMIGRATION",
-                "agency",
-                "respond",
-                "--profile",
-                str(deployment.profile("MYS/IMMIGRATION")),
-            )
-            persons = base / "MMR-persons.csv"
-            persons.write_text(PERSONS_EXPORT, encoding="utf-8")
-            mmr_profile = str(deployment.profile("MMR/MOHA-ATTU"))
-            await script.ixb_ok(
-                "ixb index load at MMR", "index", "load", str(persons), "--profile", mmr_profile
-            )
-            script.say(f"MMR/MOHA-ATTU loaded its person index from {persons.name} (hashed)")
+            await asyncio.gather(load_registry(script), load_index(script))
+            await start_responders(script, procs)
             try:
                 await run_script(script)
             finally:
                 await script.disconnect_all()
-            await audit_step(script, deployment)
+            await audit_step(script)
             report(script, deployment)
             if not once:
-                # from now on MMR's person queries are answered by the command, its own process
-                index = str(index_path(load_profile(Path(mmr_profile))))
-                procs.spawn(
-                    "responder-MMR-MOHA-ATTU",
-                    *("agency", "respond", "--profile", mmr_profile, "--index", index),
-                )
-                say(
-                    "MMR/MOHA-ATTU answers person queries from its index (ixb agency respond "
-                    f"--index {index}); ixb index queries shows who asked\n"
-                )
                 say("running until Ctrl-C\n")
                 await _wait_for_interrupt()
         finally:
@@ -392,50 +122,69 @@ async def demo(base: Path, once: bool) -> int:
     return 1 if script.failures else 0
 
 
-async def load_registry(s: Script, base: Path, profile: str) -> None:
+async def load_registry(s: Script) -> None:
     """MYS's passport office exports its records; ``ixb registry load`` fills the registry."""
-    export = base / "MYS-passports.csv"
+    export = s.deployment.base / "MYS-passports.csv"
     export.write_text(write_csv(REGISTRY), encoding="utf-8")
-    out = await s.ixb_ok(
-        "ixb registry load at MYS", "registry", "load", str(export), "--profile", profile
+    ran = await s.cmd("MYS/IMMIGRATION", "registry", "load", str(export))
+    d = ran.json()
+    s.show(ran, f"MYS/IMMIGRATION's document registry: {d.get('loaded', ran.error)} passports")
+    s.expect_ok(ran, "ixb registry load at MYS")
+
+
+async def load_index(s: Script) -> None:
+    """MMR's unit exports its records of persons; ``ixb index load`` keeps them hashed."""
+    export = s.deployment.base / "MMR-persons.csv"
+    export.write_text(PERSONS_EXPORT, encoding="utf-8")
+    ran = await s.cmd("MMR/MOHA-ATTU", "index", "load", str(export))
+    d = ran.json()
+    s.show(ran, f"MMR/MOHA-ATTU's person index: {d.get('added', ran.error)} persons, hashed")
+    s.expect_ok(ran, "ixb index load at MMR")
+
+
+async def start_responders(s: Script, procs: Processes) -> None:
+    """The automated services, each ``ixb agency respond`` in its own process, up to the end:
+    MYS's document registry (what it cannot decide waits for a person) and MMR's person index."""
+    d = s.deployment
+    mmr = d.profile("MMR/MOHA-ATTU")
+    responders = {
+        "responder-MYS-IMMIGRATION": (
+            "agency", "respond", "--unknown", "ask_human",
+            "--profile", str(d.profile("MYS/IMMIGRATION")),
+        ),
+        "responder-MMR-MOHA-ATTU": (
+            "agency", "respond", "--index", str(index_path(load_profile(mmr))),
+            "--profile", str(mmr),
+        ),
+    }  # fmt: skip
+    for name, args in responders.items():
+        procs.spawn(name, *args)
+    ready = await asyncio.gather(
+        *(procs.wait_output(name, ": answering ", RESPONDER_READY_S) for name in responders)
     )
-    s.say(f"MYS/IMMIGRATION loaded its document registry: {out.strip()}")
+    for (name, args), line in zip(responders.items(), ready, strict=True):
+        s.say(f"  $ {shown_line(args)} &   (logs/{name}.log)")
+        sys.stdout.write(f"{INDENT}{line}\n")
 
 
-async def audit_step(s: Script, deployment: Deployment) -> None:
+async def audit_step(s: Script) -> None:
     """Reconcile THA's and MYS's logs, as a liaison officer would, once checkpoints passed."""
     s.say("AUDIT  THA and MYS reconcile their witnessed logs")
-    config = str(deployment.hub_config("THA"))
-    deadline = time.monotonic() + 20
-    while True:
-        result = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "ixb",
-                "audit",
-                "reconcile",
-                "--config",
-                config,
-                "--peer",
-                "MYS",
-                "--grace",
-                "0",
-            ],
-            capture_output=True,
-            text=True,
-            env=deployment.env(),
-            check=False,
-            timeout=60,
-        )
-        clean = result.returncode == 0 and " 0 only in" in result.stdout
-        if clean or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1.0)
-    for line in result.stdout.strip().splitlines():
-        s.say(f"       {line}")
-    s.check(clean, "THA and MYS audit logs reconcile")
+    config = str(s.deployment.hub_config("THA"))
+
+    def clean(d: dict[str, object]) -> bool:  # nothing one side logged and the other did not
+        return "matched" in d and not (d.get("only_here") or d.get("only_there"))
+
+    args = ("audit", "reconcile", "--config", config, "--peer", "MYS", "--grace", "0")
+    ran = await s.cmd_until(None, args, clean, timeout=20)
+    d = ran.json()
+    s.show(
+        ran,
+        f"THA ↔ MYS: {d.get('matched', ran.error)} exchanges match on both sides;"
+        f" {len(d.get('only_here') or [])} only in THA's log,"
+        f" {len(d.get('only_there') or [])} only in MYS's, {len(d.get('different') or [])} differ",
+    )
+    s.check(ran.ok and clean(d), "THA and MYS audit logs reconcile")
 
 
 def report(script: Script, deployment: Deployment) -> None:
@@ -454,8 +203,17 @@ def report(script: Script, deployment: Deployment) -> None:
     for agency in AGENCIES:
         say(f"  {agency:<16} {deployment.profile(agency)}\n")
     say("specimen passports in MYS's registry (ixb verify-doc --mrz LINE1 LINE2):\n")
-    for label, mrz in (("valid", VALID_PASSPORT), ("reported stolen", STOLEN_PASSPORT)):
-        say(f"  {label}:\n" + "".join(f"    {line}\n" for line in mrz))
+    for label, specimen in SPECIMENS.items():
+        said = f"{label} (status unknown: a person answers)" if specimen.undecided else label
+        say(f"  {said}:\n" + "".join(f"    {line}\n" for line in specimen.mrz()))
+    profile = {agency: shown_path(str(deployment.profile(agency))) for agency in AGENCIES}
+    say(
+        "the demo's cases, as the commands left them:\n"
+        f"  ixb mla list --profile {profile['MYS/AGC']}\n"
+        f"  ixb followup list --all --profile {profile['MMR/MOHA-ATTU']}\n"
+        f"  ixb queue list --profile {profile['MYS/IMMIGRATION']}\n"
+        f"  ixb overdue --open --profile {profile['THA/DSI-ATHD']}\n"
+    )
     if script.failures:
         say("\nFAILED:\n" + "".join(f"  {f}\n" for f in script.failures))
     else:

@@ -1,19 +1,26 @@
-"""What every step of ``ixb demo`` shares: the timeline, the checks, the agencies' clients.
+"""What every step of ``ixb demo`` shares: the timeline, the checks, the commands it runs.
 
-The steps themselves are :mod:`ixb.demo` (the exchange of every message type)
-and :mod:`ixb.demo_lifecycle` (enrolment, key rotation and revocation on the
-running federation).
+Every step a person or an agency's service takes is an ``ixb`` command in its
+own process, with the acting agency's profile (:meth:`Script.cmd`); the
+timeline shows each command line and its outcome. The steps are
+:mod:`ixb.demo_exchange` (every message type), :mod:`ixb.demo_lifecycle`
+(enrolment, key rotation and revocation on the running federation); the few
+things no command expresses use the SDK clients kept here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 from agency_client.msgstore import MessageStore, open_store
 from agency_client.profile import load_profile
@@ -25,6 +32,82 @@ from transport.clock import wall_ms
 
 COMMAND_TIMEOUT_S = 60.0
 """An ``ixb`` command the demo runs as an operator or an agency would."""
+UNTIL_S = 15.0
+"""How long a step asks again (``ixb inbox``, ``ixb queue list`` …) for what is on its way."""
+ELIDED = frozenset(
+    {
+        "--title",
+        "--text",
+        "--summary",
+        "--release-text",
+        "--purpose",
+        "--legal-basis",
+        "--contact",
+        "--mrz",
+    }
+)
+"""Options whose values the timeline shows as ``…`` (long free text)."""
+INDENT = " " * 15
+"""Where a command's outcome lines start, under its ``$ ixb …`` line."""
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One ``ixb`` command the demo ran: its line as shown, exit status, output."""
+
+    shown: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def json(self) -> dict[str, Any]:
+        """The one JSON object it printed (``{}`` if none)."""
+        try:
+            data = json.loads(self.stdout)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def error(self) -> str:
+        """Its one-line error (stderr's last line), or the exit status."""
+        lines = self.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit {self.returncode}"
+
+    def error_code(self) -> str | None:
+        """The ``ixb.E_…`` code of its ``--json`` error object, if it failed with one."""
+        error = self.json().get("error")
+        return error.get("code") if isinstance(error, dict) else None
+
+
+def shown_path(arg: str) -> str:
+    """A path under the working directory as a relative one (``demo/agencies/…``)."""
+    if not arg.startswith("/"):
+        return arg
+    try:
+        return os.path.relpath(arg) if Path(arg).is_relative_to(Path.cwd()) else arg
+    except ValueError:
+        return arg
+
+
+def shown_line(args: Sequence[str]) -> str:
+    """``ixb ARGS`` as the timeline shows it: long free text as ``…``, paths relative."""
+    out: list[str] = ["ixb"]
+    eliding = False
+    for arg in args:
+        if arg.startswith("--"):
+            eliding = arg in ELIDED
+            out.append(arg)
+        elif eliding:
+            if out[-1] != "…":
+                out.append("…")
+        else:
+            out.append(shlex.quote(shown_path(arg)))
+    return " ".join(out)
 
 
 @dataclass
@@ -35,14 +118,67 @@ class Script:
     """Each agency's message store: what it receives is kept, as by ``ixb inbox``."""
     failures: list[str] = field(default_factory=list)
     steps: int = 0
-    """Each country's nats-server, reloaded when an agency's NATS user is added."""
-    alert_id: bytes = b""
+    alert_id: str = ""
+    """The demo's alert, which the refusals step tries to forward."""
     t0: float = field(default_factory=time.perf_counter)
 
     def say(self, text: str) -> None:
         elapsed = time.perf_counter() - self.t0
         sys.stdout.write(f"{elapsed:7.2f} s  {text}\n")
         sys.stdout.flush()
+
+    async def cmd(self, agency: str | None, *args: str) -> Ran:
+        """``ixb ARGS --json`` in its own process, with ``agency``'s profile."""
+        argv = [*args, "--json"]
+        if agency is not None:
+            argv += ["--profile", str(self.deployment.profile(agency))]
+        done = await self.ixb(*argv)
+        return Ran(shown_line(argv), done.returncode, done.stdout, done.stderr)
+
+    async def cmd_until(
+        self,
+        agency: str | None,
+        args: Sequence[str],
+        done: Callable[[dict[str, Any]], bool],
+        timeout: float = UNTIL_S,
+    ) -> Ran:
+        """:meth:`cmd` again until ``done`` holds for what it printed (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ran = await self.cmd(agency, *args)
+            if (ran.ok and done(ran.json())) or time.monotonic() > deadline:
+                return ran
+            await asyncio.sleep(0.2)
+
+    async def inbox_until(
+        self, agency: str, wanted: Callable[[dict[str, Any]], bool], count: int = 1
+    ) -> tuple[Ran, list[dict[str, Any]]]:
+        """``ixb inbox`` at ``agency`` until ``count`` new messages ``wanted`` were listed
+        (each is listed once: what earlier runs listed is kept)."""
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + UNTIL_S
+        while True:
+            ran = await self.cmd(agency, "inbox", "--wait", "0.5")
+            found += [m for m in ran.json().get("messages", []) if wanted(m)]
+            if len(found) >= count or not ran.ok or time.monotonic() > deadline:
+                return ran, found
+
+    @staticmethod
+    def missing(ran: Ran) -> str:
+        """Why a step's ``…_until`` found nothing: the command's error, or the wait."""
+        return ran.error if not ran.ok else f"nothing arrived within {UNTIL_S:g} s"
+
+    def show(self, ran: Ran, *outcome: str) -> None:
+        """The command line as run, then its outcome (one line, or a few)."""
+        self.say(f"  $ {ran.shown}")
+        for line in outcome:
+            sys.stdout.write(f"{INDENT}{line}\n")
+        sys.stdout.flush()
+
+    def expect_ok(self, ran: Ran, what: str) -> bool:
+        """Check ``ran`` succeeded; its error line is the failure if not."""
+        self.check(ran.ok, f"{what}: {ran.error}")
+        return ran.ok
 
     def check(self, ok: bool, what: str) -> None:
         self.steps += 1
@@ -130,16 +266,6 @@ class Script:
         ok = done.returncode == 0
         self.check(ok, f"{what}: {done.stderr.strip() or done.returncode}")
         return done.stdout if ok else ""
-
-
-T = TypeVar("T")
-
-
-def body_as(item: Incoming, cls: type[T]) -> T:
-    """The body as the expected type, or a clear failure naming what came instead."""
-    if not isinstance(item.body, cls):
-        raise TypeError(f"expected {cls.__name__}, got {item.header.type}")
-    return item.body
 
 
 def since_ms(start: float) -> str:

@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="agency: seconds to wait for new reminders (default 1)",
     )
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="agency: also the requests still open and not yet due, with when each is due",
+    )
     add_connect_timeout(p)
     add_json(p)
     p.set_defaults(func=_overdue)
@@ -51,5 +56,7 @@ def _overdue(args: argparse.Namespace) -> int:
     if args.config is not None:
         if args.offline:
             raise UsageError("--offline is for agencies; a hub's store is always local")
+        if args.open:
+            raise UsageError("--open is for agencies; a hub lists what is past due")
         return cmd_hub_overdue(args)
     return cmd_overdue(args)

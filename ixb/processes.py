@@ -57,6 +57,21 @@ class Processes:
             if p.poll() is not None:
                 raise LocalError(f"{name} exited early; see {self.logs / name}.log")
 
+    async def wait_output(self, name: str, text: str, timeout: float) -> str:
+        """The first line of ``name``'s output holding ``text``, once it printed it (a
+        service saying it is ready); :class:`LocalError` if it exits or takes too long."""
+        log = self.logs / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+            found = next((line for line in lines if text in line), None)
+            if found is not None:
+                return found
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise LocalError(f"{name} not ready after {timeout:g} s; see {log}")
+            await asyncio.sleep(0.1)
+
     def stop(self) -> list[str]:
         """SIGTERM, as an operator's service manager would; returns who did not exit cleanly."""
         for p in self.procs:

@@ -214,27 +214,51 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
         [sys.executable, "-m", "ixb", "demo", "--once", "--dir", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
         check=False,
         stdin=subprocess.DEVNULL,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    steps = ("ALERT", "DOC CHECK", "PERSON QUERY", "FOLLOW-UP", "MLA REQUEST", "REFUSALS")
-    for step in (*steps, "ENROL", "ROTATE", "REVOKE"):
-        assert step in result.stdout
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    steps = ("ALERT", "DOC CHECKS", "PERSON QUERY", "FOLLOW-UP", "MLA REQUEST", "OVERDUE")
+    for step in (*steps, "REFUSALS", "ENROL", "ROTATE", "REVOKE"):
+        assert step in out
+    # every step a person takes is the command, shown with the acting agency's profile
+    profiles = tmp_path / "demo" / "agencies"
+    for line in (
+        "$ ixb send alert --to MYS/RMP-ATIPSOM --to MMR/MOHA-ATTU --title … --text …",
+        f"$ ixb inbox --wait 0.5 --json --profile {profiles / 'MMR-MOHA-ATTU.toml'}",
+        f"$ ixb verify-doc --mrz … --checkpoint SADAO --json --profile {profiles}/THA-IMMIG",
+        f"$ ixb queue list --json --profile {profiles / 'MYS-IMMIGRATION.toml'}",
+        "$ ixb query person --to MMR/MOHA-ATTU --to MYS/RMP-ATIPSOM --surname SAMPLE",
+        "$ ixb followup decide ",
+        f"$ ixb mla list --json --profile {profiles / 'MYS-AGC.toml'}",
+        f"$ ixb overdue --open --json --profile {profiles / 'THA-DSI-ATHD.toml'}",
+        "$ ixb agency respond --unknown ask_human --profile ",
+    ):
+        assert line in out, line
+    assert "read      signed by MMR/MOHA-ATTU, MYS/RMP-ATIPSOM" in out  # both recipients read it
+    assert "answer: valid (automated)" in out
+    assert "answer: reported_stolen (automated)" in out
+    assert "record under review: queued at MYS/IMMIGRATION, due in 7 h" in out
+    assert "a mistyped check digit: refused here, nothing sent: error ixb.E_MRZ" in out
+    assert "THA/IMMIGRATION reads MYS's answer: valid (human, by Insp. " in out
+    assert "a person MMR holds: HIT, reference MMR-" in out  # the queried country's own
+    assert "MYS/RMP-ATIPSOM (no automated index): queued at MYS/RMP-ATIPSOM, due in " in out
+    assert "a person it does not: no hit" in out
+    assert "decision: approved by Insp. " in out and "decision: refused by Insp. " in out
+    assert "refused here: error ixb.E_TRANSITION: MLA status: received cannot become" in out
+    assert re.search(r"sent to MYS/AGC: in_execution, age \d+ s", out), out
+    assert "H2 alert forwarded to MYS/IMMIGRATION (SDK): ixb.E_HANDLING" in out
+    assert "person query from an immigration desk: error ixb.E_UNAUTHORISED" in out
+    assert "naming a victim under H0: never sealed by THA/DSI-ATHD: error ixb.E_HANDLING" in out
     # the lifecycle on the running federation: a rotated key in use, a revocation everywhere
-    assert "a person MMR holds: HIT, reference MMR-" in result.stdout  # the queried country's own
-    assert "a person it does not: no hit" in result.stdout
-    assert "alert naming a victim under H0: ixb.E_HANDLING, never sealed" in result.stdout
-    assert "alert signed with the new key, verified at MYS" in result.stdout
+    assert "alert signed with the new key, verified at MYS" in out
     for country in ("THA", "MYS", "MMR"):
-        assert f"in force at the {country} hub" in result.stdout
-    assert "its next alert: ixb.E_REVOKED" in result.stdout
-    assert "answer: valid (automated)" in result.stdout
-    assert "answer: reported_stolen (automated)" in result.stdout
-    assert "ixb.E_HANDLING" in result.stdout and "ixb.E_UNAUTHORISED" in result.stdout
-    assert "checks went as expected" in result.stdout
-    assert "every connection TLS" in result.stdout
+        assert f"in force at the {country} hub" in out
+    assert "its next alert: ixb.E_REVOKED" in out
+    assert "checks went as expected" in out
+    assert "every connection TLS" in out
 
 
 def test_agency_enroll_makes_keys_profile_and_a_signed_request(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from agency_client.docregistry import DocumentRecord, write_csv
 from protocols.handling import Priority
 from protocols.identifiers import format_message_id
-from protocols.messages import DocPurpose, DocStatus, DocVerifyRequest, PersonQuery
+from protocols.messages import DocPurpose, DocStatus, DocVerifyRequest, PersonQuery, ReceiptStatus
 from protocols.mrz import build_td3
 from tests.federation import PASSPHRASE, Federation, run_ixb, running_federation
 
@@ -344,3 +344,107 @@ async def test_the_responder_leaves_what_the_registry_cannot_decide_to_a_person(
     log = (await proc.stderr.read()).decode()
     (line,) = [ln for ln in log.splitlines() if "queued_for_person" in ln]
     assert f"msg_id='{review_id}'" in line and "REVIEW" not in log and "A55555555" not in log
+
+
+async def test_inbox_sends_the_read_receipt_for_what_the_responder_fetched(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """The responder takes the agency's inbox; the officer's first ``ixb inbox`` listing of
+    a message is still the read the sender hears of."""
+    export = tmp_path / "mys.json"
+    export.write_text(json.dumps(msgspec.to_builtins(EXPORT)), encoding="utf-8")
+    ok(await ixb(fed, OWNER, "registry", "load", str(export)))
+    asker = await fed.client(ASKER)
+    async with responder(fed, "--unknown", "ask_human"):
+        request = DocVerifyRequest(mrz=UNDER_REVIEW, purpose=DocPurpose.BORDER_CHECK)
+        sent = await asker.send(request, [OWNER], priority=Priority.URGENT)
+        review_id = format_message_id(sent)
+        deadline = asyncio.get_running_loop().time() + 40
+        while True:  # fetched and stored by the responder's process (--offline: not this one)
+            listed = json.loads(ok(await ixb(fed, OWNER, "queue", "list", "--offline", "--json")))
+            if review_id in {r["id"] for r in listed["queue"]}:
+                break
+            assert asyncio.get_running_loop().time() < deadline, listed
+            await asyncio.sleep(0.3)
+        listed = json.loads(ok(await ixb(fed, OWNER, "inbox", "--json", "--wait", "0.5")))
+        assert review_id in {m["id"] for m in listed["messages"]}
+        read = await asker.wait_receipt(sent, ReceiptStatus.READ, timeout=30)
+        assert str(read.signer) == OWNER
+
+
+async def test_a_query_every_hub_refuses_prints_one_json_object(fed: Federation) -> None:
+    refused = await ixb(
+        fed, ASKER, "query", "person", "--json", "--to", "MYS/RMP-ATIPSOM",
+        "--surname", "EXAMPLE", "--birth-date", "1985-06-15",
+        "--purpose", "EXAMPLE", "--legal-basis", "EXAMPLE",
+    )  # fmt: skip
+    one_line_error(refused, "ixb.E_UNAUTHORISED")  # an immigration desk asks about a person
+    assert json.loads(refused.stdout)["error"]["code"] == "ixb.E_UNAUTHORISED"  # one object
+
+
+async def test_overdue_open_lists_what_is_open_on_both_sides_until_answered(
+    fed: Federation,
+) -> None:
+    asker, owner = "THA/DSI-ATHD", "MYS/RMP-ATIPSOM"
+    asked = json.loads(
+        ok(
+            await ixb(
+                fed, asker, "query", "person", "--json", "--to", owner,
+                "--surname", "EXAMPLE", "--birth-date", "1985-06-15",
+                "--purpose", "EXAMPLE", "--legal-basis", "EXAMPLE",
+            )
+        )
+    )  # fmt: skip
+    (result,) = asked["results"]
+    assert result["state"] == "queued"  # no responder at the unit: a person answers
+    query_id = result["request_id"]
+
+    plain = await ixb(fed, asker, "overdue", "--json")
+    assert "open" not in json.loads(ok(plain))
+    assert ok(await ixb(fed, asker, "overdue")).strip() == "nothing overdue"
+    mine = json.loads(ok(await ixb(fed, asker, "overdue", "--open", "--json")))
+    assert mine["asked"] == [] and mine["asked_of_me"] == []
+    (row,) = mine["open"]
+    assert (row["id"], row["type"], row["direction"]) == (query_id, "person.query", "asked")
+    assert row["counterpart"] == [owner] and row["due_in_ms"] > 0 and row["due_in"].endswith("h")
+    text = ok(await ixb(fed, asker, "overdue", "--open"))
+    assert text.startswith("nothing overdue\nopen, not yet due (1):\n")
+    assert f"{query_id}  person.query to {owner} [normal] due " in text and ": due in " in text
+
+    deadline = asyncio.get_running_loop().time() + 40
+    while True:  # the owner's queue takes it in; its overdue lists it as asked of it
+        theirs = json.loads(ok(await ixb(fed, owner, "overdue", "--open", "--json")))
+        if any(r["id"] == query_id for r in theirs["open"]):
+            break
+        ok(await ixb(fed, owner, "queue", "list", "--wait", "1"))
+        assert asyncio.get_running_loop().time() < deadline, theirs
+    assert [r["direction"] for r in theirs["open"]] == ["asked_of_me"]
+    ok(await ixb(fed, owner, "queue", "answer", query_id, "--no-hit"))
+    await answer_in_inbox(fed, asker, query_id)
+    answered = json.loads(ok(await ixb(fed, asker, "overdue", "--open", "--json")))
+    assert answered["open"] == []
+    after = json.loads(ok(await ixb(fed, owner, "overdue", "--open", "--json")))
+    assert after["open"] == []
+    hub = await run_ixb("overdue", "--open", "--config", str(fed.deployment.hub_config("THA")))
+    assert "--open is for agencies" in one_line_error(hub, "ixb.E_USAGE")
+
+
+async def test_inbox_lists_a_message_whose_sender_was_revoked_since(fed: Federation) -> None:
+    """Its read receipt cannot go (the sender is revoked): logged, and the listing stands."""
+    asker = await fed.client(ASKER)
+    request = DocVerifyRequest(mrz=UNDER_REVIEW, purpose=DocPurpose.BORDER_CHECK)
+    review_id = format_message_id(await asker.send(request, [OWNER], priority=Priority.URGENT))
+    await queued_ids(fed, {review_id})  # stored at the owner, not yet listed by ixb inbox
+    config = str(fed.deployment.hub_config("THA"))
+    ok(await run_ixb("hub", "agency", "revoke", ASKER, "--reason", "EXAMPLE", "--config", config))
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:  # MYS's hub holds the revocation
+        now = asyncio.get_running_loop().time()
+        if fed.hubs["MYS"].hub.keys.entry(fed.principal(ASKER)).revoked is not None:
+            break
+        assert now < deadline
+        await asyncio.sleep(0.1)
+    listed = await ixb(fed, OWNER, "inbox", "--json", "--wait", "0.5")
+    assert review_id in {m["id"] for m in json.loads(ok(listed))["messages"]}
+    assert "read_receipt_not_sent" in listed.stderr and review_id in listed.stderr
+    assert "Traceback" not in listed.stderr

@@ -113,6 +113,7 @@ def test_every_readme_command_runs_against_the_demo(tmp_path: Path) -> None:
             assert str(tmp_path / "demo" / "agencies" / f"{agency}.toml") in printed
         for line in (*VALID_PASSPORT, *STOLEN_PASSPORT):
             assert line in printed
+        assert "ixb mla list --profile demo/agencies/MYS-AGC.toml" in printed
         script = "set -euxo pipefail\n" + "\n".join(runnable(readme_commands())) + "\n"
         env = {k: v for k, v in os.environ.items() if not k.startswith("IXB_")}
         env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # `ixb profile` writes here
@@ -148,6 +149,13 @@ def test_every_readme_command_runs_against_the_demo(tmp_path: Path) -> None:
     assert "MMR/MOHA-ATTU: HIT, reference MMR-ATTU-2026-000112" in out  # MMR's person index
     assert "THA/DSI-ATHD  HIT MMR-ATTU-2026-000112" in out  # its record of who asked
     assert "purpose: EXAMPLE: investigation" in out
+    # the cases the demo's commands left, at each side (README's lines for them)
+    assert "person.query to MYS/RMP-ATIPSOM" in out  # ixb overdue --open: still open at MYS
+    assert re.search(r"person\.query\s+from THA/DSI-ATHD", out), out  # MYS police's queue
+    assert re.search(r"doc\.verify\.request\s+from THA/IMMIGRATION", out), out  # MYS's queue
+    assert re.search(r"from THA/OAG\s+in_execution\s+age ", out), out  # ixb mla list at MYS
+    assert "[approved by Insp. EXAMPLE-OFFICER" in out  # ixb followup list --all at MMR
+    assert "[refused by Insp. EXAMPLE-OFFICER" in out
 
 
 def test_a_second_demo_clears_its_own_directory_and_refuses_anyone_elses(tmp_path: Path) -> None:
