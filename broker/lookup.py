@@ -380,22 +380,8 @@ class LookupService:
             return self._refused_after(
                 IoError(f"{why}, and the link's stream could not take the lookup"), env
             )
-        now = self.clock()
-        due = due_ms(header.created, header.priority, self.store.tiers_for(header))
-        try:
-            data, entry = self._seal_receipt(
-                header.sender_principal,
-                ReceiptStatus.QUEUED,
-                header.id,
-                now,
-                detail=f"queued for {owner}: {why}; sent on over the durable path",
-                due=due,
-            )
-        except IxbError as exc:
-            log.warning("receipt_unroutable", to=header.sender, code=exc.code)
-            return Held(b"", (), outcome="queued")
-        log.info("lookup_queued", msg_id=header.message_id, owner=str(owner), due_ms=due, why=why)
-        return Held(data, (entry,), outcome="queued")
+        detail = f"queued for {owner}: {why}; sent on over the durable path"
+        return self._queued(header, self.clock(), detail, why)
 
     async def _ask_owner(self, owner: Principal, env: Envelope, *, via: str | None) -> Held:
         """The owning agency's responders answer; none in time: the lookup is queued."""
@@ -471,6 +457,19 @@ class LookupService:
         delivered = make_entry(
             self.hub, now, AuditEvent.DELIVERED, envelope=env, peer=via, recipients=[str(owner)]
         )
+        return self._queued(header, now, f"queued at {owner}", why, (delivered,))
+
+    def _queued(
+        self,
+        header: Header,
+        now: int,
+        detail: str,
+        why: str,
+        entries: tuple[AuditEntry, ...] = (),
+    ) -> Held:
+        """The lookup waits on the durable path now: the requester's signed ``queued`` receipt
+        with the due time its priority and the agreement give, after ``entries``."""
+        (owner,) = header.recipient_principals
         due = due_ms(header.created, header.priority, self.store.tiers_for(header))
         try:
             data, entry = self._seal_receipt(
@@ -478,14 +477,14 @@ class LookupService:
                 ReceiptStatus.QUEUED,
                 header.id,
                 now,
-                detail=f"queued at {owner}",
+                detail=detail,
                 due=due,
             )
         except IxbError as exc:
             log.warning("receipt_unroutable", to=header.sender, code=exc.code)
-            return Held(b"", (delivered,), outcome="queued")
+            return Held(b"", entries, outcome="queued")
         log.info("lookup_queued", msg_id=header.message_id, owner=str(owner), due_ms=due, why=why)
-        return Held(data, (delivered, entry), outcome="queued")
+        return Held(data, (*entries, entry), outcome="queued")
 
     # --- refusals -----------------------------------------------------------------------
 

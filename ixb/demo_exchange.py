@@ -13,7 +13,7 @@ a received alert has no command; that one refusal uses the SDK.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -139,6 +139,22 @@ def _of(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
 # --- alert -----------------------------------------------------------------------------
 
 
+async def _listed(
+    s: Script,
+    agency: str,
+    args: tuple[str, ...],
+    *,
+    key: str,
+    ids: Sequence[str],
+    line: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
+    """``ixb ARGS --json`` at ``agency`` until its list under ``key`` holds ``ids``; shown."""
+    listing = await s.cmd_until(agency, args, lambda d: {e["id"] for e in _of(d, key)} >= set(ids))
+    rows = _of(listing.json(), key)
+    s.show(listing, *(line(e) for e in rows))
+    return rows
+
+
 async def alert(s: Script) -> None:
     example = example_bodies(wall_ms())["alert"]
     assert isinstance(example, Alert)  # noqa: S101 - the examples' own type
@@ -228,17 +244,14 @@ async def document_checks(s: Script) -> None:
     s.check(not bad.ok and code.startswith("ixb.E_MRZ"), "a bad check digit refused locally")
 
     # MYS's officer lists what waits for a person and answers the first
-    listing = await s.cmd_until(
+    waiting_list = await _listed(
+        s,
         "MYS/IMMIGRATION",
         ("queue", "list"),
-        lambda d: {e["id"] for e in _of(d, "queue")} >= set(queued),
-    )
-    waiting_list = _of(listing.json(), "queue")
-    s.show(
-        listing,
-        *(
+        key="queue",
+        ids=queued,
+        line=lambda e: (
             f"{e['id']}  {e['type']} from {e['from']} [{e['priority']}] {_due_in(e['due'])}"
-            for e in waiting_list
         ),
     )
     s.check({e["id"] for e in waiting_list} >= set(queued), "both checks in MYS's human queue")
@@ -367,17 +380,14 @@ async def followup(s: Script, hit_id: str) -> None:
         )
         s.expect_ok(ran, "followup request")
 
-    listing = await s.cmd_until(
+    waiting = await _listed(
+        s,
         "MMR/MOHA-ATTU",
         ("followup", "list"),
-        lambda d: {r["id"] for r in _of(d, "requests")} >= set(ids),
-    )
-    waiting = _of(listing.json(), "requests")
-    s.show(
-        listing,
-        *(
+        key="requests",
+        ids=ids,
+        line=lambda r: (
             f"{r['id']} from {r['peer']}: purpose {r.get('purpose')!r}, {_due_in(r.get('due'))}"
-            for r in waiting
         ),
     )
     s.check({r["id"] for r in waiting} >= set(ids), "both follow-ups waiting at MMR")

@@ -25,14 +25,16 @@ def _entry(n: int) -> AuditEntry:
     )
 
 
-def _committer(tmp_path: Path) -> tuple[GroupCommitter, AuditLog, Metrics]:
+def _committer(
+    tmp_path: Path, store: HubStore | None = None
+) -> tuple[GroupCommitter, AuditLog, Metrics]:
     log = AuditLog(tmp_path / "audit.sqlite")
-    store = HubStore(tmp_path / "hub.sqlite")
+    store = store or HubStore(tmp_path / "hub.sqlite")
     metrics = Metrics()
     committer = GroupCommitter(
         record=lambda entries: log.append([to_record(e) for e in entries]),
         sync=store.sync,
-        mark=lambda marks: store.mark_routed(*marks),
+        mark=lambda marks: store.mark_routed(*marks, durable=False),
         storage=StorageHealth(metrics),
         metrics=metrics,
     )
@@ -82,16 +84,8 @@ async def test_the_writer_stops_only_after_committing_what_was_submitted(tmp_pat
 async def test_routed_marks_are_written_with_a_later_commit_or_when_the_writer_stops(
     tmp_path: Path,
 ) -> None:
-    log = AuditLog(tmp_path / "audit.sqlite")
     store = HubStore(tmp_path / "hub.sqlite")
-    metrics = Metrics()
-    committer = GroupCommitter(
-        record=lambda entries: log.append([to_record(e) for e in entries]),
-        sync=store.sync,
-        mark=lambda marks: store.mark_routed(*marks, durable=False),
-        storage=StorageHealth(metrics),
-        metrics=metrics,
-    )
+    committer, _log, _metrics = _committer(tmp_path, store)
     headers = [decode_envelope(seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])).header for _ in range(2)]
     for h in headers:
         store.remember(h, b"\0" * 32)
