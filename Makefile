@@ -35,9 +35,11 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no tests: that is a failure here, never green.
-# The browser tests need Debian's Chromium: scripts/ensure-chromium installs it when absent.
+# The browser tests need Debian's Chromium: scripts/ensure-chromium installs it when absent;
+# the alert rules' tests need promtool: scripts/ensure-promtool installs Debian's prometheus.
 pytest: $(DEV_STAMP)
 	bash scripts/ensure-chromium
+	bash scripts/ensure-promtool
 	$(BIN)/python -m pytest
 
 test: lint pytest

@@ -119,6 +119,10 @@ METRICS: Final[Mapping[str, Spec]] = {
     "ixb_lookup_committed_entries_total": Spec(
         "counter", "Audit entries of lookups committed in group commits."
     ),
+    "ixb_lookup_limit": Spec(
+        "gauge",
+        "Lookups this hub takes at once now (the adaptive limit under [lookup] max_in_flight).",
+    ),
     "ixb_backlog": Spec("gauge", "Messages waiting in a peer's inbound stream.", ("source",)),
     "ixb_backlog_out": Spec(
         "gauge", "Messages waiting in our outbound stream to a peer.", ("destination",)
