@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from broker import lifecycle_cli
+from broker import backup_cli, lifecycle_cli
 from broker.config import HubConfig, load_config
 from broker.hub import Hub, install_signal_handlers
 from broker.lifecycle_cli import new_password
@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json(passwd)
     passwd.set_defaults(func=cmd_passwd)
     lifecycle_cli.register(hub)
+    backup_cli.register(hub)
 
 
 def configure_logging(json_logs: bool) -> None:

@@ -13,6 +13,7 @@ import os
 
 from aiohttp import web
 
+from broker.backup import state_lock
 from broker.hub import Hub
 from broker.liaison import liaison_view
 from broker.web.app import setup_liaison
@@ -57,6 +58,8 @@ class HubService:
                 raise IoError(f"cannot listen for HTTP on {cfg.host}:{cfg.port}: {why}") from None
             ports = [address[1] for address in runner.addresses if isinstance(address, tuple)]
             self.http_port = ports[0] if ports else cfg.port
-            await self.hub.run(stop)
+            # one hub per state directory; a backup or restore waits for it to stop
+            with state_lock(self.hub.config, holder="a second hub"):
+                await self.hub.run(stop)
         finally:
             await runner.cleanup()
