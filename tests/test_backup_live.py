@@ -43,6 +43,22 @@ async def _witnessed_beyond(federation: Federation, size: int, timeout: float = 
         await asyncio.sleep(0.2)
 
 
+async def _refused_restores(
+    federation: Federation, backup: Path, tampered: Path, state: Path
+) -> None:
+    """A tampered backup and another country's are refused, and nothing is written."""
+    config = str(federation.deployment.hub_config("THA"))
+    shutil.copytree(backup, tampered)
+    hub_db = tampered / "state" / "hub.sqlite"
+    hub_db.write_bytes(hub_db.read_bytes()[:-1] + b"\x00")
+    refused = await run_ixb("hub", "restore", "--config", config, "--from", str(tampered))
+    assert refused.returncode == 2 and "differs from the manifest" in refused.stderr
+    assert not (state / "audit.sqlite").exists()
+    mys_config = str(federation.deployment.hub_config("MYS"))
+    other = await run_ixb("hub", "restore", "--config", mys_config, "--from", str(backup))
+    assert other.returncode == 2 and "a backup of THA, not MYS" in other.stderr
+
+
 async def test_a_hub_restored_from_its_backup_resumes_and_its_witnesses_stay_content(
     tmp_path: Path,
 ) -> None:
@@ -76,17 +92,7 @@ async def test_a_hub_restored_from_its_backup_resumes_and_its_witnesses_stay_con
         shutil.rmtree(state)
         key.unlink()
 
-        # a tampered backup and another country's are refused, and nothing is written
-        tampered = tmp_path / "tampered"
-        shutil.copytree(backup, tampered)
-        hub_db = tampered / "state" / "hub.sqlite"
-        hub_db.write_bytes(hub_db.read_bytes()[:-1] + b"\x00")
-        refused = await run_ixb("hub", "restore", "--config", config, "--from", str(tampered))
-        assert refused.returncode == 2 and "differs from the manifest" in refused.stderr
-        assert not (state / "audit.sqlite").exists()
-        mys_config = str(deployment.hub_config("MYS"))
-        other = await run_ixb("hub", "restore", "--config", mys_config, "--from", str(backup))
-        assert other.returncode == 2 and "a backup of THA, not MYS" in other.stderr
+        await _refused_restores(federation, backup, tmp_path / "tampered", state)
 
         restored = await _ixb("hub", "restore", "--config", config, "--from", str(backup))
         assert restored["audit_size"] == backed_up
