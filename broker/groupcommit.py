@@ -99,7 +99,6 @@ class GroupCommitter:
                     if self.rows is not None and self.rows.unwritten():
                         await self.commit_once()  # rows of lookups refused unrecorded, once
                     await self.flush_marks()
-                    self._threads.shutdown(wait=False)
                     return
                 await self.flush_marks()
                 if self._queue:
