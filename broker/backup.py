@@ -166,7 +166,16 @@ def restore(config: HubConfig, source: Path) -> Summary:
         raise UsageError(f"{source}: backup format {manifest.get('format')!r}, not {FORMAT}")
     if manifest.get("country") != config.country:
         raise UsageError(f"{source} is a backup of {manifest.get('country')}, not {config.country}")
-    files = [Copied(**f) for f in manifest["files"]]
+    try:
+        files = [Copied(**f) for f in manifest["files"]]
+        expected = (int(manifest["audit"]["size"]), str(manifest["audit"]["root"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{source}/{MANIFEST} is malformed: {exc}") from None
+    for f in files:
+        part, _, rest = f.name.partition("/")
+        inner = Path(rest)
+        if part not in {"state", "trust", "key"} or inner.is_absolute() or ".." in inner.parts:
+            raise UsageError(f"{source}/{MANIFEST} names {f.name!r}: not a file of a backup")
     for f in files:
         path = source / f.name
         if not path.is_file() or _sha256(path) != f.sha256:
@@ -188,6 +197,6 @@ def restore(config: HubConfig, source: Path) -> Summary:
             dest.chmod(0o600)
         audit = state / "audit.sqlite"
         size, root = _audit_summary(audit) if audit.exists() else (0, "")
-    if (size, root) != (manifest["audit"]["size"], manifest["audit"]["root"]):
+    if (size, root) != expected:
         raise IoError(f"the restored audit log is size {size}, the backup's was not")
     return Summary(config.country, tuple(files), size, root)
