@@ -40,21 +40,31 @@ def _data(s: Summary, where: Path) -> dict[str, object]:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     s = backup(load_config(args.config), args.out)
-    human = (
-        f"backed up {s.country}'s hub into {args.out}: {len(s.files)} files, audit log of "
-        f"{s.audit_size} entries (root {s.audit_root[:16]}…); the JetStream store is the "
-        "nats-server's to back up (docs/operations/backup.md)"
+    _report(
+        args,
+        s,
+        args.out,
+        f"backed up {s.country}'s hub into {args.out}",
+        "the JetStream store is the nats-server's to back up",
     )
-    emit(args, human, _data(s, args.out))
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     s = restore(load_config(args.config), args.source)
-    human = (
-        f"restored {s.country}'s hub from {args.source}: {len(s.files)} files, audit log of "
-        f"{s.audit_size} entries verified; start the hub (docs/operations/backup.md says what "
-        "the peers' witnesses will see)"
+    _report(
+        args,
+        s,
+        args.source,
+        f"restored {s.country}'s hub from {args.source}",
+        "start the hub; what the peers' witnesses will see",
     )
-    emit(args, human, _data(s, args.source))
     return 0
+
+
+def _report(args: argparse.Namespace, s: Summary, where: Path, done: str, then: str) -> None:
+    human = (
+        f"{done}: {len(s.files)} files, audit log of {s.audit_size} entries verified"
+        f" (root {s.audit_root[:16]}…); {then}: docs/operations/backup.md"
+    )
+    emit(args, human, _data(s, where))

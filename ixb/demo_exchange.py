@@ -147,11 +147,14 @@ async def _listed(
     key: str,
     ids: Sequence[str],
     line: Callable[[dict[str, Any]], str],
+    what: str,
 ) -> list[dict[str, Any]]:
-    """``ixb ARGS --json`` at ``agency`` until its list under ``key`` holds ``ids``; shown."""
+    """``ixb ARGS --json`` at ``agency`` until its list under ``key`` holds ``ids``; shown,
+    and checked to hold them (``what``)."""
     listing = await s.cmd_until(agency, args, lambda d: {e["id"] for e in _of(d, key)} >= set(ids))
     rows = _of(listing.json(), key)
     s.show(listing, *(line(e) for e in rows))
+    s.check({e["id"] for e in rows} >= set(ids), what)
     return rows
 
 
@@ -244,7 +247,7 @@ async def document_checks(s: Script) -> None:
     s.check(not bad.ok and code.startswith("ixb.E_MRZ"), "a bad check digit refused locally")
 
     # MYS's officer lists what waits for a person and answers the first
-    waiting_list = await _listed(
+    await _listed(
         s,
         "MYS/IMMIGRATION",
         ("queue", "list"),
@@ -253,8 +256,8 @@ async def document_checks(s: Script) -> None:
         line=lambda e: (
             f"{e['id']}  {e['type']} from {e['from']} [{e['priority']}] {_due_in(e['due'])}"
         ),
+        what="both checks in MYS's human queue",
     )
-    s.check({e["id"] for e in waiting_list} >= set(queued), "both checks in MYS's human queue")
     answered = await s.cmd(
         "MYS/IMMIGRATION",
         "queue", "answer", queued[0], "--status", "valid", "--officer", MYS_OFFICER,
@@ -380,7 +383,7 @@ async def followup(s: Script, hit_id: str) -> None:
         )
         s.expect_ok(ran, "followup request")
 
-    waiting = await _listed(
+    await _listed(
         s,
         "MMR/MOHA-ATTU",
         ("followup", "list"),
@@ -389,8 +392,8 @@ async def followup(s: Script, hit_id: str) -> None:
         line=lambda r: (
             f"{r['id']} from {r['peer']}: purpose {r.get('purpose')!r}, {_due_in(r.get('due'))}"
         ),
+        what="both follow-ups waiting at MMR",
     )
-    s.check({r["id"] for r in waiting} >= set(ids), "both follow-ups waiting at MMR")
     decided = await asyncio.gather(
         s.cmd(
             "MMR/MOHA-ATTU",
