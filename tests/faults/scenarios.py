@@ -107,6 +107,22 @@ def server_killed(country: str, down_s: float) -> Inject:
     return inject
 
 
+def upgraded(country: str, down_s: float) -> Inject:
+    """The runbook's upgrade (docs/operations/README.md): stop the hub, then its server
+    (SIGTERM both), ``down_s`` to install, start the server, then the hub."""
+
+    async def inject(fed: Federation, traffic: Traffic) -> float:
+        await traffic.burst(20)
+        await asyncio.to_thread(fed.hubs[country].stop)
+        await fed.servers[country].stop()
+        await asyncio.sleep(down_s)
+        await fed.servers[country].start()
+        fed.hubs[country].start()
+        return time.monotonic()
+
+    return inject
+
+
 def hub_frozen(country: str, seconds: float) -> Inject:
     async def inject(fed: Federation, traffic: Traffic) -> float:
         fed.hubs[country].freeze()
@@ -216,6 +232,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "nats-kill-5s",
         "SIGKILL THA's nats-server, restarted after 5 s",
         server_killed("THA", 5.0),
+        fast=True,
+    ),
+    Scenario(
+        "upgrade",
+        "THA upgraded as the runbook says: hub, then server stopped, 3 s, server, then hub",
+        upgraded("THA", 3.0),
         fast=True,
     ),
     Scenario(
