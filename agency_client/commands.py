@@ -506,12 +506,14 @@ def _run_with_store(
         client.keep = lambda item: _keep(store, item, client.clock())
         sent = SentLog(profile)
         client.on_sent = sent.add
+        receipts = LocalState(profile)
+        client.on_receipt = lambda signed: _keep_receipt(receipts, signed)
         try:
             await client.maintain_keys()  # the schedule: a command line keeps it too
             return await body(client, store)
         finally:
             sent.flush()
-            _keep_receipts(profile, client)
+            receipts.close()
             await client.close()
 
     try:
@@ -559,14 +561,15 @@ class SentLog:
         self._headers.clear()
 
 
-def _keep_receipts(profile: Profile, client: AgencyClient) -> None:
-    """Every receipt the client verified in this run, into the local state."""
-    state = LocalState(profile)
+def _keep_receipt(state: LocalState, signed: SignedReceipt) -> None:
+    """A receipt the client just verified, into the local state at once (a responder runs
+    for weeks: ``ixb receipts`` beside it must not wait for it to stop)."""
     try:
-        for signed in {id(r): r for rs in client.receipts.values() for r in rs}.values():
-            state.record(signed)
-    finally:
-        state.close()
+        state.record(signed)
+    except (sqlite3.Error, OSError) as exc:  # the disk: the receipt stays in the client
+        log.warning(
+            "receipt_not_kept", msg_id=format_message_id(signed.receipt.for_id), error=str(exc)
+        )
 
 
 def _keep_for_retry(

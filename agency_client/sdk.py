@@ -348,6 +348,10 @@ class AgencyClient:
         self.on_sent: Callable[[Header], None] | None = None
         """Called with the header of each message once the hub stored it: the CLI keeps
         the requests it sent and the answers it gave, for ``ixb overdue``."""
+        self.on_receipt: Callable[[SignedReceipt], None] | None = None
+        """Called with each receipt statement once verified (new ones only): the CLI keeps
+        them in the local state at once, for ``ixb receipts`` and ``ixb overdue`` beside a
+        long-running ``ixb agency respond``."""
         self._held: dict[tuple[str, bytes], Msg] = {}
         """Messages handed to the application (or queued for it) and not yet acked or left."""
         self._keepalive: asyncio.Task[None] | None = None
@@ -984,6 +988,8 @@ class AgencyClient:
                 # another grouping (another receipt envelope), with a later time
                 if not any(_same_statement(r, signed) for r in kept):
                     kept.append(signed)
+                    if self.on_receipt is not None:
+                        self.on_receipt(signed)
             for waiter in self._receipt_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -1099,6 +1105,8 @@ class AgencyClient:
         if isinstance(answer.body, Receipt):
             signed = SignedReceipt(answer.body, answer.sender, answer.hubs)
             self.receipts[header.message_id].append(signed)
+            if self.on_receipt is not None:
+                self.on_receipt(signed)
             if signed.status is ReceiptStatus.QUEUED and signed.receipt.due_ms is not None:
                 (owner,) = header.recipient_principals
                 log.info("lookup_queued", msg_id=header.message_id, by=str(signed.signer))

@@ -17,7 +17,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from agency_client.commands import LocalState
 from agency_client.docregistry import DocumentRecord, write_csv
+from agency_client.profile import load_profile
+from agency_client.sdk import Incoming
 from protocols.handling import Priority
 from protocols.identifiers import format_message_id
 from protocols.messages import DocPurpose, DocStatus, DocVerifyRequest, PersonQuery, ReceiptStatus
@@ -448,3 +451,40 @@ async def test_inbox_lists_a_message_whose_sender_was_revoked_since(fed: Federat
     assert review_id in {m["id"] for m in json.loads(ok(listed))["messages"]}
     assert "read_receipt_not_sent" in listed.stderr and review_id in listed.stderr
     assert "Traceback" not in listed.stderr
+
+
+async def test_a_running_responder_keeps_the_receipts_for_its_answers_at_once(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """The responder takes its agency's inbox, receipts about its own answers included: each
+    is in the agency's local state as soon as it is verified, not when the responder stops,
+    so ``ixb receipts`` and ``ixb overdue`` beside it see them."""
+    export = tmp_path / "mys.json"
+    export.write_text(json.dumps(msgspec.to_builtins(EXPORT)), encoding="utf-8")
+    ok(await ixb(fed, OWNER, "registry", "load", str(export)))
+    asker = await fed.client(ASKER)
+    profile = load_profile(fed.deployment.profile(OWNER))
+    async with responder(fed):
+        # over the durable path: its answer is receipted by both hubs, to the responder
+        request = DocVerifyRequest(mrz=VALID, purpose=DocPurpose.BORDER_CHECK)
+        sent = await asker.send(request, [OWNER], priority=Priority.URGENT)
+        answer_id = ""
+        deadline = asyncio.get_running_loop().time() + 40
+        while not answer_id:
+            for item in await asker.fetch(timeout=0.5):
+                if isinstance(item, Incoming):
+                    await item.ack()
+                    if item.header.in_reply_to == sent and item.header.type != "receipt":
+                        answer_id = item.message_id
+            assert asyncio.get_running_loop().time() < deadline, "no answer"
+        while True:  # read the state file directly: nothing here takes the inbox
+            state = LocalState(profile)
+            try:
+                kept = {(r["status"], r["signer"]) for r in state.receipts(answer_id)}
+            finally:
+                state.close()
+            if ("delivered", "THA/HUB") in kept:
+                break
+            assert asyncio.get_running_loop().time() < deadline, kept
+            await asyncio.sleep(0.3)
+        assert ("accepted", "MYS/HUB") in kept
