@@ -64,6 +64,16 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 3)
 
 
+def latency_figures(latencies: list[float]) -> dict[str, float | None]:
+    """``p50_ms``, ``p90_ms``, ``p99_ms`` and ``max_ms`` of latencies in seconds."""
+    return {
+        "p50_ms": ms(percentile(latencies, 50)),
+        "p90_ms": ms(percentile(latencies, 90)),
+        "p99_ms": ms(percentile(latencies, 99)),
+        "max_ms": ms(max(latencies) if latencies else None),
+    }
+
+
 def rss_mib(pid: int | str = "self") -> float | None:
     """VmRSS of a process from /proc, in MiB."""
     try:

@@ -36,9 +36,8 @@ from agency_client.sdk import AgencyClient, Incoming
 from bench.common import (
     batch_profiles,
     hub_batch_counters,
-    ms,
+    latency_figures,
     open_loop,
-    percentile,
     quiet_client_logs,
     rss_mib,
 )
@@ -182,10 +181,7 @@ def summary(run: Run, sent: int | None = None) -> dict[str, object]:
         "completed": len(run.answered),
         "achieved_sent_per_s": round(len(run.scheduled) / run.seconds, 1),
         "wrong_answers": run.wrong_answers,
-        "p50_ms": ms(percentile(run.latencies, 50)),
-        "p90_ms": ms(percentile(run.latencies, 90)),
-        "p99_ms": ms(percentile(run.latencies, 99)),
-        "max_ms": ms(max(run.latencies) if run.latencies else None),
+        **latency_figures(run.latencies),
     }
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import nacl.bindings
 
-from bench.common import ms, percentile
+from bench.common import latency_figures
 from bench.floor_roles import REQUEST_TIMEOUT_S, Link, RoleSpec, role_main
 from broker.natsd import (
     TEMPLATE_DIR,
@@ -249,10 +249,7 @@ def summary(mode: str, rate: float, seconds: float, got: Mapping[str, Any]) -> d
         "failed": got["failed"],
         "wrong": got["wrong"],
         "achieved_sent_per_s": round(got["sent"] / max(got["send_window_s"], 1e-9), 1),
-        "p50_ms": ms(percentile(latencies, 50)),
-        "p90_ms": ms(percentile(latencies, 90)),
-        "p99_ms": ms(percentile(latencies, 99)),
-        "max_ms": ms(max(latencies) if latencies else None),
+        **latency_figures(latencies),
     }
 
 

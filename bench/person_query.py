@@ -35,7 +35,7 @@ from pathlib import Path
 from agency_client.personindex import PersonIndex, index_path, index_stats, parse_export
 from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, LookupResult, Queued, load_identity_for
-from bench.common import ms, open_loop, percentile, quiet_client_logs, rss_mib
+from bench.common import latency_figures, open_loop, quiet_client_logs, rss_mib
 from bench.federation import PASSPHRASE, Bench, running
 from ixb.deployment import Deployment
 from protocols.errors import BusyError, IxbError
@@ -195,10 +195,7 @@ def summary(run: Run) -> dict[str, object]:
         "wrong_answers": run.wrong,
         "hits": run.hits,
         "no_hits": run.no_hits,
-        "p50_ms": ms(percentile(run.latencies, 50)),
-        "p90_ms": ms(percentile(run.latencies, 90)),
-        "p99_ms": ms(percentile(run.latencies, 99)),
-        "max_ms": ms(max(run.latencies) if run.latencies else None),
+        **latency_figures(run.latencies),
     }
 
 
