@@ -24,7 +24,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from broker.audit.log import AuditLog
@@ -149,7 +149,7 @@ def backup(config: HubConfig, out: Path) -> Summary:
         "format": FORMAT,
         "country": summary.country,
         "audit": {"size": size, "root": root},
-        "files": [f.__dict__ for f in files],
+        "files": [asdict(f) for f in files],
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from broker.backup import Summary, backup, restore
@@ -32,7 +33,7 @@ def _data(s: Summary, where: Path) -> dict[str, object]:
     return {
         "country": s.country,
         "directory": str(where),
-        "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in s.files],
+        "files": [dataclasses.asdict(f) for f in s.files],
         "audit_size": s.audit_size,
         "audit_root": s.audit_root,
     }

@@ -59,6 +59,10 @@ class SeenRows:
     def remember(self, header: Header, digest: bytes) -> None:
         self.store.remember(header, digest)
 
+    def defer(self, header: Header, digest: bytes) -> None:
+        """Known from now on; written by the next group commit."""
+        self._unwritten.setdefault((header.sender, header.id), (header, digest))
+
     def deferred(self) -> SeenMessages:
         """The same rows, but :meth:`~broker.pipeline.SeenMessages.remember` keeps the row in
         memory for the next group commit (the lookup path's view)."""
@@ -91,4 +95,4 @@ class _Deferred:
         return self.rows.original(message_id, party)
 
     def remember(self, header: Header, digest: bytes) -> None:
-        self.rows._unwritten.setdefault((header.sender, header.id), (header, digest))
+        self.rows.defer(header, digest)

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from agency_client.docregistry import DocumentRecord
+from agency_client.sdk import due_phrase
 from ixb.demo_script import Ran, Script, expect_rejection
 from protocols.examples import example_bodies
 from protocols.fields import duration_text
@@ -124,11 +125,10 @@ async def exchange(s: Script) -> None:
 
 
 def _due_in(iso: object) -> str:
-    """``due in 7 h 59 min`` for an ISO 8601 UTC time a command printed."""
+    """``due in 7 h 59 min`` (as the commands say it) for an ISO 8601 UTC time one printed."""
     if not isinstance(iso, str):
         return "due ?"
-    due = int(datetime.fromisoformat(iso).timestamp() * 1000)
-    return f"due in {duration_text(due - wall_ms())}"
+    return due_phrase(int(datetime.fromisoformat(iso).timestamp() * 1000), wall_ms())
 
 
 def _of(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
