@@ -1057,15 +1057,8 @@ async def _read_receipts(client: AgencyClient, shown: Sequence[StoredMessage]) -
     stands.
     """
     for m in shown:
-        sender = parse_principal(m.sender)
-        if sender.is_hub:
-            continue
-        msg_id = parse_message_id(m.id)
-        body = Receipt(
-            for_id=msg_id, status=ReceiptStatus.READ, by=str(client.principal), at_ms=client.clock()
-        )
         try:
-            await client.send(body, [sender], in_reply_to=msg_id)
+            await client.send_read(parse_message_id(m.id), parse_principal(m.sender))
         except IxbError as exc:
             log.warning("read_receipt_not_sent", msg_id=m.id, code=exc.code)
 

@@ -875,15 +875,18 @@ class AgencyClient:
 
     async def send_read_receipt(self, item: Incoming) -> None:
         """Tell the sender a human read it (never for receipts, never to hubs)."""
-        if item.header.type == "receipt" or item.sender.is_hub:
+        if item.header.type == "receipt":
+            return
+        await self.send_read(item.header.id, item.sender)
+
+    async def send_read(self, msg_id: bytes, sender: Principal) -> None:
+        """Tell ``sender`` a human read its message ``msg_id`` (a hub is told nothing)."""
+        if sender.is_hub:
             return
         body = Receipt(
-            for_id=item.header.id,
-            status=ReceiptStatus.READ,
-            by=str(self.principal),
-            at_ms=self.clock(),
+            for_id=msg_id, status=ReceiptStatus.READ, by=str(self.principal), at_ms=self.clock()
         )
-        await self.send(body, [item.sender], in_reply_to=item.header.id)
+        await self.send(body, [sender], in_reply_to=msg_id)
 
     # --- receiving ------------------------------------------------------------------
 
