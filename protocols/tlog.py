@@ -241,16 +241,7 @@ def prove_record(t: int, n: int, reader: HashReader) -> list[bytes]:
     One :meth:`~HashReader.read_hashes` call of at most ``2·log2 t`` indexes;
     none for a tree of one leaf, whose proof is empty.
     """
-    _check_natural("tree size", t)
-    _check_natural("leaf index", n)
-    if n >= t:
-        raise ValueError(f"leaf index {n} is outside a tree of size {t}")
-    indexes = _record_proof_indexes(0, t, n, [])
-    if not indexes:
-        return []
-    hashes = iter(_read(reader, indexes))
-    proof = _record_proof(0, t, n, hashes)
-    _check_consumed(hashes, "prove_record")
+    (proof,) = prove_records(t, [n], reader)
     return proof
 
 
