@@ -349,12 +349,11 @@ class HubStore:
     def _refused_there(self, msg_id: str, recipients: list[str]) -> bool:
         """Whether the hub of a recipient's country shared its refusal of ``msg_id`` (what a
         witness verified in that hub's log; the receipt it sent says so only sealed)."""
-        countries = sorted({parse_principal(r).country for r in recipients})
-        marks = ", ".join("?" for _ in countries)
-        where = f"origin IN ({marks})"
-        query = "SELECT 1 FROM peer_entries WHERE msg_id = ? AND event = 'rejected' AND " + where  # noqa: S608 - only "?" placeholders are joined in
-        row = self._db.execute(query, (msg_id, *countries)).fetchone()
-        return row is not None
+        countries = {parse_principal(r).country for r in recipients}
+        refusing = self._db.execute(
+            "SELECT origin FROM peer_entries WHERE msg_id = ? AND event = 'rejected'", (msg_id,)
+        ).fetchall()
+        return any(origin in countries for (origin,) in refusing)
 
     @_locked
     def reminded_parties(self, sender: str, msg_id: bytes) -> frozenset[str]:
