@@ -189,7 +189,7 @@ class LookupService:
             held = self._busy(data, now, publisher=publisher, peer=peer)
         else:
             self.in_flight += 1
-            arrived = (time.monotonic(), self.in_flight)
+            arrived, holding = time.monotonic(), self.in_flight
             try:
                 held = await self._lookup(data, now, publisher=publisher, peer=peer)
             except STORAGE_ERRORS as exc:  # the store failed a replay lookup
@@ -199,9 +199,7 @@ class LookupService:
             finally:
                 self.in_flight -= 1
             if held.outcome == "answered":  # a queued or refused lookup says nothing of queues
-                took_ms = (time.monotonic() - arrived[0]) * 1000
-                self._limit().sample(took_ms, arrived[1], self.clock())
-                self.metrics.set("ixb_lookup_limit", self.admitted())
+                self._sample((time.monotonic() - arrived) * 1000, holding)
         self.metrics.inc("ixb_lookups_total", source=source, outcome=held.outcome)
         return held.data
 
@@ -215,7 +213,16 @@ class LookupService:
     def _limit(self) -> AdaptiveLimit:
         if self._adaptive is None or self._adaptive.ceiling != self.config.max_in_flight:
             self._adaptive = AdaptiveLimit(self.config.max_in_flight)  # the config was changed
+            self.metrics.set("ixb_lookup_limit", self.config.max_in_flight)  # where it starts
         return self._adaptive
+
+    def _sample(self, took_ms: float, holding: int) -> None:
+        """An answered lookup's time to the limit; the gauge follows when the limit moves."""
+        limit = self._limit()
+        before = limit.current
+        limit.sample(took_ms, holding, self.clock())
+        if limit.current != before:
+            self.metrics.set("ixb_lookup_limit", self.admitted())
 
     async def _lookup(
         self, data: bytes, now: int, *, publisher: str | None, peer: str | None
