@@ -985,14 +985,16 @@ class AgencyClient:
         self._held[key] = msg
         if isinstance(item.body, Receipt):
             signed = SignedReceipt(item.body, item.sender, hubs)
+            new = False
             for for_id in item.body.ids:
                 kept = self.receipts[format_message_id(for_id)]
                 # one statement once: a hub that crashed mid-batch may state it again in
                 # another grouping (another receipt envelope), with a later time
                 if not any(_same_statement(r, signed) for r in kept):
                     kept.append(signed)
-                    if self.on_receipt is not None:
-                        self.on_receipt(signed)
+                    new = True
+            if new and self.on_receipt is not None:
+                self.on_receipt(signed)  # once per receipt: it names all its ids
             for waiter in self._receipt_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
