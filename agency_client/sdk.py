@@ -112,6 +112,7 @@ from protocols.receipts import (
 from protocols.replay import ReplayGuard
 from protocols.trusted import TrustedDirectories
 from protocols.victims import check_victim_handling
+from transport import streams
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, NatsAuth, connect, unreachable
 from transport.fetch import fetch_ready, keep_in_progress
@@ -829,7 +830,9 @@ class AgencyClient:
         msg_id = env.header.message_id
         nats_id = subjects.ingress_msg_id(msg_id, env.digest)
         last = "no answer"
-        for attempt in range(PUBLISH_ATTEMPTS):
+        attempt = 0
+        leaderless_until = time.monotonic() + streams.LEADERLESS_RETRY_S
+        while attempt < PUBLISH_ATTEMPTS:
             try:
                 ack = await self.js.publish(
                     subject, data, headers={"Nats-Msg-Id": nats_id}, timeout=PUBLISH_TIMEOUT_S
@@ -842,7 +845,17 @@ class AgencyClient:
             ) as exc:
                 # nats.py#751: retry with the same Nats-Msg-Id; JetStream stores it once
                 last = type(exc).__name__
-                await asyncio.sleep(0.2 * (attempt + 1))
+                attempt += 1
+                await asyncio.sleep(0.2 * attempt)
+            except nats.errors.Error as exc:
+                # A clustered country electing a stream leader: retried for a while,
+                # without using up the attempts meant for a silent server.
+                if not streams.no_leader(exc):
+                    raise
+                last = f"{type(exc).__name__} (no stream leader)"
+                if time.monotonic() > leaderless_until:
+                    break
+                await asyncio.sleep(streams.LEADERLESS_PAUSE_S)
             else:
                 return bool(ack.duplicate)
         log.warning("send_outcome_unknown", msg_id=msg_id, attempts=PUBLISH_ATTEMPTS, error=last)

@@ -56,6 +56,10 @@ class NatsSection(_Strict, frozen=True):
     ca_file: str | None = None
     """CA bundle the server's certificate is verified against (relative: to the config's
     directory); unset: the system's CAs, if the server requires TLS."""
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    """Copies the country's JetStream keeps of each stream: 1 on one server, 3 on a
+    cluster of three (a quorum survives the loss of any one node). ``url`` then lists
+    every node, comma-separated."""
 
 
 class LinkSection(_Strict, frozen=True):

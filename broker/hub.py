@@ -23,7 +23,7 @@ import functools
 import hashlib
 import signal
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -399,14 +399,18 @@ class Hub:
             name=f"ixb-hub-{self.country}",
             max_reconnect_attempts=UNBOUNDED,
         )
-        self.js = self.nc.jetstream()
-        await streams.ensure_country_streams(
-            self.js, self.country, [p.name for p in self.agency_keys]
-        )
-        await self.js.add_consumer(
-            streams.INGRESS_STREAM,
-            streams.durable_consumer(streams.HUB_CONSUMER, streams.HUB_ACK_WAIT_S),
-        )
+        self.js = js_own = self.nc.jetstream()
+
+        async def own_streams() -> None:
+            await streams.ensure_country_streams(
+                js_own, self.country, [p.name for p in self.agency_keys], replicas=cfg.nats.replicas
+            )
+            await js_own.add_consumer(
+                streams.INGRESS_STREAM,
+                streams.durable_consumer(streams.HUB_CONSUMER, streams.HUB_ACK_WAIT_S),
+            )
+
+        await _while_no_leader(own_streams, "country")
         for peer in sorted(cfg.links):
             nc = await connect(
                 cfg.nats.url,
@@ -417,8 +421,13 @@ class Hub:
                 inbox_prefix=subjects.link_reply_prefix(self.country, peer),
             )
             js = nc.jetstream()
-            await streams.ensure_link_streams(js, self.country, peer)
             self.links[peer] = LinkState(peer, nc, js)
+            await _while_no_leader(
+                functools.partial(
+                    streams.ensure_link_streams, js, self.country, peer, replicas=cfg.nats.replicas
+                ),
+                peer,
+            )
         self.lookups.nc, self.lookups.js = self.nc, self.js
         self.lookups.links = dict(self.links)
 
@@ -606,7 +615,9 @@ class Hub:
         if self.js is not None and self._no_inbox_yet:
             try:  # an enrolled agency's inbox consumer, before anyone sends to it
                 names = [p.name for p in sorted(self._no_inbox_yet)]
-                await streams.ensure_country_streams(self.js, self.country, names)
+                await streams.ensure_country_streams(
+                    self.js, self.country, names, replicas=self.config.nats.replicas
+                )
             except TRANSPORT_ERRORS as exc:
                 log.warning("inbox_consumer_failed", error=str(exc))  # again at the next poll
             else:
@@ -909,6 +920,29 @@ class Hub:
             "federation": None if self.federation is None else self.federation.version,
             "in_flight": self.state.in_flight,
         }
+
+
+LEADER_WAIT_S = 0.5
+
+
+async def _while_no_leader(setup: Callable[[], Awaitable[object]], what: str) -> None:
+    """``setup`` (making streams), again while JetStream has no leader to make them: a
+    clustered country's node died and its leaders are being elected, or the cluster is
+    still forming. Any other refusal is the caller's. Logged once per spell."""
+    waiting = StateLog("streams_waiting_for_leader", logger=log, streams=what)
+    while True:
+        try:
+            await setup()
+        except (TimeoutError, nats.errors.Error) as exc:
+            if not isinstance(exc, TimeoutError | nats.errors.TimeoutError) and not (
+                streams.no_leader(exc)
+            ):
+                raise
+            waiting.failed(exc)
+            await asyncio.sleep(LEADER_WAIT_S)
+        else:
+            waiting.ok()
+            return
 
 
 async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:

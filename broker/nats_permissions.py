@@ -30,6 +30,8 @@ from transport.streams import INBOX_STREAM, in_stream
 
 HUB_USER = "hub"
 SYSTEM_USER = "sys"
+ROUTE_USER = "route"
+"""What the nodes of a clustered country log into each other's route port as."""
 
 
 def agency_user(name: str) -> str:

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,15 @@ import aiohttp
 
 from broker.nats_permissions import link_account
 from broker.natsplan import (
+    CLUSTER_FILE,
     SEEDS_DIR,
     TEMPLATE_FILES,
     FederationPlan,
     NatsTemplates,
     PortSource,
     leaf_seed_file,
+    node_client_url,
+    node_monitor_url,
     render,
 )
 from protocols.errors import ConfigError, IoError
@@ -82,34 +85,41 @@ def load_templates(template_dir: Path = TEMPLATE_DIR) -> NatsTemplates:
     return NatsTemplates(**texts)
 
 
-def render_config(plan: FederationPlan, country: str, template_dir: Path = TEMPLATE_DIR) -> str:
-    """``country``'s nats-server config, from the templates in ``template_dir``."""
-    return render(plan, country, load_templates(template_dir))
+def render_config(
+    plan: FederationPlan, country: str, template_dir: Path = TEMPLATE_DIR, index: int = 1
+) -> str:
+    """``country``'s nats-server config (node ``index``), from the templates in ``template_dir``."""
+    return render(plan, country, load_templates(template_dir), index)
 
 
-def write_config(plan: FederationPlan, country: str, template_dir: Path = TEMPLATE_DIR) -> Path:
-    """Render ``country``'s config to its base dir, readable by the owner only."""
-    node = plan.node(country)
-    text = render_config(plan, country, template_dir)
+def write_config(
+    plan: FederationPlan, country: str, template_dir: Path = TEMPLATE_DIR, index: int = 1
+) -> Path:
+    """Render the config of ``country``'s node ``index`` to its base dir (owner only)."""
+    node = plan.members(country)[index - 1]
+    text = render_config(plan, country, template_dir, index)
     try:
         node.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         node.store_dir.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise IoError(f"cannot create {node.store_dir}: {exc}") from exc
-    write_leaf_seeds(plan, country)
+    write_leaf_seeds(plan, country, index=index)
     write_private(node.config_path, text)
     return node.config_path
 
 
-def write_leaf_seeds(plan: FederationPlan, country: str, seeds_dir: Path | None = None) -> None:
+def write_leaf_seeds(
+    plan: FederationPlan, country: str, seeds_dir: Path | None = None, *, index: int = 1
+) -> None:
     """The seeds ``country``'s server dials its leaf peers with, each in its own file (0600).
 
     Beside the config (``seeds/leaf-<PEER>.conf``, which the config includes),
     as the server's TLS key is: a server cannot type a passphrase. Only a plan
     fresh from :meth:`FederationPlan.create` holds them; a plan read back from
-    JSON has none, and the files written before stay as they are.
+    JSON has none, and the files written before stay as they are. A clustered
+    country's node also gets ``seeds/cluster.conf``: its route login and routes.
     """
-    node = plan.node(country)
+    node = plan.members(country)[index - 1]
     directory = seeds_dir or node.base_dir / SEEDS_DIR
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -120,6 +130,9 @@ def write_leaf_seeds(plan: FederationPlan, country: str, seeds_dir: Path | None 
             seed = plan.leaf_seed(peer, country)
             if seed is not None:
                 write_private(directory / leaf_seed_file(peer), f'seed: "{seed.seed_str()}"\n')
+    routes = plan.route_login(country)
+    if routes is not None:
+        write_private(directory / CLUSTER_FILE, routes)
 
 
 def save_plan(plan: FederationPlan, path: Path) -> None:
@@ -220,20 +233,22 @@ class NatsServer:
         plan: FederationPlan,
         country: str,
         *,
+        index: int = 1,
         binary: Path | None = None,
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
     ) -> None:
         self.plan = plan
         self.country = country
-        self.node = plan.node(country)
+        self.index = index
+        self.node = plan.members(country)[index - 1]
         self._binary = binary
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
-        return f"NatsServer({self.country}, pid={self.pid})"
+        return f"NatsServer({self.node.name}, pid={self.pid})"
 
     @property
     def pid(self) -> int | None:
@@ -245,7 +260,13 @@ class NatsServer:
 
     @property
     def client_url(self) -> str:
+        """Every URL of the country (a client of a cluster moves to another node)."""
         return self.plan.client_url(self.country)
+
+    @property
+    def node_url(self) -> str:
+        """This server's URL alone."""
+        return node_client_url(self.node)
 
     @property
     def log_path(self) -> Path:
@@ -270,7 +291,7 @@ class NatsServer:
         if self.running:
             return
         binary = self._binary or find_nats_server()
-        config = write_config(self.plan, self.country)
+        config = write_config(self.plan, self.country, index=self.index)
         self._spawn(binary, config)
         try:
             await self._wait_healthy()
@@ -295,13 +316,16 @@ class NatsServer:
 
     async def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self._start_timeout
-        url = f"{self.plan.monitor_url(self.country)}/healthz?js-enabled-only=true"
+        # A cluster node is healthy once it knows the JetStream meta leader and its
+        # streams are current (full /healthz): before that, no stream can be made.
+        query = "" if self.node.cluster_port is not None else "?js-enabled-only=true"
+        url = f"{node_monitor_url(self.node)}/healthz{query}"
         last = "no answer"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while time.monotonic() < deadline:
                 if self._proc is not None and self._proc.poll() is not None:
                     raise ConfigError(
-                        f"nats-server {self.country} exited with {self._proc.returncode}:\n"
+                        f"nats-server {self.node.name} exited with {self._proc.returncode}:\n"
                         f"{self.log_tail()}"
                     )
                 try:
@@ -313,7 +337,7 @@ class NatsServer:
                     last = repr(exc)
                 await asyncio.sleep(_POLL_S)
         raise ConfigError(
-            f"nats-server {self.country} not healthy after {self._start_timeout:.0f} s "
+            f"nats-server {self.node.name} not healthy after {self._start_timeout:.0f} s "
             f"({last}):\n{self.log_tail()}"
         )
 
@@ -354,7 +378,7 @@ class NatsServer:
 
     async def monitor(self, endpoint: str) -> Any:
         """GET a monitoring endpoint (``varz``, ``leafz``, ``jsz`` …) as JSON."""
-        url = f"{self.plan.monitor_url(self.country)}/{endpoint}"
+        url = f"{node_monitor_url(self.node)}/{endpoint}"
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
             http.get(url) as resp,
@@ -371,18 +395,35 @@ class NatsServer:
 # --- a whole federation ---------------------------------------------------------
 
 
+async def _leaf_accounts_at(http: aiohttp.ClientSession, monitor_url: str) -> set[str]:
+    try:
+        async with http.get(f"{monitor_url}/leafz") as resp:
+            resp.raise_for_status()
+            data = await resp.json()
+    except (aiohttp.ClientError, TimeoutError):
+        return set()
+    return {str(leaf.get("account")) for leaf in data.get("leafs") or ()}
+
+
+async def country_leaf_accounts(plan: FederationPlan, country: str) -> set[str]:
+    """Accounts whose leaf connection to a peer is up at any node of ``country``."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        found = await asyncio.gather(
+            *(_leaf_accounts_at(http, node_monitor_url(n)) for n in plan.members(country))
+        )
+    return set().union(*found)
+
+
 async def wait_links_up(servers: Mapping[str, NatsServer], timeout: float = 30.0) -> None:
-    """Wait until every server has a live leaf connection for each of its peers."""
+    """Wait until every country has a live leaf connection for each of its peers (at any of
+    its nodes, when it is a cluster)."""
     deadline = time.monotonic() + timeout
     missing: dict[str, set[str]] = {}
     while True:
         missing.clear()
         for country, server in servers.items():
             expected = {link_account(p) for p in server.plan.peers(country) if p in servers}
-            try:
-                up = await server.leaf_accounts()
-            except (aiohttp.ClientError, TimeoutError):
-                up = set()
+            up = await country_leaf_accounts(server.plan, country)
             if expected - up:
                 missing[country] = expected - up
         if not missing:
@@ -392,22 +433,46 @@ async def wait_links_up(servers: Mapping[str, NatsServer], timeout: float = 30.0
         await asyncio.sleep(0.1)
 
 
+class FederationServers(dict[str, NatsServer]):
+    """Each country's first (or only) server by country; :meth:`nodes` gives all of a
+    clustered country's."""
+
+    def __init__(self, plan: FederationPlan) -> None:
+        super().__init__()
+        self._nodes = {
+            c: tuple(NatsServer(plan, c, index=i) for i in range(1, plan.cluster_size(c) + 1))
+            for c in plan.countries
+        }
+        for country, nodes in self._nodes.items():
+            self[country] = nodes[0]
+
+    def nodes(self, country: str) -> tuple[NatsServer, ...]:
+        return self._nodes[country]
+
+    def every(self) -> list[NatsServer]:
+        return [s for nodes in self._nodes.values() for s in nodes]
+
+
+async def start_servers(nodes: Iterable[NatsServer]) -> None:
+    """Start servers together (a cluster node is ready only once it reaches the others,
+    so a cluster's nodes cannot be started one after another)."""
+    started = await asyncio.gather(*(s.start() for s in nodes), return_exceptions=True)
+    for outcome in started:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 @contextlib.asynccontextmanager
 async def start_federation(
     plan: FederationPlan, *, link_timeout: float = 30.0
-) -> AsyncIterator[dict[str, NatsServer]]:
-    """Start every country's server, wait for all leaf links, stop all on exit."""
-    servers = {country: NatsServer(plan, country) for country in plan.countries}
+) -> AsyncIterator[FederationServers]:
+    """Start every country's servers, wait for all leaf links, stop all on exit."""
+    servers = FederationServers(plan)
     try:
-        started = await asyncio.gather(
-            *(s.start() for s in servers.values()), return_exceptions=True
-        )
-        for outcome in started:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await start_servers(servers.every())
         await wait_links_up(servers, link_timeout)
         yield servers
     finally:
-        await asyncio.gather(*(s.stop() for s in servers.values()), return_exceptions=True)
-        for server in servers.values():  # whatever stop() could not do
+        await asyncio.gather(*(s.stop() for s in servers.every()), return_exceptions=True)
+        for server in servers.every():  # whatever stop() could not do
             server.kill_now()

@@ -47,8 +47,10 @@ MAX_SUBSCRIPTIONS = 1024
 """Per connection: an agency needs a handful (its inbox pull, replies), a hub a few dozen;
 a client that opens thousands is refused by the server, not by our CPU."""
 
-PLAN_VERSION = 2
-"""2: public nkeys (``nkeys``); 1 (still read): every user had a password in ``passwords``."""
+PLAN_VERSION = 3
+"""3: a country may run as a cluster (``more_nodes``); 2 (still read): public nkeys
+(``nkeys``); 1 (still read): every user had a password in ``passwords``."""
+READ_VERSIONS = (1, 2, PLAN_VERSION)
 _PASSWORD_BYTES = 24
 SYS_BCRYPT_ROUNDS = 11
 """nats-server's own ``passwd`` tool uses cost 11."""
@@ -66,6 +68,13 @@ class NodePorts(NamedTuple):
 
 CONTAINER_PORTS = NodePorts(client=4222, monitor=8222, leaf=7422)
 """nats-server's own defaults: for servers that each have their own network (containers)."""
+CONTAINER_CLUSTER_PORT = 6222
+"""nats-server's default route port, for a clustered country's containers."""
+CLUSTER_PING = ("5s", 3)
+"""A clustered country's servers ping clients, leaf peers and routes every 5 s and give
+up after 3 unanswered: a hung node (a stopped process, a host that keeps its sockets
+open) loses its clients, leafs and leaders within ~15-20 s instead of the defaults'
+4 minutes, so the cluster can move on. Clients use the same figures (transport.connect)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,14 @@ class CountryNode:
     tls: NodeTls | None = None
     """TLS on the client and leaf listeners and on the remotes it dials; None: plain TCP
     (only tests that ask for it explicitly)."""
+    server_name: str = ""
+    """Unique in the federation (leaders are reported by it); empty: ``ixb-<country>``."""
+    cluster_port: int | None = None
+    """Route listener, for a node of a clustered country only."""
+
+    @property
+    def name(self) -> str:
+        return self.server_name or f"ixb-{self.country}"
 
     @property
     def store_dir(self) -> Path:
@@ -126,6 +143,19 @@ class CountryNode:
 
 def leaf_seed_file(peer: str) -> str:
     return f"leaf-{peer}.conf"
+
+
+CLUSTER_FILE = "cluster.conf"
+"""Beside a clustered node's config (under ``seeds/``, 0600): its route login and routes."""
+
+
+def node_client_url(node: CountryNode) -> str:
+    scheme = "nats" if node.tls is None else "tls"
+    return f"{scheme}://{node.host}:{node.client_port}"
+
+
+def node_monitor_url(node: CountryNode) -> str:
+    return f"http://{node.host}:{node.monitor_port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,10 +265,25 @@ class FederationPlan:
     """The private side of :attr:`nkeys`, in memory after :meth:`create` only; never saved."""
     system_passwords: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """The system users' passwords by country, in memory after :meth:`create` only."""
+    more_nodes: Mapping[str, tuple[CountryNode, ...]] = field(default_factory=dict)
+    """A clustered country's nodes after the first (which is in :attr:`nodes`)."""
+    route_passwords: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """A clustered country's route password (its nodes log into each other with it), in
+    memory after :meth:`create` only; the configs include it from a 0600 file."""
 
     def __post_init__(self) -> None:
         if len(set(self.countries)) != len(self.countries):
             raise ConfigError("a country appears twice in the federation")
+        names = [n.name for c in self.countries if c in self.nodes for n in self.members(c)]
+        if len(set(names)) != len(names):
+            raise ConfigError("two nats-servers of the federation have the same server_name")
+        for country, extra in self.more_nodes.items():
+            if country not in self.nodes:
+                raise ConfigError(f"more_nodes.{country}: not a country of this plan")
+            if any(n.cluster_port is None for n in self.members(country)) or not extra:
+                raise ConfigError(f"{country}: every node of a cluster needs a route port")
+            if f"{country}/route" not in self.passwords:
+                raise ConfigError(f"{country}: a cluster needs a route password")
         for country in self.countries:
             if country not in self.nodes:
                 raise ConfigError(f"no server planned for {country}")
@@ -273,6 +318,7 @@ class FederationPlan:
         link_limits: LinkLimits | None = None,
         tls: bool = True,
         tls_dir: Path | None = None,
+        clusters: Mapping[str, int | Sequence[str]] | None = None,
     ) -> FederationPlan:
         """A plan with fresh nkeys (seeds in :attr:`seeds`), on ports from ``ports``.
 
@@ -288,6 +334,13 @@ class FederationPlan:
         clients reach it (its service name, instead of ``host``), and
         ``store_dir`` is every server's JetStream dir inside its container
         (its own volume).
+
+        ``clusters`` runs a country as several nats-servers (3 for quorum with
+        one node lost): a count (every node on that country's host, each with
+        its own ports and dirs ``<CC>``, ``<CC>-2`` …) or each node's host (a
+        container's service name). The nodes route to each other with a
+        password (and mutual TLS when the plan has TLS); a JetStream stream
+        there can be replicated (``[nats] replicas`` of the hub config).
         """
         try:
             ordered = tuple(sorted(check_country(c) for c in countries))
@@ -299,33 +352,47 @@ class FederationPlan:
         stray = set(hosts or {}) - set(ordered)
         if stray:
             raise ConfigError(f"hosts given for countries outside the plan: {sorted(stray)}")
-        node_hosts = {c: (hosts or {}).get(c, host) for c in ordered}
-        if isinstance(ports, NodePorts) and len(set(node_hosts.values())) != len(ordered):
-            raise ConfigError("fixed ports need a distinct host per country (one container each)")
+        stray = set(clusters or {}) - set(ordered)
+        if stray:
+            raise ConfigError(f"clusters given for countries outside the plan: {sorted(stray)}")
+        node_hosts: dict[str, tuple[str, ...]] = {}
+        for c in ordered:
+            size_or_hosts = (clusters or {}).get(c, 1)
+            if isinstance(size_or_hosts, int):
+                node_hosts[c] = ((hosts or {}).get(c, host),) * size_or_hosts
+            else:
+                node_hosts[c] = tuple(size_or_hosts)
+            if len(node_hosts[c]) < 1 or len(node_hosts[c]) == 2:
+                raise ConfigError(
+                    f"clusters.{c}: 1 node, or 3 or more (2 have no quorum with one lost)"
+                )
+        every_host = [h for c in ordered for h in node_hosts[c]]
+        if isinstance(ports, NodePorts) and len(set(every_host)) != len(every_host):
+            raise ConfigError("fixed ports need a distinct host per server (one container each)")
         nodes: dict[str, CountryNode] = {}
+        more_nodes: dict[str, tuple[CountryNode, ...]] = {}
+        routes: dict[str, str] = {}
         passwords: dict[str, str] = {}
         system: dict[str, str] = {}
         seeds: dict[str, NkeySeed] = {}
         for country in ordered:
             listens = any(peer > country for peer in ordered)
-            if isinstance(ports, NodePorts):
-                client, monitor = ports.client, ports.monitor
-                leaf = ports.leaf if listens else None
-            else:
-                # Asked where the server will listen: a service name in
-                # node_hosts may not resolve on this machine.
-                client, monitor = ports(bind_host), ports(bind_host)
-                leaf = ports(bind_host) if listens else None
-            nodes[country] = CountryNode(
-                country=country,
-                host=node_hosts[country],
-                client_port=client,
-                monitor_port=monitor,
-                leaf_port=leaf,
-                base_dir=base_dir / country,
-                jetstream_dir=store_dir,
-                tls=_node_tls(tls_dir or base_dir / "tls", country) if tls else None,
+            members = node_hosts[country]
+            planned = _country_nodes(
+                country,
+                members,
+                listens=listens,
+                ports=ports,
+                bind_host=bind_host,
+                base_dir=base_dir,
+                store_dir=store_dir,
+                tls_dir=(tls_dir or base_dir / "tls") if tls else None,
             )
+            nodes[country] = planned[0]
+            if len(planned) > 1:
+                more_nodes[country] = tuple(planned[1:])
+                routes[country] = _new_password()
+                passwords[f"{country}/route"] = bcrypt_hash(routes[country])
             system[country] = _new_password()
             passwords[f"{country}/sys"] = bcrypt_hash(system[country])
             seeds[f"{country}/hub"] = NkeySeed.generate()
@@ -346,6 +413,8 @@ class FederationPlan:
             nkeys={key: seed.public for key, seed in seeds.items()},
             seeds=seeds,
             system_passwords=system,
+            more_nodes=more_nodes,
+            route_passwords=routes,
         )
 
     # -- lookups ---------------------------------------------------------
@@ -393,10 +462,16 @@ class FederationPlan:
     def node(self, country: str) -> CountryNode:
         return self._node(country)
 
+    def members(self, country: str) -> tuple[CountryNode, ...]:
+        """Every nats-server of ``country``: one, or the nodes of its cluster."""
+        return (self._node(country), *self.more_nodes.get(country, ()))
+
+    def cluster_size(self, country: str) -> int:
+        return len(self.members(country))
+
     def client_url(self, country: str) -> str:
-        node = self._node(country)
-        scheme = "nats" if node.tls is None else "tls"
-        return f"{scheme}://{node.host}:{node.client_port}"
+        """Where clients connect: one URL, or a cluster's URLs joined by commas."""
+        return ",".join(node_client_url(node) for node in self.members(country))
 
     def client_ca_file(self, country: str) -> Path | None:
         """The CA file a client on the servers' machine verifies ``country``'s server with."""
@@ -404,8 +479,24 @@ class FederationPlan:
         return None if tls is None else tls.ca_file
 
     def monitor_url(self, country: str) -> str:
-        node = self._node(country)
-        return f"http://{node.host}:{node.monitor_port}"
+        """The first node's monitoring endpoint (:func:`node_monitor_url` for any node)."""
+        return node_monitor_url(self._node(country))
+
+    def route_login(self, country: str) -> str | None:
+        """A clustered country's ``seeds/cluster.conf``: the routes' login and the route
+        URLs carrying the password (only while the plan holds it: after :meth:`create`)."""
+        password = self.route_passwords.get(country)
+        if password is None:
+            return None
+        urls = [
+            f"nats-route://{perms.ROUTE_USER}:{password}@{n.host}:{n.cluster_port}"
+            for n in self.members(country)
+        ]
+        return (
+            f"authorization {{ user: {_quote(perms.ROUTE_USER)}, "
+            f"password: {_quote(self.passwords[f'{country}/route'])} }}\n"
+            f"routes: [\n{_quoted_list(urls, 2)}\n]\n"
+        )
 
     def hub_credentials(self, country: str) -> NatsAuth:
         self._node(country)
@@ -446,24 +537,8 @@ class FederationPlan:
                 "max_streams": self.link_limits.max_streams,
                 "max_consumers": self.link_limits.max_consumers,
             },
-            "nodes": {
-                c: {
-                    "host": n.host,
-                    "client_port": n.client_port,
-                    "monitor_port": n.monitor_port,
-                    "leaf_port": n.leaf_port,
-                    "base_dir": str(n.base_dir),
-                    "jetstream_dir": None if n.jetstream_dir is None else str(n.jetstream_dir),
-                    "tls": None
-                    if n.tls is None
-                    else {
-                        "cert_file": str(n.tls.cert_file),
-                        "key_file": str(n.tls.key_file),
-                        "ca_file": str(n.tls.ca_file),
-                    },
-                }
-                for c, n in self.nodes.items()
-            },
+            "nodes": {c: _node_json(n) for c, n in self.nodes.items()},
+            "more_nodes": {c: [_node_json(n) for n in ns] for c, ns in self.more_nodes.items()},
             "passwords": dict(self.passwords),
             "nkeys": dict(self.nkeys),
         }
@@ -471,28 +546,12 @@ class FederationPlan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FederationPlan:
         try:
-            if data["version"] not in (1, PLAN_VERSION):
+            if data["version"] not in READ_VERSIONS:
                 raise ConfigError(f"federation plan version {data['version']!r} is not supported")
-            nodes = {
-                c: CountryNode(
-                    country=c,
-                    host=str(n["host"]),
-                    client_port=int(n["client_port"]),
-                    monitor_port=int(n["monitor_port"]),
-                    leaf_port=None if n["leaf_port"] is None else int(n["leaf_port"]),
-                    base_dir=Path(n["base_dir"]),
-                    jetstream_dir=None
-                    if n.get("jetstream_dir") is None
-                    else Path(n["jetstream_dir"]),
-                    tls=None
-                    if n.get("tls") is None
-                    else NodeTls(
-                        cert_file=Path(n["tls"]["cert_file"]),
-                        key_file=Path(n["tls"]["key_file"]),
-                        ca_file=Path(n["tls"]["ca_file"]),
-                    ),
-                )
-                for c, n in data["nodes"].items()
+            nodes = {c: _node_from_json(c, n) for c, n in data["nodes"].items()}
+            more_nodes = {
+                c: tuple(_node_from_json(c, n) for n in ns)
+                for c, ns in data.get("more_nodes", {}).items()
             }
             return cls(
                 countries=tuple(data["countries"]),
@@ -502,14 +561,101 @@ class FederationPlan:
                 bind_host=str(data["bind_host"]),
                 link_limits=LinkLimits(**data["link_limits"]),
                 nkeys={str(k): str(v) for k, v in data.get("nkeys", {}).items()},
+                more_nodes=more_nodes,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"malformed federation plan: {exc!r}") from exc
 
 
-def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
-    """The nats-server config of ``country``."""
-    node = plan._node(country)
+def _country_nodes(
+    country: str,
+    hosts: Sequence[str],
+    *,
+    listens: bool,
+    ports: NodePorts | PortSource,
+    bind_host: str,
+    base_dir: Path,
+    store_dir: Path | None,
+    tls_dir: Path | None,
+) -> list[CountryNode]:
+    """The servers of one country: one, or the nodes of its cluster (one per host)."""
+    clustered = len(hosts) > 1
+    planned: list[CountryNode] = []
+    for index, node_host in enumerate(hosts, start=1):
+        if isinstance(ports, NodePorts):
+            client, monitor = ports.client, ports.monitor
+            leaf = ports.leaf if listens else None
+            route = CONTAINER_CLUSTER_PORT if clustered else None
+        else:
+            # Asked where the server will listen: a service name in
+            # node_hosts may not resolve on this machine.
+            client, monitor = ports(bind_host), ports(bind_host)
+            leaf = ports(bind_host) if listens else None
+            route = ports(bind_host) if clustered else None
+        planned.append(
+            CountryNode(
+                country=country,
+                host=node_host,
+                client_port=client,
+                monitor_port=monitor,
+                leaf_port=leaf,
+                base_dir=base_dir / (country if index == 1 else f"{country}-{index}"),
+                jetstream_dir=store_dir,
+                tls=None if tls_dir is None else _node_tls(tls_dir, country),
+                server_name=f"ixb-{country}-{index}" if clustered else "",
+                cluster_port=route,
+            )
+        )
+    return planned
+
+
+def _node_json(n: CountryNode) -> dict[str, Any]:
+    return {
+        "host": n.host,
+        "client_port": n.client_port,
+        "monitor_port": n.monitor_port,
+        "leaf_port": n.leaf_port,
+        "base_dir": str(n.base_dir),
+        "jetstream_dir": None if n.jetstream_dir is None else str(n.jetstream_dir),
+        "tls": None
+        if n.tls is None
+        else {
+            "cert_file": str(n.tls.cert_file),
+            "key_file": str(n.tls.key_file),
+            "ca_file": str(n.tls.ca_file),
+        },
+        "server_name": n.server_name,
+        "cluster_port": n.cluster_port,
+    }
+
+
+def _node_from_json(country: str, n: Mapping[str, Any]) -> CountryNode:
+    return CountryNode(
+        country=country,
+        host=str(n["host"]),
+        client_port=int(n["client_port"]),
+        monitor_port=int(n["monitor_port"]),
+        leaf_port=None if n["leaf_port"] is None else int(n["leaf_port"]),
+        base_dir=Path(n["base_dir"]),
+        jetstream_dir=None if n.get("jetstream_dir") is None else Path(n["jetstream_dir"]),
+        tls=None
+        if n.get("tls") is None
+        else NodeTls(
+            cert_file=Path(n["tls"]["cert_file"]),
+            key_file=Path(n["tls"]["key_file"]),
+            ca_file=Path(n["tls"]["ca_file"]),
+        ),
+        server_name=str(n.get("server_name") or ""),
+        cluster_port=None if n.get("cluster_port") is None else int(n["cluster_port"]),
+    )
+
+
+def render(plan: FederationPlan, country: str, templates: NatsTemplates, index: int = 1) -> str:
+    """The nats-server config of ``country``'s server (node ``index`` of its cluster)."""
+    members = plan.members(country)
+    if not 1 <= index <= len(members):
+        raise ConfigError(f"{country} has no node {index} (it has {len(members)})")
+    node = members[index - 1]
     agency_tpl = Template(templates.agency_user)
     agency_users = [
         _agency_user(plan, agency_tpl, Principal(country, name))
@@ -531,7 +677,6 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
                 .rstrip("\n")
             )
         else:
-            peer_node = plan._node(peer)
             key = f"leaf/{peer}/{country}"
             if key in plan.nkeys:
                 userinfo = ""
@@ -547,10 +692,15 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
                 .substitute(
                     peer=peer,
                     account=perms.link_account(peer),
-                    userinfo=userinfo,
                     leaf_auth=leaf_auth,
-                    peer_host=peer_node.host,
-                    peer_leaf_port=peer_node.leaf_port,
+                    # Every node of a clustered peer: we hold one link, to any of them.
+                    peer_urls=_quoted_list(
+                        [
+                            f"nats-leaf://{userinfo}{n.host}:{n.leaf_port}"
+                            for n in plan.members(peer)
+                        ],
+                        8,
+                    ),
                     remote_tls=_tls_block(node.tls, 6, verify=False, ca=True),
                     leaf_deny=_quoted_list(perms.leaf_deny_subjects(country, peer), 8),
                 )
@@ -564,7 +714,8 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
                 link_auth=plan._user_auth(f"{country}/link/{peer}", perms.link_user(peer)),
                 leaf_user=leaf_user,
                 max_memory=limits.max_memory,
-                max_file=limits.max_file,
+                # A replicated stream is counted once per replica.
+                max_file=limits.max_file * len(members),
                 max_streams=limits.max_streams,
                 max_consumers=limits.max_consumers,
             )
@@ -586,6 +737,8 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
     )
     return Template(templates.country).substitute(
         country=country,
+        server_name=node.name,
+        cluster=_cluster_block(plan, node),
         bind_host=plan.bind_host,
         client_port=node.client_port,
         client_tls=client_tls,
@@ -601,6 +754,31 @@ def render(plan: FederationPlan, country: str, templates: NatsTemplates) -> str:
         leaf_listen=leaf_listen,
         leaf_remotes=",\n".join(remotes),
     )
+
+
+def _cluster_block(plan: FederationPlan, node: CountryNode) -> str:
+    """The routes between a clustered country's nodes, and the pings that let a hung node
+    go; a comment for a single server."""
+    if node.cluster_port is None:
+        return "# One server: no cluster."
+    interval, most = CLUSTER_PING
+    lines = [
+        f"# Node of the {node.country} cluster; replicated streams keep a quorum of its nodes.",
+        f'ping_interval: "{interval}"',
+        f"ping_max: {most}",
+        "cluster {",
+        f'  name: "ixb-{node.country}"',
+        f'  listen: "{plan.bind_host}:{node.cluster_port}"',
+        "  # Clients and peers use the URLs they were given, never gossiped ones.",
+        "  no_advertise: true",
+        "  # The route login and every node's route URL (with its password): 0600.",
+        f'  include "{SEEDS_DIR}/{CLUSTER_FILE}"',
+    ]
+    tls = _tls_block(node.tls, 2, verify=True, ca=True)
+    if tls:
+        lines.append(tls)
+    lines.append("}")
+    return "\n".join(lines)
 
 
 def _system_auth(plan: FederationPlan, country: str) -> str:

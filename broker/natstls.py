@@ -176,8 +176,10 @@ class ThrowawayCA:
 
 
 def server_names(plan: FederationPlan, country: str) -> list[str]:
-    """The names ``country``'s server is reached by: 127.0.0.1, localhost, its host."""
-    return list(dict.fromkeys([plan.node(country).host, "127.0.0.1", "localhost"]))
+    """The names ``country``'s servers are reached by: each node's host, 127.0.0.1,
+    localhost (the nodes of a cluster share one certificate, also on their routes)."""
+    hosts = [n.host for n in plan.members(country)]
+    return list(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
 
 
 def write_throwaway_tls(

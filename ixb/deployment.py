@@ -72,6 +72,9 @@ class Layout:
     """Per country, the hub's HTTP port; else a free port."""
     mount: Path | None = None
     """Where the deployment directory appears to hubs and agencies (a container mount)."""
+    nats_clusters: Mapping[str, int | Sequence[str]] | None = None
+    """Countries that run a nats-server cluster: its size, or each node's host (a service
+    name); see :meth:`broker.natsplan.FederationPlan.create`."""
 
 
 @dataclass(frozen=True)
@@ -153,11 +156,13 @@ def create_deployment(
         ports=layout.nats_ports or port_source,
         store_dir=layout.nats_store_dir,
         tls_dir=layout.nats_tls_dir or base / "tls",
+        clusters=layout.nats_clusters,
     )
     base.mkdir(parents=True, exist_ok=True)
     save_plan(plan, base / "plan.json")
     for country in countries:
-        write_leaf_seeds(plan, country)
+        for index in range(1, plan.cluster_size(country) + 1):
+            write_leaf_seeds(plan, country, index=index)
         _write_private(
             plan.node(country).base_dir / "sys.password",
             plan.system_credentials(country).password or "",
@@ -218,6 +223,11 @@ def create_deployment(
             "# the hub logs in with the NATS nkey sealed in key_file",
             f"url = {_toml_str(plan.client_url(country))}",
             f"ca_file = {_toml_str(seen(deployment.ca_file))}",
+            *(
+                [f"replicas = {min(3, plan.cluster_size(country))}  # every stream on 3 nodes"]
+                if plan.cluster_size(country) > 1
+                else []
+            ),
             "",
             "[http]",
             f"host = {_toml_str(layout.bind_host)}",

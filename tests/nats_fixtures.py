@@ -23,7 +23,7 @@ from broker.natsd import NatsServer, free_ports, start_federation
 from broker.natsplan import FederationPlan
 from broker.natstls import write_throwaway_tls
 from protocols import subjects
-from transport.connect import NatsAuth, tls_context
+from transport.connect import NatsAuth, server_list, tls_context
 from transport.streams import ensure_country_streams, ensure_link_streams
 
 AGENCIES = {
@@ -64,7 +64,7 @@ class Federation:
             conn.errors.append(str(exc))
 
         await conn.nc.connect(
-            self.plan.client_url(country),
+            server_list(self.plan.client_url(country)),
             **auth.connect_options(),
             tls=tls_context(self.plan.client_ca_file(country)),
             error_cb=on_error,

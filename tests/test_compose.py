@@ -186,7 +186,7 @@ def test_nats_configs_listen_in_container_and_dial_service_names(out: Path) -> N
         assert f'http: "0.0.0.0:{monitor}"' in conf
         assert 'store_dir: "/data"' in conf
         assert (f'listen: "0.0.0.0:{leaf}"' in conf) == (country != "THA")  # THA only dials
-        remotes = re.findall(r'url: "nats-leaf://([\w.-]+):(\d+)"', conf)  # no userinfo
+        remotes = re.findall(r'"nats-leaf://([\w.-]+):(\d+)"', conf)  # no userinfo
         assert all(port == str(leaf) for _, port in remotes)
         dialled[country] = {host for host, _ in remotes}
         # each remote signs with the seed of the file it includes, mounted from seeds/

@@ -46,7 +46,8 @@ from typing import Any
 
 import nats.errors
 import structlog
-from nats.aio.client import DEFAULT_INBOX_PREFIX
+from nats.aio.client import DEFAULT_INBOX_PREFIX, DEFAULT_PING_INTERVAL
+from nats.aio.client import DEFAULT_MAX_OUTSTANDING_PINGS as DEFAULT_MAX_PINGS
 from nats.aio.client import Client as NatsClient
 
 from protocols.errors import ConfigError, IoError
@@ -237,6 +238,20 @@ def tls_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
     return context
 
 
+def server_list(url: str) -> list[str]:
+    """The servers of a connection URL: one, or a cluster's nodes joined by commas."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ConfigError("no NATS server URL given")
+    return servers
+
+
+CLUSTER_PING_INTERVAL_S = 5
+CLUSTER_MAX_PINGS = 3
+"""With several servers to go to, a client that hears nothing for 3 pings 5 s apart leaves
+a hung node for the next (the servers of a cluster ping as often: broker.natsplan)."""
+
+
 async def connect(
     url: str,
     *,
@@ -263,14 +278,18 @@ async def connect(
     wrong in the one line it prints).
     """
     tls = tls_context(ca_file)
+    servers = server_list(url)
+    clustered = len(servers) > 1
     nc = NatsClient()
     states = ConnectionLog(name, nc=nc, quiet_first_connect=quiet_first_connect, quiet=quiet)
     seen = states.seen
     try:
         async with asyncio.timeout(give_up_after):
             await nc.connect(
-                url,
+                servers,
                 **auth.connect_options(),
+                ping_interval=CLUSTER_PING_INTERVAL_S if clustered else DEFAULT_PING_INTERVAL,
+                max_outstanding_pings=CLUSTER_MAX_PINGS if clustered else DEFAULT_MAX_PINGS,
                 name=name,
                 inbox_prefix=inbox_prefix,
                 error_cb=states.on_error,

@@ -43,10 +43,30 @@ from nats.js.api import (
     StreamInfo,
     StreamSource,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, ServiceUnavailableError
 
 from protocols import subjects
 from protocols.identifiers import Principal, check_country
+
+LEADERLESS_RETRY_S = 20.0
+"""How long a publish is retried (same ``Nats-Msg-Id``) while the stream has no leader:
+a node of a clustered country died and its streams elect new leaders (4-8 s measured,
+and sourcing across a leaf resumes ~10 s after the kill)."""
+LEADERLESS_PAUSE_S = 0.25
+_IN_PROCESS = 10158
+"""JetStream's "duplicate message id is in process": a retry overtook its stalled original."""
+
+
+def no_leader(exc: BaseException) -> bool:
+    """Whether JetStream refused for want of a stream leader (retry soon, same id).
+
+    nats-py reports a leaderless stream as ``NoStreamResponseError`` at once, the
+    same error as a subject with no stream: a caller retries within a deadline.
+    """
+    if isinstance(exc, NoStreamResponseError | ServiceUnavailableError):
+        return True
+    return isinstance(exc, APIError) and exc.err_code == _IN_PROCESS
+
 
 INGRESS_STREAM = "INGRESS"
 INBOX_STREAM = "INBOX"
@@ -123,18 +143,26 @@ def durable_consumer(name: str, ack_wait: float, **config: Any) -> ConsumerConfi
 
 
 async def ensure_country_streams(
-    js: JetStreamContext, country: str, agencies: Iterable[str]
+    js: JetStreamContext, country: str, agencies: Iterable[str], *, replicas: int = 1
 ) -> None:
-    """``INGRESS``, ``INBOX`` and each agency's inbox consumer, in ``IXB``."""
+    """``INGRESS``, ``INBOX`` and each agency's inbox consumer, in ``IXB``.
+
+    ``replicas``: copies of each stream on the nodes of a clustered country
+    (3: any one node can be lost); consumers follow their stream's.
+    """
     await ensure_stream(
         js,
         file_stream(
             INGRESS_STREAM,
             subjects=[subjects.ingress_all(country)],
             retention=RetentionPolicy.WORK_QUEUE,
+            num_replicas=replicas,
         ),
     )
-    await ensure_stream(js, kept_stream(INBOX_STREAM, subjects=[subjects.inbox_all(country)]))
+    await ensure_stream(
+        js,
+        kept_stream(INBOX_STREAM, subjects=[subjects.inbox_all(country)], num_replicas=replicas),
+    )
     for name in agencies:
         await js.add_consumer(
             INBOX_STREAM,
@@ -144,10 +172,16 @@ async def ensure_country_streams(
         )
 
 
-async def ensure_link_streams(js: JetStreamContext, country: str, peer: str) -> None:
+async def ensure_link_streams(
+    js: JetStreamContext, country: str, peer: str, *, replicas: int = 1
+) -> None:
     """``OUT_<peer>``, ``IN_<peer>`` and its ``HUB`` consumer, in ``<peer>_LINK``."""
     # when full, publishing is refused (discard new), never silently dropped
-    capped = {"max_bytes": LINK_STREAM_MAX_BYTES, "discard": DiscardPolicy.NEW}
+    capped = {
+        "max_bytes": LINK_STREAM_MAX_BYTES,
+        "discard": DiscardPolicy.NEW,
+        "num_replicas": replicas,
+    }
     await ensure_stream(
         js,
         kept_stream(out_stream(peer), subjects=[subjects.cross_border(country, peer)], **capped),

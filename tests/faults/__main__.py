@@ -1,6 +1,9 @@
 """``make faults``: every fault scenario on one live federation; a table and a JSON report.
 
-    python -m tests.faults [--fast] [--only NAME ...] [--out FILE] [--dir DIR]
+    python -m tests.faults [--fast] [--cluster] [--only NAME ...] [--out FILE] [--dir DIR]
+
+``--cluster``: the clustered country's scenarios, on a federation where THA
+runs three nats-servers with replicated streams.
 
 Exits 0 only if every scenario ended with nothing lost, nothing duplicated,
 nothing invented, every hub ready, every audit log verified and reconciled,
@@ -21,7 +24,7 @@ from pathlib import Path
 import structlog
 
 from tests.faults.harness import Federation, Traffic, dump_json
-from tests.faults.scenarios import SCENARIOS, Result, run
+from tests.faults.scenarios import CLUSTER_SCENARIOS, CLUSTERED, SCENARIOS, Result, run
 
 COLUMNS = (
     ("scenario", 20),
@@ -62,17 +65,20 @@ def _dump_tasks() -> None:
 
 
 async def main_async(args: argparse.Namespace, base: Path) -> int:
+    scenarios = CLUSTER_SCENARIOS if args.cluster else SCENARIOS
     chosen = [
-        s for s in SCENARIOS if (not args.fast or s.fast) and (not args.only or s.name in args.only)
+        s for s in scenarios if (not args.fast or s.fast) and (not args.only or s.name in args.only)
     ]
-    unknown = set(args.only or ()) - {s.name for s in SCENARIOS}
+    unknown = set(args.only or ()) - {s.name for s in scenarios}
     if unknown:
         sys.stderr.write(f"error: no scenario named {', '.join(sorted(unknown))}\n")
         return 2
     started = time.monotonic()
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
-    print(f"starting THA, MYS, MMR (servers, hubs, agencies) in {base}", flush=True)
-    fed = await Federation.start(base)
+    clusters = CLUSTERED if args.cluster else None
+    shape = f" ({', '.join(f'{c}: {n} nodes' for c, n in (clusters or {}).items())})"
+    print(f"starting THA, MYS, MMR (servers, hubs, agencies){shape if clusters else ''} in {base}")
+    fed = await Federation.start(base, clusters=clusters)
     traffic = Traffic(fed)
     traffic.start()
     results: list[Result] = []
@@ -106,6 +112,7 @@ async def main_async(args: argparse.Namespace, base: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__)
     parser.add_argument("--fast", action="store_true", help="only the scenarios of make test")
+    parser.add_argument("--cluster", action="store_true", help="THA as a 3-node cluster")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these scenarios")
     parser.add_argument("--out", type=Path, default=Path("tests/faults/results.json"))
     parser.add_argument("--dir", type=Path, help="keep keys, state and logs here")

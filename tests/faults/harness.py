@@ -49,12 +49,12 @@ from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.audit.log import AuditLog
 from broker.auditing import reconcile_logs
-from broker.natsd import NatsServer, _parent_death_signal, wait_links_up
+from broker.natsd import NatsServer, _parent_death_signal, start_servers, wait_links_up
 from broker.natsplan import FederationPlan
 from broker.store import HubStore
 from ixb.demo import AGENCIES
 from ixb.demo import VALID_PASSPORT as PASSPORT
-from ixb.deployment import Deployment, create_deployment
+from ixb.deployment import Deployment, Layout, create_deployment
 from protocols.errors import IxbError, UnknownOutcomeError
 from protocols.examples import example_bodies
 from protocols.identifiers import Principal, format_message_id, parse_agency
@@ -171,6 +171,8 @@ def _dialer_plan(plan: FederationPlan, country: str, leaf_ports: dict[str, int])
     """``plan`` as ``country``'s server sees it: the peers it dials at our proxies' ports."""
     nodes = dict(plan.nodes)
     for peer, port in leaf_ports.items():
+        if plan.cluster_size(peer) > 1:
+            raise ValueError(f"the suite proxies leaf links to single servers only, not {peer}")
         nodes[peer] = dataclasses.replace(nodes[peer], leaf_port=port)
     return dataclasses.replace(plan, nodes=nodes)
 
@@ -186,10 +188,17 @@ class Federation:
     hub_proxies: dict[str, object]
     """country → the proxy between its hub and its server."""
     http: aiohttp.ClientSession
+    nodes: dict[str, tuple[NatsServer, ...]] = field(default_factory=dict)
+    """Every server of each country (a clustered one has several; ``servers``: the first)."""
     agencies: dict[str, AgencyClient] = field(default_factory=dict)
+    failovers: dict[str, str] = field(default_factory=dict)
+    """``CC/STREAM`` → the node seen leading it after its leader was killed."""
 
     @classmethod
-    async def start(cls, base: Path) -> Federation:
+    async def start(cls, base: Path, *, clusters: dict[str, int] | None = None) -> Federation:
+        """``clusters``: countries that run a nats-server cluster of that size; their hub
+        connects to its nodes directly (no proxy), and no peer may dial them (the suite
+        proxies leaf links to single servers only: cluster the country sorting last)."""
         from tests.faults.proxy import TcpProxy
 
         deployment = await asyncio.to_thread(
@@ -199,11 +208,12 @@ class Federation:
             passphrase=PASSPHRASE,
             kdf=KdfProfile.INTERACTIVE,
             liaison_password=None,
+            layout=Layout(nats_clusters=clusters),
         )
         plan = deployment.plan
         (base / "logs").mkdir(exist_ok=True)
         leaf_proxies: dict[tuple[str, str], TcpProxy] = {}
-        servers: dict[str, NatsServer] = {}
+        nodes: dict[str, tuple[NatsServer, ...]] = {}
         for country in plan.countries:
             ports: dict[str, int] = {}
             for peer in plan.peers(country):
@@ -214,10 +224,22 @@ class Federation:
                     await proxy.start()
                     leaf_proxies[(country, peer)] = proxy
                     ports[peer] = proxy.port
-            servers[country] = NatsServer(_dialer_plan(plan, country, ports), country)
+            sees = _dialer_plan(plan, country, ports)
+            nodes[country] = tuple(
+                NatsServer(sees, country, index=i) for i in range(1, plan.cluster_size(country) + 1)
+            )
+        servers = {country: members[0] for country, members in nodes.items()}
         hub_proxies: dict[str, TcpProxy] = {}
         hubs: dict[str, HubProcess] = {}
         for country in plan.countries:
+            if plan.cluster_size(country) > 1:
+                hubs[country] = HubProcess(
+                    deployment,
+                    country,
+                    deployment.hub_config(country),
+                    base / "logs" / f"hub-{country}.log",
+                )
+                continue
             proxy = TcpProxy(plan.node(country).client_port)
             await proxy.start()
             hub_proxies[country] = proxy
@@ -234,9 +256,11 @@ class Federation:
                 deployment, country, proxied, base / "logs" / f"hub-{country}.log"
             )
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S))
-        fed = cls(base, deployment, servers, hubs, dict(leaf_proxies), dict(hub_proxies), http)
+        fed = cls(
+            base, deployment, servers, hubs, dict(leaf_proxies), dict(hub_proxies), http, nodes
+        )
         try:
-            await asyncio.gather(*(s.start() for s in servers.values()))
+            await start_servers(fed.every_server())
             await wait_links_up(servers, 30.0)
             for hub in hubs.values():
                 hub.start()
@@ -266,12 +290,44 @@ class Federation:
             code = await asyncio.to_thread(hub.stop)
             if code not in (0, None):
                 unclean.append(f"hub {country} exited {code}")
-        for server in self.servers.values():
+        for server in self.every_server():
             await server.stop()
         for proxy in (*self.leaf_proxies.values(), *self.hub_proxies.values()):
             await proxy.stop()  # type: ignore[attr-defined]
         await self.http.close()
         return unclean
+
+    def every_server(self) -> tuple[NatsServer, ...]:
+        return tuple(s for members in self.nodes.values() for s in members)
+
+    async def stream_leader(self, country: str, stream: str, account: str = "IXB") -> NatsServer:
+        """The node of ``country``'s cluster that leads ``stream`` now (asked of any live node)."""
+        for server in self.nodes[country]:
+            if not server.running:
+                continue
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                jsz = await server.monitor("jsz?accounts=true&streams=true")
+                for acc in jsz.get("account_details") or ():
+                    if acc.get("name") != account:
+                        continue
+                    for info in acc.get("stream_detail") or ():
+                        if info.get("name") == stream:
+                            leader = (info.get("cluster") or {}).get("leader")
+                            for candidate in self.nodes[country]:
+                                if candidate.node.name == leader:
+                                    return candidate
+        raise RuntimeError(f"no leader of {account}/{stream} in {country}")
+
+    async def stream_replicas(self, country: str) -> dict[str, int]:
+        """Every stream of ``country`` (all accounts) → its configured number of replicas."""
+        jsz = await self.nodes[country][0].monitor("jsz?accounts=true&streams=true&config=true")
+        return {
+            f"{acc.get('name')}/{info.get('name')}": int(
+                (info.get("config") or {}).get("num_replicas") or 1
+            )
+            for acc in jsz.get("account_details") or ()
+            for info in acc.get("stream_detail") or ()
+        }
 
     # --- health -----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ before it had reached all its recipients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -219,6 +220,32 @@ def clock_skewed(ahead: dict[str, int], seconds: float) -> Inject:
     return inject
 
 
+def cluster_node_killed(country: str, stream: str, hub_down_s: float, node_down_s: float) -> Inject:
+    """SIGKILL the node of ``country``'s cluster that leads ``stream`` and, at once, the
+    country's hub; the hub is back after ``hub_down_s`` (while the cluster elects new
+    leaders), the node after ``node_down_s``."""
+
+    async def inject(fed: Federation, traffic: Traffic) -> float:
+        await traffic.burst(20)
+        await asyncio.sleep(0.05)
+        node = await fed.stream_leader(country, stream)
+        await node.kill()
+        fed.hubs[country].kill()
+        killed = time.monotonic()
+        await asyncio.sleep(hub_down_s)
+        fed.hubs[country].start()
+        while time.monotonic() - killed < node_down_s:
+            with contextlib.suppress(RuntimeError):
+                leader = await fed.stream_leader(country, stream)
+                if leader is not node:
+                    fed.failovers[f"{country}/{stream}"] = leader.node.name
+            await asyncio.sleep(0.5)
+        await node.start()
+        return time.monotonic()
+
+    return inject
+
+
 MINUTE_MS = 60_000
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -276,6 +303,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         "link-cut-30s",
         "the THA-MYS border link cut for 30 s (THA-MMR and MYS-MMR stay up)",
         link_cut("THA", "MYS", 30.0),
+    ),
+)
+
+CLUSTERED = {"THA": 3}
+"""The federation of :data:`CLUSTER_SCENARIOS`: THA runs three nats-servers, R3 streams."""
+
+CLUSTER_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "cluster-failover",
+        "THA clustered: SIGKILL the node leading INGRESS and THA's hub;"
+        " hub back after 2 s, node after 12 s",
+        cluster_node_killed("THA", "INGRESS", 2.0, 12.0),
+        fast=True,
     ),
 )
 
