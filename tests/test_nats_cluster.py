@@ -13,10 +13,12 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import bcrypt
 import pytest
+from nats.js.errors import NoStreamResponseError
 
 from agency_client.sdk import Incoming
 from broker.nats_users import add_agency_user
@@ -32,6 +34,7 @@ from broker.natsd import (
 from broker.natsplan import CLUSTER_FILE, SEEDS_DIR, FederationPlan
 from broker.natstls import write_throwaway_tls
 from ixb.deployment import Layout
+from protocols import subjects
 from protocols.errors import ConfigError, UsageError
 from protocols.examples import example_bodies
 from protocols.identifiers import Principal, format_message_id
@@ -42,6 +45,7 @@ from tests.federation import running_federation
 from tests.nats_fixtures import eventually
 from transport.clock import wall_ms
 from transport.connect import NatsAuth, connect, server_list
+from transport.streams import INGRESS_STREAM, ensure_country_streams, publish_within
 
 AGENCIES = {"MMR": ("MOHA-ATTU",), "MYS": ("RMP-ATIPSOM",), "THA": ("DSI-ATHD",)}
 
@@ -224,3 +228,56 @@ def _alert() -> Alert:
     body = example_bodies(wall_ms())["alert"]
     assert isinstance(body, Alert)
     return body
+
+
+async def test_a_publish_waits_out_the_election_after_its_stream_leader_dies(
+    tmp_path: Path,
+) -> None:
+    """An R3 stream of a clustered country loses its leader: the publish retried with the
+    same Nats-Msg-Id (what the hub does for a queued lookup) is stored once, on a new leader."""
+    plan = cluster_plan(tmp_path)
+    async with start_federation(plan) as servers:
+        nc = await connect(
+            plan.client_url("MMR"),
+            auth=plan.hub_credentials("MMR"),
+            name="test-hub",
+            ca_file=plan.client_ca_file("MMR"),
+        )
+        try:
+            js = nc.jetstream()
+            await ensure_country_streams(js, "MMR", AGENCIES["MMR"], replicas=3)
+            info = await js.stream_info(INGRESS_STREAM)
+            assert info.config.num_replicas == 3 and info.cluster is not None
+            leader = info.cluster.leader
+            (victim,) = [s for s in servers.nodes("MMR") if s.node.name == leader]
+            await victim.kill()
+            subject = subjects.ingress(Principal("MMR", "MOHA-ATTU"))
+            headers = {"Nats-Msg-Id": "one"}
+            ack = await publish_within(js, subject, b"x", headers=headers, timeout=30)
+            again = await publish_within(js, subject, b"x", headers=headers, timeout=30)
+            assert again.duplicate and again.seq == ack.seq
+            after = await js.stream_info(INGRESS_STREAM)
+            assert after.state.messages == 1
+            assert after.cluster is not None and after.cluster.leader not in (None, leader)
+        finally:
+            await nc.close()
+
+
+async def test_a_publish_to_no_stream_gives_up_at_its_deadline(tmp_path: Path) -> None:
+    plan = cluster_plan(tmp_path)
+    async with start_federation(plan):
+        nc = await connect(
+            plan.client_url("MMR"),
+            auth=plan.hub_credentials("MMR"),
+            name="test-hub",
+            ca_file=plan.client_ca_file("MMR"),
+        )
+        try:
+            started = time.monotonic()
+            with pytest.raises((NoStreamResponseError, TimeoutError)):
+                await publish_within(
+                    nc.jetstream(), "ixb.MMR.nowhere", b"x", headers={}, timeout=1.5
+                )
+            assert 1.0 <= time.monotonic() - started < 5
+        finally:
+            await nc.close()

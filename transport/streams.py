@@ -23,11 +23,14 @@ our own. De-duplication is by ``Nats-Msg-Id`` within each stream's window.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -37,6 +40,7 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     ExternalStream,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -66,6 +70,30 @@ def no_leader(exc: BaseException) -> bool:
     if isinstance(exc, NoStreamResponseError | ServiceUnavailableError):
         return True
     return isinstance(exc, APIError) and exc.err_code == _IN_PROCESS
+
+
+async def publish_within(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    *,
+    headers: dict[str, str],
+    timeout: float,
+) -> PubAck:
+    """A JetStream publish that waits out a stream leader's election within ``timeout``
+    seconds in all (same headers, so the same ``Nats-Msg-Id``: stored once); raises the
+    last refusal, or ``TimeoutError``, when the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no stream leader for {subject} within {timeout:g} s")
+        try:
+            return await js.publish(subject, data, headers=headers, timeout=left)
+        except NatsError as exc:
+            if not no_leader(exc) or deadline - time.monotonic() < LEADERLESS_PAUSE_S:
+                raise
+            await asyncio.sleep(LEADERLESS_PAUSE_S)
 
 
 INGRESS_STREAM = "INGRESS"
