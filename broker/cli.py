@@ -76,6 +76,14 @@ def _read(path: Path) -> bytes:
     return data
 
 
+def hub_identity(config: HubConfig) -> Identity:
+    """The hub's keys, opened with the passphrase in ``$<hub.passphrase_env>``."""
+    passphrase = os.environ.get(config.hub.passphrase_env)
+    if passphrase is None:
+        raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
+    return open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
+
+
 def load_hub_parts(
     config: HubConfig,
 ) -> tuple[Identity, TrustAnchors, dict[Principal, PublicIdentity]]:
@@ -86,10 +94,7 @@ def load_hub_parts(
     A later version is installed live (``ixb federation install``); the hub
     polls for it (:meth:`broker.hub.Hub.apply_federation`).
     """
-    passphrase = os.environ.get(config.hub.passphrase_env)
-    if passphrase is None:
-        raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
-    identity = open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
+    identity = hub_identity(config)
     fed_path = config.path(config.hub.federation_file)
     try:
         fed_text = _read(fed_path).decode("utf-8")

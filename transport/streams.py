@@ -9,7 +9,9 @@ In the country's ``IXB`` account:
 - ``INGRESS``: every local agency's ingress subject, a work queue shared by
   the hub workers;
 - ``INBOX``: every local agency's inbox, kept until the agency has fetched
-  and acknowledged it, with one durable pull consumer per agency.
+  and acknowledged it, with one durable pull consumer per agency;
+- ``AUDIT``: the hub's audit leaves in batches, kept for ever: a lost or
+  restored audit log is rebuilt from it.
 
 In each link account ``<PEER>_LINK``:
 
@@ -98,6 +100,7 @@ async def publish_within(
 
 INGRESS_STREAM = "INGRESS"
 INBOX_STREAM = "INBOX"
+AUDIT_STREAM = "AUDIT"
 HUB_CONSUMER = "HUB"
 
 DUPLICATE_WINDOW_S = 10 * 60.0
@@ -190,6 +193,17 @@ async def ensure_country_streams(
     await ensure_stream(
         js,
         kept_stream(INBOX_STREAM, subjects=[subjects.inbox_all(country)], num_replicas=replicas),
+    )
+    # the audit log's leaves, kept for ever (broker.audit.shipping): what a lost or
+    # restored audit log is rebuilt from (``ixb audit rebuild``)
+    await ensure_stream(
+        js,
+        file_stream(
+            AUDIT_STREAM,
+            subjects=[subjects.audit_log(country)],
+            retention=RetentionPolicy.LIMITS,
+            num_replicas=replicas,
+        ),
     )
     for name in agencies:
         await js.add_consumer(
