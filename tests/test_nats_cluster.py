@@ -26,6 +26,7 @@ from broker.natsd import (
     country_leaf_accounts,
     find_nats_server,
     free_ports,
+    render_config,
     save_plan,
     start_federation,
     write_config,
@@ -41,7 +42,7 @@ from protocols.identifiers import Principal, format_message_id
 from protocols.keys import NkeySeed
 from protocols.messages import Alert
 from protocols.roles import Role
-from tests.federation import running_federation
+from tests.federation import run_ixb, running_federation
 from tests.nats_fixtures import eventually
 from transport.clock import wall_ms
 from transport.connect import NatsAuth, connect, server_list
@@ -281,3 +282,36 @@ async def test_a_publish_to_no_stream_gives_up_at_its_deadline(tmp_path: Path) -
             assert 1.0 <= time.monotonic() - started < 5
         finally:
             await nc.close()
+
+
+async def test_ixb_hub_nats_config_renders_each_node_from_the_plan(tmp_path: Path) -> None:
+    plan = cluster_plan(tmp_path)
+    plan_path = tmp_path / "plan.json"
+    save_plan(plan, plan_path)
+    for index in (1, 2, 3):
+        done = await run_ixb(
+            "hub",
+            "nats-config",
+            "--plan",
+            str(plan_path),
+            "--country",
+            "MMR",
+            "--node",
+            str(index),
+            "--json",
+        )
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert out["server_name"] == f"ixb-MMR-{index}"
+        assert out["config"] == render_config(plan, "MMR", index=index)
+    written = tmp_path / "out" / "THA.conf"
+    done = await run_ixb(
+        "hub", "nats-config", "--plan", str(plan_path), "--country", "THA", "--out", str(written)
+    )
+    assert done.returncode == 0 and written.read_text() == render_config(plan, "THA")
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    beyond = await run_ixb(
+        "hub", "nats-config", "--plan", str(plan_path), "--country", "THA", "--node", "2"
+    )
+    assert beyond.returncode == 2 and "error ixb.E_CONFIG" in beyond.stderr
+    assert "Traceback" not in beyond.stderr and "no node 2" in beyond.stderr
