@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity, open_keyfile
 from transport import eventloop
 from transport.cliout import add_json, emit
+from transport.files import FILE_SUFFIX, env_secret
 
 MAX_SMALL_FILE = 64 * 1024
 
@@ -86,9 +86,10 @@ def load_hub_parts(
     A later version is installed live (``ixb federation install``); the hub
     polls for it (:meth:`broker.hub.Hub.apply_federation`).
     """
-    passphrase = os.environ.get(config.hub.passphrase_env)
+    name = config.hub.passphrase_env
+    passphrase = env_secret(name)
     if passphrase is None:
-        raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
+        raise ConfigError(f"hub.passphrase_env: set ${name} (or ${name}{FILE_SUFFIX}: its file)")
     identity = open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
     fed_path = config.path(config.hub.federation_file)
     try:
