@@ -303,8 +303,8 @@ def test_five_nats_configs_pass_nats_server_check(deploy: Path) -> None:
     # `nats-server -t` parses and checks them (unknown fields, accounts,
     # users, permissions, includes) but neither creates the store dir (/data)
     # nor resolves leaf remote or route hosts (nats-mys …), checked on 2.15.1.
-    # Running clusters is what tests/test_nats_cluster*.py do with the same
-    # templates on local ports. `-t` loads the certificates, so the check
+    # Running a cluster is what tests/faults/test_cluster_failover.py does with
+    # the same templates on local ports. `-t` loads the certificates, so the check
     # runs on a copy that names them where they are on this machine.
     binary = find_nats_server()
     checked = 0
