@@ -9,7 +9,9 @@ In the country's ``IXB`` account:
 - ``INGRESS``: every local agency's ingress subject, a work queue shared by
   the hub workers;
 - ``INBOX``: every local agency's inbox, kept until the agency has fetched
-  and acknowledged it, with one durable pull consumer per agency.
+  and acknowledged it, with one durable pull consumer per agency;
+- ``AUDIT``: the hub's audit leaves in batches, kept for ever: a lost or
+  restored audit log is rebuilt from it.
 
 In each link account ``<PEER>_LINK``:
 
@@ -23,11 +25,14 @@ our own. De-duplication is by ``Nats-Msg-Id`` within each stream's window.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -37,6 +42,7 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     ExternalStream,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -68,8 +74,33 @@ def no_leader(exc: BaseException) -> bool:
     return isinstance(exc, APIError) and exc.err_code == _IN_PROCESS
 
 
+async def publish_within(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    *,
+    headers: dict[str, str],
+    timeout: float,
+) -> PubAck:
+    """A JetStream publish that waits out a stream leader's election within ``timeout``
+    seconds in all (same headers, so the same ``Nats-Msg-Id``: stored once); raises the
+    last refusal, or ``TimeoutError``, when the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no stream leader for {subject} within {timeout:g} s")
+        try:
+            return await js.publish(subject, data, headers=headers, timeout=left)
+        except NatsError as exc:
+            if not no_leader(exc) or deadline - time.monotonic() < LEADERLESS_PAUSE_S:
+                raise
+            await asyncio.sleep(LEADERLESS_PAUSE_S)
+
+
 INGRESS_STREAM = "INGRESS"
 INBOX_STREAM = "INBOX"
+AUDIT_STREAM = "AUDIT"
 HUB_CONSUMER = "HUB"
 
 DUPLICATE_WINDOW_S = 10 * 60.0
@@ -162,6 +193,17 @@ async def ensure_country_streams(
     await ensure_stream(
         js,
         kept_stream(INBOX_STREAM, subjects=[subjects.inbox_all(country)], num_replicas=replicas),
+    )
+    # the audit log's leaves, kept for ever (broker.audit.shipping): what a lost or
+    # restored audit log is rebuilt from (``ixb audit rebuild``)
+    await ensure_stream(
+        js,
+        file_stream(
+            AUDIT_STREAM,
+            subjects=[subjects.audit_log(country)],
+            retention=RetentionPolicy.LIMITS,
+            num_replicas=replicas,
+        ),
     )
     for name in agencies:
         await js.add_consumer(
