@@ -371,7 +371,7 @@ def test_certificates_name_every_service_and_keys_are_private(out: Path) -> None
     assert not list((out / "tls").glob("ca-key*"))  # the CA's key never touches the disk
 
 
-def test_nats_configs_listen_in_container_and_dial_service_names(out: Path) -> None:
+def test_nats_configs_listen_in_container_and_dial_service_names(out: Path, tmp_path: Path) -> None:
     plan = load_plan(out / "plan.json")
     client, monitor, leaf = CONTAINER_PORTS
     dialled: dict[str, set[tuple[str, ...]]] = {}
@@ -400,6 +400,14 @@ def test_nats_configs_listen_in_container_and_dial_service_names(out: Path) -> N
             assert not re.search(r"SU[A-Z2-7]{56}", conf) and "password" not in conf.replace(
                 'user: "sys", password: "$2b$', ""
             ).replace("route login and every node's route URL (with its password)", "")
+    # What docs/nats-topology.md tells an operator to run after changing the plan.
+    again = tmp_path / "THA-3.conf"
+    ran = ixb(
+        *("hub", "nats-config", "--plan", str(out / "plan.json")),
+        *("--country", "THA", "--node", "3", "--out", str(again)),
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert again.read_text() == (out / "nats" / "THA-3.conf").read_text()
     # The smaller code listens: each THA node dials MMR and MYS, MYS dials MMR.
     assert dialled == {
         "THA": {("nats-mmr",), ("nats-mys",)},
