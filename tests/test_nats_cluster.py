@@ -18,6 +18,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.js.errors import NoStreamResponseError
 
 from agency_client.sdk import Incoming
@@ -57,6 +58,15 @@ def cluster_plan(base: Path, **kw: object) -> FederationPlan:
     )  # type: ignore[arg-type]
     write_throwaway_tls(plan)
     return plan
+
+
+async def mmr_hub(plan: FederationPlan) -> NatsClient:
+    return await connect(
+        plan.client_url("MMR"),
+        auth=plan.hub_credentials("MMR"),
+        name="test-hub",
+        ca_file=plan.client_ca_file("MMR"),
+    )
 
 
 def test_a_clustered_country_has_three_named_nodes_with_their_own_ports_and_dirs(
@@ -238,12 +248,7 @@ async def test_a_publish_waits_out_the_election_after_its_stream_leader_dies(
     same Nats-Msg-Id (what the hub does for a queued lookup) is stored once, on a new leader."""
     plan = cluster_plan(tmp_path)
     async with start_federation(plan) as servers:
-        nc = await connect(
-            plan.client_url("MMR"),
-            auth=plan.hub_credentials("MMR"),
-            name="test-hub",
-            ca_file=plan.client_ca_file("MMR"),
-        )
+        nc = await mmr_hub(plan)
         try:
             js = nc.jetstream()
             await ensure_country_streams(js, "MMR", AGENCIES["MMR"], replicas=3)
@@ -267,12 +272,7 @@ async def test_a_publish_waits_out_the_election_after_its_stream_leader_dies(
 async def test_a_publish_to_no_stream_gives_up_at_its_deadline(tmp_path: Path) -> None:
     plan = cluster_plan(tmp_path)
     async with start_federation(plan):
-        nc = await connect(
-            plan.client_url("MMR"),
-            auth=plan.hub_credentials("MMR"),
-            name="test-hub",
-            ca_file=plan.client_ca_file("MMR"),
-        )
+        nc = await mmr_hub(plan)
         try:
             started = time.monotonic()
             with pytest.raises((NoStreamResponseError, TimeoutError)):

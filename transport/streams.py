@@ -59,6 +59,8 @@ LEADERLESS_RETRY_S = 20.0
 a node of a clustered country died and its streams elect new leaders (4-8 s measured,
 and sourcing across a leaf resumes ~10 s after the kill)."""
 LEADERLESS_PAUSE_S = 0.25
+PUBLISH_ATTEMPT_S = 2.0
+"""One attempt of :func:`publish_within`."""
 _IN_PROCESS = 10158
 """JetStream's "duplicate message id is in process": a retry overtook its stalled original."""
 
@@ -84,16 +86,22 @@ async def publish_within(
 ) -> PubAck:
     """A JetStream publish that waits out a stream leader's election within ``timeout``
     seconds in all (same headers, so the same ``Nats-Msg-Id``: stored once); raises the
-    last refusal, or ``TimeoutError``, when the time is up."""
+    last refusal, or ``TimeoutError``, when the time is up.
+
+    Each attempt waits at most :data:`PUBLISH_ATTEMPT_S`: a publish routed to a node that
+    just died is never answered, and waiting for it would use up the whole time."""
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"no stream leader for {subject} within {timeout:g} s")
         try:
-            return await js.publish(subject, data, headers=headers, timeout=left)
-        except NatsError as exc:
-            if not no_leader(exc) or deadline - time.monotonic() < LEADERLESS_PAUSE_S:
+            return await js.publish(
+                subject, data, headers=headers, timeout=min(left, PUBLISH_ATTEMPT_S)
+            )
+        except (NatsError, TimeoutError) as exc:
+            leaderless = no_leader(exc) or isinstance(exc, TimeoutError | NatsTimeoutError)
+            if not leaderless or deadline - time.monotonic() < LEADERLESS_PAUSE_S:
                 raise
             await asyncio.sleep(LEADERLESS_PAUSE_S)
 
@@ -176,35 +184,29 @@ def durable_consumer(name: str, ack_wait: float, **config: Any) -> ConsumerConfi
 async def ensure_country_streams(
     js: JetStreamContext, country: str, agencies: Iterable[str], *, replicas: int = 1
 ) -> None:
-    """``INGRESS``, ``INBOX`` and each agency's inbox consumer, in ``IXB``.
+    """``INGRESS``, ``INBOX`` with each agency's inbox consumer, and ``AUDIT``, in ``IXB``.
 
     ``replicas``: copies of each stream on the nodes of a clustered country
     (3: any one node can be lost); consumers follow their stream's.
     """
-    await ensure_stream(
-        js,
+    for config in (
         file_stream(
             INGRESS_STREAM,
             subjects=[subjects.ingress_all(country)],
             retention=RetentionPolicy.WORK_QUEUE,
             num_replicas=replicas,
         ),
-    )
-    await ensure_stream(
-        js,
         kept_stream(INBOX_STREAM, subjects=[subjects.inbox_all(country)], num_replicas=replicas),
-    )
-    # the audit log's leaves, kept for ever (broker.audit.shipping): what a lost or
-    # restored audit log is rebuilt from (``ixb audit rebuild``)
-    await ensure_stream(
-        js,
+        # the audit log's leaves, kept for ever (broker.audit.shipping): what a lost or
+        # restored audit log is rebuilt from (``ixb audit rebuild``)
         file_stream(
             AUDIT_STREAM,
             subjects=[subjects.audit_log(country)],
             retention=RetentionPolicy.LIMITS,
             num_replicas=replicas,
         ),
-    )
+    ):
+        await ensure_stream(js, config)
     for name in agencies:
         await js.add_consumer(
             INBOX_STREAM,
