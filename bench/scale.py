@@ -1,0 +1,327 @@
+"""Scale: THA as a three-node nats-server cluster, and THA's hub with one ingress worker and two.
+
+Three federations of THA and MYS (:mod:`bench.federation`: hubs as their own
+processes, the load generator in this one), one after the other, each
+measured the same way:
+
+- ``single``: every country on one nats-server, ``[hub] workers = 1``: the
+  reference every ratio divides by;
+- ``clustered``: THA as three nats-servers (routes, streams kept as three
+  replicas, so each JetStream write is acknowledged only once a quorum of two
+  nodes has it); MYS stays one server;
+- ``workers2``: as ``single``, with ``IXB_HUB__HUB__WORKERS=2`` for every hub.
+  Only THA's hub feels it: workers are pull loops on a country's ``INGRESS``
+  (what its own agencies send), and the traffic here enters at THA; MYS takes
+  it on its one ``IN_THA`` loop whatever the setting.
+
+Each federation runs two measures:
+
+1. **End to end**, :mod:`bench.e2e`'s machinery at :data:`LEVELS` concurrent
+   senders, the same count of 1 KiB alerts each: THA/DSI-ATHD seals and
+   sends, both hubs verify, audit and route, MYS/RMP-ATIPSOM fetches,
+   verifies and decrypts. Alerts received a second, and latency from sealing
+   to the reader holding the plaintext.
+2. **THA's hub draining a backlog.** End to end is the wrong measure of a hub:
+   this process seals, sends, fetches and decrypts in one Python interpreter
+   on the same two shared cores as both hubs and every nats-server, and is
+   often the slowest part, so a faster hub barely moves the figure. Here
+   :data:`BACKLOG` alerts are sealed first, then published as fast as
+   JetStream takes them (publish and ack only, :data:`PUBLISHERS` at once);
+   from the moment the last is stored, this process only reads THA's
+   ``/metrics`` (every :data:`POLL_S`). The hub's figure is the messages it
+   settled (``ixb_batch_messages_total``: the alerts, plus the few receipts
+   MYS's hub sends back for them, one per batch) from then until it has been
+   idle for :data:`IDLE_S`, divided by that time. Settling includes what the
+   hub causes: relaying each alert to MYS and each receipt to its sender are
+   JetStream writes it waits for, R3 ones on the cluster. Best of
+   :data:`DRAIN_ROUNDS` (interference on a shared machine only slows a run).
+
+The ratios: clustered / single and workers2 / single, throughput and latency,
+per measure and level. No target: what a cluster costs and what a second
+worker buys are findings to report, not promises (docs/performance.md, Scale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from agency_client.sdk import DEFAULT_TTL_MS, AgencyClient
+from bench import e2e
+from bench.common import alert_1k, batch_profiles, hub_batch_counters, quiet_client_logs
+from bench.federation import Bench, running
+from ixb.deployment import Layout
+from protocols.envelope import seal_envelope
+from protocols.identifiers import parse_agency
+from protocols.keys import KdfProfile
+
+SENDER, RECIPIENT, HUB = e2e.SENDER, e2e.RECIPIENT, "THA"
+LEVELS = (16, 64)
+MESSAGES = 1000
+"""Alerts per end-to-end level, in every federation."""
+SEND_SECONDS = 15.0
+DRAIN_SECONDS = 20.0
+BACKLOG = 3000
+"""Alerts published for THA's hub to drain, per round."""
+DRAIN_ROUNDS = 2
+PUBLISHERS = 64
+POLL_S = 0.05
+IDLE_S = 0.5
+"""THA's hub counts as idle once its settled count has not moved for this long."""
+DRAIN_TIMEOUT_S = 60.0
+QUIET_TIMEOUT_S = 10.0
+CLUSTER_NODES = 3
+WORKERS_ENV = "IXB_HUB__HUB__WORKERS"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    tha_nodes: int = 1
+    workers: int = 1
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(nats_clusters={HUB: self.tha_nodes}) if self.tha_nodes > 1 else Layout()
+
+    @property
+    def hub_env(self) -> dict[str, str]:
+        return {WORKERS_ENV: str(self.workers)} if self.workers != 1 else {}
+
+
+SINGLE = Config("single")
+CONFIGS = (SINGLE, Config("clustered", tha_nodes=CLUSTER_NODES), Config("workers2", workers=2))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    levels: Sequence[int] = LEVELS
+    messages: int = MESSAGES
+    send_seconds: float = SEND_SECONDS
+    drain_seconds: float = DRAIN_SECONDS
+    backlog: int = BACKLOG
+    drain_rounds: int = DRAIN_ROUNDS
+
+
+def _settled(bench: Bench) -> float:
+    return hub_batch_counters(bench.deployment)[HUB]["messages"]
+
+
+async def _quiet(bench: Bench) -> None:
+    """Until THA's hub has settled nothing new for ``IDLE_S`` (bounded)."""
+    deadline = time.perf_counter() + QUIET_TIMEOUT_S
+    last, since = await asyncio.to_thread(_settled, bench), time.perf_counter()
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(POLL_S)
+        now_settled = await asyncio.to_thread(_settled, bench)
+        if now_settled != last:
+            last, since = now_settled, time.perf_counter()
+        elif time.perf_counter() - since >= IDLE_S:
+            return
+
+
+@dataclass
+class _Publish:
+    sealed: list[bytes]
+    errors: int = 0
+    next: int = 0
+
+
+async def _publisher(client: AgencyClient, work: _Publish) -> None:
+    while work.next < len(work.sealed):
+        data = work.sealed[work.next]
+        work.next += 1
+        try:
+            await client.resend(data)
+        except Exception:  # noqa: BLE001 - counted and reported, the load goes on
+            work.errors += 1
+
+
+def _seal_backlog(client: AgencyClient, n: int, offset: int) -> list[bytes]:
+    now = client.clock()
+    public = client.keys.encryption_key(parse_agency(RECIPIENT), now)
+    return [
+        seal_envelope(
+            sender=client.identity,
+            recipients=[public],
+            body=alert_1k(offset + i),
+            now_ms=now,
+            ttl_ms=DEFAULT_TTL_MS,
+        )
+        for i in range(n)
+    ]
+
+
+async def hub_drain(
+    bench: Bench, senders: Sequence[AgencyClient], backlog: int, offset: int = 0
+) -> dict[str, object]:
+    """One round: ``backlog`` alerts published at once, THA's hub timed draining them."""
+    work = _Publish(await asyncio.to_thread(_seal_backlog, senders[0], backlog, offset))
+    await _quiet(bench)
+    before_profile = await asyncio.to_thread(hub_batch_counters, bench.deployment)
+    before = before_profile[HUB]["messages"]
+    started = time.perf_counter()
+    await asyncio.gather(*(_publisher(senders[i % len(senders)], work) for i in range(PUBLISHERS)))
+    published = time.perf_counter()
+    at_published = last = await asyncio.to_thread(_settled, bench)
+    last_change = published
+    while time.perf_counter() < published + DRAIN_TIMEOUT_S:
+        await asyncio.sleep(POLL_S)
+        now_settled = await asyncio.to_thread(_settled, bench)
+        now = time.perf_counter()
+        if now_settled != last:
+            last, last_change = now_settled, now
+        elif now - last_change >= IDLE_S and last - before >= backlog - work.errors:
+            break
+    window = last_change - published
+    drained = last - at_published
+    profile = await asyncio.to_thread(batch_profiles, bench.deployment, before_profile)
+    return {
+        "published": backlog - work.errors,
+        "publish_errors": work.errors,
+        "publish_seconds": round(published - started, 2),
+        "settled_while_publishing": int(at_published - before),
+        "settled": int(last - before),
+        "complete": last - before >= backlog - work.errors,
+        "drain_seconds": round(window, 2),
+        "msgs_per_s": round(drained / window, 1) if window > 0 and drained > 0 else 0.0,
+        "hub_batches": profile[HUB],
+    }
+
+
+async def measure_config(
+    base: Path, config: Config, sizes: Sizes, kdf: KdfProfile
+) -> dict[str, Any]:
+    async with running(base, kdf=kdf, layout=config.layout, hub_env=config.hub_env) as bench:
+        reader = await bench.client(RECIPIENT)
+        senders = [await bench.client(SENDER) for _ in range(e2e.MAX_CONNECTIONS)]
+        levels = []
+        for n in sizes.levels:
+            await _quiet(bench)
+            level = await e2e.run_level(
+                bench,
+                reader,
+                senders,
+                n,
+                limit=sizes.messages,
+                send_seconds=sizes.send_seconds,
+                drain_seconds=sizes.drain_seconds,
+            )
+            levels.append(e2e.summary(level, {}))
+            del levels[-1]["hub_rss_mib"]
+            print(f"  scale {config.name} e2e {n:>2} senders: {levels[-1]}", flush=True)
+        rounds = []
+        for r in range(sizes.drain_rounds):
+            rounds.append(await hub_drain(bench, senders, sizes.backlog, offset=r * sizes.backlog))
+            print(f"  scale {config.name} hub drain: {rounds[-1]}", flush=True)
+    best = max(rounds, key=lambda d: cast(float, d["msgs_per_s"]))
+    return {
+        "tha_nodes": config.tha_nodes,
+        "workers": config.workers,
+        "e2e": levels,
+        "hub_drain_rounds": rounds,
+        "hub_drain_msgs_per_s": best["msgs_per_s"],
+    }
+
+
+def _ratio(a: object, b: object) -> float | None:
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or b <= 0 or a <= 0:
+        return None
+    return round(a / b, 3)
+
+
+def ratios(runs: Mapping[str, Mapping[str, Any]], name: str) -> dict[str, object]:
+    """``name``'s figures over ``single``'s: the hub drain, and per level msgs/s, p50, p99."""
+    ref, other = runs[SINGLE.name], runs[name]
+    by_senders = {lv["senders"]: lv for lv in ref["e2e"]}
+    e2e_ratios = {}
+    for lv in other["e2e"]:
+        base = by_senders.get(lv["senders"])
+        if base is None:
+            continue
+        e2e_ratios[str(lv["senders"])] = {
+            key: _ratio(lv[key], base[key])
+            for key in ("msgs_per_s", "latency_p50_ms", "latency_p99_ms")
+        }
+    return {
+        "hub_drain_msgs_per_s": _ratio(other["hub_drain_msgs_per_s"], ref["hub_drain_msgs_per_s"]),
+        "e2e": e2e_ratios,
+    }
+
+
+async def measure(
+    base: Path,
+    sizes: Sizes = Sizes(),
+    *,
+    configs: Sequence[Config] = CONFIGS,
+    kdf: KdfProfile = KdfProfile.MODERATE,
+) -> dict[str, object]:
+    """Every configuration, then the ratios to ``single`` (which ``configs`` must hold)."""
+    quiet_client_logs()
+    runs = {}
+    for config in configs:
+        runs[config.name] = await measure_config(base / config.name, config, sizes, kdf)
+    return {
+        "runs": runs,
+        "ratios": {c.name: ratios(runs, c.name) for c in configs if c != SINGLE},
+        "sizes": {
+            "e2e_levels": list(sizes.levels),
+            "e2e_messages_per_level": sizes.messages,
+            "hub_drain_backlog": sizes.backlog,
+            "hub_drain_rounds": sizes.drain_rounds,
+        },
+        "note": (
+            "ratios are each configuration over 'single' (THA on one nats-server, one"
+            " ingress worker) in the same run; hub_drain: messages THA's hub settled per"
+            " second draining a published backlog, best of the rounds"
+        ),
+    }
+
+
+async def run(base: Path) -> dict[str, object]:
+    return {"scale": await measure(base)}
+
+
+def print_table(results: Mapping[str, object], out: Any = None) -> None:
+    scale = cast(Mapping[str, Any] | None, results.get("scale"))
+    if not scale:
+        return
+    write = (out or sys.stdout).write
+    runs, rel = scale["runs"], scale["ratios"]
+    write("\nscale: end to end (THA → MYS) and THA's hub draining a backlog, ratios to single:\n")
+    write(
+        f"{'run':<10} {'nodes':>5} {'workers':>7} {'senders':>7} {'msg/s':>8}"
+        f" {'p50 ms':>9} {'p99 ms':>9}   x msg/s  x p50  x p99\n"
+    )
+    for name, run_ in runs.items():
+        ratio = rel.get(name, {})
+        for lv in run_["e2e"]:
+            r = ratio.get("e2e", {}).get(str(lv["senders"]), {})
+            write(
+                f"{name:<10} {run_['tha_nodes']:>5} {run_['workers']:>7} {lv['senders']:>7}"
+                f" {lv['msgs_per_s']:>8} {lv['latency_p50_ms']!s:>9} {lv['latency_p99_ms']!s:>9}"
+                f"   {_fmt(r.get('msgs_per_s'))} {_fmt(r.get('latency_p50_ms'))}"
+                f" {_fmt(r.get('latency_p99_ms'))}\n"
+            )
+        write(
+            f"{name:<10} {run_['tha_nodes']:>5} {run_['workers']:>7} {'drain':>7}"
+            f" {run_['hub_drain_msgs_per_s']:>8} {'':>9} {'':>9}"
+            f"   {_fmt(ratio.get('hub_drain_msgs_per_s'))}\n"
+        )
+
+
+def _fmt(value: object) -> str:
+    return f"{'—' if value is None else value!s:>7}"
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ixb-bench-scale-") as tmp:
+        got = asyncio.run(run(Path(tmp)))
+        print_table(got)
