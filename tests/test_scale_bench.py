@@ -9,6 +9,7 @@ drained the whole backlog, and that every ratio the table prints is there.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,7 +17,13 @@ from bench import scale
 from protocols.keys import KdfProfile
 
 SIZES = scale.Sizes(
-    levels=(4,), messages=20, send_seconds=10.0, drain_seconds=10.0, backlog=40, drain_rounds=1
+    levels=(4,),
+    messages=20,
+    send_seconds=10.0,
+    drain_seconds=10.0,
+    backlog=40,
+    drain_rounds=1,
+    passes=1,
 )
 
 
@@ -41,6 +48,8 @@ async def test_every_configuration_delivers_and_drains_and_the_ratios_are_there(
         # every alert settled once: no more than the backlog and the receipts MYS sent back
         assert SIZES.backlog <= drain["settled"] <= 2 * SIZES.backlog, (name, drain)
         assert run["hub_drain_msgs_per_s"] == drain["msgs_per_s"]
+        assert drain["hub_cpu_cores"] is not None and drain["hub_cpu_cores"] >= 0, drain
+        assert level["hub_cpu_cores"] is not None and level["hub_cpu_cores"] >= 0, level
     ratios = cast(dict[str, dict[str, Any]], got["ratios"])
     assert set(ratios) == {"clustered", "workers2"}
     for ratio in ratios.values():
@@ -49,6 +58,27 @@ async def test_every_configuration_delivers_and_drains_and_the_ratios_are_there(
     single = runs["single"]["e2e"][0]["msgs_per_s"]
     clustered = runs["clustered"]["e2e"][0]["msgs_per_s"]
     assert ratios["clustered"]["e2e"]["4"]["msgs_per_s"] == round(clustered / single, 3)
+    out = io.StringIO()
+    scale.print_table({"scale": got}, out)
+    assert out.getvalue().count("\nclustered ") == 2  # its level and its drain
+
+
+def test_each_figure_is_the_best_of_the_passes_with_its_own_latencies() -> None:
+    def level(senders: int, rate: float, p50: float) -> dict[str, object]:
+        return {"senders": senders, "msgs_per_s": rate, "latency_p50_ms": p50}
+
+    def drain(rate: float) -> dict[str, object]:
+        return {"msgs_per_s": rate, "hub_cpu_cores": rate / 1000}
+
+    passes = [
+        {"e2e": [level(16, 300.0, 5.0), level(64, 200.0, 9.0)], "hub_drain_rounds": [drain(500)]},
+        {"e2e": [level(16, 250.0, 4.0), level(64, 280.0, 7.0)], "hub_drain_rounds": [drain(600)]},
+    ]
+    got = scale.best_of(scale.Config("workers2", workers=2), passes)
+    assert got["e2e"] == [level(16, 300.0, 5.0), level(64, 280.0, 7.0)]
+    assert got["e2e_msgs_per_s_by_pass"] == [{"16": 300.0, "64": 200.0}, {"16": 250.0, "64": 280.0}]
+    assert (got["hub_drain_msgs_per_s"], got["hub_drain_cpu_cores"]) == (600, 0.6)
+    assert (got["tha_nodes"], got["workers"]) == (1, 2)
 
 
 def test_the_ratios_divide_by_the_single_server_run_and_say_when_they_cannot() -> None:
