@@ -34,9 +34,10 @@ Each federation runs two measures:
    idle for :data:`IDLE_S`, divided by that time. Settling includes what the
    hub causes: relaying each alert to MYS and each receipt to its sender are
    JetStream writes it waits for, R3 ones on the cluster. Beside it, the CPU
-   the hub process used over that time (``hub_cpu_cores``, from /proc: 1.0 is
-   one core busy throughout), which says whether the hub was bound by its one
-   interpreter or by waiting.
+   the hub process used over that time (:class:`CpuUse`: cores busy, and the
+   share of the time its event loop ran and waited for a core), which says
+   whether the hub was bound by its one interpreter, by waiting, or by a
+   machine too busy to run it.
 
 Every configuration runs :data:`PASSES` times, in alternating order, each in a
 fresh federation; each figure is the best of its passes (interference on a
@@ -122,14 +123,42 @@ class Sizes:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User and system CPU time of a process so far (all its threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    # after the command: state is field 3 of stat(5), utime 14 and stime 15
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+@dataclass(frozen=True)
+class CpuUse:
+    """A process's CPU use so far, from /proc: all its threads, and its main thread (the
+    hub's event loop, which holds the GIL whenever Python runs) on a CPU and runnable but
+    waiting for one."""
+
+    cpu_s: float
+    loop_running_s: float
+    loop_waiting_s: float
+
+    @classmethod
+    def of(cls, pid: int) -> CpuUse | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            sched = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        except OSError:
+            return None
+        # after the command, stat(5)'s field 3 (state) comes first: utime is 14, stime 15
+        return cls(
+            (int(stat[11]) + int(stat[12])) / CLOCK_TICKS,
+            int(sched[0]) / 1e9,
+            int(sched[1]) / 1e9,
+        )
+
+    @staticmethod
+    def over(before: CpuUse | None, after: CpuUse | None, wall: float) -> dict[str, float | None]:
+        """``hub_cpu_cores``: CPU seconds a second (1.0: one core busy throughout);
+        ``hub_loop_running`` and ``hub_loop_waiting_cpu``: the share of the time the event
+        loop ran, and was ready to run but had no core (a busy machine)."""
+        if before is None or after is None or wall <= 0:
+            return dict.fromkeys(("hub_cpu_cores", "hub_loop_running", "hub_loop_waiting_cpu"))
+        return {
+            "hub_cpu_cores": round((after.cpu_s - before.cpu_s) / wall, 2),
+            "hub_loop_running": round((after.loop_running_s - before.loop_running_s) / wall, 2),
+            "hub_loop_waiting_cpu": round((after.loop_waiting_s - before.loop_waiting_s) / wall, 2),
+        }
 
 
 def _settled(bench: Bench) -> float:
@@ -193,7 +222,7 @@ async def hub_drain(
     await asyncio.gather(*(_publisher(senders[i % len(senders)], work) for i in range(PUBLISHERS)))
     published = time.perf_counter()
     hub_pid = bench.pid(f"hub-{HUB}")
-    cpu_at_published = cpu_seconds(hub_pid)
+    cpu_at_published = CpuUse.of(hub_pid)
     at_published = last = await asyncio.to_thread(_settled, bench)
     last_change, cpu_at_last = published, cpu_at_published
     while time.perf_counter() < published + DRAIN_TIMEOUT_S:
@@ -201,16 +230,11 @@ async def hub_drain(
         now_settled = await asyncio.to_thread(_settled, bench)
         now = time.perf_counter()
         if now_settled != last:
-            last, last_change, cpu_at_last = now_settled, now, cpu_seconds(hub_pid)
+            last, last_change, cpu_at_last = now_settled, now, CpuUse.of(hub_pid)
         elif now - last_change >= IDLE_S and last - before >= backlog - work.errors:
             break
     window = last_change - published
     drained = last - at_published
-    cpu = (
-        None
-        if cpu_at_last is None or cpu_at_published is None or window <= 0
-        else round((cpu_at_last - cpu_at_published) / window, 2)
-    )
     profile = await asyncio.to_thread(batch_profiles, bench.deployment, before_profile)
     return {
         "published": backlog - work.errors,
@@ -221,7 +245,7 @@ async def hub_drain(
         "complete": last - before >= backlog - work.errors,
         "drain_seconds": round(window, 2),
         "msgs_per_s": round(drained / window, 1) if window > 0 and drained > 0 else 0.0,
-        "hub_cpu_cores": cpu,
+        **CpuUse.over(cpu_at_published, cpu_at_last, window),
         "hub_batches": profile[HUB],
     }
 
@@ -236,7 +260,7 @@ async def measure_config(
         hub_pid = bench.pid(f"hub-{HUB}")
         for n in sizes.levels:
             await _quiet(bench)
-            cpu_before, started = cpu_seconds(hub_pid), time.perf_counter()
+            cpu_before, started = CpuUse.of(hub_pid), time.perf_counter()
             level = await e2e.run_level(
                 bench,
                 reader,
@@ -246,14 +270,10 @@ async def measure_config(
                 send_seconds=sizes.send_seconds,
                 drain_seconds=sizes.drain_seconds,
             )
-            cpu_after, wall = cpu_seconds(hub_pid), time.perf_counter() - started
+            cpu_after, wall = CpuUse.of(hub_pid), time.perf_counter() - started
             levels.append(e2e.summary(level, {}))
             del levels[-1]["hub_rss_mib"]
-            levels[-1]["hub_cpu_cores"] = (
-                None
-                if cpu_before is None or cpu_after is None
-                else round((cpu_after - cpu_before) / wall, 2)
-            )
+            levels[-1] |= CpuUse.over(cpu_before, cpu_after, wall)
             print(f"  scale {config.name} e2e {n:>2} senders: {levels[-1]}", flush=True)
         rounds = []
         for r in range(sizes.drain_rounds):
@@ -281,7 +301,7 @@ def best_of(config: Config, passes: Sequence[Mapping[str, Any]]) -> dict[str, An
             {str(lv["senders"]): lv["msgs_per_s"] for lv in got["e2e"]} for got in passes
         ],
         "hub_drain_msgs_per_s": best["msgs_per_s"],
-        "hub_drain_cpu_cores": best["hub_cpu_cores"],
+        "hub_drain_cpu": {k: best.get(k) for k in CpuUse.over(None, None, 0)},
         "hub_drain_rounds": rounds,
     }
 
@@ -358,11 +378,12 @@ def print_table(results: Mapping[str, object], out: Any = None) -> None:
     runs, rel = scale["runs"], scale["ratios"]
     write(
         "\nscale: end to end (THA → MYS) and THA's hub draining a backlog, ratios to single"
-        " (hub CPU: cores THA's hub process used):\n"
+        " (hub CPU: cores THA's hub process used; loop r/w: share of the time its event loop"
+        " ran / waited for a core):\n"
     )
     write(
         f"{'run':<10} {'nodes':>5} {'workers':>7} {'senders':>7} {'msg/s':>8}"
-        f" {'p50 ms':>9} {'p99 ms':>9} {'hub CPU':>7}   x msg/s   x p50   x p99\n"
+        f" {'p50 ms':>9} {'p99 ms':>9} {'hub CPU':>7} {'loop r/w':>9}   x msg/s   x p50   x p99\n"
     )
     for name, run_ in runs.items():
         ratio = rel.get(name, {})
@@ -371,16 +392,20 @@ def print_table(results: Mapping[str, object], out: Any = None) -> None:
             write(
                 f"{name:<10} {run_['tha_nodes']:>5} {run_['workers']:>7} {lv['senders']:>7}"
                 f" {lv['msgs_per_s']:>8} {lv['latency_p50_ms']!s:>9} {lv['latency_p99_ms']!s:>9}"
-                f" {lv.get('hub_cpu_cores')!s:>7}"
+                f" {lv.get('hub_cpu_cores')!s:>7} {_run_wait(lv):>9}"
                 f"   {_fmt(r.get('msgs_per_s'))} {_fmt(r.get('latency_p50_ms'))}"
                 f" {_fmt(r.get('latency_p99_ms'))}\n"
             )
         write(
             f"{name:<10} {run_['tha_nodes']:>5} {run_['workers']:>7} {'drain':>7}"
             f" {run_['hub_drain_msgs_per_s']:>8} {'':>9} {'':>9}"
-            f" {run_.get('hub_drain_cpu_cores')!s:>7}"
+            f" {run_['hub_drain_cpu']['hub_cpu_cores']!s:>7} {_run_wait(run_['hub_drain_cpu']):>9}"
             f"   {_fmt(ratio.get('hub_drain_msgs_per_s'))}\n"
         )
+
+
+def _run_wait(use: Mapping[str, Any]) -> str:
+    return f"{use.get('hub_loop_running')}/{use.get('hub_loop_waiting_cpu')}"
 
 
 def _fmt(value: object) -> str:
