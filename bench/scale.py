@@ -14,7 +14,7 @@ measured the same way:
   (what its own agencies send), and the traffic here enters at THA; MYS takes
   it on its one ``IN_THA`` loop whatever the setting.
 
-Each federation runs two measures:
+Each federation runs three measures:
 
 1. **End to end**, :mod:`bench.e2e`'s machinery at :data:`LEVELS` concurrent
    senders, the same count of 1 KiB alerts each: THA/DSI-ATHD seals and
@@ -39,6 +39,11 @@ Each federation runs two measures:
    whether the hub was bound by its one interpreter, by waiting, or by a
    machine too busy to run it.
 
+3. **One publish at a time**: :data:`PUBLISH_SAMPLES` sealed alerts published
+   and acknowledged one after the other, p50 and p99: what storing one
+   JetStream write costs, on the cluster acknowledged once two of the three
+   nodes hold it.
+
 Every configuration runs :data:`PASSES` times, in alternating order, each in a
 fresh federation; each figure is the best of its passes (interference on a
 shared machine only ever slows a run).
@@ -61,7 +66,13 @@ from typing import Any, cast
 
 from agency_client.sdk import DEFAULT_TTL_MS, AgencyClient
 from bench import e2e
-from bench.common import alert_1k, batch_profiles, hub_batch_counters, quiet_client_logs
+from bench.common import (
+    alert_1k,
+    batch_profiles,
+    hub_batch_counters,
+    latency_figures,
+    quiet_client_logs,
+)
 from bench.federation import Bench, running
 from ixb.deployment import Layout
 from protocols.envelope import seal_envelope
@@ -80,6 +91,8 @@ DRAIN_ROUNDS = 1
 """Drains per federation, after its end-to-end levels."""
 PASSES = 2
 """Federations per configuration, started in alternating order."""
+PUBLISH_SAMPLES = 300
+"""Alerts published one at a time, for the time JetStream takes to store one."""
 PUBLISHERS = 64
 POLL_S = 0.05
 IDLE_S = 0.5
@@ -118,6 +131,7 @@ class Sizes:
     backlog: int = BACKLOG
     drain_rounds: int = DRAIN_ROUNDS
     passes: int = PASSES
+    publish_samples: int = PUBLISH_SAMPLES
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -210,6 +224,23 @@ def _seal_backlog(client: AgencyClient, n: int, offset: int) -> list[bytes]:
     ]
 
 
+async def publish_acks(bench: Bench, sender: AgencyClient, n: int) -> dict[str, object]:
+    """``n`` sealed alerts published one at a time: how long JetStream takes to store one.
+
+    On the cluster a write is acknowledged once a quorum (two of three nodes) holds it; on
+    one server once that server does. Sealed beforehand, so the time is the publish and its
+    acknowledgement alone.
+    """
+    sealed = await asyncio.to_thread(_seal_backlog, sender, n, 0)
+    await _quiet(bench)
+    latencies = []
+    for data in sealed:
+        started = time.perf_counter()
+        await sender.resend(data)
+        latencies.append(time.perf_counter() - started)
+    return {"samples": n, **latency_figures(latencies)}
+
+
 async def hub_drain(
     bench: Bench, senders: Sequence[AgencyClient], backlog: int, offset: int = 0
 ) -> dict[str, object]:
@@ -279,7 +310,9 @@ async def measure_config(
         for r in range(sizes.drain_rounds):
             rounds.append(await hub_drain(bench, senders, sizes.backlog, offset=r * sizes.backlog))
             print(f"  scale {config.name} hub drain: {rounds[-1]}", flush=True)
-    return {"e2e": levels, "hub_drain_rounds": rounds}
+        acks = await publish_acks(bench, senders[0], sizes.publish_samples)
+        print(f"  scale {config.name} publish acks: {acks}", flush=True)
+    return {"e2e": levels, "hub_drain_rounds": rounds, "publish_ack": acks}
 
 
 def best_of(config: Config, passes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -292,6 +325,7 @@ def best_of(config: Config, passes: Sequence[Mapping[str, Any]]) -> dict[str, An
             if held is None or lv["msgs_per_s"] > held["msgs_per_s"]:
                 levels[lv["senders"]] = lv
     rounds = [r for got in passes for r in got["hub_drain_rounds"]]
+    acks = [got["publish_ack"] for got in passes if got["publish_ack"]["p50_ms"] is not None]
     best = max(rounds, key=lambda d: cast(float, d["msgs_per_s"]))
     return {
         "tha_nodes": config.tha_nodes,
@@ -303,6 +337,8 @@ def best_of(config: Config, passes: Sequence[Mapping[str, Any]]) -> dict[str, An
         "hub_drain_msgs_per_s": best["msgs_per_s"],
         "hub_drain_cpu": {k: best.get(k) for k in CpuUse.over(None, None, 0)},
         "hub_drain_rounds": rounds,
+        "publish_ack": min(acks, key=lambda a: cast(float, a["p50_ms"])) if acks else None,
+        "publish_ack_p50_ms_by_pass": [got["publish_ack"]["p50_ms"] for got in passes],
     }
 
 
@@ -313,7 +349,8 @@ def _ratio(a: object, b: object) -> float | None:
 
 
 def ratios(runs: Mapping[str, Mapping[str, Any]], name: str) -> dict[str, object]:
-    """``name``'s figures over ``single``'s: the hub drain, and per level msgs/s, p50, p99."""
+    """``name``'s figures over ``single``'s: one publish's acknowledgement (p50, p99), the
+    hub drain, and per level msgs/s, p50, p99."""
     ref, other = runs[SINGLE.name], runs[name]
     by_senders = {lv["senders"]: lv for lv in ref["e2e"]}
     e2e_ratios = {}
@@ -325,7 +362,10 @@ def ratios(runs: Mapping[str, Mapping[str, Any]], name: str) -> dict[str, object
             key: _ratio(lv[key], base[key])
             for key in ("msgs_per_s", "latency_p50_ms", "latency_p99_ms")
         }
+    ack, ref_ack = other.get("publish_ack") or {}, ref.get("publish_ack") or {}
     return {
+        "publish_ack_p50_ms": _ratio(ack.get("p50_ms"), ref_ack.get("p50_ms")),
+        "publish_ack_p99_ms": _ratio(ack.get("p99_ms"), ref_ack.get("p99_ms")),
         "hub_drain_msgs_per_s": _ratio(other["hub_drain_msgs_per_s"], ref["hub_drain_msgs_per_s"]),
         "e2e": e2e_ratios,
     }
@@ -379,7 +419,7 @@ def print_table(results: Mapping[str, object], out: Any = None) -> None:
     write(
         "\nscale: end to end (THA → MYS) and THA's hub draining a backlog, ratios to single"
         " (hub CPU: cores THA's hub process used; loop r/w: share of the time its event loop"
-        " ran / waited for a core):\n"
+        " ran / waited for a core; 1 pub: one alert published and acknowledged at a time):\n"
     )
     write(
         f"{'run':<10} {'nodes':>5} {'workers':>7} {'senders':>7} {'msg/s':>8}"
@@ -401,6 +441,12 @@ def print_table(results: Mapping[str, object], out: Any = None) -> None:
             f" {run_['hub_drain_msgs_per_s']:>8} {'':>9} {'':>9}"
             f" {run_['hub_drain_cpu']['hub_cpu_cores']!s:>7} {_run_wait(run_['hub_drain_cpu']):>9}"
             f"   {_fmt(ratio.get('hub_drain_msgs_per_s'))}\n"
+        )
+        ack = run_.get("publish_ack") or {}
+        write(
+            f"{name:<10} {run_['tha_nodes']:>5} {run_['workers']:>7} {'1 pub':>7} {'':>8}"
+            f" {ack.get('p50_ms')!s:>9} {ack.get('p99_ms')!s:>9} {'':>7} {'':>9}   {'':>7}"
+            f" {_fmt(ratio.get('publish_ack_p50_ms'))} {_fmt(ratio.get('publish_ack_p99_ms'))}\n"
         )
 
 

@@ -24,6 +24,7 @@ SIZES = scale.Sizes(
     backlog=40,
     drain_rounds=1,
     passes=1,
+    publish_samples=10,
 )
 
 
@@ -48,11 +49,13 @@ async def test_every_configuration_delivers_and_drains_and_the_ratios_are_there(
         # every alert settled once: no more than the backlog and the receipts MYS sent back
         assert SIZES.backlog <= drain["settled"] <= 2 * SIZES.backlog, (name, drain)
         assert run["hub_drain_msgs_per_s"] == drain["msgs_per_s"]
+        assert run["publish_ack"]["p50_ms"] <= run["publish_ack"]["p99_ms"], run
         assert drain["hub_cpu_cores"] is not None and drain["hub_cpu_cores"] >= 0, drain
         assert level["hub_cpu_cores"] is not None and level["hub_cpu_cores"] >= 0, level
     ratios = cast(dict[str, dict[str, Any]], got["ratios"])
     assert set(ratios) == {"clustered", "workers2"}
     for ratio in ratios.values():
+        assert isinstance(ratio["publish_ack_p50_ms"], float), ratio
         assert set(ratio["e2e"]["4"]) == {"msgs_per_s", "latency_p50_ms", "latency_p99_ms"}
         assert all(isinstance(v, float) for v in ratio["e2e"]["4"].values()), ratio
     single = runs["single"]["e2e"][0]["msgs_per_s"]
@@ -60,7 +63,7 @@ async def test_every_configuration_delivers_and_drains_and_the_ratios_are_there(
     assert ratios["clustered"]["e2e"]["4"]["msgs_per_s"] == round(clustered / single, 3)
     out = io.StringIO()
     scale.print_table({"scale": got}, out)
-    assert out.getvalue().count("\nclustered ") == 2  # its level and its drain
+    assert out.getvalue().count("\nclustered ") == 3  # its level, its drain, its publishes
 
 
 def test_each_figure_is_the_best_of_the_passes_with_its_own_latencies() -> None:
@@ -71,8 +74,16 @@ def test_each_figure_is_the_best_of_the_passes_with_its_own_latencies() -> None:
         return {"msgs_per_s": rate, "hub_cpu_cores": rate / 1000}
 
     passes = [
-        {"e2e": [level(16, 300.0, 5.0), level(64, 200.0, 9.0)], "hub_drain_rounds": [drain(500)]},
-        {"e2e": [level(16, 250.0, 4.0), level(64, 280.0, 7.0)], "hub_drain_rounds": [drain(600)]},
+        {
+            "e2e": [level(16, 300.0, 5.0), level(64, 200.0, 9.0)],
+            "hub_drain_rounds": [drain(500)],
+            "publish_ack": {"p50_ms": 2.0, "p99_ms": 3.0},
+        },
+        {
+            "e2e": [level(16, 250.0, 4.0), level(64, 280.0, 7.0)],
+            "hub_drain_rounds": [drain(600)],
+            "publish_ack": {"p50_ms": 1.5, "p99_ms": 9.0},
+        },
     ]
     got = scale.best_of(scale.Config("workers2", workers=2), passes)
     assert got["e2e"] == [level(16, 300.0, 5.0), level(64, 280.0, 7.0)]
@@ -80,6 +91,7 @@ def test_each_figure_is_the_best_of_the_passes_with_its_own_latencies() -> None:
     assert got["hub_drain_msgs_per_s"] == 600
     assert got["hub_drain_cpu"]["hub_cpu_cores"] == 0.6
     assert (got["tha_nodes"], got["workers"]) == (1, 2)
+    assert got["publish_ack"] == {"p50_ms": 1.5, "p99_ms": 9.0}  # the pass of the lower p50
 
 
 def test_the_ratios_divide_by_the_single_server_run_and_say_when_they_cannot() -> None:
