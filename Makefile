@@ -60,9 +60,12 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Not part of `make test` (which runs the fast half): every fault scenario on a live
-# federation of real processes, about 4 minutes. Writes tests/faults/results.json.
+# federation of real processes, then the clustered-country scenario on a federation where
+# THA runs three nats-servers; about 5 minutes. Writes tests/faults/results.json and
+# tests/faults/cluster-results.json.
 faults: $(DEV_STAMP)
 	$(BIN)/python -m tests.faults
+	$(BIN)/python -m tests.faults --cluster --out tests/faults/cluster-results.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -929,8 +929,13 @@ class AgencyClient:
             msgs = await fetch_ready(psub, batch, timeout)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
-        except nats.errors.Error:
+        except nats.errors.Error as exc:
             self._psub = None  # nats.py#234/#504: re-bind after a reconnect
+            if streams.no_leader(exc):
+                # a clustered country electing the inbox consumer's leader (seconds):
+                # nothing to hand over yet; answered at once, so pause before the next try
+                await asyncio.sleep(min(timeout, streams.LEADERLESS_PAUSE_S))
+                return []
             raise
         return await self._verify_all(msgs)
 

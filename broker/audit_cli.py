@@ -18,6 +18,7 @@ from typing import Any
 from broker.audit.log import AuditLog
 from broker.audit.records import StoredEntry
 from broker.audit.search import AuditQuery
+from broker.audit_rebuild import cmd_rebuild
 from broker.auditing import reconcile_logs, to_record
 from broker.config import HubConfig, load_config
 from broker.store import HubStore
@@ -97,6 +98,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seconds still in flight (default 60)",
     )
     reconcile.set_defaults(func=cmd_reconcile)
+    rebuild = hub_cmd(
+        "rebuild",
+        "the hub stopped: bring its log back from the country's AUDIT stream (after a lost "
+        "disk or an older backup restored), checked against what it holds, then verified",
+    )
+    rebuild.add_argument(
+        "--timeout",
+        type=seconds(),
+        default=10.0,
+        metavar="SECONDS",
+        help="for the connection to the country's NATS (default 10)",
+    )
+    rebuild.set_defaults(func=cmd_rebuild)
     witness = audit.add_parser("witness", help="this hub as a witness of peer logs")
     witness_sub = witness.add_subparsers(dest="witness_cmd", required=True)
     repin = witness_sub.add_parser(

@@ -251,11 +251,15 @@ class HubAudit:
 
     # --- checkpoints ----------------------------------------------------------------
 
-    def checkpoint(self) -> tuple[int, bytes] | None:
-        """Sign a new checkpoint if the log grew since the last one; (size, note)."""
-        size = self.log.size
+    def checkpoint(self, upto: int | None = None) -> tuple[int, bytes] | None:
+        """Sign a new checkpoint if the log grew since the last one; (size, note).
+
+        ``upto``: sign no further than this size (the leaves the ``AUDIT`` stream
+        holds, :mod:`broker.audit.shipping`: what a witness cosigns must be
+        rebuildable)."""
+        size = self.log.size if upto is None else min(self.log.size, upto)
         latest = self.log.latest_checkpoint()
-        if latest is not None and latest[0] == size:
+        if size == 0 or (latest is not None and latest[0] >= size):
             return None
         root = self.log.root(size)
         now = self.clock()

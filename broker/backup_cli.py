@@ -58,7 +58,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         s,
         args.source,
         f"restored {s.country}'s hub from {args.source}",
-        "start the hub; what the peers' witnesses will see",
+        f"then `ixb audit rebuild --config {args.config}` (the log's leaves recorded after "
+        "the backup, from the AUDIT stream), start the hub; why",
     )
     return 0
 

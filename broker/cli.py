@@ -14,6 +14,7 @@ from broker import backup_cli, lifecycle_cli
 from broker.config import HubConfig, load_config
 from broker.hub import Hub, install_signal_handlers
 from broker.lifecycle_cli import new_password
+from broker.natsd import load_plan, render_config, write_private
 from broker.registry import agency_public_keys
 from broker.service import HubService
 from broker.trust import adopt_federation, anchors_in_force
@@ -23,6 +24,7 @@ from protocols.federation import TrustAnchors
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity, open_keyfile
 from transport import eventloop
+from transport.cliargs import country, int_range
 from transport.cliout import add_json, emit
 
 MAX_SMALL_FILE = 64 * 1024
@@ -42,6 +44,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     passwd.add_argument("--role", choices=["liaison", "auditor"], required=True)
     add_json(passwd)
     passwd.set_defaults(func=cmd_passwd)
+    nats_config = hub.add_parser(
+        "nats-config",
+        help="one nats-server's config, rendered from the federation plan (plan.json)",
+    )
+    nats_config.add_argument("--plan", required=True, type=Path, help="the federation plan")
+    nats_config.add_argument("--country", required=True, type=country)
+    nats_config.add_argument(
+        "--node", type=int_range(1, 15), default=1, help="the node of a clustered country"
+    )
+    nats_config.add_argument("--out", type=Path, help="write it here (0600) instead of printing it")
+    add_json(nats_config)
+    nats_config.set_defaults(func=cmd_nats_config)
     lifecycle_cli.register(hub)
     backup_cli.register(hub)
 
@@ -76,6 +90,14 @@ def _read(path: Path) -> bytes:
     return data
 
 
+def hub_identity(config: HubConfig) -> Identity:
+    """The hub's keys, opened with the passphrase in ``$<hub.passphrase_env>``."""
+    passphrase = os.environ.get(config.hub.passphrase_env)
+    if passphrase is None:
+        raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
+    return open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
+
+
 def load_hub_parts(
     config: HubConfig,
 ) -> tuple[Identity, TrustAnchors, dict[Principal, PublicIdentity]]:
@@ -86,10 +108,7 @@ def load_hub_parts(
     A later version is installed live (``ixb federation install``); the hub
     polls for it (:meth:`broker.hub.Hub.apply_federation`).
     """
-    passphrase = os.environ.get(config.hub.passphrase_env)
-    if passphrase is None:
-        raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
-    identity = open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
+    identity = hub_identity(config)
     fed_path = config.path(config.hub.federation_file)
     try:
         fed_text = _read(fed_path).decode("utf-8")
@@ -110,6 +129,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         await HubService(hub).run()
 
     eventloop.run(main())
+    return 0
+
+
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    """Render the config of one server of ``--country`` (node ``--node`` of its cluster).
+
+    For a country laid out by hand, or after editing ``plan.json`` (a host name,
+    a port): the config includes ``seeds/…`` files (leaf seeds, a cluster's
+    route login) that stay where the plan was created; only public keys and
+    bcrypt hashes are rendered."""
+    plan = load_plan(args.plan)
+    size = plan.cluster_size(args.country)
+    if args.node > size:
+        raise ConfigError(
+            f"{args.country} has {size} nats-server(s) in {args.plan}, no node {args.node}"
+        )
+    text = render_config(plan, args.country, index=args.node)
+    node = plan.members(args.country)[args.node - 1]
+    if args.out is not None:
+        write_private(args.out, text)
+    data = {
+        "country": args.country,
+        "node": args.node,
+        "server_name": node.name,
+        "path": None if args.out is None else str(args.out),
+        "config": None if args.out is not None else text,
+    }
+    human = f"wrote {node.name}'s config to {args.out}" if args.out is not None else text.rstrip()
+    emit(args, human, data)
     return 0
 
 

@@ -36,6 +36,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from broker.audit import shipping
 from broker.audit.log import AuditLog
 from broker.auditing import HubAudit
 from broker.config import HubConfig
@@ -108,6 +109,10 @@ PRUNE_KEEP_MS = 30 * 24 * 3600 * 1000
 """Messages are remembered this long after they expire: replays of an expired envelope are
 refused by freshness anyway, and the deadline register keeps a month of past requests."""
 CHECKPOINT_PUBLISH_TIMEOUT_S = 2.0
+AUDIT_SHIP_TIMEOUT_S = 5.0
+SHIP_READ_LEAVES = 4096
+"""Leaves read from the audit log per step of shipping (several batches)."""
+SHIP_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
 CLI_CONNECT_TIMEOUT_S = 10.0
 """How long a one-off command (``ixb retention run``) waits for the hub's NATS server."""
 
@@ -135,7 +140,7 @@ class Hub:
         self.identity = identity
         self.clock = clock
         # checked here, before any connection: a missing credential is a config error
-        self._nats_auth = _auth(identity, NATS_HUB, config.nats.user, config.nats.password, "nats")
+        self._nats_auth = hub_nats_auth(config, identity)
         self._link_auth = {
             peer: _auth(identity, nats_link_label(peer), c.user, c.password, f"links.{peer}")
             for peer, c in config.links.items()
@@ -157,7 +162,19 @@ class Hub:
             pins=WitnessPins(config.trust_path),
         )
         self.seen = SeenRows(self.store)
-        self.pipeline = Pipeline(config, identity, self.keys, self.seen, recorded=self.audit)
+        self._audit_shipped: int | None = None
+        """Leaves in the ``AUDIT`` stream (None: read from the store's meta first)."""
+        self._ship_failures = StateLog("audit_ship_failed", logger=log)
+        rebuilt = self.store.meta(shipping.UNKNOWN_ACCEPTANCES_META)
+        until = int(rebuilt) if rebuilt is not None and rebuilt.isdigit() else 0
+        self.pipeline = Pipeline(
+            config,
+            identity,
+            self.keys,
+            self.seen,
+            recorded=self.audit,
+            unknown_acceptances_until=until,
+        )
         self.agency_keys = agency_keys
         self.registry = Registry(state / REGISTRY_FILE)
         self.config_agencies = config_agencies(config, dict(agency_keys))
@@ -226,6 +243,7 @@ class Hub:
                 self.seen.deferred(),
                 self.pipeline.limiter,
                 recorded=self.audit,
+                unknown_acceptances_until=until,
             ),
             store=self.store,
             committer=self.committer,
@@ -857,7 +875,7 @@ class Hub:
         """
         failures = StateLog("checkpoint_publish_failed", logger=log)
         while not stop.is_set():
-            await self._checkpoint()
+            await self._checkpoint(await self._ship_audit())
             try:
                 for peer in self.links:
                     await self._send_checkpoint(peer)
@@ -867,7 +885,43 @@ class Hub:
                 failures.ok()
             await sleep_or_stop(stop, CHECKPOINT_PERIOD_S)
 
-    async def _checkpoint(self) -> None:
+    async def _ship_audit(self) -> int:
+        """Copy the leaves appended since the last call into the ``AUDIT`` stream; how many
+        leaves it holds now (from the start). Failures are logged once a spell and
+        tried again the next second; the checkpoint waits for them."""
+        shipped = self._audit_shipped
+        if shipped is None:
+            kept = await asyncio.to_thread(self.store.meta, shipping.SHIPPED_META)
+            shipped = int(kept) if kept is not None and kept.isdigit() else 0
+        subject = subjects.audit_log(self.country)
+        try:
+            size = await asyncio.to_thread(lambda: self.audit_log.size)
+            while shipped < size:
+                end = min(size, shipped + SHIP_READ_LEAVES)
+                entries = await asyncio.to_thread(self.audit_log.entries, shipped, end)
+                await asyncio.gather(
+                    *(
+                        self._js.publish(
+                            subject,
+                            batch.encode(),
+                            headers={"Nats-Msg-Id": batch.msg_id(self.country)},
+                            timeout=AUDIT_SHIP_TIMEOUT_S,
+                        )
+                        for batch in shipping.batches(entries)
+                    )
+                )
+                shipped = end
+                self._audit_shipped = shipped
+                await asyncio.to_thread(self.store.set_meta, shipping.SHIPPED_META, str(shipped))
+        except SHIP_ERRORS as exc:
+            self._ship_failures.failed(exc)
+        else:
+            self._ship_failures.ok()
+        self._audit_shipped = shipped
+        self.metrics.set("ixb_audit_shipped_size", shipped)
+        return shipped
+
+    async def _checkpoint(self, upto: int | None = None) -> None:
         summaries = self.settler.refusal_summaries(self.clock())
         if summaries:
             try:
@@ -877,7 +931,7 @@ class Hub:
                 self.storage.failed("checkpoint", exc)
                 return
         try:
-            made = await asyncio.to_thread(self.audit.checkpoint)
+            made = await asyncio.to_thread(self.audit.checkpoint, upto)
         except STORAGE_ERRORS as exc:
             self.storage.failed("checkpoint", exc)
             return
@@ -979,6 +1033,11 @@ def install_signal_handlers(hub: Hub) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, hub.request_stop)
+
+
+def hub_nats_auth(config: HubConfig, identity: Identity) -> NatsAuth:
+    """How the hub logs into its own country's NATS (``[nats]``)."""
+    return _auth(identity, NATS_HUB, config.nats.user, config.nats.password, "nats")
 
 
 def _auth(

@@ -74,6 +74,7 @@ from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
 from protocols.lookups import check_lookup_answer, check_lookup_request
 from protocols.messages import Receipt, ReceiptStatus
+from transport import streams
 
 log = structlog.get_logger("ixb.hub")
 
@@ -377,7 +378,8 @@ class LookupService:
         header = env.header
         (owner,) = header.recipient_principals
         try:
-            await link.js.publish(
+            await streams.publish_within(
+                link.js,
                 subjects.cross_border(self.country, link.peer),
                 env.to_bytes(),
                 headers={"Nats-Msg-Id": message_dedup(header.message_id, header.sender)},
@@ -448,7 +450,8 @@ class LookupService:
             if self.js is None:
                 raise nats.errors.ConnectionClosedError
             dedup = f"{message_dedup(header.message_id, header.sender)}:{owner.name}"
-            await self.js.publish(
+            await streams.publish_within(
+                self.js,
                 subjects.inbox(owner),
                 env.to_bytes(),
                 headers={"Nats-Msg-Id": dedup},

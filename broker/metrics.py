@@ -132,6 +132,10 @@ METRICS: Final[Mapping[str, Spec]] = {
         "gauge", "Version of the directory installed, by country.", ("country",)
     ),
     "ixb_checkpoint_size": Spec("gauge", "Size of our latest signed checkpoint."),
+    "ixb_audit_shipped_size": Spec(
+        "gauge",
+        "Audit leaves copied into the country's AUDIT stream (checkpoints sign no further).",
+    ),
     "ixb_cosigned_size": Spec(
         "gauge", "Size of our latest checkpoint a witness cosigned.", ("witness",)
     ),

@@ -82,9 +82,10 @@ def remove_agency_user(
     return _apply(plan, plan_path, agency.country, pid)
 
 
-def server_pid(plan: FederationPlan, country: str) -> int | None:
-    """The pid in ``country``'s ``pid_file``; None if there is none (the server is not running)."""
-    path = plan.node(country).pid_path
+def server_pid(plan: FederationPlan, country: str, index: int = 1) -> int | None:
+    """The pid in the ``pid_file`` of ``country``'s server (node ``index`` of a cluster);
+    None if there is none (the server is not running)."""
+    path = plan.members(country)[index - 1].pid_path
     try:
         with path.open("rb") as fh:
             text = fh.read(MAX_PID_FILE_BYTES + 1)
@@ -104,21 +105,38 @@ def server_pid(plan: FederationPlan, country: str) -> int | None:
 def _apply(
     plan: FederationPlan, plan_path: Path, country: str, pid: int | None
 ) -> tuple[Path, int | None]:
-    """Render the server's config, keep the plan, and have the server reload it."""
-    config = write_config(plan, country)
+    """Render the server's config, keep the plan, and have the server reload it.
+
+    A clustered country's nodes must hold the same accounts: every node's config
+    is rendered and every running node reloads (each from its own pid file).
+    Returns the first node's config and pid.
+    """
+    members = plan.members(country)
+    if pid is not None and len(members) > 1:
+        raise UsageError(
+            f"{country} runs a cluster of {len(members)} nats-servers: each is reloaded "
+            "from its own pid file, not from one --pid"
+        )
+    configs = [write_config(plan, country, index=i) for i in range(1, len(members) + 1)]
     save_plan(plan, plan_path)
-    if pid is None:
-        pid = server_pid(plan, country)
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGHUP)
-        except ProcessLookupError:
-            if plan.node(country).pid_path.exists():
-                raise IoError(
-                    f"nats-server {pid} (from {plan.node(country).pid_path}) is not running; "
-                    "the config applies when it starts"
-                ) from None
-            raise IoError(f"no nats-server {pid} to reload") from None
-        except OSError as exc:
-            raise IoError(f"cannot signal nats-server {pid} to reload: {exc.strerror}") from None
-    return config, pid
+    signalled: list[int | None] = []
+    for index, node in enumerate(members, start=1):
+        node_pid = pid if pid is not None else server_pid(plan, country, index)
+        if node_pid is not None:
+            _reload(node_pid, node.pid_path)
+        signalled.append(node_pid)
+    return configs[0], signalled[0]
+
+
+def _reload(pid: int, pid_path: Path) -> None:
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        if pid_path.exists():
+            raise IoError(
+                f"nats-server {pid} (from {pid_path}) is not running; "
+                "the config applies when it starts"
+            ) from None
+        raise IoError(f"no nats-server {pid} to reload") from None
+    except OSError as exc:
+        raise IoError(f"cannot signal nats-server {pid} to reload: {exc.strerror}") from None

@@ -42,7 +42,6 @@ from broker.natsplan import (
     NatsTemplates,
     PortSource,
     leaf_seed_file,
-    node_client_url,
     node_monitor_url,
     render,
 )
@@ -262,11 +261,6 @@ class NatsServer:
     def client_url(self) -> str:
         """Every URL of the country (a client of a cluster moves to another node)."""
         return self.plan.client_url(self.country)
-
-    @property
-    def node_url(self) -> str:
-        """This server's URL alone."""
-        return node_client_url(self.node)
 
     @property
     def log_path(self) -> Path:

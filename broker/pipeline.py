@@ -138,7 +138,12 @@ class Pipeline:
         limiter: RateLimiter | None = None,
         *,
         recorded: RecordedDecisions | None = None,
+        unknown_acceptances_until: int = 0,
     ) -> None:
+        """``unknown_acceptances_until``: until then (ms), the audit log may hold acceptances
+        the store does not know (its leaves were rebuilt after an older backup was restored,
+        ``ixb audit rebuild``): a message the store does not know is looked up there too."""
+        self.unknown_acceptances_until = unknown_acceptances_until
         self.config = config
         self.country = config.country
         self.identity = identity
@@ -229,6 +234,16 @@ class Pipeline:
                     # a new stream message on our ingress with an envelope we already routed,
                     # under another Nats-Msg-Id than a retry's: a replay
                     raise ReplayError(f"message {header.message_id} was already received")
+            elif now_ms < self.unknown_acceptances_until and self.recorded.recorded(
+                header.sender, header.id
+            ):
+                # accepted after the backup that was restored: the rebuilt log holds it,
+                # the store does not (its digest neither: the sender's own retry or our
+                # redelivery is finished; anything else under that id is a replay)
+                retried = nats_msg_id == subjects.ingress_msg_id(header.message_id, env.digest)
+                if redelivered or peer is not None or retried:
+                    return Accepted(env, (), (), duplicate=True, unmarked=False)
+                raise ReplayError(f"message {header.message_id} was already received")
             hubs = verify_hops(env, self.keys, now_ms)  # step 11
             if peer is not None and hub_of(peer) not in (*hubs, header.sender_principal):
                 raise SignatureError(f"not countersigned by {peer}'s hub")

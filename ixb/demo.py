@@ -37,10 +37,11 @@ from ixb.demo_exchange import (
 )
 from ixb.demo_lifecycle import lifecycle
 from ixb.demo_script import INDENT, Script, shown_line, shown_path
-from ixb.deployment import Deployment, create_deployment
+from ixb.deployment import Deployment, Layout, create_deployment
 from ixb.processes import Processes, wait_hubs
 from protocols.errors import UsageError
 from protocols.roles import Role
+from transport import cliargs
 
 __all__ = ["MMR_REF", "REGISTRY", "STOLEN_PASSPORT", "VALID_PASSPORT", "cmd_demo", "register"]
 
@@ -76,6 +77,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"where to put keys, configs and state (default: ./{DEFAULT_DIR}; a previous"
         " demo's directory is cleared, any other non-empty directory refused)",
     )
+    demo.add_argument(
+        "--cluster",
+        type=cliargs.country,
+        metavar="CC",
+        help="run this country's NATS as a cluster of three servers with replicated streams"
+        " (docs/operations/cluster.md)",
+    )
     demo.set_defaults(func=cmd_demo)
 
 
@@ -84,16 +92,26 @@ async def run_script(s: Script) -> None:
     await lifecycle(s)
 
 
-async def demo(base: Path, once: bool) -> int:
+async def demo(base: Path, once: bool, cluster: str | None = None) -> int:
     say = sys.stdout.write
     say(f"ixb demo: three countries on 127.0.0.1, state in {base}\n")
     deployment = create_deployment(
-        base, AGENCIES, passphrase=PASSPHRASE, liaison_password=LIAISON_PASSWORD
+        base,
+        AGENCIES,
+        passphrase=PASSPHRASE,
+        liaison_password=LIAISON_PASSWORD,
+        layout=Layout(nats_clusters={cluster: 3} if cluster else None),
     )
     script = Script(deployment)
     async with start_federation(deployment.plan):
+        shape = ", ".join(
+            f"{c} ({deployment.plan.cluster_size(c)} servers, streams replicated)"
+            if deployment.plan.cluster_size(c) > 1
+            else c
+            for c in deployment.countries
+        )
         script.say(
-            "NATS servers up: THA, MYS, MMR with leaf links and JetStream; every "
+            f"NATS servers up: {shape} with leaf links and JetStream; every "
             f"connection TLS (throwaway CA {deployment.ca_file}; leaf links mutual TLS)"
         )
         procs = Processes(deployment, base / "logs")
@@ -254,4 +272,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     said = prepare_dir(base)
     if said:
         sys.stdout.write(said + "\n")
-    return asyncio.run(demo(base, args.once))
+    return asyncio.run(demo(base, args.once, args.cluster))

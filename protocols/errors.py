@@ -222,6 +222,13 @@ class WitnessStateError(LocalError):
     code = "ixb.E_WITNESS_STATE"
 
 
+class AuditStreamError(LocalError):
+    """The copy of the audit log in the country's ``AUDIT`` stream cannot be used: two
+    different leaves at one index, a missing index, or leaves that differ from the log's."""
+
+    code = "ixb.E_AUDIT_STREAM"
+
+
 class UsageError(LocalError):
     """A command was called with the wrong arguments."""
 

@@ -42,6 +42,11 @@ def inbox(agency: Principal) -> str:
     return f"{PREFIX}.{agency.country}.inbox.{agency.name}"
 
 
+def audit_log(country: str) -> str:
+    """The hub's own audit leaves, in batches (stream ``AUDIT``): no agency or peer sees it."""
+    return f"{PREFIX}.{check_country(country)}.audit"
+
+
 def cross_border(origin: str, destination: str) -> str:
     """Envelopes from ``origin``'s hub waiting to go to ``destination``'s hub."""
     return f"{PREFIX}.{check_country(origin)}.xb.{check_country(destination)}"

@@ -15,10 +15,13 @@ import shutil
 from pathlib import Path
 
 from broker.audit.log import AuditLog
+from broker.audit.shipping import UNKNOWN_ACCEPTANCES_META
+from broker.store import HubStore
 from protocols.checkpoint import witness_name
 from protocols.examples import example_bodies
 from protocols.messages import ReceiptStatus
 from tests.federation import Federation, run_ixb, running_federation
+from transport.clock import wall_ms
 
 SENDER, RECIPIENT = "THA/DSI-ATHD", "MYS/RMP-ATIPSOM"
 WITNESS = witness_name("MYS")
@@ -111,3 +114,69 @@ async def test_a_hub_restored_from_its_backup_resumes_and_its_witnesses_stay_con
         finally:
             log.close()
         assert federation.hubs["MYS"].hub.audit_log.alarms() == []
+
+
+async def test_an_older_backup_restored_is_rebuilt_from_the_stream_and_no_witness_alarms(
+    tmp_path: Path,
+) -> None:
+    """The backup is older than what MYS cosigned since: restored alone, THA's log would be
+    shorter than a checkpoint MYS holds, and its next checkpoints a fork. ``ixb audit
+    rebuild`` appends what THA's hub had copied into the AUDIT stream (every cosigned
+    checkpoint is within it), and the restarted hub's checkpoints extend what MYS cosigned."""
+    async with running_federation(tmp_path) as federation:
+        config = str(federation.deployment.hub_config("THA"))
+        sender = await federation.client(SENDER)
+        alert = example_bodies(sender.clock())["alert"]
+        first = await sender.send(alert, [RECIPIENT])
+        await sender.wait_receipt(first, ReceiptStatus.DELIVERED, timeout=20)
+        await _witnessed_beyond(federation, 0)
+        hub = federation.hubs["THA"].hub
+        state = hub.config.path(hub.config.hub.state_dir)
+
+        await federation.stop_hub("THA")
+        backup = tmp_path / "backup-old"
+        made = await _ixb("hub", "backup", "--config", config, "--out", str(backup))
+        backed_up = int(made["audit_size"])  # type: ignore[call-overload]
+
+        await federation.start_hub("THA")
+        for _ in range(3):
+            more = await sender.send(alert, [RECIPIENT])
+            await sender.wait_receipt(more, ReceiptStatus.DELIVERED, timeout=30)
+        cosigned = await _witnessed_beyond(federation, backed_up)
+        await federation.stop_hub("THA")
+
+        shutil.rmtree(state)
+        restored = await _ixb("hub", "restore", "--config", config, "--from", str(backup))
+        assert restored["audit_size"] == backed_up < cosigned
+        rebuilt = await _ixb("audit", "rebuild", "--config", config)
+        assert rebuilt["before"] == backed_up and rebuilt["appended"] > 0
+        assert rebuilt["size"] >= cosigned, rebuilt
+        again = await _ixb("audit", "rebuild", "--config", config)
+        assert again["appended"] == 0 and again["size"] == rebuilt["size"]
+        store = HubStore(state / "hub.sqlite")  # replays of what the store never knew
+        try:
+            until = store.meta(UNKNOWN_ACCEPTANCES_META)
+            assert until is not None and int(until) > wall_ms() + 30 * 86_400_000
+        finally:
+            store.close()
+
+        await federation.start_hub("THA")
+        last = await sender.send(alert, [RECIPIENT])
+        await sender.wait_receipt(last, ReceiptStatus.DELIVERED, timeout=30)
+        await _witnessed_beyond(federation, int(rebuilt["size"]))  # type: ignore[call-overload]
+        assert federation.hubs["MYS"].hub.audit_log.alarms() == []
+        log = AuditLog(state / "audit.sqlite")
+        try:
+            log.verify_storage()
+        finally:
+            log.close()
+
+
+async def test_rebuild_refuses_while_the_hub_runs(
+    tmp_path: Path,
+) -> None:
+    async with running_federation(tmp_path) as federation:
+        config = str(federation.deployment.hub_config("THA"))
+        busy = await run_ixb("audit", "rebuild", "--config", config)
+        assert busy.returncode == 2 and "needs the hub stopped" in busy.stderr, busy.stderr
+        assert "Traceback" not in busy.stderr

@@ -584,3 +584,36 @@ def test_an_acceptance_in_the_audit_log_is_routed_though_the_store_lost_the_mark
     assert isinstance(dup, Accepted) and dup.duplicate and not dup.unmarked
     store.close()
     log.close()
+
+
+def test_after_a_rebuild_an_acceptance_only_the_log_holds_is_a_replay_until_it_expires(
+    tmp_path: Path,
+) -> None:
+    """An older backup restored and its log rebuilt from the AUDIT stream: the log holds
+    acceptances the store never knew. Until ``unknown_acceptances_until`` the pipeline
+    looks there: a new copy is a replay, our redelivery is finished; after it (every such
+    envelope expired) it does not look, and without the window it never did."""
+    config = make_pipeline(tmp_path / "a").config
+    log = AuditLog(tmp_path / "audit.sqlite")
+    old_store = HubStore(tmp_path / "hub.sqlite")
+    audit = HubAudit(HUBS["THA"], log, old_store, TRUST, ["MYS", "MMR"], lambda: NOW)
+    before = Pipeline(config, HUBS["THA"], make_keys(), old_store, recorded=audit)
+    data = seal("THA/DSI-ATHD", ["MYS/RMP-ATIPSOM"])
+    first = before.from_local(data, "DSI-ATHD", NOW)
+    assert isinstance(first, Accepted)
+    plan = plan_batch([Decided(first, "DSI-ATHD", None)], hub=HUBS["THA"].principal, now=NOW)
+    audit.record(plan.messages[0].entries)
+    # the restored store predates it
+    restored = HubStore(tmp_path / "restored.sqlite")
+    window = NOW + 60_000
+    after = Pipeline(
+        config, HUBS["THA"], make_keys(), restored, recorded=audit, unknown_acceptances_until=window
+    )
+    assert code(after.from_local(data, "DSI-ATHD", NOW)) == "ixb.E_REPLAY"
+    done = after.from_local(data, "DSI-ATHD", NOW, redelivered=True)
+    assert isinstance(done, Accepted) and done.duplicate and (done.local, done.peers) == ((), ())
+    blind = Pipeline(config, HUBS["THA"], make_keys(), restored, recorded=audit)
+    assert isinstance(blind.from_local(data, "DSI-ATHD", NOW), Accepted)  # what the window fixes
+    for s in (old_store, restored):
+        s.close()
+    log.close()

@@ -9,7 +9,9 @@ In the country's ``IXB`` account:
 - ``INGRESS``: every local agency's ingress subject, a work queue shared by
   the hub workers;
 - ``INBOX``: every local agency's inbox, kept until the agency has fetched
-  and acknowledged it, with one durable pull consumer per agency.
+  and acknowledged it, with one durable pull consumer per agency;
+- ``AUDIT``: the hub's audit leaves in batches, kept for ever: a lost or
+  restored audit log is rebuilt from it.
 
 In each link account ``<PEER>_LINK``:
 
@@ -23,11 +25,14 @@ our own. De-duplication is by ``Nats-Msg-Id`` within each stream's window.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -37,6 +42,7 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     ExternalStream,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -53,6 +59,8 @@ LEADERLESS_RETRY_S = 20.0
 a node of a clustered country died and its streams elect new leaders (4-8 s measured,
 and sourcing across a leaf resumes ~10 s after the kill)."""
 LEADERLESS_PAUSE_S = 0.25
+PUBLISH_ATTEMPT_S = 2.0
+"""One attempt of :func:`publish_within`."""
 _IN_PROCESS = 10158
 """JetStream's "duplicate message id is in process": a retry overtook its stalled original."""
 
@@ -68,8 +76,39 @@ def no_leader(exc: BaseException) -> bool:
     return isinstance(exc, APIError) and exc.err_code == _IN_PROCESS
 
 
+async def publish_within(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    *,
+    headers: dict[str, str],
+    timeout: float,
+) -> PubAck:
+    """A JetStream publish that waits out a stream leader's election within ``timeout``
+    seconds in all (same headers, so the same ``Nats-Msg-Id``: stored once); raises the
+    last refusal, or ``TimeoutError``, when the time is up.
+
+    Each attempt waits at most :data:`PUBLISH_ATTEMPT_S`: a publish routed to a node that
+    just died is never answered, and waiting for it would use up the whole time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no stream leader for {subject} within {timeout:g} s")
+        try:
+            return await js.publish(
+                subject, data, headers=headers, timeout=min(left, PUBLISH_ATTEMPT_S)
+            )
+        except (NatsError, TimeoutError) as exc:
+            leaderless = no_leader(exc) or isinstance(exc, TimeoutError | NatsTimeoutError)
+            if not leaderless or deadline - time.monotonic() < LEADERLESS_PAUSE_S:
+                raise
+            await asyncio.sleep(LEADERLESS_PAUSE_S)
+
+
 INGRESS_STREAM = "INGRESS"
 INBOX_STREAM = "INBOX"
+AUDIT_STREAM = "AUDIT"
 HUB_CONSUMER = "HUB"
 
 DUPLICATE_WINDOW_S = 10 * 60.0
@@ -145,24 +184,29 @@ def durable_consumer(name: str, ack_wait: float, **config: Any) -> ConsumerConfi
 async def ensure_country_streams(
     js: JetStreamContext, country: str, agencies: Iterable[str], *, replicas: int = 1
 ) -> None:
-    """``INGRESS``, ``INBOX`` and each agency's inbox consumer, in ``IXB``.
+    """``INGRESS``, ``INBOX`` with each agency's inbox consumer, and ``AUDIT``, in ``IXB``.
 
     ``replicas``: copies of each stream on the nodes of a clustered country
     (3: any one node can be lost); consumers follow their stream's.
     """
-    await ensure_stream(
-        js,
+    for config in (
         file_stream(
             INGRESS_STREAM,
             subjects=[subjects.ingress_all(country)],
             retention=RetentionPolicy.WORK_QUEUE,
             num_replicas=replicas,
         ),
-    )
-    await ensure_stream(
-        js,
         kept_stream(INBOX_STREAM, subjects=[subjects.inbox_all(country)], num_replicas=replicas),
-    )
+        # the audit log's leaves, kept for ever (broker.audit.shipping): what a lost or
+        # restored audit log is rebuilt from (``ixb audit rebuild``)
+        file_stream(
+            AUDIT_STREAM,
+            subjects=[subjects.audit_log(country)],
+            retention=RetentionPolicy.LIMITS,
+            num_replicas=replicas,
+        ),
+    ):
+        await ensure_stream(js, config)
     for name in agencies:
         await js.add_consumer(
             INBOX_STREAM,

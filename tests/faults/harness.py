@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +165,23 @@ class HubProcess:
 
 
 # --- the federation -------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def live_federation(
+    base: Path, *, clusters: dict[str, int] | None = None
+) -> AsyncIterator[tuple[Federation, Traffic]]:
+    """A started federation with its traffic running; both stopped on exit, and a hub
+    that did not exit cleanly fails the caller."""
+    fed = await Federation.start(base, clusters=clusters)
+    traffic = Traffic(fed)
+    traffic.start()
+    try:
+        yield fed, traffic
+    finally:
+        await traffic.close()
+        unclean = await fed.stop()
+    assert not unclean, unclean
 
 
 def _dialer_plan(plan: FederationPlan, country: str, leaf_ports: dict[str, int]) -> FederationPlan:

@@ -382,6 +382,15 @@ async def run(
     )
 
 
+def assert_passed(scenario: Scenario, result: Result) -> None:
+    """A scenario's result as a test asserts it: nothing wrong, and the traffic it was
+    meant to exercise did flow and drain."""
+    c = result.counts
+    assert result.ok, f"{scenario.what}: {c} recovery={result.recovery_s} {result.problems}"
+    assert c["acknowledged"] > 0 and c["delivered"] >= c["acknowledged"] - c["refused"]
+    assert result.recovery_s is not None
+
+
 async def audit_settled(fed: Federation, timeout: float = AUDIT_TIMEOUT_S) -> list[str]:
     """The audit checks, retried until they pass or ``timeout`` (peers share every second)."""
     deadline = time.monotonic() + timeout

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.faults.harness import Federation, Traffic
-from tests.faults.scenarios import SCENARIOS, Scenario, run
+from tests.faults.harness import Federation, Traffic, live_federation
+from tests.faults.scenarios import SCENARIOS, Scenario, assert_passed, run
 
 FAST = [s for s in SCENARIOS if s.fast]
 
@@ -22,15 +22,8 @@ FAST = [s for s in SCENARIOS if s.fast]
 async def live(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Federation, Traffic]]:
-    fed = await Federation.start(Path(tmp_path_factory.mktemp("faults")))
-    traffic = Traffic(fed)
-    traffic.start()
-    try:
-        yield fed, traffic
-    finally:
-        await traffic.close()
-        unclean = await fed.stop()
-    assert not unclean, unclean
+    async with live_federation(Path(tmp_path_factory.mktemp("faults"))) as running:
+        yield running
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -38,9 +31,4 @@ async def live(
 @pytest.mark.parametrize("scenario", FAST, ids=[s.name for s in FAST])
 async def test_fault(live: tuple[Federation, Traffic], scenario: Scenario) -> None:
     fed, traffic = live
-    result = await run(fed, traffic, scenario)
-    c = result.counts
-    assert result.ok, f"{scenario.what}: {c} recovery={result.recovery_s} {result.problems}"
-    # what each scenario must have exercised, beyond "nothing went wrong"
-    assert c["acknowledged"] > 0 and c["delivered"] >= c["acknowledged"] - c["refused"]
-    assert result.recovery_s is not None
+    assert_passed(scenario, await run(fed, traffic, scenario))
