@@ -1,6 +1,8 @@
 # The ixb command (hubs, agency responders) for docker-compose.yml.
 # Configs and keys are not in the image: compose mounts deploy/compose/ at /ixb.
-FROM python:3.11-slim
+# The base image is pinned to an exact release (Python 3.11.14, Debian 12):
+# upgrade it on purpose, with the test suite, never by a rebuild.
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

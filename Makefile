@@ -25,9 +25,10 @@ demo: $(RUNTIME_STAMP)
 	$(BIN)/ixb demo
 
 # Keys (with NATS nkeys), TLS certificates and configs for docker-compose.yml (then: docker compose up).
-# Needs IXB_PASSPHRASE (it seals the key files; export the same for docker compose up).
+# Needs IXB_PASSPHRASE (it seals the key files); the containers read it from the compose
+# secret this writes, deploy/secrets/ixb-passphrase (0600).
 compose-prepare: $(RUNTIME_STAMP)
-	$(BIN)/ixb compose prepare --out deploy/compose
+	$(BIN)/ixb compose prepare --out deploy/compose --passphrase-file deploy/secrets/ixb-passphrase
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -17,19 +17,22 @@ from protocols.keys import (
     read_public,
     seal_keyfile,
 )
-from transport.files import read_bytes, write_atomic
+from transport.files import env_secret, read_bytes, write_atomic
 
 PASSPHRASE_ENV = "IXB_PASSPHRASE"  # noqa: S105 - the variable name, not a secret
 MAX_KEYFILE_BYTES = 16 * 1024
 
 
 def passphrase(*, confirm: bool) -> str:
-    """``IXB_PASSPHRASE`` if set (scripts, CI), else an interactive prompt."""
-    env = os.environ.get(PASSPHRASE_ENV)
+    """``IXB_PASSPHRASE`` (or the file ``IXB_PASSPHRASE_FILE`` names) if set (scripts,
+    services, containers), else an interactive prompt."""
+    env = env_secret(PASSPHRASE_ENV)
     if env is not None:
         return env
     if not sys.stdin.isatty():
-        raise PassphraseError(f"no terminal to ask for a passphrase; set {PASSPHRASE_ENV}")
+        raise PassphraseError(
+            f"no terminal to ask for a passphrase; set {PASSPHRASE_ENV} or {PASSPHRASE_ENV}_FILE"
+        )
     first = getpass.getpass("passphrase: ")
     if confirm and getpass.getpass("again: ") != first:
         raise PassphraseError("the two passphrases differ")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from protocols.keys import Identity, PublicIdentity, open_keyfile
 from transport import eventloop
 from transport.cliargs import country, int_range
 from transport.cliout import add_json, emit
+from transport.files import FILE_SUFFIX, env_secret
 
 MAX_SMALL_FILE = 64 * 1024
 
@@ -91,10 +91,12 @@ def _read(path: Path) -> bytes:
 
 
 def hub_identity(config: HubConfig) -> Identity:
-    """The hub's keys, opened with the passphrase in ``$<hub.passphrase_env>``."""
-    passphrase = os.environ.get(config.hub.passphrase_env)
+    """The hub's keys, opened with the passphrase in ``$<hub.passphrase_env>`` (or in the
+    file ``$<hub.passphrase_env>_FILE`` names)."""
+    name = config.hub.passphrase_env
+    passphrase = env_secret(name)
     if passphrase is None:
-        raise ConfigError(f"hub.passphrase_env: ${config.hub.passphrase_env} is not set")
+        raise ConfigError(f"hub.passphrase_env: set ${name} (or ${name}{FILE_SUFFIX}: its file)")
     return open_keyfile(_read(config.path(config.hub.key_file)), passphrase)
 
 

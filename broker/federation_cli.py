@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import re
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ from protocols.keys import KeyAlg, fingerprint, open_keyfile, read_public
 from transport.cliargs import int_range
 from transport.cliout import add_json, emit
 from transport.clock import wall_ms
-from transport.files import read_bytes, write_atomic
+from transport.files import env_secret, read_bytes, write_atomic
 
 MAX_FILE = 1024 * 1024 + 1024
 MAX_KEYFILE = 16 * 1024
@@ -253,11 +252,13 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def _passphrase() -> str:
-    env = os.environ.get(PASSPHRASE_ENV)
+    env = env_secret(PASSPHRASE_ENV)
     if env is not None:
         return env
     if not sys.stdin.isatty():
-        raise PassphraseError(f"no terminal to ask for a passphrase; set {PASSPHRASE_ENV}")
+        raise PassphraseError(
+            f"no terminal to ask for a passphrase; set {PASSPHRASE_ENV} or {PASSPHRASE_ENV}_FILE"
+        )
     return getpass.getpass("passphrase: ")
 
 

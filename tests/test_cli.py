@@ -23,7 +23,7 @@ TD3 = [
 
 
 def ixb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "IXB_PASSPHRASE"}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("IXB_PASSPHRASE")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "ixb", *args],
@@ -146,6 +146,28 @@ def test_keys_new_hub_seals_its_nats_logins(tmp_path: Path) -> None:
         assert_one_line_error(ixb(*args, "--out", str(tmp_path / "x.key"), *bad, env=env), code)
     agency = ("keys", "new", "--agency", "THA/DSI", "--out", str(tmp_path / "y.key"))
     assert_one_line_error(ixb(*agency, "--link", "MYS", env=env), "ixb.E_USAGE")
+
+
+def test_passphrase_from_a_file_for_services_and_containers(tmp_path: Path) -> None:
+    """``IXB_PASSPHRASE_FILE`` (a compose or systemd secret) stands for ``IXB_PASSPHRASE``;
+    a file others may read, or both variables at once, is refused in one line."""
+    secret = tmp_path / "passphrase"
+    secret.write_text("a long enough passphrase\n")
+    secret.chmod(0o600)
+    out = tmp_path / "dsi.key"
+    args = ("keys", "new", "--agency", "THA/DSI", "--kdf", "interactive")
+    made = ixb(*args, "--out", str(out), env={"IXB_PASSPHRASE_FILE": str(secret)})
+    assert made.returncode == 0, made.stderr
+    assert open_keyfile(out.read_bytes(), "a long enough passphrase").principal.name == "DSI"
+    both = {"IXB_PASSPHRASE_FILE": str(secret), "IXB_PASSPHRASE": "a long enough passphrase"}
+    result = ixb(*args, "--out", str(tmp_path / "x.key"), env=both)
+    assert_one_line_error(result, "ixb.E_CONFIG")
+    assert "both set" in result.stderr
+    secret.chmod(0o640)
+    result = ixb(*args, "--out", str(tmp_path / "y.key"), env={"IXB_PASSPHRASE_FILE": str(secret)})
+    assert_one_line_error(result, "ixb.E_CONFIG")
+    assert "chmod 600" in result.stderr and "a long enough" not in result.stderr
+    assert not (tmp_path / "x.key").exists() and not (tmp_path / "y.key").exists()
 
 
 def test_keys_new_errors(tmp_path: Path) -> None:
