@@ -45,9 +45,11 @@ pytest: $(DEV_STAMP)
 
 test: lint pytest
 
-# Not part of `make test`: about 10 minutes, 150 s of it the 1M-entry audit-log bench
+# Not part of `make test`: about 13 minutes, 150 s of it the 1M-entry audit-log bench
 # (BENCH_ARGS=--skip-audit reuses bench/audit_results.json; BENCH_ARGS="--only lookup" runs
-# only the lookup floor, the document checks and the person query, about 4 minutes).
+# only the lookup floor, the document checks and the person query, about 4 minutes;
+# BENCH_ARGS="--only scale" only THA clustered and THA's hub with two workers against one
+# server and one worker, about 3 minutes).
 # Writes bench/results.json.
 BENCH_STAMP := $(VENV)/.ixb-bench
 

@@ -9,10 +9,13 @@ the audit log at a million entries (:mod:`bench.audit_bench`, run by the
 same make target; its results are merged in when present), and lookups
 (document checks, and a person query to three countries at once:
 :mod:`bench.person_query`) against the lookup floor
-(:mod:`bench.lookup_floor`, judged by :mod:`bench.targets`). Writes
-``bench/results.json`` and prints a table with each target's pass or fail.
-``--only lookup`` runs the floor, the document checks and the person query
-alone and merges them into the last ``bench/results.json``.
+(:mod:`bench.lookup_floor`, judged by :mod:`bench.targets`), and scale
+(:mod:`bench.scale`: end to end with THA as a three-node cluster, and THA's
+hub with two ingress workers, each as a ratio to one server and one worker in
+the same run). Writes ``bench/results.json`` and prints a table with each
+target's pass or fail. ``--only lookup`` runs the floor, the document checks
+and the person query alone, ``--only scale`` the scale runs alone; either is
+merged into the last ``bench/results.json``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from bench import (
     person_query,
     plot,
     raw_nats,
+    scale,
     targets,
 )
 from bench.common import machine, quiet_client_logs
@@ -212,6 +216,7 @@ def table(results: dict[str, object]) -> None:
             f" p99 {person['p99_ms']} ms\n"
         )
     floor_table(results)
+    scale.print_table(results)
     out("\ntargets:\n")
     for key, verdict in cast(dict[str, str], results.get("targets", {})).items():
         out(f"  {key:<22} {verdict}\n")
@@ -262,9 +267,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("lookup",),
+        choices=("lookup", "scale"),
         help="lookup: the lookup floor, the document checks and the person query alone"
-        " (a few minutes), merged into the last bench/results.json, with the lookup targets",
+        " (a few minutes), merged into the last bench/results.json, with the lookup targets;"
+        " scale: THA clustered and THA's hub with two workers against one server and one"
+        " worker (about 3 minutes), merged likewise",
     )
     return parser.parse_args(argv)
 
@@ -298,6 +305,15 @@ def lookups(results: dict[str, object], args: argparse.Namespace, step: Step, tm
     done()
 
 
+def scaling(results: dict[str, object], step: Step, tmp: Path) -> None:
+    done = step(
+        "scale: THA on one server, as a 3-node cluster, and with 2 hub workers"
+        f" (e2e at {'/'.join(map(str, scale.LEVELS))} senders, hub draining a backlog)"
+    )
+    results |= asyncio.run(scale.run(tmp / "scale"))
+    done()
+
+
 def everything(results: dict[str, object], args: argparse.Namespace, step: Step) -> None:
     done = step("crypto ratios")
     results |= crypto_ratios()
@@ -315,6 +331,7 @@ def everything(results: dict[str, object], args: argparse.Namespace, step: Step)
         results |= asyncio.run(e2e.run(Path(tmp) / "e2e"))
         done()
         lookups(results, args, step, Path(tmp))
+        scaling(results, step, Path(tmp))
     done = step("audit log")
     results |= audit(args.audit_entries, rerun=not args.skip_audit)
     done()
@@ -343,12 +360,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return lambda: timings.__setitem__(name, round(time.perf_counter() - t, 1))
 
-    if args.only == "lookup":
+    if args.only:
         if RESULTS.exists():
             results |= json.loads(RESULTS.read_text())
         with tempfile.TemporaryDirectory(prefix="ixb-bench-") as tmp:
-            lookups(results, args, step, Path(tmp))
-        results["last_run"] = "--only lookup (the other figures are from an earlier run)"
+            if args.only == "lookup":
+                lookups(results, args, step, Path(tmp))
+            else:
+                scaling(results, step, Path(tmp))
+        results["last_run"] = f"--only {args.only} (the other figures are from an earlier run)"
     else:
         results["last_run"] = "all"
         everything(results, args, step)

@@ -84,18 +84,27 @@ async def _read_loop(reader: AgencyClient, level: Level, stop: asyncio.Event) ->
 
 
 async def run_level(
-    bench: Bench, reader: AgencyClient, senders: list[AgencyClient], n: int
+    bench: Bench,
+    reader: AgencyClient,
+    senders: list[AgencyClient],
+    n: int,
+    *,
+    limit: int | None = None,
+    send_seconds: float = MAX_SEND_SECONDS,
+    drain_seconds: float = DRAIN_SECONDS,
 ) -> Level:
+    """``n`` senders send ``limit`` alerts (default :data:`MAX_MESSAGES`) within
+    ``send_seconds``; the reader takes them for at most ``drain_seconds`` more."""
     level = Level(n)
-    limit = MAX_MESSAGES[n]
+    limit = MAX_MESSAGES[n] if limit is None else limit
     stop = asyncio.Event()
     read_task = asyncio.create_task(_read_loop(reader, level, stop))
     level.first_send = time.perf_counter()
-    deadline = level.first_send + MAX_SEND_SECONDS
+    deadline = level.first_send + send_seconds
     await asyncio.gather(
         *(_send_loop(senders[i % len(senders)], level, limit, deadline) for i in range(n))
     )
-    drain_until = time.perf_counter() + DRAIN_SECONDS
+    drain_until = time.perf_counter() + drain_seconds
     while level.received < len(level.sent) and time.perf_counter() < drain_until:  # noqa: ASYNC110 - a bounded poll of a counter
         await asyncio.sleep(0.1)
     stop.set()
@@ -103,7 +112,7 @@ async def run_level(
     return level
 
 
-def _summary(level: Level, rss: dict[str, float | None]) -> dict[str, object]:
+def summary(level: Level, rss: dict[str, float | None]) -> dict[str, object]:
     elapsed = max(level.last_receive - level.first_send, 1e-9)
     return {
         "senders": level.senders,
@@ -128,7 +137,7 @@ async def run(base: Path) -> dict[str, object]:
             before = hub_batch_counters(bench.deployment)
             level = await run_level(bench, reader, senders, n)
             rss = {c: rss_mib(bench.pid(f"hub-{c}")) for c in bench.deployment.countries}
-            levels.append(_summary(level, rss))
+            levels.append(summary(level, rss))
             levels[-1]["hub_batches"] = batch_profiles(bench.deployment, before)
             print(f"  e2e {n:>2} senders: {levels[-1]}", flush=True)
         bench_rss = rss_mib()

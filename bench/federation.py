@@ -8,6 +8,11 @@ The one departure from the demo's configuration is the per-agency rate limit
 (``policy.max_per_minute`` / ``burst``, default 600/min and 120): a benchmark
 with one sending agency would otherwise measure the limiter. It is raised
 through the hub's own environment overrides and recorded in the results.
+
+A benchmark of scale (:mod:`bench.scale`) hands :func:`running` a
+:class:`~ixb.deployment.Layout` (a country as a nats-server cluster) and
+more overrides for every hub (``IXB_HUB__HUB__WORKERS``); the defaults are
+one server per country and the hub configuration as written.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, load_identity_for
 from broker.natsd import start_federation
-from ixb.deployment import Deployment, create_deployment
+from ixb.deployment import Deployment, Layout, create_deployment
 from ixb.processes import Processes, wait_hubs
 from protocols.keys import KdfProfile
 from protocols.roles import Role
@@ -40,6 +45,8 @@ AGENCIES: dict[str, Sequence[Role]] = {
     "MYS/IMMIGRATION": [Role.DOCUMENT_AUTHORITY, Role.IMMIGRATION],
 }
 READY_TIMEOUT_S = 60.0
+ONE_SERVER_EACH = Layout()
+"""The demo's layout: every country on one nats-server, all on 127.0.0.1."""
 STOP_TIMEOUT_S = 20.0
 
 
@@ -47,9 +54,11 @@ def make_deployment(
     base: Path,
     agencies: Mapping[str, Sequence[Role]] = AGENCIES,
     kdf: KdfProfile = KdfProfile.MODERATE,
+    layout: Layout = ONE_SERVER_EACH,
 ) -> Deployment:
-    """The benchmark's countries and agencies (``kdf``: a test may seal key files faster)."""
-    return create_deployment(base, agencies, passphrase=PASSPHRASE, kdf=kdf)
+    """The benchmark's countries and agencies (``kdf``: a test may seal key files faster;
+    ``layout``: where the servers run, e.g. a country as a cluster)."""
+    return create_deployment(base, agencies, passphrase=PASSPHRASE, kdf=kdf, layout=layout)
 
 
 @dataclass
@@ -77,12 +86,20 @@ async def running(
     *,
     agencies: Mapping[str, Sequence[Role]] = AGENCIES,
     kdf: KdfProfile = KdfProfile.MODERATE,
+    layout: Layout = ONE_SERVER_EACH,
+    hub_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Bench]:
-    """nats-servers, hub processes and (``agency`` → registry file) document responders."""
+    """nats-servers, hub processes and (``agency`` → registry file) document responders.
+
+    ``layout``: where the nats-servers run (``Layout(nats_clusters={"THA": 3})``: THA as
+    a three-node cluster, every node started). ``hub_env``: ``IXB_HUB__…`` overrides for
+    every hub process besides the raised rate limit (``{"IXB_HUB__HUB__WORKERS": "2"}``).
+    """
     os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
-    deployment = make_deployment(base, agencies, kdf)
+    deployment = make_deployment(base, agencies, kdf, layout)
     async with start_federation(deployment.plan):
-        bench = Bench(deployment, Processes(deployment, base / "logs", POLICY_ENV))
+        env = {**POLICY_ENV, **(hub_env or {})}
+        bench = Bench(deployment, Processes(deployment, base / "logs", env))
         try:
             for country in deployment.countries:
                 bench.procs.spawn(
