@@ -71,7 +71,7 @@ from protocols.audit import AuditEvent, encode_publication
 from protocols.checkpoint import parse_checkpoint, parse_signed_note
 from protocols.deadlines import DEFAULT_TIERS
 from protocols.enckey import MIN_INTERVAL_MS, KeyUpdateAnswer, LastUpdate, encode_answer
-from protocols.errors import ConfigError, IoError, IxbError, LocalError
+from protocols.errors import AuditStreamError, ConfigError, IoError, IxbError, LocalError
 from protocols.federation import (
     FEDERATION_REQUEST,
     TrustAnchors,
@@ -163,7 +163,7 @@ class Hub:
         )
         self.seen = SeenRows(self.store)
         self._audit_shipped: int | None = None
-        """Leaves in the ``AUDIT`` stream (None: read from the store's meta first)."""
+        """Leaves in the ``AUDIT`` stream, from its last batch at start (None: not read yet)."""
         self._ship_failures = StateLog("audit_ship_failed", logger=log)
         rebuilt = self.store.meta(shipping.UNKNOWN_ACCEPTANCES_META)
         until = int(rebuilt) if rebuilt is not None and rebuilt.isdigit() else 0
@@ -282,6 +282,14 @@ class Hub:
         stop = self._stopping
         if not await _until_stopped(self._connect(), stop):
             await self._close()  # stopped while NATS was still unreachable
+            return
+        try:  # before anything is recorded: a refused start leaves the log as it was
+            checked = await _until_stopped(_while_no_leader(self._check_audit_copy, "audit"), stop)
+        except BaseException:
+            await self._close()
+            raise
+        if not checked:
+            await self._close()
             return
         try:
             if (
@@ -885,34 +893,56 @@ class Hub:
                 failures.ok()
             await sleep_or_stop(stop, CHECKPOINT_PERIOD_S)
 
+    async def _check_audit_copy(self) -> None:
+        """Refuse to start on a log the ``AUDIT`` stream has outgrown (an older backup
+        restored, or a lost disk, without ``ixb audit rebuild``) or that differs from it:
+        appending would fork what the witnesses cosigned, and put two leaves at one index
+        into the stream."""
+        try:
+            last = await self._js.get_last_msg(
+                streams.AUDIT_STREAM, subjects.audit_log(self.country)
+            )
+        except nats.js.errors.NotFoundError:
+            self._audit_shipped = 0  # nothing copied yet
+            return
+        batch = shipping.decode_batch(last.data or b"")
+        local = await asyncio.to_thread(lambda: self.audit_log.size)
+        if batch.end > local:
+            raise AuditStreamError(
+                f"the {streams.AUDIT_STREAM} stream holds {batch.end} audit leaves, this hub's "
+                f"log {local}: it was restored from an older backup or lost. With the hub "
+                "stopped, run `ixb audit rebuild --config <this hub's config>`, then start it"
+            )
+        held = await asyncio.to_thread(self.audit_log.entries, batch.first, batch.end)
+        if tuple(e.data for e in held) != batch.leaves:
+            raise AuditStreamError(
+                f"this hub's audit log differs from its {streams.AUDIT_STREAM} stream at "
+                f"leaves {batch.first}..{batch.end - 1}: not the same history"
+            )
+        self._audit_shipped = batch.end  # batches go one after another: the last is the end
+
     async def _ship_audit(self) -> int:
         """Copy the leaves appended since the last call into the ``AUDIT`` stream; how many
         leaves it holds now (from the start). Failures are logged once a spell and
         tried again the next second; the checkpoint waits for them."""
-        shipped = self._audit_shipped
-        if shipped is None:
-            kept = await asyncio.to_thread(self.store.meta, shipping.SHIPPED_META)
-            shipped = int(kept) if kept is not None and kept.isdigit() else 0
+        shipped = self._audit_shipped or 0
         subject = subjects.audit_log(self.country)
         try:
             size = await asyncio.to_thread(lambda: self.audit_log.size)
             while shipped < size:
                 end = min(size, shipped + SHIP_READ_LEAVES)
                 entries = await asyncio.to_thread(self.audit_log.entries, shipped, end)
-                await asyncio.gather(
-                    *(
-                        self._js.publish(
-                            subject,
-                            batch.encode(),
-                            headers={"Nats-Msg-Id": batch.msg_id(self.country)},
-                            timeout=AUDIT_SHIP_TIMEOUT_S,
-                        )
-                        for batch in shipping.batches(entries)
+                # one after another: the stream's last batch is always the highest
+                # (what the check at start reads)
+                for batch in shipping.batches(entries):
+                    await self._js.publish(
+                        subject,
+                        batch.encode(),
+                        headers={"Nats-Msg-Id": batch.msg_id(self.country)},
+                        timeout=AUDIT_SHIP_TIMEOUT_S,
                     )
-                )
                 shipped = end
                 self._audit_shipped = shipped
-                await asyncio.to_thread(self.store.set_meta, shipping.SHIPPED_META, str(shipped))
         except SHIP_ERRORS as exc:
             self._ship_failures.failed(exc)
         else:

@@ -17,6 +17,8 @@ from protocols.identifiers import format_message_id
 from protocols.messages import ReceiptStatus
 from tests.federation import Federation, run_ixb, running_federation
 from tests.test_cli_json import assert_times_iso
+from transport.connect import connect
+from transport.streams import AUDIT_STREAM
 
 
 @pytest.fixture
@@ -124,10 +126,22 @@ async def test_a_hub_that_rewrites_its_log_is_caught_by_its_witness(fed: Federat
     tha, mys = fed.hubs["THA"].hub, fed.hubs["MYS"].hub
     await until(lambda: (mys.audit_log.last_witnessed(log_origin("THA")) or (0,))[0] > 0)
     await fed.stop_hub("THA")
-    # THA's operator rewrites history: drops the log and starts a fresh one
+    # THA's operator rewrites history: drops the log, and its copy in THA's own NATS (a
+    # hub whose log the AUDIT stream has outgrown refuses to start), and starts afresh
     state = fed.deployment.base / "state" / "THA"
     for suffix in ("", "-wal", "-shm"):
         (state / f"audit.sqlite{suffix}").unlink(missing_ok=True)
+    plan = fed.deployment.plan
+    nc = await connect(
+        plan.client_url("THA"),
+        auth=plan.hub_credentials("THA"),
+        name="operator",
+        ca_file=plan.client_ca_file("THA"),
+    )
+    try:
+        await nc.jetstream().purge_stream(AUDIT_STREAM)
+    finally:
+        await nc.close()
     await fed.start_hub("THA")
     await until(mys.audit_log.alarms, timeout=30)
     origin, _at, detail = mys.audit_log.alarms()[0]

@@ -14,10 +14,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from broker.audit.log import AuditLog
 from broker.audit.shipping import UNKNOWN_ACCEPTANCES_META
 from broker.store import HubStore
 from protocols.checkpoint import witness_name
+from protocols.errors import AuditStreamError
 from protocols.examples import example_bodies
 from protocols.messages import ReceiptStatus
 from tests.federation import Federation, run_ixb, running_federation
@@ -116,6 +119,29 @@ async def test_a_hub_restored_from_its_backup_resumes_and_its_witnesses_stay_con
         assert federation.hubs["MYS"].hub.audit_log.alarms() == []
 
 
+async def _refused_before_the_rebuild(federation: Federation, state: Path, size: int) -> None:
+    """Started as it is, the hub would fork what MYS cosigned: it refuses, naming the way
+    out, and records nothing."""
+    with pytest.raises(AuditStreamError, match="ixb audit rebuild"):
+        await federation.start_hub("THA")
+    federation.hubs.pop("THA")
+    untouched = AuditLog(state / "audit.sqlite")
+    try:
+        assert untouched.size == size
+    finally:
+        untouched.close()
+
+
+def _replays_looked_up_in_the_log(state: Path) -> None:
+    """After the rebuild, the hub looks up what its store never knew in the log."""
+    store = HubStore(state / "hub.sqlite")
+    try:
+        until = store.meta(UNKNOWN_ACCEPTANCES_META)
+        assert until is not None and int(until) > wall_ms() + 30 * 86_400_000
+    finally:
+        store.close()
+
+
 async def test_an_older_backup_restored_is_rebuilt_from_the_stream_and_no_witness_alarms(
     tmp_path: Path,
 ) -> None:
@@ -148,17 +174,13 @@ async def test_an_older_backup_restored_is_rebuilt_from_the_stream_and_no_witnes
         shutil.rmtree(state)
         restored = await _ixb("hub", "restore", "--config", config, "--from", str(backup))
         assert restored["audit_size"] == backed_up < cosigned
+        await _refused_before_the_rebuild(federation, state, backed_up)
         rebuilt = await _ixb("audit", "rebuild", "--config", config)
         assert rebuilt["before"] == backed_up and rebuilt["appended"] > 0
         assert rebuilt["size"] >= cosigned, rebuilt
         again = await _ixb("audit", "rebuild", "--config", config)
         assert again["appended"] == 0 and again["size"] == rebuilt["size"]
-        store = HubStore(state / "hub.sqlite")  # replays of what the store never knew
-        try:
-            until = store.meta(UNKNOWN_ACCEPTANCES_META)
-            assert until is not None and int(until) > wall_ms() + 30 * 86_400_000
-        finally:
-            store.close()
+        _replays_looked_up_in_the_log(state)
 
         await federation.start_hub("THA")
         last = await sender.send(alert, [RECIPIENT])

@@ -31,8 +31,6 @@ BATCH_FORMAT = 1
 MAX_BATCH_LEAVES = 512
 MAX_BATCH_BYTES = 512 * 1024
 """Well below the servers' ``max_payload`` (an audit leaf is a few hundred bytes)."""
-SHIPPED_META = "audit_shipped"
-"""Hub store meta key: leaves below this index are in the ``AUDIT`` stream."""
 UNKNOWN_ACCEPTANCES_META = "unknown_acceptances_until"
 """Hub store meta key (ms): set by a rebuild that appended leaves the store never knew;
 until then the hub also looks for a message's acceptance in the log (replays)."""
