@@ -126,6 +126,8 @@ FETCH_BATCH = 32
 MIN_FETCH_S = 0.05
 MAX_FEDERATION_BYTES = 64 * 1024
 MAX_TRACKED_SEQUENCES = 100_000
+MAX_RECEIPT_RECORDS = 100_000
+"""Messages whose receipts the client keeps in memory (the oldest go first)."""
 MAX_SENT_RECORDS = 100_000
 """Messages whose recipients the client remembers, to check the receipts about them."""
 LOOKUP_TIMEOUT_S = 10.0
@@ -338,6 +340,8 @@ class AgencyClient:
         """Lookups handed over on the serve subject (see :meth:`_verify_reply`)."""
         self._stream_seq: dict[tuple[str, bytes], int] = {}
         self.receipts: dict[str, list[SignedReceipt]] = defaultdict(list)
+        """What the hubs stated about each message (by id), for the last
+        :data:`MAX_RECEIPT_RECORDS` messages (:func:`keep_receipt`)."""
         self._sent: dict[bytes, tuple[Principal, ...]] = {}
         self._pending: list[Item] = []
         self._psub: JetStreamContext.PullSubscription | None = None
@@ -1005,12 +1009,7 @@ class AgencyClient:
             signed = SignedReceipt(item.body, item.sender, hubs)
             new = False
             for for_id in item.body.ids:
-                kept = self.receipts[format_message_id(for_id)]
-                # one statement once: a hub that crashed mid-batch may state it again in
-                # another grouping (another receipt envelope), with a later time
-                if not any(_same_statement(r, signed) for r in kept):
-                    kept.append(signed)
-                    new = True
+                new |= keep_receipt(self.receipts, format_message_id(for_id), signed)
             if new and self.on_receipt is not None:
                 self.on_receipt(signed)  # once per receipt: it names all its ids
             for waiter in self._receipt_waiters:
@@ -1127,7 +1126,7 @@ class AgencyClient:
         check_lookup_answer(answer.header, header)
         if isinstance(answer.body, Receipt):
             signed = SignedReceipt(answer.body, answer.sender, answer.hubs)
-            self.receipts[header.message_id].append(signed)
+            keep_receipt(self.receipts, header.message_id, signed)
             if self.on_receipt is not None:
                 self.on_receipt(signed)
             if signed.status is ReceiptStatus.QUEUED and signed.receipt.due_ms is not None:
@@ -1364,6 +1363,25 @@ def _type_of(data: bytes) -> str:
 
 def _same_statement(a: SignedReceipt, b: SignedReceipt) -> bool:
     return (a.signer, a.status, a.receipt.code) == (b.signer, b.status, b.receipt.code)
+
+
+def keep_receipt(
+    receipts: dict[str, list[SignedReceipt]],
+    msg_id: str,
+    signed: SignedReceipt,
+    limit: int = MAX_RECEIPT_RECORDS,
+) -> bool:
+    """Add ``signed`` to what ``msg_id`` was told, unless it states nothing new (a hub that
+    crashed mid-batch may state it again in another grouping, with a later time); the
+    oldest messages' receipts go once more than ``limit`` messages have some (a responder
+    runs for months). Returns whether it was new."""
+    kept = receipts.setdefault(msg_id, [])
+    if any(_same_statement(r, signed) for r in kept):
+        return False
+    kept.append(signed)
+    while len(receipts) > limit:
+        del receipts[next(iter(receipts))]
+    return True
 
 
 def load_identity_for(profile: Profile, passphrase: str) -> Identity:
