@@ -71,7 +71,6 @@ from bench.common import (
     batch_profiles,
     hub_batch_counters,
     latency_figures,
-    quiet_client_logs,
 )
 from bench.federation import Bench, running
 from ixb.deployment import Layout
@@ -384,8 +383,10 @@ async def measure(
 ) -> dict[str, object]:
     """Every configuration in each of ``sizes.passes``, then the ratios to ``single`` (which
     ``configs`` must hold). Passes alternate the order (A B C, then C B A): a machine
-    growing busier during the run slows no configuration more than another."""
-    quiet_client_logs()
+    growing busier during the run slows no configuration more than another.
+
+    Logging is the caller's (``make bench`` quiets the benchmark process's own SDK logs;
+    a test keeps its own configuration)."""
     passes: dict[str, list[dict[str, Any]]] = {c.name: [] for c in configs}
     for p in range(sizes.passes):
         for config in configs if p % 2 == 0 else tuple(reversed(configs)):
