@@ -50,11 +50,17 @@ async def test_witness_state_lost_alarms_until_repinned(fed: Federation) -> None
     await until(lambda: witnessed(fed, "MYS", "THA") > before)
     assert fed.hubs["MYS"].hub.audit_log.alarms() == []
 
-    # the witness loses its state: its audit database is gone, its pins are not
+    # the witness loses its state: its audit database is gone, its pins are not. Its own
+    # log comes back from its AUDIT stream (the hub refuses to start on an empty log the
+    # stream has outgrown); what it witnessed of THA lived only in that database
     await fed.stop_hub("MYS")
     state = fed.deployment.base / "state" / "MYS"
     for suffix in ("", "-wal", "-shm"):
         (state / f"audit.sqlite{suffix}").unlink(missing_ok=True)
+    config = str(fed.deployment.hub_config("MYS"))
+    rebuilt = await run_ixb("audit", "rebuild", "--config", config, "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["before"] == 0 < json.loads(rebuilt.stdout)["appended"]
     await fed.start_hub("MYS")
     mys = fed.hubs["MYS"].hub
     await exchange(fed)  # THA's log grows: a checkpoint for MYS to witness
@@ -76,7 +82,6 @@ async def test_witness_state_lost_alarms_until_repinned(fed: Federation) -> None
     assert sum(e.peer == "THA" for e in entries) == 1
 
     # the operator checks with THA, then repins: recorded, then THA is cosigned again
-    config = str(fed.deployment.hub_config("MYS"))
     done = await run_ixb(
         "audit", "witness", "repin", "--peer", "THA", "--config", config,
         "--operator", "duty officer A. Rahman",
