@@ -932,8 +932,9 @@ class Hub:
             while shipped < size:
                 end = min(size, shipped + SHIP_READ_LEAVES)
                 entries = await asyncio.to_thread(self.audit_log.entries, shipped, end)
-                # one after another: the stream's last batch is always the highest
-                # (what the check at start reads)
+                # one after another, and the next try resumes after the last one stored:
+                # the stream's last batch is always the highest (what the check at
+                # start reads)
                 for batch in shipping.batches(entries):
                     await self._js.publish(
                         subject,
@@ -941,8 +942,7 @@ class Hub:
                         headers={"Nats-Msg-Id": batch.msg_id(self.country)},
                         timeout=AUDIT_SHIP_TIMEOUT_S,
                     )
-                shipped = end
-                self._audit_shipped = shipped
+                    shipped = batch.end
         except SHIP_ERRORS as exc:
             self._ship_failures.failed(exc)
         else:
