@@ -382,8 +382,7 @@ class NatsServer:
 
     async def leaf_accounts(self) -> set[str]:
         """Accounts whose leaf connection to a peer is up right now."""
-        data = await self.monitor("leafz")
-        return {str(leaf.get("account")) for leaf in data.get("leafs") or ()}
+        return _leaf_account_names(await self.monitor("leafz"))
 
 
 # --- a whole federation ---------------------------------------------------------
@@ -396,7 +395,12 @@ async def _leaf_accounts_at(http: aiohttp.ClientSession, monitor_url: str) -> se
             data = await resp.json()
     except (aiohttp.ClientError, TimeoutError):
         return set()
-    return {str(leaf.get("account")) for leaf in data.get("leafs") or ()}
+    return _leaf_account_names(data)
+
+
+def _leaf_account_names(leafz: Any) -> set[str]:
+    """The accounts of the leaf connections in a ``/leafz`` answer."""
+    return {str(leaf.get("account")) for leaf in leafz.get("leafs") or ()}
 
 
 async def country_leaf_accounts(plan: FederationPlan, country: str) -> set[str]:
