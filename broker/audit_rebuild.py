@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,14 +23,19 @@ import nats.errors
 import nats.js.errors
 
 from broker.audit.log import AuditLog
-from broker.audit.shipping import UNKNOWN_ACCEPTANCES_META, Batch, assemble, decode_batch
-from broker.auditing import to_record
+from broker.audit.shipping import (
+    UNKNOWN_ACCEPTANCES_META,
+    Batch,
+    assemble,
+    decode_batch,
+    unknown_acceptances_until,
+)
+from broker.audit_copy import append_leaves, check_held
 from broker.backup import state_lock
 from broker.cli import hub_identity
 from broker.config import HubConfig, load_config
 from broker.hub import hub_nats_auth
 from broker.store import HubStore
-from protocols.audit import decode_entry
 from protocols.errors import AuditStreamError, IoError
 from protocols.limits import DEFAULT_LIMITS, Limits
 from transport.cliout import emit
@@ -39,7 +43,6 @@ from transport.clock import wall_ms
 from transport.connect import NatsAuth, connect, unreachable
 from transport.streams import AUDIT_STREAM
 
-APPEND_CHUNK = 1000
 GET_TIMEOUT_S = 5.0
 
 
@@ -103,19 +106,8 @@ async def read_stream(config: HubConfig, auth: NatsAuth, timeout: float) -> tupl
 def apply_leaves(log: AuditLog, leaves: Sequence[bytes]) -> Rebuilt:
     """Check the log against ``leaves`` (index 0 on), append what it lacks, verify it."""
     before = log.size
-    common = min(before, len(leaves))
-    for start in range(0, common, APPEND_CHUNK):
-        held = log.entries(start, min(common, start + APPEND_CHUNK))
-        for entry in held:
-            if entry.data != leaves[entry.index]:
-                raise AuditStreamError(
-                    f"leaf {entry.index} of the audit log differs from the {AUDIT_STREAM} "
-                    "stream's: the log or the stream is not this country's history"
-                )
-    for start in range(before, len(leaves), APPEND_CHUNK):
-        chunk = leaves[start : start + APPEND_CHUNK]
-        # the exact bytes the tree hashed, with the metadata that indexes them
-        log.append([dataclasses.replace(to_record(decode_entry(b)), data=b) for b in chunk])
+    check_held(log, 0, leaves[:before])
+    append_leaves(log, leaves[before:])
     log.verify_storage()
     return Rebuilt(
         before=before,
@@ -130,7 +122,7 @@ def remember_rebuild(store: HubStore, now_ms: int, limits: Limits = DEFAULT_LIMI
     """Tell the hub its log holds acceptances its store never knew, for as long as any of
     them can still arrive again (an envelope lives at most ``max_ttl_ms``)."""
     try:
-        until = now_ms + limits.max_ttl_ms + limits.max_clock_skew_ms
+        until = unknown_acceptances_until(now_ms, limits)
         held = store.meta(UNKNOWN_ACCEPTANCES_META)
         if held is None or not held.isdigit() or int(held) < until:
             store.set_meta(UNKNOWN_ACCEPTANCES_META, str(until))

@@ -45,6 +45,10 @@ class HubSection(_Strict, frozen=True):
     passphrase_env: str = "IXB_PASSPHRASE"  # noqa: S105 - a variable name
     directory_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 90)] = 24 * 7
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    instance: Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9_-]{1,64})?$")] = ""
+    """Set on each of several hub processes of one country (one name per process, each
+    with its own ``state_dir``): one is active, the others stand by (``broker.lease``).
+    Unset: this is the country's only hub process."""
 
 
 class NatsSection(_Strict, frozen=True):

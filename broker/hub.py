@@ -36,13 +36,16 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from broker import shared_state
 from broker.audit import shipping
 from broker.audit.log import AuditLog
+from broker.audit_copy import AuditCopy
 from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlPlane, Writes
 from broker.groupcommit import GroupCommitter
 from broker.keyupdates import actor, claimed_agency, decide_key_update
+from broker.lease import HubLease
 from broker.links import LinkState, gauges, link_keeper
 from broker.lookup import LookupService
 from broker.metrics import Metrics
@@ -63,12 +66,13 @@ from broker.reminders import Reminders, check_period_s
 from broker.retention import retention_loop, sweep_streams
 from broker.seen import SeenRows
 from broker.settle import TRANSPORT_ERRORS, Settler
+from broker.shared_state import SharedState
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
 from broker.trust import WitnessPins, anchors_in_force, held_federation, read_installed
 from protocols import subjects
 from protocols.audit import AuditEvent, encode_publication
-from protocols.checkpoint import parse_checkpoint, parse_signed_note
+from protocols.checkpoint import log_origin, parse_checkpoint, parse_signed_note
 from protocols.deadlines import DEFAULT_TIERS
 from protocols.enckey import MIN_INTERVAL_MS, KeyUpdateAnswer, LastUpdate, encode_answer
 from protocols.errors import AuditStreamError, ConfigError, IoError, IxbError, LocalError
@@ -109,12 +113,16 @@ PRUNE_KEEP_MS = 30 * 24 * 3600 * 1000
 """Messages are remembered this long after they expire: replays of an expired envelope are
 refused by freshness anyway, and the deadline register keeps a month of past requests."""
 CHECKPOINT_PUBLISH_TIMEOUT_S = 2.0
-AUDIT_SHIP_TIMEOUT_S = 5.0
-SHIP_READ_LEAVES = 4096
-"""Leaves read from the audit log per step of shipping (several batches)."""
-SHIP_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
 CLI_CONNECT_TIMEOUT_S = 10.0
 """How long a one-off command (``ixb retention run``) waits for the hub's NATS server."""
+
+
+@dataclass(frozen=True)
+class Succession:
+    """One of several hub processes of a country: who is active, and what it shares."""
+
+    lease: HubLease
+    shared: SharedState
 
 
 @dataclass
@@ -122,6 +130,8 @@ class HubState:
     started_ms: int = field(default_factory=wall_ms)
     in_flight: int = 0
     ready: bool = False
+    role: str = "active"
+    """``standby`` while another hub process of the country is the active one."""
 
 
 class Hub:
@@ -162,9 +172,11 @@ class Hub:
             pins=WitnessPins(config.trust_path),
         )
         self.seen = SeenRows(self.store)
-        self._audit_shipped: int | None = None
-        """Leaves in the ``AUDIT`` stream, from its last batch at start (None: not read yet)."""
-        self._ship_failures = StateLog("audit_ship_failed", logger=log)
+        self.succession: Succession | None = None
+        """Set when this is one of several hub processes of the country (``[hub] instance``)."""
+        self.audit_copy = AuditCopy(
+            self.audit_log, self.country, self.metrics, may_write=self._may_write
+        )
         rebuilt = self.store.meta(shipping.UNKNOWN_ACCEPTANCES_META)
         until = int(rebuilt) if rebuilt is not None and rebuilt.isdigit() else 0
         self.pipeline = Pipeline(
@@ -211,6 +223,7 @@ class Hub:
             clock=clock,
             publish=self._publish,
             storage=self.storage,
+            copied=self._copied,
         )
         self.reminders = Reminders(
             identity=identity,
@@ -284,7 +297,7 @@ class Hub:
             await self._close()  # stopped while NATS was still unreachable
             return
         try:  # before anything is recorded: a refused start leaves the log as it was
-            checked = await _until_stopped(_while_no_leader(self._check_audit_copy, "audit"), stop)
+            checked = await _until_stopped(self._become_active(stop), stop)
         except BaseException:
             await self._close()
             raise
@@ -334,6 +347,7 @@ class Hub:
                 tg.create_task(self._registry_watcher(stop))
                 tg.create_task(self._federation_watcher(stop))
                 tg.create_task(self._checkpointer(stop))
+                tg.create_task(self._stay_active(stop))
                 tg.create_task(self.pruner(stop))
                 tg.create_task(self._receipt_sweeper(stop))
                 tg.create_task(self._retention(stop))
@@ -350,10 +364,189 @@ class Hub:
                 )
         finally:
             self.state.ready = False
-            with contextlib.suppress(IxbError, OSError):
-                self.audit.record([self.audit.entry(AuditEvent.HUB_STOPPED)])
+            await self._step_down()
             await self._close()
             log.info("hub_stopped", hub=str(self.config.hub_id))
+        if self.audit_copy.deposed.is_set():
+            raise LocalError(
+                "another hub process of this country became the active one: this one "
+                "stopped (started again, it stands by)"
+            )
+
+    # --- one active hub process per country ------------------------------------------
+
+    @property
+    def lease(self) -> HubLease | None:
+        return None if self.succession is None else self.succession.lease
+
+    def _may_write(self) -> bool:
+        return self.succession is None or self.succession.lease.valid()
+
+    async def _copied(self) -> bool:
+        """Whether everything recorded so far is in the ``AUDIT`` stream (settle asks
+        before any ack)."""
+        size = await asyncio.to_thread(lambda: self.audit_log.size)
+        return await self.audit_copy.through(size)
+
+    async def _become_active(self, stop: asyncio.Event) -> None:
+        """Hold the country's lease when this is one of several hub processes (standing by
+        until then), then check the local log against the ``AUDIT`` stream."""
+        self.audit_copy.js = self._js
+        instance = self.config.hub.instance
+        if instance:
+            replicas = self.config.nats.replicas
+            self.succession = Succession(
+                HubLease(self._js, instance, replicas=replicas),
+                SharedState(self._js, replicas=replicas),
+            )
+            await self._stand_by(self.succession.lease, stop)
+            await _while_no_leader(self._take_shared, "shared")
+        await _while_no_leader(self.audit_copy.check_at_start, "audit")
+        self.metrics.set("ixb_hub_active", 1)
+
+    async def _stand_by(self, lease: HubLease, stop: asyncio.Event) -> None:
+        """Follow the ``AUDIT`` stream into the local log until this process takes the lease.
+
+        The previous holder appended nothing once its lease ran out, so after taking
+        it one more follow makes the local log the country's. Leaves appended here were
+        decided by another process: this one's store never knew their messages, so its
+        pipeline also looks for acceptances in the log for an envelope's lifetime.
+        """
+        self.state.role = "standby"
+        self.metrics.set("ixb_hub_active", 0)
+        failures = StateLog("standby_follow_failed", logger=log)
+        announced: str | None = "?"
+        appended = 0
+        while not stop.is_set():
+            try:
+                appended += await self._follow()
+                if await lease.try_acquire():
+                    break
+                holder = await lease.holder()
+            except STANDBY_ERRORS as exc:
+                failures.failed(exc)
+            else:
+                failures.ok()
+                if holder != announced:
+                    log.info("hub_standby", instance=lease.instance, active=holder)
+                    announced = holder
+            await sleep_or_stop(stop, STANDBY_POLL_S)
+        if stop.is_set():
+            return
+        follow = self.audit_copy.follow
+        appended += await _appended(follow)
+        if appended:
+            self._log_holds_unknown()
+        self.state.role = "active"
+        log.info("hub_active", instance=lease.instance, appended=appended)
+
+    async def _follow(self) -> int:
+        """Follow the ``AUDIT`` stream; a log that differs from it is set aside, once.
+
+        It can differ in one way only: this process was the active one, appended
+        leaves and died before copying them, and another process has written
+        since. Those leaves were never acknowledged (settle acks only what the
+        stream holds) nor covered by a checkpoint; the file is kept beside the new
+        one for an auditor, and the log is built again from the stream.
+        """
+        try:
+            return await self.audit_copy.follow()
+        except AuditStreamError as exc:
+            size = await asyncio.to_thread(lambda: self.audit_log.size)
+            aside = await asyncio.to_thread(self.audit_log.set_aside, f"diverged-{self.clock()}")
+            self.audit_copy.forget()
+            log.error(  # noqa: TRY400 - one line with the cause, not a traceback
+                "audit_log_set_aside",
+                path=str(aside),
+                size=size,
+                detail=f"{exc.detail}: built again from the {streams.AUDIT_STREAM} stream",
+            )
+            return await self.audit_copy.follow()
+
+    def _log_holds_unknown(self) -> None:
+        until = shipping.unknown_acceptances_until(self.clock(), self.config.wire_limits())
+        for pipeline in (self.pipeline, self.lookups.pipeline):
+            pipeline.unknown_acceptances_until = max(pipeline.unknown_acceptances_until, until)
+        with contextlib.suppress(*STORAGE_ERRORS):  # the window is in memory either way
+            self.store.set_meta(shipping.UNKNOWN_ACCEPTANCES_META, str(until))
+
+    def _shared_now(self) -> shared_state.Shared:
+        stored = self.store.directories()
+        directories: dict[str, shared_state.Directory] = {}
+        witnessed: dict[str, shared_state.Witnessed] = {}
+        for peer in sorted(self.config.links):
+            version = self.keys.version(peer)
+            if version is not None and peer in stored:
+                directories[peer] = shared_state.Directory(version, stored[peer])
+            last = self.audit_log.last_witnessed(log_origin(peer))
+            if last is not None:
+                witnessed[peer] = shared_state.Witnessed(*last)
+        return shared_state.Shared(directories, witnessed)
+
+    async def _share(self) -> None:
+        """Put the peers' directories and what we last witnessed of each where a standby
+        finds them when it takes over (every second, with the checkpoints)."""
+        if self.succession is None or not self._may_write():
+            return
+        shared = self.succession.shared
+        try:
+            await shared.write(await asyncio.to_thread(self._shared_now))
+        except STANDBY_ERRORS as exc:
+            shared.failures.failed(exc)
+        else:
+            shared.failures.ok()
+
+    async def _take_shared(self) -> None:
+        """What the previous active hub shared: directories newer than ours (verified when
+        loaded, as after a restart) and the largest checkpoint of each peer it witnessed."""
+        if self.succession is None:
+            return
+        taken = await self.succession.shared.read()
+
+        def apply() -> None:
+            for peer, d in taken.directories.items():
+                if peer in self.config.links:
+                    self.store.save_directory(peer, d.version, d.signed)  # only if newer
+            for peer, w in taken.witnessed.items():
+                if peer not in self.config.links:
+                    continue
+                origin = log_origin(peer)
+                last = self.audit_log.last_witnessed(origin)
+                if last is None or last[0] < w.size:
+                    self.audit_log.save_witnessed(origin, w.size, w.root, w.note, w.at_ms)
+
+        await asyncio.to_thread(apply)
+        log.info(
+            "hub_state_taken",
+            directories=sorted(taken.directories),
+            witnessed={p: w.size for p, w in taken.witnessed.items()},
+        )
+
+    async def _stay_active(self, stop: asyncio.Event) -> None:
+        """Stop the hub when this process is no longer the active one: its lease ran out
+        or was taken, or another process appended to the ``AUDIT`` stream."""
+        deposed = self.audit_copy.deposed
+        if self.lease is not None:
+            await self.lease.hold(stop)
+            if not stop.is_set():
+                deposed.set()
+        while not stop.is_set() and not deposed.is_set():
+            await sleep_or_stop(stop, STANDBY_POLL_S)
+        if deposed.is_set():
+            log.error("hub_deposed", hub=str(self.config.hub_id), instance=self.config.hub.instance)
+            stop.set()
+
+    async def _step_down(self) -> None:
+        """``hub_stopped`` in the log and, when several hub processes share the country, in
+        the stream, then the lease given up so a standby takes over at once. A deposed
+        process records nothing: another one writes the country's log now."""
+        if self.audit_copy.deposed.is_set():
+            return
+        with contextlib.suppress(IxbError, OSError):
+            self.audit.record([self.audit.entry(AuditEvent.HUB_STOPPED)])
+        if self.lease is not None and self.lease.valid():
+            await self.audit_copy.ship()
+            await self.lease.release()
 
     async def _record_start(self, stop: asyncio.Event) -> bool:
         """``hub_started``, and ``policy_changed`` when the policy differs from the last run's.
@@ -883,7 +1076,8 @@ class Hub:
         """
         failures = StateLog("checkpoint_publish_failed", logger=log)
         while not stop.is_set():
-            await self._checkpoint(await self._ship_audit())
+            await self._checkpoint(await self.audit_copy.ship())
+            await self._share()
             try:
                 for peer in self.links:
                     await self._send_checkpoint(peer)
@@ -892,64 +1086,6 @@ class Hub:
             else:
                 failures.ok()
             await sleep_or_stop(stop, CHECKPOINT_PERIOD_S)
-
-    async def _check_audit_copy(self) -> None:
-        """Refuse to start on a log the ``AUDIT`` stream has outgrown (an older backup
-        restored, or a lost disk, without ``ixb audit rebuild``) or that differs from it:
-        appending would fork what the witnesses cosigned, and put two leaves at one index
-        into the stream."""
-        try:
-            last = await self._js.get_last_msg(
-                streams.AUDIT_STREAM, subjects.audit_log(self.country)
-            )
-        except nats.js.errors.NotFoundError:
-            self._audit_shipped = 0  # nothing copied yet
-            return
-        batch = shipping.decode_batch(last.data or b"")
-        local = await asyncio.to_thread(lambda: self.audit_log.size)
-        if batch.end > local:
-            raise AuditStreamError(
-                f"the {streams.AUDIT_STREAM} stream holds {batch.end} audit leaves, this hub's "
-                f"log {local}: it was restored from an older backup or lost. With the hub "
-                "stopped, run `ixb audit rebuild --config <this hub's config>`, then start it"
-            )
-        held = await asyncio.to_thread(self.audit_log.entries, batch.first, batch.end)
-        if tuple(e.data for e in held) != batch.leaves:
-            raise AuditStreamError(
-                f"this hub's audit log differs from its {streams.AUDIT_STREAM} stream at "
-                f"leaves {batch.first}..{batch.end - 1}: not the same history"
-            )
-        self._audit_shipped = batch.end  # batches go one after another: the last is the end
-
-    async def _ship_audit(self) -> int:
-        """Copy the leaves appended since the last call into the ``AUDIT`` stream; how many
-        leaves it holds now (from the start). Failures are logged once a spell and
-        tried again the next second; the checkpoint waits for them."""
-        shipped = self._audit_shipped or 0
-        subject = subjects.audit_log(self.country)
-        try:
-            size = await asyncio.to_thread(lambda: self.audit_log.size)
-            while shipped < size:
-                end = min(size, shipped + SHIP_READ_LEAVES)
-                entries = await asyncio.to_thread(self.audit_log.entries, shipped, end)
-                # one after another, and the next try resumes after the last one stored:
-                # the stream's last batch is always the highest (what the check at
-                # start reads)
-                for batch in shipping.batches(entries):
-                    await self._js.publish(
-                        subject,
-                        batch.encode(),
-                        headers={"Nats-Msg-Id": batch.msg_id(self.country)},
-                        timeout=AUDIT_SHIP_TIMEOUT_S,
-                    )
-                    shipped = batch.end
-        except SHIP_ERRORS as exc:
-            self._ship_failures.failed(exc)
-        else:
-            self._ship_failures.ok()
-        self._audit_shipped = shipped
-        self.metrics.set("ixb_audit_shipped_size", shipped)
-        return shipped
 
     async def _checkpoint(self, upto: int | None = None) -> None:
         summaries = self.settler.refusal_summaries(self.clock())
@@ -1003,10 +1139,27 @@ class Hub:
             "directories": self.directory_versions(),
             "federation": None if self.federation is None else self.federation.version,
             "in_flight": self.state.in_flight,
+            "role": self.state.role,
+            "audit_copied": self.audit_copy.shipped,
         }
 
 
 LEADER_WAIT_S = 0.5
+STANDBY_POLL_S = 1.0
+STANDBY_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
+"""How often a standby hub reads the ``AUDIT`` stream and tries to take the lease."""
+
+
+async def _appended(follow: Callable[[], Awaitable[int]]) -> int:
+    """``follow()``'s count, waiting out a leaderless stream as :func:`_while_no_leader`."""
+    got = 0
+
+    async def once() -> None:
+        nonlocal got
+        got = await follow()
+
+    await _while_no_leader(once, "audit")
+    return got
 
 
 async def _while_no_leader(setup: Callable[[], Awaitable[object]], what: str) -> None:

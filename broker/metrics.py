@@ -136,6 +136,10 @@ METRICS: Final[Mapping[str, Spec]] = {
         "gauge",
         "Audit leaves copied into the country's AUDIT stream (checkpoints sign no further).",
     ),
+    "ixb_hub_active": Spec(
+        "gauge",
+        "1 on the country's active hub process, 0 on one standing by (several processes).",
+    ),
     "ixb_cosigned_size": Spec(
         "gauge", "Size of our latest checkpoint a witness cosigned.", ("witness",)
     ),

@@ -25,7 +25,9 @@ def http_app(hub: Hub) -> web.Application:
 
     async def healthz(_: web.Request) -> web.Response:
         body = hub.health()
-        ok = bool(body["ready"]) and bool(body["nats"])
+        # a standby (another process of the country is active) is healthy when it follows
+        serving = bool(body["ready"]) or body["role"] == "standby"
+        ok = serving and bool(body["nats"])
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:

@@ -103,6 +103,10 @@ class Settler:
     clock: Callable[[], int]
     publish: PublishFn
     storage: StorageHealth
+    copied: Callable[[], Awaitable[bool]]
+    """Whether everything recorded so far is in the country's ``AUDIT`` stream (copying
+    it if not): asked before any ack, so an acknowledged message's entries survive this
+    hub (:mod:`broker.audit_copy`). False leaves the batch for redelivery."""
     refusals: RefusalWindows = field(default_factory=RefusalWindows)
     _order: dict[str | None, asyncio.Lock] = field(default_factory=dict, init=False)
     _summaries: list[AuditEntry] = field(default_factory=list, init=False)
@@ -264,6 +268,9 @@ class Settler:
             self._retract_refusals(decided, plan, admitted)
             await _nak(msgs)
             return
+        if not await self.copied():  # recorded, but not yet where it survives us
+            await _nak(msgs)
+            return
         committed = time.perf_counter()
         self.metrics.inc("ixb_batches_total")
         self.metrics.inc("ixb_batch_messages_total", len(msgs))
@@ -414,6 +421,9 @@ class Settler:
             await asyncio.gather(*map(self.publish, decision.publishes))
         except TRANSPORT_ERRORS as exc:
             log.warning("link_control_failed_will_retry", peer=peer, error=str(exc))
+            await _nak([msg])
+            return
+        if not await self.copied():
             await _nak([msg])
             return
         await msg.ack()

@@ -53,6 +53,11 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.path = path
+        self._open()
+
+    def _open(self) -> None:
+        path = self.path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -72,6 +77,20 @@ class AuditLog:
         self._search = AuditSearch(self._db, self._index)
         self._witness = WitnessTables(self._db)
         self._seen_version = -1
+
+    def set_aside(self, suffix: str) -> Path:
+        """Move the file to ``<name>.<suffix>`` and go on with an empty log at its place
+        (kept, never deleted: a standby whose log holds leaves no one else has, see
+        :mod:`broker.audit_copy`). Returns where the old file went."""
+        with self._lock:
+            self._db.close()
+            aside = self.path.with_name(f"{self.path.name}.{suffix}")
+            for ext in ("", "-wal", "-shm"):
+                source = self.path.with_name(self.path.name + ext)
+                if source.exists():
+                    source.rename(aside.with_name(aside.name + ext))
+            self._open()
+            return aside
 
     def close(self) -> None:
         with self._lock:

@@ -10,15 +10,18 @@ checkpoint, and the witnesses see a log that grew, not a fork.
 One stream message is a :class:`Batch`: MessagePack ``[1, first, [leaf, …]]``,
 the leaves ``first``, ``first + 1`` … as the tree holds them (the exact bytes
 hashed into it), at most :data:`MAX_BATCH_LEAVES` and about
-:data:`MAX_BATCH_BYTES`. ``Nats-Msg-Id`` is ``audit:<CC>:<first>:<count>``:
-a batch sent again after a crash is stored once, and one sent again with more
-leaves overlaps the first with the same bytes. :func:`assemble` takes the
-batches in any order, accepts identical overlaps and refuses two different
-leaves at one index or a gap.
+:data:`MAX_BATCH_BYTES`. ``Nats-Msg-Id`` is
+``audit:<CC>:<first>:<count>:<digest>`` (the digest of its leaves): a batch
+sent again after a crash is stored once, one sent again with more leaves
+overlaps the first with the same bytes, and a *different* batch at the same
+place (a log rewritten and its stream purged) is never mistaken for a repeat
+and silently dropped. :func:`assemble` takes the batches in any order, accepts
+identical overlaps and refuses two different leaves at one index or a gap.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +29,7 @@ import msgspec
 
 from broker.audit.records import StoredEntry
 from protocols.errors import AuditStreamError
+from protocols.limits import Limits
 
 BATCH_FORMAT = 1
 MAX_BATCH_LEAVES = 512
@@ -34,6 +38,12 @@ MAX_BATCH_BYTES = 512 * 1024
 UNKNOWN_ACCEPTANCES_META = "unknown_acceptances_until"
 """Hub store meta key (ms): set by a rebuild that appended leaves the store never knew;
 until then the hub also looks for a message's acceptance in the log (replays)."""
+
+
+def unknown_acceptances_until(now_ms: int, limits: Limits) -> int:
+    """Until when (ms) a log that gained leaves its store never knew may be asked about
+    replays: as long as any envelope accepted before ``now_ms`` can arrive again."""
+    return now_ms + limits.max_ttl_ms + limits.max_clock_skew_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +56,8 @@ class Batch:
         return self.first + len(self.leaves)
 
     def msg_id(self, country: str) -> str:
-        return f"audit:{country}:{self.first}:{len(self.leaves)}"
+        digest = hashlib.sha256(b"".join(hashlib.sha256(x).digest() for x in self.leaves))
+        return f"audit:{country}:{self.first}:{len(self.leaves)}:{digest.hexdigest()[:16]}"
 
     def encode(self) -> bytes:
         return msgspec.msgpack.encode((BATCH_FORMAT, self.first, self.leaves))

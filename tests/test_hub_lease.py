@@ -1,0 +1,103 @@
+"""The active-hub lease on a real nats-server's JetStream KV (broker.lease)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.lease import HubLease
+from broker.natsd import start_federation
+from tests.nats_fixtures import Federation, tls_plan
+
+TTL = 2.0
+SAFETY = 0.5
+
+
+@pytest.fixture
+async def one_country(tmp_path: Path) -> AsyncIterator[Federation]:
+    plan = tls_plan(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path / "fed")
+    async with start_federation(plan) as servers:
+        fed = Federation(plan, servers)
+        try:
+            yield fed
+        finally:
+            await fed.close_all()
+
+
+async def lease(fed: Federation, instance: str) -> HubLease:
+    conn = await fed.hub("THA")
+    return HubLease(conn.nc.jetstream(), instance, ttl_s=TTL, safety_s=SAFETY)
+
+
+async def test_one_holder_at_a_time_and_a_restart_takes_its_own_back(
+    one_country: Federation,
+) -> None:
+    a, b = await lease(one_country, "a"), await lease(one_country, "b")
+    assert await a.try_acquire()
+    assert a.valid() and 0 < a.remaining() <= TTL - SAFETY
+    assert not await b.try_acquire()
+    assert not b.valid()
+    assert await b.holder() == "a"
+    assert await a.renew()
+    # "a" restarted (a new process, same instance name) takes the key back at once ...
+    a2 = await lease(one_country, "a")
+    assert await a2.try_acquire()
+    # ... and the old process's next renewal finds it lost
+    assert not await a.renew()
+    assert not a.valid()
+    assert not await b.try_acquire()
+
+
+async def test_a_silent_holder_stops_counting_on_the_lease_before_another_takes_it(
+    one_country: Federation,
+) -> None:
+    a, b = await lease(one_country, "a"), await lease(one_country, "b")
+    assert await a.try_acquire()
+    start = time.monotonic()
+    a_gave_up: float | None = None
+    while time.monotonic() - start < TTL * 4:
+        if a_gave_up is None and not a.valid():
+            a_gave_up = time.monotonic()
+        if await b.try_acquire():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the key never expired")
+    took = time.monotonic()
+    assert a_gave_up is not None and a_gave_up < took
+    assert took - start >= TTL - 0.2  # not before the key's TTL
+    assert not await a.renew()  # the old holder learns it lost
+    assert await b.holder() == "b"
+
+
+async def test_a_released_lease_is_taken_at_once(one_country: Federation) -> None:
+    a, b = await lease(one_country, "a"), await lease(one_country, "b")
+    assert await a.try_acquire()
+    await a.release()
+    assert not a.valid()
+    assert await b.try_acquire()
+    assert await a.holder() == "b"
+
+
+async def test_hold_renews_until_stopped_and_returns_when_taken(one_country: Federation) -> None:
+    a = await lease(one_country, "a")
+    assert await a.try_acquire()
+    stop = asyncio.Event()
+    holding = asyncio.create_task(a.hold(stop))
+    await asyncio.sleep(TTL * 1.5)  # beyond the TTL: only renewals keep it
+    assert a.valid() and not holding.done()
+    b = await lease(one_country, "b")
+    assert not await b.try_acquire()
+    stop.set()
+    await asyncio.wait_for(holding, 5)
+
+
+def test_names_and_margins_are_checked() -> None:
+    with pytest.raises(ValueError, match="instance"):
+        HubLease(None, "a b")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="margin"):
+        HubLease(None, "a", ttl_s=1.0, safety_s=2.0)  # type: ignore[arg-type]
