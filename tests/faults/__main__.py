@@ -3,7 +3,8 @@
     python -m tests.faults [--fast] [--cluster] [--only NAME ...] [--out FILE] [--dir DIR]
 
 ``--cluster``: the clustered country's scenarios, on a federation where THA
-runs three nats-servers with replicated streams.
+runs three nats-servers with replicated streams and two hub processes (one
+active, one standing by).
 
 Exits 0 only if every scenario ended with nothing lost, nothing duplicated,
 nothing invented, every hub ready, every audit log verified and reconciled,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -88,6 +90,8 @@ async def main_async(args: argparse.Namespace, base: Path) -> int:
             result = await run(fed, traffic, scenario)
             results.append(result)
             print(_row(result), flush=True)
+            if result.measured:
+                print(f"    measured: {json.dumps(result.measured)}", flush=True)
             for problem in result.problems:
                 print(f"    {problem}", flush=True)
     finally:

@@ -9,7 +9,9 @@
   ``no_advertise``, so a reconnect cannot go around the proxy);
 - three hub processes (``ixb hub run``), each reaching its server through a
   proxy, logging into a pipe (as under a service manager: a full disk does
-  not stop its logs) that we copy to ``logs/hub-CC.log``;
+  not stop its logs) that we copy to ``logs/hub-CC.log``; a clustered
+  country runs two, as on two hosts (``[hub] instance`` a and b, each with its
+  own state and trust directories and HTTP port): one active, one standing by;
 - the agencies in this process, as :class:`~agency_client.sdk.AgencyClient`
   instances with their own handled-message files.
 
@@ -34,10 +36,11 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +52,13 @@ from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.audit.log import AuditLog
 from broker.auditing import reconcile_logs
-from broker.natsd import NatsServer, _parent_death_signal, start_servers, wait_links_up
+from broker.natsd import (
+    NatsServer,
+    _parent_death_signal,
+    free_ports,
+    start_servers,
+    wait_links_up,
+)
 from broker.natsplan import FederationPlan
 from broker.store import HubStore
 from ixb.demo import AGENCIES
@@ -85,13 +94,36 @@ HUB_STOP_S = 15.0
 class HubProcess:
     """``ixb hub run`` as a child process whose output goes through a pipe to a log file."""
 
-    def __init__(self, deployment: Deployment, country: str, config: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        deployment: Deployment,
+        country: str,
+        config: Path,
+        log_path: Path,
+        *,
+        instance: str = "",
+        overrides: dict[str, str] | None = None,
+    ) -> None:
+        """``overrides``: ``IXB_HUB__…`` settings of this process (its instance name, state
+        and trust directories, HTTP port) over the country's config file."""
         self.deployment = deployment
         self.country = country
         self.config = config
         self.log_path = log_path
+        self.instance = instance
+        self.overrides = dict(overrides or {})
+        if instance:
+            self.overrides["IXB_HUB__HUB__INSTANCE"] = instance
+        port = self.overrides.get("IXB_HUB__HTTP__PORT")
+        self.url = deployment.hub_url(country) if port is None else f"http://127.0.0.1:{port}"
+        state = self.overrides.get("IXB_HUB__HUB__STATE_DIR")
+        self.state = deployment.base / "state" / country if state is None else Path(state)
         self.proc: subprocess.Popen[bytes] | None = None
         self._copier: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.country}/{self.instance}" if self.instance else self.country
 
     @property
     def pid(self) -> int:
@@ -108,7 +140,7 @@ class HubProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self.deployment.env(),
+            env={**self.deployment.env(), **self.overrides},
             preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - gone with us, whatever happens
         )
         self._copier = threading.Thread(target=self._copy, args=(self.proc,), daemon=True)
@@ -200,6 +232,7 @@ class Federation:
     deployment: Deployment
     servers: dict[str, NatsServer]
     hubs: dict[str, HubProcess]
+    """The country's first hub process (a clustered country's instance ``a``)."""
     leaf_proxies: dict[tuple[str, str], object]
     """(dialer, listener) → the proxy of that border link."""
     hub_proxies: dict[str, object]
@@ -210,12 +243,18 @@ class Federation:
     agencies: dict[str, AgencyClient] = field(default_factory=dict)
     failovers: dict[str, str] = field(default_factory=dict)
     """``CC/STREAM`` → the node seen leading it after its leader was killed."""
+    standbys: dict[str, tuple[HubProcess, ...]] = field(default_factory=dict)
+    """A country's other hub processes (instance ``b`` of a clustered one)."""
+    measured: dict[str, object] = field(default_factory=dict)
+    """What the scenario running now measured besides the counts (cleared by each run)."""
 
     @classmethod
     async def start(cls, base: Path, *, clusters: dict[str, int] | None = None) -> Federation:
         """``clusters``: countries that run a nats-server cluster of that size; their hub
         connects to its nodes directly (no proxy), and no peer may dial them (the suite
-        proxies leaf links to single servers only: cluster the country sorting last)."""
+        proxies leaf links to single servers only: cluster the country sorting last).
+        Such a country runs two hub processes: ``a`` (the config's state directory and
+        port) starts first and takes the lease, ``b`` then stands by."""
         from tests.faults.proxy import TcpProxy
 
         deployment = await asyncio.to_thread(
@@ -248,14 +287,10 @@ class Federation:
         servers = {country: members[0] for country, members in nodes.items()}
         hub_proxies: dict[str, TcpProxy] = {}
         hubs: dict[str, HubProcess] = {}
+        standbys: dict[str, tuple[HubProcess, ...]] = {}
         for country in plan.countries:
             if plan.cluster_size(country) > 1:
-                hubs[country] = HubProcess(
-                    deployment,
-                    country,
-                    deployment.hub_config(country),
-                    base / "logs" / f"hub-{country}.log",
-                )
+                hubs[country], standbys[country] = _two_hub_processes(deployment, country)
                 continue
             proxy = TcpProxy(plan.node(country).client_port)
             await proxy.start()
@@ -274,12 +309,23 @@ class Federation:
             )
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S))
         fed = cls(
-            base, deployment, servers, hubs, dict(leaf_proxies), dict(hub_proxies), http, nodes
+            base,
+            deployment,
+            servers,
+            hubs,
+            dict(leaf_proxies),
+            dict(hub_proxies),
+            http,
+            nodes,
+            standbys=standbys,
         )
         try:
             await start_servers(fed.every_server())
             await wait_links_up(servers, 30.0)
             for hub in hubs.values():
+                hub.start()
+            await fed.wait_ready(60.0)
+            for hub in fed.every_standby():
                 hub.start()
             await fed.wait_ready(60.0)
             for agency in AGENCIES:
@@ -303,10 +349,11 @@ class Federation:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), timeout=10)
             self.agencies.pop(agency, None)
-        for country, hub in self.hubs.items():
+        # standbys first, as the runbook says: the lease does not move
+        for hub in sorted(self.every_hub(), key=lambda h: h.instance != "b"):
             code = await asyncio.to_thread(hub.stop)
             if code not in (0, None):
-                unclean.append(f"hub {country} exited {code}")
+                unclean.append(f"hub {hub.name} exited {code}")
         for server in self.every_server():
             await server.stop()
         for proxy in (*self.leaf_proxies.values(), *self.hub_proxies.values()):
@@ -316,6 +363,16 @@ class Federation:
 
     def every_server(self) -> tuple[NatsServer, ...]:
         return tuple(s for members in self.nodes.values() for s in members)
+
+    def processes(self, country: str) -> tuple[HubProcess, ...]:
+        """Every hub process of ``country``: one, or ``a`` and ``b``."""
+        return (self.hubs[country], *self.standbys.get(country, ()))
+
+    def every_standby(self) -> tuple[HubProcess, ...]:
+        return tuple(h for hubs in self.standbys.values() for h in hubs)
+
+    def every_hub(self) -> tuple[HubProcess, ...]:
+        return tuple(h for country in self.hubs for h in self.processes(country))
 
     async def stream_leader(self, country: str, stream: str, account: str = "IXB") -> NatsServer:
         """The node of ``country``'s cluster that leads ``stream`` now (asked of any live node)."""
@@ -348,17 +405,38 @@ class Federation:
 
     # --- health -----------------------------------------------------------------
 
-    async def health(self, country: str) -> dict[str, object] | None:
+    async def process_health(self, hub: HubProcess) -> dict[str, object] | None:
         try:
-            async with self.http.get(f"{self.deployment.hub_url(country)}/healthz") as resp:
+            async with self.http.get(f"{hub.url}/healthz") as resp:
                 data: dict[str, object] = await resp.json(content_type=None)
                 return data
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
 
+    async def active(self, country: str) -> HubProcess | None:
+        """The country's one process that says it is active (None: none, or several)."""
+        found = [
+            hub
+            for hub in self.processes(country)
+            if hub.alive and ((await self.process_health(hub)) or {}).get("role") == "active"
+        ]
+        return found[0] if len(found) == 1 else None
+
+    async def health(self, country: str) -> dict[str, object] | None:
+        """What the country's active process shows (its first process's, when none is)."""
+        return await self.process_health(await self.active(country) or self.hubs[country])
+
     async def ready(self, country: str) -> bool:
-        health = await self.health(country)
-        if not health or not health.get("ready") or not health.get("nats"):
+        """The country answers: one process active and ready with every link up and every
+        peer's directory, each other one standing by (connected, following the log)."""
+        started = [hub for hub in self.processes(country) if hub.proc is not None]
+        healths = [await self.process_health(hub) for hub in started]
+        active = [h for h in healths if h and h.get("role") == "active"]
+        standing_by = [h for h in healths if h and h.get("role") == "standby" and h.get("nats")]
+        if len(active) != 1 or len(standing_by) != len(started) - 1:
+            return False
+        health = active[0]
+        if not health.get("ready") or not health.get("nats"):
             return False
         links = health.get("links")
         directories = health.get("directories")
@@ -370,14 +448,14 @@ class Federation:
         )
 
     async def wait_ready(self, timeout: float) -> float:
-        """Seconds until every hub is ready with every link up; raises after ``timeout``."""
+        """Seconds until every country is ready (:meth:`ready`); raises after ``timeout``."""
         start = time.monotonic()
         pending = set(self.hubs)
         while pending:
             for country in list(pending):
-                hub = self.hubs[country]
-                if not hub.alive:
-                    raise RuntimeError(f"hub {country} exited:\n{hub.log_tail()}")
+                for hub in self.processes(country):
+                    if hub.proc is not None and not hub.alive:
+                        raise RuntimeError(f"hub {hub.name} exited:\n{hub.log_tail()}")
                 if await self.ready(country):
                     pending.discard(country)
             if not pending:
@@ -389,40 +467,138 @@ class Federation:
 
     # --- audit ------------------------------------------------------------------
 
-    def audit_problems(self, grace_ms: int) -> list[str]:
-        """Every log verifies, no witness alarm, every pair reconciles; what does not."""
+    async def audit_problems(self, grace_ms: int) -> list[str]:
+        """Every log verifies, no witness alarm, every pair reconciles; what does not.
+
+        A country's log is its active process's; a standby's log must verify too and be
+        the active one's as it was at some size (the same leaves, the same root).
+        """
         problems: list[str] = []
-        now = wall_ms()
+        logs: dict[str, tuple[Path, tuple[Path, ...]]] = {}
         for country in self.deployment.countries:
-            state = self.base / "state" / country
-            log_ = AuditLog(state / "audit.sqlite")
-            store = HubStore(state / "hub.sqlite")
-            try:
-                try:
-                    log_.verify_storage()
-                except IxbError as exc:
-                    problems.append(f"{country} audit log does not verify: {exc.detail}")
-                for origin, _at, detail in log_.alarms():
-                    problems.append(f"{country} raised a witness alarm about {origin}: {detail}")
-                for peer in self.deployment.countries:
-                    if peer == country:
-                        continue
-                    report = reconcile_logs(
-                        log_, store, country, peer, now_ms=now, grace_ms=grace_ms
-                    )
-                    if not report.clean:
-                        problems.append(
-                            f"{country}↔{peer} do not reconcile: {len(report.only_here)} only here,"
-                            f" {len(report.only_there)} only there,"
-                            f" {len(report.different)} differ"
-                            f" (e.g. {[(i.msg_id, i.event) for i in report.only_here[:2]]}"
-                            f" {[(i.msg_id, i.event) for i in report.only_there[:2]]}"
-                            f" {report.different[:2]})"
-                        )
-            finally:
-                store.close()
-                log_.close()
+            active = await self.active(country)
+            if active is None:
+                problems.append(f"{country} has no one active hub process")
+                active = self.hubs[country]
+            others = tuple(h.state for h in self.processes(country) if h is not active)
+            logs[country] = (active.state, others)
+        return problems + await asyncio.to_thread(_audit_problems, logs, grace_ms)
+
+
+def _two_hub_processes(
+    deployment: Deployment, country: str
+) -> tuple[HubProcess, tuple[HubProcess, ...]]:
+    """Instance ``a`` with the config's state directory and HTTP port, and instance ``b``
+    as on another host: its own state and trust directories and port."""
+    config = deployment.hub_config(country)
+    logs = deployment.base / "logs"
+    a = HubProcess(deployment, country, config, logs / f"hub-{country}-a.log", instance="a")
+    other = deployment.base / "standby" / country
+    b = HubProcess(
+        deployment,
+        country,
+        config,
+        logs / f"hub-{country}-b.log",
+        instance="b",
+        overrides={
+            "IXB_HUB__HUB__STATE_DIR": str(other / "state"),
+            "IXB_HUB__HUB__TRUST_DIR": str(other / "trust"),
+            "IXB_HUB__HTTP__PORT": str(free_ports()("127.0.0.1")),
+        },
+    )
+    return a, (b,)
+
+
+def _reconcile_problems(
+    log_: AuditLog, store: HubStore, country: str, peers: list[str], grace_ms: int
+) -> list[str]:
+    problems: list[str] = []
+    now = wall_ms()
+    for peer in peers:
+        report = reconcile_logs(log_, store, country, peer, now_ms=now, grace_ms=grace_ms)
+        if not report.clean:
+            problems.append(
+                f"{country}↔{peer} do not reconcile: {len(report.only_here)} only here,"
+                f" {len(report.only_there)} only there,"
+                f" {len(report.different)} differ"
+                f" (e.g. {[(i.msg_id, i.event) for i in report.only_here[:2]]}"
+                f" {[(i.msg_id, i.event) for i in report.only_there[:2]]}"
+                f" {report.different[:2]})"
+            )
+    return problems
+
+
+def _log_problems(log_: AuditLog, name: str) -> list[str]:
+    problems: list[str] = []
+    try:
+        log_.verify_storage()
+    except IxbError as exc:
+        problems.append(f"{name} audit log does not verify: {exc.detail}")
+    for origin, _at, detail in log_.alarms():
+        problems.append(f"{name} raised a witness alarm about {origin}: {detail}")
+    return problems
+
+
+def _audit_problems(logs: dict[str, tuple[Path, tuple[Path, ...]]], grace_ms: int) -> list[str]:
+    """:meth:`Federation.audit_problems` over the files: country → (the active process's
+    state directory, the others')."""
+    problems: list[str] = []
+    for country, (state, others) in logs.items():
+        peers = [c for c in logs if c != country]
+        log_ = AuditLog(state / "audit.sqlite")
+        try:
+            problems += _log_problems(log_, country)
+            for other in others:
+                problems += _standby_problems(log_, other, country)
+            with _peer_entries(state, others, peers) as store:
+                problems += _reconcile_problems(log_, store, country, peers, grace_ms)
+        finally:
+            log_.close()
+    return problems
+
+
+def _standby_problems(active: AuditLog, state: Path, country: str) -> list[str]:
+    standby = AuditLog(state / "audit.sqlite")
+    name = f"{country}'s standby ({state})"
+    try:
+        problems = _log_problems(standby, name)
+        size = standby.size
+        if size > active.size or (size and standby.root() != active.root(size)):
+            problems.append(
+                f"{name} log of {size} leaves is not the active one's at that size"
+                f" ({active.size} leaves)"
+            )
         return problems
+    finally:
+        standby.close()
+
+
+@contextlib.contextmanager
+def _peer_entries(state: Path, others: tuple[Path, ...], peers: list[str]) -> Iterator[HubStore]:
+    """The store holding what the peers shared with the country: the active process's,
+    or, with several processes, theirs together in a scratch store. What the peers shared
+    before a takeover is in the store of the process active then (docs/operations/
+    cluster.md says so to operators); an auditor reconciles over both."""
+    if not others:
+        store = HubStore(state / "hub.sqlite")
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="ixb-peer-entries-") as tmp:
+        merged = HubStore(Path(tmp) / "hub.sqlite")
+        try:
+            for each in (state, *others):
+                store = HubStore(each / "hub.sqlite")
+                try:
+                    for origin in peers:
+                        merged.save_peer_entries(origin, store.peer_entries(origin))
+                finally:
+                    store.close()
+            yield merged
+        finally:
+            merged.close()
 
 
 # --- traffic --------------------------------------------------------------------

@@ -11,8 +11,12 @@ the disk writable), traffic after it, then a settling time. Then:
 - nothing was handed over that nobody sent; no hub receipt twice;
 - every hub is ready again by itself (the one service-manager step a
   scenario takes is restarting a killed process, as ``Restart=always`` does);
-- every audit log verifies, no witness raised an alarm, and every pair of
-  hubs reconciles (each side logged what the other did).
+  a country with two hub processes has one active and ready, the other
+  standing by;
+- every audit log verifies (a standby's too, and it is the active one's log
+  as it was at some size), no witness raised an alarm, and every pair of
+  hubs reconciles (each side logged what the other did);
+- what the scenario itself expects (:attr:`Scenario.expect`).
 
 ``recovery_s`` is the time from the heal until every message acknowledged
 before it had reached all its recipients.
@@ -29,12 +33,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.faults.harness import Federation, Traffic
+from broker.natsd import NatsServer
+from tests.faults.harness import Federation, HubProcess, Traffic
 from tests.faults.proxy import TcpProxy
 from transport.clock import wall_ms
 
 Inject = Callable[[Federation, Traffic], Awaitable[float]]
 """Cause the fault, end it; returns the monotonic time it ended."""
+Expect = Callable[[Federation], Awaitable[list[str]]]
+"""Checked once every hub is ready again: what went wrong, beyond the common checks."""
 
 SETTLE_TIMEOUT_S = 120.0
 AUDIT_TIMEOUT_S = 60.0
@@ -51,6 +58,7 @@ class Scenario:
     """Part of ``make test`` (seconds, not minutes)."""
     refusals: frozenset[str] = frozenset()
     """Rejection codes this scenario is expected to cause (signed, reaching the sender)."""
+    expect: Expect | None = None
 
 
 @dataclass
@@ -62,6 +70,8 @@ class Result:
     ready_s: float
     problems: list[str] = field(default_factory=list)
     refusals: dict[str, int] = field(default_factory=dict)
+    measured: dict[str, object] = field(default_factory=dict)
+    """What the scenario measured besides the counts (a takeover's time, a new leader)."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +85,7 @@ class Result:
             "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2),
             "ready_s": round(self.ready_s, 2),
             "refusals": self.refusals,
+            "measured": self.measured,
             "ok": self.ok,
             "problems": self.problems,
         }
@@ -220,30 +231,103 @@ def clock_skewed(ahead: dict[str, int], seconds: float) -> Inject:
     return inject
 
 
+async def _killed_at_once(
+    fed: Federation, traffic: Traffic, country: str, stream: str
+) -> tuple[NatsServer, HubProcess, float]:
+    """A burst being settled, then SIGKILL for the node leading ``stream`` and the
+    country's active hub process: (the node, the process, when)."""
+    hub = await fed.active(country)
+    if hub is None:
+        raise AssertionError(f"{country} has no one active hub process to kill")
+    await traffic.burst(20)
+    await asyncio.sleep(0.05)
+    node = await fed.stream_leader(country, stream)
+    await node.kill()
+    hub.kill()
+    fed.measured["killed"] = {"node": node.node.name, "hub": hub.name}
+    return node, hub, time.monotonic()
+
+
+async def _watch_failover(fed: Federation, country: str, stream: str, node: NatsServer) -> None:
+    with contextlib.suppress(RuntimeError):
+        leader = await fed.stream_leader(country, stream)
+        if leader is not node:
+            fed.failovers[f"{country}/{stream}"] = leader.node.name
+            fed.measured[f"{stream}_leader"] = leader.node.name
+
+
 def cluster_node_killed(country: str, stream: str, hub_down_s: float, node_down_s: float) -> Inject:
     """SIGKILL the node of ``country``'s cluster that leads ``stream`` and, at once, the
-    country's hub; the hub is back after ``hub_down_s`` (while the cluster elects new
-    leaders), the node after ``node_down_s``."""
+    country's active hub process; that process is back after ``hub_down_s`` (while the
+    cluster elects new leaders; it takes its lease back, which has not lapsed), the
+    node after ``node_down_s``."""
 
     async def inject(fed: Federation, traffic: Traffic) -> float:
-        await traffic.burst(20)
-        await asyncio.sleep(0.05)
-        node = await fed.stream_leader(country, stream)
-        await node.kill()
-        fed.hubs[country].kill()
-        killed = time.monotonic()
+        node, hub, killed = await _killed_at_once(fed, traffic, country, stream)
         await asyncio.sleep(hub_down_s)
-        fed.hubs[country].start()
+        hub.start()
         while time.monotonic() - killed < node_down_s:
-            with contextlib.suppress(RuntimeError):
-                leader = await fed.stream_leader(country, stream)
-                if leader is not node:
-                    fed.failovers[f"{country}/{stream}"] = leader.node.name
+            await _watch_failover(fed, country, stream, node)
             await asyncio.sleep(0.5)
         await node.start()
         return time.monotonic()
 
     return inject
+
+
+def standby_takeover(country: str, stream: str, hub_down_s: float, node_down_s: float) -> Inject:
+    """SIGKILL the node leading ``stream`` and the country's active hub process at once; the
+    standby must take over by itself (the lease lapses). The node is back after
+    ``node_down_s``, the killed process after ``hub_down_s`` (it stands by)."""
+
+    async def inject(fed: Federation, traffic: Traffic) -> float:
+        node, hub, killed = await _killed_at_once(fed, traffic, country, stream)
+        others = [h for h in fed.processes(country) if h is not hub]
+        node_back = False
+        while time.monotonic() - killed < hub_down_s:
+            if "takeover_s" not in fed.measured:
+                for other in others:
+                    health = await fed.process_health(other)
+                    if health and health.get("role") == "active" and health.get("ready"):
+                        fed.measured["takeover_s"] = round(time.monotonic() - killed, 1)
+                        fed.measured["active"] = other.name
+            if not node_back:
+                await _watch_failover(fed, country, stream, node)
+                if time.monotonic() - killed >= node_down_s:
+                    await node.start()
+                    node_back = True
+            await asyncio.sleep(0.2)
+        if not node_back:
+            await node.start()
+        if "takeover_s" not in fed.measured:
+            raise AssertionError(f"no standby of {country} took over within {hub_down_s:g} s")
+        hub.start()
+        return time.monotonic()
+
+    return inject
+
+
+def took_over(country: str, stream: str) -> Expect:
+    """The standby that took over is still the active one, the killed process stands by,
+    and ``stream`` was led by another node while its leader was dead."""
+
+    async def expect(fed: Federation) -> list[str]:
+        problems = []
+        active = await fed.active(country)
+        if active is None or active.name != fed.measured.get("active"):
+            problems.append(
+                f"{country}'s active process is {active and active.name},"
+                f" not the one that took over ({fed.measured.get('active')})"
+            )
+        killed = fed.measured.get("killed")
+        if isinstance(killed, dict) and fed.measured.get(f"{stream}_leader") in (
+            None,
+            killed["node"],
+        ):
+            problems.append(f"{country}'s {stream} did not fail over to another node")
+        return problems
+
+    return expect
 
 
 MINUTE_MS = 60_000
@@ -307,15 +391,24 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 CLUSTERED = {"THA": 3}
-"""The federation of :data:`CLUSTER_SCENARIOS`: THA runs three nats-servers, R3 streams."""
+"""The federation of :data:`CLUSTER_SCENARIOS`: THA runs three nats-servers, R3 streams,
+and two hub processes (one active, one standing by)."""
 
 CLUSTER_SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "cluster-failover",
-        "THA clustered: SIGKILL the node leading INGRESS and THA's hub;"
-        " hub back after 2 s, node after 12 s",
+        "THA clustered: SIGKILL the node leading INGRESS and THA's active hub process;"
+        " that process back after 2 s (the lease still its own), node after 12 s",
         cluster_node_killed("THA", "INGRESS", 2.0, 12.0),
         fast=True,
+    ),
+    Scenario(
+        "standby-takeover",
+        "THA clustered: SIGKILL the node leading INGRESS and THA's active hub process;"
+        " the standby takes over, node back after 12 s, killed process after 20 s",
+        standby_takeover("THA", "INGRESS", 20.0, 12.0),
+        fast=True,
+        expect=took_over("THA", "INGRESS"),
     ),
 )
 
@@ -333,6 +426,7 @@ async def run(
     settle_timeout: float = SETTLE_TIMEOUT_S,
 ) -> Result:
     problems: list[str] = []
+    fed.measured.clear()
     refused_before = dict(traffic.refusals_seen)
     start = time.monotonic()
     traffic.resume_sending()
@@ -376,9 +470,18 @@ async def run(
         problems.append(f"expected refusals {sorted(scenario.refusals)} never came")
     if counts.acknowledged == 0:
         problems.append("no traffic was acknowledged")
+    if scenario.expect is not None:
+        problems += await scenario.expect(fed)
     problems += await audit_settled(fed)
     return Result(
-        scenario.name, scenario.what, counts.as_dict(), recovery, ready_s, problems, refusals
+        scenario.name,
+        scenario.what,
+        counts.as_dict(),
+        recovery,
+        ready_s,
+        problems,
+        refusals,
+        dict(fed.measured),
     )
 
 
@@ -395,7 +498,7 @@ async def audit_settled(fed: Federation, timeout: float = AUDIT_TIMEOUT_S) -> li
     """The audit checks, retried until they pass or ``timeout`` (peers share every second)."""
     deadline = time.monotonic() + timeout
     while True:
-        problems = await asyncio.to_thread(fed.audit_problems, RECONCILE_GRACE_MS)
+        problems = await fed.audit_problems(RECONCILE_GRACE_MS)
         if not problems or time.monotonic() > deadline:
             return problems
         await asyncio.sleep(1.0)
