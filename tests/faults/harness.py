@@ -350,7 +350,8 @@ class Federation:
                 await asyncio.wait_for(client.close(), timeout=10)
             self.agencies.pop(agency, None)
         # standbys first, as the runbook says: the lease does not move
-        for hub in sorted(self.every_hub(), key=lambda h: h.instance != "b"):
+        active = {await self.active(c) for c in self.standbys}
+        for hub in sorted(self.every_hub(), key=lambda h: h in active):
             code = await asyncio.to_thread(hub.stop)
             if code not in (0, None):
                 unclean.append(f"hub {hub.name} exited {code}")

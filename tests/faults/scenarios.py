@@ -31,6 +31,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from broker.natsd import NatsServer
@@ -301,10 +302,26 @@ def standby_takeover(country: str, stream: str, hub_down_s: float, node_down_s: 
             await node.start()
         if "takeover_s" not in fed.measured:
             raise AssertionError(f"no standby of {country} took over within {hub_down_s:g} s")
+        aside = len(_set_aside(hub))
         hub.start()
-        return time.monotonic()
+        healed = time.monotonic()
+        # back, it stands by; a log holding leaves it never copied is set aside
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                while ((await fed.process_health(hub)) or {}).get("role") != "standby":  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+        fed.measured["log_set_aside"] = len(_set_aside(hub)) > aside
+        return healed
 
     return inject
+
+
+def _set_aside(hub: HubProcess) -> list[Path]:
+    return [
+        p
+        for p in hub.state.glob("audit.sqlite.diverged-*")
+        if not p.name.endswith(("-wal", "-shm"))
+    ]
 
 
 def took_over(country: str, stream: str) -> Expect:
