@@ -14,9 +14,11 @@
   the stream sequence this process last wrote or read. A second writer (a
   deposed active hub that does not know it yet, a second hub started on the
   same country by mistake) has its batch refused; a refusal whose stored
-  batch is this log's own (an earlier try whose answer was lost) is taken as
-  success. Anything else deposes this process: :attr:`AuditCopy.deposed` is
-  set, nothing more is acked or appended, and the hub stops;
+  batch is this log's own (an earlier try whose answer was lost: the same
+  leaves, or fewer when more were appended since) is taken as the progress
+  it is, and copying goes on after it. Anything else deposes this process:
+  :attr:`AuditCopy.deposed` is set, nothing more is acked or appended, and
+  the hub stops;
 - **followed** (:meth:`AuditCopy.follow`): a standby hub appends the stream's
   batches to its own log as they come, so when it takes over its log is the
   country's, and it verifies every leaf it already held against the stream.
@@ -195,10 +197,13 @@ class AuditCopy:
             for batch in shipping.batches(entries):
                 if self.deposed.is_set() or not self.may_write():
                     raise AuditStreamError("this hub no longer holds the lease to write")
-                self.seq = await self._publish(batch)
-                shipped = self.shipped = batch.end
+                self.seq, stored = await self._publish(batch)
+                shipped = self.shipped = stored
+                if stored != batch.end:
+                    break  # an earlier try stored another cut: cut again from its end
 
-    async def _publish(self, batch: Batch) -> int:
+    async def _publish(self, batch: Batch) -> tuple[int, int]:
+        """``batch`` behind the fence: (its stream sequence, the leaves the stream holds)."""
         try:
             ack = await self._js().publish(
                 self.subject,
@@ -213,20 +218,14 @@ class AuditCopy:
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
         else:
-            return ack.seq
-        # someone wrote since our last batch: our own earlier try (its answer lost), or
-        # another hub process
+            return ack.seq, batch.end
+        # someone wrote since our last batch: our own earlier try (its answer lost; it
+        # held fewer leaves when more were appended before this one), or another process
         last = await self._last()
         if last is not None:
             seq, stored = last
-            if stored.end >= batch.end and stored.first <= batch.first:
-                try:
-                    await asyncio.to_thread(check_held, self.log, stored.first, stored.leaves)
-                except AuditStreamError:
-                    pass
-                else:
-                    if stored.end <= await asyncio.to_thread(lambda: self.log.size):
-                        return seq
+            if stored.first <= batch.first < stored.end and await self._own(stored):
+                return seq, stored.end
         self.deposed.set()
         log.error(
             "audit_stream_taken",
@@ -236,6 +235,14 @@ class AuditCopy:
             f"another hub process of {self.country} appended to the {AUDIT_STREAM} stream: "
             "this one stops"
         )
+
+    async def _own(self, stored: Batch) -> bool:
+        """Whether ``stored`` holds leaves of this log, as this log holds them."""
+        try:
+            await asyncio.to_thread(check_held, self.log, stored.first, stored.leaves)
+        except AuditStreamError:
+            return False
+        return stored.end <= await asyncio.to_thread(lambda: self.log.size)
 
     # --- following (a standby) --------------------------------------------------------
 
