@@ -400,6 +400,8 @@ class Hub:
                 SharedState(self._js, replicas=replicas),
             )
             await self._stand_by(self.succession.lease, stop)
+            if stop.is_set():
+                return
             await _while_no_leader(self._take_shared, "shared")
         await _while_no_leader(self.audit_copy.check_at_start, "audit")
         self.metrics.set("ixb_hub_active", 1)
@@ -433,8 +435,7 @@ class Hub:
             await sleep_or_stop(stop, STANDBY_POLL_S)
         if stop.is_set():
             return
-        follow = self.audit_copy.follow
-        appended += await _appended(follow)
+        appended += await _appended(self._follow)
         if appended:
             self._log_holds_unknown()
         self.state.role = "active"
