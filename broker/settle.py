@@ -268,6 +268,7 @@ class Settler:
             self._retract_refusals(decided, plan, admitted)
             await _nak(msgs)
             return
+        recorded = time.perf_counter()
         if not await self.copied():  # recorded, but not yet where it survives us
             await _nak(msgs)
             return
@@ -276,7 +277,8 @@ class Settler:
         self.metrics.inc("ixb_batch_messages_total", len(msgs))
         self.metrics.inc("ixb_batch_seconds_total", planned - started, stage="decide_plan_seal")
         self.metrics.inc("ixb_batch_seconds_total", published - planned, stage="publish_wait")
-        self.metrics.inc("ixb_batch_seconds_total", committed - published, stage="durable_commit")
+        self.metrics.inc("ixb_batch_seconds_total", recorded - published, stage="durable_commit")
+        self.metrics.inc("ixb_batch_seconds_total", committed - recorded, stage="audit_copy")
         for n, (msg, settled) in enumerate(zip(msgs, plan.messages, strict=True)):
             if n in failed or n in unsettled:
                 await _nak([msg])
