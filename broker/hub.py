@@ -475,14 +475,16 @@ class Hub:
         stored = self.store.directories()
         directories: dict[str, shared_state.Directory] = {}
         witnessed: dict[str, shared_state.Witnessed] = {}
+        for country in (self.country, *sorted(self.config.links)):
+            version = self.keys.version(country)
+            if version is not None and country in stored:
+                directories[country] = shared_state.Directory(version, stored[country])
         for peer in sorted(self.config.links):
-            version = self.keys.version(peer)
-            if version is not None and peer in stored:
-                directories[peer] = shared_state.Directory(version, stored[peer])
             last = self.audit_log.last_witnessed(log_origin(peer))
             if last is not None:
                 witnessed[peer] = shared_state.Witnessed(*last)
-        return shared_state.Shared(directories, witnessed)
+        registry = shared_state.Registry(self.registry_seq, self.registry.snapshot())
+        return shared_state.Shared(directories, witnessed, registry)
 
     async def _share(self) -> None:
         """Put the peers' directories and what we last witnessed of each where a standby
@@ -505,9 +507,9 @@ class Hub:
         taken = await self.succession.shared.read()
 
         def apply() -> None:
-            for peer, d in taken.directories.items():
-                if peer in self.config.links:
-                    self.store.save_directory(peer, d.version, d.signed)  # only if newer
+            for country, d in taken.directories.items():
+                if country == self.country or country in self.config.links:
+                    self.store.save_directory(country, d.version, d.signed)  # only if newer
             for peer, w in taken.witnessed.items():
                 if peer not in self.config.links:
                     continue
@@ -517,11 +519,23 @@ class Hub:
                     self.audit_log.save_witnessed(origin, w.size, w.root, w.note, w.at_ms)
 
         await asyncio.to_thread(apply)
+        if taken.registry is not None:
+            await asyncio.to_thread(self._take_registry, taken.registry)
         log.info(
             "hub_state_taken",
             directories=sorted(taken.directories),
             witnessed={p: w.size for p, w in taken.witnessed.items()},
         )
+
+    def _take_registry(self, taken: shared_state.Registry) -> None:
+        """The previous active process's registry and the last change it applied: a change
+        it applied is not applied (nor recorded) twice, one it had not is applied next."""
+        if taken.image != self.registry.snapshot():
+            aside = self.registry.path.with_name(f"{REGISTRY_FILE}.before-{self.clock()}")
+            self.registry.replace(taken.image, aside)
+            log.warning("registry_taken", applied=taken.applied, kept=str(aside))
+        self.store.set_meta("registry_seq", str(taken.applied))
+        self.registry_seq = taken.applied
 
     async def _stay_active(self, stop: asyncio.Event) -> None:
         """Stop the hub when this process is no longer the active one: its lease ran out
@@ -692,6 +706,9 @@ class Hub:
             "directory", decision.writes, stop
         ):
             return False
+        # a standby taking over must know this version (and the registry behind it) before
+        # any peer does: it signs the next one
+        await self._share()
         failures = StateLog("directory_publish_failed", logger=log)
         publishes = (*decision.publishes, *self.control.own_federation())
         while True:
