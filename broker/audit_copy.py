@@ -44,7 +44,7 @@ from protocols import subjects
 from protocols.audit import decode_entry
 from protocols.errors import AuditStreamError
 from transport.connect import StateLog
-from transport.streams import AUDIT_STREAM
+from transport.streams import AUDIT_STREAM, TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.hub")
 
@@ -55,11 +55,6 @@ APPEND_CHUNK = 1000
 READ_TIMEOUT_S = 5.0
 FOLLOW_BATCHES = 256
 """Stream messages a standby appends in one transaction (one fsync)."""
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    TimeoutError,
-    nats.errors.Error,
-    nats.js.errors.Error,
-)
 SHIP_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
 SHIP_OR_FENCE_ERRORS: tuple[type[BaseException], ...] = (*SHIP_ERRORS, AuditStreamError)
 WRONG_LAST_SEQUENCE = 10071

@@ -65,7 +65,7 @@ from broker.registry import (
 from broker.reminders import Reminders, check_period_s
 from broker.retention import retention_loop, sweep_streams
 from broker.seen import SeenRows
-from broker.settle import TRANSPORT_ERRORS, Settler
+from broker.settle import Settler
 from broker.shared_state import SharedState
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
@@ -96,6 +96,7 @@ from transport import streams
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, NatsAuth, StateLog, connect, unreachable
 from transport.retention import StreamSweep
+from transport.streams import TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.hub")
 

@@ -72,11 +72,11 @@ from broker.store import HubStore
 from protocols.audit import AuditEntry, AuditEvent, make_entry
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
+from transport.streams import TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.hub")
 
 PublishFn = Callable[[Publish], Awaitable[None]]
-TRANSPORT_ERRORS = (TimeoutError, nats.errors.Error, nats.js.errors.Error)
 RETRY_DELAY_S = 1.0
 """How long a message left unsettled (a publish or a write failed) waits to come back."""
 MAX_UNWRITTEN = 1024

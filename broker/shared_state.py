@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 import msgspec
 import nats.js.errors
 import structlog
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from transport.connect import StateLog
+from transport.streams import key_value_bucket
 
 log = structlog.get_logger("ixb.hub")
 
@@ -133,19 +133,12 @@ class SharedState:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            async with asyncio.timeout(CALL_TIMEOUT_S * 2):
-                try:
-                    self._kv = await self.js.key_value(BUCKET)
-                except nats.js.errors.BucketNotFoundError:
-                    self._kv = await self.js.create_key_value(
-                        KeyValueConfig(
-                            bucket=BUCKET,
-                            history=1,
-                            storage=StorageType.FILE,
-                            replicas=self.replicas,
-                            description="what a hub process taking over needs besides its log",
-                        )
-                    )
+            self._kv = await key_value_bucket(
+                self.js,
+                BUCKET,
+                replicas=self.replicas,
+                description="what a hub process taking over needs besides its log",
+            )
         return self._kv
 
     async def write(self, shared: Shared) -> int:
