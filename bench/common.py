@@ -146,6 +146,7 @@ BATCH_SERIES = {
     'ixb_batch_seconds_total{stage="decide_plan_seal"}': "decide_s",
     'ixb_batch_seconds_total{stage="publish_wait"}': "publish_wait_s",
     'ixb_batch_seconds_total{stage="durable_commit"}': "commit_s",
+    'ixb_batch_seconds_total{stage="audit_copy"}': "copy_s",
 }
 
 
@@ -183,4 +184,5 @@ def _batch_profile(before: dict[str, float], after: dict[str, float]) -> dict[st
         "decide_ms_per_batch": round(1000 * d["decide_s"] / batches, 2),
         "publish_wait_ms_per_batch": round(1000 * d["publish_wait_s"] / batches, 2),
         "commit_ms_per_batch": round(1000 * d["commit_s"] / batches, 2),
+        "audit_copy_ms_per_batch": round(1000 * d["copy_s"] / batches, 2),
     }

@@ -79,6 +79,28 @@ class Bench:
         return client
 
 
+INSTANCE_ENV = "IXB_HUB__HUB__INSTANCE"
+
+
+async def _start_standby(bench: Bench, state: Path, country: str) -> None:
+    """``country``'s second hub process, once it stands by behind the first."""
+    name = f"hub-{country}-standby"
+    bench.procs.spawn(
+        name,
+        "hub",
+        "run",
+        "--config",
+        str(bench.deployment.hub_config(country)),
+        env={
+            INSTANCE_ENV: "b",
+            "IXB_HUB__HUB__STATE_DIR": str(state / "state"),
+            "IXB_HUB__HUB__TRUST_DIR": str(state / "trust"),
+            "IXB_HUB__HTTP__PORT": "0",
+        },
+    )
+    await bench.procs.wait_output(name, "hub_standby", READY_TIMEOUT_S)
+
+
 @contextlib.asynccontextmanager
 async def running(
     base: Path,
@@ -88,12 +110,15 @@ async def running(
     kdf: KdfProfile = KdfProfile.MODERATE,
     layout: Layout = ONE_SERVER_EACH,
     hub_env: Mapping[str, str] | None = None,
+    standby: str | None = None,
 ) -> AsyncIterator[Bench]:
     """nats-servers, hub processes and (``agency`` → registry file) document responders.
 
     ``layout``: where the nats-servers run (``Layout(nats_clusters={"THA": 3})``: THA as
     a three-node cluster, every node started). ``hub_env``: ``IXB_HUB__…`` overrides for
     every hub process besides the raised rate limit (``{"IXB_HUB__HUB__WORKERS": "2"}``).
+    ``standby``: a country whose hub runs as two processes (``[hub] instance`` ``a``, then
+    ``b`` standing by with its own state, ``hub-<CC>-standby``).
     """
     os.environ.setdefault("IXB_PASSPHRASE", PASSPHRASE)
     deployment = make_deployment(base, agencies, kdf, layout)
@@ -103,9 +128,16 @@ async def running(
         try:
             for country in deployment.countries:
                 bench.procs.spawn(
-                    f"hub-{country}", "hub", "run", "--config", str(deployment.hub_config(country))
+                    f"hub-{country}",
+                    "hub",
+                    "run",
+                    "--config",
+                    str(deployment.hub_config(country)),
+                    env={INSTANCE_ENV: "a"} if country == standby else None,
                 )
             await wait_hubs(deployment, bench.procs, READY_TIMEOUT_S)
+            if standby is not None:
+                await _start_standby(bench, base / "standby", standby)
             for agency, registry in (responders or {}).items():
                 bench.procs.spawn(
                     f"responder-{agency.replace('/', '-')}",

@@ -12,7 +12,11 @@ measured the same way:
 - ``workers2``: as ``single``, with ``IXB_HUB__HUB__WORKERS=2`` for every hub.
   Only THA's hub feels it: workers are pull loops on a country's ``INGRESS``
   (what its own agencies send), and the traffic here enters at THA; MYS takes
-  it on its one ``IN_THA`` loop whatever the setting.
+  it on its one ``IN_THA`` loop whatever the setting;
+- ``standby``: as ``single``, with THA's hub as two processes (``[hub]
+  instance``): the active one, holding its lease and copying its audit
+  leaves into ``AUDIT`` before each ack as always, and a standby following
+  that stream into its own log on the same two cores.
 
 Each federation runs three measures:
 
@@ -48,7 +52,7 @@ Every configuration runs :data:`PASSES` times, in alternating order, each in a
 fresh federation; each figure is the best of its passes (interference on a
 shared machine only ever slows a run).
 
-The ratios: clustered / single and workers2 / single, throughput and latency,
+The ratios: clustered / single, workers2 / single and standby / single, throughput and latency,
 per measure and level. No target: what a cluster costs and what a second
 worker buys are findings to report, not promises (docs/performance.md, Scale).
 """
@@ -107,6 +111,7 @@ class Config:
     name: str
     tha_nodes: int = 1
     workers: int = 1
+    standby: bool = False
 
     @property
     def layout(self) -> Layout:
@@ -118,7 +123,12 @@ class Config:
 
 
 SINGLE = Config("single")
-CONFIGS = (SINGLE, Config("clustered", tha_nodes=CLUSTER_NODES), Config("workers2", workers=2))
+CONFIGS = (
+    SINGLE,
+    Config("clustered", tha_nodes=CLUSTER_NODES),
+    Config("workers2", workers=2),
+    Config("standby", standby=True),
+)
 
 
 @dataclass(frozen=True)
@@ -287,7 +297,13 @@ async def hub_drain(
 async def measure_config(
     base: Path, config: Config, sizes: Sizes, kdf: KdfProfile
 ) -> dict[str, Any]:
-    async with running(base, kdf=kdf, layout=config.layout, hub_env=config.hub_env) as bench:
+    async with running(
+        base,
+        kdf=kdf,
+        layout=config.layout,
+        hub_env=config.hub_env,
+        standby=HUB if config.standby else None,
+    ) as bench:
         reader = await bench.client(RECIPIENT)
         senders = [await bench.client(SENDER) for _ in range(e2e.MAX_CONNECTIONS)]
         levels = []

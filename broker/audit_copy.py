@@ -46,7 +46,7 @@ from protocols import subjects
 from protocols.audit import decode_entry
 from protocols.errors import AuditStreamError
 from transport.connect import StateLog
-from transport.streams import AUDIT_STREAM
+from transport.streams import AUDIT_STREAM, TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.hub")
 
@@ -55,11 +55,8 @@ SHIP_READ_LEAVES = 4096
 """Leaves read from the audit log per step of shipping (several batches)."""
 APPEND_CHUNK = 1000
 READ_TIMEOUT_S = 5.0
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    TimeoutError,
-    nats.errors.Error,
-    nats.js.errors.Error,
-)
+FOLLOW_BATCHES = 256
+"""Stream messages a standby appends in one transaction (one fsync)."""
 SHIP_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
 SHIP_OR_FENCE_ERRORS: tuple[type[BaseException], ...] = (*SHIP_ERRORS, AuditStreamError)
 WRONG_LAST_SEQUENCE = 10071
@@ -85,16 +82,27 @@ def check_held(log: AuditLog, first: int, leaves: Sequence[bytes]) -> None:
                 )
 
 
-def apply_batch(log: AuditLog, batch: Batch) -> int:
-    """Check what the log holds of ``batch``, append the rest; how many were appended."""
+def apply_batches(log: AuditLog, found: Sequence[Batch]) -> int:
+    """Check what the log holds of each batch (in stream order), append the rest in one go;
+    how many leaves were appended."""
     size = log.size
-    if batch.first > size:
-        raise AuditStreamError(
-            f"the {AUDIT_STREAM} stream's batch starts at leaf {batch.first}, "
-            f"after the end of this hub's log ({size})"
-        )
-    check_held(log, batch.first, batch.leaves)
-    fresh = batch.leaves[size - batch.first :]
+    fresh: list[bytes] = []
+    for batch in found:
+        end = size + len(fresh)
+        if batch.first > end:
+            raise AuditStreamError(
+                f"the {AUDIT_STREAM} stream's batch starts at leaf {batch.first}, "
+                f"after the end of this hub's log ({end})"
+            )
+        if batch.first < size:
+            check_held(log, batch.first, batch.leaves)
+        for offset, leaf in enumerate(batch.leaves):
+            index = batch.first + offset
+            if size <= index < end and fresh[index - size] != leaf:
+                raise AuditStreamError(
+                    f"the {AUDIT_STREAM} stream holds two different leaves at index {index}"
+                )
+        fresh += batch.leaves[max(0, end - batch.first) :]
     append_leaves(log, fresh)
     return len(fresh)
 
@@ -282,11 +290,14 @@ class AuditCopy:
         if not self.seq:  # first time: where the log ends (held batches are checked below)
             start = await self._seek(state.first_seq, state.last_seq, max(0, size - 1))
         appended = 0
+        found: list[Batch] = []
         for seq in range(max(start, state.first_seq), state.last_seq + 1):
             async with asyncio.timeout(READ_TIMEOUT_S):
                 msg = await js.get_msg(AUDIT_STREAM, seq)
-            batch = shipping.decode_batch(msg.data or b"")
-            appended += await asyncio.to_thread(apply_batch, self.log, batch)
-            self.seq, self.shipped = seq, batch.end
+            found.append(shipping.decode_batch(msg.data or b""))
+            if len(found) == FOLLOW_BATCHES or seq == state.last_seq:
+                appended += await asyncio.to_thread(apply_batches, self.log, found)
+                self.seq, self.shipped = seq, found[-1].end
+                found = []
         self.metrics.set("ixb_audit_shipped_size", self.shipped or 0)
         return appended

@@ -65,7 +65,7 @@ from broker.registry import (
 from broker.reminders import Reminders, check_period_s
 from broker.retention import retention_loop, sweep_streams
 from broker.seen import SeenRows
-from broker.settle import TRANSPORT_ERRORS, Settler
+from broker.settle import Settler
 from broker.shared_state import SharedState
 from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
@@ -96,6 +96,7 @@ from transport import streams
 from transport.clock import wall_ms
 from transport.connect import UNBOUNDED, NatsAuth, StateLog, connect, unreachable
 from transport.retention import StreamSweep
+from transport.streams import TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.hub")
 
@@ -400,6 +401,8 @@ class Hub:
                 SharedState(self._js, replicas=replicas),
             )
             await self._stand_by(self.succession.lease, stop)
+            if stop.is_set():
+                return
             await _while_no_leader(self._take_shared, "shared")
         await _while_no_leader(self.audit_copy.check_at_start, "audit")
         self.metrics.set("ixb_hub_active", 1)
@@ -433,8 +436,7 @@ class Hub:
             await sleep_or_stop(stop, STANDBY_POLL_S)
         if stop.is_set():
             return
-        follow = self.audit_copy.follow
-        appended += await _appended(follow)
+        appended += await _appended(self._follow)
         if appended:
             self._log_holds_unknown()
         self.state.role = "active"
@@ -474,14 +476,16 @@ class Hub:
         stored = self.store.directories()
         directories: dict[str, shared_state.Directory] = {}
         witnessed: dict[str, shared_state.Witnessed] = {}
+        for country in (self.country, *sorted(self.config.links)):
+            version = self.keys.version(country)
+            if version is not None and country in stored:
+                directories[country] = shared_state.Directory(version, stored[country])
         for peer in sorted(self.config.links):
-            version = self.keys.version(peer)
-            if version is not None and peer in stored:
-                directories[peer] = shared_state.Directory(version, stored[peer])
             last = self.audit_log.last_witnessed(log_origin(peer))
             if last is not None:
                 witnessed[peer] = shared_state.Witnessed(*last)
-        return shared_state.Shared(directories, witnessed)
+        registry = shared_state.Registry(self.registry_seq, self.registry.snapshot())
+        return shared_state.Shared(directories, witnessed, registry)
 
     async def _share(self) -> None:
         """Put the peers' directories and what we last witnessed of each where a standby
@@ -504,9 +508,9 @@ class Hub:
         taken = await self.succession.shared.read()
 
         def apply() -> None:
-            for peer, d in taken.directories.items():
-                if peer in self.config.links:
-                    self.store.save_directory(peer, d.version, d.signed)  # only if newer
+            for country, d in taken.directories.items():
+                if country == self.country or country in self.config.links:
+                    self.store.save_directory(country, d.version, d.signed)  # only if newer
             for peer, w in taken.witnessed.items():
                 if peer not in self.config.links:
                     continue
@@ -516,11 +520,23 @@ class Hub:
                     self.audit_log.save_witnessed(origin, w.size, w.root, w.note, w.at_ms)
 
         await asyncio.to_thread(apply)
+        if taken.registry is not None:
+            await asyncio.to_thread(self._take_registry, taken.registry)
         log.info(
             "hub_state_taken",
             directories=sorted(taken.directories),
             witnessed={p: w.size for p, w in taken.witnessed.items()},
         )
+
+    def _take_registry(self, taken: shared_state.Registry) -> None:
+        """The previous active process's registry and the last change it applied: a change
+        it applied is not applied (nor recorded) twice, one it had not is applied next."""
+        if taken.image != self.registry.snapshot():
+            aside = self.registry.path.with_name(f"{REGISTRY_FILE}.before-{self.clock()}")
+            self.registry.replace(taken.image, aside)
+            log.warning("registry_taken", applied=taken.applied, kept=str(aside))
+        self.store.set_meta("registry_seq", str(taken.applied))
+        self.registry_seq = taken.applied
 
     async def _stay_active(self, stop: asyncio.Event) -> None:
         """Stop the hub when this process is no longer the active one: its lease ran out
@@ -691,6 +707,9 @@ class Hub:
             "directory", decision.writes, stop
         ):
             return False
+        # a standby taking over must know this version (and the registry behind it) before
+        # any peer does: it signs the next one
+        await self._share()
         failures = StateLog("directory_publish_failed", logger=log)
         publishes = (*decision.publishes, *self.control.own_federation())
         while True:

@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
+
+from transport.streams import TRANSPORT_ERRORS, key_value_bucket
 
 log = structlog.get_logger("ixb.hub")
 
@@ -54,11 +55,6 @@ RENEW_SHARE = 5
 SAFETY_S = 3.0
 """How long before the key can expire the holder stops counting on it."""
 CALL_TIMEOUT_S = 2.0
-KV_ERRORS: tuple[type[BaseException], ...] = (
-    TimeoutError,
-    nats.errors.Error,
-    nats.js.errors.Error,
-)
 
 
 @dataclass(eq=False)
@@ -83,20 +79,13 @@ class HubLease:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            async with asyncio.timeout(CALL_TIMEOUT_S * 2):
-                try:
-                    self._kv = await self.js.key_value(BUCKET)
-                except nats.js.errors.BucketNotFoundError:
-                    self._kv = await self.js.create_key_value(
-                        KeyValueConfig(
-                            bucket=BUCKET,
-                            history=1,
-                            ttl=self.ttl_s,
-                            storage=StorageType.FILE,
-                            replicas=self.replicas,
-                            description="which hub process of this country is active",
-                        )
-                    )
+            self._kv = await key_value_bucket(
+                self.js,
+                BUCKET,
+                replicas=self.replicas,
+                ttl=self.ttl_s,
+                description="which hub process of this country is active",
+            )
         return self._kv
 
     def valid(self) -> bool:
@@ -114,7 +103,7 @@ class HubLease:
                 entry = await kv.get(KEY)
         except nats.js.errors.KeyNotFoundError:
             return None
-        except KV_ERRORS:
+        except TRANSPORT_ERRORS:
             return None
         return (entry.value or b"").decode("utf-8", "replace") or None
 
@@ -169,7 +158,7 @@ class HubLease:
         try:
             async with asyncio.timeout(CALL_TIMEOUT_S):
                 await self._kv.delete(KEY, last=revision)
-        except KV_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             log.warning("lease_release_failed", error=repr(exc))
 
     async def hold(self, stop: asyncio.Event) -> None:
@@ -183,7 +172,7 @@ class HubLease:
                 if not await self.renew():
                     log.error("lease_lost", instance=self.instance, why="taken by another hub")
                     return
-            except KV_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 why = f"not renewed: {exc!r}"
                 if not self.valid():
                     log.error("lease_lost", instance=self.instance, why=why)  # noqa: TRY400

@@ -66,7 +66,7 @@ METRICS: Final[Mapping[str, Spec]] = {
     "ixb_batch_seconds_total": Spec(
         "counter",
         "Seconds spent settling batches, by stage"
-        " (decide_plan_seal, publish_wait, durable_commit).",
+        " (decide_plan_seal, publish_wait, durable_commit, audit_copy).",
         ("stage",),
     ),
     "ixb_witness_alarms_total": Spec(

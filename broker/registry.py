@@ -15,6 +15,7 @@ is a row marked removed).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import sqlite3
@@ -117,6 +118,7 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         try:
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
@@ -148,6 +150,24 @@ class Registry:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    # --- one hub process taking over from another (broker/shared_state.py) ------------
+
+    def snapshot(self) -> bytes:
+        """The whole registry as one SQLite image, marked for a rollback journal (file
+        format bytes 18 and 19 = 1): an image in memory cannot be opened in WAL mode."""
+        image = bytearray(self._db.serialize())
+        image[18:20] = b"\x01\x01"
+        return bytes(image)
+
+    def replace(self, image: bytes, aside: Path) -> None:
+        """Become ``image`` (another process's registry); what this file held is copied to
+        ``aside`` first, kept for the operator."""
+        with contextlib.closing(sqlite3.connect(aside)) as kept:
+            self._db.backup(kept)
+        with contextlib.closing(sqlite3.connect(":memory:")) as source:
+            source.deserialize(image)
+            source.backup(self._db)
 
     # --- reads ------------------------------------------------------------------------
 

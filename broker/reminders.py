@@ -28,7 +28,6 @@ from broker.auditing import HubAudit
 from broker.metrics import Metrics
 from broker.plan import RECEIPT_TTL_MS, Publish, receipt_publish
 from broker.pull import sleep_or_stop
-from broker.settle import TRANSPORT_ERRORS
 from broker.storage_health import STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore, OpenRequest
 from protocols.envelope import seal_envelope
@@ -38,6 +37,7 @@ from protocols.identifiers import Principal, parse_message_id, parse_principal
 from protocols.keys import Identity, PublicIdentity
 from protocols.messages import Receipt, ReceiptStatus
 from transport.connect import StateLog
+from transport.streams import TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.hub.reminders")
 

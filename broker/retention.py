@@ -22,11 +22,11 @@ from nats.js import JetStreamContext
 
 from broker.links import LinkState
 from broker.pull import sleep_or_stop
-from broker.settle import TRANSPORT_ERRORS
 from protocols.retention import Retention
 from transport import streams
 from transport.connect import StateLog
 from transport.retention import Acked, StreamSweep, erase_expired, sourced_upto
+from transport.streams import TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.retention")
 

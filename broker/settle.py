@@ -72,11 +72,11 @@ from broker.store import HubStore
 from protocols.audit import AuditEntry, AuditEvent, make_entry
 from protocols.identifiers import Principal
 from protocols.keys import Identity, PublicIdentity
+from transport.streams import TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.hub")
 
 PublishFn = Callable[[Publish], Awaitable[None]]
-TRANSPORT_ERRORS = (TimeoutError, nats.errors.Error, nats.js.errors.Error)
 RETRY_DELAY_S = 1.0
 """How long a message left unsettled (a publish or a write failed) waits to come back."""
 MAX_UNWRITTEN = 1024
@@ -268,6 +268,7 @@ class Settler:
             self._retract_refusals(decided, plan, admitted)
             await _nak(msgs)
             return
+        recorded = time.perf_counter()
         if not await self.copied():  # recorded, but not yet where it survives us
             await _nak(msgs)
             return
@@ -276,7 +277,8 @@ class Settler:
         self.metrics.inc("ixb_batch_messages_total", len(msgs))
         self.metrics.inc("ixb_batch_seconds_total", planned - started, stage="decide_plan_seal")
         self.metrics.inc("ixb_batch_seconds_total", published - planned, stage="publish_wait")
-        self.metrics.inc("ixb_batch_seconds_total", committed - published, stage="durable_commit")
+        self.metrics.inc("ixb_batch_seconds_total", recorded - published, stage="durable_commit")
+        self.metrics.inc("ixb_batch_seconds_total", committed - recorded, stage="audit_copy")
         for n, (msg, settled) in enumerate(zip(msgs, plan.messages, strict=True)):
             if n in failed or n in unsettled:
                 await _nak([msg])

@@ -13,7 +13,14 @@ arrive from the peers only now and then:
   next checkpoint would be taken on first use, and a peer's fork across the
   takeover would go unseen. Key ``witnessed.<PEER>``:
   ``[size, root, note, at_ms]``, as :meth:`~broker.audit.log.AuditLog.save_witnessed`
-  stores it.
+  stores it;
+- the operator's **registry** (agencies approved, revoked, their key updates,
+  liaison users) and the last change applied: without it a revocation made
+  on the active host would be undone by the next directory the taker signs.
+  Key ``registry``: ``[applied change, SQLite image]``; the taker replaces
+  its own registry with it (keeping its old file beside it), and its own
+  **directory** (key ``directory.<CC>``) so its next version follows the
+  last one the peers hold.
 
 The active hub writes what changed every second (with its checkpoints); a
 standby reads the bucket when it takes over. Both live in the country's own
@@ -30,11 +37,11 @@ from dataclasses import dataclass, field
 import msgspec
 import nats.js.errors
 import structlog
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from transport.connect import StateLog
+from transport.streams import key_value_bucket
 
 log = structlog.get_logger("ixb.hub")
 
@@ -57,9 +64,18 @@ class Witnessed:
 
 
 @dataclass(frozen=True, slots=True)
+class Registry:
+    applied: int
+    """The last operator change the active process applied (``registry_seq``)."""
+    image: bytes
+    """``registry.sqlite`` as one SQLite image (:meth:`broker.registry.Registry.snapshot`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Shared:
     directories: dict[str, Directory]
     witnessed: dict[str, Witnessed]
+    registry: Registry | None = None
 
 
 def encode(shared: Shared) -> dict[str, bytes]:
@@ -72,6 +88,8 @@ def encode(shared: Shared) -> dict[str, bytes]:
         f"witnessed.{c}": msgspec.msgpack.encode((w.size, w.root, w.note, w.at_ms))
         for c, w in shared.witnessed.items()
     }
+    if shared.registry is not None:
+        out["registry"] = msgspec.msgpack.encode((shared.registry.applied, shared.registry.image))
     return out
 
 
@@ -79,6 +97,7 @@ def decode(items: Mapping[str, bytes]) -> Shared:
     """What the bucket holds; a key or value of another shape is left out."""
     directories: dict[str, Directory] = {}
     witnessed: dict[str, Witnessed] = {}
+    registry: Registry | None = None
     for key, value in items.items():
         kind, _, country = key.partition(".")
         try:
@@ -93,9 +112,13 @@ def decode(items: Mapping[str, bytes]) -> Shared:
                     isinstance(x, bytes) for x in (root, note)
                 ):
                     witnessed[country] = Witnessed(size, root, note, at_ms)
+            elif kind == "registry":
+                applied, image = fields
+                if isinstance(applied, int) and isinstance(image, bytes):
+                    registry = Registry(applied, image)
         except (msgspec.DecodeError, TypeError, ValueError):
             continue
-    return Shared(directories, witnessed)
+    return Shared(directories, witnessed, registry)
 
 
 @dataclass(eq=False)
@@ -110,19 +133,12 @@ class SharedState:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            async with asyncio.timeout(CALL_TIMEOUT_S * 2):
-                try:
-                    self._kv = await self.js.key_value(BUCKET)
-                except nats.js.errors.BucketNotFoundError:
-                    self._kv = await self.js.create_key_value(
-                        KeyValueConfig(
-                            bucket=BUCKET,
-                            history=1,
-                            storage=StorageType.FILE,
-                            replicas=self.replicas,
-                            description="what a hub process taking over needs besides its log",
-                        )
-                    )
+            self._kv = await key_value_bucket(
+                self.js,
+                BUCKET,
+                replicas=self.replicas,
+                description="what a hub process taking over needs besides its log",
+            )
         return self._kv
 
     async def write(self, shared: Shared) -> int:

@@ -20,6 +20,12 @@ laid out for containers:
   seen at ``/etc/nats/tls``;
 - hubs and agencies see ``<out>`` at ``/ixb``; each hub serves HTTP on
   0.0.0.0 at a fixed port per country (published on the host's 127.0.0.1);
+- THA's hub runs as two processes (``hub-tha-1``, ``hub-tha-2``: one active,
+  the other standing by), each with its own ``[hub] instance``, state (and in
+  it trust) directory ``<out>/state/THA-<n>`` and HTTP port, set in the
+  service's environment over the one ``hubs/THA.toml``; that file's own
+  ``state_dir`` (``/ixb/state/THA``) is left unmade, so a THA hub started
+  without its overrides stops at once instead of sharing a state;
 - MYS's document responder answers from ``<out>/MYS-documents.json``.
 
 ``<out>`` holds keys and nkey seeds (files 0600): keep it out of git. Key
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from agency_client.docregistry import DocumentRegistry
@@ -79,6 +86,35 @@ RESPONDERS = ("MYS/IMMIGRATION",)
 
 CLUSTERS = {"THA": 3}
 """Countries run as a nats-server cluster, and its size: THA shows the production shape."""
+
+
+HUB_PROCESSES = {"THA": (("tha-1", 8701), ("tha-2", 8704))}
+"""Countries whose hub runs as several processes, one active and the others standing by
+(docs/operations/cluster.md, "Hub processes"): each process's ``[hub] instance`` and HTTP
+port. The first port is the country's in ``HUB_HTTP_PORTS`` (its config's own)."""
+
+
+@dataclass(frozen=True)
+class HubProcess:
+    """One hub container: its compose service, ``[hub] instance`` (``""``: the country's
+    only hub process), state directory under ``<out>/state`` and HTTP port."""
+
+    service: str
+    instance: str
+    state: str
+    port: int
+
+
+def hub_processes(country: str) -> tuple[HubProcess, ...]:
+    """Every hub container of ``country``: one, or one per process of ``HUB_PROCESSES``."""
+    base = f"hub-{country.lower()}"
+    several = HUB_PROCESSES.get(country)
+    if several is None:
+        return (HubProcess(base, "", country, HUB_HTTP_PORTS[country]),)
+    return tuple(
+        HubProcess(f"{base}-{n}", instance, f"{country}-{n}", port)
+        for n, (instance, port) in enumerate(several, start=1)
+    )
 
 
 def nats_service(country: str, index: int | None = None) -> str:
@@ -148,9 +184,11 @@ def write_compose_deployment(
             # The JetStream store, mounted at /data: made here, owned by whoever
             # runs the containers (docker would create a missing one as root).
             (out_dir / "data" / node.base_dir.name).mkdir(mode=0o700, parents=True)
-        # Mounted on its own (read-write, over the read-only /ixb): must exist
-        # first, or docker would create it owned by root.
-        (out_dir / "state" / country).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Each hub process's state (its trust in it: <state_dir>/trust), mounted on its
+        # own (read-write, over the read-only /ixb): must exist first, or docker would
+        # create it owned by root.
+        for process in hub_processes(country):
+            (out_dir / "state" / process.state).mkdir(mode=0o700, parents=True)
     for agency in RESPONDERS:
         profile = deployment.profile(agency)
         state = Path("agency-state") / profile.stem

@@ -34,7 +34,9 @@ class Processes:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
 
-    def spawn(self, name: str, *args: str) -> None:
+    def spawn(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> None:
+        """``ixb *args`` as ``name`` (its output in ``logs/<name>.log``); ``env`` on top of
+        the deployment's and :attr:`extra_env`."""
         self.names.append(name)
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / f"{name}.log").open("ab")
@@ -43,7 +45,7 @@ class Processes:
                 [sys.executable, "-m", "ixb", *args],
                 stdout=out,
                 stderr=out,
-                env={**self.deployment.env(), **self.extra_env},
+                env={**self.deployment.env(), **self.extra_env, **(env or {})},
                 stdin=subprocess.DEVNULL,
             )
         )

@@ -21,6 +21,7 @@ from broker.audit import shipping
 from broker.audit.log import AuditLog
 from broker.audit.records import StoredEntry
 from broker.audit.shipping import Batch, assemble, decode_batch
+from broker.audit_copy import append_leaves, apply_batches
 from broker.audit_rebuild import apply_leaves
 from broker.auditing import to_record
 from protocols.audit import AuditEvent, decode_entry, encode_entry, make_entry
@@ -137,5 +138,63 @@ def test_a_log_with_other_leaves_is_not_rebuilt_from_the_stream(tmp_path: Path) 
         with pytest.raises(AuditStreamError, match="leaf 20 of the audit log differs"):
             apply_leaves(log, leaves)
         assert log.size == 21  # nothing appended
+    finally:
+        log.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    total=st.integers(1, 40),
+    held=st.integers(0, 40),
+    steps=st.lists(st.tuples(st.integers(0, 6), st.integers(1, 8)), min_size=1, max_size=12),
+)
+def test_a_standby_following_batches_in_stream_order_ends_with_the_log(
+    tmp_path_factory: pytest.TempPathFactory,
+    total: int,
+    held: int,
+    steps: list[tuple[int, int]],
+) -> None:
+    """Batches as the stream holds them (each starting at or before the end of the ones
+    before, as a resend after a lost answer does), read from where a standby's log ends:
+    the log ends as the leaves, whatever overlapped."""
+    leaves = entries(total)
+    held = min(held, total)
+    found: list[Batch] = []
+    end = 0
+    for back, count in steps:
+        first = max(0, end - back)
+        found.append(Batch(first, tuple(leaves[first : first + count])))
+        end = max(end, first + count)
+        if end >= total:
+            break
+    if end < total:
+        found.append(Batch(end, tuple(leaves[end:])))
+    found = [b for b in found if b.leaves]
+    log = AuditLog(tmp_path_factory.mktemp("follow") / "audit.sqlite")
+    try:
+        append_leaves(log, leaves[:held])
+        appended = apply_batches(log, found[: len(found) // 2])
+        appended += apply_batches(log, found[len(found) // 2 :])
+        assert appended == total - held
+        assert [e.data for e in log.entries(0, log.size)] == leaves
+        log.verify_storage()
+    finally:
+        log.close()
+
+
+def test_a_standby_refuses_batches_that_differ_from_its_log_or_leave_a_gap(
+    tmp_path: Path,
+) -> None:
+    leaves, other = entries(6), entries(6, 100)
+    log = AuditLog(tmp_path / "audit.sqlite")
+    try:
+        append_leaves(log, leaves[:4])
+        with pytest.raises(AuditStreamError, match="leaf 3 of the audit log differs"):
+            apply_batches(log, [Batch(2, (leaves[2], other[3], leaves[4]))])
+        with pytest.raises(AuditStreamError, match="after the end"):
+            apply_batches(log, [Batch(5, (leaves[5],))])
+        with pytest.raises(AuditStreamError, match="two different leaves at index 4"):
+            apply_batches(log, [Batch(4, (leaves[4],)), Batch(4, (other[4],))])
+        assert log.size == 4  # nothing appended by a refused call
     finally:
         log.close()

@@ -7,7 +7,8 @@ generator runs once into a temporary directory standing in for ``deploy/``,
 every path the compose file mounts or names must then exist there, the five
 NATS configs (THA's 3-node cluster, MYS, MMR) must pass ``nats-server -t``,
 and hub configs and agency profiles must load and point at the compose
-services.
+services. THA's hub runs as two processes (one active, one standing by): each
+service's environment must give it its own instance, state and port.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ixb.compose import (
     MOUNT,
     NATS_TLS_DIR,
     SECRET_MOUNT,
+    hub_processes,
     nats_service,
     nats_services,
 )
@@ -53,7 +55,9 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 COUNTRIES = ("MMR", "MYS", "THA")
 THA_NODES = ("nats-tha-1", "nats-tha-2", "nats-tha-3")
 NATS = {*THA_NODES, "nats-mys", "nats-mmr"}
-HUBS = {f"hub-{c.lower()}" for c in COUNTRIES}
+PROCESSES = {p.service: (c, p) for c in COUNTRIES for p in hub_processes(c)}
+"""Hub service → its country and process (THA's two, one each for MYS and MMR)."""
+HUBS = set(PROCESSES)
 IXB = HUBS | {"responder-mys"}
 USER = "${IXB_UID:-1000}:${IXB_GID:-1000}"
 PINNED = re.compile(r"[a-z0-9][a-z0-9./-]*:\d+\.\d+\.\d+(-[a-z0-9][a-z0-9.-]*)?")
@@ -136,6 +140,7 @@ def nats_version() -> str:
 def test_services_of_the_production_shape() -> None:
     assert COMPOSE["name"] == "ixb"
     assert set(SERVICES) == NATS | IXB
+    assert sorted(HUBS) == ["hub-mmr", "hub-mys", "hub-tha-1", "hub-tha-2"]
     assert [nats_service("THA", i) for i in (1, 2, 3)] == list(THA_NODES)
     assert nats_services("THA") == THA_NODES
     assert nats_services("MYS") == ("nats-mys",)
@@ -175,10 +180,10 @@ def test_every_service_has_a_healthcheck() -> None:
             "-O-",
             f"http://127.0.0.1:{CONTAINER_PORTS.monitor}/healthz",
         ]
-    for country in COUNTRIES:
-        test = SERVICES[f"hub-{country.lower()}"]["healthcheck"]["test"]
+    for name, (_, process) in PROCESSES.items():  # a standby answers 200 as well
+        test = SERVICES[name]["healthcheck"]["test"]
         assert test[:3] == ["CMD", "python", "-c"]
-        assert f"'http://127.0.0.1:{HUB_HTTP_PORTS[country]}/healthz', timeout=" in test[3]
+        assert f"'http://127.0.0.1:{process.port}/healthz', timeout=" in test[3]
 
 
 def test_nothing_runs_as_root_or_writes_its_image() -> None:
@@ -197,8 +202,7 @@ def test_nothing_runs_as_root_or_writes_its_image() -> None:
     for name, service in SERVICES.items():
         ports = service.get("ports", [])
         if name in HUBS:
-            country = name.removeprefix("hub-").upper()
-            port = HUB_HTTP_PORTS[country]
+            port = PROCESSES[name][1].port
             assert ports == [f"127.0.0.1:{port}:{port}"]
         else:
             assert not ports, name
@@ -206,7 +210,8 @@ def test_nothing_runs_as_root_or_writes_its_image() -> None:
 
 def test_start_order_waits_for_healthy_dependencies() -> None:
     healthy = {"condition": "service_healthy"}
-    assert SERVICES["hub-tha"]["depends_on"] == dict.fromkeys(THA_NODES, healthy)
+    assert SERVICES["hub-tha-1"]["depends_on"] == dict.fromkeys(THA_NODES, healthy)
+    assert SERVICES["hub-tha-2"]["depends_on"] == dict.fromkeys(THA_NODES, healthy)
     assert SERVICES["hub-mys"]["depends_on"] == {"nats-mys": healthy}
     assert SERVICES["hub-mmr"]["depends_on"] == {"nats-mmr": healthy}
     assert SERVICES["responder-mys"]["depends_on"] == {"hub-mys": healthy}
@@ -222,7 +227,11 @@ def test_passphrase_is_a_mounted_secret_never_an_environment_variable(deploy: Pa
         env = service.get("environment", {})
         assert "IXB_PASSPHRASE" not in env, name
         if name in IXB:
-            assert env == {"IXB_PASSPHRASE_FILE": str(SECRET_MOUNT)}
+            assert env["IXB_PASSPHRASE_FILE"] == str(SECRET_MOUNT)
+            # besides, only a THA hub process's own (non-secret) settings
+            assert set(env) - {"IXB_PASSPHRASE_FILE"} == (
+                set(OVERRIDES) if name.startswith("hub-tha-") else set()
+            ), name
             assert service["secrets"] == ["ixb-passphrase"]
             assert SECRET_MOUNT.name == "ixb-passphrase"  # compose mounts /run/secrets/<name>
         else:
@@ -263,13 +272,22 @@ def test_everything_mounted_or_named_exists(deploy: Path) -> None:
         store = on_host(deploy, mounted["/data"]["source"])
         assert stat.S_IMODE(store.stat().st_mode) == 0o700 and not list(store.iterdir())
     assert data == {"THA", "THA-2", "THA-3", "MYS", "MMR"}  # each its own store
-    for country in COUNTRIES:
-        hub = SERVICES[f"hub-{country.lower()}"]
+    states = set()
+    for name, (country, process) in PROCESSES.items():
+        hub = SERVICES[name]
         assert hub["command"] == ["hub", "run", "--config", f"{MOUNT}/hubs/{country}.toml"]
-        mounted = binds(f"hub-{country.lower()}")
+        mounted = binds(name)
+        assert set(mounted) == {str(MOUNT), f"{MOUNT}/state/{process.state}"}
         assert mounted[str(MOUNT)]["source"] == "./deploy/compose"
         assert mounted[str(MOUNT)]["read_only"] is True
-        assert mounted[f"{MOUNT}/state/{country}"]["source"] == f"./deploy/compose/state/{country}"
+        state = mounted[f"{MOUNT}/state/{process.state}"]
+        assert state["source"] == f"./deploy/compose/state/{process.state}"
+        assert "read_only" not in state
+        store = on_host(deploy, state["source"])
+        assert stat.S_IMODE(store.stat().st_mode) == 0o700 and not list(store.iterdir())
+        states.add(process.state)
+    assert states == {"THA-1", "THA-2", "MYS", "MMR"}  # each process its own
+    assert sorted(p.name for p in (deploy / "compose" / "state").iterdir()) == sorted(states)
     responder = SERVICES["responder-mys"]
     assert f"{MOUNT}/agencies/MYS-IMMIGRATION.toml" in responder["command"]
     assert f"{MOUNT}/MYS-documents.json" in responder["command"]
@@ -417,14 +435,25 @@ def test_nats_configs_listen_in_container_and_dial_service_names(out: Path, tmp_
     }
 
 
+def service_env(name: str) -> dict[str, str]:
+    """A service's environment as its process gets it (values are strings)."""
+    env: dict[str, Any] = SERVICES[name].get("environment", {})
+    assert all(isinstance(v, str) for v in env.values()), f"{name}: quote {env}"
+    return env
+
+
 def test_hub_configs_load_and_point_at_compose_services(out: Path) -> None:
-    for country in COUNTRIES:
-        cfg = load_config(out / "hubs" / f"{country}.toml", env={})
+    for name, (country, process) in PROCESSES.items():
+        # as the container loads it: the config file, then its service's environment
+        cfg = load_config(out / "hubs" / f"{country}.toml", env=service_env(name))
         urls = [f"tls://{s}:{CONTAINER_PORTS.client}" for s in nats_services(country)]
         assert cfg.nats.url == ",".join(urls)
         assert cfg.nats.replicas == (3 if country == "THA" else 1)
         assert cfg.nats.ca_file == f"{MOUNT}/tls/ca.pem"
-        assert (cfg.http.host, cfg.http.port) == (CONTAINER_BIND, HUB_HTTP_PORTS[country])
+        assert (cfg.http.host, cfg.http.port) == (CONTAINER_BIND, process.port)
+        assert cfg.hub.instance == process.instance
+        assert cfg.hub.state_dir == f"{MOUNT}/state/{process.state}"
+        assert cfg.trust_path == Path(MOUNT, "state", process.state, "trust")  # writable there
         assert set(cfg.links) == set(COUNTRIES) - {country}
         paths = [cfg.hub.key_file, cfg.hub.federation_file, cfg.hub.state_dir]
         paths += [agency.key for agency in cfg.agency]
@@ -433,6 +462,35 @@ def test_hub_configs_load_and_point_at_compose_services(out: Path) -> None:
             assert path.startswith(f"{MOUNT}/"), path
             assert on_host(out.parent, path).exists(), path
     assert len(load_config(out / "hubs" / "THA.toml", env={}).nats.url.split(",")) == 3
+
+
+OVERRIDES = ("IXB_HUB__HUB__INSTANCE", "IXB_HUB__HUB__STATE_DIR", "IXB_HUB__HTTP__PORT")
+"""What each THA hub service sets over the one ``hubs/THA.toml``."""
+
+
+def test_tha_hub_runs_as_two_processes(out: Path) -> None:
+    tha = [p for c, p in PROCESSES.values() if c == "THA"]
+    assert [p.service for p in tha] == ["hub-tha-1", "hub-tha-2"]
+    configs = [load_config(out / "hubs" / "THA.toml", env=service_env(p.service)) for p in tha]
+    instances = [cfg.hub.instance for cfg in configs]
+    assert instances == ["tha-1", "tha-2"]  # both set: unset would mean "the only process"
+    states = {cfg.hub.state_dir for cfg in configs}
+    trusts = {cfg.trust_path for cfg in configs}
+    ports = {cfg.http.port for cfg in configs}
+    assert len(states) == len(trusts) == len(ports) == 2
+    for cfg in configs:
+        assert on_host(out.parent, cfg.hub.state_dir).is_dir()
+    # the other countries' hubs and ports stay apart from THA's two
+    assert len({p.port for _, p in PROCESSES.values()}) == len(PROCESSES)
+    assert HUB_HTTP_PORTS["THA"] in ports
+    healthy = {"condition": "service_healthy"}
+    for p in tha:
+        assert SERVICES[p.service]["depends_on"] == dict.fromkeys(THA_NODES, healthy)
+    # The file alone names a state directory that is not made: a THA hub started without
+    # its service's overrides stops (its /ixb is read-only) rather than share a state.
+    alone = load_config(out / "hubs" / "THA.toml", env={})
+    assert alone.hub.instance == ""
+    assert not on_host(out.parent, alone.hub.state_dir).exists()
 
 
 def test_agency_profiles_point_at_their_countrys_servers(out: Path) -> None:

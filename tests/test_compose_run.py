@@ -5,15 +5,19 @@ this machine in a private mount namespace (``unshare -m``; skipped where it
 cannot be made) whose ``/etc/hosts`` maps the five service names to
 loopback addresses of their own: each nats-server with its config, seeds,
 TLS files and store where compose mounts them (the container paths
-rewritten to this machine's, ``0.0.0.0`` to its address), the hubs and MYS's
-responder with ``/ixb`` rewritten and the passphrase read from the prepared
-secret file. The service names stay: TLS checks them on every route, leaf
+rewritten to this machine's, ``0.0.0.0`` to its address), the hubs (THA's
+two processes with their services' environment from ``docker-compose.yml``)
+and MYS's responder with ``/ixb`` rewritten and the passphrase read from the
+prepared secret file. The service names stay: TLS checks them on every route, leaf
 and client connection.
 
 What it shows: THA's three nodes form their cluster and each dials MYS and
 MMR; every server answers the compose healthcheck's ``/healthz``; the hubs
-start and keep THA's streams on 3 replicas; a document check crosses from
-THA to MYS's responder and back, and still does with ``nats-tha-1`` killed.
+start and keep THA's streams on 3 replicas; of THA's two hub processes,
+started together, one is active and the other stands by; a document check
+crosses from THA to MYS's responder and back, still does with ``nats-tha-1``
+killed, and again once the active THA hub is killed too (SIGKILL) and the
+standby has taken over.
 
 This file is also the driver that runs inside the namespace
 (``python tests/test_compose_run.py DEPLOY NET``).
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = {
@@ -45,7 +50,8 @@ NODES = {
     "nats-mmr": "MMR",
 }
 """Service → the node's name in the prepared files (``nats/<node>.conf``, ``data/<node>``)."""
-HUBS = {"THA": 8701, "MYS": 8702, "MMR": 8703}
+HUBS = {"hub-tha-1": "THA", "hub-tha-2": "THA", "hub-mys": "MYS", "hub-mmr": "MMR"}
+"""Hub service → its country (``hubs/<CC>.toml``)."""
 PASSPHRASE = "compose run passphrase"
 
 
@@ -111,7 +117,10 @@ def test_prepared_files_run_as_the_containers_would(tmp_path: Path) -> None:
     assert {"IXB/INGRESS", "IXB/INBOX", "MYS_LINK/OUT_MYS", "MMR_LINK/IN_MMR"} <= set(
         report["replicas"]
     )
-    assert report["checks"] == ["valid", "reported_stolen", "valid"], report
+    assert sorted(report["roles"].values()) == ["active", "standby"], report
+    assert report["roles"][report["killed"]] == "active", report
+    assert report["takeover_s"] < 30, report  # the lease lapses 10 s after the kill
+    assert report["checks"] == ["valid", "reported_stolen", "valid", "valid"], report
     # the responder's answers went to its own writable directory, not to /ixb
     state = deploy / "compose" / "agency-state" / "MYS-IMMIGRATION" / "MYS-IMMIGRATION.state"
     assert state.exists()
@@ -152,27 +161,28 @@ class _Run:
         self.deploy = deploy
         self.out = deploy / "compose"
         self.addr = {service: f"{net}.{i}" for i, service in enumerate(NODES, start=2)}
-        self.hub_addr = {country: f"{net}.{i}" for i, country in enumerate(HUBS, start=10)}
+        self.hub_addr = {service: f"{net}.{i}" for i, service in enumerate(HUBS, start=10)}
+        self.hub_url: dict[str, str] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("IXB_PASSPHRASE")}
         self.env["IXB_PASSPHRASE_FILE"] = str(deploy / "secrets" / "ixb-passphrase")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, name: str, *argv: str) -> None:
+    def spawn(self, name: str, *argv: str, env: dict[str, str] | None = None) -> None:
         log = (self.deploy / f"{name}.log").open("wb")
         self.procs[name] = subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env={**self.env, **(env or {})},
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - the driver has one thread
         )
 
-    def host_copy(self, path: Path, extra: dict[str, str]) -> Path:
+    def host_copy(self, path: Path, extra: dict[str, str], name: str = "run") -> Path:
         """``path`` as this machine sees the container's paths, beside it (0600)."""
         text = path.read_text().replace('"/ixb/', f'"{self.out}/')
         for old, new in extra.items():
             text = text.replace(old, new)
-        copy = path.with_name(f"run-{path.name}")
+        copy = path.with_name(f"{name}-{path.name}")
         copy.write_text(text)
         copy.chmod(0o600)
         return copy
@@ -207,17 +217,29 @@ class _Run:
         return {"routes": routes, "leafs": _until("leaf links", leafs)}
 
     def hubs(self) -> dict[str, Any]:
-        for country in HUBS:
+        services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+        for service, country in HUBS.items():
             config = self.host_copy(
                 self.out / "hubs" / f"{country}.toml",
-                {'host = "0.0.0.0"': f'host = "{self.hub_addr[country]}"'},
+                {'host = "0.0.0.0"': f'host = "{self.hub_addr[service]}"'},
+                name=service,  # THA's two processes: one file each (its own address)
             )
+            # the service's environment (THA's: instance, state, port), /ixb as here
+            env = {
+                k: str(v).replace("/ixb/", f"{self.out}/")
+                for k, v in services[service].get("environment", {}).items()
+                if k != "IXB_PASSPHRASE_FILE"
+            }
+            port = env.get("IXB_HUB__HTTP__PORT") or _toml_port(config)
+            self.hub_url[service] = f"http://{self.hub_addr[service]}:{port}/healthz"
             self.spawn(
-                f"hub-{country}", sys.executable, "-m", "ixb", "hub", "run", "--config", str(config)
+                service,
+                *(sys.executable, "-m", "ixb", "hub", "run", "--config", str(config)),
+                env=env,
             )
-        for country, port in HUBS.items():
-            url = f"http://{self.hub_addr[country]}:{port}/healthz"
-            _until(country, lambda url=url: _get(url))
+        for service, url in self.hub_url.items():  # the compose healthcheck: 200
+            _until(service, lambda url=url: _get(url))
+        roles = _until("THA's active hub and its standby", self.tha_roles)
         tha = self.addr["nats-tha-1"]
         jsz = _get(f"http://{tha}:8222/jsz?accounts=true&streams=true&config=true")
         replicas = {
@@ -225,7 +247,33 @@ class _Run:
             for account in jsz.get("account_details", [])
             for stream in account.get("stream_detail", [])
         }
-        return {"replicas": replicas}
+        return {"replicas": replicas, "roles": roles}
+
+    def tha_roles(self) -> dict[str, str] | None:
+        """THA's hub processes' roles, once one is active (and ready) and the other stands by."""
+        health = {s: _get(self.hub_url[s]) for s, c in HUBS.items() if c == "THA"}
+        roles = {s: str(h["role"]) for s, h in health.items()}
+        if sorted(roles.values()) != ["active", "standby"]:
+            return None
+        ready = all(h["ready"] for h in health.values() if h["role"] == "active")
+        return roles if ready else None
+
+    def kill_active_hub(self) -> dict[str, Any]:
+        """``docker compose kill hub-tha-N`` of the active one; the standby takes over."""
+        roles = self.tha_roles()
+        assert roles is not None, "no active THA hub with a standby"
+        (killed,) = (s for s, role in roles.items() if role == "active")
+        (other,) = (s for s in roles if s != killed)
+        start = time.monotonic()
+        self.procs[killed].kill()
+        self.procs[killed].wait(10)
+
+        def took_over() -> bool:
+            health = _get(self.hub_url[other])
+            return health["role"] == "active" and bool(health["ready"])
+
+        _until(f"{other} active", took_over, limit=40)
+        return {"killed": killed, "takeover_s": round(time.monotonic() - start, 1)}
 
     def document_checks(self, valid: list[str], stolen: list[str]) -> dict[str, Any]:
         responder = self.host_copy(self.out / "agencies" / "MYS-IMMIGRATION.toml", {})
@@ -257,7 +305,9 @@ class _Run:
         self.procs["nats-tha-1"].kill()  # docker compose kill nats-tha-1
         self.procs["nats-tha-1"].wait(10)
         checks.append(check(valid))
-        return {"checks": checks}
+        report = self.kill_active_hub()
+        checks.append(check(valid))
+        return {"checks": checks, **report}
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -267,6 +317,12 @@ class _Run:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _toml_port(config: Path) -> str:
+    import tomllib
+
+    return str(tomllib.loads(config.read_text())["http"]["port"])
 
 
 def _drive(deploy: Path, net: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The active-hub lease on a real nats-server's JetStream KV (broker.lease)."""
+"""The active-hub lease on a real nats-server's JetStream KV (broker.lease), and the fence
+on the ``AUDIT`` stream that keeps a second writer out (broker.audit_copy)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from broker.audit.log import AuditLog
+from broker.audit_copy import AuditCopy, append_leaves
 from broker.lease import HubLease
+from broker.metrics import Metrics
 from broker.natsd import start_federation
 from tests.nats_fixtures import Federation, tls_plan
+from tests.test_audit_shipping import entries
+from transport.streams import AUDIT_STREAM
 
 TTL = 2.0
 SAFETY = 0.5
@@ -101,3 +107,48 @@ def test_names_and_margins_are_checked() -> None:
         HubLease(None, "a b")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="margin"):
         HubLease(None, "a", ttl_s=1.0, safety_s=2.0)  # type: ignore[arg-type]
+
+
+async def _copy(fed: Federation, log: AuditLog, **kw: object) -> AuditCopy:
+    conn = await fed.hub("THA")
+    copy = AuditCopy(log, "THA", Metrics(), **kw)  # type: ignore[arg-type]
+    copy.js = conn.nc.jetstream()
+    return copy
+
+
+async def test_the_audit_copy_is_fenced_against_a_second_writer(
+    one_country: Federation, tmp_path: Path
+) -> None:
+    await one_country.setup_streams()
+    ours, theirs = AuditLog(tmp_path / "ours.sqlite"), AuditLog(tmp_path / "theirs.sqlite")
+    try:
+        append_leaves(ours, entries(5))
+        append_leaves(theirs, entries(5, 100))
+        first = await _copy(one_country, ours)
+        await first.check_at_start()
+        assert await first.ship() == 5 and not first.deposed.is_set()
+
+        # an earlier try whose answer was lost: sent again, found stored, not a takeover
+        stored_seq = first.seq
+        first.seq, first.shipped = stored_seq - 1, 0
+        assert await first.ship() == 5 and first.seq == stored_seq
+        assert not first.deposed.is_set()
+
+        # a second process that believes the stream is where it last saw it: refused
+        second = await _copy(one_country, theirs)
+        second.shipped, second.seq = 0, 0
+        assert await second.ship() == 0
+        assert second.deposed.is_set()
+        assert not await second.through(5)
+        info = await one_country.conns[0].nc.jetstream().stream_info(AUDIT_STREAM)
+        assert info.state.messages == 1  # only the first process's batch
+
+        # a process whose lease ran out copies nothing
+        append_leaves(ours, entries(2, 5))
+        lapsed = await _copy(one_country, ours, may_write=lambda: False)
+        await lapsed.check_at_start()
+        assert await lapsed.ship() == 5 and not await lapsed.through(7)
+        assert await first.through(7)  # the holder still can
+    finally:
+        ours.close()
+        theirs.close()

@@ -33,9 +33,9 @@ from protocols import subjects
 from protocols.audit import AuditEvent, make_entry
 from protocols.checkpoint import log_origin
 from protocols.examples import example_bodies
-from protocols.identifiers import format_message_id
+from protocols.identifiers import Principal, format_message_id
 from protocols.messages import Receipt, ReceiptStatus
-from tests.federation import PASSPHRASE, Federation, running_federation
+from tests.federation import PASSPHRASE, Federation, run_ixb, running_federation
 from transport.clock import wall_ms
 
 SENDER, RECIPIENT = "THA/DSI-ATHD", "MYS/RMP-ATIPSOM"
@@ -178,6 +178,12 @@ class Sender:
         return refused.receipt.code
 
 
+def copied_of(health: Health) -> int:
+    """The leaves a process knows the AUDIT stream holds (0 while it has not read it)."""
+    value = health.get("audit_copied")
+    return value if isinstance(value, int) else 0
+
+
 async def copied(hub: Instance) -> int:
     size = (await hub.health() or {}).get("audit_copied")
     assert isinstance(size, int) and size > 0, size
@@ -192,6 +198,44 @@ async def witnessed_by_mys(federation: Federation, size: int) -> None:
         assert time.monotonic() < deadline, f"MYS witnessed {w}, THA copied {size}"
         await asyncio.sleep(0.2)
     assert mys.audit_log.alarms() == []
+
+
+IMMIGRATION = Principal("THA", "IMMIGRATION")
+
+
+def _mys_sees_revoked(federation: Federation) -> int | None:
+    """The version of THA's directory MYS holds, if it lists THA/IMMIGRATION revoked."""
+    keys = federation.hubs["MYS"].hub.keys
+    version = keys.version("THA")
+    if version is None or IMMIGRATION not in keys.agencies("THA"):
+        return None
+    return version if keys.entry(IMMIGRATION).revoked is not None else None
+
+
+async def revoke_immigration(federation: Federation) -> int:
+    """Revoke THA/IMMIGRATION on the active process's host; the THA directory version in
+    which MYS first sees it revoked."""
+    config = str(federation.deployment.hub_config("THA"))
+    done = await run_ixb(
+        "hub", "agency", "revoke", "--config", config, "--reason", "left", str(IMMIGRATION)
+    )
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 20
+    while (version := _mys_sees_revoked(federation)) is None:
+        assert time.monotonic() < deadline, "MYS never saw the revocation"
+        await asyncio.sleep(0.1)
+    return version
+
+
+async def revoked_at_mys(federation: Federation, *, newer_than: int) -> None:
+    """Until MYS holds a THA directory newer than ``newer_than`` (signed by the process that
+    took over), which must still list THA/IMMIGRATION revoked."""
+    keys = federation.hubs["MYS"].hub.keys
+    deadline = time.monotonic() + 20
+    while (keys.version("THA") or 0) <= newer_than:
+        assert time.monotonic() < deadline, f"MYS holds THA v{keys.version('THA')}"
+        await asyncio.sleep(0.1)
+    assert _mys_sees_revoked(federation) is not None
 
 
 def _append_uncopied(state: Path) -> tuple[int, bytes]:
@@ -239,9 +283,11 @@ async def test_a_standby_hub_takes_over_from_a_killed_one_and_hands_back(tmp_pat
                 await b.until(standby, 60, "standing by")
                 before = await sender.alerts(4)
                 await delivered(sender.client, before)
+                # an agency revoked through the active process's registry (its host)
+                revoked_in = await revoke_immigration(federation)
                 size = await copied(a)
                 # the standby follows what the active one copies into the AUDIT stream
-                await b.until(lambda h: int(str(h["audit_copied"])) >= size, 20, "following")
+                await b.until(lambda h: copied_of(h) >= size, 20, "following")
 
                 await a.stop(signal.SIGKILL)
                 during = await sender.alerts(4)  # they wait in THA's ingress
@@ -255,6 +301,8 @@ async def test_a_standby_hub_takes_over_from_a_killed_one_and_hands_back(tmp_pat
                 # what the killed process accepted is a replay to the new one (from its log)
                 assert await sender.replay_first(before[0]) == "ixb.E_REPLAY"
                 _looks_up_acceptances_in_its_log(b.state)
+                # the revocation made on a's host holds under b: b's next directory keeps it
+                await revoked_at_mys(federation, newer_than=revoked_in)
                 # MYS witnesses the new process's checkpoints: one log that grew, no alarm
                 await witnessed_by_mys(federation, await copied(b))
 
@@ -266,7 +314,7 @@ async def test_a_standby_hub_takes_over_from_a_killed_one_and_hands_back(tmp_pat
                     await a2.until(standby, 60, "standing by")
                     _kept_aside(a.state, unshipped)
                     last = await copied(b)
-                    await a2.until(lambda h: int(str(h["audit_copied"])) >= last, 20, "following")
+                    await a2.until(lambda h: copied_of(h) >= last, 20, "following")
                     # stopped cleanly, b gives the lease up: a takes over at once
                     assert await b.stop() == 0
                     assert await a2.until(active, 15, "active") < LEASE_TTL_S

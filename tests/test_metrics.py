@@ -243,6 +243,7 @@ async def test_the_benchmarks_read_the_batch_counters() -> None:
     m.inc("ixb_batch_seconds_total", 0.5, stage="decide_plan_seal")
     m.inc("ixb_batch_seconds_total", 1.5, stage="publish_wait")
     m.inc("ixb_batch_seconds_total", 0.25, stage="durable_commit")
+    m.inc("ixb_batch_seconds_total", 0.125, stage="audit_copy")
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=m.render(), content_type="text/plain")
@@ -266,6 +267,7 @@ async def test_the_benchmarks_read_the_batch_counters() -> None:
         "decide_s": 0.5,
         "publish_wait_s": 1.5,
         "commit_s": 0.25,
+        "copy_s": 0.125,
     }
 
 

@@ -1,7 +1,8 @@
 """The scale benchmark (bench/scale.py) at a tiny size, for real.
 
-Three federations one after the other (THA on one nats-server, THA as a
-three-node cluster, THA's hub with two ingress workers), each running a small
+Four federations one after the other (THA on one nats-server, THA as a
+three-node cluster, THA's hub with two ingress workers, THA's hub as an active
+process and a standby), each running a small
 end-to-end level and one backlog drain of THA's hub. Performance is not
 asserted, only that every alert arrived in every configuration, that the hub
 drained the whole backlog, and that every ratio the table prints is there.
@@ -33,7 +34,7 @@ async def test_every_configuration_delivers_and_drains_and_the_ratios_are_there(
 ) -> None:
     got = await scale.measure(tmp_path, SIZES, kdf=KdfProfile.INTERACTIVE)
     runs = cast(dict[str, dict[str, Any]], got["runs"])
-    assert list(runs) == ["single", "clustered", "workers2"]
+    assert list(runs) == ["single", "clustered", "workers2", "standby"]
     assert (runs["clustered"]["tha_nodes"], runs["workers2"]["workers"]) == (3, 2)
     for name, run in runs.items():
         (level,) = run["e2e"]
@@ -53,7 +54,7 @@ async def test_every_configuration_delivers_and_drains_and_the_ratios_are_there(
         assert drain["hub_cpu_cores"] is not None and drain["hub_cpu_cores"] >= 0, drain
         assert level["hub_cpu_cores"] is not None and level["hub_cpu_cores"] >= 0, level
     ratios = cast(dict[str, dict[str, Any]], got["ratios"])
-    assert set(ratios) == {"clustered", "workers2"}
+    assert set(ratios) == {"clustered", "workers2", "standby"}
     for ratio in ratios.values():
         assert isinstance(ratio["publish_ack_p50_ms"], float), ratio
         assert set(ratio["e2e"]["4"]) == {"msgs_per_s", "latency_p50_ms", "latency_p99_ms"}

@@ -42,6 +42,7 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     ExternalStream,
+    KeyValueConfig,
     PubAck,
     RetentionPolicy,
     StorageType,
@@ -49,10 +50,22 @@ from nats.js.api import (
     StreamInfo,
     StreamSource,
 )
-from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, ServiceUnavailableError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    BucketNotFoundError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
+from nats.js.errors import Error as JetStreamError
+from nats.js.kv import KeyValue
 
 from protocols import subjects
 from protocols.identifiers import Principal, check_country
+
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, NatsError, JetStreamError)
+"""What a NATS or JetStream call may raise when the server is away, slow or refusing."""
+BUCKET_TIMEOUT_S = 4.0
 
 LEADERLESS_RETRY_S = 20.0
 """How long a publish is retried (same ``Nats-Msg-Id``) while the stream has no leader:
@@ -294,3 +307,29 @@ async def outbound_backlog(nc: NatsClient, country: str, peer: str) -> int | Non
     except (ValueError, TypeError, AttributeError):
         return None
     return sum(lags) if lags else None
+
+
+async def key_value_bucket(
+    js: JetStreamContext,
+    bucket: str,
+    *,
+    replicas: int,
+    description: str,
+    ttl: float | None = None,
+) -> KeyValue:
+    """A KV bucket of this account (created when missing: file storage, one value a key,
+    ``ttl`` the age at which a key lapses)."""
+    async with asyncio.timeout(BUCKET_TIMEOUT_S):
+        try:
+            return await js.key_value(bucket)
+        except BucketNotFoundError:
+            return await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    ttl=ttl,
+                    storage=StorageType.FILE,
+                    replicas=replicas,
+                    description=description,
+                )
+            )
