@@ -305,15 +305,22 @@ def standby_takeover(country: str, stream: str, hub_down_s: float, node_down_s: 
         aside = len(_set_aside(hub))
         hub.start()
         healed = time.monotonic()
-        # back, it stands by; a log holding leaves it never copied is set aside
+        # back, it stands by and follows the stream (a log holding leaves it never
+        # copied is set aside first)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30):
-                while ((await fed.process_health(hub)) or {}).get("role") != "standby":  # noqa: ASYNC110
+                while not _following(await fed.process_health(hub)):  # noqa: ASYNC110
                     await asyncio.sleep(0.2)
         fed.measured["log_set_aside"] = len(_set_aside(hub)) > aside
         return healed
 
     return inject
+
+
+def _following(health: dict[str, object] | None) -> bool:
+    if health is None:
+        return False
+    return health.get("role") == "standby" and health.get("audit_copied") is not None
 
 
 def _set_aside(hub: HubProcess) -> list[Path]:
