@@ -50,7 +50,7 @@ from broker.links import LinkState, gauges, link_keeper
 from broker.lookup import LookupService
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
-from broker.plan import Publish, link_item, receipt_publish
+from broker.plan import Publish, link_item, receipt_entry, receipt_publish
 from broker.pull import pull_loop, sleep_or_stop
 from broker.registry import (
     POLL_S,
@@ -71,10 +71,11 @@ from broker.storage_health import RETRY_S, STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
 from broker.trust import WitnessPins, anchors_in_force, held_federation, read_installed
 from protocols import subjects
-from protocols.audit import AuditEvent, encode_publication
+from protocols.audit import AuditEntry, AuditEvent, encode_publication
 from protocols.checkpoint import log_origin, parse_checkpoint, parse_signed_note
 from protocols.deadlines import DEFAULT_TIERS
 from protocols.enckey import MIN_INTERVAL_MS, KeyUpdateAnswer, LastUpdate, encode_answer
+from protocols.envelope import decode_envelope
 from protocols.errors import AuditStreamError, ConfigError, IoError, IxbError, LocalError
 from protocols.federation import (
     FEDERATION_REQUEST,
@@ -114,6 +115,7 @@ PRUNE_KEEP_MS = 30 * 24 * 3600 * 1000
 """Messages are remembered this long after they expire: replays of an expired envelope are
 refused by freshness anyway, and the deadline register keeps a month of past requests."""
 CHECKPOINT_PUBLISH_TIMEOUT_S = 2.0
+RECEIPT_READ_TIMEOUT_S = 2.0
 CLI_CONNECT_TIMEOUT_S = 10.0
 """How long a one-off command (``ixb retention run``) waits for the hub's NATS server."""
 
@@ -405,6 +407,8 @@ class Hub:
                 return
             await _while_no_leader(self._take_shared, "shared")
         await _while_no_leader(self.audit_copy.check_at_start, "audit")
+        if instance:
+            await _while_no_leader(self._receipts_sent_before, "receipts")
         self.metrics.set("ixb_hub_active", 1)
 
     async def _stand_by(self, lease: HubLease, stop: asyncio.Event) -> None:
@@ -527,6 +531,48 @@ class Hub:
             directories=sorted(taken.directories),
             witnessed={p: w.size for p, w in taken.witnessed.items()},
         )
+
+    async def _receipts_sent_before(self) -> None:
+        """Receipts this country's hub sent just before this process took over and the log
+        lacks, recorded now as sent.
+
+        A process publishes a batch's receipts, then records, copies and acks: killed in
+        between, its receipts are out (the peer logs them) and their messages come back
+        to the new process, which seals receipts of its own. Those that cover the same
+        messages under the same statement are dropped as JetStream duplicates (and the
+        one held recorded, :meth:`_publish`); those cut differently (its batches are not
+        the dead one's) go out beside them. Either way the dead process's receipts are
+        in the streams it sent them to, ``INBOX`` and each ``OUT_<PEER>``, for
+        :data:`RECEIPT_SCAN_S` back: read there, they join the log."""
+        since = self.clock() - int(RECEIPT_SCAN_S * 1000)
+        sources = [(self._js, streams.INBOX_STREAM, subjects.inbox_all(self.country))] + [
+            (link.js, streams.out_stream(peer), subjects.cross_border(self.country, peer))
+            for peer, link in sorted(self.links.items())
+        ]
+        sent: list[bytes] = []
+        for js, stream, subject in sources:
+            sent += await streams.read_since(js, stream, subject, since, limit=RECEIPT_SCAN_MAX)
+        hub, now = self.identity.principal, self.clock()
+
+        def missing() -> list[AuditEntry]:
+            out = []
+            for data in sent:
+                try:
+                    header = decode_envelope(data).header
+                except IxbError:
+                    continue  # a directory, a checkpoint … on a link
+                if header.type != "receipt" or header.sender != str(hub):
+                    continue
+                entry = receipt_entry(hub, data, now)
+                held = self.audit_log.holds(entry.event, header.message_id, header.sender)
+                if not held and entry not in out:
+                    out.append(entry)
+            return out
+
+        found = await asyncio.to_thread(missing)
+        if found:
+            await asyncio.to_thread(self.audit.record, found)
+            log.warning("receipts_recorded_at_takeover", count=len(found), read=len(sent))
 
     def _take_registry(self, taken: shared_state.Registry) -> None:
         """The previous active process's registry and the last change it applied: a change
@@ -679,8 +725,13 @@ class Hub:
 
     # --- executing decisions ---------------------------------------------------------
 
-    async def _publish(self, p: Publish) -> None:
-        """One planned publish, onto our own streams or a peer's link."""
+    async def _publish(self, p: Publish) -> bytes | None:
+        """One planned publish, onto our own streams or a peer's link.
+
+        A receipt JetStream already held under its ``Nats-Msg-Id`` with other bytes
+        (sealed by another hub process of this country, or before a restore, and sent
+        before it was recorded) is what went out: its bytes are returned, so that
+        receipt is the one recorded, not this one that was dropped."""
         headers = (
             {"Nats-Msg-Id": p.dedup}
             if p.kind is None
@@ -688,7 +739,12 @@ class Hub:
         )
         js = self._js if p.peer is None else self.links[p.peer].js
         timeout = CHECKPOINT_PUBLISH_TIMEOUT_S if p.kind == KIND_CHECKPOINT else None
-        await js.publish(p.subject, p.data, headers=headers, timeout=timeout)
+        ack = await js.publish(p.subject, p.data, headers=headers, timeout=timeout)
+        if p.entry is None or not ack.duplicate:
+            return None
+        async with asyncio.timeout(RECEIPT_READ_TIMEOUT_S):
+            held = await js.get_msg(ack.stream, ack.seq)
+        return held.data if held.data and held.data != p.data else None
 
     def _count(self, delta: int) -> None:
         self.state.in_flight += delta
@@ -1165,6 +1221,10 @@ class Hub:
 
 LEADER_WAIT_S = 0.5
 STANDBY_POLL_S = 1.0
+RECEIPT_SCAN_S = 120.0
+"""How far back a process taking over looks for receipts its predecessor sent unrecorded:
+the lease's TTL and a standby's catching up, with room to spare."""
+RECEIPT_SCAN_MAX = 200_000
 STANDBY_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
 """How often a standby hub reads the ``AUDIT`` stream and tries to take the lease."""
 

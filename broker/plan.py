@@ -383,15 +383,27 @@ def receipt_publish(
 ) -> Publish:
     """The publish of a receipt ``hub`` sealed (``data``), with the entry that records it:
     to a local agency's inbox (delivered), or over the link to its country (relayed)."""
+    to = _receipt_recipient(data)
+    if to.country == hub.country:
+        peer, subject = None, subjects.inbox(to)
+    else:
+        peer, subject = to.country, subjects.cross_border(hub.country, to.country)
+    return Publish(subject, data, dedup, works, peer=peer, entry=receipt_entry(hub, data, now))
+
+
+def receipt_entry(hub: Principal, data: bytes, now: int) -> AuditEntry:
+    """The entry that records the receipt ``data`` sent: delivered to a local agency's
+    inbox, or relayed over the link to its country."""
     envelope = decode_envelope(data)
     (to,) = envelope.header.recipient_principals
     if to.country == hub.country:
-        event, peer, subject = AuditEvent.DELIVERED, None, subjects.inbox(to)
-    else:
-        event, peer = AuditEvent.RELAYED, to.country
-        subject = subjects.cross_border(hub.country, to.country)
-    entry = make_entry(str(hub), now, event, envelope=envelope, peer=peer)
-    return Publish(subject, data, dedup, works, peer=peer, entry=entry)
+        return make_entry(str(hub), now, AuditEvent.DELIVERED, envelope=envelope)
+    return make_entry(str(hub), now, AuditEvent.RELAYED, envelope=envelope, peer=to.country)
+
+
+def _receipt_recipient(data: bytes) -> Principal:
+    (to,) = decode_envelope(data).header.recipient_principals
+    return to
 
 
 def message_dedup(message_id: str, sender: str) -> str:

@@ -100,7 +100,7 @@ class Reminders:
     storage: StorageHealth
     metrics: Metrics
     encryption_key: Callable[[Principal, int], PublicIdentity]
-    publish: Callable[[Publish], Awaitable[None]]
+    publish: Callable[[Publish], Awaitable[object]]
     clock: Callable[[], int]
     period_s: float = MAX_PERIOD_S
 

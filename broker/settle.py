@@ -65,18 +65,28 @@ from broker.auditing import HubAudit
 from broker.control import KIND_HEADER, ControlDecision, ControlPlane
 from broker.metrics import Metrics
 from broker.pipeline import Pipeline
-from broker.plan import BatchPlan, Decided, Publish, Sealed, plan_batch, seal_receipts, valid_msg_id
+from broker.plan import (
+    BatchPlan,
+    Decided,
+    Publish,
+    Sealed,
+    plan_batch,
+    receipt_entry,
+    seal_receipts,
+    valid_msg_id,
+)
 from broker.refusals import RefusalWindows
 from broker.storage_health import STORAGE_ERRORS, StorageHealth
 from broker.store import HubStore
 from protocols.audit import AuditEntry, AuditEvent, make_entry
-from protocols.identifiers import Principal
+from protocols.identifiers import Principal, format_message_id
 from protocols.keys import Identity, PublicIdentity
 from transport.streams import TRANSPORT_ERRORS
 
 log = structlog.get_logger("ixb.hub")
 
-PublishFn = Callable[[Publish], Awaitable[None]]
+PublishFn = Callable[[Publish], Awaitable[bytes | None]]
+"""Returns the bytes JetStream already held under a receipt's de-dup id, when not these."""
 RETRY_DELAY_S = 1.0
 """How long a message left unsettled (a publish or a write failed) waits to come back."""
 MAX_UNWRITTEN = 1024
@@ -316,6 +326,15 @@ class Settler:
                     error=str(result),
                     msg_ids=[decided[n].msg_id for n in sorted(p.works)],
                 )
+            elif isinstance(result, bytes) and p.entry is not None:
+                # the receipt that went out was sealed before (another process, a restore)
+                entry = receipt_entry(self.identity.principal, result, p.entry.at)
+                log.info(
+                    "receipt_sent_before",
+                    msg_id=_id_text(entry.msg_id),
+                    instead_of=_id_text(p.entry.msg_id),
+                )
+                receipt_entries.append(entry)
             elif p.entry is not None:
                 receipt_entries.append(p.entry)
         return failed, receipt_entries
@@ -429,6 +448,10 @@ class Settler:
             await _nak([msg])
             return
         await msg.ack()
+
+
+def _id_text(msg_id: bytes | None) -> str | None:
+    return None if msg_id is None else format_message_id(msg_id)
 
 
 def _refusal_source(d: Decided) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -24,14 +25,17 @@ import aiohttp
 
 from agency_client.sdk import AgencyClient, Envelope, Incoming
 from broker.audit.log import AuditLog
+from broker.audit.search import AuditQuery
 from broker.audit.shipping import UNKNOWN_ACCEPTANCES_META
 from broker.auditing import to_record
 from broker.lease import LEASE_TTL_S
 from broker.natsd import free_ports
+from broker.plan import Publish, ReceiptStatement, receipt_publish, seal_receipts
 from broker.store import HubStore
 from protocols import subjects
 from protocols.audit import AuditEvent, make_entry
 from protocols.checkpoint import log_origin
+from protocols.envelope import decode_envelope
 from protocols.examples import example_bodies
 from protocols.identifiers import Principal, format_message_id
 from protocols.messages import Receipt, ReceiptStatus
@@ -330,3 +334,52 @@ async def test_a_standby_hub_takes_over_from_a_killed_one_and_hands_back(tmp_pat
                 log.verify_storage()
             finally:
                 log.close()
+
+
+async def test_a_receipt_already_sent_under_its_id_is_the_one_recorded(tmp_path: Path) -> None:
+    """A receipt sealed again (by a process that took over, or after a restore) goes out
+    under the same ``Nats-Msg-Id`` as the one sent before: JetStream keeps the first, and
+    the hub learns its bytes, to record that receipt rather than the one dropped."""
+    async with running_federation(tmp_path / "fed") as federation:
+        hub = federation.hubs["THA"].hub
+        entry = make_entry("THA/HUB", wall_ms(), AuditEvent.DELIVERED, msg_id=bytes(16))
+        to = subjects.inbox(Principal("THA", "DSI-ATHD"))
+        first = Publish(to, b"sealed first", "receipt-dedup-1", frozenset(), entry=entry)
+        again = dataclasses.replace(first, data=b"sealed again")
+        assert await hub._publish(first) is None
+        assert await hub._publish(first) is None  # the same bytes: nothing to learn
+        assert await hub._publish(again) == b"sealed first"
+        # a publish that records nothing of its own is not read back
+        plain = dataclasses.replace(again, entry=None)
+        assert await hub._publish(plain) is None
+
+        # receipts a process sent and died before recording: the one taking over finds
+        # them in the streams it sent them to, and records each once
+        sender = await federation.client(SENDER)
+        ids = [await sender.send(example_bodies(0)["alert"], [RECIPIENT]) for _ in range(2)]
+        await delivered(sender, ids)
+        local = Principal("THA", "DSI-ATHD")
+        abroad = Principal("MYS", "RMP-ATIPSOM")
+        receipts = []
+        for to, status in ((local, ReceiptStatus.ACCEPTED), (abroad, ReceiptStatus.DELIVERED)):
+            sealed = seal_receipts(
+                [ReceiptStatement(to, status, None, None, tuple(ids), frozenset())],
+                identity=hub.identity,
+                encryption_key=hub._encryption_key,
+                links=frozenset(hub.links),
+                now=hub.clock(),
+            )
+            ((dedup, data),) = sealed.fresh
+            await hub._publish(receipt_publish(hub.identity.principal, dedup, data, hub.clock()))
+            receipts.append(format_message_id(decode_envelope(data).header.id))
+        queries = [AuditQuery(msg_id=r) for r in receipts]
+        assert [hub.audit_log.search(q) for q in queries] == [[], []]
+        before = hub.audit_log.size
+        await hub._receipts_sent_before()
+        assert [[e.event for e in hub.audit_log.search(q)] for q in queries] == [
+            ["delivered"],
+            ["relayed"],
+        ]
+        assert hub.audit_log.size == before + 2  # the receipts recorded before: not again
+        await hub._receipts_sent_before()
+        assert hub.audit_log.size == before + 2

@@ -26,6 +26,7 @@ our own. De-duplication is by ``Nats-Msg-Id`` within each stream's window.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import time
 from collections.abc import Iterable
@@ -333,3 +334,38 @@ async def key_value_bucket(
                     description=description,
                 )
             )
+
+
+READ_SINCE_BATCH = 256
+READ_SINCE_WAIT_S = 0.5
+
+
+async def read_since(
+    js: JetStreamContext, stream: str, subject: str, since_ms: int, *, limit: int
+) -> list[bytes]:
+    """The payloads ``stream`` stored on ``subject`` from ``since_ms`` (wall clock) on, at
+    most ``limit``, through a consumer of its own that acks nothing and goes away."""
+    start = datetime.datetime.fromtimestamp(since_ms / 1000, tz=datetime.UTC)
+    psub = await js.pull_subscribe(
+        subject,
+        stream=stream,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=start,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+        ),
+    )
+    out: list[bytes] = []
+    try:
+        while len(out) < limit:
+            try:
+                got = await psub.fetch(min(READ_SINCE_BATCH, limit - len(out)), READ_SINCE_WAIT_S)
+            except NatsTimeoutError:
+                break
+            out += [m.data for m in got]
+            if not got:
+                break
+    finally:
+        await psub.unsubscribe()
+    return out

@@ -51,7 +51,6 @@ import structlog
 from agency_client.profile import load_profile
 from agency_client.sdk import AgencyClient, Incoming, load_identity_for
 from broker.audit.log import AuditLog
-from broker.audit.search import AuditQuery
 from broker.auditing import reconcile_logs
 from broker.natsd import (
     NatsServer,
@@ -473,10 +472,7 @@ class Federation:
         """Every log verifies, no witness alarm, every pair reconciles; what does not.
 
         A country's log is its active process's; a standby's log must verify too and be
-        the active one's as it was at some size (the same leaves, the same root). One
-        known gap of a takeover is let through and listed in :attr:`measured`
-        (``hub_receipts_not_in_log``): a hub receipt the killed active process published
-        just before it died, which the peer logged and the country's log lacks.
+        the active one's as it was at some size (the same leaves, the same root).
         """
         problems: list[str] = []
         logs: dict[str, tuple[Path, tuple[Path, ...]]] = {}
@@ -487,11 +483,7 @@ class Federation:
                 active = self.hubs[country]
             others = tuple(h.state for h in self.processes(country) if h is not active)
             logs[country] = (active.state, others)
-        gap = _Gap({c for c, (_s, others) in logs.items() if others})
-        problems += await asyncio.to_thread(_audit_problems, logs, grace_ms, gap)
-        self.measured.pop("hub_receipts_not_in_log", None)
-        if gap.seen:
-            self.measured["hub_receipts_not_in_log"] = sorted(gap.seen)
+        problems += await asyncio.to_thread(_audit_problems, logs, grace_ms)
         return problems
 
 
@@ -519,42 +511,13 @@ def _two_hub_processes(
     return a, (b,)
 
 
-@dataclass
-class _Gap:
-    """The known gap of a takeover (docs/operations/cluster.md): a hub receipt the killed
-    process published just before it died, logged by the peer, in no log the country
-    continues. Let through only for a country running several hub processes."""
-
-    countries: set[str]
-    receipts: dict[str, str] = field(default_factory=dict)
-    """A hub receipt's id → the country whose hub sent it (from the recipients' logs)."""
-    seen: set[str] = field(default_factory=set)
-    """The ones that were missing on one side."""
-
-    def read(self, log_: AuditLog) -> None:
-        for e in log_.search(AuditQuery(type="receipt", event="accepted"), limit=100_000):
-            if e.msg_id and e.sender and e.sender.endswith("/HUB"):
-                self.receipts[e.msg_id] = e.sender.split("/")[0]
-
-    def known(self, msg_id: str, sender: str) -> bool:
-        if sender in self.countries and self.receipts.get(msg_id) == sender:
-            self.seen.add(msg_id)
-            return True
-        return False
-
-
 def _reconcile_problems(
-    log_: AuditLog, store: HubStore, country: str, peers: list[str], *, grace_ms: int, gap: _Gap
+    log_: AuditLog, store: HubStore, country: str, peers: list[str], *, grace_ms: int
 ) -> list[str]:
     problems: list[str] = []
     now = wall_ms()
     for peer in peers:
         report = reconcile_logs(log_, store, country, peer, now_ms=now, grace_ms=grace_ms)
-        report = dataclasses.replace(
-            report,
-            only_here=tuple(i for i in report.only_here if not gap.known(i.msg_id, peer)),
-            only_there=tuple(i for i in report.only_there if not gap.known(i.msg_id, country)),
-        )
         if not report.clean:
             problems.append(
                 f"{country}↔{peer} do not reconcile: {len(report.only_here)} only here,"
@@ -578,18 +541,10 @@ def _log_problems(log_: AuditLog, name: str) -> list[str]:
     return problems
 
 
-def _audit_problems(
-    logs: dict[str, tuple[Path, tuple[Path, ...]]], grace_ms: int, gap: _Gap
-) -> list[str]:
+def _audit_problems(logs: dict[str, tuple[Path, tuple[Path, ...]]], grace_ms: int) -> list[str]:
     """:meth:`Federation.audit_problems` over the files: country → (the active process's
     state directory, the others')."""
     problems: list[str] = []
-    for state, _others in logs.values():
-        log_ = AuditLog(state / "audit.sqlite")
-        try:
-            gap.read(log_)
-        finally:
-            log_.close()
     for country, (state, others) in logs.items():
         peers = [c for c in logs if c != country]
         log_ = AuditLog(state / "audit.sqlite")
@@ -598,9 +553,7 @@ def _audit_problems(
             for other in others:
                 problems += _standby_problems(log_, other, country)
             with _peer_entries(state, others, peers) as store:
-                problems += _reconcile_problems(
-                    log_, store, country, peers, grace_ms=grace_ms, gap=gap
-                )
+                problems += _reconcile_problems(log_, store, country, peers, grace_ms=grace_ms)
         finally:
             log_.close()
     return problems
