@@ -232,10 +232,10 @@ async def test_an_outage_logs_each_change_of_state_once(tmp_path: Path) -> None:
                 await asyncio.sleep(4)  # a reconnect attempt is refused every 0.5 s
                 await server.start()
 
-                async def connected() -> bool:
-                    return nc.is_connected
+                async def reconnected() -> bool:  # logged by a callback after the flag
+                    return nc.is_connected and any(e["event"] == "nats_reconnected" for e in logs)
 
-                await eventually(connected, 20, "reconnected")
+                await eventually(reconnected, 20, "reconnected")
         finally:
             await nc.close()
     events = [e["event"] for e in logs]
