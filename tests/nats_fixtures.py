@@ -10,6 +10,7 @@ stop, so no transport is left open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -138,9 +139,9 @@ def tls_plan(
     return plan
 
 
-@pytest.fixture
-async def federation(plan: FederationPlan) -> AsyncIterator[Federation]:
-    """THA, MYS and MMR in a triangle, with every hub's streams created."""
+@contextlib.asynccontextmanager
+async def running(plan: FederationPlan) -> AsyncIterator[Federation]:
+    """The plan's servers, every hub's streams created; everything closed after."""
     async with start_federation(plan) as servers:
         fed = Federation(plan, servers)
         try:
@@ -148,3 +149,15 @@ async def federation(plan: FederationPlan) -> AsyncIterator[Federation]:
             yield fed
         finally:
             await fed.close_all()
+
+
+@pytest.fixture
+async def federation(plan: FederationPlan) -> AsyncIterator[Federation]:
+    """THA, MYS and MMR in a triangle, with every hub's streams created."""
+    async with running(plan) as fed:
+        yield fed
+
+
+def one_country(base: Path) -> contextlib.AbstractAsyncContextManager[Federation]:
+    """THA alone on one nats-server (one agency), its streams made."""
+    return running(tls_plan(["THA"], {"THA": ["DSI-ATHD"]}, base / "fed"))

@@ -15,25 +15,16 @@ from broker.audit.log import AuditLog
 from broker.audit_copy import AuditCopy, append_leaves
 from broker.auditing import to_record
 from broker.metrics import Metrics
-from broker.natsd import start_federation
 from protocols.audit import AuditEvent, make_entry
-from tests.nats_fixtures import Federation, tls_plan
+from tests.nats_fixtures import one_country
 from transport.clock import wall_ms
-from transport.streams import AUDIT_STREAM, ensure_country_streams
+from transport.streams import AUDIT_STREAM
 
 
 @pytest.fixture
 async def js(tmp_path: Path) -> AsyncIterator[JetStreamContext]:
-    plan = tls_plan(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path / "fed")
-    async with start_federation(plan) as servers:
-        fed = Federation(plan, servers)
-        try:
-            conn = await fed.hub("THA")
-            stream = conn.nc.jetstream()
-            await ensure_country_streams(stream, "THA", ["DSI-ATHD"])
-            yield stream
-        finally:
-            await fed.close_all()
+    async with one_country(tmp_path) as fed:
+        yield (await fed.hub("THA")).nc.jetstream()
 
 
 def grown(log: AuditLog, count: int, detail: str = "") -> AuditLog:

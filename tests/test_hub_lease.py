@@ -14,8 +14,7 @@ from broker.audit.log import AuditLog
 from broker.audit_copy import AuditCopy, append_leaves
 from broker.lease import HubLease
 from broker.metrics import Metrics
-from broker.natsd import start_federation
-from tests.nats_fixtures import Federation, tls_plan
+from tests.nats_fixtures import Federation, one_country
 from tests.test_audit_shipping import entries
 from transport.streams import AUDIT_STREAM
 
@@ -24,14 +23,9 @@ SAFETY = 0.5
 
 
 @pytest.fixture
-async def one_country(tmp_path: Path) -> AsyncIterator[Federation]:
-    plan = tls_plan(["THA"], {"THA": ["DSI-ATHD"]}, tmp_path / "fed")
-    async with start_federation(plan) as servers:
-        fed = Federation(plan, servers)
-        try:
-            yield fed
-        finally:
-            await fed.close_all()
+async def country(tmp_path: Path) -> AsyncIterator[Federation]:
+    async with one_country(tmp_path) as fed:
+        yield fed
 
 
 async def lease(fed: Federation, instance: str) -> HubLease:
@@ -40,9 +34,9 @@ async def lease(fed: Federation, instance: str) -> HubLease:
 
 
 async def test_one_holder_at_a_time_and_a_restart_takes_its_own_back(
-    one_country: Federation,
+    country: Federation,
 ) -> None:
-    a, b = await lease(one_country, "a"), await lease(one_country, "b")
+    a, b = await lease(country, "a"), await lease(country, "b")
     assert await a.try_acquire()
     assert a.valid() and 0 < a.remaining() <= TTL - SAFETY
     assert not await b.try_acquire()
@@ -50,7 +44,7 @@ async def test_one_holder_at_a_time_and_a_restart_takes_its_own_back(
     assert await b.holder() == "a"
     assert await a.renew()
     # "a" restarted (a new process, same instance name) takes the key back at once ...
-    a2 = await lease(one_country, "a")
+    a2 = await lease(country, "a")
     assert await a2.try_acquire()
     # ... and the old process's next renewal finds it lost
     assert not await a.renew()
@@ -59,9 +53,9 @@ async def test_one_holder_at_a_time_and_a_restart_takes_its_own_back(
 
 
 async def test_a_silent_holder_stops_counting_on_the_lease_before_another_takes_it(
-    one_country: Federation,
+    country: Federation,
 ) -> None:
-    a, b = await lease(one_country, "a"), await lease(one_country, "b")
+    a, b = await lease(country, "a"), await lease(country, "b")
     assert await a.try_acquire()
     start = time.monotonic()
     a_gave_up: float | None = None
@@ -80,8 +74,8 @@ async def test_a_silent_holder_stops_counting_on_the_lease_before_another_takes_
     assert await b.holder() == "b"
 
 
-async def test_a_released_lease_is_taken_at_once(one_country: Federation) -> None:
-    a, b = await lease(one_country, "a"), await lease(one_country, "b")
+async def test_a_released_lease_is_taken_at_once(country: Federation) -> None:
+    a, b = await lease(country, "a"), await lease(country, "b")
     assert await a.try_acquire()
     await a.release()
     assert not a.valid()
@@ -89,14 +83,14 @@ async def test_a_released_lease_is_taken_at_once(one_country: Federation) -> Non
     assert await a.holder() == "b"
 
 
-async def test_hold_renews_until_stopped_and_returns_when_taken(one_country: Federation) -> None:
-    a = await lease(one_country, "a")
+async def test_hold_renews_until_stopped_and_returns_when_taken(country: Federation) -> None:
+    a = await lease(country, "a")
     assert await a.try_acquire()
     stop = asyncio.Event()
     holding = asyncio.create_task(a.hold(stop))
     await asyncio.sleep(TTL * 1.5)  # beyond the TTL: only renewals keep it
     assert a.valid() and not holding.done()
-    b = await lease(one_country, "b")
+    b = await lease(country, "b")
     assert not await b.try_acquire()
     stop.set()
     await asyncio.wait_for(holding, 5)
@@ -117,14 +111,13 @@ async def _copy(fed: Federation, log: AuditLog, **kw: object) -> AuditCopy:
 
 
 async def test_the_audit_copy_is_fenced_against_a_second_writer(
-    one_country: Federation, tmp_path: Path
+    country: Federation, tmp_path: Path
 ) -> None:
-    await one_country.setup_streams()
     ours, theirs = AuditLog(tmp_path / "ours.sqlite"), AuditLog(tmp_path / "theirs.sqlite")
     try:
         append_leaves(ours, entries(5))
         append_leaves(theirs, entries(5, 100))
-        first = await _copy(one_country, ours)
+        first = await _copy(country, ours)
         await first.check_at_start()
         assert await first.ship() == 5 and not first.deposed.is_set()
 
@@ -135,17 +128,17 @@ async def test_the_audit_copy_is_fenced_against_a_second_writer(
         assert not first.deposed.is_set()
 
         # a second process that believes the stream is where it last saw it: refused
-        second = await _copy(one_country, theirs)
+        second = await _copy(country, theirs)
         second.shipped, second.seq = 0, 0
         assert await second.ship() == 0
         assert second.deposed.is_set()
         assert not await second.through(5)
-        info = await one_country.conns[0].nc.jetstream().stream_info(AUDIT_STREAM)
+        info = await country.conns[0].nc.jetstream().stream_info(AUDIT_STREAM)
         assert info.state.messages == 1  # only the first process's batch
 
         # a process whose lease ran out copies nothing
         append_leaves(ours, entries(2, 5))
-        lapsed = await _copy(one_country, ours, may_write=lambda: False)
+        lapsed = await _copy(country, ours, may_write=lambda: False)
         await lapsed.check_at_start()
         assert await lapsed.ship() == 5 and not await lapsed.through(7)
         assert await first.through(7)  # the holder still can
