@@ -114,6 +114,9 @@ class HubLease:
         try:
             async with asyncio.timeout(CALL_TIMEOUT_S):
                 revision = await kv.create(KEY, self.instance.encode())
+        except nats.js.errors.KeyNotFoundError:
+            # held when tried, expired by the time nats-py read it back: the next try
+            return False
         except nats.js.errors.KeyWrongLastSequenceError:
             async with asyncio.timeout(CALL_TIMEOUT_S):
                 try:
