@@ -57,8 +57,9 @@ APPEND_CHUNK = 1000
 READ_TIMEOUT_S = 5.0
 FOLLOW_BATCHES = 256
 """Stream messages a standby appends in one transaction (one fsync)."""
-SHIP_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
-SHIP_OR_FENCE_ERRORS: tuple[type[BaseException], ...] = (*SHIP_ERRORS, AuditStreamError)
+COPY_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
+"""What copying or following may meet: NATS away or refusing, the disk refusing."""
+COPY_OR_FENCE_ERRORS: tuple[type[BaseException], ...] = (*COPY_ERRORS, AuditStreamError)
 WRONG_LAST_SEQUENCE = 10071
 
 
@@ -180,7 +181,7 @@ class AuditCopy:
         async with self._lock:
             try:
                 await self._ship_locked()
-            except SHIP_OR_FENCE_ERRORS as exc:  # fenced off: the hub stops
+            except COPY_OR_FENCE_ERRORS as exc:  # fenced off: the hub stops
                 self._failures.failed(exc)
             else:
                 self._failures.ok()

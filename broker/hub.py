@@ -39,7 +39,7 @@ from nats.js import JetStreamContext
 from broker import shared_state
 from broker.audit import shipping
 from broker.audit.log import AuditLog
-from broker.audit_copy import AuditCopy
+from broker.audit_copy import COPY_ERRORS, AuditCopy
 from broker.auditing import HubAudit
 from broker.config import HubConfig
 from broker.control import KIND_CHECKPOINT, KIND_HEADER, ControlPlane, Writes
@@ -430,7 +430,7 @@ class Hub:
                 if await lease.try_acquire():
                     break
                 holder = await lease.holder()
-            except STANDBY_ERRORS as exc:
+            except COPY_ERRORS as exc:
                 failures.failed(exc)
             else:
                 failures.ok()
@@ -499,7 +499,7 @@ class Hub:
         shared = self.succession.shared
         try:
             await shared.write(await asyncio.to_thread(self._shared_now))
-        except STANDBY_ERRORS as exc:
+        except COPY_ERRORS as exc:
             shared.failures.failed(exc)
         else:
             shared.failures.ok()
@@ -1225,7 +1225,6 @@ RECEIPT_SCAN_S = 120.0
 """How far back a process taking over looks for receipts its predecessor sent unrecorded:
 the lease's TTL and a standby's catching up, with room to spare."""
 RECEIPT_SCAN_MAX = 200_000
-STANDBY_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, *STORAGE_ERRORS)
 """How often a standby hub reads the ``AUDIT`` stream and tries to take the lease."""
 
 
